@@ -1,0 +1,41 @@
+# The two commands: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Phoenix needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
+	@if command -v uv >/dev/null 2>&1; then uv venv --python $(PYTHON) $(VENV); \
+	else $(PYTHON) -m venv $(VENV); fi
+
+# Reinstall whenever pyproject.toml changes.
+$(STAMP): $(BIN)/python pyproject.toml
+	@if command -v uv >/dev/null 2>&1; then \
+		VIRTUAL_ENV=$(VENV) uv pip install --python $(BIN)/python -e '.[test]'; \
+	else $(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e '.[test]'; fi
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/phx demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/phx bench local --json benchmarks/results/local.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""Phoenix: a distributed-native agent runtime for Python.
+
+    import phoenix_cluster as phx
+
+    class Counter(phx.Agent):
+        def __init__(self) -> None:
+            self.count = 0
+
+        async def increment(self, by: int = 1) -> int:
+            self.count += by
+            return self.count
+
+    async with phx.Node() as node:
+        assert await node.ref(Counter, "alice").increment(5) == 5
+"""
+
+from __future__ import annotations
+
+import msgspec as _msgspec
+
+from . import telemetry as telemetry
+from ._agents.agent import Agent as Agent
+from ._agents.mailbox import AgentTimer as AgentTimer
+from ._agents.ref import AgentRef as AgentRef
+from ._agents.ref import MethodRef as MethodRef
+from ._foundation.env import Env as Env
+from ._foundation.settings import Settings as Settings
+from ._membership.snapshot import Member as Member
+from ._node import Node as Node
+from ._resilience.supervisor import ChildSpec as ChildSpec
+from ._resilience.supervisor import Supervisor as Supervisor
+from ._resilience.supervisor import SupervisorEscalation as SupervisorEscalation
+from ._version import __version__ as __version__
+from .errors import AgentError as AgentError
+from .errors import AgentNotFound as AgentNotFound
+from .errors import AuthenticationError as AuthenticationError
+from .errors import CallTimeout as CallTimeout
+from .errors import ConfigError as ConfigError
+from .errors import DefiniteError as DefiniteError
+from .errors import IndefiniteError as IndefiniteError
+from .errors import NodeClosed as NodeClosed
+from .errors import NodeUnavailable as NodeUnavailable
+from .errors import NoQuorum as NoQuorum
+from .errors import Overloaded as Overloaded
+from .errors import PhoenixError as PhoenixError
+from .errors import PhoenixInternalError as PhoenixInternalError
+from .errors import ProtocolError as ProtocolError
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentNotFound",
+    "AgentRef",
+    "AgentTimer",
+    "AuthenticationError",
+    "CallTimeout",
+    "ChildSpec",
+    "ConfigError",
+    "DefiniteError",
+    "Env",
+    "IndefiniteError",
+    "Member",
+    "MethodRef",
+    "NoQuorum",
+    "Node",
+    "NodeClosed",
+    "NodeUnavailable",
+    "Overloaded",
+    "PhoenixError",
+    "PhoenixInternalError",
+    "ProtocolError",
+    "Settings",
+    "Supervisor",
+    "SupervisorEscalation",
+    "__version__",
+    "telemetry",
+]
+
+# Tracebacks and docs name the public path, not the private module. (msgspec Structs
+# keep theirs: msgspec resolves their annotations in their defining module.)
+for _name in __all__:
+    _obj = globals()[_name]
+    if (
+        isinstance(_obj, type)
+        and _obj.__module__.startswith("phoenix_cluster._")
+        and not issubclass(_obj, _msgspec.Struct)
+    ):
+        _obj.__module__ = "phoenix_cluster"
+del _name, _obj

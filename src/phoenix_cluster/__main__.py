@@ -1,0 +1,5 @@
+"""``python -m phoenix_cluster`` runs the ``phx`` command."""
+
+from ._cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""L6: agents: kinds, activation, mailboxes, dispatch and references."""

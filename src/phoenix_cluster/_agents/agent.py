@@ -1,0 +1,317 @@
+"""The ``Agent`` base class and the process-wide registry of agent kinds.
+
+A kind is a subclass of :class:`Agent`. Defining the class registers it under its kind
+name (``module.QualName`` unless ``kind=`` says otherwise), so a node that imports the
+module can host it. Class keywords set per-kind options; the class body's public methods
+are its messages and its public attributes are its state.
+
+This module builds the static description of a kind (:class:`KindSpec`); running agents
+is the runtime's job (``runtime.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import msgspec
+
+from ..errors import AgentNotFound, ConfigError
+
+if TYPE_CHECKING:
+    from .mailbox import Activation, AgentTimer
+
+__all__ = ["Agent", "Durability", "KindSpec", "MethodSpec", "kind_spec", "lookup_kind"]
+
+Durability = Literal["quorum", "async", "none"]
+_DURABILITIES = ("quorum", "async", "none")
+_PLACEMENTS = ("hash", "local", "least_loaded")
+
+# Types that msgpack decodes to exactly, so their arguments need no conversion.
+_NATIVE: tuple[object, ...] = (int, str, bool, bytes, float, Any, object, type(None), None)
+
+_KINDS: dict[str, KindSpec] = {}
+
+# AgentRef's own attributes: a message with one of these names could not be sent.
+_REF_ATTRIBUTES = frozenset({"kind", "options"})
+
+_untyped_decoder = msgspec.msgpack.Decoder()
+
+
+class MethodSpec:
+    """A message an agent kind accepts: the handler and how to decode its arguments."""
+
+    __slots__ = ("converters", "fn", "is_async", "name", "result_decoder")
+
+    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+        self.name = name
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        hints = _type_hints(fn)
+        params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+        # (position, name, type) for each argument that msgpack cannot decode exactly,
+        # e.g. a msgspec Struct arrives as a dict and a tuple as a list.
+        self.converters: tuple[tuple[int, str, Any], ...] = tuple(
+            (i, p.name, hints[p.name])
+            for i, p in enumerate(params)
+            if p.name in hints and hints[p.name] not in _NATIVE
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+        result = hints.get("return", Any)
+        self.result_decoder: msgspec.msgpack.Decoder[Any] = (
+            _untyped_decoder if result in _NATIVE else msgspec.msgpack.Decoder(result)
+        )
+
+    def convert_args(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Turn decoded msgpack values into the annotated types, in place."""
+        for position, name, tp in self.converters:
+            if position < len(args):
+                args[position] = msgspec.convert(args[position], tp)
+            elif name in kwargs:
+                kwargs[name] = msgspec.convert(kwargs[name], tp)
+
+    def __repr__(self) -> str:
+        return f"<MethodSpec {self.name}>"
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj)
+    except Exception:
+        # Annotations naming a class local to a function cannot be resolved; such
+        # values travel as plain msgpack types.
+        return {}
+
+
+class KindSpec:
+    """Everything the runtime needs to know about an agent kind. Immutable once built."""
+
+    __slots__ = (
+        "cls",
+        "durability",
+        "has_on_activate",
+        "has_on_deactivate",
+        "idle_timeout_s",
+        "mailbox_limit",
+        "methods",
+        "name",
+        "placement",
+        "replicas",
+        "state_types",
+    )
+
+    def __init__(
+        self,
+        cls: type[Agent],
+        name: str,
+        *,
+        durability: Durability,
+        idle_timeout_s: float | None,
+        placement: str,
+        replicas: int,
+        mailbox_limit: int | None,
+    ) -> None:
+        self.cls = cls
+        self.name = name
+        self.durability = durability
+        self.idle_timeout_s = idle_timeout_s
+        self.placement = placement
+        self.replicas = replicas
+        self.mailbox_limit = mailbox_limit
+        self.methods: dict[str, MethodSpec] = {}
+        for attr in dir(cls):
+            if attr.startswith("_") or attr in _RESERVED:
+                continue
+            fn = inspect.getattr_static(cls, attr)
+            if isinstance(fn, (staticmethod, classmethod, property)) or not callable(fn):
+                continue
+            if attr in _REF_ATTRIBUTES:
+                raise ConfigError(
+                    f"agent kind {name!r}: a message cannot be named {attr!r}, "
+                    f"references use that name ({', '.join(sorted(_REF_ATTRIBUTES))})",
+                    key=attr,
+                )
+            self.methods[attr] = MethodSpec(attr, fn)
+        self.has_on_activate = cls.on_activate is not Agent.on_activate
+        self.has_on_deactivate = cls.on_deactivate is not Agent.on_deactivate
+        hints = _type_hints(cls)
+        self.state_types: dict[str, Any] = {
+            k: v
+            for k, v in hints.items()
+            if not k.startswith("_") and v not in _NATIVE and typing.get_origin(v) is not ClassVar
+        }
+
+    def __repr__(self) -> str:
+        return f"<KindSpec {self.name} [{len(self.methods)} methods, {self.durability}]>"
+
+
+class Agent:
+    """Base class of agent kinds.
+
+    Subclass it; public attributes set in ``__init__`` (which takes no arguments) are the
+    agent's state, public methods (``async def`` or plain ``def``) are its messages::
+
+        class Counter(phx.Agent, kind="counter", idle_timeout=60):
+            def __init__(self) -> None:
+                self.count = 0
+
+            async def increment(self, by: int = 1) -> int:
+                self.count += by
+                return self.count
+
+    Class keywords (all optional):
+        kind: the kind's name on the wire; default ``module.QualName``. Name it explicitly
+            if the class may move between modules.
+        durability: ``"quorum"`` (default), ``"async"`` or ``"none"``: how state changes
+            are replicated (state replication arrives with the replication layer; today
+            every kind keeps its state in the hosting node's memory).
+        idle_timeout: seconds without messages before the agent is passivated; its state
+            is kept and it reactivates on the next message. Default: the node's
+            ``idle_timeout_s``.
+        placement: ``"hash"`` (default), ``"local"`` or ``"least_loaded"``.
+        replicas: copies of the state in the cluster (default 3).
+        mailbox_limit: messages waiting before new ones fail with ``phx.Overloaded``.
+            Default: the node's ``mailbox_limit``.
+
+    State must serialize to msgpack (None, bool, int, float, str, bytes, list, dict,
+    msgspec Structs). Annotate attributes at class level (``items: list[Item]``) to get
+    typed values back after a rollback or reactivation; override :meth:`snapshot` and
+    :meth:`restore` for anything else.
+    """
+
+    __slots__ = ("_phx_act",)
+    _phx_act: Activation
+
+    _phx_spec: ClassVar[KindSpec]
+
+    def __init_subclass__(
+        cls,
+        *,
+        kind: str | None = None,
+        durability: Durability = "quorum",
+        idle_timeout: float | None = None,
+        placement: str = "hash",
+        replicas: int = 3,
+        mailbox_limit: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        name = kind if kind is not None else f"{cls.__module__}.{cls.__qualname__}"
+        where = f"agent kind {name!r}"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: kind must be a non-empty string", key="kind")
+        if durability not in _DURABILITIES:
+            raise ConfigError(
+                f"{where}: durability must be one of {_DURABILITIES}, got {durability!r}",
+                key="durability",
+            )
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ConfigError(
+                f"{where}: idle_timeout must be > 0 seconds, got {idle_timeout!r}",
+                key="idle_timeout",
+            )
+        if placement not in _PLACEMENTS:
+            raise ConfigError(
+                f"{where}: placement must be one of {_PLACEMENTS}, got {placement!r}",
+                key="placement",
+            )
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ConfigError(f"{where}: replicas must be >= 1, got {replicas!r}", key="replicas")
+        if mailbox_limit is not None and (not isinstance(mailbox_limit, int) or mailbox_limit < 1):
+            raise ConfigError(
+                f"{where}: mailbox_limit must be an int >= 1, got {mailbox_limit!r}",
+                key="mailbox_limit",
+            )
+        spec = KindSpec(
+            cls,
+            name,
+            durability=durability,
+            idle_timeout_s=idle_timeout,
+            placement=placement,
+            replicas=replicas,
+            mailbox_limit=mailbox_limit,
+        )
+        cls._phx_spec = spec
+        # A later definition under the same name wins, as a re-imported module would.
+        _KINDS[name] = spec
+
+    @property
+    def key(self) -> str:
+        """This agent's key (read-only; not part of the state)."""
+        return self._phx_act.key
+
+    @property
+    def node(self) -> Any:
+        """The node hosting this activation (read-only; not part of the state)."""
+        return self._phx_act.runtime.node
+
+    async def on_activate(self) -> None:
+        """Called after the agent is created or restored, before its first message."""
+
+    async def on_deactivate(self) -> None:
+        """Called before the agent is passivated or its node stops. State changes made
+        here are kept."""
+
+    def snapshot(self) -> Any:
+        """The agent's state as msgpack-serializable data. Default: public attributes."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def restore(self, state: Any) -> None:
+        """Replace the agent's state with ``state`` (a decoded :meth:`snapshot`)."""
+        types = type(self)._phx_spec.state_types
+        attrs = self.__dict__
+        for name in [k for k in attrs if not k.startswith("_")]:
+            del attrs[name]
+        for name, value in state.items():
+            tp = types.get(name)
+            attrs[name] = value if tp is None else msgspec.convert(value, tp)
+
+    def set_timer(
+        self,
+        delay_s: float,
+        callback: Callable[..., Awaitable[Any] | Any],
+        *args: Any,
+        repeat: bool = False,
+    ) -> AgentTimer:
+        """Run ``callback(*args)`` as a message of this agent after ``delay_s`` seconds.
+
+        The callback runs one message at a time with the others, and a failure rolls
+        the state back like any handler's. With ``repeat=True`` it runs every
+        ``delay_s`` seconds. Timers die with the activation: passivation cancels them,
+        and timer ticks do not keep an idle agent active.
+
+        Returns:
+            A handle whose ``cancel()`` stops the timer.
+        """
+        return self._phx_act.runtime.start_timer(self._phx_act, delay_s, callback, args, repeat)
+
+
+_RESERVED = frozenset(name for name in dir(Agent) if not name.startswith("_"))
+
+
+def kind_spec(kind: type[Agent] | str) -> KindSpec:
+    """The spec of an agent class or kind name.
+
+    Raises:
+        AgentNotFound: no kind of that name has been defined in this process.
+    """
+    if isinstance(kind, str):
+        return lookup_kind(kind)
+    spec = kind.__dict__.get("_phx_spec") if isinstance(kind, type) else None
+    if not isinstance(spec, KindSpec):
+        raise TypeError(f"expected an Agent subclass or a kind name, got {kind!r}")
+    return spec
+
+
+def lookup_kind(name: str) -> KindSpec:
+    """The spec registered under ``name``.
+
+    Raises:
+        AgentNotFound: unknown kind (was its module imported on this node?).
+    """
+    spec = _KINDS.get(name)
+    if spec is None:
+        raise AgentNotFound(f"unknown agent kind {name!r} (is its module imported on this node?)")
+    return spec

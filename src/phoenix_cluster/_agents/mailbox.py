@@ -1,0 +1,160 @@
+"""Activations and their mailboxes.
+
+An :class:`Activation` is the record of one live agent. While the agent is idle it is a
+passive record: no task, no queue, no timer of its own (the node's passivation sweep
+finds idle agents). Only while messages are waiting does it own a ``deque`` and one
+drain task, both dropped as soon as the mailbox is empty again. That keeps an idle agent
+at a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Overloaded
+
+if TYPE_CHECKING:
+    from .._foundation.env import TimerHandle
+    from .agent import Agent, KindSpec
+    from .runtime import AgentRuntime, KindRuntime
+
+__all__ = ["Activation", "AgentTimer", "Message", "PASSIVATE"]
+
+
+class Message:
+    """One queued message: a call (with a future), a cast, or an internal step.
+
+    ``payload`` is the codec's bytes of ``[args, kwargs]``; internal steps (timer ticks,
+    passivation) carry a Python callable in ``fn`` instead and never cross the wire.
+    """
+
+    __slots__ = ("args", "deadline", "fn", "future", "method", "payload", "request_id")
+
+    def __init__(
+        self,
+        method: str,
+        payload: bytes,
+        future: asyncio.Future[bytes] | None,
+        deadline: float,
+        request_id: int,
+        fn: Callable[..., Any] | None = None,
+        args: tuple[Any, ...] = (),
+    ) -> None:
+        self.method = method
+        self.payload = payload
+        self.future = future
+        self.deadline = deadline
+        self.request_id = request_id
+        self.fn = fn
+        self.args = args
+
+
+PASSIVATE = "\x00passivate"
+"""Method name of the internal message that passivates an activation in mailbox order."""
+
+
+class Activation:
+    """One active agent: its instance, committed state and (while busy) its mailbox.
+
+    ``committed`` holds the codec's bytes of the state after the last message that
+    succeeded: a failing handler is rolled back to it, passivation stores it, and the
+    replication layer will ship it.
+    """
+
+    __slots__ = (
+        "agent",
+        "committed",
+        "key",
+        "kind",
+        "last_used",
+        "queue",
+        "task",
+        "timers",
+    )
+
+    def __init__(self, kind: KindRuntime, key: str, now: float) -> None:
+        self.kind = kind
+        self.key = key
+        self.agent: Agent | None = None
+        self.committed = b""
+        self.queue: deque[Message] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_used = now
+        self.timers: list[AgentTimer] | None = None
+
+    @property
+    def runtime(self) -> AgentRuntime:
+        return self.kind.runtime
+
+    @property
+    def spec(self) -> KindSpec:
+        return self.kind.spec
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    def put_nowait(self, msg: Message, limit: int) -> bool:
+        """Queue ``msg``; return ``True`` if a drain task must be started.
+
+        Raises:
+            Overloaded: ``limit`` messages are already waiting; nothing was queued.
+        """
+        queue = self.queue
+        if queue is None:
+            self.queue = deque((msg,))
+            return self.task is None
+        if len(queue) >= limit:
+            raise Overloaded(
+                f"mailbox of {self.kind.spec.name}/{self.key} is full "
+                f"({len(queue)} queued, mailbox_limit {limit})",
+                request_id=msg.request_id,
+            )
+        queue.append(msg)
+        return self.task is None
+
+    def __repr__(self) -> str:
+        queued = len(self.queue) if self.queue else 0
+        state = "busy" if self.task else ("idle" if self.agent else "activating")
+        return f"<Activation {self.kind.spec.name}/{self.key} {state} [{queued} queued]>"
+
+
+class AgentTimer:
+    """A timer owned by an activation. ``cancel()`` stops it; passivation cancels it."""
+
+    __slots__ = ("activation", "args", "callback", "cancelled", "handle", "interval", "repeat")
+
+    def __init__(
+        self,
+        activation: Activation,
+        interval: float,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+        repeat: bool,
+    ) -> None:
+        self.activation = activation
+        self.interval = interval
+        self.callback = callback
+        self.args = args
+        self.repeat = repeat
+        self.cancelled = False
+        self.handle: TimerHandle | None = None
+
+    def cancel(self) -> None:
+        """Stop the timer. A tick already queued in the mailbox still runs."""
+        self.cancelled = True
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        timers = self.activation.timers
+        if timers is not None and self in timers:
+            timers.remove(self)
+
+    def __repr__(self) -> str:
+        what = getattr(self.callback, "__name__", repr(self.callback))
+        mode = "every" if self.repeat else "once after"
+        state = " cancelled" if self.cancelled else ""
+        return f"<AgentTimer {what} {mode} {self.interval}s{state}>"

@@ -1,0 +1,109 @@
+"""References to agents: ``node.ref(Kind, key)`` and its method proxies.
+
+A reference is a cheap value (kind, key, options); creating one activates nothing. The
+first message does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .agent import KindSpec
+    from .runtime import AgentRuntime
+
+__all__ = ["AgentRef", "MethodRef"]
+
+
+class MethodRef:
+    """``ref.method``: await a call with ``ref.method(...)``, or send with ``.cast(...)``."""
+
+    __slots__ = ("_method", "_ref")
+
+    def __init__(self, ref: AgentRef, method: str) -> None:
+        self._ref = ref
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Call the method and wait for its result.
+
+        Raises:
+            AgentError: the handler raised (the agent's state was rolled back).
+            AgentNotFound: no such kind or method.
+            Overloaded: the agent's mailbox is full; nothing was queued.
+            CallTimeout: no result within the timeout (the handler may have run).
+        """
+        ref = self._ref
+        return ref._runtime.call(ref._spec, ref._key, self._method, args, kwargs, ref._timeout)
+
+    def cast(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
+        """Send the message without waiting for its result.
+
+        Returns once the message is accepted for delivery; a failure of the handler is
+        logged by the hosting node, not reported here.
+
+        Raises:
+            AgentNotFound: no such kind or method.
+            Overloaded: the agent's mailbox is full; nothing was queued.
+        """
+        ref = self._ref
+        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<MethodRef {self._ref._spec.name}/{self._ref._key}.{self._method}>"
+
+
+class AgentRef:
+    """A reference to the agent ``(kind, key)``, valid on any node of the cluster.
+
+    Attribute access gives a :class:`MethodRef` for any public name; whether the method
+    exists is checked when the message is sent (``AgentNotFound``).
+    """
+
+    __slots__ = ("_key", "_runtime", "_spec", "_timeout")
+
+    def __init__(
+        self, runtime: AgentRuntime, spec: KindSpec, key: str, timeout: float | None = None
+    ) -> None:
+        self._runtime = runtime
+        self._spec = spec
+        self._key = key
+        self._timeout = timeout
+
+    @property
+    def kind(self) -> str:
+        """The agent's kind name."""
+        return self._spec.name
+
+    @property
+    def key(self) -> str:
+        """The agent's key."""
+        return self._key
+
+    def options(self, *, timeout: float | None = None) -> AgentRef:
+        """A copy of this reference with other call options.
+
+        Args:
+            timeout: seconds before a call fails with ``CallTimeout`` (default: the node's
+                ``call_timeout_s``, 5 s).
+        """
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        return AgentRef(self._runtime, self._spec, self._key, timeout)
+
+    def __getattr__(self, name: str) -> MethodRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return MethodRef(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AgentRef):
+            return NotImplemented
+        return (self._spec.name, self._key) == (other._spec.name, other._key)
+
+    def __hash__(self) -> int:
+        return hash((self._spec.name, self._key))
+
+    def __repr__(self) -> str:
+        return f"<AgentRef {self._spec.name}/{self._key}>"

@@ -1,0 +1,528 @@
+"""The agent runtime of one node: activation, dispatch, rollback, passivation, shutdown.
+
+Data path of a local call: the caller encodes ``[args, kwargs]`` with the wire codec,
+queues a :class:`Message` in the activation's mailbox (creating the activation on first
+use), and awaits a future. The activation's drain task, which exists only while messages
+wait, activates the agent if needed and runs messages one at a time. After each message
+that succeeded it encodes the state; that encoding is the committed state that a failing
+handler is rolled back to and that passivation keeps.
+
+Arguments and results cross the codec even locally, so code that works on one node works
+on a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._foundation.env import Env
+from .._foundation.settings import Settings
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus
+from ..errors import (
+    AgentError,
+    AgentNotFound,
+    CallTimeout,
+    NodeClosed,
+    Overloaded,
+    PhoenixInternalError,
+)
+from .agent import KindSpec, MethodSpec
+from .mailbox import PASSIVATE, Activation, AgentTimer, Message
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["AgentRuntime", "KindRuntime", "RuntimeStatistics"]
+
+_log = logging.getLogger("phoenix_cluster.agents")
+
+
+class KindRuntime:
+    """One kind's activations on this node, and the state of its passivated agents."""
+
+    __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "runtime", "spec")
+
+    def __init__(self, runtime: AgentRuntime, spec: KindSpec, settings: Settings) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.activations: dict[str, Activation] = {}
+        # Passivated agents: key -> committed state bytes (in memory until replication).
+        self.passive: dict[str, bytes] = {}
+        self.idle_timeout_s = spec.idle_timeout_s or settings.idle_timeout_s
+        self.mailbox_limit = spec.mailbox_limit or settings.mailbox_limit
+
+    def __repr__(self) -> str:
+        return (
+            f"<KindRuntime {self.spec.name} [{len(self.activations)} active, "
+            f"{len(self.passive)} passive]>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """A point-in-time view of the agent runtime (telemetry and tests read it)."""
+
+    kinds: int
+    active_agents: int
+    passive_agents: int
+    busy_agents: int
+    queued_messages: int
+    messages_handled: int
+    activations: int
+    passivations: int
+
+
+class AgentRuntime:
+    """Hosts agents on one node. Created and closed by :class:`phoenix_cluster.Node`."""
+
+    def __init__(self, node: Any, settings: Settings, env: Env, bus: TelemetryBus) -> None:
+        self.node = node
+        self.settings = settings
+        self.clock = env.clock
+        self.bus = bus
+        self.node_name = node.name
+        self._kinds: dict[str, KindRuntime] = {}
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._request_ids = itertools.count(1)
+        self._closing = False
+        self._messages_handled = 0
+        self._activations = 0
+        self._passivations = 0
+
+    # ----------------------------------------------------------------- calling in
+
+    def kind(self, spec: KindSpec) -> KindRuntime:
+        """The runtime of ``spec``'s kind on this node, created on first use."""
+        kr = self._kinds.get(spec.name)
+        if kr is None or kr.spec is not spec:
+            kr = self._kinds[spec.name] = KindRuntime(self, spec, self.settings)
+        return kr
+
+    def next_request_id(self) -> int:
+        return next(self._request_ids)
+
+    async def call(
+        self,
+        spec: KindSpec,
+        key: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        """Send a call and wait for its result (decoded with the method's result type)."""
+        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
+        request_id = next(self._request_ids)
+        method_spec = self._method(spec, method)
+        payload = self._encode((args, kwargs))
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        msg = Message(method, payload, future, self.clock.monotonic() + timeout_s, request_id)
+        self._enqueue(self.kind(spec), key, msg)
+        timer = self.clock.call_later(timeout_s, lambda: _expire(future, msg, spec, key))
+        try:
+            result = await future
+        finally:
+            timer.cancel()
+        return method_spec.result_decoder.decode(result)
+
+    async def cast(
+        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Queue a message without waiting for its result.
+
+        Returns once the message is accepted into the mailbox; raises if it was refused.
+        """
+        self._method(spec, method)
+        msg = Message(method, self._encode((args, kwargs)), None, 0.0, next(self._request_ids))
+        self._enqueue(self.kind(spec), key, msg)
+
+    def _method(self, spec: KindSpec, method: str) -> MethodSpec:
+        if self._closing:
+            raise NodeClosed(f"node {self.node_name} is shutting down")
+        method_spec = spec.methods.get(method)
+        if method_spec is None:
+            raise AgentNotFound(
+                f"agent kind {spec.name!r} has no method {method!r} "
+                f"(methods: {', '.join(sorted(spec.methods)) or 'none'})"
+            )
+        return method_spec
+
+    def _enqueue(self, kr: KindRuntime, key: str, msg: Message) -> None:
+        act = kr.activations.get(key)
+        if act is None:
+            act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
+        try:
+            start = act.put_nowait(msg, kr.mailbox_limit)
+        except Overloaded as exc:
+            _log.debug("%s", exc)
+            if self.bus.has_handlers(events.AGENT_OVERLOADED):
+                self.bus.execute(
+                    events.AGENT_OVERLOADED,
+                    {"queued": float(kr.mailbox_limit)},
+                    {"node": self.node_name, "kind": kr.spec.name, "key": key},
+                )
+            raise
+        if start:
+            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+
+    # ----------------------------------------------------------------- running
+
+    async def _drain(self, act: Activation) -> None:
+        """Run queued messages one at a time until the mailbox is empty, then exit."""
+        queue = act.queue
+        try:
+            if act.agent is None and not await self._activate(act):
+                return
+            while queue:
+                msg = queue.popleft()
+                if msg.fn is None:
+                    await self._handle(act, msg)
+                elif msg.method == PASSIVATE:
+                    # Anything queued behind it moved to a fresh activation.
+                    await msg.fn()
+                    return
+                else:
+                    await self._run_internal(act, msg)
+        except asyncio.CancelledError:
+            self._fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
+            raise
+        except BaseException as exc:  # pragma: no cover - a bug in this module
+            _log.exception("agent drain loop of %s/%s broke", act.kind.spec.name, act.key)
+            self._fail_queued(act, PhoenixInternalError(f"drain loop broke: {exc!r}"))
+        finally:
+            act.task = None
+            if act.queue is queue and not queue:
+                act.queue = None
+            act.last_used = self.clock.monotonic()
+
+    async def _activate(self, act: Activation) -> bool:
+        """Create or restore the agent; on failure, fail its queued messages."""
+        kr = act.kind
+        spec = kr.spec
+        started = self.clock.monotonic()
+        state = kr.passive.pop(act.key, None)
+        agent: Agent = spec.cls.__new__(spec.cls)
+        agent._phx_act = act
+        try:
+            agent.__init__()  # type: ignore[misc]
+            if state is not None:
+                agent.restore(self._decode(state))
+            if spec.has_on_activate:
+                await agent.on_activate()
+            act.committed = self._encode(agent.snapshot())
+        except Exception as exc:
+            if state is not None:
+                kr.passive[act.key] = state  # a failed activation must not lose state
+            if kr.activations.get(act.key) is act:
+                del kr.activations[act.key]
+            _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
+            self._fail_queued(act, _agent_error(exc, f"activation of {spec.name}/{act.key}"))
+            self._cancel_timers(act)
+            return False
+        act.agent = agent
+        self._activations += 1
+        if self.bus.has_handlers(events.AGENT_STARTED):
+            self.bus.execute(
+                events.AGENT_STARTED,
+                {"duration": self.clock.monotonic() - started},
+                {"node": self.node_name, "kind": spec.name, "key": act.key,
+                 "restored": state is not None},
+            )
+        return True
+
+    async def _handle(self, act: Activation, msg: Message) -> None:
+        future = msg.future
+        if future is not None and self.clock.monotonic() > msg.deadline:
+            # Nobody waits any more, and running it now would surprise the caller who
+            # was told CallTimeout long ago: skip it (it never ran).
+            if not future.done():
+                future.set_exception(CallTimeout("deadline passed in mailbox",
+                                                 request_id=msg.request_id))
+            return
+        spec = act.kind.spec
+        method = spec.methods[msg.method]
+        agent = act.agent
+        assert agent is not None
+        measure = self.bus.has_handlers(events.AGENT_CALL_STOP)
+        started = self.clock.monotonic() if measure else 0.0
+        try:
+            args, kwargs = self._decode(msg.payload)
+            if method.converters:
+                method.convert_args(args, kwargs)
+            if method.is_async:
+                result = await method.fn(agent, *args, **kwargs)
+            else:
+                result = method.fn(agent, *args, **kwargs)
+            out = self._encode(result)
+            state = self._encode(agent.snapshot())
+        except asyncio.CancelledError:
+            self._rollback(act)
+            if future is not None and not future.done():
+                future.set_exception(NodeClosed(f"node {self.node_name} stopped mid-message"))
+            raise
+        except Exception as exc:
+            self._rollback(act)
+            self._report_failure(act, msg, exc)
+            return
+        if state != act.committed:
+            act.committed = state
+        self._messages_handled += 1
+        if future is not None and not future.done():
+            future.set_result(out)
+        if measure:
+            self.bus.execute(
+                events.AGENT_CALL_STOP,
+                {"duration": self.clock.monotonic() - started},
+                {"node": self.node_name, "kind": spec.name, "method": msg.method},
+            )
+
+    async def _run_internal(self, act: Activation, msg: Message) -> None:
+        """A timer tick: run the callback as a message, with rollback on failure."""
+        agent = act.agent
+        assert agent is not None and msg.fn is not None
+        try:
+            result = msg.fn(*msg.args)
+            if asyncio.iscoroutine(result):
+                await result
+            state = self._encode(agent.snapshot())
+        except Exception as exc:
+            self._rollback(act)
+            self._report_failure(act, msg, exc)
+            return
+        act.committed = state
+        self._messages_handled += 1
+
+    def _rollback(self, act: Activation) -> None:
+        agent = act.agent
+        assert agent is not None
+        try:
+            agent.restore(self._decode(act.committed))
+        except Exception:  # pragma: no cover - restore() of a user override broke
+            _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
+
+    def _report_failure(self, act: Activation, msg: Message, exc: Exception) -> None:
+        error = _agent_error(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
+        error.request_id = msg.request_id
+        future = msg.future
+        if future is not None:
+            if not future.done():
+                future.set_exception(error)
+        else:
+            # A cast or a timer tick has nobody to tell: say it in the log.
+            _log.warning("%s; state rolled back (no caller to tell)", error.message)
+        if self.bus.has_handlers(events.AGENT_CALL_EXCEPTION):
+            self.bus.execute(
+                events.AGENT_CALL_EXCEPTION,
+                {},
+                {"node": self.node_name, "kind": act.kind.spec.name, "key": act.key,
+                 "method": msg.method, "error": error.remote_type},
+            )
+
+    def _fail_queued(self, act: Activation, error: Exception) -> None:
+        queue = act.queue
+        while queue:
+            msg = queue.popleft()
+            if msg.future is not None and not msg.future.done():
+                msg.future.set_exception(error)
+
+    # ----------------------------------------------------------------- timers
+
+    def start_timer(
+        self,
+        act: Activation,
+        delay_s: float,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+        repeat: bool,
+    ) -> AgentTimer:
+        if not delay_s > 0:
+            raise ValueError(f"timer delay must be > 0 seconds, got {delay_s!r}")
+        timer = AgentTimer(act, delay_s, callback, args, repeat)
+        if act.timers is None:
+            act.timers = []
+        act.timers.append(timer)
+        timer.handle = self.clock.call_later(delay_s, lambda: self._timer_fired(timer))
+        return timer
+
+    def _timer_fired(self, timer: AgentTimer) -> None:
+        act = timer.activation
+        if timer.cancelled or self._closing:
+            return
+        if timer.repeat:
+            timer.handle = self.clock.call_later(timer.interval, lambda: self._timer_fired(timer))
+        else:
+            timer.cancel()
+        msg = Message("<timer>", b"", None, 0.0, 0, timer.callback, timer.args)
+        last_used = act.last_used  # ticks do not keep an idle agent alive
+        try:
+            if act.put_nowait(msg, act.kind.mailbox_limit):
+                act.task = asyncio.get_running_loop().create_task(self._drain(act))
+        except Exception as exc:
+            _log.warning("timer tick of %s/%s dropped: %s", act.kind.spec.name, act.key, exc)
+        act.last_used = last_used
+
+    def _cancel_timers(self, act: Activation) -> None:
+        for timer in list(act.timers or ()):
+            timer.cancel()
+        act.timers = None
+
+    # ----------------------------------------------------------------- passivation
+
+    def sweep_idle(self) -> int:
+        """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many.
+
+        One sweep per node instead of a timer per agent keeps idle agents free of timers.
+        """
+        now = self.clock.monotonic()
+        count = 0
+        for kr in list(self._kinds.values()):
+            cutoff = now - kr.idle_timeout_s
+            idle = [
+                act
+                for act in kr.activations.values()
+                if act.task is None and act.agent is not None and act.last_used <= cutoff
+            ]
+            for act in idle:
+                self.passivate(act, reason="idle")
+                count += 1
+        return count
+
+    def passivate(self, act: Activation, *, reason: str) -> None:
+        """Deactivate ``act`` keeping its state; in mailbox order if it has ``on_deactivate``."""
+        kr = act.kind
+        if not kr.spec.has_on_deactivate and act.task is None:
+            self._finish_passivation(act, reason)
+            return
+
+        async def step() -> None:
+            assert act.agent is not None
+            try:
+                await act.agent.on_deactivate()
+                act.committed = self._encode(act.agent.snapshot())
+            except Exception as exc:
+                self._rollback(act)
+                _log.warning("on_deactivate of %s/%s failed: %r", kr.spec.name, act.key, exc)
+            self._finish_passivation(act, reason)
+
+        msg = Message(PASSIVATE, b"", None, 0.0, 0, step)
+        if act.put_nowait(msg, 1 << 62):
+            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+
+    def _finish_passivation(self, act: Activation, reason: str) -> None:
+        kr = act.kind
+        self._cancel_timers(act)
+        kr.passive[act.key] = act.committed
+        if kr.activations.get(act.key) is act:
+            del kr.activations[act.key]
+        act.agent = None
+        self._passivations += 1
+        left = act.queue
+        if left:
+            # Messages that arrived behind the passivation go to a fresh activation, in
+            # order, which restores the state just stored.
+            act.queue = None
+            fresh = kr.activations[act.key] = Activation(kr, act.key, self.clock.monotonic())
+            fresh.queue = left
+            fresh.task = asyncio.get_running_loop().create_task(self._drain(fresh))
+        if self.bus.has_handlers(events.AGENT_DEACTIVATED):
+            self.bus.execute(
+                events.AGENT_DEACTIVATED,
+                {},
+                {"node": self.node_name, "kind": kr.spec.name, "key": act.key, "reason": reason},
+            )
+
+    # ----------------------------------------------------------------- shutdown
+
+    def _iter_activations(self) -> Iterator[Activation]:
+        for kr in self._kinds.values():
+            yield from kr.activations.values()
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Stop taking messages, let queued ones finish (up to ``timeout_s``), deactivate all.
+
+        Messages still queued when the time is up fail with ``NodeClosed``.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        busy = [a.task for a in self._iter_activations() if a.task is not None]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                _log.warning("%d agents still busy after %.1fs; cancelled", len(pending), timeout_s)
+                await asyncio.wait(pending, timeout=1.0)
+        for kr in list(self._kinds.values()):
+            for act in list(kr.activations.values()):
+                if act.agent is None:
+                    continue
+                if kr.spec.has_on_deactivate:
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            await act.agent.on_deactivate()
+                        act.committed = self._encode(act.agent.snapshot())
+                    except Exception as exc:
+                        _log.warning("on_deactivate of %s/%s failed: %r",
+                                     kr.spec.name, act.key, exc)
+                self._fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
+                act.queue = None
+                self._finish_passivation(act, "shutdown")
+
+    # ----------------------------------------------------------------- introspection
+
+    def activation(self, spec: KindSpec, key: str) -> Activation | None:
+        kr = self._kinds.get(spec.name)
+        return None if kr is None else kr.activations.get(key)
+
+    def statistics(self) -> RuntimeStatistics:
+        acts = list(self._iter_activations())
+        return RuntimeStatistics(
+            kinds=len(self._kinds),
+            active_agents=len(acts),
+            passive_agents=sum(len(kr.passive) for kr in self._kinds.values()),
+            busy_agents=sum(1 for a in acts if a.task is not None),
+            queued_messages=sum(len(a.queue) for a in acts if a.queue),
+            messages_handled=self._messages_handled,
+            activations=self._activations,
+            passivations=self._passivations,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
+            f"{s.passive_agents} passive, {s.queued_messages} queued]>"
+        )
+
+
+def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: str) -> None:
+    if not future.done():
+        future.set_exception(
+            CallTimeout(
+                f"call {spec.name}/{key}.{msg.method} timed out (request {msg.request_id})",
+                request_id=msg.request_id,
+            )
+        )
+
+
+def _agent_error(exc: BaseException, where: str) -> AgentError:
+    remote_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if type(exc).__module__ == "builtins":
+        remote_type = type(exc).__qualname__
+    return AgentError(
+        f"{where} raised {remote_type}: {exc}",
+        remote_type=remote_type,
+        remote_message=str(exc),
+        remote_traceback="".join(traceback.format_exception(exc)),
+    )

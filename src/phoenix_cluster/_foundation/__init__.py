@@ -1,0 +1,1 @@
+"""L0: stdlib-and-msgspec-only building blocks shared by every layer."""

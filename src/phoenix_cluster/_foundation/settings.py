@@ -1,0 +1,172 @@
+"""All node settings in one typed object, every default explained once.
+
+Precedence, highest first: explicit arguments (CLI flags or ``Node(...)`` keywords), then
+``PHX_*`` environment variables, then a ``phoenix.toml`` file, then the defaults below.
+A value of the wrong form raises :class:`~phoenix_cluster.errors.ConfigError` naming the
+key, the expected form and what arrived.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ..errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "PHX_"
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+HostPort = Annotated[str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a node can be told. Units are in the names (``_s`` seconds, ``_bytes``)."""
+
+    name: str | None = None
+    """The node's name in the cluster. Default: ``node-`` plus random hex, so two nodes
+    started without names never collide."""
+
+    listen: HostPort = "127.0.0.1:7100"
+    """Address for peer connections. Loopback by default: exposing a node is a decision."""
+
+    seeds: list[HostPort] = []
+    """Addresses of existing members to join through."""
+
+    cookie: str | None = None
+    """The cluster secret. Prefer ``cookie_file`` or ``PHX_COOKIE``: argv is visible to
+    every user of the machine. Never logged."""
+
+    cookie_file: str | None = None
+    """File holding the cluster secret (mode 0600)."""
+
+    role: Literal["member", "client"] = "member"
+    """``client`` nodes route messages but host no agents."""
+
+    http: HostPort | None = None
+    """Address of the read-only HTTP endpoint (metrics, health, dashboard); off by default."""
+
+    data_dir: str | None = None
+    """Directory for durable state; ``None`` keeps state in memory (and in replicas)."""
+
+    call_timeout_s: PositiveFloat = 5.0
+    """Default timeout of a call; override per call with ``ref.options(timeout=...)``."""
+
+    idle_timeout_s: PositiveFloat = 300.0
+    """Default time an agent stays active without messages before it is passivated
+    (its state is kept). Kinds override it with ``idle_timeout=``."""
+
+    mailbox_limit: PositiveInt = 10_000
+    """Default bound of an agent's mailbox; past it messages fail fast with
+    ``Overloaded``. Kinds override it with ``mailbox_limit=``."""
+
+    passivation_sweep_s: PositiveFloat = 1.0
+    """How often idle activations are looked for. One sweep per node, not a timer per
+    agent, so idle agents cost no task and no timer."""
+
+    shutdown_timeout_s: PositiveFloat = 10.0
+    """On shutdown, how long in-flight messages may take to finish before agents are
+    deactivated regardless."""
+
+    max_frame_bytes: PositiveInt = 16 * 1024 * 1024
+    """Largest frame accepted from a peer; checked before the body is read."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field_name in _FIELDS:
+        raw = environ.get(ENV_PREFIX + field_name.upper())
+        if raw is None:
+            continue
+        if field_name == "seeds":
+            out[field_name] = [s.strip() for s in raw.split(",") if s.strip()]
+        else:
+            out[field_name] = raw
+    return out
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", key=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", key=str(path)) from exc
+    node = data.get("node", data)
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: [node] must be a table", key="node")
+    return dict(node)
+
+
+def _convert(merged: dict[str, Any], sources: dict[str, str]) -> Settings:
+    for key in merged:
+        if key not in _FIELDS:
+            raise ConfigError(
+                f"unknown setting {key!r} (from {sources.get(key, 'arguments')}); "
+                f"known: {', '.join(sorted(_FIELDS))}",
+                key=key,
+            )
+    try:
+        # str_values lets "5" from the environment become 5; strict typing otherwise.
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        key = text.rsplit("$.", 1)[-1].split("[")[0].rstrip("`") if "$." in text else ""
+        where = sources.get(key, "arguments")
+        raise ConfigError(f"bad setting {key or '?'} (from {where}): {text}", key=key) from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build :class:`Settings` from arguments, ``PHX_*`` variables and ``phoenix.toml``.
+
+    Args:
+        overrides: explicit values (flags or keywords); ``None`` values are ignored.
+        environ: the environment to read (default ``os.environ``).
+        config_file: a TOML file; default ``phoenix.toml`` in the working directory if it
+            exists (or the file named by ``PHX_CONFIG``).
+
+    Raises:
+        ConfigError: a key is unknown or a value has the wrong form.
+    """
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    path: Path | None
+    if config_file is not None:
+        path = Path(config_file)
+    elif env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    else:
+        default = Path("phoenix.toml")
+        path = default if default.is_file() else None
+    if path is not None:
+        for key, value in _from_toml(path).items():
+            merged[key] = value
+            sources[key] = str(path)
+    for key, value in _from_env(env).items():
+        merged[key] = value
+        sources[key] = ENV_PREFIX + key.upper()
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            merged[key] = value
+            sources[key] = "arguments"
+    return _convert(merged, sources)

@@ -1,0 +1,272 @@
+"""The composition root: a :class:`Node` builds the layers from settings and an Env.
+
+Lifecycle: ``new -> running -> stopping -> stopped``. Layers start in stages and stop in
+reverse. The node's own services (today the passivation sweep; transport and membership
+as they land) run under a root :class:`Supervisor`; if it gives up, the node shuts
+itself down cleanly and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ._agents.agent import Agent, kind_spec
+from ._agents.ref import AgentRef
+from ._agents.runtime import AgentRuntime, RuntimeStatistics
+from ._foundation.env import Env
+from ._foundation.settings import Settings, load_settings
+from ._membership.snapshot import Member, MemberStatus
+from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
+from ._telemetry import events
+from ._telemetry.bus import TelemetryBus, default_bus
+
+__all__ = ["Node", "NodeState", "NodeStatistics"]
+
+_log = logging.getLogger("phoenix_cluster.node")
+
+
+class NodeState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    name: str
+    state: str
+    agents: RuntimeStatistics
+    restarts: int
+
+
+class Node:
+    """A Phoenix node: hosts agents, routes messages, runs the cluster's services.
+
+    Use it as an async context manager::
+
+        async with phx.Node() as node:          # an embedded single node
+            counter = node.ref(Counter, "alice")
+            await counter.increment(5)
+
+    Args:
+        name: the node's cluster-wide name (default ``node-<random hex>``).
+        listen, seeds, cookie, role, http, data_dir: cluster settings (see
+            ``docs/configuration.md``); a single embedded node needs none of them.
+        env: the clock and random source (tests pass a ``ManualClock``).
+        telemetry: the event bus to report to (default: the process-wide one that
+            ``phx.telemetry.attach`` uses).
+        config_file: a ``phoenix.toml`` to read (default: ``./phoenix.toml`` if present).
+        settings: a ready :class:`Settings`; when given, the other options are ignored.
+        **options: any other setting by name, e.g. ``call_timeout_s=1.0``.
+
+    Settings precedence: arguments, then ``PHX_*`` environment variables, then
+    ``phoenix.toml``.
+
+    Raises:
+        ConfigError: a setting has the wrong form.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        listen: str | None = None,
+        seeds: list[str] | None = None,
+        cookie: str | None = None,
+        role: str | None = None,
+        http: str | None = None,
+        data_dir: str | None = None,
+        env: Env | None = None,
+        telemetry: TelemetryBus | None = None,
+        config_file: str | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            overrides = dict(
+                name=name, listen=listen, seeds=seeds, cookie=cookie, role=role,
+                http=http, data_dir=data_dir, **options,
+            )
+            settings = load_settings(overrides, config_file=config_file)
+        self.env = env if env is not None else Env()
+        self.settings = settings
+        self.name: str = settings.name or f"node-{self.env.random.getrandbits(40):010x}"
+        self.incarnation = int(self.env.clock.wall() * 1000)
+        self.telemetry = telemetry if telemetry is not None else default_bus
+        self._state = NodeState.NEW
+        self._runtime = AgentRuntime(self, settings, self.env, self.telemetry)
+        self._supervisor = Supervisor(
+            [ChildSpec("passivation", self._passivation_loop)],
+            strategy="one_for_one",
+            max_restarts=5,
+            max_seconds=10.0,
+            name=f"node {self.name}",
+            clock=self.env.clock,
+            on_event=self._supervisor_event,
+        )
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stop_reason = ""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def state(self) -> NodeState:
+        return self._state
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the node stopped (empty while it runs)."""
+        return self._stop_reason
+
+    async def start(self) -> None:
+        """Start the node's services. ``async with node`` calls this for you."""
+        if self._state is not NodeState.NEW:
+            raise RuntimeError(f"node {self.name} is {self._state.value}; a node starts once")
+        self._state = NodeState.RUNNING
+        await self._supervisor.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_supervisor())
+        _log.info("node %s started (role %s)", self.name, self.settings.role)
+        self.telemetry.execute(events.NODE_STARTED, {}, {"node": self.name})
+
+    async def aclose(self, reason: str = "shutdown") -> None:
+        """Shut down gracefully: refuse new work, let in-flight messages finish (up to
+        ``shutdown_timeout_s``), deactivate agents, stop services. Idempotent."""
+        if self._state in (NodeState.STOPPING, NodeState.STOPPED):
+            await self._stopped.wait()
+            return
+        if self._state is NodeState.NEW:
+            self._state = NodeState.STOPPED
+            self._stop_reason = reason
+            self._stopped.set()
+            return
+        self._state = NodeState.STOPPING
+        self._stop_reason = reason
+        _log.info("node %s stopping: %s", self.name, reason)
+        try:
+            await self._runtime.aclose(self.settings.shutdown_timeout_s)
+            await self._supervisor.aclose()
+            watcher = self._watcher
+            if watcher is not None and watcher is not asyncio.current_task():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        finally:
+            self._state = NodeState.STOPPED
+            self._stopped.set()
+            self.telemetry.execute(events.NODE_STOPPED, {}, {"node": self.name, "reason": reason})
+            _log.info("node %s stopped: %s", self.name, reason)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def wait_stopped(self) -> str:
+        """Wait until the node has stopped; returns the reason."""
+        await self._stopped.wait()
+        return self._stop_reason
+
+    def request_shutdown(self, reason: str) -> None:
+        """Ask the node to shut down soon (safe from signal handlers and callbacks)."""
+        if self._state is NodeState.RUNNING:
+            loop = asyncio.get_running_loop()
+            self._shutdown_task = loop.create_task(self.aclose(reason))
+
+    def install_signal_handlers(self) -> None:
+        """Shut down gracefully on SIGTERM and SIGINT (what ``phx node`` does)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_shutdown, f"signal {sig.name}")
+
+    async def _watch_supervisor(self) -> None:
+        try:
+            await self._supervisor.wait()
+        except SupervisorEscalation as exc:
+            _log.error("node %s shutting down: its services failed: %s", self.name, exc)
+            await self.aclose(f"services failed: {exc}")
+
+    def _supervisor_event(self, name: str, info: Any) -> None:
+        event = {
+            "child_crashed": events.SUPERVISOR_CHILD_CRASHED,
+            "child_restarted": events.SUPERVISOR_CHILD_RESTARTED,
+            "escalated": events.SUPERVISOR_ESCALATED,
+        }.get(name)
+        if event is not None:
+            self.telemetry.execute(event, {}, {"node": self.name, **dict(info)})
+
+    async def supervise(self, spec: ChildSpec) -> None:
+        """Run a long-lived service of yours under the node's root supervisor.
+
+        It is restarted according to ``spec.restart`` and stopped with the node.
+        """
+        await self._supervisor.add_child(spec)
+
+    # ----------------------------------------------------------------- services
+
+    async def _passivation_loop(self) -> None:
+        clock = self.env.clock
+        while True:
+            await clock.sleep(self._sweep_interval())
+            self._runtime.sweep_idle()
+
+    def _sweep_interval(self) -> float:
+        # Sweep at least twice per shortest idle timeout so agents passivate on time.
+        interval = self.settings.passivation_sweep_s
+        for kr in self._runtime._kinds.values():
+            interval = min(interval, kr.idle_timeout_s / 2)
+        return interval
+
+    # ----------------------------------------------------------------- agents
+
+    def ref(self, kind: type[Agent] | str, key: str) -> AgentRef:
+        """A reference to the agent ``key`` of ``kind`` (a class, or a kind name).
+
+        Nothing is activated until the first message.
+
+        Raises:
+            AgentNotFound: ``kind`` is a name that no imported class registered.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"agent keys are strings, got {type(key).__name__}")
+        return AgentRef(self._runtime, kind_spec(kind), key)
+
+    def members(self) -> list[Member]:
+        """The members this node sees (today: itself; membership arrives later)."""
+        status: MemberStatus = "alive" if self._state is NodeState.RUNNING else "left"
+        return [
+            Member(
+                name=self.name,
+                address=self.settings.listen,
+                status=status,
+                incarnation=self.incarnation,
+                role=self.settings.role,
+            )
+        ]
+
+    def statistics(self) -> NodeStatistics:
+        return NodeStatistics(
+            name=self.name,
+            state=self._state.value,
+            agents=self._runtime.statistics(),
+            restarts=self._supervisor.statistics().total_restarts,
+        )
+
+    def __repr__(self) -> str:
+        s = self._runtime.statistics()
+        return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"

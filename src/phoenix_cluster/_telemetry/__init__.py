@@ -1,0 +1,1 @@
+"""L0: the telemetry event bus every layer reports to."""

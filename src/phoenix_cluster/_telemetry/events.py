@@ -1,0 +1,64 @@
+"""Names of the events Phoenix emits (the seed's event list plus runtime events).
+
+Measurements are numbers (durations in seconds, counts); metadata carries ``node`` and
+the subject (``kind``, ``key``, ``peer``...).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AGENT_ACTIVATED",
+    "AGENT_CALL_EXCEPTION",
+    "AGENT_CALL_STOP",
+    "AGENT_DEACTIVATED",
+    "AGENT_MIGRATED",
+    "AGENT_OVERLOADED",
+    "AGENT_STARTED",
+    "AGENT_STATE_REPLICATED",
+    "CLUSTER_NODE_JOINED",
+    "CLUSTER_NODE_LEFT",
+    "CLUSTER_PARTITION_DETECTED",
+    "NODE_STARTED",
+    "NODE_STOPPED",
+    "PERFORMANCE_LATENCY_MEASURED",
+    "PERFORMANCE_THROUGHPUT_CALCULATED",
+    "SUPERVISOR_CHILD_CRASHED",
+    "SUPERVISOR_CHILD_RESTARTED",
+    "SUPERVISOR_ESCALATED",
+    "TRANSPORT_MESSAGE_RECEIVED",
+    "TRANSPORT_MESSAGE_SENT",
+    "TRANSPORT_PROTOCOL_SWITCHED",
+]
+
+CLUSTER_NODE_JOINED = ("phoenix", "cluster", "node_joined")
+CLUSTER_NODE_LEFT = ("phoenix", "cluster", "node_left")
+CLUSTER_PARTITION_DETECTED = ("phoenix", "cluster", "partition_detected")
+
+AGENT_STARTED = ("phoenix", "agent", "started")
+"""An activation finished ``on_activate``; measurement ``duration`` (s)."""
+AGENT_ACTIVATED = AGENT_STARTED
+AGENT_DEACTIVATED = ("phoenix", "agent", "deactivated")
+"""An activation was passivated or stopped; metadata ``reason``."""
+AGENT_MIGRATED = ("phoenix", "agent", "migrated")
+AGENT_STATE_REPLICATED = ("phoenix", "agent", "state_replicated")
+AGENT_CALL_STOP = ("phoenix", "agent", "call", "stop")
+"""A handler finished; measurement ``duration`` (s), metadata ``kind``, ``method``."""
+AGENT_CALL_EXCEPTION = ("phoenix", "agent", "call", "exception")
+"""A handler raised and its state was rolled back; metadata ``error``."""
+AGENT_OVERLOADED = ("phoenix", "agent", "overloaded")
+"""A message was refused at ``mailbox_limit``."""
+
+TRANSPORT_MESSAGE_SENT = ("phoenix", "transport", "message_sent")
+TRANSPORT_MESSAGE_RECEIVED = ("phoenix", "transport", "message_received")
+TRANSPORT_PROTOCOL_SWITCHED = ("phoenix", "transport", "protocol_switched")
+
+PERFORMANCE_LATENCY_MEASURED = ("phoenix", "performance", "latency_measured")
+PERFORMANCE_THROUGHPUT_CALCULATED = ("phoenix", "performance", "throughput_calculated")
+
+NODE_STARTED = ("phoenix", "node", "started")
+NODE_STOPPED = ("phoenix", "node", "stopped")
+"""Metadata ``reason``: why the node stopped (``shutdown``, ``signal``, an escalation)."""
+
+SUPERVISOR_CHILD_CRASHED = ("phoenix", "supervisor", "child_crashed")
+SUPERVISOR_CHILD_RESTARTED = ("phoenix", "supervisor", "child_restarted")
+SUPERVISOR_ESCALATED = ("phoenix", "supervisor", "escalated")

@@ -1,0 +1,236 @@
+"""Every error Phoenix raises, split by whether the outcome is known.
+
+    PhoenixError                      root: ``except phx.PhoenixError`` catches all of them
+    ├── DefiniteError                 nothing happened; safe to retry or give up
+    │   ├── AgentNotFound             unknown kind or method
+    │   ├── AgentError                the handler raised; the agent's state was rolled back
+    │   ├── NoQuorum                  not enough replicas to commit
+    │   ├── Overloaded                mailbox full or node shedding load; the message was refused
+    │   ├── AuthenticationError       the peer does not know the cluster secret
+    │   ├── ProtocolError             malformed or oversized frame, wrong protocol version
+    │   ├── NodeClosed                this node is shutting down and accepts no new work
+    │   └── ConfigError (ValueError)  a setting has the wrong form
+    ├── IndefiniteError               it may have happened; retry with the same request id
+    │   ├── CallTimeout (TimeoutError)
+    │   └── NodeUnavailable           the node hosting the agent went away
+    └── PhoenixInternalError          a bug in Phoenix itself; please report it
+
+Each error carries ``definite``. Where one name can go either way it is the truth:
+``NodeUnavailable`` raised before a request left this node has ``definite=True``.
+"When in doubt, indefinite is always safe."
+
+Errors that cross the wire travel as a small ``(code, message, definite)`` record, never a
+pickle; :func:`error_from_code` turns one back into the matching class.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AgentError",
+    "AgentNotFound",
+    "AuthenticationError",
+    "CallTimeout",
+    "ConfigError",
+    "DefiniteError",
+    "IndefiniteError",
+    "NoQuorum",
+    "NodeClosed",
+    "NodeUnavailable",
+    "Overloaded",
+    "PhoenixError",
+    "PhoenixInternalError",
+    "ProtocolError",
+    "error_from_code",
+]
+
+
+class PhoenixError(Exception):
+    """Root of every Phoenix error.
+
+    Attributes:
+        definite: ``True`` when the operation certainly had no effect.
+        request_id: the call's request id, when the error belongs to a call.
+    """
+
+    code: ClassVar[str] = "phoenix_error"
+    default_definite: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        definite: bool | None = None,
+        request_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.definite = self.default_definite if definite is None else definite
+        self.request_id = request_id
+
+
+class DefiniteError(PhoenixError):
+    """The operation did not happen. Retrying cannot apply it twice."""
+
+    code = "definite"
+    default_definite = True
+
+
+class IndefiniteError(PhoenixError):
+    """The operation may or may not have happened.
+
+    Retry with the same request id: Phoenix runs a call at most once per id.
+    """
+
+    code = "indefinite"
+    default_definite = False
+
+
+class AgentNotFound(DefiniteError):
+    """The agent kind or the method does not exist on the node that received the message.
+
+    You get this for a typo in a method name, a private method (``_name``), or a kind whose
+    module was not imported on the hosting node (``phx node --import MODULE``).
+    """
+
+    code = "agent_not_found"
+
+
+class AgentError(DefiniteError):
+    """The agent's handler raised an exception.
+
+    The agent's state is what it was before this message: the handler's partial changes
+    were rolled back. The original exception does not cross the wire; its type name,
+    message and formatted traceback do.
+
+    Attributes:
+        remote_type: qualified name of the exception class the handler raised.
+        remote_message: ``str()`` of that exception.
+        remote_traceback: the formatted traceback text, from the hosting node.
+    """
+
+    code = "agent_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        remote_type: str = "",
+        remote_message: str = "",
+        remote_traceback: str = "",
+        definite: bool | None = None,
+        request_id: int | None = None,
+    ) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class NoQuorum(DefiniteError):
+    """Too few replicas of the agent's partition are reachable to commit a write."""
+
+    code = "no_quorum"
+
+
+class Overloaded(DefiniteError):
+    """The message was refused to protect the node: a mailbox is at ``mailbox_limit``.
+
+    Nothing was queued. Back off and retry; Phoenix never drops an accepted message.
+    """
+
+    code = "overloaded"
+
+
+class AuthenticationError(DefiniteError):
+    """The peer failed the cluster-secret challenge (or we did, from its point of view)."""
+
+    code = "authentication_error"
+
+
+class ProtocolError(DefiniteError):
+    """A frame was malformed, oversized, or spoke an unsupported protocol version."""
+
+    code = "protocol_error"
+
+
+class NodeClosed(DefiniteError):
+    """This node is shutting down (or shut down) and takes no new work.
+
+    You get :class:`NodeUnavailable` instead when the *remote* node went away.
+    """
+
+    code = "node_closed"
+
+
+class ConfigError(DefiniteError, ValueError):
+    """A configuration value has the wrong form.
+
+    Attributes:
+        key: the setting's name, e.g. ``idle_timeout_s``.
+    """
+
+    code = "config_error"
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CallTimeout(IndefiniteError, TimeoutError):
+    """The call outlived its timeout. The handler may still have run (or may run later).
+
+    A call whose deadline passed before its handler started is skipped by the agent.
+    """
+
+    code = "call_timeout"
+
+
+class NodeUnavailable(IndefiniteError):
+    """The node that should handle the message cannot be reached or went away.
+
+    ``definite`` is ``True`` when the request never left this node.
+    """
+
+    code = "node_unavailable"
+
+
+class PhoenixInternalError(PhoenixError):
+    """An invariant inside Phoenix broke. This is a bug in Phoenix: please report it."""
+
+    code = "internal_error"
+    default_definite = False
+
+
+_BY_CODE: dict[str, type[PhoenixError]] = {
+    cls.code: cls
+    for cls in (
+        PhoenixError,
+        DefiniteError,
+        IndefiniteError,
+        AgentNotFound,
+        AgentError,
+        NoQuorum,
+        Overloaded,
+        AuthenticationError,
+        ProtocolError,
+        NodeClosed,
+        CallTimeout,
+        NodeUnavailable,
+        PhoenixInternalError,
+    )
+}
+
+
+def error_from_code(
+    code: str, message: str, *, definite: bool | None = None, request_id: int | None = None
+) -> PhoenixError:
+    """Rebuild the error a peer reported as ``(code, message, definite)``.
+
+    Unknown codes (a newer peer) become :class:`PhoenixError` with the code in the message.
+    """
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return PhoenixError(f"[{code}] {message}", definite=definite, request_id=request_id)
+    return cls(message, definite=definite, request_id=request_id)
