@@ -14,7 +14,6 @@
         assert await node.ref(Counter, "alice").increment(5) == 5
 """
 
-from __future__ import annotations
 
 import msgspec as _msgspec
 

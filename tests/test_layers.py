@@ -1,0 +1,76 @@
+"""The floor plan holds: no module imports a higher layer; pure modules avoid asyncio."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
+
+# Layer of each top-level module or package (STYLE.md section 4).
+LAYERS = {
+    "errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
+    "_wire": 1, "_transport": 2, "_membership": 3, "_ring": 4, "_splitbrain": 4,
+    "_replication": 5, "_placement": 5, "_agents": 6, "_registry": 7, "_node": 8,
+    "_web": 9, "_cli": 9, "testing": 9, "telemetry": 9, "crdt": 9, "__init__": 10,
+    "__main__": 10,
+}
+
+# Modules that must stay I/O-free: protocol logic fed by a service module.
+PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handshake.py",
+        "_membership/snapshot.py"]
+
+
+def _top(module: Path) -> str:
+    rel = module.relative_to(PKG)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> list[str]:
+    """Top-level package parts imported by ``path`` (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    depth_base = path.relative_to(PKG).parts[:-1]
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = depth_base[: len(depth_base) - (node.level - 1)]
+                parts = [*base, *(node.module.split(".") if node.module else [])]
+                if parts:
+                    found.append(parts[0])
+                else:
+                    found.extend(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("phoenix_cluster."):
+                found.append(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("phoenix_cluster."):
+                    found.append(alias.name.split(".")[1])
+    return found
+
+
+SOURCES = sorted(PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
+def test_no_upward_imports(path: Path) -> None:
+    own = LAYERS[_top(path)]
+    for target in _imports(path):
+        target = target.removesuffix(".py")
+        assert target in LAYERS, f"{path.name} imports unknown module {target}"
+        assert LAYERS[target] <= own, (
+            f"{path.relative_to(PKG)} (layer {own}) imports {target} (layer {LAYERS[target]})"
+        )
+
+
+@pytest.mark.parametrize("rel", PURE)
+def test_pure_modules_never_import_asyncio(rel: str) -> None:
+    path = PKG / rel
+    if not path.exists():
+        pytest.fail(f"{rel} is listed as pure but does not exist")
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {"asyncio", "socket", "selectors"} & names

@@ -1,0 +1,52 @@
+"""The public surface: what users import is complete, sorted and named publicly."""
+
+from __future__ import annotations
+
+import phoenix_cluster as phx
+from phoenix_cluster import errors, telemetry
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert phx.__all__ == sorted(phx.__all__)
+    public = {n for n in dir(phx) if not n.startswith("_")} - {"errors", "testing"}
+    assert public <= set(phx.__all__) | {"telemetry"}
+    for name in phx.__all__:
+        assert hasattr(phx, name), name
+
+
+def test_public_classes_name_their_public_module() -> None:
+    for name in ("Agent", "Node", "AgentRef", "Supervisor", "ChildSpec"):
+        assert getattr(phx, name).__module__ == "phoenix_cluster", name
+    assert phx.AgentError.__module__ == "phoenix_cluster.errors"
+
+
+def test_error_tree_splits_by_outcome() -> None:
+    definite = [phx.AgentNotFound, phx.AgentError, phx.NoQuorum, phx.Overloaded,
+                phx.AuthenticationError, phx.ProtocolError, phx.NodeClosed, phx.ConfigError]
+    for cls in definite:
+        assert issubclass(cls, phx.DefiniteError)
+        assert cls("x").definite is True
+    for cls in (phx.CallTimeout, phx.NodeUnavailable):
+        assert issubclass(cls, phx.IndefiniteError)
+        assert cls("x").definite is False
+    assert issubclass(phx.CallTimeout, TimeoutError)
+    assert issubclass(phx.ConfigError, ValueError)
+    assert phx.NodeUnavailable("not sent", definite=True).definite is True
+    assert errors.__all__ == sorted(errors.__all__)
+
+
+def test_errors_round_trip_through_their_wire_code() -> None:
+    for cls in (phx.AgentNotFound, phx.Overloaded, phx.CallTimeout, phx.NodeUnavailable):
+        err = errors.error_from_code(cls.code, "msg", request_id=7)
+        assert type(err) is cls
+        assert (err.message, err.request_id, err.definite) == ("msg", 7, cls("").definite)
+    unknown = errors.error_from_code("from_the_future", "hi")
+    assert type(unknown) is phx.PhoenixError
+    assert "from_the_future" in str(unknown)
+
+
+def test_telemetry_namespace() -> None:
+    assert telemetry.AGENT_STARTED == ("phoenix", "agent", "started")
+    assert telemetry.TRANSPORT_PROTOCOL_SWITCHED == ("phoenix", "transport", "protocol_switched")
+    for name in ("attach", "detach", "execute"):
+        assert callable(getattr(telemetry, name))
