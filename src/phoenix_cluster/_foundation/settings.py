@@ -121,13 +121,31 @@ def _convert(merged: dict[str, Any], sources: dict[str, str]) -> Settings:
                 key=key,
             )
     try:
-        # str_values lets "5" from the environment become 5; strict typing otherwise.
-        return msgspec.convert(merged, Settings, strict=False)
+        # strict=False lets "5" from the environment become 5.
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         key = text.rsplit("$.", 1)[-1].split("[")[0].rstrip("`") if "$." in text else ""
         where = sources.get(key, "arguments")
-        raise ConfigError(f"bad setting {key or '?'} (from {where}): {text}", key=key) from exc
+        got = f" (got {merged[key]!r})" if key in merged else ""
+        raise ConfigError(f"bad setting {key or '?'} (from {where}): {text}{got}", key=key) from exc
+    for key in ("listen", "http"):
+        value = getattr(settings, key)
+        if value is not None:
+            _check_port(key, value, sources)
+    for seed in settings.seeds:
+        _check_port("seeds", seed, sources)
+    return settings
+
+
+def _check_port(key: str, address: str, sources: dict[str, str]) -> None:
+    port = int(address.rsplit(":", 1)[1])
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"bad setting {key} (from {sources.get(key, 'arguments')}): "
+            f"Expected HOST:PORT with a port in 0..65535 (got {address!r})",
+            key=key,
+        )
 
 
 def load_settings(

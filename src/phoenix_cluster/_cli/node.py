@@ -1,0 +1,283 @@
+"""``phx node``: run one node until SIGTERM or SIGINT, then leave gracefully.
+
+Flags left unset are passed on as ``None`` so that ``PHX_*`` variables and
+``phoenix.toml`` apply: the precedence (flags > env > toml > defaults) lives in
+``load_settings`` alone. Every configuration mistake -- a click parse error, a
+``ConfigError``, an unreadable cookie file, a module that fails to import -- ends the
+process with exit code 2 and exactly one line on stderr naming the key and the expected
+form, never a traceback.
+
+Exit codes: 0 after a signal-initiated graceful shutdown, 1 when the node stopped on its
+own (its services failed) or could not start, 2 for configuration errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+import click
+
+from .._agents.agent import Agent
+from .._foundation.settings import Settings, load_settings
+from .._node import Node
+from ..errors import ConfigError
+from .logging_setup import configure_logging
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "exit_code_for", "node"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+_log = logging.getLogger("phoenix_cluster.cli")
+
+# What each setting looks like, for error lines (settings.py reports the exact check).
+_FORMS = {
+    "name": "a string",
+    "listen": "HOST:PORT",
+    "seeds": "HOST:PORT (comma-separated in PHX_SEEDS)",
+    "http": "HOST:PORT",
+    "role": "member or client",
+    "cookie_file": "a readable file holding the cluster secret",
+    "call_timeout_s": "a number of seconds > 0",
+    "idle_timeout_s": "a number of seconds > 0",
+    "shutdown_timeout_s": "a number of seconds > 0",
+    "passivation_sweep_s": "a number of seconds > 0",
+    "mailbox_limit": "an integer > 0",
+    "max_frame_bytes": "an integer > 0",
+    "log_level": "debug, info, warning or error",
+    "log_format": "text or json",
+}
+
+
+_REGEX_CHECK = re.compile(r"Expected `str` matching regex '.*?'(?= - at )")
+
+
+class _OneLineError(click.ClickException):
+    """A configuration error: one line on stderr, exit code 2, no usage text."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        message = " ".join(self.format_message().split())  # never more than one line
+        click.echo(f"phx node: error: {message}", file=file or sys.stderr)
+
+
+class _NodeCommand(click.Command):
+    """Reports click's own parse errors (bad flag values, unknown flags) in one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.BadParameter as exc:
+            key = exc.param.name if exc.param is not None and exc.param.name else "?"
+            message = f"bad setting {key} (from arguments): {exc.format_message()}"
+            if key in _FORMS:
+                message = f"{message.rstrip('.')}; expected {_FORMS[key]}"
+            raise _OneLineError(message) from None
+        except click.UsageError as exc:
+            raise _OneLineError(exc.format_message()) from None
+
+
+def _config_error_line(exc: ConfigError) -> str:
+    message = str(exc)
+    form = _FORMS.get(exc.key)
+    if form is not None:
+        # msgspec states a pattern check as the regex itself; say what it means instead.
+        message, n = _REGEX_CHECK.subn(f"Expected {form}", message)
+        if n == 0 and form not in message:
+            message = f"{message}; expected {form}"
+    return message
+
+
+def exit_code_for(stop_reason: str) -> int:
+    """The process exit code for a node that stopped with ``stop_reason``.
+
+    ``0`` when a signal asked it to stop (a graceful shutdown is success); ``1`` for
+    anything else, e.g. ``services failed: ...``, so supervisors restart it.
+    """
+    return EXIT_OK if stop_reason.startswith("signal") else EXIT_FAILED
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """The cluster secrets to keep out of the log: ``cookie`` and the cookie file's text.
+
+    Raises:
+        _OneLineError: ``cookie_file`` is set but cannot be read or is empty.
+    """
+    found = [settings.cookie] if settings.cookie else []
+    if settings.cookie_file is None:
+        return found
+    try:
+        text = Path(settings.cookie_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _OneLineError(
+            f"bad setting cookie_file: cannot read {settings.cookie_file!r} ({reason}); "
+            f"expected {_FORMS['cookie_file']}"
+        ) from None
+    if not text:
+        raise _OneLineError(
+            f"bad setting cookie_file: {settings.cookie_file!r} is empty; "
+            f"expected {_FORMS['cookie_file']}"
+        )
+    return [*found, text]
+
+
+def _agent_classes() -> set[type[Agent]]:
+    found: set[type[Agent]] = set()
+    todo = list(Agent.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.add(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def _import_modules(names: tuple[str, ...]) -> int:
+    """Import ``names`` so their Agent subclasses register; return how many kinds they define."""
+    # Like ``python -m`` and uvicorn: modules in the working directory are importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    modules: list[ModuleType] = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:  # any failure while importing user code is a config error
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise _OneLineError(
+                f"--import {name}: cannot import module {name!r} ({detail}); "
+                "expected an importable module name, e.g. myapp.agents"
+            ) from None
+    prefixes = tuple(m.__name__ for m in modules)
+    return sum(
+        1
+        for cls in _agent_classes()
+        if cls.__module__ in prefixes or cls.__module__.startswith(tuple(p + "." for p in prefixes))
+    )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(node: Node, kinds: int) -> str:
+    await node.start()
+    node.install_signal_handlers()
+    s = node.settings
+    _log.info(
+        "phx node %s ready (listen %s, role %s, %d kind%s imported)",
+        node.name, s.listen, s.role, kinds, "" if kinds == 1 else "s",
+    )
+    # Machine-readable readiness for supervisors and tests; flushed so pipes see it now.
+    sys.stdout.write(f"READY {node.name}\n")
+    sys.stdout.flush()
+    return await node.wait_stopped()
+
+
+def _run(node: Node, kinds: int) -> int:
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            reason = runner.run(_serve(node, kinds))
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        return 130
+    except Exception as exc:
+        _log.error("phx node %s failed: %s: %s", node.name, type(exc).__name__, exc)
+        return EXIT_FAILED
+    code = exit_code_for(reason)
+    if code != EXIT_OK:
+        _log.error("phx node %s exiting with code %d: %s", node.name, code, reason)
+    return code
+
+
+@click.command(cls=_NodeCommand)
+@click.option("--name", help="Node name in the cluster (default: node-<random hex>).")
+@click.option("--listen", metavar="HOST:PORT", help="Address for peer connections.")
+@click.option(
+    "--seed", "seeds", metavar="HOST:PORT", multiple=True,
+    help="A member to join through; repeat for several.",
+)
+@click.option(
+    "--cookie-file", metavar="FILE",
+    help="File holding the cluster secret (or set PHX_COOKIE; never on the command line).",
+)
+@click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
+@click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
+@click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
+@click.option(
+    "--import", "imports", metavar="MODULE", multiple=True,
+    help="Import MODULE so its Agent kinds can be hosted; repeat for several.",
+)
+@click.option("--config", "config_file", metavar="FILE", help="A phoenix.toml to read.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]))
+@click.option("--idle-timeout-s", type=float, metavar="SECONDS")
+@click.option("--mailbox-limit", type=int, metavar="N")
+@click.option("--call-timeout-s", type=float, metavar="SECONDS")
+@click.option("--shutdown-timeout-s", type=float, metavar="SECONDS")
+def node(
+    *,
+    name: str | None,
+    listen: str | None,
+    seeds: tuple[str, ...],
+    cookie_file: str | None,
+    role: str | None,
+    http: str | None,
+    data_dir: str | None,
+    imports: tuple[str, ...],
+    config_file: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    idle_timeout_s: float | None,
+    mailbox_limit: int | None,
+    call_timeout_s: float | None,
+    shutdown_timeout_s: float | None,
+) -> None:
+    """Run a node until SIGTERM or SIGINT, then leave the cluster gracefully.
+
+    Settings come from these flags, then PHX_* environment variables, then phoenix.toml
+    (--config FILE, PHX_CONFIG, or ./phoenix.toml). Prints "READY <name>" on stdout once
+    the node serves. Exit codes: 0 after a graceful shutdown, 1 if the node failed,
+    2 for a configuration error.
+    """
+    overrides: dict[str, Any] = {
+        "name": name,
+        "listen": listen,
+        "seeds": list(seeds) or None,
+        "cookie_file": cookie_file,
+        "role": role,
+        "http": http,
+        "data_dir": data_dir,
+        "log_level": log_level.lower() if log_level else None,
+        "log_format": log_format,
+        "idle_timeout_s": idle_timeout_s,
+        "mailbox_limit": mailbox_limit,
+        "call_timeout_s": call_timeout_s,
+        "shutdown_timeout_s": shutdown_timeout_s,
+    }
+    try:
+        settings = load_settings(overrides, config_file=config_file)
+    except ConfigError as exc:
+        raise _OneLineError(_config_error_line(exc)) from None
+    secrets = _secrets(settings)
+    the_node = Node(settings=settings)
+    configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)
+    kinds = _import_modules(imports)
+    click.get_current_context().exit(_run(the_node, kinds))
