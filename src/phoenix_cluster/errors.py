@@ -25,6 +25,7 @@ pickle; :func:`error_from_code` turns one back into the matching class.
 
 from __future__ import annotations
 
+import traceback
 from typing import ClassVar
 
 __all__ = [
@@ -125,7 +126,30 @@ class AgentError(DefiniteError):
         super().__init__(message, definite=definite, request_id=request_id)
         self.remote_type = remote_type
         self.remote_message = remote_message
-        self.remote_traceback = remote_traceback
+        self._remote_traceback = remote_traceback
+        self._traceback_source: BaseException | None = None
+
+    @property
+    def remote_traceback(self) -> str:
+        """The handler's formatted traceback, formatted on first read (it is costly)."""
+        if not self._remote_traceback and self._traceback_source is not None:
+            exc, self._traceback_source = self._traceback_source, None
+            self._remote_traceback = "".join(traceback.format_exception(exc))
+        return self._remote_traceback
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, where: str) -> AgentError:
+        """Wrap an exception raised at ``where``; its traceback is formatted only if read."""
+        remote_type = type(exc).__qualname__
+        if type(exc).__module__ != "builtins":
+            remote_type = f"{type(exc).__module__}.{remote_type}"
+        error = cls(
+            f"{where} raised {remote_type}: {exc}",
+            remote_type=remote_type,
+            remote_message=str(exc),
+        )
+        error._traceback_source = exc
+        return error
 
 
 class NoQuorum(DefiniteError):

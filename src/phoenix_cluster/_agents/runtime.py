@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -226,7 +225,8 @@ class AgentRuntime:
             if kr.activations.get(act.key) is act:
                 del kr.activations[act.key]
             _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
-            self._fail_queued(act, _agent_error(exc, f"activation of {spec.name}/{act.key}"))
+            where = f"activation of {spec.name}/{act.key}"
+            self._fail_queued(act, AgentError.from_exception(exc, where))
             self._cancel_timers(act)
             return False
         act.agent = agent
@@ -311,7 +311,7 @@ class AgentRuntime:
             _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
 
     def _report_failure(self, act: Activation, msg: Message, exc: Exception) -> None:
-        error = _agent_error(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
+        error = AgentError.from_exception(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
         error.request_id = msg.request_id
         future = msg.future
         if future is not None:
@@ -514,15 +514,3 @@ def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: st
                 request_id=msg.request_id,
             )
         )
-
-
-def _agent_error(exc: BaseException, where: str) -> AgentError:
-    remote_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    if type(exc).__module__ == "builtins":
-        remote_type = type(exc).__qualname__
-    return AgentError(
-        f"{where} raised {remote_type}: {exc}",
-        remote_type=remote_type,
-        remote_message=str(exc),
-        remote_traceback="".join(traceback.format_exception(exc)),
-    )

@@ -1,0 +1,63 @@
+"""``phx bench``: measure Phoenix on this machine.
+
+Only the command definitions live here; the measuring code (``bench_local.py``) is
+imported when a benchmark actually runs, so ``phx --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import click
+
+if TYPE_CHECKING:
+    from .bench_local import LoopName
+
+__all__ = ["bench"]
+
+
+@click.group()
+def bench() -> None:
+    """Measure Phoenix on this machine (see docs/benchmarks.md)."""
+
+
+@bench.command("local")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also save the figures and the machine description as JSON to this file.",
+)
+@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop to measure with; auto uses uvloop when it is installed.",
+)
+def local(json_path: Path | None, quick: bool, loop: str) -> None:
+    """Single-node figures: call latency and throughput, casts, activations, memory.
+
+    Every measurement runs on a fresh node (memory ones in a fresh process). The full
+    run takes about a minute; --quick a few seconds.
+    """
+    from rich.console import Console
+
+    from . import bench_local
+
+    console = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        console.print(f"[dim]measuring {text}…[/]")
+
+    try:
+        results = bench_local.run_local(quick=quick, loop=cast("LoopName", loop), progress=progress)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot use the requested event loop: {exc}") from exc
+    bench_local.print_report(results)
+    if json_path is not None:
+        bench_local.save_json(results, json_path)
+        console.print(f"saved {json_path}")

@@ -1,0 +1,31 @@
+"""``phx``: run nodes, the demo and the benchmarks.
+
+Each subcommand lives in its own module; this one only assembles the group.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .._version import __version__
+from .bench import bench
+from .demo import demo
+from .node import node
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="phx")
+def cli() -> None:
+    """Phoenix: a distributed-native agent runtime for Python."""
+
+
+cli.add_command(node)
+cli.add_command(demo)
+cli.add_command(bench)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="phx")
