@@ -27,7 +27,8 @@ __all__ = ["WireCodec", "decode_payload", "encode_payload"]
 # still must not leak msgspec's exception types out of L1.
 _ENCODE_ERRORS = (msgspec.EncodeError, TypeError, ValueError, OverflowError)
 # RecursionError: msgspec refuses very deeply nested input instead of crashing.
-_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+# ValueError covers UnicodeDecodeError: msgspec lets invalid UTF-8 in a str through as one.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError, ValueError)
 
 
 class WireCodec:

@@ -1,0 +1,157 @@
+"""Task ownership, clock-driven timeouts and rate-limited warnings for the transport.
+
+- :class:`TaskSet` is a small nursery: every task the transport starts (accept handlers,
+  dials, per-connection reader/writer/keepalive, inbound handlers) belongs to one, and the
+  owner cancels and awaits it in ``aclose()`` (STYLE 3.11). Unlike ``asyncio.TaskGroup``
+  it can outlive a single ``async with`` block, which a ``start()``/``aclose()``
+  lifecycle needs, and one failing task does not cancel its siblings.
+- :func:`fail_after` is ``asyncio.timeout`` driven by the node's :class:`Clock`, so the
+  simulator's clock governs handshake and connect deadlines too (DESIGN principle 4).
+- :class:`LogLimiter` keeps hostile input from flooding the log: a burst per window,
+  then one summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any
+
+from phoenix_cluster._foundation.env import Clock, TimerHandle
+
+__all__ = ["LogLimiter", "TaskSet", "fail_after"]
+
+_log = logging.getLogger("phoenix_cluster.transport")
+
+
+class TaskSet:
+    """Owns a set of tasks: starts them, logs crashes, cancels and awaits them on close."""
+
+    __slots__ = ("_name", "_tasks")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._on_done)
+        return task
+
+    def _on_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # also marks it retrieved
+        if exc is not None:
+            _log.error("%s: task %s crashed: %r", self._name, task.get_name(), exc, exc_info=exc)
+
+    def cancel(self) -> None:
+        """Cancel every task except the one calling (it may be closing its own set)."""
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+    async def wait(self) -> None:
+        """Wait until every task but the caller has finished, including ones started meanwhile."""
+        current = asyncio.current_task()
+        while True:
+            others = {t for t in self._tasks if t is not current}
+            if not others:
+                return
+            await asyncio.wait(others)
+
+    async def aclose(self) -> None:
+        self.cancel()
+        await self.wait()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"<TaskSet {self._name} [{len(self._tasks)} tasks]>"
+
+
+class fail_after:  # lower case: named like trio's fail_after, used like a function
+    """``async with fail_after(clock, s):`` raises ``TimeoutError`` if the block outlives ``s``.
+
+    Same semantics as ``asyncio.timeout`` (cancel the task, turn that cancellation into
+    ``TimeoutError`` on exit, leave unrelated cancellations alone), but the deadline is a
+    timer on the node's clock instead of the event loop's.
+    """
+
+    __slots__ = ("_cancelling", "_clock", "_expired", "_handle", "_seconds", "_task")
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._expired = False
+        self._handle: TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("fail_after must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = self._clock.call_later(self._seconds, self._fire)
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._expired = True
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if not self._expired or self._task is None:
+            return
+        # Our cancel request is consumed here whether or not it surfaced as an exception.
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError(f"deadline of {self._seconds}s passed") from exc
+
+
+class LogLimiter:
+    """At most ``burst`` warnings per ``window_s`` per category; then one summary line.
+
+    Bad input is the peer's choice, so without a limit a hostile peer decides how much
+    we log. Time comes from the node's clock.
+    """
+
+    __slots__ = ("_burst", "_clock", "_state", "_window_s")
+
+    def __init__(self, clock: Clock, *, burst: int = 10, window_s: float = 10.0) -> None:
+        self._clock = clock
+        self._burst = burst
+        self._window_s = window_s
+        self._state: dict[str, list[float]] = {}  # category -> [window start, count, dropped]
+
+    def warning(self, logger: logging.Logger, category: str, msg: str, *args: object) -> None:
+        now = self._clock.monotonic()
+        state = self._state.setdefault(category, [now, 0.0, 0.0])
+        if now - state[0] >= self._window_s:
+            if state[2]:
+                logger.warning(
+                    "%d more %s warnings suppressed in the last %.0fs",
+                    int(state[2]),
+                    category,
+                    now - state[0],
+                )
+            state[:] = [now, 0.0, 0.0]
+        if state[1] < self._burst:
+            state[1] += 1
+            logger.warning(msg, *args)
+        else:
+            state[2] += 1
+            logger.debug(msg, *args)
