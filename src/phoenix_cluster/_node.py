@@ -18,14 +18,20 @@ from types import TracebackType
 from typing import Any
 
 from ._agents.agent import Agent, kind_spec
+from ._agents.dispatch import Router
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, RuntimeStatistics
 from ._foundation.env import Env
 from ._foundation.settings import Settings, load_settings
 from ._membership.snapshot import Member, MemberStatus
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
+from ._ring.hashing import key_hash
+from ._ring.ring import HashRing
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
+from ._transport.cookie import resolve_secret
+from ._transport.peers import PeerManager
+from ._transport.tcp import TcpTransport
 
 __all__ = ["Node", "NodeState", "NodeStatistics"]
 
@@ -115,6 +121,12 @@ class Node:
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stop_reason = ""
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._transport: TcpTransport | None = None
+        self._peers: PeerManager | None = None
+        self._ring: HashRing | None = None
+        self.address: str | None = None
+        """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -132,9 +144,17 @@ class Node:
         if self._state is not NodeState.NEW:
             raise RuntimeError(f"node {self.name} is {self._state.value}; a node starts once")
         self._state = NodeState.RUNNING
+        try:
+            await self._start_cluster()
+        except BaseException:
+            self._state = NodeState.STOPPED
+            self._stopped.set()
+            await self._close_cluster()
+            raise
         await self._supervisor.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_supervisor())
-        _log.info("node %s started (role %s)", self.name, self.settings.role)
+        _log.info("node %s started (role %s%s)", self.name, self.settings.role,
+                  f", listening on {self.address}" if self.address else "")
         self.telemetry.execute(events.NODE_STARTED, {}, {"node": self.name})
 
     async def aclose(self, reason: str = "shutdown") -> None:
@@ -153,6 +173,7 @@ class Node:
         _log.info("node %s stopping: %s", self.name, reason)
         try:
             await self._runtime.aclose(self.settings.shutdown_timeout_s)
+            await self._close_cluster()
             await self._supervisor.aclose()
             watcher = self._watcher
             if watcher is not None and watcher is not asyncio.current_task():
@@ -164,6 +185,51 @@ class Node:
             self._stopped.set()
             self.telemetry.execute(events.NODE_STOPPED, {}, {"node": self.name, "reason": reason})
             _log.info("node %s stopped: %s", self.name, reason)
+
+    async def _start_cluster(self) -> None:
+        """Open the transport and routing when this node talks to others.
+
+        An embedded node (no ``listen``, no ``seeds``) opens no socket: it is a cluster of
+        one and routes every key to itself through the same runtime.
+        """
+        s = self.settings
+        if s.listen is None and not s.seeds:
+            return
+        secret, cookie_path = resolve_secret(s.cookie, s.cookie_file)
+        if cookie_path is not None:
+            _log.info("node %s uses the cluster secret in %s", self.name, cookie_path)
+        transport = TcpTransport(
+            self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
+            max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+        )
+        self._transport = transport
+        if s.listen is not None:
+            self.address = await transport.start(s.listen)
+        self._peers = PeerManager(transport, env=self.env)
+        # Static membership until the membership layer lands: this node (if it hosts
+        # agents) and its seeds, identified by address, on a consistent-hash ring.
+        hosts = set(s.seeds)
+        if s.role == "member" and self.address is not None:
+            hosts.add(self.address)
+        self._ring = HashRing(sorted(hosts)) if hosts else None
+        self._runtime.router = Router(
+            self._runtime, self._peers, self_address=self.address, owner_of=self._owner_of
+        )
+
+    def _owner_of(self, kind: str, key: str) -> str | None:
+        ring = self._ring
+        return None if ring is None else ring.owner(key_hash(kind, key))
+
+    async def _inbound(self, peer: Any, frame: Any) -> Any:
+        router = self._runtime.router
+        assert router is not None
+        return await router.handle_inbound(peer, frame)
+
+    async def _close_cluster(self) -> None:
+        if self._peers is not None:
+            await self._peers.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -252,7 +318,7 @@ class Node:
         return [
             Member(
                 name=self.name,
-                address=self.settings.listen,
+                address=self.address or "",
                 status=status,
                 incarnation=self.incarnation,
                 role=self.settings.role,

@@ -100,7 +100,7 @@ class NodeProcess:
                     f"stderr: {self.stderr()}"
                 )
             if line.startswith("READY "):
-                return line.removeprefix("READY ")
+                return line.removeprefix("READY ").split()[0]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send ``sig`` and wait (with a deadline) for the exit code."""

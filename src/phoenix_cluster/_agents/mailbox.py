@@ -71,6 +71,7 @@ class Activation:
         "kind",
         "last_used",
         "queue",
+        "recent",
         "task",
         "timers",
     )
@@ -84,6 +85,8 @@ class Activation:
         self.task: asyncio.Task[None] | None = None
         self.last_used = now
         self.timers: list[AgentTimer] | None = None
+        # Remote calls' request id -> reply future (the dedup window), made on first use.
+        self.recent: dict[int, asyncio.Future[bytes]] | None = None
 
     @property
     def runtime(self) -> AgentRuntime:

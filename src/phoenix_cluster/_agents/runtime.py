@@ -31,6 +31,7 @@ from ..errors import (
     AgentNotFound,
     CallTimeout,
     NodeClosed,
+    NodeUnavailable,
     Overloaded,
     PhoenixInternalError,
 )
@@ -39,8 +40,12 @@ from .mailbox import PASSIVATE, Activation, AgentTimer, Message
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .dispatch import Router
 
-__all__ = ["AgentRuntime", "KindRuntime", "RuntimeStatistics"]
+__all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
+
+DEDUP_WINDOW = 256
+"""Request ids of remote calls remembered per agent, so a resent call runs at most once."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
 
@@ -92,7 +97,11 @@ class AgentRuntime:
         self._kinds: dict[str, KindRuntime] = {}
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
-        self._request_ids = itertools.count(1)
+        # Request ids are unique cluster-wide (dedup windows compare them): a random
+        # 23-bit node prefix above a 40-bit counter.
+        self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
+        self.hosts_agents = settings.role == "member"
+        self.router: Router | None = None
         self._closing = False
         self._messages_handled = 0
         self._activations = 0
@@ -124,6 +133,11 @@ class AgentRuntime:
         request_id = next(self._request_ids)
         method_spec = self._method(spec, method)
         payload = self._encode((args, kwargs))
+        router = self.router
+        if router is not None and not router.is_local(spec, key):
+            return await router.call(spec, key, method_spec, payload, timeout_s, request_id)
+        if not self.hosts_agents:
+            raise _no_host(spec, key)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         msg = Message(method, payload, future, self.clock.monotonic() + timeout_s, request_id)
         self._enqueue(self.kind(spec), key, msg)
@@ -139,11 +153,90 @@ class AgentRuntime:
     ) -> None:
         """Queue a message without waiting for its result.
 
-        Returns once the message is accepted into the mailbox; raises if it was refused.
+        Returns once the message is accepted into the mailbox (or, for a remote owner,
+        into the connection's send queue); raises if it was refused.
         """
         self._method(spec, method)
-        msg = Message(method, self._encode((args, kwargs)), None, 0.0, next(self._request_ids))
-        self._enqueue(self.kind(spec), key, msg)
+        payload = self._encode((args, kwargs))
+        request_id = next(self._request_ids)
+        router = self.router
+        if router is not None and not router.is_local(spec, key):
+            await router.cast(spec, key, method, payload, request_id)
+            return
+        if not self.hosts_agents:
+            raise _no_host(spec, key)
+        self._enqueue(self.kind(spec), key, Message(method, payload, None, 0.0, request_id))
+
+    def submit(
+        self,
+        spec: KindSpec,
+        key: str,
+        method: str,
+        payload: bytes,
+        want_reply: bool,
+        deadline: float,
+        request_id: int,
+        *,
+        dedup: bool = False,
+    ) -> asyncio.Future[bytes] | None:
+        """Queue an already-encoded message for a local agent (the inbound path).
+
+        With ``dedup``, a request id seen recently by this agent returns the future of
+        its first delivery instead of running again: a resent call runs at most once.
+
+        Raises:
+            AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
+        """
+        self._method(spec, method)
+        kr = self.kind(spec)
+        if dedup:
+            act = kr.activations.get(key)
+            recent = act.recent if act is not None else None
+            if recent is not None and request_id in recent:
+                return recent[request_id]
+        future: asyncio.Future[bytes] | None = None
+        if want_reply:
+            future = asyncio.get_running_loop().create_future()
+        act = self._enqueue(kr, key, Message(method, payload, future, deadline, request_id))
+        if dedup and future is not None:
+            if act.recent is None:
+                act.recent = {}
+            act.recent[request_id] = future
+            if len(act.recent) > DEDUP_WINDOW:
+                del act.recent[next(iter(act.recent))]
+        return future
+
+    async def wait_result(
+        self, future: asyncio.Future[bytes], timeout_s: float, call: Any
+    ) -> bytes:
+        """Wait for ``future`` up to ``timeout_s`` of the node's clock, without cancelling
+        it (it may be shared with a resent call)."""
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def relay(done: asyncio.Future[bytes]) -> None:
+            if waiter.done():
+                return
+            if done.cancelled():
+                waiter.set_exception(NodeClosed(f"node {self.node_name} stopped"))
+            elif (exc := done.exception()) is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(done.result())
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_exception(CallTimeout(
+                    f"call {call.kind}/{call.key}.{call.method} timed out on {self.node_name}",
+                    request_id=call.request_id,
+                ))
+
+        future.add_done_callback(relay)
+        timer = self.clock.call_later(timeout_s, expire)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            future.remove_done_callback(relay)
 
     def _method(self, spec: KindSpec, method: str) -> MethodSpec:
         if self._closing:
@@ -156,7 +249,7 @@ class AgentRuntime:
             )
         return method_spec
 
-    def _enqueue(self, kr: KindRuntime, key: str, msg: Message) -> None:
+    def _enqueue(self, kr: KindRuntime, key: str, msg: Message) -> Activation:
         act = kr.activations.get(key)
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
@@ -173,6 +266,7 @@ class AgentRuntime:
             raise
         if start:
             act.task = asyncio.get_running_loop().create_task(self._drain(act))
+        return act
 
     # ----------------------------------------------------------------- running
 
@@ -514,3 +608,11 @@ def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: st
                 request_id=msg.request_id,
             )
         )
+
+
+def _no_host(spec: KindSpec, key: str) -> NodeUnavailable:
+    return NodeUnavailable(
+        f"no member node can host {spec.name}/{key}: this node is a client and knows no "
+        "members (pass seeds)",
+        definite=True,
+    )

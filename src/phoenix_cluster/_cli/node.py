@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import click
+import msgspec
 
 from .._agents.agent import Agent
 from .._foundation.settings import Settings, load_settings
@@ -32,7 +33,10 @@ from .._node import Node
 from ..errors import ConfigError
 from .logging_setup import configure_logging
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "exit_code_for", "node"]
+__all__ = ["DEFAULT_LISTEN", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "exit_code_for", "node"]
+
+DEFAULT_LISTEN = "127.0.0.1:7100"
+"""Where ``phx node`` listens unless told otherwise: loopback only."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -182,10 +186,10 @@ async def _serve(node: Node, kinds: int) -> str:
     s = node.settings
     _log.info(
         "phx node %s ready (listen %s, role %s, %d kind%s imported)",
-        node.name, s.listen, s.role, kinds, "" if kinds == 1 else "s",
+        node.name, node.address or "-", s.role, kinds, "" if kinds == 1 else "s",
     )
     # Machine-readable readiness for supervisors and tests; flushed so pipes see it now.
-    sys.stdout.write(f"READY {node.name}\n")
+    sys.stdout.write(f"READY {node.name} {node.address or '-'}\n")
     sys.stdout.flush()
     return await node.wait_stopped()
 
@@ -253,7 +257,7 @@ def node(
     """Run a node until SIGTERM or SIGINT, then leave the cluster gracefully.
 
     Settings come from these flags, then PHX_* environment variables, then phoenix.toml
-    (--config FILE, PHX_CONFIG, or ./phoenix.toml). Prints "READY <name>" on stdout once
+    (--config FILE, PHX_CONFIG, or ./phoenix.toml). Prints "READY <name> <address>" on stdout once
     the node serves. Exit codes: 0 after a graceful shutdown, 1 if the node failed,
     2 for a configuration error.
     """
@@ -276,6 +280,8 @@ def node(
         settings = load_settings(overrides, config_file=config_file)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
+    if settings.listen is None and settings.role == "member":
+        settings = msgspec.structs.replace(settings, listen=DEFAULT_LISTEN)
     secrets = _secrets(settings)
     the_node = Node(settings=settings)
     configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)

@@ -34,8 +34,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The node's name in the cluster. Default: ``node-`` plus random hex, so two nodes
     started without names never collide."""
 
-    listen: HostPort = "127.0.0.1:7100"
-    """Address for peer connections. Loopback by default: exposing a node is a decision."""
+    listen: HostPort | None = None
+    """Address for peer connections (port 0 picks a free one). ``None``: an embedded node
+    that accepts no peers. ``phx node`` defaults to ``127.0.0.1:7100``: loopback, because
+    exposing a node is a decision."""
 
     seeds: list[HostPort] = []
     """Addresses of existing members to join through."""

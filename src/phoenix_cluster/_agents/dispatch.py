@@ -1,0 +1,213 @@
+"""Routing messages between nodes: remote calls out, inbound calls in, redirects, retries.
+
+The caller's node decides where a key lives from its own view of the cluster (an
+``owner_of`` function the node wires up: a hash ring over the members). A node that
+receives a message for a key it does not own answers with a :class:`Redirect`, never with
+silence, and the caller follows it (a bounded number of hops).
+
+Definite and indefinite errors (DESIGN.md): a failure before the request left this node
+is definite; once it was sent, losing the connection makes the outcome unknown. A call
+whose connection breaks is re-sent on a fresh connection with the *same* request id,
+which the owner's per-agent dedup window turns into at-most-once execution.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
+from .._wire.messages import Call, Cast, Error, Redirect, Reply
+from ..errors import (
+    AgentError,
+    CallTimeout,
+    NodeUnavailable,
+    PhoenixError,
+    error_from_code,
+)
+from .agent import KindSpec, MethodSpec, lookup_kind
+
+if TYPE_CHECKING:
+    from .._transport.peers import PeerManager
+    from .runtime import AgentRuntime
+
+__all__ = ["Router", "error_frame", "error_from_frame"]
+
+_log = logging.getLogger("phoenix_cluster.dispatch")
+
+OwnerOf = Callable[[str, str], str | None]
+"""``owner_of(kind, key)``: the address of the member that hosts the key, or ``None``
+when no member can host agents."""
+
+MAX_REDIRECTS = 4
+MAX_RESENDS = 3
+
+
+class Router:
+    """Sends messages to remote owners and serves messages from peers.
+
+    Args:
+        runtime: the local agent runtime (hosts keys this node owns).
+        peers: connections to other nodes.
+        self_address: this node's listen address (``None`` for a node that hosts nothing).
+        owner_of: placement: which address owns a ``(kind, key)``.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        peers: PeerManager,
+        *,
+        self_address: str | None,
+        owner_of: OwnerOf,
+    ) -> None:
+        self.runtime = runtime
+        self.peers = peers
+        self.self_address = self_address
+        self.owner_of = owner_of
+        self._clock = runtime.clock
+        self.redirects_followed = 0
+        self.resends = 0
+
+    def is_local(self, spec: KindSpec, key: str) -> bool:
+        return self.owner_of(spec.name, key) == self.self_address
+
+    # ----------------------------------------------------------------- outbound
+
+    async def call(
+        self,
+        spec: KindSpec,
+        key: str,
+        method: MethodSpec,
+        payload: bytes,
+        timeout_s: float,
+        request_id: int,
+    ) -> Any:
+        """Run a call on the key's owner and decode its result."""
+        clock = self._clock
+        deadline = clock.monotonic() + timeout_s
+        address = self._owner(spec, key)
+        sent = False
+        hops = resends = 0
+        while True:
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                raise CallTimeout(
+                    f"call {spec.name}/{key}.{method.name} timed out (request {request_id})",
+                    request_id=request_id,
+                )
+            conn = await self._connect(address, sent, request_id)
+            frame = Call(request_id, spec.name, key, method.name, payload,
+                         max(1, int(remaining * 1000)))
+            try:
+                answer = await conn.request(frame, remaining)
+            except (ConnectionBroken, ConnectionClosed) as exc:
+                sent = sent or not exc.definite
+                resends += 1
+                if resends > MAX_RESENDS:
+                    raise NodeUnavailable(
+                        f"{address} lost the connection {resends} times during "
+                        f"{spec.name}/{key}.{method.name}: {exc.message}",
+                        definite=not sent, request_id=request_id,
+                    ) from exc
+                self.resends += 1
+                continue
+            if isinstance(answer, Reply):
+                return method.result_decoder.decode(answer.payload)
+            if isinstance(answer, Redirect):
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    raise NodeUnavailable(
+                        f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
+                        f"(last to {answer.owner} at {answer.address}); the cluster's "
+                        "views disagree",
+                        definite=not sent, request_id=request_id,
+                    )
+                self.redirects_followed += 1
+                address = answer.address
+                continue
+            raise error_from_frame(answer)
+
+    async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
+                   request_id: int) -> None:
+        """Hand a cast to the owner's connection; returns once it is queued to send.
+
+        A refusal on the owner (a full mailbox, an unknown method) is logged there.
+        """
+        address = self._owner(spec, key)
+        conn = await self._connect(address, False, request_id)
+        await conn.send(Cast(request_id, spec.name, key, method, payload))
+
+    def _owner(self, spec: KindSpec, key: str) -> str:
+        address = self.owner_of(spec.name, key)
+        if address is None:
+            raise NodeUnavailable(
+                f"no member node can host {spec.name}/{key} (this node is a client and "
+                "knows no members; pass seeds)",
+                definite=True,
+            )
+        return address
+
+    async def _connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
+        try:
+            return await self.peers.connection(address)
+        except NodeUnavailable as exc:
+            if sent:  # it may have run before the connection broke
+                raise NodeUnavailable(exc.message, definite=False,
+                                      request_id=request_id) from exc
+            exc.request_id = request_id
+            raise
+
+    # ----------------------------------------------------------------- inbound
+
+    async def handle_inbound(
+        self, peer: PeerConnection, frame: Call | Cast
+    ) -> Reply | Error | Redirect | None:
+        """Serve a Call or Cast from a peer (the transport runs each in its own task)."""
+        try:
+            spec = lookup_kind(frame.kind)
+            owner = self.owner_of(spec.name, frame.key)
+            if owner != self.self_address and owner is not None:
+                if isinstance(frame, Cast):
+                    # Forward casts on behalf of the sender: it has no reply to redirect.
+                    await self.cast(spec, frame.key, frame.method, frame.payload,
+                                    frame.request_id)
+                    return None
+                return Redirect(frame.request_id, owner, owner)
+            if isinstance(frame, Cast):
+                self.runtime.submit(spec, frame.key, frame.method, frame.payload,
+                                    False, 0.0, frame.request_id)
+                return None
+            timeout_s = frame.timeout_ms / 1000
+            future = self.runtime.submit(
+                spec, frame.key, frame.method, frame.payload, True,
+                self._clock.monotonic() + timeout_s, frame.request_id, dedup=True,
+            )
+            assert future is not None
+            payload = await self.runtime.wait_result(future, timeout_s, frame)
+            return Reply(frame.request_id, payload)
+        except PhoenixError as exc:
+            if isinstance(frame, Cast):
+                _log.warning("cast %s/%s.%s from %s refused: %s", frame.kind, frame.key,
+                             frame.method, peer.peer_name, exc.message)
+                return None
+            return error_frame(frame.request_id, exc)
+
+
+def error_frame(request_id: int, exc: PhoenixError) -> Error:
+    """The wire record of ``exc`` (never a pickle)."""
+    if isinstance(exc, AgentError):
+        return Error(request_id, exc.code, exc.message, exc.definite,
+                     exc.remote_type, exc.remote_traceback)
+    return Error(request_id, exc.code, exc.message, exc.definite)
+
+
+def error_from_frame(frame: Error) -> PhoenixError:
+    """Rebuild the typed error a peer reported."""
+    if frame.code == AgentError.code:
+        return AgentError(frame.message, remote_type=frame.remote_type,
+                          remote_message=frame.message, remote_traceback=frame.remote_traceback,
+                          definite=frame.definite, request_id=frame.request_id)
+    return error_from_code(frame.code, frame.message, definite=frame.definite,
+                           request_id=frame.request_id)

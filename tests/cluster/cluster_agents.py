@@ -1,0 +1,32 @@
+"""Agent kinds the cluster tests run on real node processes (imported with --import)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import phoenix_cluster as phx
+
+
+class Tally(phx.Agent, kind="cluster.tally"):
+    def __init__(self) -> None:
+        self.total = 0
+        self.seen: list[int] = []
+
+    async def add(self, n: int) -> int:
+        self.total += n
+        self.seen.append(n)
+        return self.total
+
+    async def where(self) -> str:
+        return str(self.node.name)
+
+    async def read(self) -> list[int]:
+        return self.seen
+
+    async def add_then_fail(self, n: int) -> None:
+        self.total += n
+        raise ValueError(f"refusing {n} on {self.node.name}")
+
+    async def slow(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"

@@ -1,0 +1,180 @@
+"""Remote agents: nodes in one process talking over real loopback TCP.
+
+These cover the routing rules (owner placement, redirects, error mapping, dedup) quickly;
+``test_local_cluster.py`` repeats the essentials with separate node processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from cluster_agents import Tally
+
+import phoenix_cluster as phx
+from phoenix_cluster._wire.messages import Call, Reply
+from phoenix_cluster.testing import free_port
+
+COOKIE = "remote-calls-test-cookie"
+
+
+@pytest.fixture
+async def trio_nodes() -> AsyncIterator[list[phx.Node]]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    nodes = [
+        phx.Node(name=f"n{i}", listen=addr, seeds=[a for a in addresses if a != addr],
+                 cookie=COOKIE)
+        for i, addr in enumerate(addresses)
+    ]
+    for node in nodes:
+        await node.start()
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def client_for(nodes: list[phx.Node], **options: object) -> phx.Node:
+    options.setdefault("cookie", COOKIE)
+    seeds = options.pop("seeds", [n.address for n in nodes])
+    client = phx.Node(role="client", seeds=seeds, **options)  # type: ignore[arg-type]
+    await client.start()
+    return client
+
+
+async def test_calls_reach_the_owner_from_any_node(trio_nodes: list[phx.Node]) -> None:
+    keys = [f"k{i}" for i in range(30)]
+    where = {}
+    for i, key in enumerate(keys):
+        caller = trio_nodes[i % 3]
+        assert await caller.ref(Tally, key).add(i) == i
+        where[key] = await caller.ref(Tally, key).where()
+    # Every node agrees on the owner, and the keys spread over the members.
+    for node in trio_nodes:
+        assert {k: await node.ref(Tally, k).where() for k in keys} == where
+    assert set(where.values()) == {"n0", "n1", "n2"}
+    hosted = {n.name: n.statistics().agents.active_agents for n in trio_nodes}
+    assert sum(hosted.values()) == len(keys)
+
+
+async def test_client_node_hosts_nothing_and_routes(trio_nodes: list[phx.Node]) -> None:
+    client = await client_for(trio_nodes)
+    try:
+        results = await asyncio.gather(*(client.ref(Tally, f"c{i}").add(1) for i in range(50)))
+        assert results == [1] * 50
+        await client.ref(Tally, "c0").add.cast(5)
+        assert await client.ref(Tally, "c0").add(0) == 6
+        assert client.statistics().agents.active_agents == 0
+    finally:
+        await client.aclose()
+
+
+async def test_a_node_that_does_not_own_the_key_redirects(trio_nodes: list[phx.Node]) -> None:
+    # This client knows only n0, so it sends everything there; n0 redirects.
+    client = await client_for(trio_nodes, seeds=[trio_nodes[0].address])
+    try:
+        owners = [await client.ref(Tally, f"r{i}").where() for i in range(20)]
+        assert set(owners) == {"n0", "n1", "n2"}
+        assert client._runtime.router is not None
+        assert client._runtime.router.redirects_followed > 0
+    finally:
+        await client.aclose()
+
+
+async def test_remote_errors_keep_their_type_and_meaning(trio_nodes: list[phx.Node]) -> None:
+    client = await client_for(trio_nodes)
+    try:
+        ref = client.ref(Tally, "err")
+        await ref.add(1)
+        with pytest.raises(phx.AgentError) as info:
+            await ref.add_then_fail(10)
+        err = info.value
+        assert err.remote_type == "ValueError"
+        assert "add_then_fail" in err.remote_traceback
+        assert err.definite
+        assert await ref.add(0) == 1  # rolled back on the owner
+        with pytest.raises(phx.AgentNotFound, match="no method 'nope'"):
+            await ref.nope()
+        with pytest.raises(phx.CallTimeout) as timeout:
+            await ref.options(timeout=0.2).slow(2.0)
+        assert not timeout.value.definite
+    finally:
+        await client.aclose()
+
+
+async def test_unknown_kind_on_the_owner_is_agent_not_found(
+    trio_nodes: list[phx.Node],
+) -> None:
+    client = await client_for(trio_nodes)
+    try:
+        spec = Tally._phx_spec
+        router = client._runtime.router
+        assert router is not None
+        address = router.owner_of("no.such.kind", "x")
+        assert address is not None
+        conn = await router.peers.connection(address)
+        answer = await conn.request(Call(1, "no.such.kind", "x", "m", b"\x92\x90\x80", 1000), 2)
+        assert answer.code == "agent_not_found"  # type: ignore[union-attr]
+        assert spec.name == "cluster.tally"
+    finally:
+        await client.aclose()
+
+
+async def test_a_resent_call_runs_at_most_once(trio_nodes: list[phx.Node]) -> None:
+    # Two clients stand in for one caller resending over a fresh connection.
+    clients = [await client_for(trio_nodes), await client_for(trio_nodes)]
+    try:
+        conns = []
+        for client in clients:
+            router = client._runtime.router
+            assert router is not None
+            owner = router.owner_of("cluster.tally", "dedup")
+            assert owner is not None
+            conns.append(await router.peers.connection(owner))
+        payload = b"\x92\x91\x07\x80"  # msgpack of [[7], {}]
+        call = Call(424242, "cluster.tally", "dedup", "add", payload, 2000)
+        first, second = await asyncio.gather(conns[0].request(call, 2), conns[1].request(call, 2))
+        again = await conns[0].request(call, 2)
+        assert isinstance(first, Reply)
+        assert first == second == again
+        assert await clients[0].ref(Tally, "dedup").read() == [7]  # applied once
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_wrong_cookie_is_refused(trio_nodes: list[phx.Node]) -> None:
+    client = await client_for(trio_nodes, cookie="not-the-cluster-secret")
+    try:
+        with pytest.raises(phx.AuthenticationError):
+            await client.ref(Tally, "x").add(1)
+    finally:
+        await client.aclose()
+    # The cluster still serves good clients.
+    assert await trio_nodes[0].ref(Tally, "x").add(1) == 1
+
+
+async def test_dead_owner_is_node_unavailable_others_keep_working(
+    trio_nodes: list[phx.Node],
+) -> None:
+    n0, _n1, n2 = trio_nodes
+    keys = [f"d{i}" for i in range(30)]
+    owners = {k: await n0.ref(Tally, k).where() for k in keys}
+    await n2.aclose()
+    for key in keys:
+        if owners[key] == "n2":
+            with pytest.raises(phx.NodeUnavailable) as info:
+                await n0.ref(Tally, key).add(1)
+            assert info.value.definite  # the call never left n0
+        else:
+            assert await n0.ref(Tally, key).add(1) == 1
+
+
+async def test_client_without_members_fails_definitely() -> None:
+    client = phx.Node(role="client")
+    async with client:
+        with pytest.raises(phx.NodeUnavailable) as info:
+            await client.ref(Tally, "x").add(1)
+        assert info.value.definite
