@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
+from transport_helpers import certs_with_cryptography, certs_with_openssl
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +18,21 @@ def _private_home(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("PHX_COOKIE", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throwaway CA plus server and client certificates for 127.0.0.1.
+
+    Made with the ``cryptography`` package when it is importable, else with the
+    ``openssl`` command; the test is skipped when neither is available.
+    """
+    d = tmp_path_factory.mktemp("tls")
+    if importlib.util.find_spec("cryptography") is not None:
+        certs_with_cryptography(d)
+    elif (openssl := shutil.which("openssl")) is not None:
+        certs_with_openssl(openssl, d)
+    else:
+        pytest.skip("neither the cryptography package nor the openssl command is available")
+    return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                         "client.key")}

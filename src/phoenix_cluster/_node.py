@@ -32,6 +32,7 @@ from ._telemetry.bus import TelemetryBus, default_bus
 from ._transport.cookie import resolve_secret
 from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
+from ._transport.tls import tls_contexts
 
 __all__ = ["Node", "NodeState", "NodeStatistics"]
 
@@ -198,9 +199,11 @@ class Node:
         secret, cookie_path = resolve_secret(s.cookie, s.cookie_file)
         if cookie_path is not None:
             _log.info("node %s uses the cluster secret in %s", self.name, cookie_path)
+        ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca)
         transport = TcpTransport(
             self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
             max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+            ssl_server=ssl_server, ssl_client=ssl_client,
         )
         self._transport = transport
         if s.listen is not None:

@@ -244,6 +244,9 @@ BAD_CASES = [
     pytest.param([], {}, "[node]\nrole = 3\n", "role", "member", id="toml-type"),
     pytest.param(["--cookie-file", "missing.cookie"], {}, None, "cookie_file", "file", id="cookie"),
     pytest.param(["--bogus-flag"], {}, None, "--bogus-flag", "", id="unknown-flag"),
+    pytest.param(["--tls-cert", "cert.pem"], {}, None, "tls_key", "tls_cert", id="tls-half"),
+    pytest.param(["--tls-cert", "no.pem", "--tls-key", "no.key"], {}, None, "tls_cert",
+                 "no such file", id="tls-missing"),
 ]
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +10,6 @@ from transport_helpers import (
     SECRET,
     MakeTransport,
     Proxy,
-    certs_with_cryptography,
-    certs_with_openssl,
     echo,
 )
 
@@ -54,22 +49,5 @@ async def make_proxy() -> AsyncIterator[Callable[[str], Proxy]]:
     for p in made:
         await p.aclose()
 
-
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throwaway CA plus server and client certificates for 127.0.0.1.
-
-    Made with the ``cryptography`` package when it is importable, else with the
-    ``openssl`` command; the test is skipped when neither is available.
-    """
-    d = tmp_path_factory.mktemp("tls")
-    if importlib.util.find_spec("cryptography") is not None:
-        certs_with_cryptography(d)
-    elif (openssl := shutil.which("openssl")) is not None:
-        certs_with_openssl(openssl, d)
-    else:
-        pytest.skip("neither the cryptography package nor the openssl command is available")
-    return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem",
-                                         "client.key")}
 
 

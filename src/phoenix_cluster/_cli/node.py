@@ -30,6 +30,7 @@ import msgspec
 from .._agents.agent import Agent
 from .._foundation.settings import Settings, load_settings
 from .._node import Node
+from .._transport.tls import tls_contexts
 from ..errors import ConfigError
 from .logging_setup import configure_logging
 
@@ -52,6 +53,9 @@ _FORMS = {
     "http": "HOST:PORT",
     "role": "member or client",
     "cookie_file": "a readable file holding the cluster secret",
+    "tls_cert": "a PEM certificate file, given with tls_key",
+    "tls_key": "a PEM private key file, given with tls_cert",
+    "tls_ca": "a PEM CA bundle file",
     "call_timeout_s": "a number of seconds > 0",
     "idle_timeout_s": "a number of seconds > 0",
     "shutdown_timeout_s": "a number of seconds > 0",
@@ -220,6 +224,10 @@ def _run(node: Node, kinds: int) -> int:
     "--cookie-file", metavar="FILE",
     help="File holding the cluster secret (or set PHX_COOKIE; never on the command line).",
 )
+@click.option("--tls-cert", metavar="PEM", help="Certificate this node presents (enables TLS).")
+@click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
+@click.option("--tls-ca", metavar="PEM", help="CA that peers' certificates must chain to "
+              "(makes TLS mutual).")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
@@ -242,6 +250,9 @@ def node(
     listen: str | None,
     seeds: tuple[str, ...],
     cookie_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
     role: str | None,
     http: str | None,
     data_dir: str | None,
@@ -266,6 +277,9 @@ def node(
         "listen": listen,
         "seeds": list(seeds) or None,
         "cookie_file": cookie_file,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_ca": tls_ca,
         "role": role,
         "http": http,
         "data_dir": data_dir,
@@ -282,6 +296,10 @@ def node(
         raise _OneLineError(_config_error_line(exc)) from None
     if settings.listen is None and settings.role == "member":
         settings = msgspec.structs.replace(settings, listen=DEFAULT_LISTEN)
+    try:
+        tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca)  # fail early
+    except ConfigError as exc:
+        raise _OneLineError(_config_error_line(exc)) from None
     secrets = _secrets(settings)
     the_node = Node(settings=settings)
     configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)

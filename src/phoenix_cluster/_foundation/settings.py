@@ -49,6 +49,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cookie_file: str | None = None
     """File holding the cluster secret (mode 0600)."""
 
+    tls_cert: str | None = None
+    """PEM certificate (chain) this node presents to peers; enables TLS with ``tls_key``."""
+
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
+
+    tls_ca: str | None = None
+    """PEM CA bundle that peers' certificates must chain to; makes TLS mutual. Without
+    it, servers do not ask for client certificates and clients trust the system CAs."""
+
     role: Literal["member", "client"] = "member"
     """``client`` nodes route messages but host no agents."""
 
