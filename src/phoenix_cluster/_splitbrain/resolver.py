@@ -1,0 +1,551 @@
+"""Apply a split-brain strategy to the membership this node sees, on the node's clock.
+
+The :class:`SplitBrainResolver` is fed every :class:`MembershipSnapshot` (``update``). It
+tracks since when the set of unreachable members (``suspect`` or ``dead``, not ``left``,
+not already removed) has been unchanged; once a non-empty set has been stable for
+``stable_after_s`` it builds a :class:`PartitionView`, acquires the lease if the strategy
+needs one, asks the strategy, and acts:
+
+- it logs ONE line at WARNING with the decision and every input (strategy, reachable,
+  unreachable, broken links, tie-break, lease holder, reason);
+- it emits ``CLUSTER_PARTITION_DETECTED`` with the same facts as metadata;
+- on ``keep`` it removes the downed members from its own accounting (they count again
+  only as a newer incarnation) and calls ``on_keep(decision)``, where the node marks them
+  gone; on ``down_self`` it calls ``on_down(reason)`` exactly once and never decides again.
+
+Any change of the reachable or unreachable set restarts the stability timer, so a
+flapping link never produces a decision. The periodic check also watches its own
+wake-ups: when it wakes far later than scheduled (the process was SIGSTOPped or the loop
+was stuck) it restarts the timer, because the membership view it holds predates the gap.
+And when the membership hears that the others declared this node dead, it calls
+``declared_dead``: the node downs itself rather than refute its way back.
+
+Contract with the membership service: ``dead`` members must stay in the snapshots (as
+``dead``) until this resolver has decided; removing them is the resolver's ``keep``
+decision, surfaced through ``on_keep``. A membership that silently forgot unreachable
+members would let both sides of a partition see a healthy, smaller cluster.
+
+Imports only L0-L3 pieces (``_foundation``, ``_telemetry``, ``_membership.snapshot``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from phoenix_cluster._foundation.env import Env
+from phoenix_cluster._membership.snapshot import MembershipSnapshot
+from phoenix_cluster._telemetry.bus import TelemetryBus
+from phoenix_cluster._telemetry.events import CLUSTER_PARTITION_DETECTED
+from phoenix_cluster.errors import ConfigError
+
+from .settings import SplitBrainSettings, make_strategy
+from .strategies import LeaseMajority, Strategy
+from .view import Decision, PartitionView, ViewMember, format_names
+
+__all__ = [
+    "LeaseProvider",
+    "OnDown",
+    "OnKeep",
+    "ResolverState",
+    "SplitBrainResolver",
+    "SplitBrainStatistics",
+]
+
+_log = logging.getLogger("phoenix_cluster.splitbrain")
+
+OnDown = Callable[[str], Awaitable[None] | None]
+OnKeep = Callable[[Decision], Awaitable[None] | None]
+ResolverState = Literal["idle", "pending", "deciding", "downed", "closed"]
+_T = TypeVar("_T")
+
+
+class LeaseProvider(Protocol):
+    """An external lease used as the referee (an etcd lease, a Kubernetes ``Lease``).
+
+    ``acquire`` must be re-entrant per owner: every node of one side acquires with the
+    same owner id and all of them must get ``True`` while it holds; a different owner
+    gets ``False`` until the hold expires after ``ttl_s``. The resolver never calls
+    ``release``: a side's nodes share one owner id, so one node releasing could hand the
+    lease to the other side while its peers still rely on it; the TTL ends the hold.
+    """
+
+    async def acquire(self, owner: str, ttl_s: float) -> bool:
+        """Take or extend the lease for ``owner``; ``False`` if someone else holds it."""
+        ...
+
+    async def release(self, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it (operator tooling, cluster shutdown)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SplitBrainStatistics:
+    """A point-in-time view of the resolver (telemetry, ``phx status`` and tests read it)."""
+
+    strategy: str
+    state: ResolverState
+    reachable: int
+    unreachable: int
+    broken_links: int
+    stable_for_s: float
+    stable_after_s: float
+    timer_resets: int
+    pauses_detected: int
+    decisions: int
+    removed_members: int
+    last_decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """The part of the membership a decision depends on; a change restarts the timer."""
+
+    reachable: frozenset[str]
+    unreachable: frozenset[str]
+    broken_links: frozenset[tuple[str, str]]
+
+    @property
+    def troubled(self) -> bool:
+        return bool(self.unreachable or self.broken_links)
+
+
+class SplitBrainResolver:
+    """Decides, once a partition is stable, whether this node's side survives.
+
+    Args:
+        strategy: a pure strategy from :mod:`.strategies` (see :func:`make_strategy`).
+        env: the node's clock (stability timer, lease delay and timeout, pause watch).
+        bus: where ``CLUSTER_PARTITION_DETECTED`` goes.
+        self_name: this node's name as it appears in the snapshots.
+        stable_after_s: how long the unreachable set must stay unchanged.
+        on_down: called exactly once with the reason when this node must down itself;
+            may be a coroutine function. The node stops serving, then exits with
+            ``EXIT_DOWNED`` or rejoins as a new incarnation.
+        on_keep: called with every ``keep`` decision; the node marks ``decision.down`` as
+            gone (ring, membership). Optional.
+        lease: the referee for the ``lease`` strategy; required by it, ignored otherwise.
+        lease_ttl_s: how long an acquired lease holds.
+        lease_acquire_timeout_s: how long one acquire may take before it counts as lost.
+        tick_interval_s: how often the background check runs; default
+            ``min(1, stable_after_s / 4)``.
+
+    Raises:
+        ConfigError: a non-positive duration, or the lease strategy without a lease.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        env: Env,
+        bus: TelemetryBus,
+        self_name: str,
+        on_down: OnDown,
+        stable_after_s: float = 7.0,
+        on_keep: OnKeep | None = None,
+        lease: LeaseProvider | None = None,
+        lease_ttl_s: float = 60.0,
+        lease_acquire_timeout_s: float = 5.0,
+        tick_interval_s: float | None = None,
+    ) -> None:
+        for key, value in (
+            ("stable_after_s", stable_after_s),
+            ("lease_ttl_s", lease_ttl_s),
+            ("lease_acquire_timeout_s", lease_acquire_timeout_s),
+            ("tick_interval_s", 1.0 if tick_interval_s is None else tick_interval_s),
+        ):
+            if not value > 0:
+                raise ConfigError(f"split-brain {key} must be > 0 seconds; got {value!r}", key=key)
+        if isinstance(strategy, LeaseMajority) and lease is None:
+            raise ConfigError(
+                "split-brain strategy 'lease' needs a lease provider (etcd or Kubernetes); "
+                "got none",
+                key="strategy",
+            )
+        self.strategy = strategy
+        self.self_name = self_name
+        self.stable_after_s = stable_after_s
+        self._clock = env.clock
+        self._bus = bus
+        self._on_down = on_down
+        self._on_keep = on_keep
+        self._lease = lease
+        self._lease_ttl_s = lease_ttl_s
+        self._lease_timeout_s = lease_acquire_timeout_s
+        self._tick_s = min(1.0, stable_after_s / 4) if tick_interval_s is None else tick_interval_s
+        # A wake-up this late means the loop (or the whole process) did not run: the
+        # membership view predates the gap, so stability must be measured again.
+        self._pause_threshold_s = max(2 * self._tick_s, stable_after_s / 2)
+        self._snapshot: MembershipSnapshot | None = None
+        self._up_since: dict[str, float] = {}
+        self._links: frozenset[tuple[str, str]] = frozenset()
+        self._removed: dict[str, int] = {}  # name -> highest removed incarnation
+        self._inputs: _Inputs | None = None
+        self._view: PartitionView | None = None
+        self._changed_at = self._clock.monotonic()
+        self._state: ResolverState = "idle"
+        self._task: asyncio.Task[None] | None = None
+        self._timer_resets = 0
+        self._pauses = 0
+        self._decisions = 0
+        self._last: Decision | None = None
+        self._on_down_called = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: SplitBrainSettings,
+        *,
+        env: Env,
+        bus: TelemetryBus,
+        self_name: str,
+        on_down: OnDown,
+        on_keep: OnKeep | None = None,
+        lease: LeaseProvider | None = None,
+    ) -> SplitBrainResolver:
+        """A resolver configured by ``settings`` (strategy, timings, lease)."""
+        return cls(
+            make_strategy(settings),
+            env=env,
+            bus=bus,
+            self_name=self_name,
+            on_down=on_down,
+            on_keep=on_keep,
+            stable_after_s=settings.stable_after_s,
+            lease=lease,
+            lease_ttl_s=settings.lease_ttl_s,
+            lease_acquire_timeout_s=settings.lease_acquire_timeout_s,
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def update(
+        self,
+        snapshot: MembershipSnapshot,
+        *,
+        up_since: Mapping[str, float] | None = None,
+        broken_links: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Take the membership's latest view. Cheap; call it on every snapshot.
+
+        Args:
+            snapshot: the membership snapshot; older versions than the last one are ignored.
+            up_since: members' ages (smaller is older) as gossiped by membership, the
+                same on every node; members missing here fall back to their incarnation.
+            broken_links: pairs of members known not to reach each other while others
+                reach both (direct probe failed, indirect probe succeeded).
+        """
+        if self._snapshot is not None and snapshot.version < self._snapshot.version:
+            return
+        self._snapshot = snapshot
+        if up_since is not None:
+            self._up_since.update(up_since)
+        self._links = frozenset(broken_links)
+        self._rebuild()
+
+    def _rebuild(self, *, after_decision: bool = False) -> None:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return
+        latest: dict[str, ViewMember] = {}
+        statuses: dict[str, str] = {}
+        incarnations: dict[str, int] = {}
+        for m in snapshot.members:
+            if m.name in incarnations and m.incarnation <= incarnations[m.name]:
+                continue  # keep the newest incarnation of each name
+            incarnations[m.name] = m.incarnation
+            statuses[m.name] = m.status
+            latest[m.name] = ViewMember(
+                m.name, m.address, m.role, self._up_since.get(m.name, float(m.incarnation))
+            )
+        for name, incarnation in incarnations.items():
+            removed = self._removed.get(name)
+            if removed is not None and incarnation > removed:
+                del self._removed[name]  # a newer incarnation: a fresh member
+        live = {
+            name: member
+            for name, member in latest.items()
+            if statuses[name] != "left" and (name not in self._removed or name == self.self_name)
+        }
+        if self.self_name not in live:
+            inputs, view = None, None  # not joined yet, or leaving: nothing to decide
+        else:
+            reachable = frozenset(n for n in live if n == self.self_name or statuses[n] == "alive")
+            links = frozenset((a, b) for a, b in self._links if a in live and b in live and a != b)
+            inputs = _Inputs(reachable, frozenset(live) - reachable, links)
+            view = PartitionView(
+                self.self_name, tuple(live.values()), inputs.reachable, inputs.unreachable, links
+            )
+        if inputs != self._inputs:
+            if self._inputs is not None and self._inputs.troubled and not after_decision:
+                self._timer_resets += 1
+            self._inputs = inputs
+            self._changed_at = self._clock.monotonic()
+        self._view = view
+
+    # ------------------------------------------------------------------ deciding
+
+    async def check(self) -> Decision | None:
+        """Decide now if a non-empty unreachable set has been stable long enough.
+
+        The background loop calls this every tick; tests may call it directly. Returns
+        the decision taken, or ``None`` (nothing to decide, not yet stable, already
+        downed, or the inputs changed while the lease was being acquired).
+        """
+        if self._state in ("downed", "closed", "deciding"):
+            return None
+        inputs, view = self._inputs, self._view
+        if inputs is None or view is None or not inputs.troubled:
+            return None
+        stable_for = self._clock.monotonic() - self._changed_at
+        if stable_for < self.stable_after_s:
+            return None
+        self._state = "deciding"
+        try:
+            if isinstance(self.strategy, LeaseMajority):
+                leased = await self._acquire_lease(self.strategy, view, inputs)
+                if leased is None or self._state != "deciding":
+                    return None  # the inputs changed, or we were downed or closed meanwhile
+                view = leased
+            decision = self.strategy.decide(view)
+            self._record(decision, view, stable_for)
+        finally:
+            if self._state == "deciding":
+                self._state = "idle"
+        if decision.survives:
+            await self._kept(decision)
+        else:
+            await self._downed(decision)
+        return decision
+
+    async def _acquire_lease(
+        self, strategy: LeaseMajority, view: PartitionView, inputs: _Inputs
+    ) -> PartitionView | None:
+        owner = strategy.lease_owner(view)
+        if owner is None:
+            return view.with_lease_holder(None)
+        delay = strategy.acquire_delay_s(view)
+        if delay > 0:
+            await self._clock.sleep(delay)
+            if self._inputs != inputs:
+                return None  # the partition changed while we waited: start over
+        return view.with_lease_holder(owner if await self._try_acquire(owner) else None)
+
+    async def _try_acquire(self, owner: str) -> bool:
+        assert self._lease is not None  # checked in __init__
+        acquire = asyncio.ensure_future(self._lease.acquire(owner, self._lease_ttl_s))
+        timer = asyncio.ensure_future(self._clock.sleep(self._lease_timeout_s))
+        try:
+            await asyncio.wait((acquire, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (acquire, timer):
+                task.cancel()
+            await asyncio.gather(acquire, timer, return_exceptions=True)
+        if acquire.cancelled():
+            _log.warning(
+                "split brain: lease acquire for %s took longer than %.1fs; counting it as lost",
+                owner,
+                self._lease_timeout_s,
+            )
+            return False
+        if (exc := acquire.exception()) is not None:
+            _log.warning("split brain: lease acquire for %s failed: %r", owner, exc)
+            return False
+        return bool(acquire.result())
+
+    def _record(self, decision: Decision, view: PartitionView, stable_for: float) -> None:
+        self._decisions += 1
+        self._last = decision
+        links = sorted(f"{a}<->{b}" for a, b in view.broken_links)
+        _log.warning(
+            "split-brain decision at %s: %s by %s; reachable=%s unreachable=%s "
+            "broken_links=[%s] tie_break=%s lease_holder=%s down=%s stable_for=%.1fs; "
+            "reason: %s",
+            self.self_name,
+            decision.action.upper(),
+            self.strategy.name,
+            format_names(view.reachable),
+            format_names(view.unreachable),
+            ", ".join(links),
+            decision.tie_break or "none",
+            view.lease_holder,
+            format_names(decision.down),
+            stable_for,
+            decision.reason,
+        )
+        self._bus.execute(
+            CLUSTER_PARTITION_DETECTED,
+            {
+                "reachable": float(len(view.reachable)),
+                "unreachable": float(len(view.unreachable)),
+                "stable_for_s": stable_for,
+            },
+            {
+                "node": self.self_name,
+                "strategy": self.strategy.name,
+                "decision": decision.action,
+                "reachable": tuple(sorted(view.reachable)),
+                "unreachable": tuple(sorted(view.unreachable)),
+                "broken_links": tuple(links),
+                "down": tuple(sorted(decision.down)),
+                "tie_break": decision.tie_break,
+                "lease_holder": view.lease_holder,
+                "reason": decision.reason,
+            },
+        )
+
+    async def declared_dead(self, *, incarnation: int, by: str | None = None) -> Decision | None:
+        """Down this node because the others declared it dead; the membership calls this.
+
+        A node that was paused (SIGSTOP, a stuck loop) or cut off while the others
+        decided has already been removed by them: its agents live elsewhere now. When it
+        wakes it usually does not see a partition at all — it hears ``dead`` about itself
+        and could refute its way back with stale agents. Instead it downs itself (exit, or
+        rejoin as a fresh incarnation), with the same log line, event and ``on_down``
+        (still at most once) as a ``down_self`` decision. Returns that decision, or
+        ``None`` if this node was already downed or the resolver is closed.
+        """
+        if self._state in ("downed", "closed"):
+            return None
+        source = f", reported by {by}" if by else ""
+        decision = Decision.down_self(
+            f"{self.strategy.name}: the cluster declared {self.self_name} dead (incarnation "
+            f"{incarnation}{source}) while it could not answer; the others removed it, so "
+            f"it downs itself rather than come back with stale agents"
+        )
+        view = self._view or PartitionView(
+            self.self_name,
+            (ViewMember(self.self_name, ""),),
+            frozenset({self.self_name}),
+            frozenset(),
+        )
+        self._record(decision, view, self._clock.monotonic() - self._changed_at)
+        await self._downed(decision)
+        return decision
+
+    async def _kept(self, decision: Decision) -> None:
+        snapshot = self._snapshot
+        incarnations = {m.name: m.incarnation for m in snapshot.members} if snapshot else {}
+        for name in decision.down:
+            if name != self.self_name:
+                self._removed[name] = max(incarnations.get(name, 0), self._removed.get(name, 0))
+        self._rebuild(after_decision=True)
+        if self._on_keep is not None:
+            await _call(self._on_keep, decision, "on_keep")
+
+    async def _downed(self, decision: Decision) -> None:
+        self._state = "downed"
+        if not self._on_down_called:
+            self._on_down_called = True
+            await _call(self._on_down, decision.reason, "on_down")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the periodic check (owned by this resolver; stopped by :meth:`aclose`)."""
+        if self._state == "closed":
+            raise RuntimeError("this SplitBrainResolver is closed")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"splitbrain-{self.self_name}"
+            )
+
+    async def _run(self) -> None:
+        last = self._clock.monotonic()
+        while self._state not in ("downed", "closed"):
+            await self._clock.sleep(self._tick_s)
+            now = self._clock.monotonic()
+            gap, last = now - last, now
+            if gap > self._pause_threshold_s:
+                self._pause_detected(gap)
+            try:
+                await self.check()
+            except Exception:
+                _log.exception("split brain: the check at %s failed", self.self_name)
+
+    def _pause_detected(self, gap: float) -> None:
+        self._pauses += 1
+        self._changed_at = self._clock.monotonic()
+        if self._inputs is not None and self._inputs.troubled:
+            self._timer_resets += 1
+        _log.warning(
+            "split brain: %s did not run for %.1fs (paused or stuck loop); its membership "
+            "view predates the gap, so the stability timer restarts (%.1fs)",
+            self.self_name,
+            gap,
+            self.stable_after_s,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the periodic check. Idempotent."""
+        if self._state != "downed":
+            self._state = "closed"
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def __aenter__(self) -> SplitBrainResolver:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def state(self) -> ResolverState:
+        """``idle``, ``pending`` (unreachable members, not yet stable), ``deciding``,
+        ``downed`` (this node lost) or ``closed``."""
+        if self._state == "idle" and self._inputs is not None and self._inputs.troubled:
+            return "pending"
+        return self._state
+
+    @property
+    def last_decision(self) -> Decision | None:
+        return self._last
+
+    def statistics(self) -> SplitBrainStatistics:
+        inputs = self._inputs
+        return SplitBrainStatistics(
+            strategy=self.strategy.name,
+            state=self.state,
+            reachable=len(inputs.reachable) if inputs else 0,
+            unreachable=len(inputs.unreachable) if inputs else 0,
+            broken_links=len(inputs.broken_links) if inputs else 0,
+            stable_for_s=self._clock.monotonic() - self._changed_at,
+            stable_after_s=self.stable_after_s,
+            timer_resets=self._timer_resets,
+            pauses_detected=self._pauses,
+            decisions=self._decisions,
+            removed_members=len(self._removed),
+            last_decision=self._last,
+        )
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        detail = f"{stats.state}"
+        if stats.state == "pending":
+            detail += (
+                f": {stats.unreachable} unreachable for "
+                f"{stats.stable_for_s:.1f}/{self.stable_after_s:.1f}s"
+            )
+        return (
+            f"<SplitBrainResolver {self.strategy.name} at {self.self_name} "
+            f"[{detail}, {stats.decisions} decisions]>"
+        )
+
+
+async def _call(fn: Callable[[_T], Awaitable[None] | None], arg: _T, what: str) -> None:
+    try:
+        result = fn(arg)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        _log.exception("split brain: %s callback raised", what)
