@@ -12,14 +12,20 @@ TLS is the stdlib's: pass ``ssl.SSLContext`` objects for the server and client s
 (``verify_mode=CERT_REQUIRED`` on the server context gives mutual TLS). The cluster
 secret handshake runs inside TLS as well. Runs on asyncio or uvloop unchanged: only
 public stream APIs are used.
+
+Everything above the byte stream is shared with the HTTP/2 and QUIC transports
+(:mod:`.http2`, :mod:`.quic`): they subclass this one and override only
+:meth:`~TcpTransport._listen` and :meth:`~TcpTransport._open_stream`, which produce
+asyncio stream pairs over one HTTP/2 or QUIC stream instead of a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._telemetry.bus import TelemetryBus
@@ -36,6 +42,14 @@ __all__ = ["TcpTransport", "format_address", "parse_address"]
 _log = logging.getLogger("phoenix_cluster.transport")
 
 _State = Literal["new", "running", "closing", "closed"]
+
+
+class Listener(Protocol):
+    """What :meth:`TcpTransport._listen` returns: ``asyncio.Server`` or a look-alike."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -79,6 +93,9 @@ class TcpTransport:
         phx.ConfigError: a setting is out of range.
     """
 
+    protocol: ClassVar[str] = "tcp"
+    """The name in logs, ``repr`` and fallback chains (``"tcp"``, ``"http2"``, ``"quic"``)."""
+
     def __init__(self, node_name: str, incarnation: int, secret: bytes, *, env: Env,
                  bus: TelemetryBus, max_frame_bytes: int, handler: InboundHandler,
                  role: str = "member", ssl_server: ssl.SSLContext | None = None,
@@ -99,7 +116,7 @@ class TcpTransport:
         self.limiter = LogLimiter(env.clock)
         self._ssl_server, self._ssl_client = ssl_server, ssl_client
         self._state: _State = "new"
-        self._server: asyncio.Server | None = None
+        self._server: Listener | None = None
         self._address: str | None = None
         self._tasks = TaskSet(f"transport {node_name}")
         self._conns: set[TcpConnection] = set()  # past the handshake, not yet closed
@@ -129,19 +146,31 @@ class TcpTransport:
         if self._state != "new" or self._server is not None:
             raise RuntimeError(f"{self!r} cannot start: it is {self._state}")
         host, port = parse_address(listen)
-        tls_timeout = self.settings.handshake_timeout_s if self._ssl_server else None
         try:
-            self._server = await asyncio.start_server(
-                self._on_accept, host, port, ssl=self._ssl_server,
-                ssl_handshake_timeout=tls_timeout, limit=self.settings.read_chunk_bytes)
+            self._server, self._address = await self._listen(host, port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}",
                               key="listen") from exc
-        self._address = format_address(self._server.sockets[0].getsockname())
         self._state = "running"
-        _log.info("node %s listening for peers on %s%s", self.node_name, self._address,
+        _log.info("node %s listening for peers on %s%s%s", self.node_name, self._address,
+                  "" if self.protocol == "tcp" else f" ({self.protocol})",
                   " (TLS)" if self._ssl_server else "")
         return self._address
+
+    async def _listen(self, host: str, port: int) -> tuple[Listener, str]:
+        """Start accepting; each new stream pair goes to :meth:`_on_accept`.
+
+        Returns:
+            The listener (closed by :meth:`aclose`) and the bound ``host:port``.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        tls_timeout = self.settings.handshake_timeout_s if self._ssl_server else None
+        server = await asyncio.start_server(
+            self._on_accept, host, port, ssl=self._ssl_server,
+            ssl_handshake_timeout=tls_timeout, limit=self.settings.read_chunk_bytes)
+        return server, format_address(server.sockets[0].getsockname())
 
     async def connect(self, address: str) -> TcpConnection:
         """The connection to the node at ``address``: reused, joined, or dialled.
@@ -189,13 +218,32 @@ class TcpTransport:
                 del self._dials[address]
 
     async def _open(self, address: str) -> TcpConnection:
-        host, port = parse_address(address)
         self._dial_attempts += 1
+        reader, writer = await self._open_stream(address)
+        conn = TcpConnection(self, reader, writer, outbound=True, address=address)
+        await self._authenticate(conn)
+        if self._state in ("closing", "closed"):
+            conn.close("shutdown")
+            raise NodeClosed(f"transport of {self.node_name} closed during the dial")
+        self._peer_at[address] = conn.peer_name
+        return self._register(conn)
+
+    async def _open_stream(
+        self, address: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the byte stream a dial runs over, bounded by ``connect_timeout_s``.
+
+        Raises:
+            ConnectionBroken: unreachable, refused or timed out (``definite=True``).
+            phx.AuthenticationError: the peer's TLS certificate was rejected.
+        """
+        host, port = parse_address(address)
         s = self.settings
         try:
             async with fail_after(self.env.clock, s.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=self._ssl_client, limit=s.read_chunk_bytes,
+                    local_addr=source_address(self._address, host),
                     server_hostname=host if self._ssl_client else None,
                     ssl_handshake_timeout=s.handshake_timeout_s if self._ssl_client else None)
         except TimeoutError:
@@ -209,13 +257,7 @@ class TcpTransport:
         except OSError as exc:
             raise ConnectionBroken(f"cannot connect to {address}: {exc.strerror or exc!r}",
                                    peer=address, definite=True) from exc
-        conn = TcpConnection(self, reader, writer, outbound=True, address=address)
-        await self._authenticate(conn)
-        if self._state in ("closing", "closed"):
-            conn.close("shutdown")
-            raise NodeClosed(f"transport of {self.node_name} closed during the dial")
-        self._peer_at[address] = conn.peer_name
-        return self._register(conn)
+        return reader, writer
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._state != "running":
@@ -390,10 +432,36 @@ class TcpTransport:
 
     def __repr__(self) -> str:
         return (
-            f"<TcpTransport {self.node_name}@{self._address or '-'} [{self._state},"
+            f"<{type(self).__name__} {self.node_name}@{self._address or '-'} [{self._state},"
             f" {len(self._conns)} connections, {len(self._dials)} dialling,"
             f" {len(self._handshaking)} handshaking]>"
         )
+
+
+def source_address(listen: str | None, peer_host: str) -> tuple[str, int] | None:
+    """The local address a dial to ``peer_host`` leaves from: our listen IP, port 0.
+
+    A node bound to one address of a multi-homed host (or to its own 127.0.0.x in a
+    ``LocalCluster``) dials from that address too, so peers and firewalls see one
+    address per node. ``None`` (the OS chooses) when we listen on a wildcard or a
+    name, when the families differ, or when a loopback listener dials a peer that is
+    not on loopback.
+    """
+    if listen is None:
+        return None
+    try:
+        ours = ipaddress.ip_address(parse_address(listen)[0])
+    except ValueError:
+        return None
+    if ours.is_unspecified:
+        return None
+    try:
+        theirs = ipaddress.ip_address(peer_host)
+    except ValueError:  # a name: only a loopback listener needs to know where it points
+        return None if ours.is_loopback and peer_host != "localhost" else (str(ours), 0)
+    if theirs.version != ours.version or (ours.is_loopback and not theirs.is_loopback):
+        return None
+    return str(ours), 0
 
 
 def _retrieve(fut: asyncio.Future[TcpConnection]) -> None:
