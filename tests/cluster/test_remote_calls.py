@@ -178,3 +178,22 @@ async def test_client_without_members_fails_definitely() -> None:
         with pytest.raises(phx.NodeUnavailable) as info:
             await client.ref(Tally, "x").add(1)
         assert info.value.definite
+
+
+async def test_a_dial_that_hangs_is_bounded_by_the_call_timeout() -> None:
+    held: list[asyncio.StreamWriter] = []
+    mute = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)
+    address = f"127.0.0.1:{mute.sockets[0].getsockname()[1]}"
+    try:
+        async with phx.Node(role="client", seeds=[address], cookie=COOKIE) as client:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(phx.CallTimeout) as info:
+                await client.ref(Tally, "x").options(timeout=0.3).add(1)
+            assert info.value.definite  # it never reached the peer
+            assert loop.time() - started < 3.0  # not the 5 s handshake timeout
+    finally:
+        for w in held:
+            w.transport.abort()
+        mute.close()
+        await mute.wait_closed()

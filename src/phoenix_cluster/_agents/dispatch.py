@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
+from .._transport.tasks import fail_after
 from .._wire.messages import Call, Cast, Error, Redirect, Reply
 from ..errors import (
     AgentError,
@@ -97,7 +98,15 @@ class Router:
                     f"call {spec.name}/{key}.{method.name} timed out (request {request_id})",
                     request_id=request_id,
                 )
-            conn = await self._connect(address, sent, request_id)
+            try:
+                async with fail_after(clock, remaining):
+                    conn = await self._connect(address, sent, request_id)
+            except TimeoutError:
+                raise CallTimeout(
+                    f"call {spec.name}/{key}.{method.name}: no connection to {address} "
+                    f"within the call's timeout (request {request_id})",
+                    definite=not sent, request_id=request_id,
+                ) from None
             frame = Call(request_id, spec.name, key, method.name, payload,
                          max(1, int(remaining * 1000)))
             try:
