@@ -21,7 +21,8 @@ LAYERS = {
 # Modules that must stay I/O-free: protocol logic fed by a service module.
 PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handshake.py",
         "_membership/snapshot.py", "_ring/hashing.py", "_ring/ring.py", "_ring/partitions.py",
-        "_splitbrain/strategies.py", "_splitbrain/view.py"]
+        "_splitbrain/strategies.py", "_splitbrain/view.py", "_membership/swim.py",
+        "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py"]
 
 
 def _top(module: Path) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "AGENT_STATE_REPLICATED",
     "CLUSTER_NODE_JOINED",
     "CLUSTER_NODE_LEFT",
+    "CLUSTER_NODE_SUSPECTED",
     "CLUSTER_PARTITION_DETECTED",
     "NODE_STARTED",
     "NODE_STOPPED",
@@ -31,7 +32,12 @@ __all__ = [
 ]
 
 CLUSTER_NODE_JOINED = ("phoenix", "cluster", "node_joined")
+"""A member became known, or came back as a newer incarnation; metadata ``peer``,
+``address``, ``incarnation``, ``role``; measurement ``members`` (live members seen)."""
 CLUSTER_NODE_LEFT = ("phoenix", "cluster", "node_left")
+"""A member was declared dead or left gracefully; metadata ``reason`` (``dead``/``left``)."""
+CLUSTER_NODE_SUSPECTED = ("phoenix", "cluster", "node_suspected")
+"""A member missed its probes and is suspected; metadata ``peer``, ``by`` (the accuser)."""
 CLUSTER_PARTITION_DETECTED = ("phoenix", "cluster", "partition_detected")
 
 AGENT_STARTED = ("phoenix", "agent", "started")

@@ -1,0 +1,505 @@
+"""The membership service: drives :class:`~.swim.SwimProtocol` with a UDP socket and a clock.
+
+Owns the gossip UDP endpoint (bound at :func:`~.messages.gossip_address` of the node's
+TCP address), the protocol's timer, the event-loop lag probe that feeds Lifeguard's local
+health, the push-pull tasks (run through the injected ``sync`` callable, which the node
+routes over its authenticated TCP connections), versioned snapshots for other layers and
+the ``node_joined`` / ``node_left`` / ``node_suspected`` telemetry. Every rule of the
+protocol lives in ``swim.py``; this module only moves bytes and time.
+
+Imports L0-L2 only. ``docs/design/membership.md`` describes the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from phoenix_cluster._foundation.env import Env, TimerHandle
+from phoenix_cluster._telemetry import events
+from phoenix_cluster._telemetry.bus import TelemetryBus, default_bus
+from phoenix_cluster._transport.tasks import TaskSet, fail_after
+from phoenix_cluster._transport.tcp import format_address, parse_address
+from phoenix_cluster.errors import ConfigError, PhoenixError, ProtocolError
+
+from .health import HealthStatistics
+from .messages import GossipCodec, gossip_address, gossip_key, seal, unseal
+from .snapshot import MembershipSnapshot
+from .swim import (
+    Action,
+    MemberEvent,
+    Send,
+    StartSync,
+    SwimProtocol,
+    SwimSettings,
+    SwimStatistics,
+)
+
+__all__ = [
+    "MembershipService",
+    "MembershipStatistics",
+    "SnapshotCallback",
+    "SwimSettings",
+    "SyncCall",
+    "gossip_address",
+]
+
+_log = logging.getLogger("phoenix_cluster.membership")
+
+SyncCall = Callable[[str, bytes], Awaitable[bytes]]
+"""``sync(tcp_address, my_state) -> their_state``: one push-pull exchange over TCP."""
+SnapshotCallback = Callable[[MembershipSnapshot], None]
+
+_LOG_EVERY_S = 10.0  # at most one warning per source per this many seconds
+_LOG_SOURCES_MAX = 4096
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    LEAVING = "leaving"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipStatistics:
+    """Counters of a :class:`MembershipService` over its whole life.
+
+    ``dropped_unauthenticated`` counts datagrams whose tag did not match (another
+    cluster, a wrong secret, tampering); ``dropped_malformed`` authentic datagrams that
+    did not decode (a peer speaking a newer protocol, or a bug).
+    """
+
+    version: int
+    swim: SwimStatistics
+    health: HealthStatistics
+    datagrams_sent: int
+    bytes_sent: int
+    datagrams_received: int
+    bytes_received: int
+    dropped_unauthenticated: int
+    dropped_malformed: int
+    send_errors: int
+    syncs_ok: int
+    syncs_failed: int
+    syncs_served: int
+    loop_lag_max_s: float
+    loop_lag_last_s: float
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, service: MembershipService) -> None:
+        self._service = service
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._service._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._service._on_udp_error(exc)
+
+
+class MembershipService:
+    """SWIM membership for one node.
+
+    Args:
+        name: this node's name.
+        address: this node's TCP ``host:port`` as peers reach it; gossip binds UDP at
+            ``gossip_address(address)``.
+        incarnation: this life's incarnation (wall-clock ms at node start).
+        secret: the cluster secret; datagrams are sealed with a key derived from it.
+        sync: ``sync(tcp_address, my_state) -> their_state``, one push-pull exchange over
+            the node's authenticated TCP connections; the far side answers with its
+            :meth:`handle_sync`. May raise anything: a failed exchange is counted.
+        seeds: TCP addresses to join through; retried until another member is known.
+        role: ``member`` (hosts agents) or ``client`` (routes only).
+        settings: timers and limits; see :class:`SwimSettings`.
+        env: clock and randomness.
+        bus: where telemetry goes (default: the process-wide bus).
+    """
+
+    def __init__(self, name: str, address: str, incarnation: int, secret: bytes, *,
+                 sync: SyncCall, seeds: Iterable[str] = (),
+                 role: Literal["member", "client"] = "member",
+                 settings: SwimSettings | None = None, env: Env | None = None,
+                 bus: TelemetryBus | None = None) -> None:
+        self.settings = settings if settings is not None else SwimSettings()
+        self.env = env if env is not None else Env()
+        self.bus = bus if bus is not None else default_bus
+        self._clock = self.env.clock
+        self._key = gossip_key(secret)
+        self._sync = sync
+        self._seeds = tuple(seeds)
+        self._codec = GossipCodec()
+        self._swim = SwimProtocol(name, address, incarnation, random=self.env.random,
+                                  settings=self.settings, role=role,
+                                  now=self._clock.monotonic())
+        self._state = _State.NEW
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tasks = TaskSet(f"membership {name}")
+        self._timer: TimerHandle | None = None
+        self._timer_at = 0.0
+        self._lag_timer: TimerHandle | None = None
+        self._lag_expected = 0.0
+        self._syncing: set[str] = set()
+        self._resolved: dict[str, tuple[str, int] | None] = {}
+        self._log_times: dict[str, float] = {}
+        self._subscribers: list[SnapshotCallback] = []
+        self._snapshot = MembershipSnapshot(self._swim.version, self._swim.members())
+        self._leave_waiter: asyncio.Future[None] | None = None
+        self._n = dict.fromkeys(
+            ("datagrams_sent", "bytes_sent", "datagrams_received", "bytes_received",
+             "dropped_unauthenticated", "dropped_malformed", "send_errors", "syncs_ok",
+             "syncs_failed", "syncs_served"), 0)
+        self._lag_max = 0.0
+        self._lag_last = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def name(self) -> str:
+        return self._swim.name
+
+    @property
+    def address(self) -> str:
+        """This node's TCP address, as gossiped."""
+        return self._swim.address
+
+    @property
+    def gossip_address(self) -> str:
+        """Where this node's UDP endpoint listens."""
+        return gossip_address(self._swim.address)
+
+    async def start(self) -> None:
+        """Bind the UDP endpoint, start the timers and join the seeds.
+
+        Raises:
+            ConfigError: the UDP port is taken or the address cannot be bound.
+            RuntimeError: the service was started before.
+        """
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"membership service is {self._state.value}; start it once")
+        udp = self.gossip_address
+        host, port = parse_address(udp)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Endpoint(self), local_addr=(host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot bind the gossip UDP socket at {udp}:"
+                              f" {exc.strerror or exc}", key="listen") from exc
+        self._udp = transport
+        self._state = _State.RUNNING
+        now = self._clock.monotonic()
+        self._lag_expected = now + self.settings.lag_check_interval_s
+        self._lag_timer = self._clock.call_later(self.settings.lag_check_interval_s,
+                                                 self._check_lag)
+        self._run(self._swim.join(self._seeds, now))
+        _log.info("membership %s gossips on udp %s, seeds %s", self.name, udp,
+                  ", ".join(self._seeds) or "none")
+
+    def join(self, seeds: Iterable[str]) -> None:
+        """Use ``seeds`` (TCP addresses) from now on, e.g. when discovery finds new ones.
+
+        Starts a push-pull with each now (if running; else at :meth:`start`), and while no
+        other member is known retries a random one every ``join_retry_s``.
+        """
+        self._seeds = tuple(seeds)
+        if self._state is _State.RUNNING:
+            self._run(self._swim.join(self._seeds, self._clock.monotonic()))
+
+    async def aclose(self, *, leave: bool = True) -> None:
+        """Close; by default leave gracefully first.
+
+        Args:
+            leave: gossip ``left`` to every member and wait up to ``leave_timeout_s`` for
+                their acks, so they drop us at once. ``False`` just stops, as a crash
+                would: the others find out by probing (tests use it to fake a crash).
+        """
+        if self._state in (_State.CLOSED, _State.LEAVING):
+            return
+        if self._state is _State.NEW:
+            self._state = _State.CLOSED
+            return
+        self._state = _State.LEAVING
+        if leave:
+            self._run(self._swim.leave(self._clock.monotonic()))
+        if leave and not self._swim.leave_acknowledged:
+            self._leave_waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with fail_after(self._clock, self.settings.leave_timeout_s):
+                    await self._leave_waiter
+            except TimeoutError:
+                _log.info("membership %s: leave not acknowledged by every member within %ss",
+                          self.name, self.settings.leave_timeout_s)
+        self._state = _State.CLOSED
+        for timer in (self._timer, self._lag_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._lag_timer = None
+        await self._tasks.aclose()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+    async def __aenter__(self) -> MembershipService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ views
+
+    def snapshot(self) -> MembershipSnapshot:
+        """The current members, this node included; the version grows with every change."""
+        return self._snapshot
+
+    def subscribe(self, callback: SnapshotCallback) -> Callable[[], None]:
+        """Call ``callback(snapshot)`` after every change; returns the unsubscribe function.
+
+        Callbacks run synchronously inside the service and must be quick; one that raises
+        is logged and kept.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def statistics(self) -> MembershipStatistics:
+        return MembershipStatistics(
+            version=self._snapshot.version, swim=self._swim.statistics(),
+            health=self._swim.health.statistics(), loop_lag_max_s=self._lag_max,
+            loop_lag_last_s=self._lag_last, **self._n,
+        )
+
+    def handle_sync(self, payload: bytes) -> bytes:
+        """Answer a peer's push-pull: merge its state, return ours.
+
+        Wire this to the inbound system call that the peer's ``sync`` makes.
+
+        Raises:
+            ProtocolError: ``payload`` is not a membership state; nothing was merged.
+        """
+        reply, actions = self._swim.handle_sync(payload, self._clock.monotonic())
+        self._n["syncs_served"] += 1
+        self._run(actions)
+        return reply
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_datagram(self, data: bytes, addr: Any) -> None:
+        if self._state not in (_State.RUNNING, _State.LEAVING):
+            return
+        self._n["datagrams_received"] += 1
+        self._n["bytes_received"] += len(data)
+        source = format_address(addr)
+        body = unseal(self._key, data)
+        if body is None:
+            self._n["dropped_unauthenticated"] += 1
+            self._warn(source, "dropped a %d-byte gossip datagram from %s: bad authentication"
+                       " tag (another cluster or a wrong secret?)", len(data), source)
+            return
+        try:
+            msg = self._codec.decode(body)
+        except ProtocolError as exc:
+            self._n["dropped_malformed"] += 1
+            self._warn(source, "dropped a gossip datagram from %s: %s", source, exc)
+            return
+        try:
+            actions = self._swim.receive(msg, source, self._clock.monotonic())
+        except Exception:  # our bug; one bad datagram must not stop the endpoint
+            self._warn(source, "membership %s: failed to handle %s from %s", self.name,
+                       type(msg).__name__, source, exc_info=True)
+            return
+        self._run(actions)
+
+    def _on_udp_error(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the member is probably down; probes decide.
+        self._n["send_errors"] += 1
+        _log.debug("membership %s: udp error %r", self.name, exc)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._state not in (_State.RUNNING, _State.LEAVING):
+            return
+        # asyncio may fire a timer up to its clock resolution early; never tick before it.
+        self._run(self._swim.tick(max(self._clock.monotonic(), self._timer_at)))
+
+    def _check_lag(self) -> None:
+        if self._state is not _State.RUNNING:
+            return
+        now = self._clock.monotonic()
+        lag = max(0.0, now - self._lag_expected)
+        self._lag_last = lag
+        self._lag_max = max(self._lag_max, lag)
+        if self._swim.health.loop_lag(lag, self.settings.lag_threshold_s):
+            _log.info("membership %s: event loop lagged %.3fs; local health now x%d",
+                      self.name, lag, self._swim.health.multiplier)
+        interval = self.settings.lag_check_interval_s
+        self._lag_expected = now + interval
+        self._lag_timer = self._clock.call_later(interval, self._check_lag)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _run(self, actions: list[Action]) -> None:
+        """Carry out the protocol's actions, publish a new snapshot, re-arm the timer."""
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.address, action.body)
+            elif isinstance(action, StartSync):
+                self._start_sync(action.address)
+            else:
+                self._emit(action)
+        if self._swim.version != self._snapshot.version:
+            self._publish()
+        waiter = self._leave_waiter
+        if waiter is not None and not waiter.done() and self._swim.leave_acknowledged:
+            waiter.set_result(None)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._state not in (_State.RUNNING, _State.LEAVING):
+            return
+        deadline = self._swim.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer_at <= deadline:
+                return  # an earlier tick is armed; it will re-arm for this one
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer_at = deadline
+            delay = max(0.0, deadline - self._clock.monotonic())
+            self._timer = self._clock.call_later(delay, self._on_timer)
+
+    def _send(self, address: str, body: bytes) -> None:
+        udp = self._udp
+        if udp is None or udp.is_closing():
+            return
+        target = self._resolve(address)
+        if target is None:
+            self._n["send_errors"] += 1
+            return
+        datagram = seal(self._key, body)
+        udp.sendto(datagram, target)
+        self._n["datagrams_sent"] += 1
+        self._n["bytes_sent"] += len(datagram)
+
+    def _resolve(self, address: str) -> tuple[str, int] | None:
+        """``host:port`` to a socket address; host names resolve in the background."""
+        if address in self._resolved:
+            return self._resolved[address]
+        try:
+            host, port = parse_address(address)
+        except ConfigError:
+            self._warn(address, "cannot send gossip to %r: not HOST:PORT", address)
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:  # a host name: resolve once, off the event loop; drop until then
+            if len(self._resolved) < _LOG_SOURCES_MAX:
+                self._tasks.spawn(self._lookup(address, host, port),
+                                  name=f"membership-resolve {address}")
+            return None
+        self._resolved[address] = (host, port)
+        return host, port
+
+    async def _lookup(self, address: str, host: str, port: int) -> None:
+        if address in self._resolved:
+            return
+        self._resolved[address] = None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM)
+            sockaddr = infos[0][4]
+            self._resolved[address] = (str(sockaddr[0]), int(sockaddr[1]))
+        except OSError as exc:
+            self._resolved.pop(address, None)  # try again on the next send
+            self._warn(address, "cannot resolve gossip address %s: %s", address, exc)
+
+    def _start_sync(self, address: str) -> None:
+        if address in self._syncing or address == self.address or self._state is not _State.RUNNING:
+            return
+        self._syncing.add(address)
+        self._tasks.spawn(self._push_pull(address), name=f"membership-sync {address}")
+
+    async def _push_pull(self, address: str) -> None:
+        try:
+            async with fail_after(self._clock, self.settings.sync_timeout_s):
+                reply = await self._sync(address, self._swim.local_state())
+            actions = self._swim.merge_state(reply, self._clock.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except (PhoenixError, OSError, TimeoutError) as exc:
+            self._n["syncs_failed"] += 1
+            _log.debug("membership %s: push-pull with %s failed: %r", self.name, address, exc)
+            return
+        except Exception as exc:
+            self._n["syncs_failed"] += 1
+            self._warn(address, "membership %s: push-pull with %s failed: %r", self.name,
+                       address, exc)
+            return
+        finally:
+            self._syncing.discard(address)
+        self._n["syncs_ok"] += 1
+        if self._state in (_State.RUNNING, _State.LEAVING):
+            self._run(actions)
+
+    def _emit(self, event: MemberEvent) -> None:
+        member = event.member
+        if member.name == self.name:
+            return
+        if event.kind == "joined":
+            name = events.CLUSTER_NODE_JOINED
+            _log.info("membership %s: %s joined (%s, incarnation %d)", self.name, member.name,
+                      member.address, member.incarnation)
+        elif event.kind == "suspected":
+            name = events.CLUSTER_NODE_SUSPECTED
+            _log.info("membership %s: %s is suspected by %s", self.name, member.name,
+                      event.by or "a peer")
+        elif event.kind in ("dead", "left"):
+            name = events.CLUSTER_NODE_LEFT
+            _log.info("membership %s: %s is %s", self.name, member.name, event.kind)
+        else:
+            return
+        if self.bus.has_handlers(name):
+            self.bus.execute(name, {"members": float(self._swim.live_count())}, {
+                "node": self.name, "peer": member.name, "address": member.address,
+                "incarnation": member.incarnation, "role": member.role,
+                "status": member.status, "reason": event.kind, "by": event.by,
+            })
+
+    def _publish(self) -> None:
+        self._snapshot = snap = MembershipSnapshot(self._swim.version, self._swim.members())
+        for callback in list(self._subscribers):
+            try:
+                callback(snap)
+            except Exception:
+                _log.exception("membership %s: snapshot subscriber %r raised", self.name,
+                               callback)
+
+    def _warn(self, source: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = self._clock.monotonic()
+        last = self._log_times.get(source)
+        if last is not None and now - last < _LOG_EVERY_S:
+            return
+        if len(self._log_times) >= _LOG_SOURCES_MAX:
+            self._log_times.clear()
+        self._log_times[source] = now
+        _log.warning(msg, *args, exc_info=exc_info)
+
+    def __repr__(self) -> str:
+        snap = self._snapshot
+        alive = sum(1 for m in snap.members if m.status == "alive")
+        return (f"<MembershipService {self.name} udp {self.gossip_address}"
+                f" [{self._state.value}, {alive} alive of {len(snap.members)}, v{snap.version}]>")
