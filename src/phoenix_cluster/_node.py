@@ -18,15 +18,22 @@ from types import TracebackType
 from typing import Any
 
 from ._agents.agent import Agent, kind_spec
+from .errors import AgentNotFound
 from ._agents.dispatch import Router
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, RuntimeStatistics
 from ._foundation.env import Env
 from ._foundation.settings import Settings, load_settings
-from ._membership.snapshot import Member, MemberStatus
+from ._membership.discovery_poller import DiscoveryPoller
+from ._membership.discovery_spec import discovery_from_spec
+from ._membership.observer import MembershipObserver
+from ._membership.service import MembershipService, SwimSettings
+from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash
 from ._ring.ring import HashRing
+from ._splitbrain.resolver import SplitBrainResolver
+from ._splitbrain.settings import SplitBrainSettings
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
 from ._transport.cookie import resolve_secret
@@ -34,7 +41,10 @@ from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
 
-__all__ = ["Node", "NodeState", "NodeStatistics"]
+__all__ = ["DOWNED_PREFIX", "Node", "NodeState", "NodeStatistics"]
+
+DOWNED_PREFIX = "downed by split-brain resolution: "
+"""Start of ``stop_reason`` when this node was on the losing side of a partition."""
 
 _log = logging.getLogger("phoenix_cluster.node")
 
@@ -126,6 +136,12 @@ class Node:
         self._transport: TcpTransport | None = None
         self._peers: PeerManager | None = None
         self._ring: HashRing | None = None
+        self._membership: MembershipService | None = None
+        self._observer: MembershipObserver | None = None
+        self._resolver: SplitBrainResolver | None = None
+        self._discovery: DiscoveryPoller | None = None
+        self._snapshot: MembershipSnapshot | None = None
+        self._addresses: dict[str, str] = {}
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
 
@@ -188,13 +204,13 @@ class Node:
             _log.info("node %s stopped: %s", self.name, reason)
 
     async def _start_cluster(self) -> None:
-        """Open the transport and routing when this node talks to others.
+        """Open the transport, membership and routing when this node talks to others.
 
         An embedded node (no ``listen``, no ``seeds``) opens no socket: it is a cluster of
         one and routes every key to itself through the same runtime.
         """
         s = self.settings
-        if s.listen is None and not s.seeds:
+        if s.listen is None and not s.seeds and s.discovery is None:
             return
         secret, cookie_path = resolve_secret(s.cookie, s.cookie_file)
         if cookie_path is not None:
@@ -209,19 +225,85 @@ class Node:
         if s.listen is not None:
             self.address = await transport.start(s.listen)
         self._peers = PeerManager(transport, env=self.env)
-        # Static membership until the membership layer lands: this node (if it hosts
-        # agents) and its seeds, identified by address, on a consistent-hash ring.
-        hosts = set(s.seeds)
-        if s.role == "member" and self.address is not None:
-            hosts.add(self.address)
-        self._ring = HashRing(sorted(hosts)) if hosts else None
-        self._runtime.router = Router(
-            self._runtime, self._peers, self_address=self.address, owner_of=self._owner_of
-        )
+        router = Router(self._runtime, self._peers, self_name=self.name,
+                        owner_of=self._owner_of)
+        router.system["membership"] = self._membership_call
+        self._runtime.router = router
+        if self.address is not None:
+            self._membership = MembershipService(
+                self.name, self.address, self.incarnation, secret, sync=self._sync,
+                seeds=s.seeds, role=s.role, env=self.env, bus=self.telemetry,
+                settings=SwimSettings(probe_interval_s=s.probe_interval_s,
+                                      probe_timeout_s=s.probe_timeout_s,
+                                      suspicion_mult=s.suspicion_mult),
+            )
+            self._membership.subscribe(self._on_membership)
+            self._on_membership(self._membership.snapshot())
+            await self._membership.start()
+            if s.role == "member":
+                await self._start_split_brain()
+        else:
+            # A client that accepts no connections cannot gossip: it pulls the table.
+            self._observer = MembershipObserver(self.name, s.seeds, self._sync, env=self.env)
+            self._observer.subscribe(self._on_membership)
+            await self._observer.start()
+        if s.discovery is not None:
+            provider = discovery_from_spec(s.discovery, env=self.env)
+            self._discovery = DiscoveryPoller(provider, self.env, self._on_discovered)
+            await self._discovery.start()
 
-    def _owner_of(self, kind: str, key: str) -> str | None:
+    async def _start_split_brain(self) -> None:
+        s = self.settings
+        settings = SplitBrainSettings(
+            strategy=s.split_brain, stable_after_s=s.split_brain_stable_after_s,
+            quorum_size=s.split_brain_quorum_size,
+        )
+        self._resolver = SplitBrainResolver.from_settings(
+            settings, env=self.env, bus=self.telemetry, self_name=self.name,
+            on_down=self._downed,
+        )
+        assert self._membership is not None
+        self._membership.subscribe(self._resolver.update)
+        self._resolver.update(self._membership.snapshot())
+        self._resolver.start()
+
+    def _downed(self, reason: str) -> None:
+        # The losing side of a partition stops serving at once and exits (DOWNED_PREFIX
+        # tells ``phx node`` to use its distinct exit code).
+        _log.error("node %s downs itself: %s", self.name, reason)
+        self.request_shutdown(f"{DOWNED_PREFIX}{reason}")
+
+    def _on_membership(self, snapshot: MembershipSnapshot) -> None:
+        self._snapshot = snapshot
+        self._addresses = {m.name: m.address for m in snapshot.members}
+        ring = HashRing.from_snapshot(snapshot)
+        self._ring = ring if len(ring) else None
+
+    def _on_discovered(self, seeds: list[str]) -> None:
+        others = [a for a in seeds if a != self.address]
+        if self._membership is not None:
+            self._membership.join([*self.settings.seeds, *others])
+
+    async def _sync(self, address: str, payload: bytes) -> bytes:
+        router = self._runtime.router
+        assert router is not None
+        return await router.system_call(address, "membership", "sync", payload, 5.0)
+
+    async def _membership_call(self, method: str, payload: bytes) -> bytes:
+        if method != "sync" or self._membership is None:
+            raise AgentNotFound(f"node {self.name} has no membership method {method!r}")
+        return self._membership.handle_sync(payload)
+
+    def _owner_of(self, kind: str, key: str) -> tuple[str, str] | None:
         ring = self._ring
-        return None if ring is None else ring.owner(key_hash(kind, key))
+        if ring is None:
+            seeds = self.settings.seeds
+            if not seeds or self.settings.role == "member":
+                return None
+            # A client that knows no members yet asks a seed, which redirects.
+            return "", seeds[key_hash(kind, key) % len(seeds)]
+        name = ring.owner(key_hash(kind, key))
+        return name, self._addresses.get(name, "")
 
     async def _inbound(self, peer: Any, frame: Any) -> Any:
         router = self._runtime.router
@@ -229,6 +311,14 @@ class Node:
         return await router.handle_inbound(peer, frame)
 
     async def _close_cluster(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.aclose()
+        if self._resolver is not None:
+            await self._resolver.aclose()
+        if self._observer is not None:
+            await self._observer.aclose()
+        if self._membership is not None:
+            await self._membership.aclose(leave=not self._stop_reason.startswith(DOWNED_PREFIX))
         if self._peers is not None:
             await self._peers.aclose()
         if self._transport is not None:
@@ -316,17 +406,20 @@ class Node:
         return AgentRef(self._runtime, kind_spec(kind), key)
 
     def members(self) -> list[Member]:
-        """The members this node sees (today: itself; membership arrives later)."""
+        """The members this node sees, itself included (name, address, status,
+        incarnation, role), sorted by name."""
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.members:
+            members = list(snapshot.members)
+            if all(m.name != self.name for m in members):
+                members.append(self._me())
+            return sorted(members, key=lambda m: m.name)
+        return [self._me()]
+
+    def _me(self) -> Member:
         status: MemberStatus = "alive" if self._state is NodeState.RUNNING else "left"
-        return [
-            Member(
-                name=self.name,
-                address=self.address or "",
-                status=status,
-                incarnation=self.incarnation,
-                role=self.settings.role,
-            )
-        ]
+        return Member(name=self.name, address=self.address or "", status=status,
+                      incarnation=self.incarnation, role=self.settings.role)
 
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(

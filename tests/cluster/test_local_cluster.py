@@ -8,7 +8,7 @@ import pytest
 from cluster_agents import Tally
 
 import phoenix_cluster as phx
-from phoenix_cluster.testing import LocalCluster
+from phoenix_cluster.testing import LocalCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,22 @@ async def test_agents_on_node_processes_behave_as_local() -> None:
         assert "refusing 5 on node-" in info.value.remote_message
         assert await client.ref(Tally, "p0").add(0) == 2  # rolled back
 
-        # SIGKILL one node: its keys are unavailable, every other key still answers.
+        # SIGKILL one node: its keys are unavailable until membership declares it dead,
+        # every other key keeps answering; then its keys move to the survivors.
         cluster.kill(1)
         await cluster.wait(1)
+        lost = [k for k, owner in owners.items() if owner == "node-1"]
+        with pytest.raises((phx.NodeUnavailable, phx.CallTimeout)):
+            await client.ref(Tally, lost[0]).options(timeout=0.5).add(1)
         for key, owner in owners.items():
-            if owner == "node-1":
-                with pytest.raises(phx.NodeUnavailable):
-                    await client.ref(Tally, key).add(1)
-            else:
+            if owner != "node-1":
                 assert await client.ref(Tally, key).add(1) == 3
+        await cluster.wait_converged()
+        await wait_until(lambda: {m.name for m in client.members() if m.status == "alive"
+                                  and m.role == "member"} == {"node-0", "node-2"},
+                         timeout=20, what="the client to drop node-1")
+        for key in lost:
+            assert await client.ref(Tally, key).where() in ("node-0", "node-2")
 
         # SIGTERM: a graceful stop exits 0.
         assert await cluster.stop(0) == 0

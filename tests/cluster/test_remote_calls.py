@@ -14,7 +14,7 @@ from cluster_agents import Tally
 
 import phoenix_cluster as phx
 from phoenix_cluster._wire.messages import Call, Reply
-from phoenix_cluster.testing import free_port
+from phoenix_cluster.testing import free_port, wait_until
 
 COOKIE = "remote-calls-test-cookie"
 
@@ -29,6 +29,7 @@ async def trio_nodes() -> AsyncIterator[list[phx.Node]]:
     ]
     for node in nodes:
         await node.start()
+    await converged(nodes, [n.name for n in nodes])
     try:
         yield nodes
     finally:
@@ -36,11 +37,25 @@ async def trio_nodes() -> AsyncIterator[list[phx.Node]]:
             await node.aclose()
 
 
+async def converged(nodes: list[phx.Node], names: list[str]) -> None:
+    """Wait until each node sees exactly ``names`` as live (alive or suspect) members,
+    all of them alive."""
+
+    def alive(node: phx.Node) -> set[str]:
+        live = [m for m in node.members() if m.status in ("alive", "suspect")
+                and m.role == "member"]
+        return {m.name for m in live} if all(m.status == "alive" for m in live) else set()
+
+    await wait_until(lambda: all(alive(n) == set(names) for n in nodes), timeout=20,
+                     what="membership convergence")
+
+
 async def client_for(nodes: list[phx.Node], **options: object) -> phx.Node:
     options.setdefault("cookie", COOKIE)
     seeds = options.pop("seeds", [n.address for n in nodes])
     client = phx.Node(role="client", seeds=seeds, **options)  # type: ignore[arg-type]
     await client.start()
+    await converged([client], [n.name for n in nodes])
     return client
 
 
@@ -72,8 +87,12 @@ async def test_client_node_hosts_nothing_and_routes(trio_nodes: list[phx.Node]) 
 
 
 async def test_a_node_that_does_not_own_the_key_redirects(trio_nodes: list[phx.Node]) -> None:
-    # This client knows only n0, so it sends everything there; n0 redirects.
+    # A client with a stale view (it thinks n0 owns every key) sends everything to n0,
+    # which redirects what it does not own.
     client = await client_for(trio_nodes, seeds=[trio_nodes[0].address])
+    n0 = trio_nodes[0]
+    assert client._runtime.router is not None
+    client._runtime.router.owner_of = lambda kind, key: (n0.name, n0.address or "")
     try:
         owners = [await client.ref(Tally, f"r{i}").where() for i in range(20)]
         assert set(owners) == {"n0", "n1", "n2"}
@@ -112,9 +131,9 @@ async def test_unknown_kind_on_the_owner_is_agent_not_found(
         spec = Tally._phx_spec
         router = client._runtime.router
         assert router is not None
-        address = router.owner_of("no.such.kind", "x")
-        assert address is not None
-        conn = await router.peers.connection(address)
+        owner = router.owner_of("no.such.kind", "x")
+        assert owner is not None
+        conn = await router.peers.connection(owner[1])
         answer = await conn.request(Call(1, "no.such.kind", "x", "m", b"\x92\x90\x80", 1000), 2)
         assert answer.code == "agent_not_found"  # type: ignore[union-attr]
         assert spec.name == "cluster.tally"
@@ -132,7 +151,7 @@ async def test_a_resent_call_runs_at_most_once(trio_nodes: list[phx.Node]) -> No
             assert router is not None
             owner = router.owner_of("cluster.tally", "dedup")
             assert owner is not None
-            conns.append(await router.peers.connection(owner))
+            conns.append(await router.peers.connection(owner[1]))
         payload = b"\x92\x91\x07\x80"  # msgpack of [[7], {}]
         call = Call(424242, "cluster.tally", "dedup", "add", payload, 2000)
         first, second = await asyncio.gather(conns[0].request(call, 2), conns[1].request(call, 2))
@@ -146,7 +165,9 @@ async def test_a_resent_call_runs_at_most_once(trio_nodes: list[phx.Node]) -> No
 
 
 async def test_wrong_cookie_is_refused(trio_nodes: list[phx.Node]) -> None:
-    client = await client_for(trio_nodes, cookie="not-the-cluster-secret")
+    client = phx.Node(role="client", seeds=[n.address or "" for n in trio_nodes],
+                      cookie="not-the-cluster-secret")
+    await client.start()
     try:
         with pytest.raises(phx.AuthenticationError):
             await client.ref(Tally, "x").add(1)
@@ -156,20 +177,36 @@ async def test_wrong_cookie_is_refused(trio_nodes: list[phx.Node]) -> None:
     assert await trio_nodes[0].ref(Tally, "x").add(1) == 1
 
 
-async def test_dead_owner_is_node_unavailable_others_keep_working(
+async def test_a_node_that_leaves_hands_its_keys_to_the_others(
     trio_nodes: list[phx.Node],
 ) -> None:
-    n0, _n1, n2 = trio_nodes
+    n0, n1, n2 = trio_nodes
     keys = [f"d{i}" for i in range(30)]
     owners = {k: await n0.ref(Tally, k).where() for k in keys}
-    await n2.aclose()
+    assert "n2" in owners.values()
+    await n2.aclose()  # a graceful leave: the others drop it from the ring at once
+    await converged([n0, n1], ["n0", "n1"])
     for key in keys:
-        if owners[key] == "n2":
-            with pytest.raises(phx.NodeUnavailable) as info:
-                await n0.ref(Tally, key).add(1)
-            assert info.value.definite  # the call never left n0
-        else:
-            assert await n0.ref(Tally, key).add(1) == 1
+        where = await n0.ref(Tally, key).where()
+        assert where == owners[key] if owners[key] != "n2" else where in ("n0", "n1")
+        # (State of n2's agents starts afresh until replication lands.)
+
+
+async def test_a_crashed_owner_is_unavailable_until_membership_moves_its_keys(
+    trio_nodes: list[phx.Node],
+) -> None:
+    n0, n1, n2 = trio_nodes
+    keys = [f"e{i}" for i in range(30)]
+    owners = {k: await n0.ref(Tally, k).where() for k in keys}
+    lost = [k for k in keys if owners[k] == "n2"]
+    assert lost
+    assert n2._membership is not None and n2._transport is not None
+    await n2._membership.aclose(leave=False)  # no goodbye: a crash as SWIM sees it
+    await n2._transport.aclose()
+    with pytest.raises((phx.NodeUnavailable, phx.CallTimeout)):
+        await n0.ref(Tally, lost[0]).options(timeout=0.5).add(1)
+    await converged([n0, n1], ["n0", "n1"])  # suspected, then declared dead
+    assert await n0.ref(Tally, lost[0]).where() in ("n0", "n1")
 
 
 async def test_client_without_members_fails_definitely() -> None:

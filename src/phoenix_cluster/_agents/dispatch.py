@@ -14,7 +14,7 @@ which the owner's per-agent dedup window turns into at-most-once execution.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
@@ -22,7 +22,9 @@ from .._transport.tasks import fail_after
 from .._wire.messages import Call, Cast, Error, Redirect, Reply
 from ..errors import (
     AgentError,
+    AgentNotFound,
     CallTimeout,
+    NodeClosed,
     NodeUnavailable,
     PhoenixError,
     error_from_code,
@@ -37,9 +39,13 @@ __all__ = ["Router", "error_frame", "error_from_frame"]
 
 _log = logging.getLogger("phoenix_cluster.dispatch")
 
-OwnerOf = Callable[[str, str], str | None]
-"""``owner_of(kind, key)``: the address of the member that hosts the key, or ``None``
-when no member can host agents."""
+OwnerOf = Callable[[str, str], tuple[str, str] | None]
+"""``owner_of(kind, key)``: ``(name, address)`` of the member that hosts the key, or
+``None`` when no member can host agents."""
+
+SystemHandler = Callable[[str, bytes], Awaitable[bytes]]
+"""A node service reachable by peers as the reserved kind ``$<service>``:
+``handler(method, payload) -> reply payload`` (e.g. membership push-pull)."""
 
 MAX_REDIRECTS = 4
 MAX_RESENDS = 3
@@ -51,8 +57,8 @@ class Router:
     Args:
         runtime: the local agent runtime (hosts keys this node owns).
         peers: connections to other nodes.
-        self_address: this node's listen address (``None`` for a node that hosts nothing).
-        owner_of: placement: which address owns a ``(kind, key)``.
+        self_name: this node's name.
+        owner_of: placement: which member owns a ``(kind, key)``.
     """
 
     def __init__(
@@ -60,19 +66,36 @@ class Router:
         runtime: AgentRuntime,
         peers: PeerManager,
         *,
-        self_address: str | None,
+        self_name: str,
         owner_of: OwnerOf,
     ) -> None:
         self.runtime = runtime
         self.peers = peers
-        self.self_address = self_address
+        self.self_name = self_name
         self.owner_of = owner_of
+        self.system: dict[str, SystemHandler] = {}
         self._clock = runtime.clock
         self.redirects_followed = 0
         self.resends = 0
 
     def is_local(self, spec: KindSpec, key: str) -> bool:
-        return self.owner_of(spec.name, key) == self.self_address
+        owner = self.owner_of(spec.name, key)
+        return owner is not None and owner[0] == self.self_name
+
+    async def system_call(self, address: str, service: str, method: str, payload: bytes,
+                          timeout_s: float) -> bytes:
+        """Call a peer's node service ``$service`` (not an agent); returns its reply."""
+        conn = await self.peers.connection(address)
+        answer = await conn.request(
+            Call(self.runtime.next_request_id(), f"${service}", "", method, payload,
+                 max(1, int(timeout_s * 1000))),
+            timeout_s,
+        )
+        if isinstance(answer, Reply):
+            return answer.payload
+        if isinstance(answer, Redirect):
+            raise NodeUnavailable(f"{address} redirected a ${service} call", definite=True)
+        raise error_from_frame(answer)
 
     # ----------------------------------------------------------------- outbound
 
@@ -149,14 +172,14 @@ class Router:
         await conn.send(Cast(request_id, spec.name, key, method, payload))
 
     def _owner(self, spec: KindSpec, key: str) -> str:
-        address = self.owner_of(spec.name, key)
-        if address is None:
+        owner = self.owner_of(spec.name, key)
+        if owner is None:
             raise NodeUnavailable(
                 f"no member node can host {spec.name}/{key} (this node is a client and "
                 "knows no members; pass seeds)",
                 definite=True,
             )
-        return address
+        return owner[1]
 
     async def _connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
         try:
@@ -175,15 +198,17 @@ class Router:
     ) -> Reply | Error | Redirect | None:
         """Serve a Call or Cast from a peer (the transport runs each in its own task)."""
         try:
+            if frame.kind.startswith("$"):
+                return await self._system(frame)
             spec = lookup_kind(frame.kind)
             owner = self.owner_of(spec.name, frame.key)
-            if owner != self.self_address and owner is not None:
+            if owner is not None and owner[0] != self.self_name:
                 if isinstance(frame, Cast):
                     # Forward casts on behalf of the sender: it has no reply to redirect.
                     await self.cast(spec, frame.key, frame.method, frame.payload,
                                     frame.request_id)
                     return None
-                return Redirect(frame.request_id, owner, owner)
+                return Redirect(frame.request_id, owner[0], owner[1])
             if isinstance(frame, Cast):
                 self.runtime.submit(spec, frame.key, frame.method, frame.payload,
                                     False, 0.0, frame.request_id)
@@ -204,6 +229,14 @@ class Router:
             return error_frame(frame.request_id, exc)
 
 
+    async def _system(self, frame: Call | Cast) -> Reply | None:
+        handler = self.system.get(frame.kind[1:])
+        if handler is None:
+            raise AgentNotFound(f"this node has no service {frame.kind!r}")
+        reply = await handler(frame.method, frame.payload)
+        return Reply(frame.request_id, reply) if isinstance(frame, Call) else None
+
+
 def error_frame(request_id: int, exc: PhoenixError) -> Error:
     """The wire record of ``exc`` (never a pickle)."""
     if isinstance(exc, AgentError):
@@ -218,5 +251,9 @@ def error_from_frame(frame: Error) -> PhoenixError:
         return AgentError(frame.message, remote_type=frame.remote_type,
                           remote_message=frame.message, remote_traceback=frame.remote_traceback,
                           definite=frame.definite, request_id=frame.request_id)
+    if frame.code == NodeClosed.code:
+        # The owner is shutting down: for the caller that is a node it cannot use.
+        return NodeUnavailable(f"the owner is shutting down: {frame.message}",
+                               definite=frame.definite, request_id=frame.request_id)
     return error_from_code(frame.code, frame.message, definite=frame.definite,
                            request_id=frame.request_id)

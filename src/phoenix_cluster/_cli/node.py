@@ -8,7 +8,8 @@ process with exit code 2 and exactly one line on stderr naming the key and the e
 form, never a traceback.
 
 Exit codes: 0 after a signal-initiated graceful shutdown, 1 when the node stopped on its
-own (its services failed) or could not start, 2 for configuration errors.
+own (its services failed) or could not start, 2 for configuration errors, 3 when it
+downed itself on the losing side of a network partition.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import msgspec
 
 from .._agents.agent import Agent
 from .._foundation.settings import Settings, load_settings
-from .._node import Node
+from .._node import DOWNED_PREFIX, Node
+from .._splitbrain import EXIT_DOWNED
 from .._transport.tls import tls_contexts
 from ..errors import ConfigError
 from .logging_setup import configure_logging
@@ -110,10 +112,15 @@ def _config_error_line(exc: ConfigError) -> str:
 def exit_code_for(stop_reason: str) -> int:
     """The process exit code for a node that stopped with ``stop_reason``.
 
-    ``0`` when a signal asked it to stop (a graceful shutdown is success); ``1`` for
-    anything else, e.g. ``services failed: ...``, so supervisors restart it.
+    ``0`` when a signal asked it to stop (a graceful shutdown is success); ``3`` when
+    it was on the losing side of a partition and downed itself (restart it to rejoin
+    as a new incarnation); ``1`` for anything else, e.g. ``services failed: ...``.
     """
-    return EXIT_OK if stop_reason.startswith("signal") else EXIT_FAILED
+    if stop_reason.startswith("signal"):
+        return EXIT_OK
+    if stop_reason.startswith(DOWNED_PREFIX):
+        return EXIT_DOWNED
+    return EXIT_FAILED
 
 
 def _secrets(settings: Settings) -> list[str]:

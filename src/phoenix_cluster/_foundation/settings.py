@@ -62,6 +62,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     role: Literal["member", "client"] = "member"
     """``client`` nodes route messages but host no agents."""
 
+    discovery: str | None = None
+    """Where to find seeds besides ``seeds``: ``static:``, ``dns:``, ``etcd:``, ``k8s:`` or
+    ``consul:`` spec (see docs/cluster-setup.md). Polled with backoff; never blocks."""
+
+    probe_interval_s: PositiveFloat = 0.5
+    """SWIM: how often each node probes one random member. With the timeouts below a
+    crashed node is declared dead in about 2-3 s; raise all three on slow networks."""
+
+    probe_timeout_s: PositiveFloat = 0.2
+    """SWIM: how long a direct probe waits for its ack before indirect probes."""
+
+    suspicion_mult: PositiveInt = 3
+    """SWIM: suspicion lasts ``suspicion_mult * log10(n) * probe_interval_s`` (at least
+    ``suspicion_mult`` intervals) before a suspect is declared dead, longer while this
+    node's own event loop lags (Lifeguard)."""
+
+    split_brain: Literal["keep-majority", "static-quorum", "keep-oldest", "down-all"] = (
+        "keep-majority"
+    )
+    """Which side of a partition keeps running; the other downs itself (exit code 3)."""
+
+    split_brain_stable_after_s: PositiveFloat = 7.0
+    """How long the set of unreachable members must stay unchanged before deciding."""
+
+    split_brain_quorum_size: PositiveInt | None = None
+    """For ``static-quorum``: members a side needs to survive."""
+
     http: HostPort | None = None
     """Address of the read-only HTTP endpoint (metrics, health, dashboard); off by default."""
 

@@ -35,7 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, TypeAlias
 
+from .._membership.messages import SyncState, decode_sync_state, encode_sync_state
 from .._node import Node
+from ..errors import PhoenixError
 from .._transport.tcp import parse_address
 
 __all__ = ["ClusterNode", "LocalCluster", "Member", "free_port"]
@@ -291,6 +293,7 @@ class LocalCluster:
             for i in range(nodes)
         ]
         self._clients: list[Node] = []
+        self._probe: Node | None = None
         self._client_hosts = 0
         self._firewall = _Firewall(self.tag)
         self._flaps: set[asyncio.Task[Any]] = set()
@@ -314,6 +317,7 @@ class LocalCluster:
     async def __aenter__(self) -> LocalCluster:
         try:
             await asyncio.gather(*(self.start_node(n.index) for n in self.nodes))
+            await self.wait_converged()
         except BaseException:
             await self.aclose()
             raise
@@ -402,7 +406,45 @@ class LocalCluster:
         )
         await node.start()
         self._clients.append(node)
+        running = {n.name for n in self.nodes if n.running}
+        await _wait_for(
+            lambda: running <= {m.name for m in node.members() if m.status == "alive"},
+            30.0, f"{node.name} to see {sorted(running)} alive",
+        )
         return node
+
+    async def wait_converged(self, timeout_s: float = 30.0) -> None:
+        """Wait until every running node sees every running node alive, and no other
+        member alive or suspect (asks each node for its member table)."""
+        if self._probe is None:
+            self._probe = Node(name=f"probe-{secrets.token_hex(3)}", role="client",
+                               seeds=self.addresses, cookie=self.cookie)
+            await self._probe.start()
+        router = self._probe._runtime.router
+        assert router is not None
+        empty = encode_sync_state(SyncState(self._probe.name, ()))
+        running = [n for n in self.nodes if n.running]
+        names = {n.name for n in running}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        views: dict[str, set[str]] = {}
+        while True:
+            for n in running:
+                try:
+                    reply = await router.system_call(n.address, "membership", "sync", empty, 2.0)
+                except PhoenixError:
+                    views[n.name] = set()
+                    continue
+                live = [u for u in decode_sync_state(reply).members
+                        if u.status in ("alive", "suspect") and u.role == "member"]
+                # A suspect still holds its keys on the ring: not converged yet.
+                ok = all(u.status == "alive" for u in live)
+                views[n.name] = {u.name for u in live} if ok else set()
+            if all(views.get(name) == names for name in names):
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"cluster did not converge in {timeout_s}s: {views}")
+            await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------ process faults
 
@@ -629,6 +671,10 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 await client.aclose()
         self._clients.clear()
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                await self._probe.aclose()
+            self._probe = None
         for node in self.nodes:
             if node.running:
                 assert node.process is not None
@@ -672,3 +718,12 @@ def _loopback_prefix(prefix: str | None) -> str | None:
     except OSError:
         return None
     return prefix
+
+
+async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
