@@ -18,7 +18,6 @@ from types import TracebackType
 from typing import Any
 
 from ._agents.agent import Agent, kind_spec
-from .errors import AgentNotFound
 from ._agents.dispatch import Router
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, RuntimeStatistics
@@ -40,6 +39,7 @@ from ._transport.cookie import resolve_secret
 from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
+from .errors import AgentNotFound
 
 __all__ = ["DOWNED_PREFIX", "Node", "NodeState", "NodeStatistics"]
 

@@ -37,8 +37,8 @@ from typing import Any, ClassVar, TypeAlias
 
 from .._membership.messages import SyncState, decode_sync_state, encode_sync_state
 from .._node import Node
-from ..errors import PhoenixError
 from .._transport.tcp import parse_address
+from ..errors import PhoenixError
 
 __all__ = ["ClusterNode", "LocalCluster", "Member", "free_port"]
 
