@@ -30,6 +30,7 @@ import msgspec
 
 from .._agents.agent import Agent
 from .._foundation.settings import Settings, load_settings
+from .._membership.discovery_spec import discovery_from_spec
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
 from .._transport.tls import tls_contexts
@@ -235,6 +236,10 @@ def _run(node: Node, kinds: int) -> int:
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
 @click.option("--tls-ca", metavar="PEM", help="CA that peers' certificates must chain to "
               "(makes TLS mutual).")
+@click.option("--discovery", metavar="SPEC", help="Find seeds with static:, dns:, etcd:, "
+              "k8s: or consul: (docs/cluster-setup.md).")
+@click.option("--split-brain", type=click.Choice(["keep-majority", "static-quorum",
+              "keep-oldest", "down-all"]), help="Which side of a partition survives.")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
@@ -260,6 +265,8 @@ def node(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    discovery: str | None,
+    split_brain: str | None,
     role: str | None,
     http: str | None,
     data_dir: str | None,
@@ -287,6 +294,8 @@ def node(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_ca": tls_ca,
+        "discovery": discovery,
+        "split_brain": split_brain,
         "role": role,
         "http": http,
         "data_dir": data_dir,
@@ -305,6 +314,8 @@ def node(
         settings = msgspec.structs.replace(settings, listen=DEFAULT_LISTEN)
     try:
         tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca)  # fail early
+        if settings.discovery is not None:
+            discovery_from_spec(settings.discovery)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
     secrets = _secrets(settings)
