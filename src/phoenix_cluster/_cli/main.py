@@ -11,6 +11,7 @@ from .._version import __version__
 from .bench import bench
 from .demo import demo
 from .node import node
+from .status import status
 
 __all__ = ["cli", "main"]
 
@@ -24,6 +25,7 @@ def cli() -> None:
 cli.add_command(node)
 cli.add_command(demo)
 cli.add_command(bench)
+cli.add_command(status)
 
 
 def main() -> None:

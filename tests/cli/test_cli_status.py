@@ -1,0 +1,43 @@
+"""``phx status`` reads the member table from a running cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from phoenix_cluster.testing import LocalCluster, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def phx_status(*args: str, cookie: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phoenix_cluster", "status", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PHX_COOKIE": cookie, "COLUMNS": "200"},
+    )
+
+
+async def test_status_lists_every_member() -> None:
+    async with LocalCluster(nodes=2) as cluster:
+        done = phx_status("--seed", cluster.nodes[0].address, cookie=cluster.cookie)
+        assert done.returncode == 0, done.stderr
+        for node in cluster.nodes:
+            assert node.name in done.stdout
+            assert node.address in done.stdout
+        assert "2 alive of 2 known members" in done.stdout
+        assert "50.0%" in done.stdout or "%" in done.stdout
+        wrong = phx_status("--seed", cluster.nodes[0].address, "--timeout-s", "2",
+                           cookie="wrong")
+        assert wrong.returncode == 1
+        assert "cannot read the member table" in wrong.stderr
+
+
+def test_status_of_nothing_is_a_one_line_error() -> None:
+    done = phx_status("--seed", f"127.0.0.1:{free_port()}", "--timeout-s", "1", cookie="x")
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
