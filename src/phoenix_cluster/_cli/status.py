@@ -23,10 +23,11 @@ async def _members(seed: str, cookie_file: str | None, timeout_s: float) -> list
     try:
         observer = node._observer
         assert observer is not None
-        async with asyncio.timeout(timeout_s):
-            while not await observer.refresh():
-                await asyncio.sleep(0.2)
-        return sorted(observer.snapshot().members, key=lambda m: m.name)
+        for _ in range(max(1, int(timeout_s / 0.2))):
+            if await observer.refresh():
+                return sorted(observer.snapshot().members, key=lambda m: m.name)
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"no answer within {timeout_s}s")
     finally:
         await node.aclose()
 
