@@ -36,6 +36,7 @@ from ._splitbrain.settings import SplitBrainSettings
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
 from ._transport.cookie import resolve_secret
+from ._transport.fallback import FallbackTransport, parse_chain
 from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
@@ -133,8 +134,8 @@ class Node:
         self._stopped = asyncio.Event()
         self._stop_reason = ""
         self._shutdown_task: asyncio.Task[None] | None = None
-        self._transport: TcpTransport | None = None
-        self._peers: PeerManager | None = None
+        self._transport: TcpTransport | FallbackTransport | None = None
+        self._peers: PeerManager | FallbackTransport | None = None
         self._ring: HashRing | None = None
         self._membership: MembershipService | None = None
         self._observer: MembershipObserver | None = None
@@ -216,15 +217,26 @@ class Node:
         if cookie_path is not None:
             _log.info("node %s uses the cluster secret in %s", self.name, cookie_path)
         ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca)
-        transport = TcpTransport(
-            self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
-            max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
-            ssl_server=ssl_server, ssl_client=ssl_client,
-        )
+        chain = parse_chain(s.transports)
+        transport: TcpTransport | FallbackTransport
+        if chain == ("tcp",):
+            transport = TcpTransport(
+                self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
+                max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+                ssl_server=ssl_server, ssl_client=ssl_client,
+            )
+            self._peers = PeerManager(transport, env=self.env)
+        else:
+            transport = FallbackTransport(
+                self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
+                max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+                chain=chain, ssl_server=ssl_server, ssl_client=ssl_client,
+                tls_cert=s.tls_cert, tls_key=s.tls_key, tls_ca=s.tls_ca,
+            )
+            self._peers = transport
         self._transport = transport
         if s.listen is not None:
             self.address = await transport.start(s.listen)
-        self._peers = PeerManager(transport, env=self.env)
         router = Router(self._runtime, self._peers, self_name=self.name,
                         owner_of=self._owner_of)
         router.system["membership"] = self._membership_call
@@ -319,7 +331,7 @@ class Node:
             await self._observer.aclose()
         if self._membership is not None:
             await self._membership.aclose(leave=not self._stop_reason.startswith(DOWNED_PREFIX))
-        if self._peers is not None:
+        if self._peers is not None and self._peers is not self._transport:
             await self._peers.aclose()
         if self._transport is not None:
             await self._transport.aclose()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
 from .._transport.tasks import fail_after
@@ -32,8 +32,13 @@ from ..errors import (
 from .agent import KindSpec, MethodSpec, lookup_kind
 
 if TYPE_CHECKING:
-    from .._transport.peers import PeerManager
     from .runtime import AgentRuntime
+
+
+class Peers(Protocol):
+    """Where the router gets connections: ``PeerManager`` or ``FallbackTransport``."""
+
+    async def connection(self, address: str) -> PeerConnection: ...
 
 __all__ = ["Router", "error_frame", "error_from_frame"]
 
@@ -64,7 +69,7 @@ class Router:
     def __init__(
         self,
         runtime: AgentRuntime,
-        peers: PeerManager,
+        peers: Peers,
         *,
         self_name: str,
         owner_of: OwnerOf,

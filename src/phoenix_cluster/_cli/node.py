@@ -33,6 +33,7 @@ from .._foundation.settings import Settings, load_settings
 from .._membership.discovery_spec import discovery_from_spec
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
+from .._transport.fallback import parse_chain
 from .._transport.tls import tls_contexts
 from ..errors import ConfigError
 from .logging_setup import configure_logging
@@ -236,6 +237,8 @@ def _run(node: Node, kinds: int) -> int:
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
 @click.option("--tls-ca", metavar="PEM", help="CA that peers' certificates must chain to "
               "(makes TLS mutual).")
+@click.option("--transports", metavar="CHAIN", help="Protocols to peers in order of "
+              "preference, e.g. tcp,http2,quic (docs/transport.md).")
 @click.option("--discovery", metavar="SPEC", help="Find seeds with static:, dns:, etcd:, "
               "k8s: or consul: (docs/cluster-setup.md).")
 @click.option("--split-brain", type=click.Choice(["keep-majority", "static-quorum",
@@ -265,6 +268,7 @@ def node(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    transports: str | None,
     discovery: str | None,
     split_brain: str | None,
     role: str | None,
@@ -294,6 +298,7 @@ def node(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_ca": tls_ca,
+        "transports": transports,
         "discovery": discovery,
         "split_brain": split_brain,
         "role": role,
@@ -316,6 +321,7 @@ def node(
         tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca)  # fail early
         if settings.discovery is not None:
             discovery_from_spec(settings.discovery)
+        parse_chain(settings.transports)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
     secrets = _secrets(settings)

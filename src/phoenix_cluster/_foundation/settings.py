@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cookie_file: str | None = None
     """File holding the cluster secret (mode 0600)."""
 
+    transports: str = "tcp"
+    """Protocols to peers in order of preference, e.g. ``tcp,http2,quic``: per peer the
+    first that works is used, and traffic switches back when a preferred one recovers.
+    HTTP/2 listens on TCP port + 1, QUIC on UDP port + 1 (extras ``[http2]``, ``[quic]``)."""
+
     tls_cert: str | None = None
     """PEM certificate (chain) this node presents to peers; enables TLS with ``tls_key``."""
 

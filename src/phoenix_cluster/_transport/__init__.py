@@ -9,6 +9,11 @@
   ``handshake`` drives the wire handshake over a stream, ``sendqueue`` is the bounded
   queue and its coalescing writer, ``inbound`` runs the handler per inbound message.
 - ``peers``: ``PeerManager``: per-peer circuit breakers and reconnect with backoff.
+- ``http2``, ``quic``: the same connections carried in one HTTP/2 stream (h2) or one QUIC
+  stream (aioquic); ``streams`` adapts either to an asyncio byte stream.
+- ``fallback``: ``FallbackTransport``: a per-peer chain of protocols that switches on
+  failure and back on recovery (``protocol_switched`` events).
+- ``tls``: TLS contexts from the node's certificate settings.
 - ``cookie``: finds or creates the cluster secret.
 - ``settings``, ``tasks``: every tunable in one object; task ownership and clock timeouts.
 

@@ -1,0 +1,552 @@
+"""A per-peer chain of transports: use the first protocol that works, come back when it heals.
+
+:class:`FallbackTransport` owns one transport per protocol in its chain (by default
+``("tcp", "http2", "quic")``), listens on all of them, and for each peer keeps the protocol
+it currently uses. Higher layers ask :meth:`FallbackTransport.connection` for a peer's
+connection, exactly as they ask :class:`~.peers.PeerManager`, and never see which protocol
+carries it.
+
+- **Addresses.** A peer is known by its TCP ``host:port``; :func:`protocol_address`
+  derives where it listens for the other protocols (HTTP/2 on TCP port + 1, QUIC on UDP port + 1,
+  same port as TCP), unless overridden per peer.
+- **Falling forward.** Each (peer, protocol) has its own circuit breaker. A dial tries the
+  protocol in use first, then the following ones, then the preferred ones, skipping any
+  whose breaker is open. A dial that fails, an open breaker, or a connection that broke
+  and cannot be redialled moves the peer to the next protocol that works.
+- **Coming back.** While a peer is on anything but its first choice, a background probe
+  (jittered backoff on ``env.clock``, gated by the breakers) dials the better protocols
+  and switches back as soon as one answers. The connection left behind stays open as a
+  warm standby (bounded: one per protocol and peer; keepalive closes it if it dies).
+- **Observability.** Every switch emits ``TRANSPORT_PROTOCOL_SWITCHED`` with metadata
+  ``node``, ``peer`` (name), ``address`` (TCP address), ``from``, ``to``, ``reason``
+  and logs one INFO line. :meth:`FallbackTransport.statistics` shows each peer's
+  protocol.
+
+A wrong cluster secret is not a transport failure: ``AuthenticationError`` is raised at
+once, without trying the other protocols (they share the secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from phoenix_cluster._foundation.env import Env
+from phoenix_cluster._resilience.backoff import Backoff
+from phoenix_cluster._resilience.breaker import BreakerStatistics, CircuitBreaker
+from phoenix_cluster._telemetry import events
+from phoenix_cluster._telemetry.bus import TelemetryBus
+from phoenix_cluster.errors import (
+    AuthenticationError,
+    ConfigError,
+    NodeClosed,
+    NodeUnavailable,
+    PhoenixError,
+)
+
+from .base import InboundHandler, PeerConnection, TransportStatistics
+from .tasks import TaskSet
+from .tcp import TcpTransport, format_address, parse_address
+
+__all__ = [
+    "DEFAULT_CHAIN",
+    "PROTOCOLS",
+    "FallbackStatistics",
+    "FallbackTransport",
+    "PeerProtocolStatistics",
+    "ProtocolName",
+    "parse_chain",
+    "protocol_address",
+]
+
+if TYPE_CHECKING:
+    from .http2 import Http2Transport
+    from .quic import QuicTransport
+
+_log = logging.getLogger("phoenix_cluster.transport")
+
+ProtocolName = Literal["tcp", "http2", "quic"]
+
+PROTOCOLS: tuple[ProtocolName, ...] = ("tcp", "http2", "quic")
+"""Every protocol a chain may name."""
+
+DEFAULT_CHAIN: tuple[ProtocolName, ...] = ("tcp", "http2", "quic")
+"""TCP first (fastest, see ``docs/transport.md``), then HTTP/2 (passes HTTP-only
+middleboxes), then QUIC (UDP: survives where TCP is blocked or lossy)."""
+
+HTTP2_PORT_OFFSET = 1
+"""HTTP/2 listens on the TCP port plus this (a second TCP socket, so port + 1)."""
+
+_Overrides = Mapping[str, Mapping[str, str]]
+
+
+def parse_chain(chain: str | Iterable[str]) -> tuple[ProtocolName, ...]:
+    """``"tcp,http2,quic"`` (or a sequence of names) to a validated chain.
+
+    Raises:
+        phx.ConfigError: empty, unknown or repeated protocol names.
+    """
+    names = [n.strip().lower() for n in (chain.split(",") if isinstance(chain, str) else chain)]
+    names = [n for n in names if n]
+    if not names:
+        raise ConfigError("the transport chain is empty; name at least one of tcp, http2,"
+                          " quic", key="transport_chain")
+    out: list[ProtocolName] = []
+    for name in names:
+        if name not in PROTOCOLS:
+            raise ConfigError(f"unknown transport {name!r} in the chain; expected tcp, http2"
+                              " or quic", key="transport_chain")
+        if name in out:
+            raise ConfigError(f"transport {name!r} appears twice in the chain",
+                              key="transport_chain")
+        out.append(name)
+    return tuple(out)
+
+
+def protocol_address(address: str, protocol: str, *, overrides: _Overrides | None = None) -> str:
+    """Where the node whose TCP address is ``address`` listens for ``protocol``.
+
+    The convention, so that one address per node is enough to reach it any way:
+
+    ==========  ==============================  =====================
+    protocol    address                         example (TCP 7100)
+    ==========  ==============================  =====================
+    ``tcp``     the TCP address itself          ``10.0.0.7:7100/tcp``
+    ``http2``   same host, TCP port + 1         ``10.0.0.7:7101/tcp``
+    ``quic``    same host, port + 1, over UDP   ``10.0.0.7:7101/udp``
+    ==========  ==============================  =====================
+
+    ``overrides[address][protocol]`` (``host:port``) replaces the convention for one peer
+    (a NAT, a proxy, a port that was taken). UDP on the TCP port itself belongs to
+    membership gossip (``_membership.messages.gossip_address``).
+
+    Raises:
+        phx.ConfigError: ``address`` is malformed, ``protocol`` unknown, or port + 1 is
+            not a port.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown transport {protocol!r}", key="transport_chain")
+    explicit = (overrides or {}).get(address, {}).get(protocol)
+    if explicit is not None:
+        parse_address(explicit)  # validate
+        return explicit
+    host, port = parse_address(address)
+    if protocol in ("http2", "quic"):
+        if port == 0:
+            return address  # "any port" stays "any port"
+        port += HTTP2_PORT_OFFSET  # TCP port + 1 for HTTP/2, UDP port + 1 for QUIC
+        if port > 65535:
+            raise ConfigError(f"{address}: the {protocol} port would be {port}; give an "
+                              f"explicit {protocol} address", key="addresses")
+    return format_address((host, port))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerProtocolStatistics:
+    """One peer as the fallback chain sees it.
+
+    Attributes:
+        address: the peer's TCP address (its key).
+        peer_name: the node last reached there ("" if never).
+        protocol: the protocol in use (or to be tried first).
+        chain: this peer's chain, in order of preference.
+        connected: a usable connection exists now.
+        switches: protocol changes so far.
+        probing: a background probe is looking for a better protocol.
+        last_error: the latest failure per protocol ("" when none).
+        breakers: each protocol's circuit breaker.
+    """
+
+    address: str
+    peer_name: str
+    protocol: ProtocolName
+    chain: tuple[ProtocolName, ...]
+    connected: bool
+    switches: int
+    probing: bool
+    last_error: Mapping[str, str]
+    breakers: Mapping[str, BreakerStatistics]
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackStatistics:
+    """A snapshot of a :class:`FallbackTransport`.
+
+    Attributes:
+        addresses: where this node listens, per protocol.
+        switches: protocol changes across all peers.
+        peers: one row per peer address ever asked for, in first-use order.
+        transports: each protocol's own transport statistics.
+    """
+
+    node: str
+    state: str
+    chain: tuple[ProtocolName, ...]
+    addresses: Mapping[str, str]
+    switches: int
+    peers: tuple[PeerProtocolStatistics, ...]
+    transports: Mapping[str, TransportStatistics]
+
+    def protocols(self) -> dict[str, ProtocolName]:
+        """The protocol in use per peer address."""
+        return {p.address: p.protocol for p in self.peers}
+
+
+@dataclass(eq=False, slots=True)
+class _Peer:
+    address: str
+    chain: tuple[ProtocolName, ...]
+    breakers: dict[str, CircuitBreaker]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    current: int = 0
+    conn: PeerConnection | None = None
+    prober: asyncio.Task[None] | None = None
+    switches: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> ProtocolName:
+        return self.chain[self.current]
+
+
+class FallbackTransport:
+    """Connections to peers over a per-peer chain of protocols (TCP, HTTP/2, QUIC).
+
+    Args:
+        node_name, incarnation, secret, env, bus, max_frame_bytes, handler, role: as for
+            :class:`~.tcp.TcpTransport`; every protocol's transport shares them.
+        chain: protocols in order of preference, e.g. ``("tcp", "http2", "quic")`` or
+            ``"tcp,quic"``. The node listens on each; each needs its package (``h2``
+            for http2, ``aioquic`` for quic).
+        peer_chains: per-peer chains (by TCP address), each a subset of ``chain``.
+        addresses: per-peer address overrides, ``{tcp_address: {"http2": "h:p"}}``;
+            see :func:`protocol_address`.
+        ssl_server, ssl_client: TLS for TCP and HTTP/2 (as for ``TcpTransport``).
+        tls_cert, tls_key, tls_ca: certificates for QUIC (see ``QuicTransport``).
+        failure_threshold: consecutive failed dials that open a (peer, protocol) breaker.
+            Low, because another protocol is standing by.
+        cooldown_s: how long an open breaker refuses before letting one probe through.
+        probe_backoff: delays between background probes of a better protocol.
+        **options: any other :class:`~.settings.TcpSettings` field, for every protocol.
+
+    Raises:
+        phx.ConfigError: a bad chain or setting, or a protocol's package is missing.
+    """
+
+    def __init__(self, node_name: str, incarnation: int, secret: bytes, *, env: Env,
+                 bus: TelemetryBus, max_frame_bytes: int, handler: InboundHandler,
+                 role: str = "member", chain: str | Sequence[str] = DEFAULT_CHAIN,
+                 peer_chains: Mapping[str, str | Sequence[str]] | None = None,
+                 addresses: _Overrides | None = None,
+                 ssl_server: ssl.SSLContext | None = None,
+                 ssl_client: ssl.SSLContext | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 tls_ca: str | Path | None = None, failure_threshold: int = 3,
+                 cooldown_s: float = 5.0, probe_backoff: Backoff | None = None,
+                 **options: Any) -> None:
+        self.node_name = node_name
+        self.chain = parse_chain(chain)
+        self._peer_chains = {a: parse_chain(c) for a, c in (peer_chains or {}).items()}
+        for address, pc in self._peer_chains.items():
+            missing = set(pc) - set(self.chain)
+            if missing:
+                raise ConfigError(f"chain for {address} names {sorted(missing)}, which this"
+                                  f" node does not run (chain {','.join(self.chain)})",
+                                  key="peer_chains")
+        self._overrides: dict[str, dict[str, str]] = {a: dict(m) for a, m in
+                                                      (addresses or {}).items()}
+        self._env, self._bus = env, bus
+        CircuitBreaker(failure_threshold, cooldown_s)  # validate now
+        self._failure_threshold, self._cooldown_s = failure_threshold, cooldown_s
+        self._probe_backoff = probe_backoff or Backoff(base_s=1.0, max_s=30.0)
+        common: dict[str, Any] = dict(env=env, bus=bus, max_frame_bytes=max_frame_bytes,
+                                      handler=handler, role=role, **options)
+        self.transports: dict[ProtocolName, TcpTransport] = {}
+        for proto in self.chain:
+            if proto == "tcp":
+                t: TcpTransport = TcpTransport(node_name, incarnation, secret,
+                                               ssl_server=ssl_server, ssl_client=ssl_client,
+                                               **common)
+            elif proto == "http2":
+                t = _http2()(node_name, incarnation, secret, ssl_server=ssl_server,
+                             ssl_client=ssl_client, **common)
+            else:
+                t = _quic()(node_name, incarnation, secret, tls_cert=tls_cert,
+                            tls_key=tls_key, tls_ca=tls_ca, **common)
+            self.transports[proto] = t
+        self.addresses: dict[str, str] = {}
+        self._address: str | None = None
+        self._peers: dict[str, _Peer] = {}
+        self._tasks = TaskSet(f"fallback {node_name}")
+        self._state = "new"
+        self._switches = 0
+
+    @property
+    def address(self) -> str | None:
+        """This node's TCP address (the one peers know it by) once started."""
+        return self._address
+
+    # --- listening --------------------------------------------------------------------
+
+    async def start(self, listen: str, *, listen_at: Mapping[str, str] | None = None) -> str:
+        """Listen on every protocol of the chain at the conventional addresses.
+
+        Args:
+            listen: the TCP ``host:port``; port 0 picks a port whose conventional
+                partners (TCP and UDP port + 1 for HTTP/2 and QUIC) are free too.
+            listen_at: explicit ``host:port`` per protocol, overriding the convention.
+
+        Returns:
+            The node's TCP address (whether or not TCP is in the chain), which
+            :func:`protocol_address` maps to the others.
+
+        Raises:
+            phx.ConfigError: an address is malformed or cannot be bound.
+            RuntimeError: already started or closed.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"{self!r} cannot start: it is {self._state}")
+        self._state = "starting"
+        host, port = parse_address(listen)
+        explicit = dict(listen_at or {})
+        if port == 0 and any(p not in explicit for p in self.chain):
+            port = _free_port(host, [p for p in self.chain if p not in explicit])
+        base = format_address((host, port))
+        try:
+            for proto in self.chain:
+                want = explicit.get(proto) or protocol_address(base, proto)
+                try:
+                    self.addresses[proto] = await self.transports[proto].start(want)
+                except ConfigError as exc:
+                    if proto == "tcp" or proto in explicit:
+                        raise
+                    raise ConfigError(
+                        f"{exc.message} (the {proto} address of {base} by convention; give"
+                        f" it explicitly, or leave room: HTTP/2 takes TCP port + 1)",
+                        key="listen") from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        self._address = self.addresses.get("tcp", base)
+        self._state = "running"
+        return self._address
+
+    # --- connections ------------------------------------------------------------------
+
+    async def connect(self, address: str) -> PeerConnection:
+        """Same as :meth:`connection` (the ``Transport`` spelling)."""
+        return await self.connection(address)
+
+    async def connection(self, address: str) -> PeerConnection:
+        """A live connection to the node whose TCP address is ``address``.
+
+        Reuses the current one; otherwise dials along the peer's chain (the protocol in
+        use first), switching protocols as needed.
+
+        Raises:
+            phx.NodeUnavailable: ``definite=True``: no protocol of the chain could reach
+                the peer (the message lists why, per protocol).
+            phx.AuthenticationError: the peer does not share our secret.
+            phx.NodeClosed: this transport is closed.
+        """
+        if self._state in ("closing", "closed"):
+            raise NodeClosed(f"transport of {self.node_name} is {self._state}")
+        peer = self._peer(address)
+        conn = peer.conn
+        if conn is not None and conn.is_open:
+            return conn
+        async with peer.lock:  # concurrent callers share one walk along the chain
+            conn = peer.conn
+            if conn is not None and conn.is_open:
+                return conn
+            return await self._dial_chain(peer)
+
+    async def _dial_chain(self, peer: _Peer) -> PeerConnection:
+        n = len(peer.chain)
+        failures: list[str] = []
+        for k in range(n):
+            i = (peer.current + k) % n
+            conn, why = await self._try(peer, i)
+            if conn is not None:
+                self._use(peer, i, conn, "; ".join(failures) or "connected")
+                return conn
+            failures.append(why)
+        raise NodeUnavailable(f"cannot reach {peer.address} over any of"
+                              f" {','.join(peer.chain)}: {'; '.join(failures)}", definite=True)
+
+    async def _try(self, peer: _Peer, i: int) -> tuple[PeerConnection | None, str]:
+        """Dial ``peer`` over its ``i``-th protocol; ``(None, why)`` if that failed."""
+        proto = peer.chain[i]
+        breaker = peer.breakers[proto]
+        clock = self._env.clock
+        now = clock.monotonic()
+        if not breaker.allow(now):
+            return None, (f"{proto}: circuit open ({peer.errors.get(proto) or 'probing'};"
+                          f" next attempt in {breaker.retry_after(now):.1f}s)")
+        try:
+            target = protocol_address(peer.address, proto, overrides=self._overrides)
+            conn = await self.transports[proto].connect(target)
+        except NodeClosed:
+            breaker.abandon()
+            raise
+        except AuthenticationError as exc:
+            breaker.record_failure(clock.monotonic())
+            peer.errors[proto] = exc.message
+            raise
+        except PhoenixError as exc:
+            breaker.record_failure(clock.monotonic())
+            peer.errors[proto] = exc.message
+            return None, f"{proto}: {exc.message}"
+        except BaseException:
+            breaker.abandon()  # cancelled: we learned nothing about the peer
+            raise
+        breaker.record_success(clock.monotonic())
+        peer.errors.pop(proto, None)
+        return conn, ""
+
+    def _use(self, peer: _Peer, i: int, conn: PeerConnection, reason: str) -> None:
+        old = peer.protocol
+        peer.conn = conn
+        if i != peer.current:
+            peer.current = i
+            peer.switches += 1
+            self._switches += 1
+            new = peer.protocol
+            _log.info("node %s: peer %s (%s) switched from %s to %s: %s", self.node_name,
+                      conn.peer_name, peer.address, old, new, reason)
+            self._bus.execute(events.TRANSPORT_PROTOCOL_SWITCHED, {"switches": peer.switches},
+                              {"node": self.node_name, "peer": conn.peer_name,
+                               "address": peer.address, "from": old, "to": new,
+                               "reason": reason})
+        if peer.current > 0 and (peer.prober is None or peer.prober.done()):
+            peer.prober = self._tasks.spawn(self._probe(peer), name=f"probe {peer.address}")
+
+    async def _probe(self, peer: _Peer) -> None:
+        """While ``peer`` is not on its first choice, try the better ones now and then."""
+        clock, rng = self._env.clock, self._env.random
+        attempt = 0
+        while self._state not in ("closing", "closed") and peer.current > 0:
+            await clock.sleep(self._probe_backoff.delay(attempt, rng))
+            attempt += 1
+            for i in range(peer.current):
+                try:
+                    conn, _ = await self._try(peer, i)
+                except NodeClosed:
+                    return
+                except AuthenticationError:
+                    continue  # logged by the peer; keep using what works
+                if conn is not None and i < peer.current:
+                    protocol = peer.chain[i]
+                    self._use(peer, i, conn, f"{protocol} recovered")
+                    attempt = 0
+                    break
+
+    def _peer(self, address: str) -> _Peer:
+        peer = self._peers.get(address)
+        if peer is None:
+            chain = self._peer_chains.get(address, self.chain)
+            breakers: dict[str, CircuitBreaker] = {
+                p: CircuitBreaker(self._failure_threshold, self._cooldown_s,
+                                  name=f"{address}/{p}") for p in chain}
+            peer = self._peers[address] = _Peer(address, chain, breakers)
+        return peer
+
+    def protocol_of(self, address: str) -> ProtocolName | None:
+        """The protocol ``address`` is on (or will be tried first); ``None`` if unknown."""
+        peer = self._peers.get(address)
+        return peer.protocol if peer is not None else None
+
+    def forget(self, address: str) -> None:
+        """Drop what is known about ``address`` and stop probing it (it left the cluster)."""
+        peer = self._peers.pop(address, None)
+        if peer is not None and peer.prober is not None:
+            peer.prober.cancel()
+
+    # --- lifecycle and introspection --------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop probing, then close every protocol's transport. Idempotent."""
+        if self._state in ("closing", "closed"):
+            return
+        self._state = "closing"
+        await self._tasks.aclose()
+        await asyncio.gather(*(t.aclose() for t in self.transports.values()))
+        self._state = "closed"
+
+    async def __aenter__(self) -> FallbackTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def statistics(self) -> FallbackStatistics:
+        now = self._env.clock.monotonic()
+        return FallbackStatistics(
+            node=self.node_name, state=self._state, chain=self.chain,
+            addresses=dict(self.addresses), switches=self._switches,
+            peers=tuple(
+                PeerProtocolStatistics(
+                    address=p.address,
+                    peer_name=p.conn.peer_name if p.conn is not None else "",
+                    protocol=p.protocol, chain=p.chain,
+                    connected=p.conn is not None and p.conn.is_open,
+                    switches=p.switches,
+                    probing=p.prober is not None and not p.prober.done(),
+                    last_error=dict(p.errors),
+                    breakers={k: b.statistics(now) for k, b in p.breakers.items()},
+                )
+                for p in self._peers.values()
+            ),
+            transports={k: t.statistics() for k, t in self.transports.items()},
+        )
+
+    def __repr__(self) -> str:
+        on = {p.protocol for p in self._peers.values()}
+        return (f"<FallbackTransport {self.node_name}@{self._address or '-'} [{self._state},"
+                f" chain {','.join(self.chain)}, {len(self._peers)} peers on"
+                f" {','.join(sorted(on)) or '-'}]>")
+
+
+def _http2() -> type[Http2Transport]:
+    try:
+        from .http2 import Http2Transport
+    except ImportError as exc:
+        raise ConfigError("the http2 transport needs the h2 package: pip install"
+                          f" 'phoenix-cluster[http2]' ({exc})", key="transport_chain") from exc
+    return Http2Transport
+
+
+def _quic() -> type[QuicTransport]:
+    try:
+        from .quic import QuicTransport
+    except ImportError as exc:
+        raise ConfigError("the quic transport needs the aioquic package: pip install"
+                          f" 'phoenix-cluster[quic]' ({exc})", key="transport_chain") from exc
+    return QuicTransport
+
+
+def _free_port(host: str, protocols: Sequence[str]) -> int:
+    """A TCP port ``p`` with ``p`` (TCP), ``p + 1`` (TCP) and ``p`` (UDP) free as needed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    needs = {(socket.SOCK_STREAM, 0) if p == "tcp" else (socket.SOCK_STREAM, 1) if p == "http2"
+             else (socket.SOCK_DGRAM, 0) for p in protocols}
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        if port + 1 > 65535:
+            continue
+        try:
+            for kind, offset in needs:
+                with socket.socket(family, kind) as s:
+                    s.bind((host, port + offset))
+        except OSError:
+            continue
+        return port
+    raise ConfigError(f"no free port on {host} for {', '.join(protocols)}", key="listen")
