@@ -35,7 +35,7 @@ class MembershipObserver:
     """
 
     def __init__(self, name: str, seeds: Sequence[str], sync: SyncCall, *, env: Env,
-                 interval_s: float = 2.0) -> None:
+                 interval_s: float = 0.5) -> None:
         self.name = name
         self._seeds = list(seeds)
         self._sync = sync
