@@ -7,7 +7,6 @@ the detector is right, with generous deadlines.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 
 import pytest
@@ -23,7 +22,8 @@ async def test_no_false_deaths_while_the_cpu_is_saturated() -> None:
     async with LocalCluster(nodes=3) as cluster:
         # Twice as many busy loops as cores, for longer than a failure would need to be
         # detected (~2-3 s): every node process is starved of CPU at times.
-        burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=8)]) for _ in range(4)]
+        burners = [await asyncio.create_subprocess_exec(sys.executable, "-c", BURN.format(s=8))
+                   for _ in range(4)]
         try:
             loop = asyncio.get_running_loop()
             end = loop.time() + 8
@@ -32,8 +32,9 @@ async def test_no_false_deaths_while_the_cpu_is_saturated() -> None:
                 await asyncio.sleep(0.5)
         finally:
             for burner in burners:
-                burner.kill()
-                burner.wait()
+                if burner.returncode is None:
+                    burner.kill()
+                await burner.wait()
         await cluster.wait_converged(timeout_s=30)
         for node in cluster.nodes:
             assert node.running
