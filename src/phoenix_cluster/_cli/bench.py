@@ -1,7 +1,8 @@
 """``phx bench``: measure Phoenix on this machine.
 
-Only the command definitions live here; the measuring code (``bench_local.py``) is
-imported when a benchmark actually runs, so ``phx --help`` stays fast.
+Only the command definitions live here; the measuring code (``bench_local.py``,
+``bench_cluster.py``) is imported when a benchmark actually runs, so ``phx --help`` stays
+fast.
 """
 
 from __future__ import annotations
@@ -60,4 +61,48 @@ def local(json_path: Path | None, quick: bool, loop: str) -> None:
     bench_local.print_report(results)
     if json_path is not None:
         bench_local.save_json(results, json_path)
+        console.print(f"saved {json_path}")
+
+
+@bench.command("cluster")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also save the figures and the machine description as JSON to this file.",
+)
+@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop of the measuring client; asyncio also keeps the nodes off uvloop.",
+)
+def cluster(json_path: Path | None, quick: bool, loop: str) -> None:
+    """Cross-node figures: call latency, pipelined calls and casts over loopback TCP.
+
+    Starts real node processes on 127.0.0.1 (a fresh cluster per measurement) and
+    measures from a client node in this process. The full run takes about a minute;
+    --quick a few seconds.
+    """
+    from rich.console import Console
+
+    from . import bench_cluster
+
+    console = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        console.print(f"[dim]measuring {text}…[/]")
+
+    try:
+        results = bench_cluster.run_cluster(
+            quick=quick, loop=cast("LoopName", loop), progress=progress
+        )
+    except ImportError as exc:
+        raise click.ClickException(f"cannot use the requested event loop: {exc}") from exc
+    bench_cluster.print_report(results)
+    if json_path is not None:
+        bench_cluster.save_json(results, json_path)
         console.print(f"saved {json_path}")

@@ -1,0 +1,97 @@
+"""The agent kinds ``phx bench cluster`` measures, hosted by its node processes.
+
+The node processes import this module (``phx node --import
+phoenix_cluster._cli.bench_agents``) so they can host :class:`BenchTarget` and
+:class:`BenchRelay`; the bench process imports it too, to address them.
+
+Importing it also applies one benchmark-only switch: with ``PHX_BENCH_NODE_LOOP=asyncio``
+in the environment, ``uvloop`` is made unimportable in this process, so a ``phx node``
+that imported this module runs on the stdlib loop (``phx node`` picks uvloop whenever it
+can import it, after importing its ``--import`` modules). ``phx bench cluster --loop
+asyncio`` sets it for its nodes; nothing else does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import sys
+import time
+
+import phoenix_cluster as phx
+
+__all__ = ["NODE_LOOP_ENV", "BenchRelay", "BenchTarget", "loop_description"]
+
+NODE_LOOP_ENV = "PHX_BENCH_NODE_LOOP"
+"""Set to ``asyncio`` to keep a node process that imports this module off uvloop."""
+
+if os.environ.get(NODE_LOOP_ENV) == "asyncio":
+    # ``import uvloop`` raises ImportError from now on, so the node falls back to asyncio.
+    sys.modules["uvloop"] = None  # type: ignore[assignment]
+
+
+def loop_description() -> str:
+    """The running event loop, as the benchmark reports it: ``uvloop 0.23.0`` or ``asyncio``."""
+    module = type(asyncio.get_running_loop()).__module__
+    if module.startswith("uvloop"):
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    return "asyncio"
+
+
+class BenchTarget(phx.Agent, kind="bench.cluster.target", mailbox_limit=1 << 30):
+    """The measured agent: one small integer of state.
+
+    The mailbox limit is lifted so that a burst of remote casts, which the receiving node
+    queues faster than the agent handles them, is not refused.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def inc(self, by: int = 1) -> int:
+        self.count += by
+        return self.count
+
+    async def touch(self) -> None:
+        self.count += 1
+
+    async def get(self) -> int:
+        return self.count
+
+    async def where(self) -> dict[str, str]:
+        """The hosting node's name and the event loop it runs on."""
+        return {"node": str(self.node.name), "loop": loop_description()}
+
+
+class BenchRelay(phx.Agent, kind="bench.cluster.relay"):
+    """Measures member-to-member calls from inside a member node.
+
+    ``measure`` runs on the relay's node and calls a :class:`BenchTarget` (which the
+    caller picked on another member) sequentially, timing each call there.
+    """
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def where(self) -> dict[str, str]:
+        return {"node": str(self.node.name), "loop": loop_description()}
+
+    async def measure(self, target_key: str, warmup: int, calls: int) -> list[int]:
+        """Time ``calls`` sequential calls to ``target_key`` after ``warmup`` untimed ones.
+
+        Returns:
+            One duration per timed call, in nanoseconds.
+        """
+        inc = self.node.ref(BenchTarget, target_key).inc
+        for _ in range(warmup):
+            await inc(1)
+        clock = time.perf_counter_ns
+        samples: list[int] = []
+        append = samples.append
+        for _ in range(calls):
+            started = clock()
+            await inc(1)
+            append(clock() - started)
+        self.runs += 1
+        return samples

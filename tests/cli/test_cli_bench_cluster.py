@@ -1,0 +1,81 @@
+"""``phx bench cluster`` runs end to end, as a user would run it.
+
+It runs in a subprocess (a fresh interpreter, the real console script code path) and
+starts its own node processes. No assertion on timing beyond sanity: the figures belong
+to ``docs/benchmarks.md``, not to a noisy test machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _phx(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phoenix_cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _numbers(data: Any, path: str = "$") -> list[tuple[str, float]]:
+    if isinstance(data, bool):
+        return []
+    if isinstance(data, int | float):
+        return [(path, float(data))]
+    if isinstance(data, dict):
+        return [n for k, v in data.items() for n in _numbers(v, f"{path}.{k}")]
+    return []
+
+
+def test_bench_cluster_quick_saves_positive_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "cluster.json"
+    proc = _phx("bench", "cluster", "--quick", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "client → member p95" in proc.stdout
+    assert "member → member p95" in proc.stdout
+
+    results = json.loads(out.read_text())
+    machine = results["machine"]
+    assert machine["cpu_count"] > 0
+    assert machine["quick"] is True
+    assert machine["loop"].startswith("uvloop" if machine["uvloop"] else "asyncio")
+    # The nodes report their own loop; a plain ``phx node`` uses uvloop when it can.
+    assert machine["node_loop"] == machine["loop"]
+
+    for key in ("call_latency", "member_call_latency"):
+        lat = results[key]
+        assert set(lat) >= {"p50_us", "p95_us", "p99_us", "calls_per_s"}
+        assert lat["calls"] == results["sizes"]["latency_calls"]
+        assert lat["p50_us"] <= lat["p95_us"] <= lat["p99_us"]
+    throughput = results["call_throughput_per_s"]
+    assert set(throughput) == {"1_member", "3_members"}
+    for per_callers in throughput.values():
+        assert set(per_callers) == {"100", "1000"}
+    assert set(results["cast_throughput_per_s"]) == {"1_agent", "100_agents"}
+
+    # Every figure is a positive number (the refusal counts are not figures: often 0).
+    figures = {k: v for k, v in results.items() if k not in ("machine", "cast_final_call_refusals")}
+    numbers = _numbers(figures)
+    assert len(numbers) >= 25
+    not_positive = [(path, value) for path, value in numbers if not value > 0]
+    assert not not_positive
+
+
+def test_bench_cluster_asyncio_loop_reaches_the_nodes(tmp_path: Path) -> None:
+    out = tmp_path / "asyncio.json"
+    proc = _phx("bench", "cluster", "--quick", "--loop", "asyncio", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["loop"] == "asyncio"
+    assert machine["node_loop"] == "asyncio"
