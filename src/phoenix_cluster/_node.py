@@ -222,14 +222,14 @@ class Node:
         if chain == ("tcp",):
             transport = TcpTransport(
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
-                max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+                max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
                 ssl_server=ssl_server, ssl_client=ssl_client,
             )
             self._peers = PeerManager(transport, env=self.env)
         else:
             transport = FallbackTransport(
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
-                max_frame_bytes=s.max_frame_bytes, handler=self._inbound, role=s.role,
+                max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
                 chain=chain, ssl_server=ssl_server, ssl_client=ssl_client,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, tls_ca=s.tls_ca,
             )
@@ -316,11 +316,6 @@ class Node:
             return "", seeds[key_hash(kind, key) % len(seeds)]
         name = ring.owner(key_hash(kind, key))
         return name, self._addresses.get(name, "")
-
-    async def _inbound(self, peer: Any, frame: Any) -> Any:
-        router = self._runtime.router
-        assert router is not None
-        return await router.handle_inbound(peer, frame)
 
     async def _close_cluster(self) -> None:
         if self._discovery is not None:
@@ -444,3 +439,25 @@ class Node:
     def __repr__(self) -> str:
         s = self._runtime.statistics()
         return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"
+
+
+class _Inbound:
+    """The transport's inbound handler: the router's async path and its fast path.
+
+    The router is created after the transport (it needs the connections), hence the
+    late lookup.
+    """
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self._runtime = runtime
+
+    async def __call__(self, peer: Any, frame: Any) -> Any:
+        router = self._runtime.router
+        assert router is not None
+        return await router.handle_inbound(peer, frame)
+
+    def try_now(self, peer: Any, frame: Any, answer: Any) -> bool:
+        router = self._runtime.router
+        return router is not None and router.try_now(peer, frame, answer)

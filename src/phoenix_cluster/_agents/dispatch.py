@@ -14,6 +14,7 @@ which the owner's per-agent dedup window turns into at-most-once execution.
 from __future__ import annotations
 
 import logging
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +28,7 @@ from ..errors import (
     NodeClosed,
     NodeUnavailable,
     PhoenixError,
+    PhoenixInternalError,
     error_from_code,
 )
 from .agent import KindSpec, MethodSpec, lookup_kind
@@ -83,9 +85,16 @@ class Router:
         self.redirects_followed = 0
         self.resends = 0
 
-    def is_local(self, spec: KindSpec, key: str) -> bool:
+    def remote_address(self, spec: KindSpec, key: str) -> str | None:
+        """Where to send a message for ``key``: ``None`` when this node owns it.
+
+        Raises:
+            NodeUnavailable: no member can host agents (definite).
+        """
         owner = self.owner_of(spec.name, key)
-        return owner is not None and owner[0] == self.self_name
+        if owner is None:
+            raise _no_member(spec, key)
+        return None if owner[0] == self.self_name else owner[1]
 
     async def system_call(self, address: str, service: str, method: str, payload: bytes,
                           timeout_s: float) -> bytes:
@@ -112,11 +121,11 @@ class Router:
         payload: bytes,
         timeout_s: float,
         request_id: int,
+        address: str,
     ) -> Any:
-        """Run a call on the key's owner and decode its result."""
+        """Run a call on the owner at ``address`` (following redirects); decode the result."""
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
-        address = self._owner(spec, key)
         sent = False
         hops = resends = 0
         while True:
@@ -167,24 +176,13 @@ class Router:
             raise error_from_frame(answer)
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                   request_id: int) -> None:
-        """Hand a cast to the owner's connection; returns once it is queued to send.
+                   request_id: int, address: str) -> None:
+        """Hand a cast to the connection to ``address``; returns once it is queued to send.
 
         A refusal on the owner (a full mailbox, an unknown method) is logged there.
         """
-        address = self._owner(spec, key)
         conn = await self._connect(address, False, request_id)
         await conn.send(Cast(request_id, spec.name, key, method, payload))
-
-    def _owner(self, spec: KindSpec, key: str) -> str:
-        owner = self.owner_of(spec.name, key)
-        if owner is None:
-            raise NodeUnavailable(
-                f"no member node can host {spec.name}/{key} (this node is a client and "
-                "knows no members; pass seeds)",
-                definite=True,
-            )
-        return owner[1]
 
     async def _connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
         try:
@@ -211,7 +209,7 @@ class Router:
                 if isinstance(frame, Cast):
                     # Forward casts on behalf of the sender: it has no reply to redirect.
                     await self.cast(spec, frame.key, frame.method, frame.payload,
-                                    frame.request_id)
+                                    frame.request_id, owner[1])
                     return None
                 return Redirect(frame.request_id, owner[0], owner[1])
             if isinstance(frame, Cast):
@@ -234,12 +232,72 @@ class Router:
             return error_frame(frame.request_id, exc)
 
 
+    def try_now(self, peer: PeerConnection, frame: Call | Cast,
+                answer: Callable[[Reply | Error | Redirect], None]) -> bool:
+        """The transport's fast path: take a frame for a local agent without a task.
+
+        Queues the message in the agent's mailbox on the spot and answers from a callback
+        on its result. Returns ``False`` for what needs the async path (system calls,
+        casts to forward to another owner).
+        """
+        if frame.kind.startswith("$"):
+            return False
+        rid = frame.request_id
+        is_call = isinstance(frame, Call)
+        try:
+            spec = lookup_kind(frame.kind)
+            owner = self.owner_of(spec.name, frame.key)
+            if owner is not None and owner[0] != self.self_name:
+                if not is_call:
+                    return False
+                answer(Redirect(rid, owner[0], owner[1]))
+                return True
+            if not isinstance(frame, Call):
+                self.runtime.submit(spec, frame.key, frame.method, frame.payload, False, 0.0,
+                                    rid)
+                return True
+            future = self.runtime.submit(
+                spec, frame.key, frame.method, frame.payload, True,
+                self._clock.monotonic() + frame.timeout_ms / 1000, rid, dedup=True,
+            )
+        except PhoenixError as exc:
+            if is_call:
+                answer(error_frame(rid, exc))
+            else:
+                _log.warning("cast %s/%s.%s from %s refused: %s", frame.kind, frame.key,
+                             frame.method, peer.peer_name, exc.message)
+            return True
+        assert future is not None
+
+        def done(result: asyncio.Future[bytes]) -> None:
+            if result.cancelled():
+                answer(error_frame(rid, NodeUnavailable("the owner stopped", definite=False)))
+                return
+            exc = result.exception()
+            if exc is None:
+                answer(Reply(rid, result.result()))
+            elif isinstance(exc, PhoenixError):
+                answer(error_frame(rid, exc))
+            else:
+                answer(error_frame(rid, PhoenixInternalError(repr(exc))))
+
+        future.add_done_callback(done)
+        return True
+
     async def _system(self, frame: Call | Cast) -> Reply | None:
         handler = self.system.get(frame.kind[1:])
         if handler is None:
             raise AgentNotFound(f"this node has no service {frame.kind!r}")
         reply = await handler(frame.method, frame.payload)
         return Reply(frame.request_id, reply) if isinstance(frame, Call) else None
+
+
+def _no_member(spec: KindSpec, key: str) -> NodeUnavailable:
+    return NodeUnavailable(
+        f"no member node can host {spec.name}/{key} (no member is known yet; check the "
+        "seeds or discovery)",
+        definite=True,
+    )
 
 
 def error_frame(request_id: int, exc: PhoenixError) -> Error:

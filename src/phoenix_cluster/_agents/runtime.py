@@ -134,8 +134,11 @@ class AgentRuntime:
         method_spec = self._method(spec, method)
         payload = self._encode((args, kwargs))
         router = self.router
-        if router is not None and not router.is_local(spec, key):
-            return await router.call(spec, key, method_spec, payload, timeout_s, request_id)
+        if router is not None:
+            address = router.remote_address(spec, key)
+            if address is not None:
+                return await router.call(spec, key, method_spec, payload, timeout_s,
+                                         request_id, address)
         if not self.hosts_agents:
             raise _no_host(spec, key)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -160,9 +163,11 @@ class AgentRuntime:
         payload = self._encode((args, kwargs))
         request_id = next(self._request_ids)
         router = self.router
-        if router is not None and not router.is_local(spec, key):
-            await router.cast(spec, key, method, payload, request_id)
-            return
+        if router is not None:
+            address = router.remote_address(spec, key)
+            if address is not None:
+                await router.cast(spec, key, method, payload, request_id, address)
+                return
         if not self.hosts_agents:
             raise _no_host(spec, key)
         self._enqueue(self.kind(spec), key, Message(method, payload, None, 0.0, request_id))

@@ -43,7 +43,7 @@ class InboundRunner:
     """
 
     __slots__ = ("_answer", "_conn", "_handler", "_limit", "_on_idle", "_slot", "_tasks",
-                 "count", "paused")
+                 "_try_now", "count", "paused")
 
     def __init__(
         self,
@@ -57,6 +57,9 @@ class InboundRunner:
     ) -> None:
         self._conn = conn
         self._handler = handler
+        # Optional fast path (see ``base.InboundHandler``): the handler takes the message
+        # on the spot and answers later through a callback, with no task per message.
+        self._try_now = getattr(handler, "try_now", None)
         self._answer = answer
         self._on_idle = on_idle
         self._limit = limit
@@ -81,7 +84,21 @@ class InboundRunner:
             self.paused = False
 
     def start(self, msg: Call | Cast) -> None:
-        if self.count >= self._limit and isinstance(msg, Call):
+        is_call = isinstance(msg, Call)
+        if self._try_now is not None and not (is_call and self.count >= self._limit):
+            if is_call:
+                self.count += 1
+            try:
+                taken = self._try_now(self._conn, msg, self._answerer(msg))
+            except Exception:
+                _log.exception("inbound fast path raised on %s %s/%s.%s", type(msg).__name__,
+                               msg.kind, msg.key, msg.method)
+                taken = False
+            if taken:
+                return
+            if is_call:
+                self._finished()
+        if self.count >= self._limit and is_call:
             self._answer(Error(
                 request_id=msg.request_id,
                 code="overloaded",
@@ -113,11 +130,24 @@ class InboundRunner:
             if isinstance(msg, Call):
                 self._answer(self._checked(msg, result))
         finally:
-            self.count -= 1
-            slot = self._slot
-            if slot is not None and not slot.done():
-                slot.set_result(None)
-            self._on_idle()
+            self._finished()
+
+    def _answerer(self, msg: Call | Cast) -> Callable[[_Answer], None]:
+        if not isinstance(msg, Call):
+            return _ignore
+
+        def answer(result: _Answer) -> None:
+            self._answer(self._checked(msg, result))
+            self._finished()
+
+        return answer
+
+    def _finished(self) -> None:
+        self.count -= 1
+        slot = self._slot
+        if slot is not None and not slot.done():
+            slot.set_result(None)
+        self._on_idle()
 
     @staticmethod
     def _checked(call: Call, result: _Answer | None) -> _Answer:
@@ -137,3 +167,7 @@ class InboundRunner:
 
     async def wait(self) -> None:
         await self._tasks.wait()
+
+
+def _ignore(result: _Answer) -> None:
+    pass
