@@ -13,8 +13,8 @@ which the owner's per-agent dedup window turns into at-most-once execution.
 
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
