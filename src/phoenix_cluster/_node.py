@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
 from ._agents.agent import Agent, kind_spec
 from ._agents.dispatch import Router
 from ._agents.ref import AgentRef
@@ -42,7 +44,14 @@ from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
 from .errors import AgentNotFound
 
-__all__ = ["DOWNED_PREFIX", "Node", "NodeState", "NodeStatistics"]
+__all__ = [
+    "DOWNED_PREFIX",
+    "Node",
+    "NodeState",
+    "NodeStatistics",
+    "NodeStatus",
+    "SplitBrainDecision",
+]
 
 DOWNED_PREFIX = "downed by split-brain resolution: "
 """Start of ``stop_reason`` when this node was on the losing side of a partition."""
@@ -55,6 +64,27 @@ class NodeState(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+class SplitBrainDecision(msgspec.Struct, frozen=True):
+    """The last split-brain decision this node took (``keep`` or ``down_self``)."""
+
+    action: str
+    reason: str
+    down: tuple[str, ...] = ()
+    tie_break: str = ""
+
+
+class NodeStatus(msgspec.Struct, frozen=True):
+    """One node's view of the cluster, as ``phx status`` shows it."""
+
+    name: str
+    address: str
+    state: str
+    members: tuple[Member, ...]
+    agents: int
+    split_brain: str
+    last_decision: SplitBrainDecision | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +270,7 @@ class Node:
         router = Router(self._runtime, self._peers, self_name=self.name,
                         owner_of=self._owner_of)
         router.system["membership"] = self._membership_call
+        router.system["node"] = self._node_call
         self._runtime.router = router
         if self.address is not None:
             self._membership = MembershipService(
@@ -305,6 +336,26 @@ class Node:
         if method != "sync" or self._membership is None:
             raise AgentNotFound(f"node {self.name} has no membership method {method!r}")
         return self._membership.handle_sync(payload)
+
+    async def _node_call(self, method: str, payload: bytes) -> bytes:
+        if method != "status":
+            raise AgentNotFound(f"node {self.name} has no node method {method!r}")
+        return msgspec.msgpack.encode(self.status())
+
+    def status(self) -> NodeStatus:
+        """What ``phx status`` shows: this node's view of the cluster (read-only)."""
+        decision = self._resolver.last_decision if self._resolver is not None else None
+        return NodeStatus(
+            name=self.name,
+            address=self.address or "",
+            state=self._state.value,
+            members=tuple(self.members()),
+            agents=self._runtime.statistics().active_agents,
+            split_brain=self.settings.split_brain,
+            last_decision=None if decision is None else SplitBrainDecision(
+                decision.action, decision.reason, tuple(sorted(decision.down)),
+                decision.tie_break),
+        )
 
     def _owner_of(self, kind: str, key: str) -> tuple[str, str] | None:
         ring = self._ring

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,12 +29,19 @@ async def test_status_lists_every_member() -> None:
         for node in cluster.nodes:
             assert node.name in done.stdout
             assert node.address in done.stdout
-        assert "2 alive of 2 known members" in done.stdout
-        assert "50.0%" in done.stdout or "%" in done.stdout
+        assert "2 alive of 2 known members; split brain: keep-majority" in done.stdout
+        assert "last split-brain decision: none" in done.stdout
+        as_json = phx_status("--seed", cluster.nodes[1].address, "--json",
+                             cookie=cluster.cookie)
+        view = json.loads(as_json.stdout)
+        assert view["name"] == "node-1"
+        assert sorted(m["name"] for m in view["members"]) == ["node-0", "node-1"]
+        assert sum(view["ring_share"].values()) == pytest.approx(1.0)
+        assert view["last_decision"] is None
         wrong = phx_status("--seed", cluster.nodes[0].address, "--timeout-s", "2",
                            cookie="wrong")
         assert wrong.returncode == 1
-        assert "cannot read the member table" in wrong.stderr
+        assert "cannot read the cluster's status" in wrong.stderr
 
 
 def test_status_of_nothing_is_a_one_line_error() -> None:

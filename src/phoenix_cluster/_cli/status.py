@@ -1,4 +1,4 @@
-"""``phx status``: show a cluster's members as one of its seeds sees them."""
+"""``phx status``: a cluster as one of its members sees it."""
 
 from __future__ import annotations
 
@@ -6,28 +6,26 @@ import asyncio
 import sys
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from .._membership.snapshot import Member
-from .._node import Node
+from .._node import Node, NodeStatus
 from .._ring.ring import HashRing
 from ..errors import ConfigError, PhoenixError
 
 __all__ = ["status"]
 
 
-async def _members(seed: str, cookie_file: str | None, timeout_s: float) -> list[Member]:
+async def _status(seed: str, cookie_file: str | None, timeout_s: float) -> NodeStatus:
     node = Node(role="client", seeds=[seed], cookie_file=cookie_file)
     await node.start()
     try:
-        observer = node._observer
-        assert observer is not None
-        for _ in range(max(1, int(timeout_s / 0.2))):
-            if await observer.refresh():
-                return sorted(observer.snapshot().members, key=lambda m: m.name)
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"no answer within {timeout_s}s")
+        router = node._runtime.router
+        assert router is not None
+        async with asyncio.timeout(timeout_s):
+            reply = await router.system_call(seed, "node", "status", b"", timeout_s)
+        return msgspec.msgpack.decode(reply, type=NodeStatus)
     finally:
         await node.aclose()
 
@@ -37,26 +35,39 @@ async def _members(seed: str, cookie_file: str | None, timeout_s: float) -> list
 @click.option("--cookie-file", metavar="FILE",
               help="File holding the cluster secret (or set PHX_COOKIE).")
 @click.option("--timeout-s", default=5.0, show_default=True, metavar="SECONDS")
-def status(seed: str, cookie_file: str | None, timeout_s: float) -> None:
-    """Show the members of the cluster SEED belongs to: state, incarnation, ring share."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(seed: str, cookie_file: str | None, timeout_s: float, as_json: bool) -> None:
+    """Show the cluster SEED belongs to: members, state, incarnation, ring share and the
+    last split-brain decision, as SEED sees them."""
     try:
-        members = asyncio.run(_members(seed, cookie_file, timeout_s))
+        view = asyncio.run(_status(seed, cookie_file, timeout_s))
     except ConfigError as exc:
         click.echo(f"phx status: error: {exc}", err=True)
         sys.exit(2)
-    except (PhoenixError, TimeoutError, OSError) as exc:
-        click.echo(f"phx status: error: cannot read the member table from {seed}: "
+    except (PhoenixError, TimeoutError, OSError, msgspec.DecodeError) as exc:
+        click.echo(f"phx status: error: cannot read the cluster's status from {seed}: "
                    f"{exc or type(exc).__name__}", err=True)
         sys.exit(1)
+    members = sorted(view.members, key=lambda m: m.name)
     ring = HashRing(m.name for m in members if m.role == "member" and
                     m.status in ("alive", "suspect"))
-    table = Table(title=f"cluster seen from {seed}")
+    shares = {m.name: ring.share(m.name) for m in members if m.name in ring}
+    if as_json:
+        out = msgspec.to_builtins(view)
+        out["ring_share"] = shares
+        click.echo(msgspec.json.encode(out).decode())
+        return
+    table = Table(title=f"cluster seen from {view.name} ({seed})")
     for column in ("name", "address", "status", "incarnation", "role", "ring share"):
         table.add_column(column, justify="right" if column in ("incarnation",
                                                                "ring share") else "left")
     for m in members:
-        share = f"{ring.share(m.name):.1%}" if m.name in ring else "-"
+        share = f"{shares[m.name]:.1%}" if m.name in shares else "-"
         table.add_row(m.name, m.address, m.status, str(m.incarnation), m.role, share)
     Console().print(table)
     alive = sum(m.status == "alive" for m in members)
-    click.echo(f"{alive} alive of {len(members)} known members")
+    click.echo(f"{alive} alive of {len(members)} known members; split brain: "
+               f"{view.split_brain}")
+    decision = view.last_decision
+    click.echo("last split-brain decision: " + (
+        "none" if decision is None else f"{decision.action}: {decision.reason}"))
