@@ -164,6 +164,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._stop_reason = ""
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._declared_task: asyncio.Task[Any] | None = None
         self._transport: TcpTransport | FallbackTransport | None = None
         self._peers: PeerManager | FallbackTransport | None = None
         self._ring: HashRing | None = None
@@ -307,8 +308,17 @@ class Node:
         )
         assert self._membership is not None
         self._membership.subscribe(self._resolver.update)
+        self._membership.on_declared_dead = self._declared_dead
         self._resolver.update(self._membership.snapshot())
         self._resolver.start()
+
+    def _declared_dead(self, incarnation: int, by: str) -> None:
+        # Woken from a pause (or back from a cut) to find the others removed us: our
+        # agents live elsewhere now, so do not refute our way back with stale ones.
+        resolver = self._resolver
+        if resolver is not None and self._declared_task is None:
+            self._declared_task = asyncio.get_running_loop().create_task(
+                resolver.declared_dead(incarnation=incarnation, by=by or None))
 
     def _downed(self, reason: str) -> None:
         # The losing side of a partition stops serving at once and exits (DOWNED_PREFIX

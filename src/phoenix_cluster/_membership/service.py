@@ -151,6 +151,9 @@ class MembershipService:
         self._resolved: dict[str, tuple[str, int] | None] = {}
         self._log_times: dict[str, float] = {}
         self._subscribers: list[SnapshotCallback] = []
+        self.on_declared_dead: Callable[[int, str], object] | None = None
+        """Called with ``(incarnation, by)`` when peers declared this node dead (it was
+        paused or cut off while they decided); the node's split-brain layer decides."""
         self._snapshot = MembershipSnapshot(self._swim.version, self._swim.members())
         self._leave_waiter: asyncio.Future[None] | None = None
         self._n = dict.fromkeys(
@@ -457,6 +460,12 @@ class MembershipService:
 
     def _emit(self, event: MemberEvent) -> None:
         member = event.member
+        if event.kind == "declared_dead":
+            _log.warning("membership %s: the cluster declared this node dead (incarnation %d, "
+                         "reported by %s)", self.name, member.incarnation, event.by or "a peer")
+            if self.on_declared_dead is not None:
+                self.on_declared_dead(member.incarnation, event.by)
+            return
         if member.name == self.name:
             return
         if event.kind == "joined":

@@ -177,7 +177,9 @@ class StartSync:
     address: str
 
 
-MemberEventKind = Literal["joined", "suspected", "alive", "updated", "dead", "left"]
+MemberEventKind = Literal[
+    "joined", "suspected", "alive", "updated", "dead", "left", "declared_dead"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,9 @@ class MemberEvent:
 
     ``kind`` is ``joined`` (new, or back after dead/left as a newer incarnation),
     ``suspected``, ``alive`` (a suspicion was refuted), ``updated`` (a newer incarnation
-    or a detail changed, status unchanged), ``dead`` or ``left``.
+    or a detail changed, status unchanged), ``dead`` or ``left``; ``declared_dead`` is
+    about this node itself: the others declared it dead (it refutes, but its agents have
+    moved on: the node decides whether to stay).
     """
 
     kind: MemberEventKind
@@ -315,6 +319,7 @@ class SwimProtocol:
         self.settings = settings if settings is not None else SwimSettings()
         self._random = random
         self._me = _Record(name, address, incarnation, "alive", role, now)
+        self._first_incarnation = incarnation  # this process's life starts here
         self._members: dict[str, _Record] = {}
         self._tombstones: dict[str, int] = {}
         self._live_others = 0
@@ -467,7 +472,12 @@ class SwimProtocol:
             self._apply(update, now, out)
         if isinstance(msg, Ping):
             if msg.target == self._me.name:
-                self._send(out, from_addr, Ack(msg.seq))
+                # A member we declared dead is probing us (it was paused or cut off): tell
+                # it first thing, so it learns it was removed instead of carrying on.
+                sender = self._members.get(msg.source)
+                first = (sender.update(self._me.name)
+                         if sender is not None and sender.status == "dead" else None)
+                self._send(out, from_addr, Ack(msg.seq), first=first)
             else:  # a new process at an old address must not answer for its predecessor
                 self._n["misdirected_pings"] += 1
         elif isinstance(msg, Ack):
@@ -743,6 +753,11 @@ class SwimProtocol:
             elif u.incarnation == me.incarnation and u.address != me.address:
                 self._n["name_conflicts"] += 1
             return
+        if u.status == "dead" and u.incarnation >= self._first_incarnation:
+            # Someone declared *this* life dead, even if we refuted an earlier suspicion
+            # since: the others may have moved our keys already. Report it every time;
+            # the node decides (and the first report is what counts).
+            out.append(MemberEvent("declared_dead", me.member(), None, u.by))
         if u.incarnation < me.incarnation:
             return
         self.health.refuted()
