@@ -106,3 +106,79 @@ def cluster(json_path: Path | None, quick: bool, loop: str) -> None:
     if json_path is not None:
         bench_cluster.save_json(results, json_path)
         console.print(f"saved {json_path}")
+
+
+@bench.command("remote")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also save the figures and the machine description as JSON to this file.",
+)
+@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@click.option(
+    "--transport",
+    type=click.Choice(["tcp", "http2", "quic", "all"]),
+    default="all",
+    show_default=True,
+    help="Transport between client and node; all measures tcp, http2 and quic in turn.",
+)
+def remote(json_path: Path | None, quick: bool, transport: str) -> None:
+    """Remote calls per transport, next to a raw asyncio baseline with the same frames.
+
+    Starts a real node process on 127.0.0.1 per measurement and measures from a client
+    node in this process: call p50/p95/p99 with one call in flight, calls/s with 1, 16
+    and 256 in flight, casts/s. The full run takes about a minute; --quick seconds.
+    """
+    from rich.console import Console
+
+    from . import bench_remote
+
+    console = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        console.print(f"[dim]measuring {text}…[/]")
+
+    chosen = bench_remote.TRANSPORTS if transport == "all" else (transport,)
+    results = bench_remote.run_remote(
+        transports=cast("tuple[bench_remote.TransportName, ...]", chosen),
+        quick=quick,
+        progress=progress,
+    )
+    bench_remote.print_report(results)
+    if json_path is not None:
+        bench_remote.save_json(results, json_path)
+        console.print(f"saved {json_path}")
+
+
+@bench.command("membership")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also save the figures and the machine description as JSON to this file.",
+)
+@click.option("--quick", is_flag=True, help="2 trials, 10 s of load, one seed per size.")
+def membership(json_path: Path | None, quick: bool) -> None:
+    """Membership figures: cold start, failure detection, false positives, SWIM rounds.
+
+    Starts real node processes on loopback (a fresh 5-node cluster per trial), kills one
+    per trial, loads every core with busy loops, then simulates 10 to 1,000 members
+    in-process. The full run takes about four minutes; --quick about one.
+    """
+    from rich.console import Console
+
+    from . import bench_membership
+
+    console = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        console.print(f"[dim]measuring {text}…[/]")
+
+    results = bench_membership.run_membership(quick=quick, progress=progress)
+    bench_membership.print_report(results)
+    if json_path is not None:
+        bench_membership.save_json(results, json_path)
+        console.print(f"saved {json_path}")

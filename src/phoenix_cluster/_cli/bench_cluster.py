@@ -34,11 +34,13 @@ This module is imported only when ``phx bench cluster`` runs; ``bench.py`` stays
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -65,6 +67,7 @@ CONCURRENCY = (100, 1_000)
 MEMBERS = (1, 3)
 
 _IMPORTS = ("phoenix_cluster._cli.bench_agents",)
+TRANSPORTS_ENV = "PHX_TRANSPORTS"
 _LONG_CALL_S = 600.0  # a relay's measuring call runs for seconds
 
 
@@ -105,14 +108,39 @@ class _Session:
 Measure = Callable[[_Session], Awaitable[Any]]
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """Set (``None``: leave alone) one variable of this process's environment for a while."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 def _run(
     factory: Callable[[], asyncio.AbstractEventLoop],
     members: int,
     measure: Measure,
     node_env: dict[str, str],
     node_loops: set[str],
+    *,
+    transports: str | None = None,
 ) -> Any:
-    """Run ``measure`` in a fresh loop against a fresh cluster of ``members`` nodes."""
+    """Run ``measure`` in a fresh loop against a fresh cluster of ``members`` nodes.
+
+    Args:
+        transports: a transport chain (``"tcp"``, ``"http2"``, ``"quic"``, ...) for the
+            nodes, the client and the cluster's own probe (set as ``PHX_TRANSPORTS`` in
+            this process while the cluster runs); ``None`` keeps the defaults.
+    """
 
     async def main() -> Any:
         async with LocalCluster(nodes=members, imports=_IMPORTS, env=node_env) as cluster:
@@ -121,6 +149,7 @@ def _run(
                 role="client",
                 seeds=cluster.addresses,
                 cookie=cluster.cookie,
+                transports=transports or "tcp",
             )
             async with phx.Node(settings=settings) as client:
                 session = _Session(cluster, client)
@@ -130,7 +159,7 @@ def _run(
                 return result
 
     gc.collect()
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with _environ(TRANSPORTS_ENV, transports), asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
 
 

@@ -296,6 +296,12 @@ class TcpConnection:
             while True:
                 data = await reader.read(chunk)
                 if not data:
+                    if decoder.buffered_bytes:
+                        # Hung up mid-frame: bad input (or a crash mid-write), say so.
+                        self._owner.note_protocol_error()
+                        self._owner.limiter.warning(
+                            _log, "protocol", "truncated frame from %s: the connection ended "
+                            "%d bytes into a frame", self._who, decoder.buffered_bytes)
                     self._on_eof()
                     return
                 self._last_recv = self._clock.monotonic()

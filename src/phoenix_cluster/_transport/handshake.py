@@ -88,10 +88,11 @@ async def _exchange(
     write(hs.messages_to_send())  # our Hello, without waiting for the peer's
     await writer.drain()
     while True:
-        header = await reader.readexactly(HEADER_BYTES)
+        header = await _read_exactly(reader, HEADER_BYTES, "a frame header")
         try:
             decoder.feed(header)  # checks the announced size before the body is read
-            (body,) = decoder.feed(await reader.readexactly(int.from_bytes(header, "big")))
+            size = int.from_bytes(header, "big")
+            (body,) = decoder.feed(await _read_exactly(reader, size, f"a {size:,}-byte frame"))
             try:
                 msg = codec.decode(body)
             except ValueError as exc:  # e.g. invalid UTF-8 that escaped the codec
@@ -106,3 +107,15 @@ async def _exchange(
         await writer.drain()
         if result is not None:
             return result
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n: int, what: str) -> bytes:
+    """``readexactly``, but a peer that hangs up mid-frame is bad input, not a goodbye."""
+    try:
+        return await reader.readexactly(n)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial and what == "a frame header":
+            raise  # a clean hang-up between frames
+        raise ProtocolError(
+            f"truncated frame: the peer closed after {len(exc.partial):,} of the "
+            f"{n:,} bytes of {what}") from exc
