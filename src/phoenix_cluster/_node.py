@@ -255,6 +255,7 @@ class Node:
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
                 max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
                 ssl_server=ssl_server, ssl_client=ssl_client,
+                handshake_timeout_s=s.handshake_timeout_s,
             )
             self._peers = PeerManager(transport, env=self.env)
         else:
@@ -263,6 +264,7 @@ class Node:
                 max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
                 chain=chain, ssl_server=ssl_server, ssl_client=ssl_client,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, tls_ca=s.tls_ca,
+                handshake_timeout_s=s.handshake_timeout_s,
             )
             self._peers = transport
         self._transport = transport

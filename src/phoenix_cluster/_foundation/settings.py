@@ -122,6 +122,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_frame_bytes: PositiveInt = 16 * 1024 * 1024
     """Largest frame accepted from a peer; checked before the body is read."""
 
+    handshake_timeout_s: PositiveFloat = 5.0
+    """Time a new connection has to authenticate before it is dropped (slow-loris peers
+    cannot hold sockets open)."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
