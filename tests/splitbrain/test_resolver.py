@@ -90,7 +90,9 @@ async def test_decides_only_after_the_unreachable_set_is_stable() -> None:
     assert h.keeps == [decision] and h.downs == []
     # d and e are removed now: nothing left to decide, even if the snapshot still lists them.
     h.clock.advance(60)
-    assert await h.resolver.check() is None
+    assert await h.resolver.check() is None  # calm starts: they still count for now
+    h.clock.advance(7)
+    assert await h.resolver.check() is None  # calm for stable_after: they stop counting
     stats = h.resolver.statistics()
     assert stats.state == "idle"
     assert (stats.decisions, stats.removed_members, stats.unreachable) == (1, 2, 0)
@@ -255,12 +257,33 @@ async def test_left_members_and_removed_members_do_not_count() -> None:
     assert (await h.resolver.check()).down == {"e"}  # type: ignore[union-attr]
     h.resolver.update(h.snap(e="dead", d="left"))    # d leaves gracefully: no partition
     h.clock.advance(7)
-    assert await h.resolver.check() is None
+    assert await h.resolver.check() is None          # calm starts (e still counts)
+    h.clock.advance(7)
+    assert await h.resolver.check() is None          # calm long enough: e stops counting
     h.resolver.update(h.snap(e="dead", d="left", c="dead"))
     h.clock.advance(7)
     decision = await h.resolver.check()              # a, b vs c: 2 < 3
     assert decision is not None and decision.action == "down_self"
     assert "quorum 3, 2 reachable [a, b] vs 1 unreachable [c]" in decision.reason
+
+
+async def test_a_cut_off_node_learning_its_losses_one_by_one_still_downs() -> None:
+    # a is cut off from b, c, d, e but suspects them one at a time, each further apart
+    # than stable_after (its probing slows down while it is unhealthy). Removed members
+    # keep counting as the other side until things calm down, so a cannot win 4|1, 3|1,
+    # 2|1 and a final 1|1 tie on its low address.
+    h = Harness()
+    h.resolver.update(h.snap(b="dead"))
+    h.clock.advance(7)
+    assert (await h.resolver.check()).action == "keep"  # type: ignore[union-attr]
+    h.resolver.update(h.snap(b="dead", c="dead"))
+    h.clock.advance(7)
+    assert (await h.resolver.check()).action == "keep"  # type: ignore[union-attr]  # 3|2
+    h.resolver.update(h.snap(b="dead", c="dead", d="dead"))
+    h.clock.advance(7)
+    decision = await h.resolver.check()                  # 2|3: the minority
+    assert decision is not None and decision.action == "down_self"
+    assert len(h.downs) == 1
 
 
 async def test_a_removed_member_counts_again_as_a_new_incarnation() -> None:

@@ -108,10 +108,13 @@ class _Inputs:
     reachable: frozenset[str]
     unreachable: frozenset[str]
     broken_links: frozenset[tuple[str, str]]
+    settled: frozenset[str] = frozenset()
+    """Unreachable members an earlier ``keep`` already removed: they still count as the
+    other side (see ``_counting``) but do not call for a new decision by themselves."""
 
     @property
     def troubled(self) -> bool:
-        return bool(self.unreachable or self.broken_links)
+        return bool(self.unreachable - self.settled or self.broken_links)
 
 
 class SplitBrainResolver:
@@ -185,6 +188,13 @@ class SplitBrainResolver:
         self._up_since: dict[str, float] = {}
         self._links: frozenset[tuple[str, str]] = frozenset()
         self._removed: dict[str, int] = {}  # name -> highest removed incarnation
+        # Removed members that still count as the other side. A cut-off node learns of
+        # its losses one suspicion at a time (its probes slow down while it is unhealthy);
+        # if each keep forgot the members it removed, it would win 4|1, then 3|1, ...,
+        # then a 1|1 tie, and never down. They stop counting once things have been calm
+        # (nothing new unreachable) for stable_after.
+        self._counting: set[str] = set()
+        self._calm_since: float | None = None
         self._inputs: _Inputs | None = None
         self._view: PartitionView | None = None
         self._changed_at = self._clock.monotonic()
@@ -267,17 +277,24 @@ class SplitBrainResolver:
             removed = self._removed.get(name)
             if removed is not None and incarnation > removed:
                 del self._removed[name]  # a newer incarnation: a fresh member
+                self._counting.discard(name)
+        counted = {n for n in self._counting if n in latest and statuses[n] != "left"}
         live = {
             name: member
             for name, member in latest.items()
-            if statuses[name] != "left" and (name not in self._removed or name == self.self_name)
+            if statuses[name] != "left"
+            and (name not in self._removed or name == self.self_name or name in counted)
         }
         if self.self_name not in live:
             inputs, view = None, None  # not joined yet, or leaving: nothing to decide
         else:
-            reachable = frozenset(n for n in live if n == self.self_name or statuses[n] == "alive")
-            links = frozenset((a, b) for a, b in self._links if a in live and b in live and a != b)
-            inputs = _Inputs(reachable, frozenset(live) - reachable, links)
+            reachable = frozenset(n for n in live if n == self.self_name
+                                  or (statuses[n] == "alive" and n not in counted))
+            links = frozenset((a, b) for a, b in self._links
+                              if a in live and b in live and a != b
+                              and a not in counted and b not in counted)
+            inputs = _Inputs(reachable, frozenset(live) - reachable, links,
+                             frozenset(counted))
             view = PartitionView(
                 self.self_name, tuple(live.values()), inputs.reachable, inputs.unreachable, links
             )
@@ -300,8 +317,18 @@ class SplitBrainResolver:
         if self._state in ("downed", "closed", "deciding"):
             return None
         inputs, view = self._inputs, self._view
+        if inputs is not None and not inputs.troubled and self._counting:
+            now = self._clock.monotonic()
+            if self._calm_since is None:
+                self._calm_since = now
+            elif now - self._calm_since >= self.stable_after_s:
+                self._counting.clear()  # calm again: removed members stop counting
+                self._calm_since = None
+                self._rebuild(after_decision=True)
+            return None
         if inputs is None or view is None or not inputs.troubled:
             return None
+        self._calm_since = None
         stable_for = self._clock.monotonic() - self._changed_at
         if stable_for < self.stable_after_s:
             return None
@@ -434,6 +461,8 @@ class SplitBrainResolver:
         for name in decision.down:
             if name != self.self_name:
                 self._removed[name] = max(incarnations.get(name, 0), self._removed.get(name, 0))
+                self._counting.add(name)
+        self._calm_since = None
         self._rebuild(after_decision=True)
         if self._on_keep is not None:
             await _call(self._on_keep, decision, "on_keep")

@@ -1,0 +1,382 @@
+"""Split-brain resolution on real node processes (issue 4, point 4).
+
+Each case of ``docs/design/splitbrain.md`` runs on a ``LocalCluster`` with the default
+strategy (keep-majority) and SWIM at its node defaults (probe every 0.5 s, timeout 0.2 s,
+suspicion x3). Network faults are iptables rules (root only; skipped with the reason
+otherwise); a pause is SIGSTOP/SIGCONT.
+
+``stable_after`` is 10 s here (default 7 s), not shorter. A node cut off from the
+others gets neither acks nor nacks, so Lifeguard slows its probing up to 8 x 0.5 s = 4 s
+per probe, and it probes one member per period, suspects included: on the cut-off side
+successive suspicions arrive up to two or three periods apart (8 s and more was seen
+with 5 members). The resolver decides on whatever is suspected once the set has been
+stable for ``stable_after``, so a shorter window decides on a partial view: the minority
+keeps and removes the members it suspected first; removed members keep counting as the
+other side until things calm down, so it still ends up downing itself (last test).
+
+Measured time lines: the cut-off side suspects all of the other side within 2-8 s,
+the set is then stable for 10 s, the resolver decides on its next tick (1 s) and the
+losing node exits with ``EXIT_DOWNED`` (3): 15-20 s after the cut. The winners suspect
+the lost nodes within 1 s and declare them dead within 2-3 s, when their rings re-home
+the lost nodes' keys; they log their own decision (KEEP) after ``stable_after``.
+
+Every wait is a deadline on a condition (``wait_until``, ``LocalCluster.wait``, polling);
+the only fixed waits are observation windows asserting that something does NOT happen
+(nobody downs while a link flaps or a pair is broken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+
+import pytest
+from cluster_agents import Tally
+
+import phoenix_cluster as phx
+from phoenix_cluster._splitbrain import EXIT_DOWNED
+from phoenix_cluster.testing import LocalCluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+STABLE_AFTER_S = 10.0
+ENV = {"PHX_SPLIT_BRAIN_STABLE_AFTER_S": str(STABLE_AFTER_S)}
+# Suspecting the whole other side (2-8 s, with Lifeguard) + stable_after + a tick + the
+# shutdown: 15-20 s; the deadline leaves room for a loaded machine.
+DOWN_DEADLINE_S = 35.0
+# A woken node hears it was declared dead in the ack to its first probe, or the first
+# push-pull (every 10 s) at the latest, and downs itself at once.
+WAKE_DOWN_DEADLINE_S = 15.0
+# Until the survivors have declared the lost nodes dead and every key answers again.
+SERVE_DEADLINE_S = 20.0
+CALL_TIMEOUT_S = 1.0
+UNREACHABLE = (phx.NodeUnavailable, phx.CallTimeout)
+DECISION = "split-brain decision at "
+
+
+def require_network_faults() -> None:
+    reason = LocalCluster.network_faults_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def names(indices: Iterable[int]) -> set[str]:
+    return {f"node-{i}" for i in indices}
+
+
+def decisions(cluster: LocalCluster, index: int) -> list[str]:
+    """The split-brain decision lines in node ``index``'s log (one per decision)."""
+    node = cluster.nodes[index]
+    return [line for line in node.log().splitlines() if f"{DECISION}{node.name}:" in line]
+
+
+def listed(line: str, field: str) -> set[str]:
+    """The names in ``field=[a, b]`` of a decision line."""
+    start = line.index(f" {field}=[") + len(field) + 3
+    inside = line[start:line.index("]", start)]
+    return {n.strip() for n in inside.split(",") if n.strip()}
+
+
+def exited(cluster: LocalCluster) -> dict[str, int | None]:
+    return {n.name: n.process.returncode for n in cluster.nodes
+            if n.process is not None and n.process.returncode is not None}
+
+
+def tails(cluster: LocalCluster) -> str:
+    """The end of every node's log, for assertion messages."""
+    return "\n".join(f"--- {n.name}\n{n.log()[-2500:]}" for n in cluster.nodes)
+
+
+def by_key(keys: dict[str, list[str]]) -> dict[str, str]:
+    return {k: owner for owner, ks in keys.items() for k in ks}
+
+
+def tally(client: phx.Node, key: str) -> phx.AgentRef:
+    return client.ref(Tally, key).options(timeout=CALL_TIMEOUT_S)
+
+
+async def where(client: phx.Node, key: str) -> str:
+    return str(await tally(client, key).where())
+
+
+async def keys_by_owner(client: phx.Node, cluster: LocalCluster,
+                        per_node: int = 2) -> dict[str, list[str]]:
+    """``per_node`` keys owned by each node, found by asking the agents where they live."""
+    found: dict[str, list[str]] = {n.name: [] for n in cluster.nodes}
+    for i in range(400):
+        key = f"k{i}"
+        owner = await where(client, key)
+        if len(found[owner]) < per_node:
+            found[owner].append(key)
+        if all(len(keys) == per_node for keys in found.values()):
+            return found
+    raise AssertionError(f"no {per_node} keys per node among 400: {found}")
+
+
+async def served_by(client: phx.Node, keys: Sequence[str], *, excluded: set[str],
+                    timeout: float = SERVE_DEADLINE_S) -> dict[str, str]:
+    """Poll until every key answers ``where()`` from ``client`` on a node outside
+    ``excluded``; returns each key's owner. Fails with the last answers at the deadline."""
+    deadline = time.monotonic() + timeout
+    owners: dict[str, str] = {}
+    last: dict[str, str] = {}
+    while True:
+        for key in keys:
+            if key in owners:
+                continue
+            try:
+                owner = await where(client, key)
+            except UNREACHABLE as exc:
+                last[key] = type(exc).__name__
+                continue
+            if owner in excluded:
+                last[key] = f"still on {owner}"
+                continue
+            owners[key] = owner
+        if len(owners) == len(keys):
+            return owners
+        if time.monotonic() > deadline:
+            missing = {k: v for k, v in last.items() if k not in owners}
+            raise AssertionError(f"not served outside {sorted(excluded)} after {timeout}s:"
+                                 f" {missing}")
+        await asyncio.sleep(0.1)  # an open breaker fails fast: do not spin
+
+
+async def owners_agree(a: phx.Node, b: phx.Node, keys: Sequence[str], *,
+                       timeout: float = SERVE_DEADLINE_S) -> dict[str, str]:
+    """Poll until clients ``a`` and ``b`` (seeded by different nodes) find every key on
+    the same node, twice in a row; returns the owners: one owner per key, whoever asks."""
+    deadline = time.monotonic() + timeout
+    previous: dict[str, tuple[str, str]] = {}
+    while True:
+        seen: dict[str, tuple[str, str]] = {}
+        try:
+            for key in keys:
+                seen[key] = (await where(a, key), await where(b, key))
+        except UNREACHABLE:
+            pass
+        else:
+            if all(x == y for x, y in seen.values()) and seen == previous:
+                return {k: x for k, (x, _) in seen.items()}
+        previous = seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the two clients disagree on owners after {timeout}s:"
+                                 f" {seen}")
+        await asyncio.sleep(0.1)
+
+
+async def keep_running(cluster: LocalCluster, indices: Iterable[int], seconds: float) -> None:
+    """Observe for ``seconds`` that the nodes ``indices`` keep running."""
+    deadline = time.monotonic() + seconds
+    watched = list(indices)
+    while time.monotonic() < deadline:
+        stopped = [cluster.nodes[i].name for i in watched if not cluster.nodes[i].running]
+        assert not stopped, f"{stopped} stopped while they should run:\n{tails(cluster)}"
+        await asyncio.sleep(0.1)
+
+
+async def exit_codes(cluster: LocalCluster, indices: Iterable[int],
+                     timeout: float = DOWN_DEADLINE_S) -> list[int]:
+    """Wait for the nodes ``indices`` to exit; their exit codes, or fail with the logs."""
+    try:
+        return await asyncio.gather(*(cluster.wait(i, timeout_s=timeout) for i in indices))
+    except TimeoutError:
+        raise AssertionError(f"still running after {timeout}s: "
+                             f"{[n.name for n in cluster.nodes if n.running]}\n"
+                             f"{tails(cluster)}") from None
+
+
+def assert_downed(cluster: LocalCluster, index: int, *, majority: Iterable[int]) -> str:
+    """Node ``index`` explains its downing in ONE decision line holding the inputs;
+    returns the line."""
+    lines = decisions(cluster, index)
+    assert len(lines) == 1, tails(cluster)
+    line = lines[0]
+    assert "DOWN_SELF by keep-majority" in line, line
+    assert names(majority) <= listed(line, "unreachable"), line
+    assert cluster.nodes[index].name in listed(line, "reachable"), line
+    assert "this side is the minority" in line, line
+    assert "downed by split-brain resolution" in cluster.nodes[index].log()
+    return line
+
+
+async def test_an_isolated_node_downs_itself_and_the_majority_serves_its_keys() -> None:
+    require_network_faults()
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+        # The isolated node holds the lowest address: a minority of one still loses.
+        lost, survivors = 0, [1, 2]
+
+        started = time.monotonic()
+        cluster.isolate(lost)
+        assert await exit_codes(cluster, [lost]) == [EXIT_DOWNED]
+        assert STABLE_AFTER_S < time.monotonic() - started < DOWN_DEADLINE_S
+        line = assert_downed(cluster, lost, majority=survivors)
+        assert listed(line, "reachable") - {client.name} == {"node-0"}
+
+        owners = await served_by(client, list(by_key(keys)), excluded={"node-0"})
+        assert set(owners.values()) <= names(survivors)
+        for key in keys["node-0"]:  # re-homed to a survivor, and it takes writes
+            assert await tally(client, key).add(1) == 1
+        await wait_until(lambda: all(decisions(cluster, i) for i in survivors),
+                         timeout=10, what="every survivor to log its decision")
+        for i in survivors:
+            assert cluster.nodes[i].running
+            [line] = decisions(cluster, i)
+            assert "KEEP by keep-majority" in line and listed(line, "down") == {"node-0"}
+
+
+async def test_a_2_3_split_downs_the_two_and_the_three_serve_every_key() -> None:
+    require_network_faults()
+    async with LocalCluster(nodes=5, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+        # The two hold the lowest addresses: the tie-break never beats a majority.
+        minority, majority = [0, 1], [2, 3, 4]
+
+        started = time.monotonic()
+        cluster.partition(minority, [*majority, client])
+        assert await exit_codes(cluster, minority) == [EXIT_DOWNED, EXIT_DOWNED]
+        assert time.monotonic() - started < DOWN_DEADLINE_S
+        for i in minority:
+            line = assert_downed(cluster, i, majority=majority)
+            # The partner may be gone already (downed first: it exits without leaving),
+            # and the client may still look reachable (clients never count).
+            assert listed(line, "reachable") - {client.name} <= names(minority)
+
+        owners = await served_by(client, list(by_key(keys)), excluded=names(minority))
+        assert set(owners.values()) <= names(majority)
+        assert {n.name for n in cluster.nodes if n.running} == names(majority)
+        await wait_until(lambda: all(decisions(cluster, i) for i in majority),
+                         timeout=10, what="every survivor to log its decision")
+        for i in majority:
+            [line] = decisions(cluster, i)
+            assert "KEEP by keep-majority" in line
+            assert listed(line, "down") == names(minority)
+
+
+async def test_a_broken_pair_downs_nobody_and_the_cluster_keeps_serving() -> None:
+    """splitbrain.md, "Broken pair": A and B cannot talk, C reaches both. Indirect probes
+    through C keep both alive; should a suspicion stick, without link information (what
+    membership reports today) each endpoint sees 2|1 and keeps, and with it only the
+    junior endpoint downs. Either way C never downs and at most one of A, B does."""
+    require_network_faults()
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        a = await cluster.client(seeds=[cluster.addresses[0]])
+        b = await cluster.client(seeds=[cluster.addresses[2]])
+        keys = await keys_by_owner(a, cluster)
+        incarnations = {m.name: m.incarnation for m in a.members()}
+
+        cluster.partition([0], [1])
+        # Long enough for a suspicion over the broken link to become stable and decided.
+        await keep_running(cluster, [2], STABLE_AFTER_S + 4)
+        gone = exited(cluster)
+        assert len(gone) <= 1, tails(cluster)
+        if gone:  # only the documented junior endpoint (younger, then higher address)
+            junior = max(("node-0", "node-1"), key=lambda n: (incarnations[n], n))
+            assert gone == {junior: EXIT_DOWNED}, tails(cluster)
+            assert "broken link" in decisions(cluster, int(junior[-1]))[0]
+        for i in range(3):
+            for line in decisions(cluster, i):
+                assert "DOWN_SELF" not in line or "broken link" in line, line
+
+        owners = await owners_agree(a, b, list(by_key(keys)))
+        assert not set(owners.values()) & set(gone)
+        cluster.heal()
+        if not gone:  # nothing moved: every key is where it was before the cut
+            assert owners == by_key(keys)
+            await cluster.wait_converged()
+            assert await owners_agree(a, b, list(by_key(keys))) == by_key(keys)
+
+
+async def test_a_flapping_link_downs_nobody() -> None:
+    """Every link of node 0 goes down for 1 s out of 2, for 1.2 x stable_after: each
+    outage is far shorter than stable_after, the unreachable sets keep changing and
+    nobody decides (splitbrain.md: "a flapping link never decides")."""
+    require_network_faults()
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+
+        flapping = asyncio.create_task(cluster.flap(
+            [0], [1, 2, client], period_s=2.0, duration_s=1.2 * STABLE_AFTER_S))
+        steady = keys["node-1"] + keys["node-2"]
+        while not flapping.done():  # the other nodes' keys keep answering throughout
+            owners = await served_by(client, steady, excluded={"node-0"}, timeout=5)
+            assert set(owners.values()) <= {"node-1", "node-2"}
+            assert exited(cluster) == {}, tails(cluster)
+            await asyncio.sleep(0.1)
+        assert 5 <= await flapping <= 7  # outages of 1 s
+
+        # After the last outage a decision would come within stable_after and a tick.
+        await keep_running(cluster, range(3), STABLE_AFTER_S + 2)
+        for i in range(3):
+            assert decisions(cluster, i) == [], tails(cluster)
+        await cluster.wait_converged()
+        assert await served_by(client, list(by_key(keys)), excluded=set()) == by_key(keys)
+
+
+# ------------------------------------------------------------------ a paused node
+
+
+async def pause_until_rehomed(cluster: LocalCluster, a: phx.Node,
+                              b: phx.Node) -> tuple[list[str], float]:
+    """Write to node 2's keys, SIGSTOP it until the others decided without it and serve
+    its keys, write there again, SIGCONT it. Returns its keys and when it woke."""
+    keys = await keys_by_owner(a, cluster)
+    for key in keys["node-2"]:
+        assert await tally(a, key).add(100) == 100
+    cluster.pause(2)
+    await wait_until(lambda: all(decisions(cluster, i) for i in (0, 1)),
+                     timeout=DOWN_DEADLINE_S, what="the others to decide without node-2")
+    for i in (0, 1):
+        [line] = decisions(cluster, i)
+        assert "KEEP by keep-majority" in line and listed(line, "down") == {"node-2"}
+    await served_by(a, keys["node-2"], excluded={"node-2"})
+    await owners_agree(a, b, keys["node-2"])
+    for key in keys["node-2"]:  # a fresh activation on a survivor takes writes
+        assert await tally(a, key).add(1) == 1
+    cluster.resume(2)
+    return keys["node-2"], time.monotonic()
+
+
+async def test_a_paused_node_that_wakes_up_downs_itself_and_never_owns_again() -> None:
+    """splitbrain.md, "Paused node": the others removed it while it slept; on waking it
+    hears it was declared dead and downs itself (exit 3) at once, instead of refuting its
+    way back with the agents it had before the pause. Safe: the writes made on the
+    survivors meanwhile stay visible, and two clients seeded by different nodes find
+    every key on the same surviving node."""
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        a = await cluster.client(seeds=[cluster.addresses[0]])
+        b = await cluster.client(seeds=[cluster.addresses[1]])
+        keys, woke = await pause_until_rehomed(cluster, a, b)
+
+        assert await exit_codes(cluster, [2], timeout=WAKE_DOWN_DEADLINE_S) == [EXIT_DOWNED]
+        assert time.monotonic() - woke < WAKE_DOWN_DEADLINE_S
+        [line] = decisions(cluster, 2)
+        assert "DOWN_SELF" in line and "declared node-2 dead" in line, line
+        assert "the cluster declared this node dead" in cluster.nodes[2].log()
+
+        every_key = [*keys, *[f"k{i}" for i in range(20)]]
+        owners = await owners_agree(a, b, every_key)
+        assert set(owners.values()) <= {"node-0", "node-1"}
+        for key in keys:  # the survivor's activation, never the one from before the pause
+            assert await tally(a, key).read() == [1], (key, owners[key])
+        assert cluster.nodes[0].running and cluster.nodes[1].running
+        for i in (0, 1):
+            assert len(decisions(cluster, i)) == 1, tails(cluster)
+
+
+async def test_an_isolated_node_downs_itself_even_with_a_short_stable_after() -> None:
+    """With a short stable_after the cut-off node may first keep on a partial view (it
+    suspects the others one at a time), but removed members keep counting as the other
+    side, so it ends up the minority and downs itself."""
+    require_network_faults()
+    async with LocalCluster(nodes=5, imports=["cluster_agents"],
+                            env={"PHX_SPLIT_BRAIN_STABLE_AFTER_S": "2"}) as cluster:
+        await cluster.client()
+        cluster.isolate(0)
+        assert await cluster.wait(0, timeout_s=2 * DOWN_DEADLINE_S) == EXIT_DOWNED
+        assert "DOWN_SELF" in decisions(cluster, 0)[-1]
