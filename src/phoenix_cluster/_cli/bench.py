@@ -1,14 +1,16 @@
 """``phx bench``: measure Phoenix on this machine.
 
 Only the command definitions live here; the measuring code (``bench_local.py``,
-``bench_cluster.py``) is imported when a benchmark actually runs, so ``phx --help`` stays
-fast.
+``bench_cluster.py``, ``bench_remote.py``, ``bench_membership.py``) is imported when a
+benchmark actually runs, so ``phx --help`` stays fast. Each of those modules offers
+``print_report(results)`` and ``save_json(results, path)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -17,6 +19,44 @@ if TYPE_CHECKING:
 
 __all__ = ["bench"]
 
+Progress = Callable[[str], None]
+
+_json_option = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also save the figures and the machine description as JSON to this file.",
+)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _quick_option(
+    help: str = "Shrink every size about tenfold (a smoke run).",
+) -> Callable[[_F], _F]:
+    return click.option("--quick", is_flag=True, help=help)
+
+
+def _measure(module: Any, run: Callable[[Progress], Any], json_path: Path | None) -> None:
+    """Run a benchmark with progress lines on stderr, print its report, save its JSON."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def progress(text: str) -> None:
+        console.print(f"[dim]measuring {text}…[/]")
+
+    try:
+        results = run(progress)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot use the requested event loop: {exc}") from exc
+    module.print_report(results)
+    if json_path is not None:
+        module.save_json(results, json_path)
+        console.print(f"saved {json_path}")
+
 
 @click.group()
 def bench() -> None:
@@ -24,14 +64,8 @@ def bench() -> None:
 
 
 @bench.command("local")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Also save the figures and the machine description as JSON to this file.",
-)
-@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@_json_option
+@_quick_option()
 @click.option(
     "--loop",
     type=click.Choice(["auto", "uvloop", "asyncio"]),
@@ -45,34 +79,15 @@ def local(json_path: Path | None, quick: bool, loop: str) -> None:
     Every measurement runs on a fresh node (memory ones in a fresh process). The full
     run takes about a minute; --quick a few seconds.
     """
-    from rich.console import Console
-
     from . import bench_local
 
-    console = Console(stderr=True)
-
-    def progress(text: str) -> None:
-        console.print(f"[dim]measuring {text}…[/]")
-
-    try:
-        results = bench_local.run_local(quick=quick, loop=cast("LoopName", loop), progress=progress)
-    except ImportError as exc:
-        raise click.ClickException(f"cannot use the requested event loop: {exc}") from exc
-    bench_local.print_report(results)
-    if json_path is not None:
-        bench_local.save_json(results, json_path)
-        console.print(f"saved {json_path}")
+    _measure(bench_local, lambda progress: bench_local.run_local(
+        quick=quick, loop=cast("LoopName", loop), progress=progress), json_path)
 
 
 @bench.command("cluster")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Also save the figures and the machine description as JSON to this file.",
-)
-@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@_json_option
+@_quick_option()
 @click.option(
     "--loop",
     type=click.Choice(["auto", "uvloop", "asyncio"]),
@@ -87,36 +102,15 @@ def cluster(json_path: Path | None, quick: bool, loop: str) -> None:
     measures from a client node in this process. The full run takes about a minute;
     --quick a few seconds.
     """
-    from rich.console import Console
-
     from . import bench_cluster
 
-    console = Console(stderr=True)
-
-    def progress(text: str) -> None:
-        console.print(f"[dim]measuring {text}…[/]")
-
-    try:
-        results = bench_cluster.run_cluster(
-            quick=quick, loop=cast("LoopName", loop), progress=progress
-        )
-    except ImportError as exc:
-        raise click.ClickException(f"cannot use the requested event loop: {exc}") from exc
-    bench_cluster.print_report(results)
-    if json_path is not None:
-        bench_cluster.save_json(results, json_path)
-        console.print(f"saved {json_path}")
+    _measure(bench_cluster, lambda progress: bench_cluster.run_cluster(
+        quick=quick, loop=cast("LoopName", loop), progress=progress), json_path)
 
 
 @bench.command("remote")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Also save the figures and the machine description as JSON to this file.",
-)
-@click.option("--quick", is_flag=True, help="Shrink every size about tenfold (a smoke run).")
+@_json_option
+@_quick_option()
 @click.option(
     "--transport",
     type=click.Choice(["tcp", "http2", "quic", "all"]),
@@ -131,36 +125,17 @@ def remote(json_path: Path | None, quick: bool, transport: str) -> None:
     node in this process: call p50/p95/p99 with one call in flight, calls/s with 1, 16
     and 256 in flight, casts/s. The full run takes about a minute; --quick seconds.
     """
-    from rich.console import Console
-
     from . import bench_remote
 
-    console = Console(stderr=True)
-
-    def progress(text: str) -> None:
-        console.print(f"[dim]measuring {text}…[/]")
-
     chosen = bench_remote.TRANSPORTS if transport == "all" else (transport,)
-    results = bench_remote.run_remote(
+    _measure(bench_remote, lambda progress: bench_remote.run_remote(
         transports=cast("tuple[bench_remote.TransportName, ...]", chosen),
-        quick=quick,
-        progress=progress,
-    )
-    bench_remote.print_report(results)
-    if json_path is not None:
-        bench_remote.save_json(results, json_path)
-        console.print(f"saved {json_path}")
+        quick=quick, progress=progress), json_path)
 
 
 @bench.command("membership")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Also save the figures and the machine description as JSON to this file.",
-)
-@click.option("--quick", is_flag=True, help="2 trials, 10 s of load, one seed per size.")
+@_json_option
+@_quick_option("2 trials, 10 s of load, one seed per size.")
 def membership(json_path: Path | None, quick: bool) -> None:
     """Membership figures: cold start, failure detection, false positives, SWIM rounds.
 
@@ -168,17 +143,7 @@ def membership(json_path: Path | None, quick: bool) -> None:
     per trial, loads every core with busy loops, then simulates 10 to 1,000 members
     in-process. The full run takes about four minutes; --quick about one.
     """
-    from rich.console import Console
-
     from . import bench_membership
 
-    console = Console(stderr=True)
-
-    def progress(text: str) -> None:
-        console.print(f"[dim]measuring {text}…[/]")
-
-    results = bench_membership.run_membership(quick=quick, progress=progress)
-    bench_membership.print_report(results)
-    if json_path is not None:
-        bench_membership.save_json(results, json_path)
-        console.print(f"saved {json_path}")
+    _measure(bench_membership, lambda progress: bench_membership.run_membership(
+        quick=quick, progress=progress), json_path)
