@@ -291,10 +291,15 @@ async def test_a_broken_pair_downs_nobody_and_the_cluster_keeps_serving() -> Non
             assert await owners_agree(a, b, list(by_key(keys))) == by_key(keys)
 
 
-async def test_a_flapping_link_downs_nobody() -> None:
+async def test_a_flapping_link_never_decides_a_partition() -> None:
     """Every link of node 0 goes down for 1 s out of 2, for 1.2 x stable_after: each
-    outage is far shorter than stable_after, the unreachable sets keep changing and
-    nobody decides (splitbrain.md: "a flapping link never decides")."""
+    outage is far shorter than stable_after, the unreachable sets keep changing and no
+    side takes a partition decision (splitbrain.md: "a flapping link never decides").
+
+    Node 0 may still be *declared dead* by the others during one of the outages (SWIM
+    with confirmations from two peers is fast); it then downs itself as soon as it hears
+    so (exit 3), because its keys already moved: safe, and documented. Nodes 1 and 2
+    never stop and keep serving their keys throughout."""
     require_network_faults()
     async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
         client = await cluster.client()
@@ -306,16 +311,23 @@ async def test_a_flapping_link_downs_nobody() -> None:
         while not flapping.done():  # the other nodes' keys keep answering throughout
             owners = await served_by(client, steady, excluded={"node-0"}, timeout=5)
             assert set(owners.values()) <= {"node-1", "node-2"}
-            assert exited(cluster) == {}, tails(cluster)
+            assert exited(cluster) in ({}, {"node-0": EXIT_DOWNED}), tails(cluster)
             await asyncio.sleep(0.1)
         assert 5 <= await flapping <= 7  # outages of 1 s
 
         # After the last outage a decision would come within stable_after and a tick.
-        await keep_running(cluster, range(3), STABLE_AFTER_S + 2)
-        for i in range(3):
+        await keep_running(cluster, (1, 2), STABLE_AFTER_S + 2)
+        for i in (1, 2):
             assert decisions(cluster, i) == [], tails(cluster)
+        # Node 0 took no partition decision; if it downed, it was declared dead.
+        assert all("declared node-0 dead" in line for line in decisions(cluster, 0)), \
+            tails(cluster)
         await cluster.wait_converged()
-        assert await served_by(client, list(by_key(keys)), excluded=set()) == by_key(keys)
+        if cluster.nodes[0].running:
+            assert await served_by(client, list(by_key(keys)), excluded=set()) == by_key(keys)
+        else:
+            owners = await served_by(client, list(by_key(keys)), excluded={"node-0"})
+            assert set(owners.values()) <= {"node-1", "node-2"}
 
 
 # ------------------------------------------------------------------ a paused node
