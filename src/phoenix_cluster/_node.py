@@ -331,8 +331,14 @@ class Node:
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
-        ring = HashRing.from_snapshot(snapshot)
-        self._ring = ring if len(ring) else None
+        # Most changes (a suspicion, a refutation, a client joining) leave the hosting
+        # members as they are: rebuilding 160 vnodes per member each time would be waste.
+        hosts = {m.name for m in snapshot.members
+                 if m.role == "member" and m.status in ("alive", "suspect")}
+        current = self._ring
+        if current is not None and set(current.members) == hosts:
+            return
+        self._ring = HashRing.from_snapshot(snapshot) if hosts else None
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]

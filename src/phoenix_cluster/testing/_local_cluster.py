@@ -39,6 +39,7 @@ from .._membership.messages import SyncState, decode_sync_state, encode_sync_sta
 from .._node import Node
 from .._transport.tcp import parse_address
 from ..errors import PhoenixError
+from ._wait import wait_until
 
 __all__ = ["ClusterNode", "LocalCluster", "Member", "free_port"]
 
@@ -407,9 +408,9 @@ class LocalCluster:
         await node.start()
         self._clients.append(node)
         running = {n.name for n in self.nodes if n.running}
-        await _wait_for(
+        await wait_until(
             lambda: running <= {m.name for m in node.members() if m.status == "alive"},
-            30.0, f"{node.name} to see {sorted(running)} alive",
+            timeout=30.0, what=f"{node.name} to see {sorted(running)} alive",
         )
         return node
 
@@ -718,12 +719,3 @@ def _loopback_prefix(prefix: str | None) -> str | None:
     except OSError:
         return None
     return prefix
-
-
-async def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
