@@ -8,39 +8,18 @@ to ``docs/benchmarks.md``, not to a noisy test machine.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_helpers import numbers as json_numbers
+from cli_helpers import phx
 
 pytestmark = pytest.mark.slow
 
 
-def _phx(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "phoenix_cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _numbers(data: Any, path: str = "$") -> list[tuple[str, float]]:
-    if isinstance(data, bool):
-        return []
-    if isinstance(data, int | float):
-        return [(path, float(data))]
-    if isinstance(data, dict):
-        return [n for k, v in data.items() for n in _numbers(v, f"{path}.{k}")]
-    return []
-
-
 def test_bench_cluster_quick_saves_positive_figures(tmp_path: Path) -> None:
     out = tmp_path / "results" / "cluster.json"
-    proc = _phx("bench", "cluster", "--quick", "--json", str(out))
+    proc = phx("bench", "cluster", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "client → member p95" in proc.stdout
     assert "member → member p95" in proc.stdout
@@ -66,7 +45,7 @@ def test_bench_cluster_quick_saves_positive_figures(tmp_path: Path) -> None:
 
     # Every figure is a positive number (the refusal counts are not figures: often 0).
     figures = {k: v for k, v in results.items() if k not in ("machine", "cast_final_call_refusals")}
-    numbers = _numbers(figures)
+    numbers = json_numbers(figures)
     assert len(numbers) >= 25
     not_positive = [(path, value) for path, value in numbers if not value > 0]
     assert not not_positive
@@ -74,7 +53,7 @@ def test_bench_cluster_quick_saves_positive_figures(tmp_path: Path) -> None:
 
 def test_bench_cluster_asyncio_loop_reaches_the_nodes(tmp_path: Path) -> None:
     out = tmp_path / "asyncio.json"
-    proc = _phx("bench", "cluster", "--quick", "--loop", "asyncio", "--json", str(out))
+    proc = phx("bench", "cluster", "--quick", "--loop", "asyncio", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     machine = json.loads(out.read_text())["machine"]
     assert machine["loop"] == "asyncio"

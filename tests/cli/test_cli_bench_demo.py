@@ -11,34 +11,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-
-def _phx(*args: str, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "phoenix_cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _numbers(data: Any, path: str = "$") -> list[tuple[str, float]]:
-    if isinstance(data, bool):
-        return []
-    if isinstance(data, int | float):
-        return [(path, float(data))]
-    if isinstance(data, dict):
-        return [n for k, v in data.items() for n in _numbers(v, f"{path}.{k}")]
-    return []
+from cli_helpers import numbers as json_numbers
+from cli_helpers import phx
 
 
 def test_bench_local_quick_saves_positive_figures(tmp_path: Path) -> None:
     out = tmp_path / "results" / "local.json"
-    proc = _phx("bench", "local", "--quick", "--json", str(out))
+    proc = phx("bench", "local", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "call latency p95" in proc.stdout
 
@@ -66,7 +47,7 @@ def test_bench_local_quick_saves_positive_figures(tmp_path: Path) -> None:
         "passive_tracemalloc_bytes_per_agent",
     }
 
-    numbers = _numbers({k: v for k, v in results.items() if k != "machine"})
+    numbers = json_numbers({k: v for k, v in results.items() if k != "machine"})
     assert len(numbers) >= 20
     not_positive = [(path, value) for path, value in numbers if not value > 0]
     assert not not_positive
@@ -74,7 +55,7 @@ def test_bench_local_quick_saves_positive_figures(tmp_path: Path) -> None:
 
 def test_bench_local_asyncio_loop(tmp_path: Path) -> None:
     out = tmp_path / "asyncio.json"
-    proc = _phx("bench", "local", "--quick", "--loop", "asyncio", "--json", str(out))
+    proc = phx("bench", "local", "--quick", "--loop", "asyncio", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     machine = json.loads(out.read_text())["machine"]
     assert machine["loop"] == "asyncio"
@@ -82,7 +63,7 @@ def test_bench_local_asyncio_loop(tmp_path: Path) -> None:
 
 
 def test_demo_short_run_checks_invariants() -> None:
-    proc = _phx("demo", "--duration", "3", "--agents", "300")
+    proc = phx("demo", "--duration", "3", "--agents", "300")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "150 accounts and 150 counters" in out
@@ -98,7 +79,7 @@ def test_demo_short_run_checks_invariants() -> None:
 
 @pytest.mark.parametrize("args", [["bench", "local", "--help"], ["demo", "--help"]])
 def test_help(args: list[str]) -> None:
-    proc = _phx(*args, timeout=30.0)
+    proc = phx(*args, timeout=30.0)
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout
 

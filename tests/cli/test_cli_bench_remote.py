@@ -8,37 +8,16 @@ beyond sanity: the figures belong to ``docs/benchmarks.md``, not to a noisy test
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_helpers import numbers as json_numbers
+from cli_helpers import phx
 
 pytestmark = pytest.mark.slow
 
 TRANSPORTS = {"tcp", "http2", "quic"}
 IN_FLIGHT = {"1", "16", "256"}
-
-
-def _phx(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "phoenix_cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _numbers(data: Any, path: str = "$") -> list[tuple[str, float]]:
-    if isinstance(data, bool):
-        return []
-    if isinstance(data, int | float):
-        return [(path, float(data))]
-    if isinstance(data, dict):
-        return [n for k, v in data.items() for n in _numbers(v, f"{path}.{k}")]
-    return []
 
 
 def _assert_latency(lat: dict[str, float], calls: int) -> None:
@@ -50,7 +29,7 @@ def _assert_latency(lat: dict[str, float], calls: int) -> None:
 @pytest.mark.timeout(300)
 def test_bench_remote_quick_all_transports_saves_positive_figures(tmp_path: Path) -> None:
     out = tmp_path / "results" / "remote.json"
-    proc = _phx("bench", "remote", "--quick", "--transport", "all", "--json", str(out))
+    proc = phx("bench", "remote", "--quick", "--transport", "all", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     for transport in TRANSPORTS:
         assert f"{transport} call p95" in proc.stdout
@@ -81,7 +60,7 @@ def test_bench_remote_quick_all_transports_saves_positive_figures(tmp_path: Path
 
     # Every figure of every row is a positive number (the refusal counts are not figures).
     figures = {k: v for k, v in results.items() if k != "machine"}
-    numbers = [(p, v) for p, v in _numbers(figures) if "cast_final_call_refusals" not in p]
+    numbers = [(p, v) for p, v in json_numbers(figures) if "cast_final_call_refusals" not in p]
     assert len(numbers) >= 3 * (7 + 3 + 1 + 6) + 7 + 3
     not_positive = [(path, value) for path, value in numbers if not value > 0]
     assert not not_positive
@@ -89,7 +68,7 @@ def test_bench_remote_quick_all_transports_saves_positive_figures(tmp_path: Path
 
 def test_bench_remote_one_transport(tmp_path: Path) -> None:
     out = tmp_path / "tcp.json"
-    proc = _phx("bench", "remote", "--quick", "--transport", "tcp", "--json", str(out))
+    proc = phx("bench", "remote", "--quick", "--transport", "tcp", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert set(results["transports"]) == {"tcp"}
@@ -97,6 +76,6 @@ def test_bench_remote_one_transport(tmp_path: Path) -> None:
 
 
 def test_bench_remote_rejects_an_unknown_transport() -> None:
-    proc = _phx("bench", "remote", "--transport", "carrier-pigeon", timeout=60)
+    proc = phx("bench", "remote", "--transport", "carrier-pigeon", timeout=60)
     assert proc.returncode == 2
     assert "carrier-pigeon" in proc.stderr

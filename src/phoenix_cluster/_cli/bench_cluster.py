@@ -373,6 +373,15 @@ def _ray(ray: str, value: float, ray_value: float, *, lower: bool) -> str:
     return f"{ray} ({ratio:.1f}x)" if ratio >= 1 else f"{ray} (1/{1 / ratio:.1f})"
 
 
+def report_title(command: str, m: dict[str, Any]) -> str:
+    """``phx bench COMMAND: 2 CPUs, CPython 3.11.7, uvloop`` (the loops of client and nodes)."""
+    loops = (
+        m["loop"] if m["loop"] == m["node_loop"] else f"client {m['loop']}, nodes {m['node_loop']}"
+    )
+    return (f"phx bench {command}: {m['cpu_count']} CPUs, {m['implementation']} "
+            f"{m['python']}, {loops}{' (quick)' if m['quick'] else ''}")
+
+
 def print_report(results: dict[str, Any]) -> None:
     """Print the results as a rich table (fits 80 columns)."""
     from rich.console import Console
@@ -380,14 +389,8 @@ def print_report(results: dict[str, Any]) -> None:
 
     m = results["machine"]
     sizes = results["sizes"]
-    loops = (
-        m["loop"] if m["loop"] == m["node_loop"] else f"client {m['loop']}, nodes {m['node_loop']}"
-    )
     table = Table(
-        title=(
-            f"phx bench cluster: {m['cpu_count']} CPUs, {m['implementation']} {m['python']}, "
-            f"{loops}{' (quick)' if m['quick'] else ''}"
-        ),
+        title=report_title("cluster", m),
         caption=(
             "Node processes on loopback, a fresh cluster per row; casts on 1 member. "
             f"{sizes['latency_calls']:,} sequential calls per latency row, "

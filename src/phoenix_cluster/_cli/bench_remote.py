@@ -55,6 +55,7 @@ from .bench_cluster import (
     _Session,
     _summarize,
     _throughput,
+    report_title,
 )
 from .bench_local import LoopName, loop_factory, machine_info, save_json
 
@@ -397,14 +398,8 @@ def print_report(results: dict[str, Any]) -> None:
     m = results["machine"]
     sizes = results["sizes"]
     raw = results["baseline"]
-    loops = (
-        m["loop"] if m["loop"] == m["node_loop"] else f"client {m['loop']}, nodes {m['node_loop']}"
-    )
     table = Table(
-        title=(
-            f"phx bench remote: {m['cpu_count']} CPUs, {m['implementation']} {m['python']}, "
-            f"{loops}{' (quick)' if m['quick'] else ''}"
-        ),
+        title=report_title("remote", m),
         caption=(
             "Client in this process, one phx node process on loopback (a fresh one per row). "
             f"call p50/p95/p99: {sizes['latency_calls']:,} sequential calls (one in flight); "
