@@ -92,7 +92,8 @@ async def test_a_node_that_does_not_own_the_key_redirects(trio_nodes: list[phx.N
     client = await client_for(trio_nodes, seeds=[trio_nodes[0].address])
     n0 = trio_nodes[0]
     assert client._runtime.router is not None
-    client._runtime.router.owner_of = lambda kind, key: (n0.name, n0.address or "")
+    placement = client._runtime.router.placement
+    placement.home = lambda kind, key: n0.name  # type: ignore[method-assign]
     try:
         owners = [await client.ref(Tally, f"r{i}").where() for i in range(20)]
         assert set(owners) == {"n0", "n1", "n2"}
@@ -131,9 +132,9 @@ async def test_unknown_kind_on_the_owner_is_agent_not_found(
         spec = Tally._phx_spec
         router = client._runtime.router
         assert router is not None
-        owner = router.owner_of("no.such.kind", "x")
-        assert owner is not None
-        conn = await router.peers.connection(owner[1])
+        address = router.remote_address(Tally._phx_spec, "x")
+        assert isinstance(address, str)
+        conn = await router.peers.connection(address)
         answer = await conn.request(Call(1, "no.such.kind", "x", "m", b"\x92\x90\x80", 1000), 2)
         assert answer.code == "agent_not_found"  # type: ignore[union-attr]
         assert spec.name == "cluster.tally"
@@ -149,9 +150,9 @@ async def test_a_resent_call_runs_at_most_once(trio_nodes: list[phx.Node]) -> No
         for client in clients:
             router = client._runtime.router
             assert router is not None
-            owner = router.owner_of("cluster.tally", "dedup")
-            assert owner is not None
-            conns.append(await router.peers.connection(owner[1]))
+            address = router.remote_address(Tally._phx_spec, "dedup")
+            assert isinstance(address, str)
+            conns.append(await router.peers.connection(address))
         payload = b"\x92\x91\x07\x80"  # msgpack of [[7], {}]
         call = Call(424242, "cluster.tally", "dedup", "add", payload, 2000)
         first, second = await asyncio.gather(conns[0].request(call, 2), conns[1].request(call, 2))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
 
+from .._placement.policies import Policy, check_policy
 from ..errors import AgentNotFound, ConfigError
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ __all__ = ["Agent", "Durability", "KindSpec", "MethodSpec", "kind_spec", "lookup
 
 Durability = Literal["quorum", "async", "none"]
 _DURABILITIES = ("quorum", "async", "none")
-_PLACEMENTS = ("hash", "local", "least_loaded")
 
 # Types that msgpack decodes to exactly, so their arguments need no conversion.
 _NATIVE: tuple[object, ...] = (int, str, bool, bytes, float, Any, object, type(None), None)
@@ -93,6 +93,7 @@ class KindSpec:
         "durability",
         "has_on_activate",
         "has_on_deactivate",
+        "hashed",
         "idle_timeout_s",
         "mailbox_limit",
         "methods",
@@ -109,7 +110,7 @@ class KindSpec:
         *,
         durability: Durability,
         idle_timeout_s: float | None,
-        placement: str,
+        placement: Policy,
         replicas: int,
         mailbox_limit: int | None,
     ) -> None:
@@ -118,6 +119,8 @@ class KindSpec:
         self.durability = durability
         self.idle_timeout_s = idle_timeout_s
         self.placement = placement
+        self.hashed = placement == "hash"
+        """``True`` for hash placement: the agent lives at its home, no directory entry."""
         self.replicas = replicas
         self.mailbox_limit = mailbox_limit
         self.methods: dict[str, MethodSpec] = {}
@@ -170,7 +173,10 @@ class Agent:
         idle_timeout: seconds without messages before the agent is passivated; its state
             is kept and it reactivates on the next message. Default: the node's
             ``idle_timeout_s``.
-        placement: ``"hash"`` (default), ``"local"`` or ``"least_loaded"``.
+        placement: ``"hash"`` (default: the key's home on the ring), ``"local"`` (the
+            node of the first caller), ``"least_loaded"``, ``"scored"`` or
+            ``phx.Scored(resources=, affinity=, latency=, load=)`` (weighted node score).
+            See ``docs/distributed-agents.md``.
         replicas: copies of the state in the cluster (default 3).
         mailbox_limit: messages waiting before new ones fail with ``phx.Overloaded``.
             Default: the node's ``mailbox_limit``.
@@ -192,7 +198,7 @@ class Agent:
         kind: str | None = None,
         durability: Durability = "quorum",
         idle_timeout: float | None = None,
-        placement: str = "hash",
+        placement: Policy = "hash",
         replicas: int = 3,
         mailbox_limit: int | None = None,
         **kwargs: Any,
@@ -212,11 +218,7 @@ class Agent:
                 f"{where}: idle_timeout must be > 0 seconds, got {idle_timeout!r}",
                 key="idle_timeout",
             )
-        if placement not in _PLACEMENTS:
-            raise ConfigError(
-                f"{where}: placement must be one of {_PLACEMENTS}, got {placement!r}",
-                key="placement",
-            )
+        policy = check_policy(placement, where)
         if not isinstance(replicas, int) or replicas < 1:
             raise ConfigError(f"{where}: replicas must be >= 1, got {replicas!r}", key="replicas")
         if mailbox_limit is not None and (not isinstance(mailbox_limit, int) or mailbox_limit < 1):
@@ -229,7 +231,7 @@ class Agent:
             name,
             durability=durability,
             idle_timeout_s=idle_timeout,
-            placement=placement,
+            placement=policy,
             replicas=replicas,
             mailbox_limit=mailbox_limit,
         )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .agent import Agent, KindSpec
     from .runtime import AgentRuntime, KindRuntime
 
-__all__ = ["Activation", "AgentTimer", "Message", "PASSIVATE"]
+__all__ = ["HANDOFF", "PASSIVATE", "Activation", "AgentTimer", "Message"]
 
 
 class Message:
@@ -54,6 +54,9 @@ class Message:
 
 PASSIVATE = "\x00passivate"
 """Method name of the internal message that passivates an activation in mailbox order."""
+
+HANDOFF = "\x00handoff"
+"""Method name of the internal message that freezes an agent for a move to another node."""
 
 
 class Activation:

@@ -1,0 +1,144 @@
+"""Wire records of the placement service ``$placement`` (handoff, directory, load).
+
+See ``docs/design/migration.md``. Every record is a msgspec Struct encoded with msgpack;
+nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from .._placement.policies import NodeLoad
+
+__all__ = [
+    "Adopt",
+    "Claim",
+    "ClaimReply",
+    "Deliver",
+    "HandoffRecord",
+    "Locate",
+    "LocateReply",
+    "QueuedMessage",
+    "Release",
+    "ReleaseReply",
+    "decode",
+    "encode",
+]
+
+
+class QueuedMessage(msgspec.Struct, frozen=True, array_like=True):
+    """A message that waited in the mailbox when the agent was frozen."""
+
+    method: str
+    payload: bytes
+    request_id: int
+    timeout_ms: int
+    wants_reply: bool
+
+
+class HandoffRecord(msgspec.Struct, frozen=True):
+    """Everything an agent needs to continue on another node, exactly where it stopped.
+
+    Attributes:
+        state: the committed state (the codec's bytes), or ``None`` for an agent that
+            never committed one.
+        recent: request ids of finished calls with their reply bytes (the dedup window).
+        queued: messages not yet run, in mailbox order.
+        pinned: the agent was hosted off its home (by a policy or a manual migration).
+    """
+
+    kind: str
+    key: str
+    state: bytes | None
+    recent: list[tuple[int, bytes]] = []
+    queued: list[QueuedMessage] = []
+    pinned: bool = False
+
+
+class Release(msgspec.Struct, frozen=True):
+    """Holder, give up ``kind/key`` to ``to`` and answer with its record."""
+
+    kind: str
+    key: str
+    to: str
+
+
+class ReleaseReply(msgspec.Struct, frozen=True):
+    record: HandoffRecord | None
+    held: bool
+    """The holder had the agent (active or passive) or a tombstone with its record."""
+
+
+class Deliver(msgspec.Struct, frozen=True):
+    """A cast forwarded by a node that no longer hosts the agent; answered once queued,
+    so the forwarder keeps the sender's order."""
+
+    kind: str
+    key: str
+    method: str
+    payload: bytes
+    request_id: int
+
+
+class Adopt(msgspec.Struct, frozen=True):
+    """Target, take ``kind/key`` over from ``holder`` (a migration)."""
+
+    kind: str
+    key: str
+    holder: str
+    reason: str = "manual"
+
+
+class Locate(msgspec.Struct, frozen=True):
+    """Home, where does ``kind/key`` live? ``caller`` feeds the ``local`` policy."""
+
+    kind: str
+    key: str
+    caller: str = ""
+    place: bool = True
+    """Choose and pin a host (by the kind's policy) when there is none."""
+
+
+class LocateReply(msgspec.Struct, frozen=True):
+    host: str
+    """The host's name; empty when the agent has no host (hash kinds: the home)."""
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """Home, ``host`` is about to host ``kind/key``: may it? ``force`` moves the pin."""
+
+    kind: str
+    key: str
+    host: str
+    force: bool = False
+    unpin: bool = False
+
+
+class ClaimReply(msgspec.Struct, frozen=True):
+    ok: bool
+    host: str
+    """When refused: the host the directory names (empty: the home itself)."""
+
+
+_Record = (Release | ReleaseReply | Deliver | Adopt | Locate | LocateReply | Claim
+           | ClaimReply | NodeLoad)
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(record: _Record) -> bytes:
+    return _encoder.encode(record)
+
+
+_T = TypeVar("_T")
+
+
+def decode(data: bytes, tp: type[_T]) -> _T:
+    """Decode ``data`` as ``tp``.
+
+    Raises:
+        msgspec.ValidationError, msgspec.DecodeError: malformed input.
+    """
+    return msgspec.msgpack.decode(data, type=tp)

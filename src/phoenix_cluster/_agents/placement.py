@@ -1,0 +1,664 @@
+"""The placement service of one node: homes, the directory, handoff and migration.
+
+The protocol is written in ``docs/design/migration.md``; this module implements it. In
+short: every agent has a *home* (its partition's primary). Hash agents live there; agents
+placed by a policy or moved on purpose have a *pin* in the home's directory. Moving an
+agent is a *pull*: the new host asks the holder to release it; the holder freezes it at a
+message boundary, answers with a :class:`HandoffRecord` (state, dedup window, queued
+messages) and leaves a *tombstone* that redirects stragglers for ``tombstone_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from .._foundation.env import Clock
+from .._placement.policies import NodeLoad, choose_host
+from .._ring.hashing import key_hash
+from .._ring.partitions import PARTITIONS, partition_of, partition_point
+from .._ring.ring import HashRing
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus
+from ..errors import AgentNotFound, NodeUnavailable, PhoenixError
+from . import handoff as wire
+from .agent import KindSpec, lookup_kind
+from .handoff import HandoffRecord
+from .mailbox import Message
+
+if TYPE_CHECKING:
+    from .dispatch import Router
+    from .runtime import AgentRuntime
+
+__all__ = ["PLACE", "PlacementService", "Tombstone"]
+
+_log = logging.getLogger("phoenix_cluster.placement")
+
+Key = tuple[str, str]
+Redirect = tuple[str, str]
+"""``(node name, address)`` a message should go to instead."""
+
+
+class _Place:
+    def __repr__(self) -> str:
+        return "PLACE"
+
+
+PLACE: Final = _Place()
+"""Routing answer: the home must choose a host first (an async step)."""
+
+MAX_ROUTES = 100_000
+"""Learnt routes kept by a caller before the cache starts over."""
+
+
+class Tombstone:
+    """What a node keeps after handing an agent off: where it went, and the record."""
+
+    __slots__ = ("expires", "record", "to")
+
+    def __init__(self, to: str, record: HandoffRecord | None, expires: float) -> None:
+        self.to = to
+        self.record = record
+        self.expires = expires
+
+
+class PlacementService:
+    """Routing decisions and agent moves for one node (see the module docstring).
+
+    Args:
+        runtime: the node's agent runtime.
+        self_name: this node's name.
+        clock: the node's clock.
+        bus: telemetry.
+        fallback: ``(kind, key) -> address`` used while no member is known (a client
+            asks a seed, which redirects); raises ``NodeUnavailable`` when there is none.
+        window_s: how long after a table change a new home pulls from previous holders.
+        tombstone_s: how long a handed-off agent's tombstone redirects.
+        rpc_timeout_s: timeout of one placement request to a peer.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        *,
+        self_name: str,
+        clock: Clock,
+        bus: TelemetryBus,
+        fallback: Callable[[str, str], str],
+        window_s: float = 60.0,
+        tombstone_s: float = 60.0,
+        rpc_timeout_s: float = 5.0,
+    ) -> None:
+        self.runtime = runtime
+        self.router: Router | None = None
+        self.self_name = self_name
+        self.clock = clock
+        self.bus = bus
+        self.fallback = fallback
+        self.window_s = window_s
+        self.tombstone_s = tombstone_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self.ring: HashRing | None = None
+        self.addresses: dict[str, str] = {}
+        self.alive: frozenset[str] = frozenset()
+        self._owners: list[str] | None = None
+        self._prev_owners: list[str] | None = None
+        self._solo_owners: list[str] | None = None
+        self.changed_at = -1e18
+        self.leaving = False
+        self.tombstones: dict[Key, Tombstone] = {}
+        self.pins: dict[Key, str] = {}
+        """The directory: agents whose home is this node and whose host is ``pins[k]``."""
+        self.pinned_here: set[Key] = set()
+        """Agents hosted here with a pin at their home (re-registered on table changes)."""
+        self.routes: dict[Key, str] = {}
+        self._incoming: dict[Key, str] = {}
+        self._loads: dict[str, NodeLoad] = {}
+        self._loads_at = -1e18
+        self._loads_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._admissions: dict[Key, list[Any]] = {}
+        self._forwarding: dict[Key, tuple[deque[tuple[str, wire.Deliver]], asyncio.Event]] = {}
+        self.on_change: Callable[[], None] | None = None
+        """Called after each table change (the rebalancer listens)."""
+        self.migrations = 0
+
+    # ----------------------------------------------------------------- the view
+
+    def update(self, ring: HashRing | None, addresses: dict[str, str]) -> None:
+        """A new membership view: new homes, dead hosts' pins dropped, handoffs reclaimed."""
+        self.addresses = addresses
+        if ring is self.ring:
+            return
+        self.ring = ring
+        self.alive = frozenset(ring.members) if ring is not None else frozenset()
+        self._prev_owners = self._owners
+        self._owners = _owners(ring) if ring is not None else None
+        self._solo_owners = None
+        self.changed_at = self.clock.monotonic()
+        self.routes.clear()
+        for k, host in list(self.pins.items()):
+            if host not in self.alive:
+                del self.pins[k]
+        self._reclaim()
+        if self.on_change is not None:
+            self.on_change()
+
+    def _reclaim(self) -> None:
+        # A handoff whose target died before it could serve: take the agent back.
+        for k, tomb in list(self.tombstones.items()):
+            if tomb.to in self.alive or tomb.to == self.self_name:
+                continue
+            del self.tombstones[k]
+            record = tomb.record
+            if record is None or record.state is None:
+                continue
+            with contextlib.suppress(AgentNotFound):
+                spec = lookup_kind(k[0])
+                if not self.runtime.holds(spec, k[1]):
+                    self.runtime.kind(spec).passive[k[1]] = record.state
+                    if record.pinned:
+                        self.pinned_here.add(k)
+                    _log.warning("%s/%s: handoff target %s died; reclaimed the agent",
+                                 k[0], k[1], tomb.to)
+
+    def home(self, kind: str, key: str) -> str | None:
+        """The agent's home (its partition's primary); ``None`` when no member is known."""
+        owners = self._solo() if self.leaving else self._owners
+        if owners is None:
+            return None
+        return owners[partition_of(key_hash(kind, key))]
+
+    def _solo(self) -> list[str] | None:
+        """Homes in the table without this node (what the others use once it left)."""
+        if self._solo_owners is None:
+            ring = self.ring
+            if ring is None or self.self_name not in ring.members:
+                self._solo_owners = self._owners
+            elif len(ring.members) > 1:
+                self._solo_owners = _owners(ring.without_member(self.self_name))
+        return self._solo_owners
+
+    def address(self, name: str) -> str:
+        address = self.addresses.get(name)
+        if not address:
+            raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
+        return address
+
+    # ----------------------------------------------------------------- routing
+
+    def route(self, spec: KindSpec, key: str) -> str | _Place | None:
+        """Where a message sent from this node goes: an address, ``None`` (here) or
+        :data:`PLACE` (this node is the home and must choose a host first)."""
+        k = (spec.name, key)
+        tomb = self.tombstones.get(k)
+        if tomb is not None:
+            return self.address(tomb.to)
+        if not self.leaving and self.runtime.holds(spec, key):
+            return None
+        learnt = self.routes.get(k)
+        if learnt is not None and learnt in self.alive:
+            return None if learnt == self.self_name else self.address(learnt)
+        home = self.home(spec.name, key)
+        if home is None:
+            return self.fallback(spec.name, key)
+        if home != self.self_name:
+            return self.address(home)
+        pin = self.pins.get(k)
+        if pin is not None:
+            return None if pin == self.self_name else self.address(pin)
+        return None if spec.hashed else PLACE
+
+    async def resolve(self, spec: KindSpec, key: str) -> str | None:
+        """Finish :meth:`route`'s :data:`PLACE`: choose and pin a host; its address or None."""
+        host = await self._place(spec, key, self.self_name)
+        return None if host == self.self_name else self.address(host)
+
+    def learn(self, spec: KindSpec, key: str, host: str) -> None:
+        """Remember where a redirect said the agent lives."""
+        if len(self.routes) >= MAX_ROUTES:
+            self.routes.clear()
+        self.routes[(spec.name, key)] = host
+
+    def forget(self, spec: KindSpec, key: str) -> None:
+        self.routes.pop((spec.name, key), None)
+
+    def admit(self, spec: KindSpec, key: str) -> Redirect | _Place | None:
+        """Inbound, synchronous: serve here (``None``), redirect, or :data:`PLACE` (take
+        the async path: :meth:`admit_async`)."""
+        k = (spec.name, key)
+        tomb = self.tombstones.get(k)
+        if tomb is not None:
+            return tomb.to, self.address(tomb.to)
+        if self.runtime.holds(spec, key):
+            return PLACE if self.leaving else None
+        home = self.home(spec.name, key)
+        if home is None:
+            return None
+        if home != self.self_name:
+            return PLACE
+        pin = self.pins.get(k)
+        if pin is not None:
+            return None if pin == self.self_name else (pin, self.address(pin))
+        return None if spec.hashed else PLACE
+
+    def admitting(self, spec: KindSpec, key: str) -> bool:
+        """Whether a frame for this agent is being admitted on the slow path."""
+        return (spec.name, key) in self._admissions
+
+    @contextlib.asynccontextmanager
+    async def admission(self, spec: KindSpec, key: str) -> AsyncIterator[None]:
+        """Admit frames for one agent one at a time, in arrival order (FIFO lock)."""
+        k = (spec.name, key)
+        entry = self._admissions.get(k)
+        if entry is None:
+            entry = self._admissions[k] = [asyncio.Lock(), 0]
+        lock: asyncio.Lock = entry[0]
+        entry[1] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._admissions[k]
+
+    async def admit_async(self, spec: KindSpec, key: str, caller: str) -> Redirect | None:
+        """Inbound, the slow cases: a leaving holder hands off first; the home places a
+        policy agent; a node that is not the home claims the agent at the home."""
+        k = (spec.name, key)
+        if self.runtime.holds(spec, key):
+            if not self.leaving:
+                return None
+            home = self.home(spec.name, key)
+            if home is None or home == self.self_name:
+                return None
+            await self.migrate(spec, key, home, reason="leave")
+        tomb = self.tombstones.get(k)
+        if tomb is not None:
+            return tomb.to, self.address(tomb.to)
+        home = self.home(spec.name, key)
+        if home is None:
+            return None
+        if home == self.self_name:
+            host = await self._place(spec, key, caller)
+            return None if host == self.self_name else (host, self.address(host))
+        answer = await self._claim(home, wire.Claim(spec.name, key, self.self_name))
+        if answer.ok:
+            if not spec.hashed:
+                self.pinned_here.add(k)
+            return None
+        target = answer.host or home
+        if target == self.self_name:  # the views disagree: let the home decide next time
+            target = home
+        return target, self.address(target)
+
+    # ----------------------------------------------------------------- forwarding casts
+
+    def forward_cast(self, spec: KindSpec, key: str, request_id: int, method: str,
+                     payload: bytes, address: str) -> None:
+        """Forward a cast for an agent hosted elsewhere, in arrival order per agent.
+
+        Each forward is acknowledged once queued at the host before the next one goes,
+        and a call redirected away from here first waits for the forwards before it
+        (:meth:`forwarded`), so a sender that follows the redirect cannot overtake its
+        own earlier casts.
+        """
+        k = (spec.name, key)
+        channel = self._forwarding.get(k)
+        if channel is None:
+            channel = self._forwarding[k] = (deque(), asyncio.Event())
+            self._spawn(self._drain_forwards(k, channel))
+        channel[0].append((address, wire.Deliver(spec.name, key, method, payload, request_id)))
+
+    def forwarding(self, spec: KindSpec, key: str) -> bool:
+        return (spec.name, key) in self._forwarding
+
+    async def forwarded(self, spec: KindSpec, key: str) -> None:
+        """Wait until the casts forwarded so far for this agent are queued at its host."""
+        channel = self._forwarding.get((spec.name, key))
+        if channel is not None:
+            await channel[1].wait()
+
+    def flush_request(self, spec: KindSpec, key: str) -> bytes:
+        return wire.encode(wire.Locate(spec.name, key, self.self_name, False))
+
+    async def _drain_forwards(
+        self, k: Key, channel: tuple[deque[tuple[str, wire.Deliver]], asyncio.Event],
+    ) -> None:
+        queue, done = channel
+        router = self.router
+        assert router is not None
+        try:
+            while queue:
+                address, deliver = queue[0]
+                try:
+                    await router.system_call(address, "placement", "deliver",
+                                             wire.encode(deliver), self.rpc_timeout_s)
+                except PhoenixError as exc:
+                    _log.warning("cast %s/%s.%s forwarded to %s was lost: %s", k[0], k[1],
+                                 deliver.method, address, exc.message)
+                queue.popleft()
+        finally:
+            del self._forwarding[k]
+            done.set()
+
+    async def _deliver(self, deliver: wire.Deliver) -> None:
+        spec = lookup_kind(deliver.kind)
+        async with self.admission(spec, deliver.key):
+            where = self.admit(spec, deliver.key)
+            if where is PLACE:
+                where = await self.admit_async(spec, deliver.key, "")
+            if isinstance(where, tuple):
+                self.forward_cast(spec, deliver.key, deliver.request_id, deliver.method,
+                                  deliver.payload, where[1])
+                return
+            self.runtime.submit(spec, deliver.key, deliver.method, deliver.payload, False,
+                                0.0, deliver.request_id)
+
+    # ----------------------------------------------------------------- directory
+
+    async def _place(self, spec: KindSpec, key: str, caller: str) -> str:
+        """At the home: the agent's host, choosing and pinning one by policy if needed."""
+        k = (spec.name, key)
+        pin = self.pins.get(k)
+        if pin is not None:
+            return pin
+        if spec.hashed:
+            return self.self_name
+        loads = await self.loads()
+        hosts = [load for load in loads.values() if load.name in self.alive]
+        if not hosts:
+            return self.self_name
+        chosen = choose_host(spec.placement, hosts, key=key, caller=caller,
+                             tie=key_hash(spec.name, key) & 0xFFFF)
+        pin = self.pins.setdefault(k, chosen)  # a concurrent placement may have won
+        if pin == chosen:
+            load = loads[chosen]
+            loads[chosen] = msgspec.structs.replace(load, active_agents=load.active_agents + 1)
+        if pin == self.self_name and not spec.hashed:
+            self.pinned_here.add(k)
+        return pin
+
+    def _claim_here(self, claim: wire.Claim) -> wire.ClaimReply:
+        k = (claim.kind, claim.key)
+        home = self.home(claim.kind, claim.key)
+        if home is not None and home != self.self_name:
+            return wire.ClaimReply(False, home)
+        pin = self.pins.get(k)
+        if claim.unpin:
+            if pin == claim.host:
+                del self.pins[k]
+            return wire.ClaimReply(True, "")
+        if claim.force or pin == claim.host:
+            self.pins[k] = claim.host
+            return wire.ClaimReply(True, claim.host)
+        if pin is None:
+            spec = lookup_kind(claim.kind)
+            if not spec.hashed:
+                self.pins[k] = claim.host
+                return wire.ClaimReply(True, claim.host)
+            return wire.ClaimReply(False, "")
+        return wire.ClaimReply(False, pin)
+
+    async def _claim(self, home: str, claim: wire.Claim) -> wire.ClaimReply:
+        if home == self.self_name:
+            return self._claim_here(claim)
+        reply = await self._rpc(home, "claim", wire.encode(claim))
+        return wire.decode(reply, wire.ClaimReply)
+
+    async def locate(self, spec: KindSpec, key: str) -> str:
+        """The node that holds (or will host) the agent, asking its home."""
+        if self.runtime.holds(spec, key):
+            return self.self_name
+        home = self.home(spec.name, key)
+        if home is None:
+            raise NodeUnavailable(f"no member can host {spec.name}/{key}", definite=True)
+        if home == self.self_name:
+            return self.pins.get((spec.name, key), self.self_name)
+        reply = await self._rpc(home, "locate",
+                                wire.encode(wire.Locate(spec.name, key, self.self_name, False)))
+        return wire.decode(reply, wire.LocateReply).host or home
+
+    # ----------------------------------------------------------------- loads
+
+    async def loads(self) -> dict[str, NodeLoad]:
+        """Every hosting member's load, polled at most once a second."""
+        if self.clock.monotonic() - self._loads_at > 1.0:
+            task = self._loads_task
+            if task is None or task.done():
+                task = self._loads_task = asyncio.get_running_loop().create_task(
+                    self._poll_loads())
+            await asyncio.shield(task)
+        return self._loads
+
+    async def _poll_loads(self) -> None:
+        async def one(name: str) -> NodeLoad | None:
+            if name == self.self_name:
+                return self.local_load()
+            started = self.clock.monotonic()
+            try:
+                reply = await self._rpc(name, "load", b"", timeout_s=0.5)
+            except PhoenixError:
+                return None
+            load = wire.decode(reply, NodeLoad)
+            return msgspec.structs.replace(load, rtt_s=self.clock.monotonic() - started)
+
+        results = await asyncio.gather(*(one(n) for n in sorted(self.alive)))
+        self._loads = {load.name: load for load in results if load is not None}
+        self._loads_at = self.clock.monotonic()
+
+    def local_load(self) -> NodeLoad:
+        stats = self.runtime.load()
+        return NodeLoad(self.self_name, stats[0], stats[1], stats[2])
+
+    # ----------------------------------------------------------------- handoff
+
+    async def before_activate(self, spec: KindSpec, key: str) -> HandoffRecord | None:
+        """Before a fresh activation here: pull the agent from whoever may still hold it.
+
+        Raises:
+            NodeUnavailable: a possible holder is alive but did not answer (definite:
+                nothing ran; activating now could make a second copy).
+        """
+        k = (spec.name, key)
+        holder = self._incoming.pop(k, None)
+        candidates = [holder] if holder is not None else self._candidates(spec, key)
+        for name in candidates:
+            try:
+                reply = await self._rpc(name, "release",
+                                        wire.encode(wire.Release(spec.name, key, self.self_name)))
+            except PhoenixError as exc:
+                raise NodeUnavailable(
+                    f"{spec.name}/{key}: {name} may still hold this agent and did not "
+                    f"answer its release ({exc.message})", definite=True) from exc
+            record = wire.decode(reply, wire.ReleaseReply).record
+            if record is not None:
+                if record.pinned or not spec.hashed:
+                    self.pinned_here.add(k)
+                return record
+        return None
+
+    def _candidates(self, spec: KindSpec, key: str) -> list[str]:
+        if self.clock.monotonic() - self.changed_at > self.window_s:
+            return []
+        p = partition_of(key_hash(spec.name, key))
+        found: list[str] = []
+        for owners in (self._prev_owners, self._solo()):
+            if owners is not None:
+                name = owners[p]
+                if name != self.self_name and name in self.alive and name not in found:
+                    found.append(name)
+        return found
+
+    def frozen(self, spec: KindSpec, key: str, to: str, record: HandoffRecord | None) -> None:
+        """Called by the runtime the moment the agent stopped here (synchronously)."""
+        k = (spec.name, key)
+        if record is not None and k in self.pinned_here:
+            record = msgspec.structs.replace(record, pinned=True)
+        self.pinned_here.discard(k)
+        self.tombstones[k] = Tombstone(to, record, self.clock.monotonic() + self.tombstone_s)
+
+    async def release(self, request: wire.Release) -> wire.ReleaseReply:
+        """Holder side of a pull: freeze the agent and hand over its record."""
+        spec = lookup_kind(request.kind)
+        k = (request.kind, request.key)
+        tomb = self.tombstones.get(k)
+        if tomb is not None and tomb.to == request.to:
+            return wire.ReleaseReply(tomb.record, tomb.record is not None)
+        if request.to == self.self_name:
+            return wire.ReleaseReply(None, False)
+        self._incoming.pop(k, None)
+        waiters = await self.runtime.freeze(spec, request.key, request.to)
+        tomb = self.tombstones.get(k)
+        record = tomb.record if tomb is not None else None
+        if waiters:
+            self._spawn(self._forward(spec, request.key, request.to, waiters))
+        return wire.ReleaseReply(record, record is not None)
+
+    async def _forward(self, spec: KindSpec, key: str, to: str, waiters: list[Message]) -> None:
+        """Relay the answers of calls that were queued here when the agent moved."""
+        router = self.router
+        assert router is not None
+        address = self.address(to)
+
+        async def one(msg: Message) -> None:
+            future = msg.future
+            assert future is not None
+            remaining = msg.deadline - self.clock.monotonic()
+            try:
+                reply = await router.call_raw(spec, key, msg.method, msg.payload,
+                                              max(remaining, 0.001), msg.request_id, address)
+            except PhoenixError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            if not future.done():
+                future.set_result(reply)
+
+        await asyncio.gather(*(one(m) for m in waiters))
+
+    async def adopt(self, request: wire.Adopt) -> None:
+        """Target side of a migration: pull the agent from its holder and host it here."""
+        spec = lookup_kind(request.kind)
+        k = (request.kind, request.key)
+        started = self.clock.monotonic()
+        if not self.runtime.holds(spec, request.key):
+            tomb = self.tombstones.pop(k, None)
+            if tomb is not None and tomb.record is not None and request.holder == tomb.to:
+                pass  # it comes back to us: the holder answers the pull
+            if request.holder != self.self_name:
+                self._incoming[k] = request.holder
+            try:
+                await self.runtime.ensure_active(spec, request.key)
+            finally:
+                self._incoming.pop(k, None)
+        home = self.home(spec.name, request.key)
+        if home is not None:
+            if spec.hashed and home == self.self_name:
+                self.pins.pop(k, None)
+                self.pinned_here.discard(k)
+            else:
+                self.pinned_here.add(k)
+                await self._claim(home, wire.Claim(spec.name, request.key, self.self_name,
+                                                   force=True))
+        self.migrations += 1
+        if self.bus.has_handlers(events.AGENT_MIGRATED):
+            self.bus.execute(
+                events.AGENT_MIGRATED,
+                {"duration": self.clock.monotonic() - started},
+                {"node": self.self_name, "kind": spec.name, "key": request.key,
+                 "from": request.holder, "to": self.self_name, "reason": request.reason},
+            )
+
+    async def migrate(self, spec: KindSpec, key: str, to: str, *, reason: str = "manual") -> None:
+        """Move the agent to node ``to`` (see ``docs/design/migration.md``).
+
+        Raises:
+            NodeUnavailable: ``to`` is not a live member, or a step did not answer.
+        """
+        if to not in self.alive:
+            raise NodeUnavailable(f"cannot migrate {spec.name}/{key} to {to!r}: not a live "
+                                  f"member (members: {', '.join(sorted(self.alive))})",
+                                  definite=True)
+        holder = await self.locate(spec, key)
+        if holder == to and self.runtime.holds(spec, key) == (to == self.self_name):
+            return
+        request = wire.Adopt(spec.name, key, holder, reason)
+        if to == self.self_name:
+            await self.adopt(request)
+        else:
+            await self._rpc(to, "adopt", wire.encode(request), timeout_s=2 * self.rpc_timeout_s)
+
+    # ----------------------------------------------------------------- service
+
+    async def handle(self, method: str, payload: bytes) -> bytes:
+        """The ``$placement`` service peers call."""
+        try:
+            if method == "release":
+                return wire.encode(await self.release(wire.decode(payload, wire.Release)))
+            if method == "adopt":
+                await self.adopt(wire.decode(payload, wire.Adopt))
+                return b""
+            if method == "claim":
+                return wire.encode(self._claim_here(wire.decode(payload, wire.Claim)))
+            if method == "locate":
+                request = wire.decode(payload, wire.Locate)
+                spec = lookup_kind(request.kind)
+                if self.runtime.holds(spec, request.key):
+                    return wire.encode(wire.LocateReply(self.self_name))
+                host = self.pins.get((request.kind, request.key), "")
+                if not host and request.place and not spec.hashed:
+                    host = await self._place(spec, request.key, request.caller)
+                return wire.encode(wire.LocateReply(host))
+            if method == "load":
+                return wire.encode(self.local_load())
+            if method == "flush":
+                request = wire.decode(payload, wire.Locate)
+                await self.forwarded(lookup_kind(request.kind), request.key)
+                return b""
+            if method == "deliver":
+                await self._deliver(wire.decode(payload, wire.Deliver))
+                return b""
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            from ..errors import ProtocolError
+
+            raise ProtocolError(f"malformed $placement.{method} request: {exc}") from exc
+        raise AgentNotFound(f"node {self.self_name} has no placement method {method!r}")
+
+    async def _rpc(self, name: str, method: str, payload: bytes,
+                   timeout_s: float | None = None) -> bytes:
+        router = self.router
+        if router is None:
+            raise NodeUnavailable("this node has no cluster transport", definite=True)
+        return await router.system_call(self.address(name), "placement", method, payload,
+                                        timeout_s or self.rpc_timeout_s)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def sweep(self) -> None:
+        """Drop expired tombstones (the passivation sweep calls this)."""
+        now = self.clock.monotonic()
+        for k, tomb in list(self.tombstones.items()):
+            if tomb.expires <= now:
+                del self.tombstones[k]
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+
+def _owners(ring: HashRing) -> list[str]:
+    """The home of every partition: the ring owner of the partition's point."""
+    return [ring.owner(partition_point(p)) for p in range(PARTITIONS)]

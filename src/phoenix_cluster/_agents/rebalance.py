@@ -1,0 +1,173 @@
+"""Background moves: agents follow their home after a join, a leaving node hands off
+everything, and policy-placed agents spread out when one node holds too many.
+
+Every move is a migration (``docs/design/migration.md``): no message lost or run twice.
+Moves are rate-limited (``rate`` per second, ``concurrency`` at a time) so rebalancing
+never starves the messages the node is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .._foundation.env import Clock
+from ..errors import PhoenixError
+from .agent import KindSpec
+
+if TYPE_CHECKING:
+    from .placement import PlacementService
+    from .runtime import AgentRuntime
+
+__all__ = ["Rebalancer"]
+
+_log = logging.getLogger("phoenix_cluster.rebalance")
+
+
+class Rebalancer:
+    """Moves agents in the background (one per node, run under the node's supervisor).
+
+    Args:
+        runtime: the node's agents.
+        placement: homes, pins and migration.
+        clock: the node's clock.
+        rate: moves per second at most.
+        concurrency: moves in flight at most.
+        tolerance: a node holding more than ``1 + tolerance`` times the mean of
+            policy-placed agents sheds the excess to the least loaded member.
+        interval_s: how often the load pass runs.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        placement: PlacementService,
+        clock: Clock,
+        *,
+        rate: float = 1000.0,
+        concurrency: int = 32,
+        tolerance: float = 0.25,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.runtime = runtime
+        self.placement = placement
+        self.clock = clock
+        self.rate = rate
+        self.concurrency = concurrency
+        self.tolerance = tolerance
+        self.interval_s = interval_s
+        self._changed = asyncio.Event()
+        self.moved = 0
+        self.failed = 0
+        placement.on_change = self._changed.set
+
+    async def run(self) -> None:
+        """Forever: after each table change move agents to their homes; every
+        ``interval_s`` even out policy-placed agents."""
+        while True:
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await self._changed.wait()
+            except TimeoutError:
+                await self.balance_load()
+                continue
+            self._changed.clear()
+            await self.follow_homes()
+
+    def _held(self) -> Iterator[tuple[KindSpec, str]]:
+        for kr in list(self.runtime._kinds.values()):
+            for key in [*kr.activations, *kr.passive]:
+                yield kr.spec, key
+
+    async def follow_homes(self) -> int:
+        """Move every unpinned hash agent held here whose home is another node; re-pin
+        pinned agents at their (possibly new) home. Returns how many moved."""
+        placement = self.placement
+        me = placement.self_name
+        moves: list[tuple[KindSpec, str, str]] = []
+        for spec, key in self._held():
+            home = placement.home(spec.name, key)
+            if home is None or home == me:
+                continue
+            if (spec.name, key) in placement.pinned_here:
+                if not placement.leaving:
+                    await self._repin(spec, key, home)
+                    continue
+                if not spec.hashed:
+                    # A policy agent leaving with its node: its home places it again.
+                    home = await self._new_host(spec, key, home)
+            moves.append((spec, key, home))
+        return await self._move(moves, "leave" if placement.leaving else "join")
+
+    async def _repin(self, spec: KindSpec, key: str, home: str) -> None:
+        from .handoff import Claim
+
+        try:
+            await self.placement._claim(home, Claim(spec.name, key, self.placement.self_name,
+                                                    force=True))
+        except PhoenixError as exc:
+            _log.info("could not register %s/%s with its home %s: %s", spec.name, key, home,
+                      exc.message)
+
+    async def _new_host(self, spec: KindSpec, key: str, home: str) -> str:
+        loads = await self.placement.loads()
+        others = sorted((n for n in loads.values() if n.name != self.placement.self_name),
+                        key=lambda n: (n.active_agents, n.name))
+        return others[0].name if others else home
+
+    async def balance_load(self) -> int:
+        """Shed policy-placed agents to the least loaded member while this node holds
+        more than ``1 + tolerance`` times the mean."""
+        placement = self.placement
+        mine = [(spec, key) for spec, key in self._held()
+                if not spec.hashed and key in self.runtime._kinds[spec.name].activations]
+        if not mine or len(placement.alive) < 2:
+            return 0
+        loads = await placement.loads()
+        if len(loads) < 2:
+            return 0
+        mean = sum(n.active_agents for n in loads.values()) / len(loads)
+        me = loads.get(placement.self_name)
+        if me is None or me.active_agents <= mean * (1 + self.tolerance):
+            return 0
+        excess = int(me.active_agents - mean)
+        target = min((n for n in loads.values() if n.name != placement.self_name),
+                     key=lambda n: (n.active_agents, n.name))
+        room = int(mean - target.active_agents)
+        count = max(0, min(excess, room, len(mine)))
+        if count == 0:
+            return 0
+        # Idle agents first: moving them costs their callers nothing.
+        acts = self.runtime._kinds
+        mine.sort(key=lambda sk: acts[sk[0].name].activations[sk[1]].last_used)
+        return await self._move([(s, k, target.name) for s, k in mine[:count]], "load")
+
+    async def _move(self, moves: list[tuple[KindSpec, str, str]], reason: str) -> int:
+        if not moves:
+            return 0
+        _log.info("moving %d agents (%s)", len(moves), reason)
+        gate = asyncio.Semaphore(self.concurrency)
+        interval = 1.0 / self.rate
+        moved = 0
+
+        async def one(spec: KindSpec, key: str, to: str) -> None:
+            nonlocal moved
+            try:
+                await self.placement.migrate(spec, key, to, reason=reason)
+                moved += 1
+            except PhoenixError as exc:
+                self.failed += 1
+                _log.info("move of %s/%s to %s failed: %s", spec.name, key, to, exc.message)
+            finally:
+                gate.release()
+
+        tasks = []
+        for spec, key, to in moves:
+            await gate.acquire()
+            tasks.append(asyncio.get_running_loop().create_task(one(spec, key, to)))
+            await self.clock.sleep(interval)
+        await asyncio.gather(*tasks)
+        self.moved += moved
+        return moved

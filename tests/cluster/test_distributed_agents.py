@@ -1,0 +1,207 @@
+"""Distributed agents on real node processes: placement, migration, join and leave.
+
+Every test checks the exactly-once promise the same way: numbered calls and casts go to
+``Ledger`` agents while agents move, and each agent's record must hold every number once,
+in the order it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+
+import pytest
+from placement_agents import Affine, Least, Ledger, Local, Spawner
+
+import phoenix_cluster as phx
+from phoenix_cluster.testing import LocalCluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+IMPORTS = ["placement_agents"]
+
+
+class Stream:
+    """One sender: numbered calls (awaited in turn) and casts to one agent."""
+
+    def __init__(self, client: phx.Node, key: str) -> None:
+        self.ref = client.ref(Ledger, key)
+        self.calls = 0
+        self.casts = 0
+        self.errors: list[BaseException] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.ref.note.cast(self.casts)
+                self.casts += 1
+                await self.ref.record(self.calls)
+                self.calls += 1
+            except phx.PhoenixError as exc:  # recorded: the test fails on any
+                self.errors.append(exc)
+                return
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def check(self) -> None:
+        assert not self.errors, self.errors
+        ref = self.ref
+        seen = await ref.read()
+        assert seen["calls"] == list(range(self.calls)), f"calls of {ref.key}"
+        # The last cast may still be on its way when cast() returned: wait for it.
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(seen["casts"]) < self.casts and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            seen = await ref.read()
+        casts = seen["casts"]
+        bad = next((i for i, n in enumerate(casts) if n != i), None)
+        assert bad is None and len(casts) == self.casts, (
+            f"casts of {ref.key}: {len(casts)} of {self.casts}; first out of place at "
+            f"{bad}: {casts[max(0, (bad or 0) - 3):(bad or 0) + 4]}")
+
+
+async def test_agents_spread_evenly_and_every_policy_places_where_it_says() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        names = [n.name for n in cluster.nodes]
+
+        # hash: 600 agents, each node within 25 % of the mean share.
+        where = await asyncio.gather(*(client.ref(Ledger, f"k{i}").where() for i in range(600)))
+        counts = Counter(where)
+        assert set(counts) == set(names)
+        mean = 600 / 3
+        assert all(abs(c - mean) <= 0.25 * mean for c in counts.values()), counts
+        for key in ("k1", "k2", "k3"):  # stable: the same host every time
+            assert await client.ref(Ledger, key).where() == where[int(key[1:])]
+
+        # local: a member calling a local-placed agent gets it on its own node.
+        for i, name in enumerate(names):
+            spawner_key = ""
+            for j in itertools.count():
+                if await client.ref(Spawner, f"s{j}").where() == name:
+                    spawner_key = f"s{j}"
+                    break
+            assert await client.ref(Spawner, spawner_key).spawn_local(f"loc{i}") == name
+            # ...and it stays there when called from elsewhere.
+            assert await client.ref(Local, f"loc{i}").where() == name
+            assert await client.where(client.ref(Local, f"loc{i}")) == name
+
+        # least_loaded: new agents go to the emptier nodes (the hash agents above load
+        # the nodes unevenly; 90 new agents must even the policy's view out).
+        before = {n: counts[n] for n in names}
+        placed = Counter([await client.ref(Least, f"l{i}").where() for i in range(90)])
+        after = {n: before[n] + placed[n] for n in names}
+        assert max(after.values()) - min(after.values()) <= max(before.values()) - min(
+            before.values()), (before, placed)
+        assert placed[min(before, key=before.__getitem__)] >= placed[
+            max(before, key=before.__getitem__)]
+
+        # scored with an affinity function: each key lands on the node it names.
+        for name in names:
+            assert await client.ref(Affine, f"on:{name}/x").where() == name
+
+
+async def test_migration_under_a_stream_of_calls_and_casts_loses_and_repeats_nothing() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        names = [n.name for n in cluster.nodes]
+        streams = [Stream(client, f"m{i}") for i in range(4)]
+        for s in streams:
+            s.start()
+        for s in streams:
+            await wait_until(lambda s=s: s.calls > 5, timeout=20, what="stream started")
+        for round_ in range(6):
+            for s in streams:
+                here = await client.where(s.ref)
+                target = names[(names.index(here) + 1 + round_ % 2) % 3]
+                await client.migrate(s.ref, to=target)
+                assert await s.ref.where() == target
+        for s in streams:
+            await s.stop()
+            await s.check()
+            assert s.calls > 20
+
+
+async def test_a_join_moves_agents_with_state_and_a_graceful_leave_hands_them_off() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        keys = [f"j{i}" for i in range(150)]
+        for i, key in enumerate(keys):
+            await client.ref(Ledger, key).record(i)
+        streams = [Stream(client, f"js{i}") for i in range(3)]
+        for s in streams:
+            s.start()
+
+        new = await cluster.add_node()
+        await cluster.wait_converged()
+        new_name = cluster.nodes[new].name
+        await wait_until(lambda: any(m.name == new_name for m in client.members()),
+                         timeout=20, what="client sees the new node")
+
+        async def hosts() -> Counter[str]:
+            return Counter(await asyncio.gather(
+                *(client.ref(Ledger, k).where() for k in keys)))
+
+        async def settled() -> bool:
+            return (await hosts())[new_name] > 0
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await settled():
+            assert asyncio.get_running_loop().time() < deadline, "no agent moved to the new node"
+            await asyncio.sleep(0.2)
+        for i, key in enumerate(keys):  # state came along
+            assert (await client.ref(Ledger, key).read())["calls"] == [i]
+
+        # Graceful leave of node 0: its agents move before it exits (exit code 0).
+        leaving = cluster.nodes[0].name
+        assert await cluster.stop(0) == 0
+        await wait_until(lambda: all(m.name != leaving or m.status in ("left", "dead")
+                                     for m in client.members()),
+                         timeout=20, what="client sees node 0 leave")
+        for i, key in enumerate(keys):
+            assert (await client.ref(Ledger, key).read())["calls"] == [i], key
+        assert leaving not in await hosts()
+        for s in streams:
+            await s.stop()
+            await s.check()
+
+
+async def test_a_target_killed_mid_migration_leaves_the_agent_active_once_with_its_state() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        names = [n.name for n in cluster.nodes]
+        ref = client.ref(Ledger, "victim")
+        for i in range(10):
+            await ref.record(i)
+        home = await client.where(ref)
+        target_index = next(i for i, n in enumerate(names) if n != home)
+        move = asyncio.ensure_future(client.migrate(ref, to=names[target_index]))
+        await asyncio.sleep(0)  # the adopt request is on its way
+        cluster.kill(target_index)
+        with pytest.raises(phx.PhoenixError):
+            await move
+        # Wait until the death is noticed, then the agent answers again with every
+        # committed number, exactly once, from one node.
+        dead = names[target_index]
+        await wait_until(lambda: all(m.name != dead or m.status == "dead"
+                                     for m in client.members()), timeout=30,
+                         what="the target declared dead")
+        seen = None
+        deadline = asyncio.get_running_loop().time() + 30
+        while seen is None:
+            try:
+                seen = await ref.read()
+            except phx.PhoenixError:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        assert seen["calls"] == list(range(10))
+        assert await ref.record(10) == 11
