@@ -133,6 +133,21 @@ def remote(json_path: Path | None, quick: bool, transport: str) -> None:
         quick=quick, progress=progress), json_path)
 
 
+@bench.command("agents")
+@_json_option
+@_quick_option()
+def agents(json_path: Path | None, quick: bool) -> None:
+    """Distributed-agent figures: routed calls, migrations, a join's rebalancing.
+
+    Starts a real 3-member cluster on loopback and measures from a client node in this
+    process. The full run takes about a minute; --quick a few seconds.
+    """
+    from . import bench_placement
+
+    _measure(bench_placement, lambda progress: bench_placement.run_agents(
+        quick=quick, progress=progress), json_path)
+
+
 @bench.command("membership")
 @_json_option
 @_quick_option("2 trials, 10 s of load, one seed per size.")

@@ -95,3 +95,20 @@ class BenchRelay(phx.Agent, kind="bench.cluster.relay"):
             append(clock() - started)
         self.runs += 1
         return samples
+
+
+class BenchAccount(phx.Agent, kind="bench.cluster.account"):
+    """An agent with some state to move: ``phx bench agents`` migrates these."""
+
+    def __init__(self) -> None:
+        self.entries: list[int] = []
+
+    async def fill(self, count: int) -> int:
+        self.entries.extend(range(count))
+        return len(self.entries)
+
+    async def size(self) -> int:
+        return len(self.entries)
+
+    async def where(self) -> str:
+        return str(self.node.name)
