@@ -12,6 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
 # Layer of each top-level module or package (STYLE.md section 4).
 LAYERS = {
     "errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
+    "_crdt": 0,
     "_wire": 1, "_transport": 2, "_membership": 3, "_ring": 4, "_splitbrain": 4,
     "_replication": 5, "_placement": 5, "_agents": 6, "_registry": 7, "_node": 8,
     "_web": 9, "_cli": 9, "testing": 9, "telemetry": 9, "crdt": 9, "__init__": 10,
@@ -22,7 +23,9 @@ LAYERS = {
 PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handshake.py",
         "_membership/snapshot.py", "_ring/hashing.py", "_ring/ring.py", "_ring/partitions.py",
         "_splitbrain/strategies.py", "_splitbrain/view.py", "_membership/swim.py",
-        "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py"]
+        "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py",
+        "_crdt/dots.py", "_crdt/stores.py", "_crdt/base.py", "_crdt/counters.py",
+        "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py"]
 
 
 def _top(module: Path) -> str:

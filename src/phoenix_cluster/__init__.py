@@ -17,6 +17,7 @@
 
 import msgspec as _msgspec
 
+from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
 from ._agents.mailbox import AgentTimer as AgentTimer
@@ -72,6 +73,7 @@ __all__ = [
     "Supervisor",
     "SupervisorEscalation",
     "__version__",
+    "crdt",
     "telemetry",
 ]
 
