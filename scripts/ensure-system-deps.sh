@@ -3,6 +3,8 @@
 #
 #   etcd-server   /usr/bin/etcd, started by tests/membership/test_discovery_etcd.py
 #   iptables      partitions between LocalCluster nodes (tests/cluster, fault injection)
+#   prometheus    /usr/bin/prometheus and promtool, scraping a real node (tests/web)
+#   chromium      /usr/bin/chromium, the headless browser of the dashboard test (tests/web)
 #
 # Quiet and idempotent when everything is present. As root with apt-get it installs what
 # is missing (running `apt-get update` only if the install fails without it); otherwise
@@ -10,7 +12,7 @@
 set -u
 
 # package:command pairs; a package counts as present when its command is found.
-NEEDED=("etcd-server:etcd" "iptables:iptables")
+NEEDED=("etcd-server:etcd" "iptables:iptables" "prometheus:prometheus" "chromium:chromium")
 
 missing=()
 for entry in "${NEEDED[@]}"; do

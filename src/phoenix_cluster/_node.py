@@ -22,7 +22,7 @@ import msgspec
 from ._agents.agent import Agent, kind_spec
 from ._agents.dispatch import Router
 from ._agents.ref import AgentRef
-from ._agents.runtime import AgentRuntime, RuntimeStatistics
+from ._agents.runtime import AgentRuntime, KindRuntime, RuntimeStatistics
 from ._foundation.env import Env
 from ._foundation.settings import Settings, load_settings
 from ._membership.discovery_poller import DiscoveryPoller
@@ -42,7 +42,8 @@ from ._transport.fallback import FallbackTransport, parse_chain
 from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
-from .errors import AgentNotFound
+from ._web import HttpEndpoint
+from .errors import AgentNotFound, NodeUnavailable
 
 __all__ = [
     "DOWNED_PREFIX",
@@ -176,6 +177,7 @@ class Node:
         self._addresses: dict[str, str] = {}
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
+        self._http = HttpEndpoint(self) if settings.http is not None else None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -195,6 +197,8 @@ class Node:
         self._state = NodeState.RUNNING
         try:
             await self._start_cluster()
+            if self._http is not None:
+                await self._http.start()
         except BaseException:
             self._state = NodeState.STOPPED
             self._stopped.set()
@@ -387,6 +391,8 @@ class Node:
         return name, self._addresses.get(name, "")
 
     async def _close_cluster(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         if self._discovery is not None:
             await self._discovery.aclose()
         if self._resolver is not None:
@@ -504,6 +510,34 @@ class Node:
             agents=self._runtime.statistics(),
             restarts=self._supervisor.statistics().total_restarts,
         )
+
+    @property
+    def http_url(self) -> str | None:
+        """The dashboard's URL while the HTTP endpoint serves (``None``: no ``http``)."""
+        return None if self._http is None else self._http.url
+
+    @property
+    def ring(self) -> HashRing | None:
+        """The hash ring of the hosting members this node sees (``None``: none yet)."""
+        return self._ring
+
+    def kinds(self) -> dict[str, KindRuntime]:
+        """The agent kinds hosted here, by name (a copy; for telemetry, read-only)."""
+        return dict(self._runtime._kinds)
+
+    async def peer_status(self, address: str, timeout_s: float = 2.0) -> NodeStatus:
+        """The member at ``address`` as it sees itself (its ``$node.status``).
+
+        Raises:
+            NodeUnavailable: this node talks to no peers, or the member did not answer.
+            TimeoutError: no answer within ``timeout_s``.
+        """
+        router = self._runtime.router
+        if router is None:
+            raise NodeUnavailable(f"node {self.name} talks to no peers", definite=True)
+        async with asyncio.timeout(timeout_s):
+            reply = await router.system_call(address, "node", "status", b"", timeout_s)
+        return msgspec.msgpack.decode(reply, type=NodeStatus)
 
     def __repr__(self) -> str:
         s = self._runtime.statistics()

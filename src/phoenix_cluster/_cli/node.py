@@ -35,6 +35,7 @@ from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
 from .._transport.fallback import parse_chain
 from .._transport.tls import tls_contexts
+from .._web import check_http_address
 from ..errors import ConfigError
 from .logging_setup import configure_logging
 
@@ -245,6 +246,8 @@ def _run(node: Node, kinds: int) -> int:
               "keep-oldest", "down-all"]), help="Which side of a partition survives.")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
+@click.option("--http-public", is_flag=True, default=None,
+              help="Allow --http on a non-loopback address (it shows members and metrics).")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
 @click.option(
     "--import", "imports", metavar="MODULE", multiple=True,
@@ -273,6 +276,7 @@ def node(
     split_brain: str | None,
     role: str | None,
     http: str | None,
+    http_public: bool | None,
     data_dir: str | None,
     imports: tuple[str, ...],
     config_file: str | None,
@@ -303,6 +307,7 @@ def node(
         "split_brain": split_brain,
         "role": role,
         "http": http,
+        "http_public": http_public,
         "data_dir": data_dir,
         "log_level": log_level.lower() if log_level else None,
         "log_format": log_format,
@@ -322,6 +327,8 @@ def node(
         if settings.discovery is not None:
             discovery_from_spec(settings.discovery)
         parse_chain(settings.transports)
+        if settings.http is not None:
+            check_http_address(settings.http, settings.http_public)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
     secrets = _secrets(settings)

@@ -97,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http: HostPort | None = None
     """Address of the read-only HTTP endpoint (metrics, health, dashboard); off by default."""
 
+    http_public: bool = False
+    """Allow ``http`` to bind a non-loopback address. Off: the endpoint shows members,
+    agents and metrics to whoever reaches it, so exposing it is an explicit decision."""
+
     data_dir: str | None = None
     """Directory for durable state; ``None`` keeps state in memory (and in replicas)."""
 

@@ -23,6 +23,8 @@ __all__ = [
     "NODE_STOPPED",
     "PERFORMANCE_LATENCY_MEASURED",
     "PERFORMANCE_THROUGHPUT_CALCULATED",
+    "REGISTRY_LOOKUP",
+    "REPLICATION_COMMITTED",
     "SUPERVISOR_CHILD_CRASHED",
     "SUPERVISOR_CHILD_RESTARTED",
     "SUPERVISOR_ESCALATED",
@@ -60,6 +62,14 @@ TRANSPORT_PROTOCOL_SWITCHED = ("phoenix", "transport", "protocol_switched")
 
 PERFORMANCE_LATENCY_MEASURED = ("phoenix", "performance", "latency_measured")
 PERFORMANCE_THROUGHPUT_CALCULATED = ("phoenix", "performance", "throughput_calculated")
+
+REGISTRY_LOOKUP = ("phoenix", "registry", "lookup")
+"""A name was resolved through the registry; measurement ``duration`` (s), metadata
+``node``, ``found`` (bool). Feeds ``phoenix_registry_lookup_duration_seconds``."""
+REPLICATION_COMMITTED = ("phoenix", "replication", "committed")
+"""A state change reached its replica quorum; measurement ``duration`` (s, from the write
+to the quorum's acknowledgement), metadata ``node``, ``kind``. Feeds
+``phoenix_replication_commit_duration_seconds``."""
 
 NODE_STARTED = ("phoenix", "node", "started")
 NODE_STOPPED = ("phoenix", "node", "stopped")

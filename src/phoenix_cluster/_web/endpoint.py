@@ -1,0 +1,98 @@
+"""The node's handle on its HTTP endpoint: checks the address early, starts it late.
+
+Constructed with the node (so a bad ``http`` setting fails before anything starts);
+the HTTP stack (aiohttp, prometheus-client) is imported only when the endpoint starts,
+so nodes without ``http`` never load it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .view import NodeView
+
+if TYPE_CHECKING:
+    from .server import WebServer
+
+__all__ = ["HttpEndpoint", "check_http_address", "is_loopback"]
+
+_log = logging.getLogger("phoenix_cluster.web")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) only accepts local connections."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def check_http_address(address: str, public: bool = False) -> tuple[str, int]:
+    """Split ``HOST:PORT`` and refuse a non-loopback host unless ``public`` allows it.
+
+    Returns:
+        ``(host, port)`` with IPv6 brackets removed.
+
+    Raises:
+        ConfigError: the address has no port, or names a non-loopback host while
+            ``public`` is false.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"bad setting http: expected HOST:PORT, got {address!r}", key="http")
+    host = host.removeprefix("[").removesuffix("]")
+    if not public and not is_loopback(host):
+        raise ConfigError(
+            f"bad setting http: {address!r} is not a loopback address. The HTTP endpoint "
+            "shows the cluster's members, agents and metrics to anyone who reaches it; "
+            "bind it to 127.0.0.1, or set http_public (--http-public, PHX_HTTP_PUBLIC=1) "
+            "to expose it on purpose",
+            key="http",
+        )
+    return host, int(port)
+
+
+class HttpEndpoint:
+    """Serves ``/metrics``, health, the JSON API and the dashboard for one node.
+
+    Raises:
+        ConfigError: ``node.settings.http`` is malformed or not allowed (see
+            :func:`check_http_address`).
+    """
+
+    def __init__(self, node: NodeView) -> None:
+        address = node.settings.http
+        if address is None:
+            raise ConfigError("bad setting http: the endpoint needs an address", key="http")
+        self._node = node
+        self._host, self._port = check_http_address(address, node.settings.http_public)
+        self._server: WebServer | None = None
+        self.url: str | None = None
+        """``http://host:port/`` once started (with the port the OS picked for port 0)."""
+
+    async def start(self) -> str:
+        """Bind and serve; returns the dashboard's URL.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not local).
+        """
+        from .server import WebServer  # the HTTP stack loads only when it is used
+
+        server = WebServer(self._node, self._host, self._port)
+        self.url = await server.start()
+        self._server = server
+        _log.info("node %s: dashboard at %s (metrics at %smetrics)", self._node.name,
+                  self.url, self.url)
+        return self.url
+
+    async def aclose(self) -> None:
+        """Stop serving (idempotent); open event streams are ended."""
+        server, self._server = self._server, None
+        self.url = None
+        if server is not None:
+            await server.aclose()
