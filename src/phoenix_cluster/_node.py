@@ -37,6 +37,7 @@ from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
+from ._telemetry.tracing import start_node_tracer
 from ._transport.cookie import resolve_secret
 from ._transport.fallback import FallbackTransport, parse_chain
 from ._transport.peers import PeerManager
@@ -199,6 +200,8 @@ class Node:
             await self._start_cluster()
             if self._http is not None:
                 await self._http.start()
+            self._runtime.tracer = start_node_tracer(self.settings.otlp_endpoint, self.name,
+                                                     self.telemetry)
         except BaseException:
             self._state = NodeState.STOPPED
             self._stopped.set()
@@ -234,6 +237,8 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
         finally:
+            if self._runtime.tracer is not None:  # send the spans still batched
+                await self._runtime.tracer.aclose()
             self._state = NodeState.STOPPED
             self._stopped.set()
             self.telemetry.execute(events.NODE_STOPPED, {}, {"node": self.name, "reason": reason})
@@ -559,8 +564,12 @@ class _Inbound:
     async def __call__(self, peer: Any, frame: Any) -> Any:
         router = self._runtime.router
         assert router is not None
+        if self._runtime.tracer is not None:
+            return await self._runtime.tracer.serve(router.handle_inbound, peer, frame)
         return await router.handle_inbound(peer, frame)
 
     def try_now(self, peer: Any, frame: Any, answer: Any) -> bool:
         router = self._runtime.router
+        if router is not None and self._runtime.tracer is not None:
+            return self._runtime.tracer.serve_now(router.try_now, peer, frame, answer)
         return router is not None and router.try_now(peer, frame, answer)

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._telemetry import tracing
+from .._telemetry.tracing import NO_HEADERS
 from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
 from .._transport.tasks import fail_after
 from .._wire.messages import Call, Cast, Error, Redirect, Reply
@@ -122,8 +124,21 @@ class Router:
         timeout_s: float,
         request_id: int,
         address: str,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        """Run a call on the owner at ``address`` (following redirects); decode the result."""
+        """Run a call on the owner at ``address`` (following redirects); decode the result.
+
+        ``headers`` travel with every frame of the call; ``None`` (the default) lets the
+        node's tracer, when tracing is on, open the CLIENT span whose context they carry.
+        """
+        if headers is None:
+            tracer = self.runtime.tracer
+            if tracer is not None:
+                return await tracer.client_call(
+                    lambda h: self.call(spec, key, method, payload, timeout_s,
+                                        request_id, address, h),
+                    spec.name, key, method.name, request_id, address)
+            headers = NO_HEADERS
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
         sent = False
@@ -145,7 +160,7 @@ class Router:
                     definite=not sent, request_id=request_id,
                 ) from None
             frame = Call(request_id, spec.name, key, method.name, payload,
-                         max(1, int(remaining * 1000)))
+                         max(1, int(remaining * 1000)), headers)
             try:
                 answer = await conn.request(frame, remaining)
             except (ConnectionBroken, ConnectionClosed) as exc:
@@ -158,6 +173,7 @@ class Router:
                         definite=not sent, request_id=request_id,
                     ) from exc
                 self.resends += 1
+                tracing.event("phoenix.resend", {"phoenix.error": exc.message})
                 continue
             if isinstance(answer, Reply):
                 return method.result_decoder.decode(answer.payload)
@@ -171,6 +187,8 @@ class Router:
                         definite=not sent, request_id=request_id,
                     )
                 self.redirects_followed += 1
+                tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
+                                                   "phoenix.redirect.address": answer.address})
                 address = answer.address
                 continue
             raise error_from_frame(answer)
@@ -182,7 +200,9 @@ class Router:
         A refusal on the owner (a full mailbox, an unknown method) is logged there.
         """
         conn = await self._connect(address, False, request_id)
-        await conn.send(Cast(request_id, spec.name, key, method, payload))
+        tracer = self.runtime.tracer
+        await conn.send(Cast(request_id, spec.name, key, method, payload,
+                             NO_HEADERS if tracer is None else tracer.inject()))
 
     async def _connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
         try:

@@ -39,6 +39,7 @@ from .agent import KindSpec, MethodSpec
 from .mailbox import PASSIVATE, Activation, AgentTimer, Message
 
 if TYPE_CHECKING:
+    from .._telemetry.tracing import NodeTracer
     from .agent import Agent
     from .dispatch import Router
 
@@ -102,6 +103,7 @@ class AgentRuntime:
         self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
         self.hosts_agents = settings.role == "member"
         self.router: Router | None = None
+        self.tracer: NodeTracer | None = None  # set by the node when tracing is on
         self._closing = False
         self._messages_handled = 0
         self._activations = 0
@@ -144,6 +146,8 @@ class AgentRuntime:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         msg = Message(method, payload, future, self.clock.monotonic() + timeout_s, request_id)
         self._enqueue(self.kind(spec), key, msg)
+        if self.tracer is not None:
+            self.tracer.local_call(spec.name, key, method, request_id, future)
         timer = self.clock.call_later(timeout_s, lambda: _expire(future, msg, spec, key))
         try:
             result = await future
@@ -171,6 +175,8 @@ class AgentRuntime:
         if not self.hosts_agents:
             raise _no_host(spec, key)
         self._enqueue(self.kind(spec), key, Message(method, payload, None, 0.0, request_id))
+        if self.tracer is not None:
+            self.tracer.local_cast(request_id)
 
     def submit(
         self,
@@ -284,7 +290,11 @@ class AgentRuntime:
             while queue:
                 msg = queue.popleft()
                 if msg.fn is None:
-                    await self._handle(act, msg)
+                    if self.tracer is None:
+                        await self._handle(act, msg)
+                    else:
+                        await self.tracer.handle(act.kind.spec.name, act.key, msg,
+                                                 self._handle(act, msg))
                 elif msg.method == PASSIVATE:
                     # Anything queued behind it moved to a fresh activation.
                     await msg.fn()

@@ -33,6 +33,7 @@ from .._foundation.settings import Settings, load_settings
 from .._membership.discovery_spec import discovery_from_spec
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
+from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
 from .._transport.tls import tls_contexts
 from .._web import check_http_address
@@ -56,6 +57,7 @@ _FORMS = {
     "listen": "HOST:PORT",
     "seeds": "HOST:PORT (comma-separated in PHX_SEEDS)",
     "http": "HOST:PORT",
+    "otlp_endpoint": "an http:// or https:// URL, e.g. http://127.0.0.1:4318",
     "role": "member or client",
     "cookie_file": "a readable file holding the cluster secret",
     "tls_cert": "a PEM certificate file, given with tls_key",
@@ -246,6 +248,8 @@ def _run(node: Node, kinds: int) -> int:
               "keep-oldest", "down-all"]), help="Which side of a partition survives.")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
+@click.option("--otlp-endpoint", metavar="URL", help="Send OpenTelemetry traces to this "
+              "OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (extra [otel]; docs/tracing.md).")
 @click.option("--http-public", is_flag=True, default=None,
               help="Allow --http on a non-loopback address (it shows members and metrics).")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
@@ -276,6 +280,7 @@ def node(
     split_brain: str | None,
     role: str | None,
     http: str | None,
+    otlp_endpoint: str | None,
     http_public: bool | None,
     data_dir: str | None,
     imports: tuple[str, ...],
@@ -307,6 +312,7 @@ def node(
         "split_brain": split_brain,
         "role": role,
         "http": http,
+        "otlp_endpoint": otlp_endpoint,
         "http_public": http_public,
         "data_dir": data_dir,
         "log_level": log_level.lower() if log_level else None,
@@ -327,6 +333,7 @@ def node(
         if settings.discovery is not None:
             discovery_from_spec(settings.discovery)
         parse_chain(settings.transports)
+        check_tracing(settings.otlp_endpoint)
         if settings.http is not None:
             check_http_address(settings.http, settings.http_public)
     except ConfigError as exc:

@@ -25,6 +25,7 @@ ENV_PREFIX = "PHX_"
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 HostPort = Annotated[str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")]
+OtlpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+(/\S*)?$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +101,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_public: bool = False
     """Allow ``http`` to bind a non-loopback address. Off: the endpoint shows members,
     agents and metrics to whoever reaches it, so exposing it is an explicit decision."""
+
+    otlp_endpoint: OtlpUrl | None = None
+    """OpenTelemetry collector to send traces to over OTLP/HTTP (protobuf), e.g.
+    ``http://127.0.0.1:4318`` (``/v1/traces`` is appended unless the URL has a path).
+    ``None``: tracing is off and costs nothing. Needs the ``[otel]`` extra; see
+    docs/tracing.md."""
 
     data_dir: str | None = None
     """Directory for durable state; ``None`` keeps state in memory (and in replicas)."""
