@@ -109,7 +109,8 @@ class ORMap(Keyed[K], tag="ormap"):
         ``fn`` receives the current value (a new empty one if the key is absent) and must
         return the delta of the mutator it calls, e.g. ``lambda s: s.add(x, replica=r)``.
         Join deltas with ``|`` to make several changes in one update. The value handed to
-        ``fn`` is only valid during the call.
+        ``fn`` is only valid during the call. Changes ``fn`` made before raising stay in
+        the map without a delta (an agent handler that raises is rolled back whole).
 
         Raises:
             TypeError: ``kind`` is not a CRDT type or ``fn`` returned something else.
