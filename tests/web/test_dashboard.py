@@ -105,7 +105,7 @@ async def test_dashboard_shows_members_charts_and_events(tmp_path: Path, chromiu
                     "[...document.querySelectorAll('#members tr[data-role=member] .status')]"
                     ".filter(s => s.textContent === 'alive').length === 3", timeout=30_000)
                 await page.wait_for_function(
-                    "Number(document.getElementById('chart-rate').dataset.samples) >= 8",
+                    "Number(document.getElementById('chart-rate').dataset.samples) >= 20",
                     timeout=20_000)
                 rate = await page.locator("#chart-rate").get_attribute("data-last")
                 assert rate is not None and float(rate) > 0

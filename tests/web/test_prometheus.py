@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +21,7 @@ import phoenix_cluster as phx
 from phoenix_cluster.testing import free_port
 
 COOKIE = "prometheus-test-cookie"
-
-pytestmark = pytest.mark.slow
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 
 _CONFIG = """\
 global:
@@ -94,6 +95,7 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
 
+@pytest.mark.slow
 async def test_real_prometheus_scrapes_a_node(prometheus: tuple[str, Path, Any],
                                              tmp_path: Path) -> None:
     prom_url, prom_log, start_prometheus = prometheus
@@ -148,3 +150,20 @@ async def test_real_prometheus_scrapes_a_node(prometheus: tuple[str, Path, Any],
                 assert series["metric"][label] == expected, series
             elif expected is not None:
                 assert series["value"][1] == expected, series
+
+
+def _yaml_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize(("what", "marker"), [("rules", "groups:"), ("config", "scrape_configs:")])
+def test_monitoring_guide_yaml_passes_promtool(tmp_path: Path, what: str, marker: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    (block,) = [b for b in _yaml_blocks(GUIDE.read_text()) if marker in b]
+    path = tmp_path / f"{what}.yml"
+    path.write_text(block)
+    done = subprocess.run([promtool, "check", what, str(path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -33,7 +33,7 @@ from .._telemetry.bus import EventName
 from .._version import __version__
 from .health import readiness
 from .histogram import Buckets
-from .view import NodeView
+from .view import NodeView, StatisticsView
 
 __all__ = ["DURATION_BUCKETS", "WINDOW_CAP", "NodeMetrics"]
 
@@ -218,12 +218,13 @@ class NodeMetrics:
 
     def collect(self) -> Iterator[Metric]:
         """prometheus-client's collector hook: every Phoenix metric, read now."""
-        yield from self._node_metrics()
-        yield from self._agent_metrics()
+        stats = self._node.statistics()  # one pass over the activations per scrape
+        yield from self._node_metrics(stats)
+        yield from self._agent_metrics(stats)
         yield from self._transport_metrics()
         yield from self._cluster_metrics()
 
-    def _node_metrics(self) -> Iterator[Metric]:
+    def _node_metrics(self, stats: StatisticsView) -> Iterator[Metric]:
         node = self._node
         settings = node.settings
         yield InfoMetricFamily("phoenix_node", "This node: name, role, Phoenix version.", value={
@@ -237,10 +238,10 @@ class NodeMetrics:
                                 value=self._loop_lag())
         yield CounterMetricFamily("phoenix_supervisor_restarts_total", "Service restarts "
                                   "by the node's root supervisor.",
-                                  value=node.statistics().restarts)
+                                  value=stats.restarts)
 
-    def _agent_metrics(self) -> Iterator[Metric]:
-        s = self._node.statistics().agents
+    def _agent_metrics(self, stats: StatisticsView) -> Iterator[Metric]:
+        s = stats.agents
         yield GaugeMetricFamily("phoenix_agents_active", "Agents activated on this node "
                                 "(in memory, with an instance).", value=s.active_agents)
         yield GaugeMetricFamily("phoenix_agents_passive", "Passivated agents on this node "
