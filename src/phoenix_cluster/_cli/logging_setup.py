@@ -3,9 +3,10 @@
 Owns the root logger's Phoenix handler in CLI processes; a library embedding
 :class:`~phoenix_cluster.Node` configures logging itself and never calls this.
 
-Text lines read ``2026-11-28T16:38:29.123Z INFO phoenix_cluster.node [node-a] message``;
-JSON lines are one object each with ``ts``, ``level``, ``logger``, ``node``, ``msg`` and,
-when the record carries an exception, ``exc``. Either way a record is exactly one line
+Text lines read ``2026-11-28T16:38:29.123Z INFO phoenix_cluster.node [node-a] message``
+(``[node-a trace=<id>]`` while a traced call runs); JSON lines are one object each with
+``ts``, ``level``, ``logger``, ``node``, ``msg`` and, when present, ``trace_id`` and
+``exc``. Either way a record is exactly one line
 (newlines inside messages and tracebacks are escaped as ``\\n``), so log shippers never
 split a traceback across records.
 """
@@ -19,6 +20,8 @@ from collections.abc import Iterable
 from typing import IO, Literal
 
 import msgspec
+
+from .._telemetry.tracing import current_trace_id
 
 __all__ = ["REDACTED", "JsonFormatter", "RedactSecrets", "TextFormatter", "configure_logging"]
 
@@ -102,9 +105,11 @@ class TextFormatter(logging.Formatter):
         self.node_name = node_name
 
     def format(self, record: logging.LogRecord) -> str:
+        trace_id = current_trace_id.get()
+        where = self.node_name if trace_id is None else f"{self.node_name} trace={trace_id}"
         line = (
             f"{_timestamp(record)} {record.levelname} {record.name} "
-            f"[{self.node_name}] {record.getMessage()}"
+            f"[{where}] {record.getMessage()}"
         )
         exc = _exc_text(record, self)
         if exc:
@@ -113,7 +118,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ``ts``, ``level``, ``logger``, ``node``, ``msg``, ``exc``."""
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``node``, ``msg``, and
+    ``trace_id`` / ``exc`` when there is one."""
 
     def __init__(self, node_name: str) -> None:
         super().__init__()
@@ -128,6 +134,9 @@ class JsonFormatter(logging.Formatter):
             "node": self.node_name,
             "msg": record.getMessage(),
         }
+        trace_id = current_trace_id.get()
+        if trace_id is not None:
+            obj["trace_id"] = trace_id
         exc = _exc_text(record, self)
         if exc:
             obj["exc"] = exc
