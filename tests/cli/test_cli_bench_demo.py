@@ -1,4 +1,4 @@
-"""``phx bench local`` and ``phx demo`` run end to end, as a user would run them.
+"""``phx bench local`` and ``phx demo --single`` run end to end, as a user would run them.
 
 Both run in a subprocess (a fresh interpreter, the real console script code path). No
 assertion on timing beyond sanity: the figures belong to ``docs/benchmarks.md``, not to
@@ -62,8 +62,8 @@ def test_bench_local_asyncio_loop(tmp_path: Path) -> None:
     assert machine["uvloop"] is False
 
 
-def test_demo_short_run_checks_invariants() -> None:
-    proc = phx("demo", "--duration", "3", "--agents", "300")
+def test_demo_single_short_run_checks_invariants() -> None:
+    proc = phx("demo", "--single", "--duration", "3", "--agents", "300")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "150 accounts and 150 counters" in out
@@ -88,7 +88,8 @@ def test_cli_import_stays_cheap() -> None:
     code = (
         "import sys, phoenix_cluster._cli.main\n"
         "heavy = [m for m in ('phoenix_cluster._cli.bench_local',"
-        " 'phoenix_cluster._cli.demo_agents') if m in sys.modules]\n"
+        " 'phoenix_cluster._cli.demo_agents', 'phoenix_cluster._cli.demo_cluster',"
+        " 'phoenix_cluster._cli.demo_single') if m in sys.modules]\n"
         "print(heavy)"
     )
     proc = subprocess.run(

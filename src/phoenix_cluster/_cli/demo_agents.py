@@ -1,4 +1,9 @@
-"""The agent kinds that ``phx demo`` runs: bank accounts and counters.
+"""The agent kinds that ``phx demo`` runs: tallies (three-node demo), bank accounts and
+counters (``phx demo --single``).
+
+A tally answers every write with its new count *and the name of the node that hosts it*,
+so the demo's client can record each acknowledged write with the node that acknowledged
+it, and tell at the end which writes a killed node took with it.
 
 Accounts move money between each other; the total never changes, which the demo checks
 at the end. Some transfers fail on purpose *after* debiting the sender: the runtime rolls
@@ -14,7 +19,14 @@ from __future__ import annotations
 
 import phoenix_cluster as phx
 
-__all__ = ["INITIAL_BALANCE", "Account", "Counter", "InjectedFailure", "InsufficientFunds"]
+__all__ = [
+    "INITIAL_BALANCE",
+    "Account",
+    "Counter",
+    "InjectedFailure",
+    "InsufficientFunds",
+    "Tally",
+]
 
 INITIAL_BALANCE = 1_000
 """Every account opens with this balance, so the total is ``accounts * INITIAL_BALANCE``."""
@@ -78,3 +90,19 @@ class Counter(phx.Agent, kind="demo.counter", idle_timeout=3.0):
 
     async def get(self) -> int:
         return self.count
+
+
+class Tally(phx.Agent, kind="demo.tally"):
+    """A count of writes that reports where it lives: replies are ``(count, host name)``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def add(self, by: int = 1) -> tuple[int, str]:
+        """Add ``by``; the new count and the name of the node that committed it."""
+        self.count += by
+        return self.count, self.node.name
+
+    async def read(self) -> tuple[int, str]:
+        """The count and the name of the hosting node (changes nothing)."""
+        return self.count, self.node.name
