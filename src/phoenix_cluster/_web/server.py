@@ -103,11 +103,10 @@ class WebServer:
         self.feed.attach()
         self.sampler.start()
         # No access log: Prometheus scrapes every few seconds and would drown the node's log.
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=2.0)
-        await runner.setup()
-        self._runner = runner
+        runner = self._runner = web.AppRunner(self._app(), access_log=None,
+                                              handle_signals=False, shutdown_timeout=2.0)
         try:
+            await runner.setup()
             site = web.TCPSite(runner, self._host, self._port)
             await site.start()
         except BaseException:
@@ -198,7 +197,7 @@ class WebServer:
                 if message is None:
                     break
                 await response.write(message)
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             _log.debug("node %s: a dashboard stream went away", self._node.name)
         finally:
             self.feed.unsubscribe(stream)
