@@ -132,6 +132,8 @@ class _ClusterDemo:
         self.client: phx.Node | None = None
         self.refs: list[phx.AgentRef] = []
         self._say: Callable[[str], None] = click.echo
+        self.failures_by_phase: dict[str, tuple[int, str]] = {}
+        """Failed calls per phase, with the first error seen in it."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -166,12 +168,19 @@ class _ClusterDemo:
             _, host = await self.refs[agent].add(1)
         except phx.PhoenixError as exc:
             self.traffic.failure(type(exc).__name__)
+            self._note_failure(exc)
             if not exc.definite:
                 self.ledger.unknown_outcome(agent)
             return False
         self.traffic.success(time.perf_counter_ns() - started)
         self.ledger.ack(agent, str(host))
         return True
+
+    def _note_failure(self, exc: phx.PhoenixError) -> None:
+        count, example = self.failures_by_phase.get(self.phase, (0, ""))
+        if not example:
+            example = f"{type(exc).__name__}: {exc}"
+        self.failures_by_phase[self.phase] = (count + 1, example)
 
     async def until_written(self, agents: list[int], deadline_s: float,
                             concurrency: int = 64) -> bool:
@@ -329,8 +338,9 @@ class _ClusterDemo:
         self.ledger.restarted(victim)
         self.timeline.restarted = time.monotonic()
         await self.cluster.restart(_VICTIM)
-        self.event(f"{victim} restarted (pid {self.cluster.nodes[_VICTIM].process.pid});"  # type: ignore[union-attr]
-                   " rebalancing hands it back the agents whose home it is")
+        process = self.cluster.nodes[_VICTIM].process
+        self.event(f"{victim} restarted (pid {process.pid if process else '?'}); "
+                   "rebalancing hands it back the agents whose home it is")
         self.phase = f"rebalancing to {victim}"
         address = self.cluster.nodes[_VICTIM].address
         loop = asyncio.get_running_loop()
@@ -391,6 +401,7 @@ class _ClusterDemo:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
         background: list[asyncio.Task[Any]] = []
+        workers: list[asyncio.Task[None]] = []
         view = LiveView(self)
         verification: Verification | None = None
         try:
@@ -404,20 +415,20 @@ class _ClusterDemo:
                     background += [loop.create_task(self._poll_status()),
                                    loop.create_task(self._monitor(view.refresh))]
                     await self._activate()
-                    background += [loop.create_task(self._worker(i))
-                                   for i in range(config.workers)]
+                    workers += [loop.create_task(self._worker(i))
+                                for i in range(config.workers)]
                     hosts_before = await self._story()
                     self.phase = "verifying"
                     self.workload_done.set()
-                    await asyncio.gather(*background[2:], return_exceptions=True)
+                    await asyncio.gather(*workers, return_exceptions=True)
                     self.event("workload stopped; reading every agent to verify "
                                "the acknowledged writes…")
                     verification = await self._verify(hosts_before)
                 finally:
                     self.workload_done.set()
-                    for task in background:
+                    for task in [*background, *workers]:
                         task.cancel()
-                    await asyncio.gather(*background, return_exceptions=True)
+                    await asyncio.gather(*background, *workers, return_exceptions=True)
                     self.phase = "done"
                     self.event("stopping the cluster…")
                     await _stop_fast(cluster)

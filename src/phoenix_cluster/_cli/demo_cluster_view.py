@@ -113,6 +113,10 @@ class LiveView:
         return Group(table, Text("\n".join(lines)))
 
 
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _seconds(value: float | None) -> str:
     return "did not happen" if value is None else f"{value:.2f} s"
 
@@ -137,6 +141,9 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
     table.add_row("calls made", f"{traffic.calls:,} ({traffic.ok:,} acknowledged, "
                   f"{sum(traffic.failed.values()):,} failed: " + (", ".join(
                       f"{k} {c:,}" for k, c in sorted(traffic.failed.items())) or "none") + ")")
+    for phase, (count, example) in demo.failures_by_phase.items():
+        table.add_row(f"  failed while {phase}",
+                      f"{count:,} (first: {_shorten(example, 110)})")
     table.add_row("call latency p50 / p95", f"{_ms(p50)} / {_ms(p95)}")
     table.add_row(f"detection ({victim} killed)",
                   f"suspect {_seconds(t.since_kill(t.suspect))}, "
@@ -162,7 +169,7 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
                f"{v.lost_with_killed:,} acknowledged writes on {v.agents_on_killed:,} agents")
     if v.unknown_outcome:
         click.echo(f"unknown outcome (timed out or connection lost, never counted as "
-                   f"acknowledged): {v.unknown_outcome:,} writes")
+                   f"acknowledged): {v.unknown_outcome:,}")
     if v.duplicated:
         click.echo(f"ERROR: {v.duplicated:,} writes counted more than once")
     if v.unexpected_lost:
