@@ -8,6 +8,10 @@ the story and the verification are.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from cli_helpers import phx
@@ -46,4 +50,38 @@ def test_demo_quick_kills_restarts_and_verifies() -> None:
     assert verified > 0
     assert verified + lost == acknowledged
     assert "ERROR" not in out
+    assert out.rstrip().splitlines()[-1] == "result: OK"
+
+
+@pytest.mark.slow
+def test_demo_forever_runs_until_ctrl_c_then_verifies() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "phoenix_cluster", "demo", "--forever", "--agents", "500",
+         "--seconds", "1", "--rate", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        # The status lines name the phase; once the story is told it runs until Ctrl-C.
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "(Ctrl-C to stop)" in line:
+                break
+        assert any("(Ctrl-C to stop)" in line for line in lines), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out + err
+    assert "Ctrl-C: stopping the workload and verifying" in out
+    assert "interrupted with Ctrl-C" not in out  # the whole story ran before it
+    assert "lost on surviving nodes' agents and across rebalancing: 0 (" in out
     assert out.rstrip().splitlines()[-1] == "result: OK"

@@ -83,6 +83,7 @@ class _Timeline:
     failed_over: int = 0
     activated_s: float = 0.0
     interrupted: bool = False
+    story_told: bool = False
     problems: list[str] = field(default_factory=list)
 
     def since_kill(self, t: float | None) -> float | None:
@@ -460,6 +461,7 @@ class _ClusterDemo:
         self.phase = "workload after rebalancing" + (" (Ctrl-C to stop)" if config.forever
                                                      else "")
         if config.forever:
+            self.timeline.story_told = True  # from here on Ctrl-C is the expected end
             await self.stop.wait()
         else:
             await self.pause(config.seconds)
@@ -467,7 +469,7 @@ class _ClusterDemo:
 
     def _interrupt(self) -> None:
         if not self.stop.is_set():
-            self.timeline.interrupted = True
+            self.timeline.interrupted = not self.timeline.story_told
             self.event("Ctrl-C: stopping the workload and verifying (Ctrl-C again to abort)")
             self.stop.set()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
