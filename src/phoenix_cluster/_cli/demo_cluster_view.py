@@ -136,6 +136,8 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
     table.add_column()
     table.add_row("members", ", ".join(
         f"{n} ({members[n].status if n in members else 'stopped'})" for n in demo.node_names()))
+    table.add_row("agents per node (active)",
+                  ", ".join(f"{n} {_count(demo.active.get(n))}" for n in demo.node_names()))
     table.add_row("agents per node (last ack)",
                   ", ".join(f"{n} {by_ack.get(n, 0):,}" for n in demo.node_names()))
     table.add_row("calls made", f"{traffic.calls:,} ({traffic.ok:,} acknowledged, "
@@ -155,6 +157,7 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
         else t.rebalanced - t.restarted
     table.add_row("rebalancing after the restart",
                   f"{_seconds(rebalanced)} ({t.moved_back:,} agents on {victim})")
+    table.add_row("dashboard", demo.dashboard or "not built yet")
     table.add_row("writes acknowledged", f"{v.acknowledged:,}")
     table.add_row("writes verified", f"{v.verified:,} (lost: {v.unexpected_lost:,})")
     table.add_row("writes lost with the killed node",
