@@ -23,7 +23,7 @@ __all__ = ["demo"]
 @click.option("--single", is_flag=True,
               help="Run the single-node workload (accounts and counters) instead.")
 @click.option("--quick", is_flag=True,
-              help="A short run for tests: 2,000 agents, 2 s phases (or 3 s with --single).")
+              help="A short run for tests: 2,000 agents, 2 s phases (--single: 300 agents, 3 s).")
 @click.option("--agents", type=click.IntRange(min=4), default=None,
               help="Agents in all [default: 10,000; 5,000 with --single].")
 @click.option("--seconds", type=click.FloatRange(min=0.5), default=None,
