@@ -82,9 +82,9 @@ async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
         async with gate:
             await client.migrate(ref, to=target)
 
-    started = time.perf_counter()
+    bulk_started = time.perf_counter()
     await asyncio.gather(*(move(r, t) for r, t in moves))
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - bulk_started
     sizes = await asyncio.gather(*(r.size() for r, _ in moves))
     if any(s != 100 for s in sizes):
         raise RuntimeError("an agent lost state in a migration")
