@@ -24,6 +24,8 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_membership/snapshot.py", "_ring/hashing.py", "_ring/ring.py", "_ring/partitions.py",
         "_splitbrain/strategies.py", "_splitbrain/view.py", "_membership/swim.py",
         "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py",
+        "_registry/entries.py", "_registry/store.py", "_registry/messages.py",
+        "_registry/settings.py", "_placement/policies.py",
         "_crdt/dots.py", "_crdt/stores.py", "_crdt/base.py", "_crdt/counters.py",
         "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py"]
 

@@ -27,6 +27,8 @@ from ._foundation.env import Env as Env
 from ._foundation.settings import Settings as Settings
 from ._membership.snapshot import Member as Member
 from ._node import Node as Node
+from ._registry.registry import NameConflict as NameConflict
+from ._registry.registry import Registration as Registration
 from ._resilience.supervisor import ChildSpec as ChildSpec
 from ._resilience.supervisor import Supervisor as Supervisor
 from ._resilience.supervisor import SupervisorEscalation as SupervisorEscalation
@@ -38,6 +40,7 @@ from .errors import CallTimeout as CallTimeout
 from .errors import ConfigError as ConfigError
 from .errors import DefiniteError as DefiniteError
 from .errors import IndefiniteError as IndefiniteError
+from .errors import NameTaken as NameTaken
 from .errors import NodeClosed as NodeClosed
 from .errors import NodeUnavailable as NodeUnavailable
 from .errors import NoQuorum as NoQuorum
@@ -61,6 +64,8 @@ __all__ = [
     "IndefiniteError",
     "Member",
     "MethodRef",
+    "NameConflict",
+    "NameTaken",
     "NoQuorum",
     "Node",
     "NodeClosed",
@@ -69,6 +74,7 @@ __all__ = [
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
+    "Registration",
     "Settings",
     "Supervisor",
     "SupervisorEscalation",

@@ -30,6 +30,7 @@ from ._membership.discovery_spec import discovery_from_spec
 from ._membership.observer import MembershipObserver
 from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
+from ._registry.services import ClusterServices
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash
 from ._ring.ring import HashRing
@@ -176,6 +177,13 @@ class Node:
         self._discovery: DiscoveryPoller | None = None
         self._snapshot: MembershipSnapshot | None = None
         self._addresses: dict[str, str] = {}
+        self._services = ClusterServices(self, lambda: self._ring)
+        self.registry = self._services.registry
+        """Cluster-wide names for agents and values (``docs/registry.md``)."""
+        self.groups = self._services.groups
+        """Process groups of agents, cluster-wide (``docs/registry.md``)."""
+        self.pubsub = self._services.pubsub
+        """Topics with subscribers on every node (``docs/registry.md``)."""
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
@@ -283,6 +291,7 @@ class Node:
                         owner_of=self._owner_of)
         router.system["membership"] = self._membership_call
         router.system["node"] = self._node_call
+        self._services.attach(router)
         self._runtime.router = router
         if self.address is not None:
             self._membership = MembershipService(
@@ -340,6 +349,7 @@ class Node:
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
+        self._services.on_membership(snapshot)  # registry caches, released holders
         # Most changes (a suspicion, a refutation, a client joining) leave the hosting
         # members as they are: rebuilding 160 vnodes per member each time would be waste.
         hosts = {m.name for m in snapshot.members
@@ -396,6 +406,7 @@ class Node:
         return name, self._addresses.get(name, "")
 
     async def _close_cluster(self) -> None:
+        await self._services.aclose()  # hands its names on while the transport is up
         if self._http is not None:
             await self._http.aclose()
         if self._discovery is not None:

@@ -5,6 +5,7 @@
     │   ├── AgentNotFound             unknown kind or method
     │   ├── AgentError                the handler raised; the agent's state was rolled back
     │   ├── NoQuorum                  not enough replicas to commit
+    │   ├── NameTaken                 the registry name is registered to something else
     │   ├── Overloaded                mailbox full or node shedding load; the message was refused
     │   ├── AuthenticationError       the peer does not know the cluster secret
     │   ├── ProtocolError             malformed or oversized frame, wrong protocol version
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DefiniteError",
     "IndefiniteError",
+    "NameTaken",
     "NoQuorum",
     "NodeClosed",
     "NodeUnavailable",
@@ -158,6 +160,13 @@ class NoQuorum(DefiniteError):
     code = "no_quorum"
 
 
+class NameTaken(DefiniteError):
+    """The name is already registered (``node.registry.register``) to another agent or
+    value; nothing was registered. Unregister it first, or pick another name."""
+
+    code = "name_taken"
+
+
 class Overloaded(DefiniteError):
     """The message was refused to protect the node: a mailbox is at ``mailbox_limit``.
 
@@ -236,6 +245,7 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         AgentNotFound,
         AgentError,
         NoQuorum,
+        NameTaken,
         Overloaded,
         AuthenticationError,
         ProtocolError,

@@ -23,7 +23,13 @@ __all__ = [
     "NODE_STOPPED",
     "PERFORMANCE_LATENCY_MEASURED",
     "PERFORMANCE_THROUGHPUT_CALCULATED",
+    "PUBSUB_DELIVERED",
+    "PUBSUB_DROPPED",
+    "PUBSUB_PUBLISHED",
     "REGISTRY_LOOKUP",
+    "REGISTRY_NAME_CONFLICT",
+    "REGISTRY_REGISTERED",
+    "REGISTRY_RELEASED",
     "REPLICATION_COMMITTED",
     "SUPERVISOR_CHILD_CRASHED",
     "SUPERVISOR_CHILD_RESTARTED",
@@ -66,6 +72,27 @@ PERFORMANCE_THROUGHPUT_CALCULATED = ("phoenix", "performance", "throughput_calcu
 REGISTRY_LOOKUP = ("phoenix", "registry", "lookup")
 """A name was resolved through the registry; measurement ``duration`` (s), metadata
 ``node``, ``found`` (bool). Feeds ``phoenix_registry_lookup_duration_seconds``."""
+REGISTRY_REGISTERED = ("phoenix", "registry", "registered")
+"""A name was registered (stored on a majority of its owners); measurement ``duration``
+(s), metadata ``node``, ``name``."""
+REGISTRY_RELEASED = ("phoenix", "registry", "released")
+"""Names were released without a conflict; measurement ``names``, metadata ``node``,
+``reason`` (``holder_gone`` on an owner, ``unregistered`` on the holder), ``holder`` or
+``name``."""
+REGISTRY_NAME_CONFLICT = ("phoenix", "registry", "name_conflict")
+"""A name this node held lost a conflict after a partition healed (the earliest
+registration wins); metadata ``node``, ``name``, ``winner``, ``loser`` (holder names)."""
+
+PUBSUB_PUBLISHED = ("phoenix", "pubsub", "published")
+"""A message was published; measurement ``nodes`` (nodes it was sent to, this one
+included), metadata ``node``, ``topic``."""
+PUBSUB_DELIVERED = ("phoenix", "pubsub", "delivered")
+"""A published message reached a node's subscribers; measurement ``subscribers`` (how
+many it was handed to on that node), metadata ``node``, ``topic``, ``publisher``."""
+PUBSUB_DROPPED = ("phoenix", "pubsub", "dropped")
+"""A subscriber missed a message; measurement ``messages``, metadata ``node``,
+``topic``, ``reason`` (``queue_full``, ``callback_raised``, ``agent_refused``,
+``unreachable``: a node the message could not be sent to)."""
 REPLICATION_COMMITTED = ("phoenix", "replication", "committed")
 """A state change reached its replica quorum; measurement ``duration`` (s, from the write
 to the quorum's acknowledgement), metadata ``node``, ``kind``. Feeds

@@ -1,0 +1,460 @@
+"""``node.pubsub``: topics, subscribers on every node, fan-out (the seed's ``Phoenix.PubSub``).
+
+Design: each node keeps its own subscribers (agents, as ``(ref, method)``, and local
+callbacks). ``publish`` hands the message to this node's subscribers, then sends one
+frame per other node (members and listening clients), each over that node's single
+connection; the receiving node hands it to its subscribers.
+
+Guarantees (``docs/registry.md``):
+
+- at most once per subscriber: nothing is retried, so a message sent while a node is
+  unreachable, or dropped for a subscriber whose queue is full (``subscriber_queue_limit``),
+  is lost for it (counted by the ``("phoenix", "pubsub", "dropped")`` event);
+- FIFO per publisher and subscriber: messages one task publishes (awaiting each
+  ``publish``) reach every subscriber in the order published, because frames to one node
+  share one connection, a node queues them in arrival order before it yields, and each
+  subscriber has its own queue (an agent's mailbox keeps that order too);
+- ``publish(..., confirm=True)`` waits until every node handed the message to its
+  subscribers (a callback returned, an agent's mailbox accepted it) and says how many
+  took it and which nodes did not answer; re-publishing to make up for those gives
+  at-least-once with possible duplicates.
+
+A slow subscriber delays only itself: callbacks that are plain functions run inline,
+``async`` callbacks and agents are fed by a task per subscriber that exists only while
+messages wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Literal, overload
+
+import msgspec
+
+from .._agents.agent import lookup_kind
+from .._agents.ref import AgentRef
+from .._foundation.env import Env
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus
+from .._transport.tasks import LogLimiter, TaskSet
+from ..errors import AgentNotFound, PhoenixError, ProtocolError
+from .cluster import UNREACHABLE, ClusterLink
+from .entries import check_name
+from .messages import DeliveryReply, Publish, decode, encode
+from .settings import RegistrySettings
+
+__all__ = ["Callback", "Delivery", "PubSub"]
+
+_log = logging.getLogger("phoenix_cluster.pubsub")
+
+Callback = Callable[[Any], Awaitable[None] | None]
+"""A local subscriber: ``callback(message)``, a plain or an ``async`` function."""
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """The outcome of ``publish(..., confirm=True)``.
+
+    Attributes:
+        delivered: subscribers (on every node that answered) that took the message.
+        dropped: subscribers that missed it (queue full, callback raised, agent refused).
+        unreachable: nodes that did not answer; their subscribers may or may not have it.
+    """
+
+    delivered: int
+    dropped: int
+    unreachable: tuple[str, ...] = ()
+
+
+class _Tracker:
+    """Counts one confirmed message's hand-overs on this node."""
+
+    __slots__ = ("delivered", "dropped", "future", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(self, ok: bool) -> None:
+        if ok:
+            self.delivered += 1
+        else:
+            self.dropped += 1
+        self.pending -= 1
+        if self.pending <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+class _Message:
+    """A message arriving on this node: its bytes, decoded at most once."""
+
+    __slots__ = ("_decoded", "_value", "publisher", "raw", "topic", "tracker")
+
+    def __init__(self, topic: str, publisher: str, raw: bytes, tracker: _Tracker | None) -> None:
+        self.topic = topic
+        self.publisher = publisher
+        self.raw = raw
+        self.tracker = tracker
+        self._decoded = False
+        self._value: Any = None
+
+    @property
+    def value(self) -> Any:
+        # Shared by every callback on this node: subscribers must not mutate it.
+        if not self._decoded:
+            self._value = msgspec.msgpack.decode(self.raw)
+            self._decoded = True
+        return self._value
+
+
+class _Subscriber:
+    """One subscription: a queue of messages and the task draining it while non-empty."""
+
+    __slots__ = ("closed", "label", "pubsub", "queue", "task")
+
+    def __init__(self, pubsub: PubSub, label: str) -> None:
+        self.pubsub = pubsub
+        self.label = label
+        self.queue: deque[_Message] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def offer(self, msg: _Message) -> bool:
+        """Take ``msg`` in order; ``False`` if it was dropped at once."""
+        if self.queue or not self.inline(msg):
+            if len(self.queue) >= self.pubsub.settings.subscriber_queue_limit:
+                self.pubsub.dropped(msg, "queue_full")
+                return False
+            self.queue.append(msg)
+            if self.task is None:
+                self.task = self.pubsub.spawn(self._drain(), self.label)
+        return True
+
+    def inline(self, msg: _Message) -> bool:
+        """Deliver on the spot if this kind of subscriber can; ``False`` to queue."""
+        return False
+
+    async def deliver(self, msg: _Message) -> bool:
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        queue = self.queue
+        try:
+            while queue and not self.closed:
+                msg = queue[0]
+                ok = await self.deliver(msg)
+                queue.popleft()
+                if msg.tracker is not None:
+                    msg.tracker.done(ok)
+        finally:
+            self.task = None
+            while queue:  # closed (unsubscribed, or the node stops): nobody takes these
+                msg = queue.popleft()
+                if msg.tracker is not None:
+                    msg.tracker.done(False)
+
+
+class _CallbackSubscriber(_Subscriber):
+    __slots__ = ("fn", "is_async")
+
+    def __init__(self, pubsub: PubSub, fn: Callback) -> None:
+        super().__init__(pubsub, f"pubsub-callback-{getattr(fn, '__name__', 'callback')}")
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None))  # noqa: B004 - async callable objects too
+
+    def inline(self, msg: _Message) -> bool:
+        if self.is_async:
+            return False
+        ok = self._run(msg)
+        if msg.tracker is not None:
+            msg.tracker.done(ok)
+        return True
+
+    def _run(self, msg: _Message) -> bool:
+        try:
+            result = self.fn(msg.value)
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                self.pubsub.spawn(_await(result), self.label)
+        except Exception:
+            self.pubsub.callback_failed(msg, self.fn)
+            return False
+        return True
+
+    async def deliver(self, msg: _Message) -> bool:
+        try:
+            await self.fn(msg.value)  # type: ignore[misc]
+        except Exception:
+            self.pubsub.callback_failed(msg, self.fn)
+            return False
+        return True
+
+
+class _AgentSubscriber(_Subscriber):
+    __slots__ = ("method", "ref")
+
+    def __init__(self, pubsub: PubSub, ref: AgentRef, method: str) -> None:
+        super().__init__(pubsub, f"pubsub-agent-{ref.kind}/{ref.key}")
+        self.ref = ref
+        self.method = method
+
+    async def deliver(self, msg: _Message) -> bool:
+        try:
+            # Raw bytes are spliced into the cast's arguments as they are: no re-encoding.
+            await getattr(self.ref, self.method).cast(msgspec.Raw(msg.raw))
+        except PhoenixError as exc:
+            self.pubsub.agent_refused(msg, self.ref, self.method, exc)
+            return False
+        return True
+
+
+class PubSub:
+    """Topics and subscribers: ``node.pubsub`` (see the module docstring)."""
+
+    def __init__(self, link: ClusterLink, *, env: Env, bus: TelemetryBus,
+                 settings: RegistrySettings) -> None:
+        self._link = link
+        self._me = link.self_name
+        self._bus = bus
+        self.settings = settings
+        self._topics: dict[str, dict[Hashable, _Subscriber]] = {}
+        self._tasks = TaskSet(f"pubsub {self._me}")
+        self._limiter = LogLimiter(env.clock)
+        self._closed = False
+
+    # ------------------------------------------------------------------ subscribing
+
+    @overload
+    async def subscribe(self, topic: str, target: AgentRef, method: str) -> None: ...
+
+    @overload
+    async def subscribe(self, topic: str, target: Callback) -> None: ...
+
+    async def subscribe(self, topic: str, target: AgentRef | Callback,
+                        method: str | None = None) -> None:
+        """Subscribe an agent (each message is cast to ``ref.<method>(message)``) or a
+        callback of this node (``callback(message)``) to ``topic``. Idempotent.
+
+        The subscription lives on this node: it ends with :meth:`unsubscribe`, or when
+        this node stops or dies.
+
+        Raises:
+            AgentNotFound: the agent's kind has no such method (or is not imported here).
+            TypeError: neither an agent with a method nor a callable.
+        """
+        check_name(topic, "topic")
+        key, make = self._subscriber(target, method)
+        subs = self._topics.setdefault(topic, {})
+        if key not in subs:
+            subs[key] = make()
+
+    async def unsubscribe(self, topic: str, target: AgentRef | Callback,
+                          method: str | None = None) -> bool:
+        """End a subscription made on this node; returns whether there was one.
+        Messages already queued for it are dropped."""
+        check_name(topic, "topic")
+        key, _ = self._subscriber(target, method, check=False)
+        subs = self._topics.get(topic)
+        sub = subs.pop(key, None) if subs is not None else None
+        if sub is None:
+            return False
+        sub.closed = True
+        if subs is not None and not subs:
+            del self._topics[topic]
+        return True
+
+    def subscribers(self, topic: str) -> int:
+        """How many subscriptions ``topic`` has on this node."""
+        return len(self._topics.get(topic, ()))
+
+    def topics(self) -> list[str]:
+        """Topics with a subscriber on this node, sorted."""
+        return sorted(self._topics)
+
+    def _subscriber(self, target: AgentRef | Callback, method: str | None, *,
+                    check: bool = True) -> tuple[Hashable, Callable[[], _Subscriber]]:
+        if isinstance(target, AgentRef):
+            if not isinstance(method, str) or not method:
+                raise TypeError("subscribing an agent needs the method to cast messages to")
+            if check and method not in lookup_kind(target.kind).methods:
+                raise AgentNotFound(f"agent kind {target.kind!r} has no method {method!r}")
+            ref = target
+            return ("agent", ref.kind, ref.key, method), lambda: _AgentSubscriber(
+                self, ref, method)
+        if not callable(target):
+            raise TypeError(f"subscribers are an AgentRef with a method, or a callable; got "
+                            f"{type(target).__name__}")
+        if method is not None:
+            raise TypeError("a callback subscriber takes no method")
+        fn = target
+        return ("callback", fn), lambda: _CallbackSubscriber(self, fn)
+
+    # ------------------------------------------------------------------ publishing
+
+    @overload
+    async def publish(self, topic: str, message: Any) -> None: ...
+
+    @overload
+    async def publish(self, topic: str, message: Any, *, confirm: Literal[True]) -> Delivery: ...
+
+    @overload
+    async def publish(self, topic: str, message: Any, *,
+                      confirm: Literal[False]) -> None: ...
+
+    async def publish(self, topic: str, message: Any, *,
+                      confirm: bool = False) -> Delivery | None:
+        """Send ``message`` (any msgpack value) to every subscriber of ``topic`` on every
+        node.
+
+        Without ``confirm`` it returns once the message was handed to this node's
+        subscribers and queued for every other node (at most once per subscriber). With
+        ``confirm=True`` it waits for every node's hand-over and returns a
+        :class:`Delivery`.
+
+        Raises:
+            TypeError: msgpack cannot carry ``message``.
+        """
+        check_name(topic, "topic")
+        try:
+            raw = msgspec.msgpack.encode(message)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise TypeError(f"cannot publish on {topic!r}: the message must be "
+                            f"msgpack-serializable ({exc})") from None
+        tracker = _Tracker() if confirm else None
+        self._deliver(_Message(topic, self._me, raw, tracker))
+        peers = self._link.peers() if self._link.clustered else []
+        payload = encode(Publish(topic, self._me, msgspec.Raw(raw)))
+        if confirm:
+            assert tracker is not None
+            return await self._confirmed(tracker, peers, payload)
+        if peers:
+            sent = await asyncio.gather(*(
+                self._link.cast(p, "pubsub", "publish", payload, self.settings.timeout_s)
+                for p in peers))
+            missed = sent.count(False)
+            if missed and self._bus.has_handlers(events.PUBSUB_DROPPED):
+                self._bus.execute(events.PUBSUB_DROPPED, {"messages": float(missed)},
+                                  {"node": self._me, "topic": topic, "reason": "unreachable"})
+        if self._bus.has_handlers(events.PUBSUB_PUBLISHED):
+            self._bus.execute(events.PUBSUB_PUBLISHED, {"nodes": float(len(peers) + 1)},
+                              {"node": self._me, "topic": topic})
+        return None
+
+    async def _confirmed(self, tracker: _Tracker, peers: list[str],
+                         payload: bytes) -> Delivery:
+        unreachable: list[str] = []
+        delivered = dropped = 0
+
+        async def ask(node: str) -> None:
+            nonlocal delivered, dropped
+            try:
+                raw = await self._link.call(node, "pubsub", "publish_confirm", payload,
+                                            self.settings.fanout_timeout_s)
+            except UNREACHABLE:
+                unreachable.append(node)
+                return
+            reply = decode(DeliveryReply, raw)
+            delivered += reply.delivered
+            dropped += reply.dropped
+
+        await asyncio.gather(*(ask(p) for p in peers), self._wait(tracker))
+        return Delivery(delivered + tracker.delivered, dropped + tracker.dropped,
+                        tuple(sorted(unreachable)))
+
+    async def _wait(self, tracker: _Tracker) -> None:
+        if tracker.pending > 0:
+            await tracker.future
+
+    def _deliver(self, msg: _Message) -> None:
+        """Hand ``msg`` to this node's subscribers of its topic, in order, right now."""
+        subs = self._topics.get(msg.topic)
+        if not subs:
+            return
+        if msg.tracker is not None:
+            msg.tracker.pending += len(subs)
+        taken = 0
+        for sub in list(subs.values()):
+            taken += sub.offer(msg)
+        if self._bus.has_handlers(events.PUBSUB_DELIVERED):
+            self._bus.execute(events.PUBSUB_DELIVERED, {"subscribers": float(taken)},
+                              {"node": self._me, "topic": msg.topic,
+                               "publisher": msg.publisher})
+
+    # ------------------------------------------------------------------ the service
+
+    async def handle(self, method: str, payload: bytes) -> bytes:
+        """The ``$pubsub`` node service: ``publish`` (a cast) and ``publish_confirm``.
+
+        The message is queued for the subscribers before anything awaits, so messages
+        from one connection keep their order.
+
+        Raises:
+            AgentNotFound: unknown method.
+            ProtocolError: malformed payload.
+        """
+        if method not in ("publish", "publish_confirm"):
+            raise AgentNotFound(f"node {self._me} has no pubsub method {method!r} "
+                                "(methods: publish, publish_confirm)")
+        try:
+            frame = decode(Publish, payload)
+            check_name(frame.topic, "topic")
+        except (TypeError, ValueError) as exc:
+            self._limiter.warning(_log, "pubsub-bad-input", "$pubsub.%s: %s", method, exc)
+            raise ProtocolError(f"$pubsub.{method}: {exc}") from None
+        except PhoenixError as exc:
+            self._limiter.warning(_log, "pubsub-bad-input", "$pubsub.%s: %s", method,
+                                  exc.message)
+            raise
+        tracker = _Tracker() if method == "publish_confirm" else None
+        self._deliver(_Message(frame.topic, frame.publisher, bytes(frame.message), tracker))
+        if tracker is None:
+            return b""
+        await self._wait(tracker)
+        return encode(DeliveryReply(tracker.delivered, tracker.dropped))
+
+    # ------------------------------------------------------------------ reporting
+
+    def dropped(self, msg: _Message, reason: str) -> None:
+        if msg.tracker is not None:
+            msg.tracker.done(False)
+        self._report_drop(msg.topic, reason)
+
+    def callback_failed(self, msg: _Message, fn: Any) -> None:
+        _log.exception("subscriber %r of topic %r raised (the message is dropped for it)",
+                       fn, msg.topic)
+        self._report_drop(msg.topic, "callback_raised")
+
+    def agent_refused(self, msg: _Message, ref: AgentRef, method: str,
+                      exc: PhoenixError) -> None:
+        self._limiter.warning(_log, "pubsub-agent-refused",
+                              "subscriber %s/%s.%s missed a message on %r: %s",
+                              ref.kind, ref.key, method, msg.topic, exc.message)
+        self._report_drop(msg.topic, "agent_refused")
+
+    def _report_drop(self, topic: str, reason: str) -> None:
+        if self._bus.has_handlers(events.PUBSUB_DROPPED):
+            self._bus.execute(events.PUBSUB_DROPPED, {"messages": 1.0},
+                              {"node": self._me, "topic": topic, "reason": reason})
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        return self._tasks.spawn(_await(coro), name=name)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for subs in self._topics.values():
+            for sub in subs.values():
+                sub.closed = True
+        await self._tasks.aclose()
+
+    def __repr__(self) -> str:
+        count = sum(len(s) for s in self._topics.values())
+        return f"<PubSub {self._me} [{len(self._topics)} topics, {count} subscriptions]>"
+
+
+async def _await(awaitable: Awaitable[Any]) -> None:
+    await awaitable

@@ -1,0 +1,262 @@
+"""Registry, groups and pub/sub across nodes in one process, over real loopback TCP.
+
+These cover the protocol quickly; ``test_local_cluster.py`` repeats the essentials on
+separate node processes with kills and partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from registry_agents import Sink
+from registry_helpers import (
+    converged,
+    eventually,
+    owners,
+    start_client,
+    start_member,
+    stored_on,
+)
+
+import phoenix_cluster as phx
+from phoenix_cluster._registry.entries import Entry
+from phoenix_cluster._registry.messages import StoreRequest, encode
+from phoenix_cluster.testing import wait_until
+
+
+@pytest.fixture
+async def four() -> AsyncIterator[list[phx.Node]]:
+    """Four members (so a name's three owners are not every node) and a client."""
+    first = await start_member("m0", [])
+    assert first.address is not None
+    nodes = [first]
+    try:
+        for i in range(1, 4):
+            nodes.append(await start_member(f"m{i}", [first.address]))
+        await converged(nodes, [n.name for n in nodes])
+        client = await start_client([first.address])
+        nodes.append(client)
+        await converged([client], [n.name for n in nodes[:4]])
+        await wait_until(lambda: all(
+            any(m.name == client.name and m.status == "alive" for m in n.members())
+            for n in nodes[:4]), what="every member to see the client")
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            await node.aclose()
+
+
+def members_of(nodes: list[phx.Node]) -> list[phx.Node]:
+    return [n for n in nodes if n.settings.role == "member"]
+
+
+async def test_a_name_registered_anywhere_is_found_everywhere(four: list[phx.Node]) -> None:
+    for i, node in enumerate(four):
+        await node.registry.register(f"svc-{i}", {"from": node.name})
+    await four[0].registry.register("inbox", four[0].ref(Sink, "box"))
+    for node in four:
+        for i, origin in enumerate(four):
+            assert await node.registry.lookup(f"svc-{i}") == {"from": origin.name}
+        ref = await node.registry.lookup("inbox")
+        assert (ref.kind, ref.key) == ("registry.sink", "box")
+    assert await four[4].registry.names("svc-") == [f"svc-{i}" for i in range(5)]
+    # The client hosts nothing and stores no names, but holds its own.
+    assert four[4].registry.statistics()["stored"] == 0
+    assert four[4].registry.held() == ["svc-4"]
+
+
+async def test_names_live_on_their_three_owners_only(four: list[phx.Node]) -> None:
+    members = members_of(four)
+    for i in range(40):
+        await four[4].registry.register(f"n{i}", i)
+    for i in range(40):
+        want = set(owners(four[0], f"n{i}"))
+        assert len(want) == 3
+        await wait_until(lambda n=f"n{i}", w=want: stored_on(members, n) == w,
+                         what=f"n{i} on its owners")
+    per_node = [n.registry.statistics()["stored"] for n in members]
+    assert sum(per_node) == 40 * 3
+    assert all(count < 40 for count in per_node)  # nobody stores everything
+
+
+async def test_a_taken_name_is_refused_from_every_node(four: list[phx.Node]) -> None:
+    await four[1].registry.register("leader", "m1")
+    for node in four:
+        with pytest.raises(phx.NameTaken, match="registered by m1"):
+            await node.registry.register("leader", "someone else")
+    # Concurrent claims: exactly one wins.
+    results = await asyncio.gather(
+        *(n.registry.register("race", n.name) for n in four), return_exceptions=True)
+    winners = [r for r in results if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, phx.NameTaken) for r in results if r is not None)
+    value = await four[0].registry.lookup("race", cached=False)
+    assert all([await n.registry.lookup("race", cached=False) for n in four]) and value
+
+
+async def test_unregister_anywhere_clears_every_cache(four: list[phx.Node]) -> None:
+    await four[2].registry.register("tmp", 1)
+    for node in four:
+        assert await node.registry.lookup("tmp") == 1  # now cached everywhere
+    assert await four[4].registry.unregister("tmp") is True
+    await wait_until(lambda: all("tmp" not in n.registry._cache for n in four),
+                     what="caches invalidated")
+    for node in four:
+        assert await node.registry.lookup("tmp") is None
+    assert four[2].registry.held() == []
+    await four[3].registry.register("tmp", 2)  # free again
+    assert await four[0].registry.lookup("tmp") == 2
+
+
+async def test_a_leaving_holder_releases_its_names(four: list[phx.Node]) -> None:
+    m3 = four[3]
+    await m3.registry.register("owned-by-m3", 3)
+    await m3.registry.register("kept", 3, lifetime="cluster")
+    assert await four[0].registry.lookup("owned-by-m3") == 3
+    await m3.aclose()
+    rest = [n for n in four if n is not m3]
+    await converged(rest, ["m0", "m1", "m2"])
+    for node in rest:
+        assert await node.registry.lookup("owned-by-m3", cached=False) is None
+        assert await node.registry.lookup("kept", cached=False) == 3
+    await four[0].registry.register("owned-by-m3", 0)
+
+
+async def test_a_joining_member_receives_its_share_without_loss(
+    four: list[phx.Node],
+) -> None:
+    names = [f"j{i}" for i in range(120)]
+    for i, name in enumerate(names):
+        await four[i % 5].registry.register(name, i)
+    assert four[0].address is not None
+    newcomer = await start_member("m4", [four[0].address])
+    try:
+        members = [*members_of(four), newcomer]
+        await converged([*four, newcomer], [n.name for n in members])
+
+        def placed() -> bool:
+            return all(stored_on(members, n) == set(owners(newcomer, n)) for n in names)
+
+        await wait_until(placed, timeout=20, what="every name on its new owners only")
+        assert 0 < newcomer.registry.statistics()["stored"] < len(names)
+        for node in [*four, newcomer]:
+            for i, name in enumerate(names):
+                assert await node.registry.lookup(name, cached=False) == i
+    finally:
+        await newcomer.aclose()
+
+
+async def test_conflicting_registrations_resolve_and_the_loser_is_told(
+    four: list[phx.Node],
+) -> None:
+    """Both sides of a partition registered "svc"; here the other side's registration is
+    written straight into the owners' stores, as a hand-off after the heal would. The
+    earlier one wins everywhere, and the later holder hears it lost."""
+    m1, client = four[1], four[4]
+    conflicts: list[phx.NameConflict] = []
+    events: list[dict[str, Any]] = []
+    client.registry.on_name_conflict(conflicts.append)
+    client.telemetry.attach("conflict-test", [phx.telemetry.REGISTRY_NAME_CONFLICT],
+                            lambda e, m, md: events.append(dict(md)))
+    sink = client.ref(Sink, "loser")
+    try:
+        await client.registry.register("svc", sink)
+        mine = client.registry._holdings.held["svc"]
+        # m1's registration made "on the other side", one second earlier.
+        theirs = Entry("svc", "m1", m1.incarnation, mine.ts - 1000, 12345, value=b"\xa2m1")
+        m1.registry._holdings.add(theirs)
+        payload = encode(StoreRequest("handoff", [theirs]))
+        for owner in owners(m1, "svc"):
+            node = next(n for n in four if n.name == owner)
+            await node._services.link.local["registry"]("store", payload)
+        await wait_until(lambda: len(conflicts) == 1, what="the loser's hook")
+    finally:
+        client.telemetry.detach("conflict-test")
+    [conflict] = conflicts
+    assert (conflict.name, conflict.lost.holder, conflict.won.holder) == ("svc", client.name,
+                                                                         "m1")
+    assert events == [{"node": client.name, "name": "svc", "winner": "m1",
+                       "loser": client.name}]
+    assert client.registry.held() == []
+    async def agent_told() -> bool:
+        return await sink.lost_names() == ["svc"]
+
+    await eventually(agent_told, what="the losing agent's on_name_conflict")
+    for node in four:
+        assert await node.registry.lookup("svc", cached=False) == "m1"
+    # Re-asserting changes nothing now: the winner stays, nobody is told twice.
+    await m1.registry._handoff.reassert()
+    await client.registry._handoff.reassert()
+    assert len(conflicts) == 1
+
+
+async def test_groups_span_every_node_and_die_with_the_joining_node(
+    four: list[phx.Node],
+) -> None:
+    for node in four:
+        await node.groups.join("g", node.ref(Sink, f"w-{node.name}"))
+    expected = sorted(f"w-{n.name}" for n in four)
+    for node in four:
+        assert [r.key for r in await node.groups.members("g")] == expected
+    await four[2].aclose()
+    rest = [n for n in four if n is not four[2]]
+    await converged(rest, ["m0", "m1", "m3"])
+    for node in rest:
+        assert [r.key for r in await node.groups.members("g")] == [
+            k for k in expected if k != "w-m2"]
+    assert await four[4].groups.leave("g", four[4].ref(Sink, f"w-{four[4].name}"))
+    assert len(await four[0].groups.members("g")) == 3
+
+
+async def test_pubsub_fans_out_to_every_node_in_publisher_order(four: list[phx.Node]) -> None:
+    got: dict[str, list[Any]] = {n.name: [] for n in four}
+    for node in four:
+        await node.pubsub.subscribe("news", got[node.name].append)
+        await node.pubsub.subscribe("news", node.ref(Sink, f"s-{node.name}"), "on_message")
+
+    async def publisher(node: phx.Node) -> None:
+        for i in range(50):
+            await node.pubsub.publish("news", [node.name, i])
+
+    await asyncio.gather(*(publisher(n) for n in four))
+    for node in four:  # one confirmed message each: everything before it was handed over
+        delivery = await node.pubsub.publish("news", [node.name, "end"], confirm=True)
+        assert (delivery.delivered, delivery.dropped, delivery.unreachable) == (10, 0, ())
+
+    def per_publisher(seen: list[Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for publisher, i in seen:
+            out.setdefault(publisher, []).append(i)
+        return out
+
+    want = {n.name: [*range(50), "end"] for n in four}
+    for node in four:
+        assert per_publisher(got[node.name]) == want
+        sink = four[0].ref(Sink, f"s-{node.name}")
+        assert per_publisher(await sink.messages()) == want
+
+
+async def test_the_registry_service_refuses_bad_input_over_the_wire(
+    four: list[phx.Node],
+) -> None:
+    client, m0 = four[4], four[0]
+    router = client._runtime.router
+    assert router is not None and m0.address is not None
+    with pytest.raises(phx.AgentNotFound, match="no registry method 'drop_all'"):
+        await router.system_call(m0.address, "registry", "drop_all", b"", 2.0)
+    with pytest.raises(phx.ProtocolError, match="malformed"):
+        await router.system_call(m0.address, "registry", "register", b"\xff\x00", 2.0)
+    bad = msgspec.msgpack.encode(["handoff", [["x", "h", "not-an-int", 0, 1]], []])
+    with pytest.raises(phx.ProtocolError):
+        await router.system_call(m0.address, "registry", "store", bad, 2.0)
+    with pytest.raises(phx.ProtocolError):
+        await router.system_call(m0.address, "pubsub", "publish_confirm", b"\x01", 2.0)
+    with pytest.raises(phx.AgentNotFound):
+        await router.system_call(m0.address, "groups", "join", b"", 2.0)
+    # Nothing broke: the node still serves names.
+    await client.registry.register("still-fine", 1)
+    assert await m0.registry.lookup("still-fine") == 1
