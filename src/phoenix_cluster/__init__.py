@@ -27,6 +27,8 @@ from ._foundation.env import Env as Env
 from ._foundation.settings import Settings as Settings
 from ._membership.snapshot import Member as Member
 from ._node import Node as Node
+from ._placement.policies import NodeLoad as NodeLoad
+from ._placement.policies import Scored as Scored
 from ._registry.registry import NameConflict as NameConflict
 from ._registry.registry import Registration as Registration
 from ._resilience.supervisor import ChildSpec as ChildSpec
@@ -44,10 +46,12 @@ from .errors import NameTaken as NameTaken
 from .errors import NodeClosed as NodeClosed
 from .errors import NodeUnavailable as NodeUnavailable
 from .errors import NoQuorum as NoQuorum
+from .errors import NotLeader as NotLeader
 from .errors import Overloaded as Overloaded
 from .errors import PhoenixError as PhoenixError
 from .errors import PhoenixInternalError as PhoenixInternalError
 from .errors import ProtocolError as ProtocolError
+from .errors import StorageError as StorageError
 
 __all__ = [
     "Agent",
@@ -69,13 +73,17 @@ __all__ = [
     "NoQuorum",
     "Node",
     "NodeClosed",
+    "NodeLoad",
     "NodeUnavailable",
+    "NotLeader",
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
     "Registration",
+    "Scored",
     "Settings",
+    "StorageError",
     "Supervisor",
     "SupervisorEscalation",
     "__version__",

@@ -21,6 +21,8 @@ import msgspec
 
 from ._agents.agent import Agent, kind_spec
 from ._agents.dispatch import Router
+from ._agents.placement import PlacementService
+from ._agents.rebalance import Rebalancer
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, KindRuntime, RuntimeStatistics
 from ._foundation.env import Env
@@ -184,6 +186,8 @@ class Node:
         """Process groups of agents, cluster-wide (``docs/registry.md``)."""
         self.pubsub = self._services.pubsub
         """Topics with subscribers on every node (``docs/registry.md``)."""
+        self._placement: PlacementService | None = None
+        self._rebalancer: Rebalancer | None = None
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
@@ -216,6 +220,8 @@ class Node:
             await self._close_cluster()
             raise
         await self._supervisor.start()
+        if self._rebalancer is not None:
+            await self._supervisor.add_child(ChildSpec("rebalancer", self._rebalancer.run))
         self._watcher = asyncio.get_running_loop().create_task(self._watch_supervisor())
         _log.info("node %s started (role %s%s)", self.name, self.settings.role,
                   f", listening on {self.address}" if self.address else "")
@@ -236,6 +242,8 @@ class Node:
         self._stop_reason = reason
         _log.info("node %s stopping: %s", self.name, reason)
         try:
+            if not reason.startswith(DOWNED_PREFIX):
+                await self._hand_off_all()
             await self._runtime.aclose(self.settings.shutdown_timeout_s)
             await self._close_cluster()
             await self._supervisor.aclose()
@@ -287,12 +295,20 @@ class Node:
         self._transport = transport
         if s.listen is not None:
             self.address = await transport.start(s.listen)
-        router = Router(self._runtime, self._peers, self_name=self.name,
-                        owner_of=self._owner_of)
+        placement = self._placement = PlacementService(
+            self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
+            fallback=self._fallback_address,
+        )
+        router = Router(self._runtime, self._peers, self_name=self.name, placement=placement)
+        placement.router = router
         router.system["membership"] = self._membership_call
         router.system["node"] = self._node_call
         self._services.attach(router)
+        router.system["placement"] = placement.handle
         self._runtime.router = router
+        self._runtime.placement = placement
+        if s.role == "member":
+            self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
         if self.address is not None:
             self._membership = MembershipService(
                 self.name, self.address, self.incarnation, secret, sync=self._sync,
@@ -355,9 +371,10 @@ class Node:
         hosts = {m.name for m in snapshot.members
                  if m.role == "member" and m.status in ("alive", "suspect")}
         current = self._ring
-        if current is not None and set(current.members) == hosts:
-            return
-        self._ring = HashRing.from_snapshot(snapshot) if hosts else None
+        if current is None or set(current.members) != hosts:
+            self._ring = HashRing.from_snapshot(snapshot) if hosts else None
+        if self._placement is not None:
+            self._placement.update(self._ring, self._addresses)
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]
@@ -394,16 +411,33 @@ class Node:
                 decision.tie_break),
         )
 
-    def _owner_of(self, kind: str, key: str) -> tuple[str, str] | None:
-        ring = self._ring
-        if ring is None:
-            seeds = self.settings.seeds
-            if not seeds or self.settings.role == "member":
-                return None
-            # A client that knows no members yet asks a seed, which redirects.
-            return "", seeds[key_hash(kind, key) % len(seeds)]
-        name = ring.owner(key_hash(kind, key))
-        return name, self._addresses.get(name, "")
+    def _fallback_address(self, kind: str, key: str) -> str:
+        """Where to send a message while no member is known."""
+        seeds = self.settings.seeds
+        if not seeds or self.settings.role == "member":
+            raise NodeUnavailable(
+                f"no member node can host {kind}/{key} (no member is known yet; check the "
+                "seeds or discovery)",
+                definite=True,
+            )
+        # A client that knows no members yet asks a seed, which redirects.
+        return seeds[key_hash(kind, key) % len(seeds)]
+
+    async def _hand_off_all(self) -> None:
+        """A graceful leave: switch to the table without this node, then move every
+        agent held here to its home there (bounded by ``shutdown_timeout_s``)."""
+        placement, rebalancer = self._placement, self._rebalancer
+        if placement is None or rebalancer is None or len(placement.alive - {self.name}) == 0:
+            return
+        placement.leaving = True
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_s):
+                moved = await rebalancer.follow_homes()
+        except TimeoutError:
+            _log.warning("node %s: handing off its agents took longer than %.1fs; the rest "
+                         "stop here", self.name, self.settings.shutdown_timeout_s)
+            return
+        _log.info("node %s handed off %d agents before leaving", self.name, moved)
 
     async def _close_cluster(self) -> None:
         await self._services.aclose()  # hands its names on while the transport is up
@@ -417,6 +451,8 @@ class Node:
             await self._observer.aclose()
         if self._membership is not None:
             await self._membership.aclose(leave=not self._stop_reason.startswith(DOWNED_PREFIX))
+        if self._placement is not None:
+            await self._placement.aclose()
         if self._peers is not None and self._peers is not self._transport:
             await self._peers.aclose()
         if self._transport is not None:
@@ -481,6 +517,8 @@ class Node:
         while True:
             await clock.sleep(self._sweep_interval())
             self._runtime.sweep_idle()
+            if self._placement is not None:
+                self._placement.sweep()
 
     def _sweep_interval(self) -> float:
         # Sweep at least twice per shortest idle timeout so agents passivate on time.
@@ -502,6 +540,30 @@ class Node:
         if not isinstance(key, str):
             raise TypeError(f"agent keys are strings, got {type(key).__name__}")
         return AgentRef(self._runtime, kind_spec(kind), key)
+
+    async def migrate(self, ref: AgentRef, *, to: str) -> None:
+        """Move the agent ``ref`` to the node named ``to``, with its state and the
+        messages waiting for it; no message is lost or run twice (see
+        ``docs/distributed-agents.md``). Returns once it is active on ``to``.
+
+        Raises:
+            NodeUnavailable: ``to`` is not a live member, or the agent's holder did not
+                answer (definite: the agent stayed where it was).
+        """
+        placement = self._placement
+        if placement is None:
+            if to != self.name:
+                raise NodeUnavailable(f"{self.name} is a single embedded node; there is no "
+                                      f"node {to!r} to migrate to", definite=True)
+            return
+        await placement.migrate(ref._spec, ref.key, to)
+
+    async def where(self, ref: AgentRef) -> str:
+        """The name of the node that hosts (or will host) the agent ``ref``."""
+        placement = self._placement
+        if placement is None:
+            return self.name
+        return await placement.locate(ref._spec, ref.key)
 
     def members(self) -> list[Member]:
         """The members this node sees, itself included (name, address, status,

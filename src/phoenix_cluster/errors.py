@@ -5,6 +5,8 @@
     │   ├── AgentNotFound             unknown kind or method
     │   ├── AgentError                the handler raised; the agent's state was rolled back
     │   ├── NoQuorum                  not enough replicas to commit
+    │   ├── NotLeader                 this node does not (or no longer) lead the key's partition
+    │   ├── StorageError              the durable replica store is corrupt, foreign or failing
     │   ├── NameTaken                 the registry name is registered to something else
     │   ├── Overloaded                mailbox full or node shedding load; the message was refused
     │   ├── AuthenticationError       the peer does not know the cluster secret
@@ -41,10 +43,12 @@ __all__ = [
     "NoQuorum",
     "NodeClosed",
     "NodeUnavailable",
+    "NotLeader",
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
+    "StorageError",
     "error_from_code",
 ]
 
@@ -167,6 +171,45 @@ class NameTaken(DefiniteError):
     code = "name_taken"
 
 
+class NotLeader(DefiniteError):
+    """This node does not lead the partition of the agent's key, or lost the lead.
+
+    You get it from the replication layer: when a node that is not in the key's replica
+    set tries to serve it, and when a write meets a replica that promised a newer
+    leader (the writer is *fenced*). Before a write left the node it is definite; once
+    a write may have reached a replica it is indefinite (``definite=False``): a later
+    leader may adopt it. The runtime rolls the agent back and routes to the new leader.
+
+    Attributes:
+        partition: the partition (``-1`` when unknown).
+    """
+
+    code = "not_leader"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        partition: int = -1,
+        definite: bool | None = None,
+        request_id: int | None = None,
+    ) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.partition = partition
+
+
+class StorageError(DefiniteError):
+    """The durable replica store (``data_dir``) cannot be used.
+
+    Raised at start for a file that is not SQLite, is corrupt, has another schema
+    version, or belongs to another cluster or node (the message names the file, what
+    was expected and what was found), and for a write that failed (disk full, I/O).
+    A node never treats a bad file as empty: move it away or fix ``data_dir``.
+    """
+
+    code = "storage_error"
+
+
 class Overloaded(DefiniteError):
     """The message was refused to protect the node: a mailbox is at ``mailbox_limit``.
 
@@ -246,6 +289,8 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         AgentError,
         NoQuorum,
         NameTaken,
+        NotLeader,
+        StorageError,
         Overloaded,
         AuthenticationError,
         ProtocolError,

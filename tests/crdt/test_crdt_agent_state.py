@@ -48,11 +48,6 @@ async def test_deltas_travel_as_call_arguments_and_results() -> None:
         assert await cart.read() == (["apple", "kiwi"], 1, {"last": "apple"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent state annotations are not resolved: typing.get_type_hints(Cart) fails on "
-    "Agent._phx_act's TYPE_CHECKING-only annotation, so KindSpec.state_types is empty",
-)
 async def test_crdt_state_survives_rollback_typed() -> None:
     async with phx.Node() as node:
         cart = node.ref(Cart, "c1")

@@ -77,8 +77,15 @@ class MethodSpec:
 
 
 def _type_hints(obj: Any) -> dict[str, Any]:
+    # The base class's own annotations name things that its public module
+    # (``phoenix_cluster``, its ``__module__``) does not define, among them a class
+    # imported for type checking only: supply them, or no kind's hints would resolve.
+    from .mailbox import Activation, AgentTimer
+
+    names = {"Activation": Activation, "AgentTimer": AgentTimer, "ClassVar": ClassVar,
+             "KindSpec": KindSpec}
     try:
-        return typing.get_type_hints(obj)
+        return typing.get_type_hints(obj, localns=names)
     except Exception:
         # Annotations naming a class local to a function cannot be resolved; such
         # values travel as plain msgpack types.

@@ -1,9 +1,10 @@
 """Routing messages between nodes: remote calls out, inbound calls in, redirects, retries.
 
-The caller's node decides where a key lives from its own view of the cluster (an
-``owner_of`` function the node wires up: a hash ring over the members). A node that
-receives a message for a key it does not own answers with a :class:`Redirect`, never with
-silence, and the caller follows it (a bounded number of hops).
+The caller's node decides where a key lives from its own view of the cluster (the
+:class:`~.placement.PlacementService`: homes on the ring, the directory, tombstones of
+agents that moved). A node that receives a message for an agent it does not host answers
+with a :class:`Redirect`, never with silence, and the caller follows it (a bounded number
+of hops) and remembers where the agent lives.
 
 Definite and indefinite errors (DESIGN.md): a failure before the request left this node
 is definite; once it was sent, losing the connection makes the outcome unknown. A call
@@ -34,6 +35,7 @@ from ..errors import (
     error_from_code,
 )
 from .agent import KindSpec, MethodSpec, lookup_kind
+from .placement import PLACE, PlacementService
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -47,10 +49,6 @@ class Peers(Protocol):
 __all__ = ["Router", "error_frame", "error_from_frame"]
 
 _log = logging.getLogger("phoenix_cluster.dispatch")
-
-OwnerOf = Callable[[str, str], tuple[str, str] | None]
-"""``owner_of(kind, key)``: ``(name, address)`` of the member that hosts the key, or
-``None`` when no member can host agents."""
 
 SystemHandler = Callable[[str, bytes], Awaitable[bytes]]
 """A node service reachable by peers as the reserved kind ``$<service>``:
@@ -67,7 +65,7 @@ class Router:
         runtime: the local agent runtime (hosts keys this node owns).
         peers: connections to other nodes.
         self_name: this node's name.
-        owner_of: placement: which member owns a ``(kind, key)``.
+        placement: where agents live (homes, directory, tombstones).
     """
 
     def __init__(
@@ -76,27 +74,62 @@ class Router:
         peers: Peers,
         *,
         self_name: str,
-        owner_of: OwnerOf,
+        placement: PlacementService,
     ) -> None:
         self.runtime = runtime
         self.peers = peers
         self.self_name = self_name
-        self.owner_of = owner_of
+        self.placement = placement
         self.system: dict[str, SystemHandler] = {}
         self._clock = runtime.clock
         self.redirects_followed = 0
         self.resends = 0
+        self.cast_paths: dict[tuple[str, str], str] = {}
+        """Where this node's last cast to each agent went (``""``: here), while it may
+        still be in flight: see :meth:`keep_order`."""
 
-    def remote_address(self, spec: KindSpec, key: str) -> str | None:
-        """Where to send a message for ``key``: ``None`` when this node owns it.
+    def remote_address(self, spec: KindSpec, key: str) -> str | object | None:
+        """Where to send a message for ``key``: an address, ``None`` when this node
+        serves it, or ``PLACE`` when this node (the home) must choose a host first
+        (:meth:`resolve`).
 
         Raises:
             NodeUnavailable: no member can host agents (definite).
         """
-        owner = self.owner_of(spec.name, key)
-        if owner is None:
-            raise _no_member(spec, key)
-        return None if owner[0] == self.self_name else owner[1]
+        return self.placement.route(spec, key)
+
+    async def resolve(self, spec: KindSpec, key: str) -> str | None:
+        """Choose and pin a host for a policy-placed agent whose home is this node."""
+        return await self.placement.resolve(spec, key)
+
+    async def keep_order(self, spec: KindSpec, key: str, address: str | None,
+                         is_cast: bool) -> None:
+        """Keep one sender's messages to an agent in order when their path changes.
+
+        A cast is done once queued towards the node this sender believed hosts the
+        agent; if that node had just handed the agent off it forwards the cast. Before
+        the next message to the same agent takes another path (the sender's view
+        changed), ask the old node to finish forwarding (``$placement.flush``), so the
+        new message cannot overtake the cast.
+        """
+        k = (spec.name, key)
+        target = address or ""
+        previous = self.cast_paths.get(k)
+        if previous is not None and previous != target:
+            del self.cast_paths[k]
+            if previous:
+                try:
+                    await self.system_call(previous, "placement", "flush",
+                                           self.placement.flush_request(spec, key), 5.0)
+                except PhoenixError as exc:
+                    _log.info("could not flush casts to %s/%s at %s: %s", spec.name, key,
+                              previous, exc.message)
+            else:
+                await self.placement.forwarded(spec, key)
+        if is_cast:
+            if len(self.cast_paths) >= 100_000:
+                self.cast_paths.clear()
+            self.cast_paths[k] = target
 
     async def system_call(self, address: str, service: str, method: str, payload: bytes,
                           timeout_s: float) -> bytes:
@@ -124,9 +157,24 @@ class Router:
         timeout_s: float,
         request_id: int,
         address: str,
-        headers: dict[str, str] | None = None,
     ) -> Any:
-        """Run a call on the owner at ``address`` (following redirects); decode the result.
+        """Run a call on the owner at ``address`` (following redirects); decode the result."""
+        reply = await self.call_raw(spec, key, method.name, payload, timeout_s, request_id,
+                                    address)
+        return method.result_decoder.decode(reply)
+
+    async def call_raw(
+        self,
+        spec: KindSpec,
+        key: str,
+        method: str,
+        payload: bytes,
+        timeout_s: float,
+        request_id: int,
+        address: str,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """Run a call on the owner at ``address`` (following redirects); the reply bytes.
 
         ``headers`` travel with every frame of the call; ``None`` (the default) lets the
         node's tracer, when tracing is on, open the CLIENT span whose context they carry.
@@ -135,9 +183,9 @@ class Router:
             tracer = self.runtime.tracer
             if tracer is not None:
                 return await tracer.client_call(
-                    lambda h: self.call(spec, key, method, payload, timeout_s,
-                                        request_id, address, h),
-                    spec.name, key, method.name, request_id, address)
+                    lambda h: self.call_raw(spec, key, method, payload, timeout_s,
+                                            request_id, address, h),
+                    spec.name, key, method, request_id, address)
             headers = NO_HEADERS
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
@@ -147,7 +195,7 @@ class Router:
             remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 raise CallTimeout(
-                    f"call {spec.name}/{key}.{method.name} timed out (request {request_id})",
+                    f"call {spec.name}/{key}.{method} timed out (request {request_id})",
                     request_id=request_id,
                 )
             try:
@@ -155,11 +203,11 @@ class Router:
                     conn = await self._connect(address, sent, request_id)
             except TimeoutError:
                 raise CallTimeout(
-                    f"call {spec.name}/{key}.{method.name}: no connection to {address} "
+                    f"call {spec.name}/{key}.{method}: no connection to {address} "
                     f"within the call's timeout (request {request_id})",
                     definite=not sent, request_id=request_id,
                 ) from None
-            frame = Call(request_id, spec.name, key, method.name, payload,
+            frame = Call(request_id, spec.name, key, method, payload,
                          max(1, int(remaining * 1000)), headers)
             try:
                 answer = await conn.request(frame, remaining)
@@ -169,14 +217,14 @@ class Router:
                 if resends > MAX_RESENDS:
                     raise NodeUnavailable(
                         f"{address} lost the connection {resends} times during "
-                        f"{spec.name}/{key}.{method.name}: {exc.message}",
+                        f"{spec.name}/{key}.{method}: {exc.message}",
                         definite=not sent, request_id=request_id,
                     ) from exc
                 self.resends += 1
                 tracing.event("phoenix.resend", {"phoenix.error": exc.message})
                 continue
             if isinstance(answer, Reply):
-                return method.result_decoder.decode(answer.payload)
+                return answer.payload
             if isinstance(answer, Redirect):
                 hops += 1
                 if hops > MAX_REDIRECTS:
@@ -190,8 +238,22 @@ class Router:
                 tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
                                                    "phoenix.redirect.address": answer.address})
                 address = answer.address
+                if answer.owner == self.self_name:
+                    # The home placed the agent on this very node.
+                    return await self._serve_here(spec, key, frame, deadline)
+                if answer.owner:
+                    self.placement.learn(spec, key, answer.owner)
                 continue
             raise error_from_frame(answer)
+
+    async def _serve_here(self, spec: KindSpec, key: str, frame: Call, deadline: float) -> bytes:
+        if not spec.hashed:
+            self.placement.pinned_here.add((spec.name, key))
+        future = self.runtime.submit(spec, key, frame.method, frame.payload, True, deadline,
+                                     frame.request_id, dedup=True)
+        assert future is not None
+        return await self.runtime.wait_result(
+            future, max(deadline - self._clock.monotonic(), 0.001), frame)
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
                    request_id: int, address: str) -> None:
@@ -224,23 +286,30 @@ class Router:
             if frame.kind.startswith("$"):
                 return await self._system(frame)
             spec = lookup_kind(frame.kind)
-            owner = self.owner_of(spec.name, frame.key)
-            if owner is not None and owner[0] != self.self_name:
+            placement = self.placement
+            # Frames for one agent are admitted in arrival order, even when one of them
+            # must wait (a claim at the home, a handoff): a later frame may not overtake.
+            async with placement.admission(spec, frame.key):
+                where = placement.admit(spec, frame.key)
+                if where is PLACE:
+                    where = await placement.admit_async(spec, frame.key, peer.peer_name)
+                if isinstance(where, tuple):
+                    if isinstance(frame, Cast):
+                        # Forward casts for the sender: it has no reply to redirect.
+                        placement.forward_cast(spec, frame.key, frame.request_id,
+                                               frame.method, frame.payload, where[1])
+                        return None
+                    await placement.forwarded(spec, frame.key)
+                    return Redirect(frame.request_id, where[0], where[1])
                 if isinstance(frame, Cast):
-                    # Forward casts on behalf of the sender: it has no reply to redirect.
-                    await self.cast(spec, frame.key, frame.method, frame.payload,
-                                    frame.request_id, owner[1])
+                    self.runtime.submit(spec, frame.key, frame.method, frame.payload,
+                                        False, 0.0, frame.request_id)
                     return None
-                return Redirect(frame.request_id, owner[0], owner[1])
-            if isinstance(frame, Cast):
-                self.runtime.submit(spec, frame.key, frame.method, frame.payload,
-                                    False, 0.0, frame.request_id)
-                return None
-            timeout_s = frame.timeout_ms / 1000
-            future = self.runtime.submit(
-                spec, frame.key, frame.method, frame.payload, True,
-                self._clock.monotonic() + timeout_s, frame.request_id, dedup=True,
-            )
+                timeout_s = frame.timeout_ms / 1000
+                future = self.runtime.submit(
+                    spec, frame.key, frame.method, frame.payload, True,
+                    self._clock.monotonic() + timeout_s, frame.request_id, dedup=True,
+                )
             assert future is not None
             payload = await self.runtime.wait_result(future, timeout_s, frame)
             return Reply(frame.request_id, payload)
@@ -266,11 +335,20 @@ class Router:
         is_call = isinstance(frame, Call)
         try:
             spec = lookup_kind(frame.kind)
-            owner = self.owner_of(spec.name, frame.key)
-            if owner is not None and owner[0] != self.self_name:
+            placement = self.placement
+            if placement.admitting(spec, frame.key):
+                return False  # queue behind the frame being admitted (order per agent)
+            where = placement.admit(spec, frame.key)
+            if where is PLACE:
+                return False
+            if isinstance(where, tuple):
                 if not is_call:
-                    return False
-                answer(Redirect(rid, owner[0], owner[1]))
+                    placement.forward_cast(spec, frame.key, rid, frame.method, frame.payload,
+                                           where[1])
+                    return True
+                if placement.forwarding(spec, frame.key):
+                    return False  # the redirect waits for the casts forwarded before it
+                answer(Redirect(rid, where[0], where[1]))
                 return True
             if not isinstance(frame, Call):
                 self.runtime.submit(spec, frame.key, frame.method, frame.payload, False, 0.0,
@@ -310,14 +388,6 @@ class Router:
             raise AgentNotFound(f"this node has no service {frame.kind!r}")
         reply = await handler(frame.method, frame.payload)
         return Reply(frame.request_id, reply) if isinstance(frame, Call) else None
-
-
-def _no_member(spec: KindSpec, key: str) -> NodeUnavailable:
-    return NodeUnavailable(
-        f"no member node can host {spec.name}/{key} (no member is known yet; check the "
-        "seeds or discovery)",
-        definite=True,
-    )
 
 
 def error_frame(request_id: int, exc: PhoenixError) -> Error:

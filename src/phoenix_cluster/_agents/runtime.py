@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -33,15 +34,19 @@ from ..errors import (
     NodeClosed,
     NodeUnavailable,
     Overloaded,
+    PhoenixError,
     PhoenixInternalError,
 )
 from .agent import KindSpec, MethodSpec
-from .mailbox import PASSIVATE, Activation, AgentTimer, Message
+from .handoff import HandoffRecord, QueuedMessage
+from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
+from .placement import PLACE
 
 if TYPE_CHECKING:
     from .._telemetry.tracing import NodeTracer
     from .agent import Agent
     from .dispatch import Router
+    from .placement import PlacementService
 
 __all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
 
@@ -104,8 +109,10 @@ class AgentRuntime:
         self.hosts_agents = settings.role == "member"
         self.router: Router | None = None
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
+        self.placement: PlacementService | None = None
         self._closing = False
         self._messages_handled = 0
+        self._load_mark = (self.clock.monotonic(), 0)
         self._activations = 0
         self._passivations = 0
 
@@ -138,9 +145,13 @@ class AgentRuntime:
         router = self.router
         if router is not None:
             address = router.remote_address(spec, key)
+            if address is PLACE:
+                address = await router.resolve(spec, key)
+            if router.cast_paths:
+                await router.keep_order(spec, key, cast(str | None, address), False)
             if address is not None:
                 return await router.call(spec, key, method_spec, payload, timeout_s,
-                                         request_id, address)
+                                         request_id, cast(str, address))
         if not self.hosts_agents:
             raise _no_host(spec, key)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -169,8 +180,11 @@ class AgentRuntime:
         router = self.router
         if router is not None:
             address = router.remote_address(spec, key)
+            if address is PLACE:
+                address = await router.resolve(spec, key)
+            await router.keep_order(spec, key, cast(str | None, address), True)
             if address is not None:
-                await router.cast(spec, key, method, payload, request_id, address)
+                await router.cast(spec, key, method, payload, request_id, cast(str, address))
                 return
         if not self.hosts_agents:
             raise _no_host(spec, key)
@@ -295,8 +309,9 @@ class AgentRuntime:
                     else:
                         await self.tracer.handle(act.kind.spec.name, act.key, msg,
                                                  self._handle(act, msg))
-                elif msg.method == PASSIVATE:
-                    # Anything queued behind it moved to a fresh activation.
+                elif msg.method == PASSIVATE or msg.method == HANDOFF:
+                    # Anything queued behind it moved to a fresh activation (passivation)
+                    # or to another node (handoff).
                     await msg.fn()
                     return
                 else:
@@ -319,6 +334,17 @@ class AgentRuntime:
         spec = kr.spec
         started = self.clock.monotonic()
         state = kr.passive.pop(act.key, None)
+        record: HandoffRecord | None = None
+        if state is None and self.placement is not None:
+            try:
+                record = await self.placement.before_activate(spec, act.key)
+            except PhoenixError as exc:
+                if kr.activations.get(act.key) is act:
+                    del kr.activations[act.key]
+                self._fail_queued(act, exc)
+                return False
+            if record is not None:
+                state = record.state
         agent: Agent = spec.cls.__new__(spec.cls)
         agent._phx_act = act
         try:
@@ -339,6 +365,8 @@ class AgentRuntime:
             self._cancel_timers(act)
             return False
         act.agent = agent
+        if record is not None:
+            self._install(act, record)
         self._activations += 1
         if self.bus.has_handlers(events.AGENT_STARTED):
             self.bus.execute(
@@ -410,6 +438,8 @@ class AgentRuntime:
             return
         act.committed = state
         self._messages_handled += 1
+        if msg.future is not None and not msg.future.done():
+            msg.future.set_result(b"")
 
     def _rollback(self, act: Activation) -> None:
         agent = act.agent
@@ -550,6 +580,149 @@ class AgentRuntime:
                 {"node": self.node_name, "kind": kr.spec.name, "key": act.key, "reason": reason},
             )
 
+    # ----------------------------------------------------------------- moving agents
+
+    def holds(self, spec: KindSpec, key: str) -> bool:
+        """Whether this node has the agent, active or passivated."""
+        kr = self._kinds.get(spec.name)
+        return kr is not None and (key in kr.activations or key in kr.passive)
+
+    def load(self) -> tuple[int, float, float]:
+        """``(active agents, messages/s since the last call, event-loop lag s)``."""
+        now = self.clock.monotonic()
+        handled = self._messages_handled
+        last_at, last_handled = self._load_mark
+        rate = (handled - last_handled) / (now - last_at) if now > last_at else 0.0
+        self._load_mark = (now, handled)
+        active = sum(len(kr.activations) for kr in self._kinds.values())
+        return active, rate, 0.0
+
+    async def ensure_active(self, spec: KindSpec, key: str) -> None:
+        """Activate the agent here (pulling it per placement) if it is not active yet.
+
+        Raises:
+            PhoenixError: the activation failed (e.g. its holder did not release it).
+        """
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        msg = Message("<activate>", b"", future, 0.0, 0, _noop)
+        act = self._enqueue(self.kind(spec), key, msg)
+        del act
+        await future
+
+    async def freeze(self, spec: KindSpec, key: str, to: str) -> list[Message]:
+        """Stop the agent here at a message boundary for a move to node ``to``.
+
+        The placement service's ``frozen`` hook gets the :class:`HandoffRecord` the
+        moment the agent stops (it leaves the tombstone). Returns the queued calls whose
+        callers wait here: the placement service relays their answers from ``to``.
+        """
+        placement = self.placement
+        assert placement is not None
+        kr = self._kinds.get(spec.name)
+        act = kr.activations.get(key) if kr is not None else None
+        if kr is None or act is None:
+            state = kr.passive.pop(key, None) if kr is not None else None
+            placement.frozen(spec, key, to, None if state is None else
+                             HandoffRecord(spec.name, key, state))
+            return []
+        done: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+
+        async def step() -> None:
+            waiters = self._freeze_now(act, to)
+            if not done.done():
+                done.set_result(waiters)
+
+        msg = Message(HANDOFF, b"", cast("asyncio.Future[bytes]", done), 0.0, 0, step)
+        if act.put_nowait(msg, 1 << 62):
+            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+        return await done
+
+    def _freeze_now(self, act: Activation, to: str) -> list[Message]:
+        kr = act.kind
+        queue = act.queue
+        pending = list(queue) if queue else []
+        if queue:
+            queue.clear()
+        now = self.clock.monotonic()
+        recent = [
+            (rid, f.result()) for rid, f in (act.recent or {}).items()
+            if f.done() and not f.cancelled() and f.exception() is None
+        ]
+        queued: list[QueuedMessage] = []
+        waiters: list[Message] = []
+        for m in pending:
+            if m.fn is not None or (m.future is not None and m.future.done()):
+                continue  # timer ticks and passivation die with the activation here
+            wants = m.future is not None
+            timeout_ms = max(1, int((m.deadline - now) * 1000)) if wants else 0
+            queued.append(QueuedMessage(m.method, m.payload, m.request_id, timeout_ms, wants))
+            if wants:
+                waiters.append(m)
+        record = HandoffRecord(kr.spec.name, act.key, act.committed or None, recent, queued)
+        self._cancel_timers(act)
+        if kr.activations.get(act.key) is act:
+            del kr.activations[act.key]
+        act.agent = None
+        assert self.placement is not None
+        self.placement.frozen(kr.spec, act.key, to, record)
+        for m in pending:
+            if m.fn is not None and m.future is not None and not m.future.done():
+                # A second release, or an ensure_active: nothing is left here for them.
+                m.future.set_result(cast(bytes, []))
+        if self.bus.has_handlers(events.AGENT_DEACTIVATED):
+            self.bus.execute(
+                events.AGENT_DEACTIVATED, {},
+                {"node": self.node_name, "kind": kr.spec.name, "key": act.key,
+                 "reason": f"migrated to {to}"},
+            )
+        return waiters
+
+    def _install(self, act: Activation, record: HandoffRecord) -> None:
+        """Continue an agent handed over from another node: its dedup window, then its
+        queued messages ahead of those that reached this node directly (which are merged
+        with them when they carry the same request id)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock.monotonic()
+        recent = act.recent if act.recent is not None else {}
+        results: dict[int, bytes] = {}
+        for rid, reply in record.recent:
+            done: asyncio.Future[bytes] = loop.create_future()
+            done.set_result(reply)
+            recent[rid] = done
+            results[rid] = reply
+        transferred: list[Message] = []
+        by_id: dict[int, asyncio.Future[bytes]] = {}
+        for q in record.queued:
+            future: asyncio.Future[bytes] | None = None
+            if q.wants_reply:
+                future = loop.create_future()
+                by_id[q.request_id] = recent[q.request_id] = future
+            transferred.append(Message(q.method, q.payload, future,
+                                       now + q.timeout_ms / 1000, q.request_id))
+        if recent:
+            act.recent = recent
+        queue = act.queue
+        if queue is None:
+            if transferred:
+                act.queue = deque(transferred)
+            return
+        kept: list[Message] = []
+        for m in queue:
+            future = m.future
+            if future is not None and m.fn is None:
+                first = by_id.get(m.request_id)
+                if first is not None:
+                    _chain(first, future)
+                    continue
+                if m.request_id in results:
+                    if not future.done():
+                        future.set_result(results[m.request_id])
+                    continue
+            kept.append(m)
+        queue.clear()
+        queue.extend(transferred)
+        queue.extend(kept)
+
     # ----------------------------------------------------------------- shutdown
 
     def _iter_activations(self) -> Iterator[Activation]:
@@ -613,6 +786,26 @@ class AgentRuntime:
             f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
             f"{s.passive_agents} passive, {s.queued_messages} queued]>"
         )
+
+
+def _noop() -> None:
+    """The message that only makes an agent active (``ensure_active``)."""
+
+
+def _chain(first: asyncio.Future[bytes], second: asyncio.Future[bytes]) -> None:
+    """Settle ``second`` as ``first`` settles (one run answers a duplicate request)."""
+
+    def copy(done: asyncio.Future[bytes]) -> None:
+        if second.done():
+            return
+        if done.cancelled():
+            second.cancel()
+        elif (exc := done.exception()) is not None:
+            second.set_exception(exc)
+        else:
+            second.set_result(done.result())
+
+    first.add_done_callback(copy)
 
 
 def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: str) -> None:

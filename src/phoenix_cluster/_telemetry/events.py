@@ -31,6 +31,8 @@ __all__ = [
     "REGISTRY_REGISTERED",
     "REGISTRY_RELEASED",
     "REPLICATION_COMMITTED",
+    "REPLICATION_EPOCH_CHANGED",
+    "REPLICATION_FENCED",
     "SUPERVISOR_CHILD_CRASHED",
     "SUPERVISOR_CHILD_RESTARTED",
     "SUPERVISOR_ESCALATED",
@@ -97,6 +99,15 @@ REPLICATION_COMMITTED = ("phoenix", "replication", "committed")
 """A state change reached its replica quorum; measurement ``duration`` (s, from the write
 to the quorum's acknowledgement), metadata ``node``, ``kind``. Feeds
 ``phoenix_replication_commit_duration_seconds``."""
+REPLICATION_EPOCH_CHANGED = ("phoenix", "replication", "epoch_changed")
+"""This node won a partition's election and leads it; measurements ``duration`` (s, the
+election), ``adopted`` (records adopted), ``restamped``, ``rounds``; metadata ``node``,
+``partition``, ``epoch`` (text), ``replicas`` (the new replica set)."""
+REPLICATION_FENCED = ("phoenix", "replication", "fenced")
+"""This node stopped leading a partition; metadata ``node``, ``partition``, ``epoch``
+(the one it led at), ``reason`` (``fenced``: a replica promised a newer epoch;
+``deposed``: this node promised one; ``moved``: the table moved the partition;
+``stale``: a re-election found newer writes; ``no_quorum``; ``closed``)."""
 
 NODE_STARTED = ("phoenix", "node", "started")
 NODE_STOPPED = ("phoenix", "node", "stopped")

@@ -179,6 +179,13 @@ class PeerManager:
             await conn.wait_closed()
             _log.info("connection to %s (%s) lost; reconnecting", conn.peer_name, peer.address)
 
+    def reset(self, address: str) -> None:
+        """A new incarnation answers at ``address``: forget the old one's failures, so
+        its tripped breaker does not keep callers away from the restarted node."""
+        peer = self._peers.get(address)
+        if peer is not None:
+            peer.breaker.record_success(self._env.clock.monotonic())
+
     def breaker(self, address: str) -> CircuitBreaker:
         """The breaker guarding ``address`` (created on first use)."""
         return self._peer(address).breaker

@@ -371,6 +371,21 @@ class LocalCluster:
                 f"{node.name} not ready after {self.startup_timeout_s}s:\n{node.log()[-2000:]}"
             ) from None
 
+    async def add_node(self, *extra_args: str) -> int:
+        """Start one more node (a join) seeded with the others; returns its index.
+
+        Waits for its READY line, not for convergence (:meth:`wait_converged`).
+        """
+        index = len(self.nodes)
+        if index >= _FIRST_CLIENT_OCTET - _FIRST_NODE_OCTET:
+            raise RuntimeError("no loopback address left for another node")
+        node = ClusterNode(index, f"node-{index}", self._node_address(index),
+                           Path(self._dir.name) / f"node-{index}.log",
+                           extra_args=list(extra_args))
+        self.nodes.append(node)
+        await self.start_node(index)
+        return index
+
     async def restart(self, index: int) -> None:
         """SIGKILL node ``index`` (if running) and start it again on the same address."""
         if self.nodes[index].running:
