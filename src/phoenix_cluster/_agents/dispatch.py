@@ -190,7 +190,7 @@ class Router:
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
         sent = False
-        hops = resends = 0
+        hops = resends = dials = 0
         while True:
             remaining = deadline - clock.monotonic()
             if remaining <= 0:
@@ -201,6 +201,15 @@ class Router:
             try:
                 async with fail_after(clock, remaining):
                     conn = await self._connect(address, sent, request_id)
+            except NodeUnavailable as exc:
+                if not hops or not exc.definite:
+                    raise
+                # A member sent us here, so it sees the node alive: it may be a restarted
+                # node our own view has not caught up with yet. Retry within the deadline.
+                self.placement.forget(spec, key)
+                await clock.sleep(min(0.05 * 2 ** min(dials, 4), max(remaining, 0.0)))
+                dials += 1
+                continue
             except TimeoutError:
                 raise CallTimeout(
                     f"call {spec.name}/{key}.{method}: no connection to {address} "
