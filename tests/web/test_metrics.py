@@ -75,7 +75,7 @@ async def test_agent_metrics_follow_calls(node: phx.Node) -> None:
     assert value(s, "process_resident_memory_bytes") > 0
 
 
-async def test_registry_and_replication_events_feed_their_histograms(node: phx.Node) -> None:
+async def test_registry_pubsub_and_replication_events_feed_their_metrics(node: phx.Node) -> None:
     # Emitted the way the registry and the replication layer report (docs/monitoring.md).
     for d in (0.0002, 0.003, 0.2):
         node.telemetry.execute(events.REGISTRY_LOOKUP, {"duration": d},
@@ -84,7 +84,28 @@ async def test_registry_and_replication_events_feed_their_histograms(node: phx.N
                            {"node": node.name, "kind": "web.meter"})
     node.telemetry.execute(events.REPLICATION_COMMITTED, {"duration": 9.0},
                            {"node": "somebody-else", "kind": "web.meter"})
+    bus = node.telemetry
+    bus.execute(events.REGISTRY_REGISTERED, {"duration": 0.002}, {"node": node.name,
+                                                                  "name": "n"})
+    bus.execute(events.REGISTRY_NAME_CONFLICT, {}, {"node": node.name, "name": "n",
+                                                    "winner": "a", "loser": "b"})
+    bus.execute(events.PUBSUB_PUBLISHED, {"nodes": 3.0}, {"node": node.name, "topic": "t"})
+    bus.execute(events.PUBSUB_DELIVERED, {"subscribers": 4.0}, {"node": node.name,
+                                                                "topic": "t"})
+    bus.execute(events.PUBSUB_DROPPED, {"messages": 2.0}, {"node": node.name, "topic": "t",
+                                                           "reason": "queue_full"})
+    bus.execute(events.REPLICATION_EPOCH_CHANGED, {"duration": 0.01, "adopted": 0.0},
+                {"node": node.name, "partition": 7, "epoch": "3.a"})
+    bus.execute(events.REPLICATION_FENCED, {}, {"node": node.name, "partition": 7,
+                                                "reason": "moved"})
     s = await scrape(node)
+    assert value(s, "phoenix_registry_register_duration_seconds_count") == 1
+    assert value(s, "phoenix_registry_name_conflicts_total") == 1
+    assert value(s, "phoenix_pubsub_published_total") == 1
+    assert value(s, "phoenix_pubsub_delivered_total") == 4
+    assert value(s, "phoenix_pubsub_dropped_total", reason="queue_full") == 2
+    assert value(s, "phoenix_replication_election_duration_seconds_count") == 1
+    assert value(s, "phoenix_replication_leadership_lost_total", reason="moved") == 1
     assert value(s, "phoenix_registry_lookup_duration_seconds_count") == 3
     assert value(s, "phoenix_registry_lookup_duration_seconds_bucket", le="0.001") == 1
     assert value(s, "phoenix_registry_lookup_duration_seconds_bucket", le="0.25") == 3

@@ -41,6 +41,7 @@ _EVENT_TYPES: dict[EventName, str] = {
     events.CLUSTER_NODE_LEFT: "left",  # "dead" when metadata["reason"] says so
     events.CLUSTER_PARTITION_DETECTED: "split-brain",
     events.AGENT_MIGRATED: "migrated",
+    events.REGISTRY_NAME_CONFLICT: "name-conflict",
     events.TRANSPORT_PROTOCOL_SWITCHED: "protocol-switch",
     events.SUPERVISOR_CHILD_CRASHED: "service-crashed",
     events.SUPERVISOR_ESCALATED: "services-failed",
@@ -56,6 +57,7 @@ _TEXTS = {
     "left": "{peer} left",
     "split-brain": "{decision} ({strategy}): {reason}; down: {down}",
     "migrated": "{kind}/{key} moved from {from} to {to} ({reason})",
+    "name-conflict": "name {name}: {winner} keeps it, {loser} lost it",
     "protocol-switch": "{peer}: {from} -> {to} ({reason})",
     "service-crashed": "{child}: {reason}",
     "services-failed": "{supervisor}: {reason}",

@@ -7,21 +7,20 @@ node serves HTTP: a node without ``http`` pays nothing. Handlers ignore events o
 nodes on the same bus (``metadata["node"]``).
 
 Gauges (members by status, agents, mailbox depth, ring share, loop lag) are read from
-the node when Prometheus scrapes, which costs one pass over the node's activations.
+the node when Prometheus scrapes, which costs two passes over the node's activations.
 The full list with types, labels and meaning is in ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -31,17 +30,21 @@ from prometheus_client.process_collector import ProcessCollector
 from .._telemetry import events
 from .._telemetry.bus import EventName
 from .._version import __version__
+from .bus_counters import (
+    DURATION_BUCKETS,
+    BusCounters,
+    EventHandler,
+    Measurements,
+    Metadata,
+    histogram_family,
+    labelled_counter,
+)
+from .data_metrics import DataMetrics
 from .health import readiness
 from .histogram import Buckets
 from .view import NodeView, StatisticsView
 
-__all__ = ["DURATION_BUCKETS", "WINDOW_CAP", "NodeMetrics"]
-
-DURATION_BUCKETS = (
-    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)
-"""Histogram bounds in seconds: fine below a millisecond, where Phoenix's calls live."""
+__all__ = ["WINDOW_CAP", "NodeMetrics"]
 
 WINDOW_CAP = 50_000
 """Call durations kept per dashboard sample (one second); past it the second's quantiles
@@ -58,16 +61,16 @@ _MEMBERSHIP_COUNTERS = (
     ("phoenix_membership_leaves_total", "left", "Members that left the cluster gracefully."),
 )
 
-Measurements = Mapping[str, float]
-Metadata = Mapping[str, object]
-
 
 def _s(value: object) -> str:
     return "" if value is None else str(value)
 
 
-class NodeMetrics:
+class NodeMetrics(BusCounters):
     """The metrics of ``node``; :meth:`attach` to start counting, :meth:`exposition` to read.
+
+    The data layers' metrics (registry, pub/sub, replication) are a :class:`DataMetrics`
+    in the same registry, attached and detached with these.
 
     Args:
         node: the node to read and whose events to count.
@@ -75,11 +78,8 @@ class NodeMetrics:
     """
 
     def __init__(self, node: NodeView, loop_lag: Callable[[], float]) -> None:
-        self._node = node
-        self._name = node.name
+        super().__init__(node)
         self._loop_lag = loop_lag
-        self._handler_prefix = f"phoenix.web.metrics.{node.name}.{id(self):x}"
-        self._attached: list[str] = []
         # Counters and histograms, keyed by their label values.
         self.messages: Counter[tuple[str, ...]] = Counter()
         self.activations: Counter[str] = Counter()
@@ -92,19 +92,19 @@ class NodeMetrics:
         self.switches: Counter[tuple[str, ...]] = Counter()
         self.membership: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
-        self.registry_lookups = Buckets(DURATION_BUCKETS)
-        self.replication_commits = Buckets(DURATION_BUCKETS)
         self.call_window: list[float] = []
         """Call durations since the dashboard sampler last took them (at most
         ``WINDOW_CAP``; the sampler swaps in a new list each second)."""
+        self.data = DataMetrics(node)
         self.registry = CollectorRegistry()
         self.registry.register(self)
+        self.registry.register(self.data)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
     # ------------------------------------------------------------------ events
 
-    def _handlers(self) -> dict[EventName, Callable[[Measurements, Metadata], None]]:
+    def _handlers(self) -> dict[EventName, EventHandler]:
         return {
             events.AGENT_CALL_STOP: self._on_call_stop,
             events.AGENT_CALL_EXCEPTION: self._on_call_exception,
@@ -119,37 +119,15 @@ class NodeMetrics:
             events.CLUSTER_NODE_SUSPECTED: self._on_membership,
             events.CLUSTER_NODE_LEFT: self._on_membership,
             events.CLUSTER_PARTITION_DETECTED: self._on_decision,
-            events.REGISTRY_LOOKUP: self._on_registry_lookup,
-            events.REPLICATION_COMMITTED: self._on_replication_commit,
         }
 
     def attach(self) -> None:
-        """Start counting this node's events (idempotent)."""
-        if self._attached:
-            return
-        bus = self._node.telemetry
-        for event, fn in self._handlers().items():
-            handler_id = f"{self._handler_prefix}.{'.'.join(event)}"
-            bus.attach(handler_id, [event], self._only_mine(fn))
-            self._attached.append(handler_id)
+        super().attach()
+        self.data.attach()
 
     def detach(self) -> None:
-        """Stop counting (the counts stay readable)."""
-        bus = self._node.telemetry
-        for handler_id in self._attached:
-            bus.detach(handler_id)
-        self._attached.clear()
-
-    def _only_mine(
-        self, fn: Callable[[Measurements, Metadata], None]
-    ) -> Callable[[EventName, Measurements, Metadata], None]:
-        name = self._name
-
-        def handler(event: EventName, m: Measurements, md: Metadata) -> None:
-            if md.get("node") == name:
-                fn(m, md)
-
-        return handler
+        super().detach()
+        self.data.detach()
 
     def _on_call_stop(self, m: Measurements, md: Metadata) -> None:
         # The one handler that runs per message: kept to dict operations and a bisect.
@@ -202,12 +180,6 @@ class NodeMetrics:
     def _on_decision(self, m: Measurements, md: Metadata) -> None:
         self.decisions[_s(md.get("decision"))] += 1
 
-    def _on_registry_lookup(self, m: Measurements, md: Metadata) -> None:
-        self.registry_lookups.observe(m.get("duration", 0.0))
-
-    def _on_replication_commit(self, m: Measurements, md: Metadata) -> None:
-        self.replication_commits.observe(m.get("duration", 0.0))
-
     # ------------------------------------------------------------------ scrape
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
@@ -250,31 +222,27 @@ class NodeMetrics:
                                 "messages now.", value=s.busy_agents)
         yield GaugeMetricFamily("phoenix_mailbox_depth", "Messages waiting in this node's "
                                 "agent mailboxes.", value=s.queued_messages)
-        yield _labelled_counter("phoenix_agent_activations_total", "Agent activations "
-                                "(first message, or restore after passivation).", ["kind"],
-                                {(k,): n for k, n in self.activations.items()})
-        yield _labelled_counter("phoenix_agent_deactivations_total", "Agents passivated or "
-                                "stopped, by reason.", ["reason"],
-                                {(k,): n for k, n in self.deactivations.items()})
-        yield _labelled_counter("phoenix_agent_messages_total", "Messages (calls and casts) "
-                                "handled by agents, by kind and outcome (ok, error).",
-                                ["kind", "outcome"], self.messages)
-        yield _labelled_counter("phoenix_agent_overloaded_total", "Messages refused because "
-                                "a mailbox was full.", ["kind"],
-                                {(k,): n for k, n in self.overloaded.items()})
-        yield CounterMetricFamily("phoenix_agent_migrations_total", "Agents handed off to "
-                                  "another node.", value=self.migrations)
-        yield _histogram("phoenix_agent_call_duration_seconds", "Time an agent's handler "
-                         "took per message.", ["kind"],
-                         {(k,): b for k, b in self.call_durations.items()})
-        yield _histogram("phoenix_agent_start_duration_seconds", "Time from activation "
-                         "start to the agent being ready (restore and on_activate).", ["kind"],
-                         {(k,): b for k, b in self.start_durations.items()})
-        yield _histogram("phoenix_registry_lookup_duration_seconds", "Time to resolve a "
-                         "name through the registry.", [], {(): self.registry_lookups})
-        yield _histogram("phoenix_replication_commit_duration_seconds", "Time from a state "
-                         "change to its acknowledgement by the replica quorum.", [],
-                         {(): self.replication_commits})
+        yield labelled_counter("phoenix_agent_activations_total", "Agent activations "
+                               "(first message, or restore after passivation).", ["kind"],
+                               {(k,): n for k, n in self.activations.items()})
+        yield labelled_counter("phoenix_agent_deactivations_total", "Agents passivated or "
+                               "stopped, by reason.", ["reason"],
+                               {(k,): n for k, n in self.deactivations.items()})
+        yield labelled_counter("phoenix_agent_messages_total", "Messages (calls and casts) "
+                               "handled by agents, by kind and outcome (ok, error).",
+                               ["kind", "outcome"], self.messages)
+        yield labelled_counter("phoenix_agent_overloaded_total", "Messages refused because "
+                               "a mailbox was full.", ["kind"],
+                               {(k,): n for k, n in self.overloaded.items()})
+        yield CounterMetricFamily("phoenix_agent_migrations_total", "Agents handed to this "
+                                  "node by a migration.", value=self.migrations)
+        yield histogram_family("phoenix_agent_call_duration_seconds", "Time an agent's handler "
+                               "took per message.", ["kind"],
+                               {(k,): b for k, b in self.call_durations.items()})
+        yield histogram_family("phoenix_agent_start_duration_seconds", "Time from activation "
+                               "start to the agent being ready (restore and on_activate).",
+                               ["kind"],
+                               {(k,): b for k, b in self.start_durations.items()})
 
     def _transport_metrics(self) -> Iterator[Metric]:
         yield CounterMetricFamily("phoenix_transport_messages_sent_total",
@@ -287,9 +255,9 @@ class NodeMetrics:
         yield CounterMetricFamily("phoenix_transport_received_bytes_total",
                                   "Bytes received from peers, frame headers included.",
                                   value=self.received_bytes)
-        yield _labelled_counter("phoenix_transport_protocol_switches_total", "Per-peer "
-                                "switches between transports (e.g. tcp to http2).",
-                                ["from", "to"], self.switches)
+        yield labelled_counter("phoenix_transport_protocol_switches_total", "Per-peer "
+                               "switches between transports (e.g. tcp to http2).",
+                               ["from", "to"], self.switches)
 
     def _cluster_metrics(self) -> Iterator[Metric]:
         node = self._node
@@ -307,22 +275,6 @@ class NodeMetrics:
         for metric, event_kind, help_text in _MEMBERSHIP_COUNTERS:
             yield CounterMetricFamily(metric, help_text,
                                       value=self.membership.get(event_kind, 0))
-        yield _labelled_counter("phoenix_splitbrain_decisions_total", "Split-brain "
-                                "decisions this node took, by action (keep, down_self).",
-                                ["action"], {(a,): n for a, n in self.decisions.items()})
-
-
-def _labelled_counter(name: str, doc: str, labels: list[str],
-                      values: Mapping[tuple[str, ...], float]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=labels)
-    for key, value in sorted(values.items()):
-        family.add_metric(list(key), value)
-    return family
-
-
-def _histogram(name: str, doc: str, labels: list[str],
-               values: Mapping[tuple[str, ...], Buckets]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labels)
-    for key, buckets in sorted(values.items()):
-        family.add_metric(list(key), buckets.cumulative(), sum_value=buckets.sum)
-    return family
+        yield labelled_counter("phoenix_splitbrain_decisions_total", "Split-brain "
+                               "decisions this node took, by action (keep, down_self).",
+                               ["action"], {(a,): n for a, n in self.decisions.items()})
