@@ -1,0 +1,173 @@
+"""What replicas and leaders send each other: tagged, frozen msgspec Structs.
+
+One RPC method, ``batch``: a :class:`Batch` of items for one peer, answered by a
+:class:`BatchReply` with one reply per item, in order (docs/design/replication.md,
+Batching). New fields get defaults; array-like structs only append (STYLE.md 15).
+
+Pure: no I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from ..errors import ProtocolError
+from .types import ZERO_EPOCH, Config, Entry, Epoch
+
+__all__ = [
+    "Accept",
+    "Ack",
+    "Batch",
+    "BatchReply",
+    "Item",
+    "Known",
+    "Mark",
+    "Prepare",
+    "Probe",
+    "Promise",
+    "Reply",
+    "WireEntry",
+    "decode_batch",
+    "decode_batch_reply",
+    "encode",
+]
+
+_T = TypeVar("_T")
+
+WireEntry = tuple[str, str, Entry]
+"""``(kind, key, entry)``."""
+
+
+class Prepare(msgspec.Struct, frozen=True, array_like=True, tag="prepare"):
+    """A candidate asks for a promise of ``epoch`` on ``partition``."""
+
+    partition: int
+    epoch: Epoch
+    config: Config
+
+
+class Accept(msgspec.Struct, frozen=True, array_like=True, tag="accept"):
+    """A leader asks a replica to store entries (``catchup``: part of an election)."""
+
+    partition: int
+    epoch: Epoch
+    config: Config
+    entries: tuple[WireEntry, ...]
+    catchup: bool = False
+
+
+class Mark(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
+    """A leader tells a replica it is caught up and ``config`` is the partition's config
+    (a replica named in none of its sets drops its copy: released)."""
+
+    partition: int
+    epoch: Epoch
+    config: Config
+
+
+class Probe(msgspec.Struct, frozen=True, array_like=True, tag="probe"):
+    """What does a node know of ``partition``? (Read only.)"""
+
+    partition: int
+
+
+Item = Prepare | Accept | Mark | Probe
+
+
+class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
+    """Answer to :class:`Prepare`.
+
+    ``ok``: ``promised`` is the replica's promise *before* this one; ``marked`` and
+    ``config`` the last mark it took (the config it was caught up under, or released
+    to); ``pending`` the configs of candidates it promised since; ``entries`` its records
+    (only when ``synced``). Refused: ``promised`` is the epoch that beat the candidate.
+    """
+
+    partition: int
+    ok: bool
+    promised: Epoch
+    marked: Epoch = ZERO_EPOCH
+    config: Config = ()
+    pending: Config = ()
+    synced: bool = False
+    entries: tuple[WireEntry, ...] = ()
+
+    def knows(self) -> bool:
+        """Whether the replica knows anything of the partition."""
+        return self.synced or bool(self.config or self.pending) or self.marked != ZERO_EPOCH
+
+
+class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
+    """Answer to :class:`Accept` and :class:`Mark`. Refused: ``reason`` is ``epoch``
+    (``promised`` beat the sender) or ``unsynced`` (the replica must be caught up)."""
+
+    partition: int
+    ok: bool
+    promised: Epoch
+    reason: str = ""
+
+
+class Known(msgspec.Struct, frozen=True, array_like=True, tag="known"):
+    """Answer to :class:`Probe`: the fields of a :class:`Promise`, without promising."""
+
+    partition: int
+    promised: Epoch
+    marked: Epoch
+    config: Config
+    pending: Config
+    synced: bool
+    records: int
+
+
+Reply = Promise | Ack | Known
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True):
+    """Items for one peer, handled in order."""
+
+    items: tuple[Item, ...]
+
+
+class BatchReply(msgspec.Struct, frozen=True, array_like=True):
+    """One reply per item of the :class:`Batch`, in the same order."""
+
+    replies: tuple[Reply, ...]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(Batch)
+_reply_decoder = msgspec.msgpack.Decoder(BatchReply)
+
+
+def encode(message: Batch | BatchReply) -> bytes:
+    """Encode a batch or its reply."""
+    return _encoder.encode(message)
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Decode a :class:`Batch`.
+
+    Raises:
+        ProtocolError: the payload is not a valid batch.
+    """
+    return _decode(_batch_decoder, "batch", payload)
+
+
+def decode_batch_reply(payload: bytes) -> BatchReply:
+    """Decode a :class:`BatchReply`.
+
+    Raises:
+        ProtocolError: the payload is not a valid reply.
+    """
+    return _decode(_reply_decoder, "reply", payload)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[_T], what: str, payload: bytes) -> _T:
+    try:
+        return decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise ProtocolError(
+            f"malformed replication {what} of {len(payload):,} bytes: {exc}"
+        ) from exc

@@ -1,0 +1,284 @@
+"""The replica side: what one node promised and accepted, per partition.
+
+:class:`ReplicaStore` applies the rules of docs/design/replication.md ("Replica state and
+rules") to the items of a batch and answers each. It is the whole of a node's replicated
+memory: a leader reads its own store (it is one of the replicas), and the durable
+storage (``storage.py``) persists the store's *journal* of changes.
+
+Memory: one :class:`PartitionState` per partition touched (at most 4,096) and one
+:class:`~.types.Entry` per record, keyed by ``(kind, key)``: about 250 bytes plus the
+state and the replies per record.
+
+Pure: no I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .._ring.partitions import PARTITIONS
+from ..errors import ProtocolError
+from .messages import Accept, Ack, Item, Known, Mark, Prepare, Probe, Promise, Reply, WireEntry
+from .types import ZERO_EPOCH, Config, Entry, Epoch, RecordKey, config_members, config_union
+
+__all__ = [
+    "Change",
+    "DropChange",
+    "MetaChange",
+    "PartitionState",
+    "PutChange",
+    "ReplicaStatistics",
+    "ReplicaStore",
+]
+
+
+class MetaChange(NamedTuple):
+    """A partition's promise, mark, configs or synced flag changed."""
+
+    partition: int
+    promised: Epoch
+    marked: Epoch
+    config: Config
+    pending: Config
+    synced: bool
+
+
+class PutChange(NamedTuple):
+    """A record was stored (or replaced by a newer version)."""
+
+    partition: int
+    kind: str
+    key: str
+    entry: Entry
+
+
+class DropChange(NamedTuple):
+    """A partition's records were dropped (released to a new replica set)."""
+
+    partition: int
+
+
+Change = MetaChange | PutChange | DropChange
+
+
+class PartitionState:
+    """One partition on one replica."""
+
+    __slots__ = ("config", "marked", "pending", "promised", "records", "synced")
+
+    def __init__(self) -> None:
+        self.promised: Epoch = ZERO_EPOCH
+        self.marked: Epoch = ZERO_EPOCH  # epoch of the last mark taken
+        self.config: Config = ()  # the config of that mark
+        self.pending: Config = ()  # configs of the candidates promised since
+        self.synced = False
+        self.records: dict[RecordKey, Entry] = {}
+
+    def wire_entries(self) -> tuple[WireEntry, ...]:
+        return tuple((kind, key, entry) for (kind, key), entry in self.records.items())
+
+    def __repr__(self) -> str:
+        return (f"<PartitionState promised={self.promised} synced={self.synced} "
+                f"[{len(self.records)} records]>")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatistics:
+    """Counts of a node's replicated memory."""
+
+    partitions: int
+    synced_partitions: int
+    records: int
+    refused: int
+
+
+class ReplicaStore:
+    """Every partition's promise and records on this node.
+
+    Args:
+        node: this node's name (a :class:`Mark` whose config does not name it releases
+            the partition).
+        journal: keep a journal of changes for durable storage (:meth:`drain`).
+    """
+
+    def __init__(self, node: str, *, journal: bool = False) -> None:
+        self.node = node
+        self._parts: dict[int, PartitionState] = {}
+        self._journal: list[Change] | None = [] if journal else None
+        self._records = 0
+        self.refused = 0
+
+    # ----------------------------------------------------------------- reading
+
+    def partition(self, partition: int) -> PartitionState | None:
+        """The state of ``partition``, or ``None`` if this node never touched it."""
+        return self._parts.get(partition)
+
+    def get(self, partition: int, kind: str, key: str) -> Entry | None:
+        state = self._parts.get(partition)
+        return None if state is None else state.records.get((kind, key))
+
+    def promised(self, partition: int) -> Epoch:
+        state = self._parts.get(partition)
+        return ZERO_EPOCH if state is None else state.promised
+
+    def partitions(self) -> Iterator[tuple[int, PartitionState]]:
+        return iter(self._parts.items())
+
+    # ----------------------------------------------------------------- the rules
+
+    @staticmethod
+    def validate(item: Item) -> None:
+        """Check an item from the wire before applying anything.
+
+        Raises:
+            ProtocolError: the partition is outside ``[0, PARTITIONS)`` or the epoch
+                counter below 1.
+        """
+        _check(item.partition)
+        if not isinstance(item, Probe) and item.epoch.counter < 1:
+            raise ProtocolError(f"replication item for partition {item.partition} carries "
+                                f"epoch {item.epoch}; epochs start at 1")
+
+    def handle(self, item: Item) -> Reply:
+        """Apply one item and answer it.
+
+        Raises:
+            ProtocolError: the item is invalid (see :meth:`validate`).
+        """
+        self.validate(item)
+        if isinstance(item, Accept):
+            return self.accept(item)
+        if isinstance(item, Prepare):
+            return self.prepare(item)
+        if isinstance(item, Mark):
+            return self.mark(item)
+        return self.probe(item)
+
+    def prepare(self, item: Prepare) -> Promise:
+        """Promise ``item.epoch`` if it is above every promise so far (I2)."""
+        state = self._state(item.partition)
+        if item.epoch <= state.promised:
+            self.refused += 1
+            return Promise(item.partition, False, state.promised)
+        prior, prior_pending = state.promised, state.pending
+        state.promised = item.epoch
+        # Remember where this candidate meant to move the data until a mark says where it
+        # went: an interrupted election must not make the cluster forget (discovery).
+        state.pending = config_union(state.pending, item.config)
+        self._meta(item.partition, state)
+        entries = state.wire_entries() if state.synced else ()
+        return Promise(item.partition, True, prior, state.marked, state.config,
+                       prior_pending, state.synced, entries)
+
+    def accept(self, item: Accept) -> Ack:
+        """Store the entries unless a newer epoch was promised or this replica must be
+        caught up first."""
+        state = self._state(item.partition)
+        if item.epoch < state.promised:
+            self.refused += 1
+            return Ack(item.partition, False, state.promised, "epoch")
+        if not state.synced and not (item.catchup and item.epoch == state.promised):
+            # An unsynced replica may have forgotten a promise: only a leader it promised
+            # since (catch-up of an election) may write to it.
+            self.refused += 1
+            return Ack(item.partition, False, state.promised, "unsynced")
+        if item.epoch > state.promised:
+            state.promised = item.epoch
+            state.pending = config_union(state.pending, item.config)
+            self._meta(item.partition, state)
+        records = state.records
+        journal = self._journal
+        for kind, key, entry in item.entries:
+            rk = (kind, key)
+            current = records.get(rk)
+            if current is None:
+                self._records += 1
+            elif entry.version <= current.version:
+                continue
+            records[rk] = entry
+            if journal is not None:
+                journal.append(PutChange(item.partition, kind, key, entry))
+        return Ack(item.partition, True, state.promised)
+
+    def mark(self, item: Mark) -> Ack:
+        """Take the leader's mark: caught up under ``item.config``, or released to it."""
+        state = self._state(item.partition)
+        if item.epoch != state.promised:
+            self.refused += 1
+            return Ack(item.partition, False, state.promised, "epoch")
+        state.marked = item.epoch
+        state.config = item.config
+        state.pending = ()
+        if self.node in config_members(item.config):
+            state.synced = True
+        else:
+            # Released: the new replica set holds everything (the leader marked a
+            # majority of it first). The promise still fences older leaders, and the
+            # mark's config tells later candidates where the data went.
+            self._records -= len(state.records)
+            state.records = {}
+            state.synced = False
+            if self._journal is not None:
+                self._journal.append(DropChange(item.partition))
+        self._meta(item.partition, state)
+        return Ack(item.partition, True, state.promised)
+
+    def probe(self, item: Probe) -> Known:
+        state = self._parts.get(_check(item.partition))
+        if state is None:
+            return Known(item.partition, ZERO_EPOCH, ZERO_EPOCH, (), (), False, 0)
+        return Known(item.partition, state.promised, state.marked, state.config,
+                     state.pending, state.synced, len(state.records))
+
+    # ----------------------------------------------------------------- durability
+
+    def drain(self) -> list[Change]:
+        """The changes since the last drain, oldest first (empty without a journal)."""
+        journal = self._journal
+        if not journal:
+            return []
+        self._journal = []
+        return journal
+
+    def restore(self, meta: MetaChange, records: dict[RecordKey, Entry]) -> None:
+        """Load a partition from durable storage (not journaled)."""
+        state = self._state(meta.partition)
+        state.promised, state.marked, state.synced = meta.promised, meta.marked, meta.synced
+        state.config, state.pending = meta.config, meta.pending
+        self._records += len(records) - len(state.records)
+        state.records = records
+
+    # ----------------------------------------------------------------- helpers
+
+    def _state(self, partition: int) -> PartitionState:
+        state = self._parts.get(partition)
+        if state is None:
+            state = self._parts[_check(partition)] = PartitionState()
+        return state
+
+    def _meta(self, partition: int, state: PartitionState) -> None:
+        if self._journal is not None:
+            self._journal.append(MetaChange(partition, state.promised, state.marked,
+                                            state.config, state.pending, state.synced))
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            partitions=len(self._parts),
+            synced_partitions=sum(1 for s in self._parts.values() if s.synced),
+            records=self._records,
+            refused=self.refused,
+        )
+
+    def __repr__(self) -> str:
+        return (f"<ReplicaStore {self.node} [{len(self._parts)} partitions, "
+                f"{self._records} records]>")
+
+
+def _check(partition: int) -> int:
+    if not 0 <= partition < PARTITIONS:
+        raise ProtocolError(f"replication item names partition {partition}, "
+                            f"expected 0..{PARTITIONS - 1}")
+    return partition

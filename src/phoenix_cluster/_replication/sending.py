@@ -1,0 +1,210 @@
+"""Batching items to peers, and waiting for enough of their replies.
+
+:class:`Sender` keeps one outbox per peer: every item bound for that peer (prepares,
+accepts and marks of any partition) leaves in one ``batch`` RPC, one batch in flight at
+a time, so items leave in order and pile up into bigger batches under load (group
+commit over the network). :func:`decide` waits for replies until a verdict (a quorum,
+a refusal) needs no more of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from .._foundation.env import Clock
+from .._transport.tasks import TaskSet, fail_after
+from ..errors import NodeClosed, NodeUnavailable, PhoenixError, ProtocolError
+from .leader import Quorum
+from .messages import Accept, Ack, Batch, Item, Reply, decode_batch_reply, encode
+
+__all__ = [
+    "Rpc",
+    "Sender",
+    "decide",
+    "done_future",
+    "feed_quorum",
+    "item_size",
+    "result_of",
+    "retrieve",
+    "worst",
+]
+
+Rpc = Callable[[str, str, bytes, float], Awaitable[bytes]]
+"""``rpc(node_name, method, payload, timeout_s) -> reply payload``."""
+
+
+class _Outbox:
+    """Items waiting to go to one peer; one batch in flight at a time (FIFO per peer)."""
+
+    __slots__ = ("busy", "futures", "items", "peer", "sizes")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.items: list[Item] = []
+        self.sizes: list[int] = []
+        self.futures: list[asyncio.Future[Reply]] = []
+        self.busy = False
+
+
+class Sender:
+    """Per-peer outboxes over an injected ``rpc``.
+
+    Args:
+        name: this node's name (for messages).
+        rpc: the transport.
+        clock: the node's clock (batch deadlines).
+        tasks: owns the pump tasks.
+        batch_max_bytes: a batch is cut here.
+        timeout_s: deadline of one batch.
+    """
+
+    def __init__(self, name: str, rpc: Rpc, clock: Clock, tasks: TaskSet, *,
+                 batch_max_bytes: int, timeout_s: float) -> None:
+        self.name = name
+        self._rpc = rpc
+        self._clock = clock
+        self._tasks = tasks
+        self._limit = batch_max_bytes
+        self._timeout = timeout_s
+        self._boxes: dict[str, _Outbox] = {}
+        self.closed = False
+        self.batches = 0
+        self.items = 0
+
+    def send(self, peer: str, item: Item, size: int = 64) -> asyncio.Future[Reply]:
+        """Queue ``item`` for ``peer``; the future gets its reply (or the failure)."""
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self.closed:
+            fut.set_exception(NodeClosed(f"node {self.name} is closed"))
+            return fut
+        box = self._boxes.get(peer)
+        if box is None:
+            box = self._boxes[peer] = _Outbox(peer)
+        box.items.append(item)
+        box.sizes.append(size)
+        box.futures.append(fut)
+        if not box.busy:
+            box.busy = True
+            self._tasks.spawn(self._pump(box), name=f"replication-to-{peer}")
+        return fut
+
+    async def _pump(self, box: _Outbox) -> None:
+        try:
+            while box.items:
+                n, total = 0, 0
+                while n < len(box.items) and (n == 0 or total + box.sizes[n] <= self._limit):
+                    total += box.sizes[n]
+                    n += 1
+                items, futures = box.items[:n], box.futures[:n]
+                del box.items[:n], box.sizes[:n], box.futures[:n]
+                self.batches += 1
+                self.items += n
+                try:
+                    async with fail_after(self._clock, self._timeout):
+                        raw = await self._rpc(box.peer, "batch", encode(Batch(tuple(items))),
+                                              self._timeout)
+                    replies = decode_batch_reply(raw).replies
+                    if len(replies) != n:
+                        raise ProtocolError(f"{box.peer} answered {len(replies)} of {n} "
+                                            "replication items")
+                except asyncio.CancelledError:
+                    _fail_all(futures, NodeClosed(f"node {self.name} stopped"))
+                    raise
+                except Exception as exc:
+                    error = exc if isinstance(exc, PhoenixError) else NodeUnavailable(
+                        f"replication batch to {box.peer} failed: {exc!r}", definite=False)
+                    _fail_all(futures, error)
+                    continue
+                for fut, reply in zip(futures, replies, strict=True):
+                    if not fut.done():
+                        fut.set_result(reply)
+        except asyncio.CancelledError:
+            _fail_all(box.futures, NodeClosed(f"node {self.name} stopped"))
+            box.items.clear()
+            box.sizes.clear()
+            box.futures.clear()
+            raise
+        finally:
+            box.busy = False
+
+
+async def decide(waits: list[tuple[str, asyncio.Future[Any]]],
+                 feed: Callable[[str, asyncio.Future[Any]], None],
+                 decided: Callable[[], bool]) -> None:
+    """Feed ``(node, future)`` replies as they come until ``decided()`` or all are in.
+
+    Replies arriving after the verdict are retrieved and ignored.
+    """
+    if decided() or not waits:
+        for _, fut in waits:
+            fut.add_done_callback(retrieve)
+        return
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remaining = len(waits)
+
+    def on_reply(node: str, fut: asyncio.Future[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if done.done():
+            retrieve(fut)
+            return
+        feed(node, fut)
+        if remaining == 0 or decided():
+            done.set_result(None)
+
+    for node, fut in waits:
+        fut.add_done_callback(partial(on_reply, node))
+    await done
+
+
+def result_of(fut: asyncio.Future[Any]) -> Any:
+    """The future's result, or its exception as a value."""
+    if fut.cancelled():
+        return NodeClosed("cancelled")
+    exc = fut.exception()
+    return exc if exc is not None else fut.result()
+
+
+def retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (asyncio logs unseen ones)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def done_future(value: Any) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+def worst(replies: list[Reply]) -> Reply:
+    """The first refusal among ``replies``, else the last reply."""
+    for reply in replies:
+        if isinstance(reply, Ack) and not reply.ok:
+            return reply
+    return replies[-1]
+
+
+def feed_quorum(quorum: Quorum, node: str, fut: asyncio.Future[Any]) -> None:
+    """Count an :class:`Ack` (or a failure) in ``quorum``."""
+    reply = result_of(fut)
+    if isinstance(reply, Ack) and reply.ok:
+        quorum.ack(node)
+    elif isinstance(reply, Ack) and reply.reason == "epoch":
+        quorum.fence(node, reply.promised)
+    else:
+        quorum.fail(node)
+
+
+def item_size(item: Accept) -> int:
+    """Approximate wire size of an accept, for cutting batches."""
+    return 64 + sum(e.size() for _, _, e in item.entries)
+
+
+def _fail_all(futures: list[asyncio.Future[Reply]], error: BaseException) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(error)

@@ -1,0 +1,686 @@
+"""The replication service of one node: elections, commits, batching, the RPC handler.
+
+:class:`Replicator` drives the pure protocol (``replica.py``, ``leader.py``) with the
+node's RPC and clock; docs/design/replication.md is the protocol it follows.
+
+How the runtime uses it::
+
+    replicator = Replicator(node.name, rpc, env, incarnation=node.incarnation,
+                            bus=bus, storage=storage_or_None, on_lost=on_lost)
+    router.system["replication"] = replicator.handle     # peers' batches arrive here
+    await replicator.start()                             # loads data_dir, if any
+    replicator.update(table, alive)                      # on every membership change
+
+    record = await replicator.load(kind, key)            # before activating an agent
+    ...                                                  # run a message that changed state
+    await replicator.commit(kind, key, Record(state, replies), "quorum")   # then reply
+
+    await replicator.aclose()
+
+- ``rpc(node_name, method, payload, timeout_s) -> bytes`` calls ``handle(method,
+  payload)`` on the peer ``node_name`` (``router.system_call(address, "replication",
+  method, payload, timeout_s)``); any exception counts as "no answer".
+- ``load`` makes this node the leader of the key's partition if it is not yet (an
+  election), then returns the key's newest record, or ``None``.
+- ``commit`` writes the record under the leader's epoch and returns once a majority of
+  the replica set stored it (``"quorum"``) or at once (``"async"``).
+- ``on_lost(partition, reason)`` is called synchronously when this node must stop
+  serving the agents of ``partition`` it hosts (fenced, deposed, moved by the table, no
+  quorum, or a re-election found newer writes: ``"stale"``). The runtime deactivates
+  those agents before it runs another message for them; their next activation calls
+  ``load`` again. ``leads(partition)`` tells whether this node leads it now.
+
+Every task belongs to the replicator's :class:`TaskSet` and ends in :meth:`aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+from .._foundation.env import Env, TimerHandle
+from .._ring.hashing import key_hash
+from .._ring.partitions import PARTITIONS, PartitionTable, partition_of
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus
+from .._transport.tasks import LogLimiter, TaskSet
+from ..errors import NodeClosed, NoQuorum, NotLeader, PhoenixError, ProtocolError
+from .campaign import Campaign, CampaignContext
+from .leader import Quorum
+from .messages import (
+    Accept,
+    Ack,
+    BatchReply,
+    Item,
+    Mark,
+    Probe,
+    Promise,
+    Reply,
+    decode_batch,
+    encode,
+)
+from .replica import ReplicaStatistics, ReplicaStore
+from .sending import Rpc, Sender, decide, result_of, retrieve
+from .settings import ReplicationSettings
+from .storage import SqliteStorage
+from .types import Config, Entry, Epoch, Record, config_union
+
+__all__ = [
+    "Durability",
+    "OnLost",
+    "ReplicationSettings",
+    "ReplicationStatistics",
+    "Replicator",
+    "Rpc",
+    "partition_for",
+]
+
+_log = logging.getLogger("phoenix_cluster.replication")
+
+OnLost = Callable[[int, str], None]
+"""``on_lost(partition, reason)``: stop serving the agents of ``partition``."""
+
+Durability = Literal["quorum", "async"]
+
+
+def partition_for(kind: str, key: str) -> int:
+    """The partition of an agent address: ``partition_of(key_hash(kind, key))``."""
+    return partition_of(key_hash(kind, key))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationStatistics:
+    """A point-in-time view of a node's replication (telemetry and tests read it)."""
+
+    leading: int
+    elections: int
+    elections_failed: int
+    commits: int
+    commit_failures: int
+    steps_down: int
+    batches_sent: int
+    items_sent: int
+    store: ReplicaStatistics
+
+
+class _Lead:
+    """This node leads a partition: its epoch, replica set and next sequence number."""
+
+    __slots__ = ("electing", "epoch", "idle", "inflight", "members", "seq")
+
+    def __init__(self, epoch: Epoch, members: tuple[str, ...], next_seq: int) -> None:
+        self.epoch = epoch
+        self.members = members  # sorted: the config (members,)
+        self.seq = next_seq - 1
+        self.inflight = 0
+        self.idle: asyncio.Event | None = None
+        self.electing: asyncio.Future[None] | None = None
+
+    @property
+    def config(self) -> Config:
+        return (self.members,)
+
+    def done_one(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self.idle is not None:
+            self.idle.set()
+
+
+class Replicator:
+    """Quorum replication of agent records for one node.
+
+    Args:
+        name: this node's name (as the partition table names it).
+        rpc: calls :meth:`handle` on a peer (see the module docstring).
+        env: the node's clock and randomness.
+        incarnation: this process's incarnation; with ``name`` it makes the leader id
+            unique per process. Default: drawn from ``env.random``.
+        bus: telemetry bus for the replication events.
+        storage: durable storage (``data_dir``); ``None`` keeps state in memory only.
+        settings: timers and limits.
+        on_lost: called when this node must stop serving a partition's agents.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        rpc: Rpc,
+        env: Env,
+        *,
+        incarnation: int | None = None,
+        bus: TelemetryBus | None = None,
+        storage: SqliteStorage | None = None,
+        settings: ReplicationSettings | None = None,
+        on_lost: OnLost | None = None,
+    ) -> None:
+        self.name = name
+        inc = env.random.getrandbits(48) if incarnation is None else incarnation
+        self.leader_id = sys.intern(f"{name}#{inc}")
+        self._rpc = rpc
+        self._clock = env.clock
+        self._random = env.random
+        self._bus = bus
+        self._storage = storage
+        self.settings = settings or ReplicationSettings()
+        self.on_lost = on_lost
+        self._store = ReplicaStore(name, journal=storage is not None)
+        self._table: PartitionTable | None = None
+        self._alive: frozenset[str] = frozenset({name})
+        self._old: dict[int, Config] = {}
+        self._leads: dict[int, _Lead] = {}
+        self._elections: dict[int, asyncio.Future[_Lead]] = {}
+        self._recheck: set[int] = set()
+        self._retries: dict[int, TimerHandle] = {}
+        self._seen: dict[int, int] = {}
+        self._tasks = TaskSet(f"replication {name}")
+        self._sender = Sender(name, rpc, self._clock, self._tasks,
+                              batch_max_bytes=self.settings.batch_max_bytes,
+                              timeout_s=self.settings.rpc_timeout_s)
+        self._ctx = CampaignContext(
+            name=name, store=self._store, sender=self._sender, tasks=self._tasks,
+            clock=self._clock, random=self._random, settings=self.settings,
+            alive=lambda: self._alive, persist=self._persist, next_epoch=self._next_epoch,
+            note_seen=self._note_seen,
+        )
+        self._limiter = LogLimiter(self._clock)
+        self._started = False
+        self._closed = False
+        self._elections_run = 0
+        self._elections_failed = 0
+        self._commits = 0
+        self._commit_failures = 0
+        self._steps_down = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load the durable store, if any. Call once, before ``update``.
+
+        Raises:
+            StorageError: the store in ``data_dir`` is unusable.
+        """
+        if self._started:
+            raise RuntimeError(f"replicator {self.name} already started")
+        self._started = True
+        if self._storage is not None:
+            for part in await self._storage.open():
+                self._store.restore(part.meta, part.records)
+                self._seen[part.meta.partition] = part.meta.promised.counter
+            stats = self._store.statistics()
+            _log.info("node %s loaded %d partitions (%d records) from %s", self.name,
+                      stats.partitions, stats.records, self._storage.path)
+
+    async def aclose(self) -> None:
+        """Stop leading, cancel elections and sends, close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sender.closed = True
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        self._leads.clear()
+        await self._tasks.aclose()
+        for fut in self._elections.values():
+            if not fut.done():
+                fut.set_exception(NodeClosed(f"node {self.name} stopped"))
+        if self._storage is not None:
+            await self._storage.aclose()
+
+    # ----------------------------------------------------------------- membership
+
+    def update(self, table: PartitionTable, alive: Iterable[str]) -> None:
+        """Take a new partition table and set of alive members.
+
+        Partitions whose replica set changed remember their old set until their handoff
+        finishes. A partition this node leads is given up if the table names another
+        primary (``on_lost(p, "moved")``) and re-elected if only its set changed. With
+        ``eager``, this node elects itself for every partition it is the primary of.
+        """
+        if self._closed:
+            return
+        previous = self._table
+        self._table = table
+        self._alive = frozenset(alive) | {self.name}
+        if previous is not None and previous.replicas is not table.replicas:
+            for move in previous.moves(table):
+                p = move.partition
+                old_set, new_set = tuple(sorted(move.old)), tuple(sorted(move.new))
+                if old_set != new_set and self.name in new_set:
+                    # A hint for this node's next election of p: ask the old set too.
+                    self._old[p] = config_union(self._old.get(p, ()), (old_set,))
+                self._table_changed(p)
+        if self.settings.eager:
+            for p in range(PARTITIONS):
+                if table.replicas[p][0] == self.name:
+                    self._maybe_elect(p)
+
+    def _table_changed(self, p: int) -> None:
+        table = self._table
+        assert table is not None
+        if p in self._elections:
+            self._recheck.add(p)
+            return
+        lead = self._leads.get(p)
+        if lead is None:
+            return
+        if lead.electing is not None:
+            self._recheck.add(p)
+            return
+        new = table.replicas[p]
+        if new[0] != self.name:
+            self._lose(p, "moved")
+        elif tuple(sorted(new)) != lead.members:
+            self._relead(p, lead)
+
+    # ----------------------------------------------------------------- the runtime's API
+
+    def leads(self, partition: int) -> Epoch | None:
+        """The epoch this node leads ``partition`` at, or ``None``."""
+        lead = self._leads.get(partition)
+        return None if lead is None else lead.epoch
+
+    async def load(self, kind: str, key: str) -> Record | None:
+        """The newest committed record of ``(kind, key)``, leading its partition first.
+
+        If this node does not lead the partition, it runs an election: it gets promises
+        of a higher epoch from majorities of the replica sets (old and new), adopts the
+        newest records they show and copies them to a majority of the new set.
+
+        Returns:
+            The record, or ``None`` if the key was never written.
+
+        Raises:
+            NotLeader: this node is not in the partition's replica set (definite).
+            NoQuorum: too few replicas answered (definite).
+            NodeClosed: the replicator is closed.
+        """
+        p = partition_for(kind, key)
+        lead = self._leads.get(p)
+        if lead is None or lead.electing is not None:
+            await self._ensure(p)
+        entry = self._store.get(p, kind, key)
+        return None if entry is None else entry.record
+
+    async def commit(self, kind: str, key: str, record: Record,
+                     durability: Durability = "quorum") -> None:
+        """Store ``record`` as the newest state of ``(kind, key)`` on its replicas.
+
+        Call only after :meth:`load` of the key on this node, and not after
+        ``on_lost`` of its partition until a new ``load``.
+
+        Args:
+            kind, key: the agent address.
+            record: the agent's encoded state and dedup window.
+            durability: ``"quorum"`` returns once a majority of the replica set stored
+                the record; ``"async"`` returns once this node stored it and
+                replicates in the background (a crash of this node may lose it).
+
+        Raises:
+            NotLeader: this node does not lead the partition (``definite=True``:
+                nothing stored), or a replica promised a newer leader while writing
+                (``definite=False``). This node stepped down.
+            NoQuorum: too few replicas answered (``definite=False``: some may have
+                stored it). This node stepped down.
+            ValueError: the record exceeds ``max_record_bytes`` or ``max_replies``.
+        """
+        p = partition_for(kind, key)
+        lead = await self._settled(p)
+        if lead is None:
+            raise NotLeader(f"node {self.name} does not lead partition {p} of {kind}/{key}",
+                            partition=p, definite=True)
+        self._check_record(kind, key, record)
+        lead.seq += 1
+        entry = Entry.of(record, lead.epoch, lead.seq)
+        item = Accept(p, lead.epoch, lead.config, ((kind, key, entry),))
+        if not self._store.accept(item).ok:
+            self._lose(p, "deposed")
+            raise NotLeader(f"node {self.name} was deposed as leader of partition {p}",
+                            partition=p, definite=True)
+        lead.inflight += 1
+        started = self._clock.monotonic()
+        if durability == "async":
+            self._tasks.spawn(self._replicate_async(p, lead, item, kind, started),
+                              name=f"replicate-{p}")
+            return
+        await self._replicate(p, lead, item, kind, started)
+
+    # ----------------------------------------------------------------- commits
+
+    async def _replicate_async(self, p: int, lead: _Lead, item: Accept, kind: str,
+                               started: float) -> None:
+        try:
+            await self._replicate(p, lead, item, kind, started)
+        except PhoenixError as exc:
+            _log.warning("async replication of partition %d failed: %s", p, exc.message)
+
+    async def _replicate(self, p: int, lead: _Lead, item: Accept, kind: str,
+                         started: float) -> None:
+        quorum = Quorum(lead.config)
+        waits: list[tuple[str, asyncio.Future[Any]]] = []
+        try:
+            if self._storage is not None:
+                waits.append((self.name, self._persist_future()))
+            else:
+                quorum.ack(self.name)
+            size = sum(e.size() for _, _, e in item.entries)
+            for member in lead.members:
+                if member == self.name:
+                    continue
+                if member in self._alive:
+                    fut = self._sender.send(member, item, size)
+                    fut.add_done_callback(partial(self._catch_up_if_unsynced, p, lead))
+                    waits.append((member, fut))
+                else:
+                    quorum.fail(member)
+
+            def feed(node: str, fut: asyncio.Future[Any]) -> None:
+                reply = result_of(fut)
+                if (isinstance(reply, Ack) and reply.ok) or (
+                        node == self.name and not isinstance(reply, BaseException)):
+                    quorum.ack(node)
+                elif isinstance(reply, Ack) and reply.reason == "epoch":
+                    quorum.fence(node, reply.promised)
+                else:
+                    quorum.fail(node)
+
+            await decide(waits, feed, lambda: quorum.status != "pending")
+        finally:
+            lead.done_one()
+        status = quorum.status
+        if status == "done":
+            self._commits += 1
+            if self._bus is not None and self._bus.has_handlers(events.REPLICATION_COMMITTED):
+                self._bus.execute(events.REPLICATION_COMMITTED,
+                                  {"duration": self._clock.monotonic() - started},
+                                  {"node": self.name, "kind": kind, "partition": p})
+            return
+        self._commit_failures += 1
+        if status == "fenced":
+            assert quorum.fenced_by is not None
+            self._note_seen(p, quorum.fenced_by)
+            if self._leads.get(p) is lead:
+                self._lose(p, "fenced")
+            raise NotLeader(f"node {self.name} was fenced on partition {p}: a replica "
+                            f"promised epoch {quorum.fenced_by} > {lead.epoch}",
+                            partition=p, definite=False)
+        if self._leads.get(p) is lead:
+            self._lose(p, "no_quorum")
+        raise NoQuorum(f"partition {p}: {len(quorum.acked)} of {list(lead.members)} stored "
+                       f"the write (failed: {sorted(quorum.failed)}); a majority is needed",
+                       definite=False)
+
+    def _catch_up_if_unsynced(self, p: int, lead: _Lead, fut: asyncio.Future[Reply]) -> None:
+        # A replica that restarted without its data refuses writes until an election
+        # catches it up; run one (also when the quorum was decided without it).
+        reply = result_of(fut)
+        if (isinstance(reply, Ack) and reply.reason == "unsynced"
+                and self._leads.get(p) is lead and not self._closed):
+            self._relead(p, lead)
+
+    def _check_record(self, kind: str, key: str, record: Record) -> None:
+        size = len(record.state) + sum(len(r) for _, r in record.replies)
+        limit = self.settings.max_record_bytes
+        if size > limit:
+            raise ValueError(f"record of {kind}/{key} is {size:,} bytes, above "
+                             f"max_record_bytes {limit:,}")
+        if len(record.replies) > self.settings.max_replies:
+            raise ValueError(f"record of {kind}/{key} carries {len(record.replies)} replies, "
+                             f"above max_replies {self.settings.max_replies}")
+
+    # ----------------------------------------------------------------- elections
+
+    def _maybe_elect(self, p: int) -> None:
+        if p in self._leads or p in self._elections or self._closed:
+            return
+        fut = self._start_election(p)
+        fut.add_done_callback(partial(self._eager_done, p))
+
+    def _eager_done(self, p: int, fut: asyncio.Future[_Lead]) -> None:
+        if fut.cancelled() or fut.exception() is None or self._closed:
+            return
+        _log.debug("eager election of partition %d on %s failed: %s", p, self.name,
+                   fut.exception())
+        if p not in self._retries:
+            self._retries[p] = self._clock.call_later(self.settings.retry_s,
+                                                      partial(self._retry, p))
+
+    def _retry(self, p: int) -> None:
+        self._retries.pop(p, None)
+        table = self._table
+        if table is not None and table.replicas[p][0] == self.name:
+            self._maybe_elect(p)
+
+    async def _ensure(self, p: int) -> _Lead:
+        """Lead ``p``: at once if leading, else after the (shared) election."""
+        if self._closed:
+            raise NodeClosed(f"node {self.name} is closed")
+        lead = await self._settled(p)
+        if lead is not None:
+            return lead
+        fut = self._elections.get(p) or self._start_election(p)
+        return await asyncio.shield(fut)
+
+    async def _settled(self, p: int) -> _Lead | None:
+        """This node's leadership of ``p`` once any re-election of it is over."""
+        lead = self._leads.get(p)
+        while lead is not None and lead.electing is not None:
+            with contextlib.suppress(PhoenixError):
+                await asyncio.shield(lead.electing)
+            lead = self._leads.get(p)
+        return lead
+
+    def _start_election(self, p: int) -> asyncio.Future[_Lead]:
+        fut: asyncio.Future[_Lead] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(retrieve)
+        self._elections[p] = fut
+        self._tasks.spawn(self._run_election(p, fut), name=f"elect-{p}")
+        return fut
+
+    async def _run_election(self, p: int, fut: asyncio.Future[_Lead]) -> None:
+        try:
+            lead = await self._elect(p, None)
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.set_exception(NodeClosed(f"node {self.name} stopped"))
+            raise
+        except Exception as exc:
+            self._elections_failed += 1
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(lead)
+        finally:
+            if self._elections.get(p) is fut:
+                del self._elections[p]
+        self._after_election(p)
+
+    def _relead(self, p: int, lead: _Lead) -> None:
+        """Re-elect a partition this node leads (new replica set, or a catch-up)."""
+        if lead.electing is not None or self._closed:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(retrieve)
+        lead.electing = fut
+        self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
+
+    async def _run_relead(self, p: int, lead: _Lead, fut: asyncio.Future[None]) -> None:
+        try:
+            # Let writes of the current epoch finish first: the new promises would
+            # refuse them and fence this very leader.
+            while lead.inflight:
+                lead.idle = asyncio.Event()
+                await lead.idle.wait()
+            await self._elect(p, lead)
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.set_exception(NodeClosed(f"node {self.name} stopped"))
+            raise
+        except Exception as exc:
+            self._elections_failed += 1
+            if self._leads.get(p) is lead:
+                self._lose(p, "no_quorum" if isinstance(exc, NoQuorum) else "fenced")
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(None)
+        finally:
+            lead.electing = None
+        self._after_election(p)
+
+    def _after_election(self, p: int) -> None:
+        if p in self._recheck and not self._closed:
+            self._recheck.discard(p)
+            self._table_changed(p)
+
+    async def _elect(self, p: int, previous: _Lead | None) -> _Lead:
+        """Win ``p`` (a :class:`Campaign`) and install the leadership (step 10)."""
+        table = self._table
+        if table is None:
+            raise NoQuorum(f"node {self.name} has no partition table yet", definite=True)
+        order = table.replicas[p]
+        if self.name not in order:
+            raise NotLeader(f"node {self.name} is not in the replica set {list(order)} of "
+                            f"partition {p}", partition=p, definite=True)
+        self._elections_run += 1
+        started = self._clock.monotonic()
+        extra = self._old.get(p, ())
+        if previous is not None:
+            extra = config_union(extra, previous.config)
+        won = await Campaign(self._ctx, p, tuple(sorted(order)), extra).run()
+        lead = _Lead(won.epoch, won.target, won.plan.next_seq)
+        self._leads[p] = lead
+        left = tuple(s for s in self._old.get(p, ()) if s not in won.config)
+        if left:
+            self._old[p] = left
+        else:
+            self._old.pop(p, None)
+        duration = self._clock.monotonic() - started
+        plan = won.plan
+        _log.debug("node %s leads partition %d at epoch %s (%d records, %d restamped, %.1f ms)",
+                   self.name, p, won.epoch, len(plan.final), plan.restamped, duration * 1000)
+        if self._bus is not None and self._bus.has_handlers(events.REPLICATION_EPOCH_CHANGED):
+            self._bus.execute(
+                events.REPLICATION_EPOCH_CHANGED,
+                {"duration": duration, "adopted": float(len(plan.final)),
+                 "restamped": float(plan.restamped), "rounds": float(won.rounds)},
+                {"node": self.name, "partition": p, "epoch": str(won.epoch),
+                 "replicas": list(won.target)},
+            )
+        if previous is not None and plan.stale:
+            self._notify_lost(p, "stale", won.epoch)
+        return lead
+
+    def _next_epoch(self, p: int) -> Epoch:
+        counter = max(self._store.promised(p).counter, self._seen.get(p, 0)) + 1
+        self._seen[p] = counter
+        return Epoch(counter, self.leader_id)
+
+    def _note_seen(self, p: int, epoch: Epoch) -> None:
+        if epoch.counter > self._seen.get(p, 0):
+            self._seen[p] = epoch.counter
+
+    # ----------------------------------------------------------------- stepping down
+
+    def _lose(self, p: int, reason: str) -> None:
+        lead = self._leads.pop(p, None)
+        if lead is None:
+            return
+        self._steps_down += 1
+        self._notify_lost(p, reason, lead.epoch)
+
+    def _notify_lost(self, p: int, reason: str, epoch: Epoch) -> None:
+        _log.info("node %s stops serving partition %d (epoch %s): %s", self.name, p, epoch,
+                  reason)
+        if self._bus is not None and self._bus.has_handlers(events.REPLICATION_FENCED):
+            self._bus.execute(events.REPLICATION_FENCED, {},
+                              {"node": self.name, "partition": p, "epoch": str(epoch),
+                               "reason": reason})
+        if self.on_lost is not None:
+            try:
+                self.on_lost(p, reason)
+            except Exception:
+                _log.exception("on_lost(%d, %r) raised", p, reason)
+
+    # ----------------------------------------------------------------- serving peers
+
+    async def handle(self, method: str, payload: bytes) -> bytes:
+        """Serve a peer's ``batch`` (register as ``router.system["replication"]``).
+
+        Raises:
+            ProtocolError: unknown method or malformed batch; nothing was applied.
+            StorageError: the durable store failed to commit the changes.
+        """
+        if method != "batch":
+            raise ProtocolError(f"replication has no method {method!r} (expected 'batch')")
+        try:
+            batch = decode_batch(payload)
+            for item in batch.items:
+                ReplicaStore.validate(item)
+        except ProtocolError as exc:
+            self._limiter.warning(_log, "bad_batch", "node %s refused a replication batch: %s",
+                                  self.name, exc.message)
+            raise
+        replies: list[Reply] = []
+        for item in batch.items:
+            reply = self._store.handle(item)
+            replies.append(reply)
+            self._observe(item, reply)
+        await self._persist()
+        return encode(BatchReply(tuple(replies)))
+
+    def _observe(self, item: Item, reply: Reply) -> None:
+        """Step down when another leader's item was accepted over this node's epoch."""
+        if isinstance(item, Probe):
+            return
+        p = item.partition
+        self._note_seen(p, item.epoch)
+        if not (isinstance(reply, Promise | Ack) and reply.ok):
+            return
+        if isinstance(item, Mark):
+            self._old.pop(p, None)
+        lead = self._leads.get(p)
+        if lead is not None and item.epoch > lead.epoch:
+            self._lose(p, "deposed")
+
+    # ----------------------------------------------------------------- storage
+
+    async def _persist(self) -> None:
+        if self._storage is not None:
+            await self._storage.write(self._store.drain())
+
+    def _persist_future(self) -> asyncio.Future[None]:
+        return self._tasks.spawn(self._persist(), name="replication-persist")
+
+    # ----------------------------------------------------------------- introspection
+
+    @property
+    def store(self) -> ReplicaStore:
+        """This node's replica store (read it; do not change it)."""
+        return self._store
+
+    def statistics(self) -> ReplicationStatistics:
+        return ReplicationStatistics(
+            leading=len(self._leads),
+            elections=self._elections_run,
+            elections_failed=self._elections_failed,
+            commits=self._commits,
+            commit_failures=self._commit_failures,
+            steps_down=self._steps_down,
+            batches_sent=self._sender.batches,
+            items_sent=self._sender.items,
+            store=self._store.statistics(),
+        )
+
+    def __repr__(self) -> str:
+        stats = self._store.statistics()
+        return (f"<Replicator {self.name} [leads {len(self._leads)}, "
+                f"{stats.records} records in {stats.partitions} partitions]>")

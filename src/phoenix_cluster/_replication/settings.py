@@ -1,0 +1,39 @@
+"""Timers and limits of the replicator, each default explained once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ReplicationSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """Timers and limits of a :class:`~.service.Replicator`.
+
+    Attributes:
+        rpc_timeout_s: how long one batch may take to answer. Far above a loopback or
+            LAN round trip plus a disk commit; below the call timeout (5 s), so a dead
+            replica costs a call at most this long before the quorum decides.
+        election_attempts: elections retried after a refusal (another candidate won a
+            promise); backs off between attempts.
+        election_rounds: prepare rounds per attempt (each config the replicas report
+            that the candidate did not ask adds one; four mean something is odd).
+        backoff_s: base of the jittered, doubling backoff between attempts.
+        retry_s: delay before retrying an eager election that failed.
+        batch_max_bytes: a batch to one peer is cut here (well below the 16 MiB frame).
+        max_record_bytes: largest state plus replies ``commit`` accepts.
+        max_replies: largest dedup window ``commit`` accepts.
+        eager: the primary of a partition elects itself as soon as the table names it,
+            so failover does not wait for the first call.
+    """
+
+    rpc_timeout_s: float = 2.0
+    election_attempts: int = 5
+    election_rounds: int = 4
+    backoff_s: float = 0.02
+    retry_s: float = 1.0
+    batch_max_bytes: int = 1 << 20
+    max_record_bytes: int = 4 << 20
+    max_replies: int = 256
+    eager: bool = True

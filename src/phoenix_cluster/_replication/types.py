@@ -1,0 +1,127 @@
+"""The values the replication protocol speaks in: epochs, versions, records, configs.
+
+See ``docs/design/replication.md`` (Vocabulary). Pure: no I/O, no asyncio. Imports only
+msgspec and the stdlib.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+__all__ = [
+    "ZERO_EPOCH",
+    "Config",
+    "Entry",
+    "Epoch",
+    "Record",
+    "RecordKey",
+    "Version",
+    "config_members",
+    "config_union",
+    "majority",
+    "make_config",
+]
+
+
+class Epoch(NamedTuple):
+    """A leadership term of one partition: ``(counter, leader)``, totally ordered.
+
+    ``leader`` is the electing node's id, ``name#incarnation``, unique per process, so no
+    two elections ever share an epoch (invariant I1).
+    """
+
+    counter: int
+    leader: str
+
+    def __str__(self) -> str:
+        return f"{self.counter}@{self.leader}"
+
+
+ZERO_EPOCH = Epoch(0, "")
+"""Below every real epoch: what a replica has promised before its first promise."""
+
+
+class Version(NamedTuple):
+    """Order of the writes of one key: the writer's epoch, then its sequence number."""
+
+    counter: int
+    leader: str
+    seq: int
+
+
+class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What the runtime stores per agent.
+
+    Attributes:
+        state: the agent's encoded state.
+        replies: the agent's dedup window: ``(request_id, encoded reply)`` of the last
+            calls that changed the state, oldest first, so a retried call after a
+            failover finds its reply instead of running again.
+    """
+
+    state: bytes
+    replies: tuple[tuple[int, bytes], ...] = ()
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A record with its version, as replicas store it (flat: one object per key)."""
+
+    counter: int
+    leader: str
+    seq: int
+    state: bytes
+    replies: tuple[tuple[int, bytes], ...] = ()
+
+    @property
+    def version(self) -> Version:
+        return Version(self.counter, self.leader, self.seq)
+
+    @property
+    def record(self) -> Record:
+        return Record(self.state, self.replies)
+
+    @classmethod
+    def of(cls, record: Record, epoch: Epoch, seq: int) -> Entry:
+        return cls(epoch.counter, epoch.leader, seq, record.state, record.replies)
+
+    def restamped(self, epoch: Epoch, seq: int) -> Entry:
+        """The same content under a new version (a new leader re-proposing it)."""
+        return Entry(epoch.counter, epoch.leader, seq, self.state, self.replies)
+
+    def size(self) -> int:
+        """Approximate bytes this entry costs on the wire."""
+        return 32 + len(self.leader) + len(self.state) + sum(16 + len(r) for _, r in self.replies)
+
+
+RecordKey = tuple[str, str]
+"""``(kind, key)``: the agent address a record belongs to."""
+
+Config = tuple[tuple[str, ...], ...]
+"""Replica sets whose majorities a leader must reach: one set, or several during a
+handoff. Sets keep their order (primary first); the config is kept sorted for equality."""
+
+
+def majority(members: tuple[str, ...]) -> int:
+    """How many members of a set make a majority of it."""
+    return len(members) // 2 + 1
+
+
+def make_config(*sets: tuple[str, ...]) -> Config:
+    """A config of ``sets``, each once, in canonical (sorted) order."""
+    return tuple(sorted(set(sets)))
+
+
+def config_union(a: Config, b: Config) -> Config:
+    """Both configs' sets, each once, in canonical order (``a`` and ``b`` canonical)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return tuple(sorted(set(a) | set(b)))
+
+
+def config_members(config: Config) -> frozenset[str]:
+    """Every member named by some set of ``config``."""
+    return frozenset(m for s in config for m in s)

@@ -1,0 +1,453 @@
+"""Replicators on an in-process network: every failure case of docs/design/replication.md.
+
+Each test runs several :class:`Replicator` instances on a :class:`MemoryNetwork` under a
+:class:`SimClock` (virtual time that jumps only when the loop is idle), so timeouts,
+backoffs and late deliveries are deterministic and take no real time. Tests with a
+SQLite store use the real clock (a worker thread is busy while virtual time would jump).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from phoenix_cluster._foundation.env import SystemClock
+from phoenix_cluster._replication.messages import Batch, Prepare, encode
+from phoenix_cluster._replication.service import ReplicationSettings, partition_for
+from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock, table_of
+from phoenix_cluster._replication.types import Epoch, Record
+from phoenix_cluster._telemetry import events
+from phoenix_cluster._telemetry.bus import TelemetryBus
+from phoenix_cluster.errors import NodeClosed, NoQuorum, NotLeader, ProtocolError
+
+KIND = "counter"
+LAZY = ReplicationSettings(eager=False)
+
+
+def keys_led_by(owner: str, members: Iterable[str], n: int, *, prefix: str = "k") -> list[str]:
+    """``n`` keys whose partition's primary is ``owner`` in the table of ``members``."""
+    table = table_of(members)
+    found = []
+    i = 0
+    while len(found) < n:
+        key = f"{prefix}{i}"
+        if table.owner(partition_for(KIND, key)) == owner:
+            found.append(key)
+        i += 1
+    return found
+
+
+def primary(cluster: ReplicaCluster, key: str, members: Iterable[str] | None = None) -> str:
+    return table_of(cluster.alive if members is None else members).owner(partition_for(KIND, key))
+
+
+def rec(value: str, *replies: tuple[int, bytes]) -> Record:
+    return Record(value.encode(), tuple(replies))
+
+
+async def write(cluster: ReplicaCluster, node: str, key: str, value: str) -> None:
+    rep = cluster.nodes[node]
+    await rep.load(KIND, key)
+    await rep.commit(KIND, key, rec(value))
+
+
+async def read(cluster: ReplicaCluster, key: str, node: str | None = None) -> str | None:
+    rep = cluster.nodes[node or primary(cluster, key)]
+    got = await rep.load(KIND, key)
+    return None if got is None else got.state.decode()
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Callable[..., ReplicaCluster]]:
+    made: list[ReplicaCluster] = []
+
+    def factory(**kw: object) -> ReplicaCluster:
+        kw.setdefault("settings", LAZY)
+        cluster = ReplicaCluster(kw.pop("clock", SimClock()), **kw)  # type: ignore[arg-type]
+        made.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in made:
+        await cluster.aclose()
+
+
+# ----------------------------------------------------------------- the basics
+
+async def test_load_then_commit_reaches_a_majority(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1)[0]
+    a = cluster.nodes["a"]
+    assert await a.load(KIND, key) is None
+    assert a.leads(partition_for(KIND, key)) is not None
+    await a.commit(KIND, key, rec("v1", (42, b"reply-42")))
+    got = await a.load(KIND, key)
+    assert got == rec("v1", (42, b"reply-42"))
+    p = partition_for(KIND, key)
+    holders = [n for n, r in cluster.nodes.items() if r.store.get(p, KIND, key) is not None]
+    assert len(holders) >= 2
+    stats = a.statistics()
+    assert stats.commits == 1 and stats.leading == 1 and stats.elections == 1
+    assert "leads 1" in repr(a)
+
+
+async def test_a_single_node_is_a_cluster_of_one(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("a")
+    for i in range(20):
+        await write(cluster, "a", f"k{i}", f"v{i}")
+    assert [await read(cluster, f"k{i}") for i in range(20)] == [f"v{i}" for i in range(20)]
+
+
+async def test_serving_needs_a_load_and_a_place_in_the_replica_set(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abcd")
+    key = keys_led_by("a", "abcd", 1)[0]
+    outsider = next(n for n in "abcd"
+                    if n not in table_of("abcd").replica_set(partition_for(KIND, key)))
+    with pytest.raises(NotLeader, match="not in the replica set") as info:
+        await cluster.nodes[outsider].load(KIND, key)
+    assert info.value.definite and info.value.partition == partition_for(KIND, key)
+    with pytest.raises(NotLeader, match="does not lead") as info2:
+        await cluster.nodes["a"].commit(KIND, key, rec("x"))
+    assert info2.value.definite
+    await cluster.nodes["a"].load(KIND, key)
+    with pytest.raises(ValueError, match="max_record_bytes"):
+        await cluster.nodes["a"].commit(KIND, key, Record(b"x" * (5 << 20)))
+    with pytest.raises(ValueError, match="max_replies"):
+        await cluster.nodes["a"].commit(KIND, key, Record(b"", tuple((i, b"") for i in range(300))))
+
+
+async def test_without_a_majority_nothing_is_served(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1)[0]
+    cluster.net.isolate("a", "bc")
+    with pytest.raises(NoQuorum) as info:
+        await cluster.nodes["a"].load(KIND, key)
+    assert info.value.definite
+
+
+# ----------------------------------------------------------------- failure cases
+
+async def test_leader_killed_after_a_commit_the_new_leader_adopts_it(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abcd")
+    keys = keys_led_by("a", "abcd", 12)
+    for key in keys:
+        await write(cluster, "a", key, "v1")
+    # The second write reaches one other replica only: still a majority with a itself.
+    for key in keys:
+        others = [m for m in table_of("abcd").replica_set(partition_for(KIND, key)) if m != "a"]
+        cluster.net.cut("a", others[1:])
+        await cluster.nodes["a"].commit(KIND, key, rec("v2"))
+        cluster.net.heal()
+    await cluster.kill("a")
+    cluster.update()
+    assert [await read(cluster, key) for key in keys] == ["v2"] * len(keys)
+
+
+async def test_leader_killed_mid_write(make: Callable[..., ReplicaCluster]) -> None:
+    """A write whose replies were lost is indefinite: the leader steps down, and the
+    next leader adopts it (it reached a replica) or not (it did not)."""
+    cluster = make()
+    await cluster.start_all("abc")
+    reached, lost = keys_led_by("a", "abc", 2)
+    for key in (reached, lost):
+        await write(cluster, "a", key, "v1")
+    cluster.net.cut("bc", "a", both=False)  # requests arrive, replies are lost
+    with pytest.raises(NoQuorum) as info:
+        await cluster.nodes["a"].commit(KIND, reached, rec("v2"))
+    assert not info.value.definite
+    assert ("a", partition_for(KIND, reached), "no_quorum") in cluster.lost
+    assert cluster.nodes["a"].leads(partition_for(KIND, reached)) is None
+    cluster.net.heal()
+    cluster.net.isolate("a", "bc")  # now nothing arrives at all
+    with pytest.raises((NoQuorum, NotLeader)):
+        await cluster.nodes["a"].commit(KIND, lost, rec("v2"))
+    await cluster.kill("a")
+    cluster.net.heal()
+    cluster.update()
+    assert await read(cluster, reached) == "v2"  # it reached b and c: adopted
+    assert await read(cluster, lost) == "v1"  # it reached nobody: gone, never acknowledged
+
+
+async def test_a_killed_replica_is_replaced_and_nothing_is_lost(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abcd")
+    keys = [f"key{i}" for i in range(60)]
+    for key in keys:
+        await write(cluster, primary(cluster, key), key, f"v-{key}")
+    await cluster.kill("c")
+    # Until membership notices, the others commit with the majority that is left.
+    for key in keys[:20]:
+        node = primary(cluster, key, "abcd")
+        if node != "c":
+            await cluster.nodes[node].commit(KIND, key, rec(f"w-{key}"))
+    cluster.update()
+    for key in keys:
+        wrote_again = key in keys[:20] and primary(cluster, key, "abcd") != "c"
+        assert await read(cluster, key) == (f"w-{key}" if wrote_again else f"v-{key}")
+    # The new replica sets hold every record on a majority (the catch-up).
+    table = table_of("abd")
+    for key in keys:
+        p = partition_for(KIND, key)
+        holders = sum(cluster.nodes[m].store.get(p, KIND, key) is not None
+                      for m in table.replica_set(p))
+        assert holders >= 2
+
+
+async def test_two_leaders_after_a_network_partition(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1)[0]
+    p = partition_for(KIND, key)
+    await write(cluster, "a", key, "before")
+    cluster.net.cut("a", "bc")
+    cluster.update(nodes="bc", view="bc")  # b and c declare a dead; a sees nothing yet
+    new = primary(cluster, key, "bc")
+    await write(cluster, new, key, "majority side")
+    # a still believes it leads; the majority promised a newer epoch: fenced.
+    assert cluster.nodes["a"].leads(p) is not None
+    with pytest.raises((NoQuorum, NotLeader)) as info:
+        await cluster.nodes["a"].commit(KIND, key, rec("minority side"))
+    assert not info.value.definite
+    assert cluster.nodes["a"].leads(p) is None
+    cluster.net.heal()
+    with pytest.raises(NotLeader):
+        await cluster.nodes["a"].commit(KIND, key, rec("minority side"))
+    cluster.update()  # back together; a is primary again and takes over
+    assert await read(cluster, key, "a") == "majority side"
+    assert cluster.nodes[new].leads(p) is None
+    assert (new, p, "moved") in cluster.lost or (new, p, "deposed") in cluster.lost
+
+
+async def test_a_paused_leader_wakes_up_fenced(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1)[0]
+    p = partition_for(KIND, key)
+    await write(cluster, "a", key, "v1")
+    cluster.net.pause("a")
+    cluster.update(nodes="bc", view="bc")
+    new = primary(cluster, key, "bc")
+    await write(cluster, new, key, "v2")
+    cluster.net.resume("a")
+    with pytest.raises(NotLeader, match="fenced") as info:
+        await cluster.nodes["a"].commit(KIND, key, rec("stale"))
+    assert not info.value.definite
+    assert ("a", p, "fenced") in cluster.lost
+    assert await read(cluster, key, new) == "v2"
+    for node in "bc":  # the stale write never replaced the newer one
+        entry = cluster.nodes[node].store.get(p, KIND, key)
+        assert entry is not None and entry.state == b"v2"
+
+
+async def test_a_join_and_a_kill_at_once(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    keys = [f"key{i}" for i in range(80)]
+    for key in keys:
+        await write(cluster, primary(cluster, key), key, f"v-{key}")
+    await cluster.kill("a")
+    await cluster.start("d")
+    await cluster.start("e")  # two joiners: some sets get two new members at once
+    cluster.update()
+    assert [await read(cluster, key) for key in keys] == [f"v-{key}" for key in keys]
+
+
+async def test_a_replica_restarted_without_its_data_is_caught_up(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    keys = keys_led_by("a", "abc", 5)
+    for key in keys:
+        await write(cluster, "a", key, "v1")
+    await cluster.kill("c")
+    await cluster.start("c")  # same name, empty memory: unsynced
+    cluster.update()
+    for key in keys:
+        await cluster.nodes["a"].commit(KIND, key, rec("v2"))  # c refuses; a and b commit
+    # The refusal made a re-elect and catch c up.
+    c = cluster.nodes["c"]
+    for _ in range(100):
+        states = [c.store.partition(partition_for(KIND, key)) for key in keys]
+        if all(state is not None and state.synced for state in states):
+            break
+        await cluster.clock.sleep(0.01)
+    assert all(c.store.get(partition_for(KIND, key), KIND, key) for key in keys)
+    await cluster.kill("b")
+    cluster.update()
+    assert [await read(cluster, key) for key in keys] == ["v2"] * len(keys)
+
+
+async def test_a_majority_that_lost_its_memory_refuses_to_serve(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1)[0]
+    await write(cluster, "a", key, "v1")
+    for name in "bc":
+        await cluster.kill(name)
+        await cluster.start(name)
+    cluster.update()
+    # b and c forgot what they stored; a alone remembers v1 but cannot know whether
+    # another leader committed something on b and c: it refuses rather than guess.
+    with pytest.raises(NoQuorum) as info:
+        await cluster.nodes["a"].commit(KIND, key, rec("v2"))
+    assert not info.value.definite
+    with pytest.raises(NoQuorum, match="no majority"):
+        await cluster.nodes["a"].load(KIND, key)
+    # When all three forgot (no data_dir), the partition starts empty.
+    await cluster.kill("a")
+    await cluster.start("a")
+    cluster.update()
+    assert await read(cluster, key) is None
+
+
+async def test_async_durability_replies_first(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    kept, lost = keys_led_by("a", "abc", 2)
+    a = cluster.nodes["a"]
+    await a.load(KIND, kept)
+    await a.commit(KIND, kept, rec("async"), "async")
+    p = partition_for(KIND, kept)
+    for _ in range(100):
+        if all(cluster.nodes[n].store.get(p, KIND, kept) is not None for n in "bc"):
+            break
+        await cluster.clock.sleep(0.01)
+    await a.load(KIND, lost)
+    cluster.net.isolate("a", "bc")
+    await a.commit(KIND, lost, rec("async"), "async")  # returns: not replicated yet
+    await cluster.kill("a")  # ... and never will be: async may lose the last writes
+    cluster.net.heal()
+    cluster.update()
+    assert await read(cluster, kept) == "async"
+    assert await read(cluster, lost) is None
+
+
+async def test_a_table_move_hands_the_partition_over(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    moved = next(k for k in (f"m{i}" for i in range(5000))
+                 if primary(cluster, k, "abc") == "a" and primary(cluster, k, "abcd") == "d")
+    await write(cluster, "a", moved, "v1")
+    p = partition_for(KIND, moved)
+    await cluster.start("d")
+    cluster.update()
+    assert ("a", p, "moved") in cluster.lost and cluster.nodes["a"].leads(p) is None
+    assert await read(cluster, moved) == "v1"
+    await write(cluster, "d", moved, "v2")
+    # Old replicas outside the new set were released.
+    new_set = table_of("abcd").replica_set(p)
+    for node in set("abc") - set(new_set):
+        state = cluster.nodes[node].store.partition(p)
+        assert state is not None and state.records == {}
+
+
+async def test_eager_elections_lead_every_primary_partition(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make(settings=ReplicationSettings())
+    await cluster.start_all("abc")
+    table = table_of("abc")
+    for _ in range(1000):
+        if sum(len([p for p in range(4096) if cluster.nodes[n].leads(p)]) for n in "abc") == 4096:
+            break
+        await cluster.clock.sleep(0.01)
+    for n in "abc":
+        led = {p for p in range(4096) if cluster.nodes[n].leads(p)}
+        assert led == {p for p in range(4096) if table.owner(p) == n}
+
+
+async def test_durable_replicas_keep_everything_over_a_whole_set_restart(
+        make: Callable[..., ReplicaCluster], tmp_path: Path) -> None:
+    cluster = make(clock=SystemClock(), data_dir=tmp_path)
+    await cluster.start_all("abc")
+    keys = [f"key{i}" for i in range(40)]
+    for key in keys:
+        await write(cluster, primary(cluster, key), key, f"v-{key}")
+    epochs = {n: cluster.nodes[n].leads(partition_for(KIND, keys[0])) for n in "abc"}
+    for name in "abc":
+        await cluster.kill(name)
+    for name in "abc":
+        await cluster.start(name)
+    cluster.update()
+    assert [await read(cluster, key) for key in keys] == [f"v-{key}" for key in keys]
+    old = max(e for e in epochs.values() if e is not None)
+    new = cluster.nodes[primary(cluster, keys[0])].leads(partition_for(KIND, keys[0]))
+    assert new is not None and new > old  # epochs continue from disk
+
+
+async def test_without_data_dir_a_whole_set_restart_starts_empty(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    await write(cluster, "a", "k", "v")
+    for name in "abc":
+        await cluster.kill(name)
+        await cluster.start(name)
+    cluster.update()
+    assert await read(cluster, "k") is None
+
+
+# ----------------------------------------------------------------- the handler
+
+async def test_bad_batches_are_refused_and_change_nothing(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("a")
+    a = cluster.nodes["a"]
+    with pytest.raises(ProtocolError, match="no method 'nope'"):
+        await a.handle("nope", b"")
+    with pytest.raises(ProtocolError, match="malformed replication batch"):
+        await a.handle("batch", b"\xc1garbage")
+    with pytest.raises(ProtocolError, match="partition 5000"):
+        await a.handle("batch", encode(Batch((Prepare(1, Epoch(9, "x#1"), ()),
+                                              Prepare(5000, Epoch(9, "x#1"), ())))))
+    assert a.store.partition(1) is None  # the valid first item was not applied either
+    reply = await a.handle("batch", encode(Batch((Prepare(1, Epoch(9, "x#1"), ()),))))
+    assert msgspec.msgpack.decode(reply)
+
+
+async def test_closed_replicators_refuse_work(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("a")
+    a = cluster.nodes["a"]
+    await cluster.kill("a")
+    with pytest.raises(NodeClosed):
+        await a.load(KIND, "k")
+    await a.aclose()  # idempotent
+    with pytest.raises(RuntimeError, match="already started"):
+        await a.start()
+
+
+async def test_telemetry_reports_elections_commits_and_fencing(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    seen: list[tuple[tuple[str, ...], dict[str, object]]] = []
+    bus = TelemetryBus()
+    bus.attach("t", [events.REPLICATION_EPOCH_CHANGED, events.REPLICATION_COMMITTED,
+                     events.REPLICATION_FENCED],
+               lambda name, _m, meta: seen.append((name, dict(meta))))
+    for rep in cluster.nodes.values():
+        rep._bus = bus
+    key = keys_led_by("a", "abc", 1)[0]
+    await write(cluster, "a", key, "v")
+    cluster.update(nodes="bc", view="bc")
+    await write(cluster, primary(cluster, key, "bc"), key, "w")
+    with pytest.raises((NotLeader, NoQuorum)):
+        await cluster.nodes["a"].commit(KIND, key, rec("x"))
+    names = [name for name, _ in seen]
+    assert names.count(events.REPLICATION_EPOCH_CHANGED) == 2
+    assert names.count(events.REPLICATION_COMMITTED) == 2
+    fenced = [meta for name, meta in seen if name == events.REPLICATION_FENCED]
+    assert fenced and fenced[0]["node"] == "a" and fenced[0]["reason"] == "fenced"
