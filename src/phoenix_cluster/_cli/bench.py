@@ -148,6 +148,22 @@ def agents(json_path: Path | None, quick: bool) -> None:
         quick=quick, progress=progress), json_path)
 
 
+@bench.command("registry")
+@_json_option
+@_quick_option()
+def registry(json_path: Path | None, quick: bool) -> None:
+    """Registry and pub/sub figures: registrations, lookups, fan-out, memory per name.
+
+    Starts a real 3-member cluster on loopback and measures from a client node in this
+    process; memory is measured in a fresh process. The full run takes about a minute;
+    --quick a few seconds.
+    """
+    from . import bench_registry
+
+    _measure(bench_registry, lambda progress: bench_registry.run_registry(
+        quick=quick, progress=progress), json_path)
+
+
 @bench.command("membership")
 @_json_option
 @_quick_option("2 trials, 10 s of load, one seed per size.")

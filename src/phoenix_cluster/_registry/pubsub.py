@@ -113,41 +113,70 @@ class _Message:
 
 
 class _Subscriber:
-    """One subscription: a queue of messages and the task draining it while non-empty."""
+    """One subscription on this node."""
 
-    __slots__ = ("closed", "label", "pubsub", "queue", "task")
+    __slots__ = ("closed", "pubsub")
 
-    def __init__(self, pubsub: PubSub, label: str) -> None:
+    def __init__(self, pubsub: PubSub) -> None:
         self.pubsub = pubsub
-        self.label = label
-        self.queue: deque[_Message] = deque()
-        self.task: asyncio.Task[None] | None = None
         self.closed = False
 
     def offer(self, msg: _Message) -> bool:
-        """Take ``msg`` in order; ``False`` if it was dropped at once."""
-        if self.queue or not self.inline(msg):
-            if len(self.queue) >= self.pubsub.settings.subscriber_queue_limit:
-                self.pubsub.dropped(msg, "queue_full")
-                return False
-            self.queue.append(msg)
-            if self.task is None:
-                self.task = self.pubsub.spawn(self._drain(), self.label)
+        """Take ``msg`` after the ones before it; ``False`` if it was dropped at once."""
+        raise NotImplementedError
+
+
+class _CallbackSubscriber(_Subscriber):
+    """A local callback. A plain function runs inline; an ``async`` one gets a queue of
+    its own, drained by a task that exists only while messages wait, so a slow callback
+    delays nobody else."""
+
+    __slots__ = ("fn", "is_async", "label", "queue", "task")
+
+    def __init__(self, pubsub: PubSub, fn: Callback) -> None:
+        super().__init__(pubsub)
+        self.fn = fn
+        self.label = f"pubsub-callback-{getattr(fn, '__name__', 'callback')}"
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None))  # noqa: B004 - async callable objects too
+        self.queue: deque[_Message] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, msg: _Message) -> bool:
+        if not self.is_async:
+            ok = self._run(msg)
+            if msg.tracker is not None:
+                msg.tracker.done(ok)
+            return True
+        if len(self.queue) >= self.pubsub.settings.subscriber_queue_limit:
+            self.pubsub.dropped(msg, "queue_full")
+            return False
+        self.queue.append(msg)
+        if self.task is None:
+            self.task = self.pubsub.spawn(self._drain(), self.label)
         return True
 
-    def inline(self, msg: _Message) -> bool:
-        """Deliver on the spot if this kind of subscriber can; ``False`` to queue."""
-        return False
-
-    async def deliver(self, msg: _Message) -> bool:
-        raise NotImplementedError
+    def _run(self, msg: _Message) -> bool:
+        try:
+            result = self.fn(msg.value)
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                self.pubsub.spawn(result, self.label)
+        except Exception:
+            self.pubsub.callback_failed(msg, self.fn)
+            return False
+        return True
 
     async def _drain(self) -> None:
         queue = self.queue
         try:
             while queue and not self.closed:
                 msg = queue[0]
-                ok = await self.deliver(msg)
+                try:
+                    await self.fn(msg.value)  # type: ignore[misc]
+                    ok = True
+                except Exception:
+                    self.pubsub.callback_failed(msg, self.fn)
+                    ok = False
                 queue.popleft()
                 if msg.tracker is not None:
                     msg.tracker.done(ok)
@@ -159,49 +188,29 @@ class _Subscriber:
                     msg.tracker.done(False)
 
 
-class _CallbackSubscriber(_Subscriber):
-    __slots__ = ("fn", "is_async")
-
-    def __init__(self, pubsub: PubSub, fn: Callback) -> None:
-        super().__init__(pubsub, f"pubsub-callback-{getattr(fn, '__name__', 'callback')}")
-        self.fn = fn
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None))  # noqa: B004 - async callable objects too
-
-    def inline(self, msg: _Message) -> bool:
-        if self.is_async:
-            return False
-        ok = self._run(msg)
-        if msg.tracker is not None:
-            msg.tracker.done(ok)
-        return True
-
-    def _run(self, msg: _Message) -> bool:
-        try:
-            result = self.fn(msg.value)
-            if inspect.isawaitable(result):  # a plain function that returned a coroutine
-                self.pubsub.spawn(_await(result), self.label)
-        except Exception:
-            self.pubsub.callback_failed(msg, self.fn)
-            return False
-        return True
-
-    async def deliver(self, msg: _Message) -> bool:
-        try:
-            await self.fn(msg.value)  # type: ignore[misc]
-        except Exception:
-            self.pubsub.callback_failed(msg, self.fn)
-            return False
-        return True
-
-
 class _AgentSubscriber(_Subscriber):
-    __slots__ = ("method", "ref")
+    """An agent: each message becomes a cast to ``ref.<method>(message)``.
+
+    The casts of every agent subscriber on this node go through one queue and one task
+    (:class:`_AgentCasts`): a cast only hands the message to a mailbox, so it is quick,
+    and one task per message instead of one per subscriber keeps fan-out cheap.
+    """
+
+    __slots__ = ("method", "pending", "ref")
 
     def __init__(self, pubsub: PubSub, ref: AgentRef, method: str) -> None:
-        super().__init__(pubsub, f"pubsub-agent-{ref.kind}/{ref.key}")
+        super().__init__(pubsub)
         self.ref = ref
         self.method = method
+        self.pending = 0
+
+    def offer(self, msg: _Message) -> bool:
+        if self.pending >= self.pubsub.settings.subscriber_queue_limit:
+            self.pubsub.dropped(msg, "queue_full")
+            return False
+        self.pending += 1
+        self.pubsub.casts.put(self, msg)
+        return True
 
     async def deliver(self, msg: _Message) -> bool:
         try:
@@ -211,6 +220,40 @@ class _AgentSubscriber(_Subscriber):
             self.pubsub.agent_refused(msg, self.ref, self.method, exc)
             return False
         return True
+
+
+class _AgentCasts:
+    """The queue of casts to agent subscribers on one node, in arrival order."""
+
+    __slots__ = ("pubsub", "queue", "task")
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self.pubsub = pubsub
+        self.queue: deque[tuple[_AgentSubscriber, _Message]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, sub: _AgentSubscriber, msg: _Message) -> None:
+        self.queue.append((sub, msg))
+        if self.task is None:
+            self.task = self.pubsub.spawn(self._drain(), "pubsub-agent-casts")
+
+    async def _drain(self) -> None:
+        queue = self.queue
+        try:
+            while queue:
+                sub, msg = queue[0]
+                ok = not sub.closed and await sub.deliver(msg)
+                queue.popleft()
+                sub.pending -= 1
+                if msg.tracker is not None:
+                    msg.tracker.done(ok)
+        finally:
+            self.task = None
+            while queue:  # the node stops: nobody takes these
+                sub, msg = queue.popleft()
+                sub.pending -= 1
+                if msg.tracker is not None:
+                    msg.tracker.done(False)
 
 
 class PubSub:
@@ -223,6 +266,7 @@ class PubSub:
         self._bus = bus
         self.settings = settings
         self._topics: dict[str, dict[Hashable, _Subscriber]] = {}
+        self.casts = _AgentCasts(self)
         self._tasks = TaskSet(f"pubsub {self._me}")
         self._limiter = LogLimiter(env.clock)
         self._closed = False

@@ -25,7 +25,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -131,8 +131,7 @@ class Registry:
         entry = self._new_entry(name, target, lifetime == "node")
         started = self._clock.monotonic()
         reply = await self._to_coordinator(
-            name, "register", lambda hops: encode(RegisterRequest(entry, hops)),
-            RegisterReply)
+            name, "register", lambda hops: RegisterRequest(entry, hops), RegisterReply)
         stored = reply.entry
         if stored is None:  # pragma: no cover - a coordinator always answers with one
             raise NoQuorum(f"registration of {name!r} got an empty answer", definite=False)
@@ -174,7 +173,7 @@ class Registry:
         """
         check_name(name)
         reply = await self._to_coordinator(
-            name, "unregister", lambda hops: encode(UnregisterRequest(name, 0, hops)),
+            name, "unregister", lambda hops: UnregisterRequest(name, 0, hops),
             UnregisterReply)
         self._cache.pop(name, None)
         if reply.removed is not None:
@@ -249,10 +248,10 @@ class Registry:
                             f"msgpack-serializable ({exc})") from None
         return Entry(name, self._me, self._boot, 0, rid, value=value, linked=linked)
 
-    async def _to_coordinator(self, name: str, method: str, payload: Callable[[int], bytes],
-                              reply_type: type[Any]) -> Any:
+    async def _to_coordinator(self, name: str, method: Literal["register", "unregister"],
+                              request: Callable[[int], Any], reply_type: type[Any]) -> Any:
         """Send a write to the name's coordinator, following redirects and moving on to
-        the next owner when one does not answer."""
+        the next owner when one does not answer. ``request(hops)`` builds the request."""
         replicas = self._link.replicas(name, self.settings.replicas)
         if not replicas:
             raise NodeUnavailable(f"no member node is known to store {name!r} (check the "
@@ -266,15 +265,21 @@ class Registry:
         while target is not None:
             tried.append(target)
             try:
-                # The coordinator may wait timeout_s for the other owners: wait longer.
-                raw = await self._link.call(target, "registry", method, payload(hops),
-                                            2 * self.settings.timeout_s)
+                if target == self._me:  # no need to encode what stays in this process
+                    coordinate = (self._owner.register if method == "register"
+                                  else self._owner.unregister)
+                    reply = await coordinate(request(hops))
+                else:
+                    # The coordinator may wait timeout_s for the other owners: wait longer.
+                    raw = await self._link.call(target, "registry", method,
+                                                encode(request(hops)),
+                                                2 * self.settings.timeout_s)
+                    reply = decode(reply_type, raw)
             except UNREACHABLE as exc:
                 definite = definite and exc.definite  # a timeout: it may have been stored
                 last = exc.message
                 target = next((c for c in candidates if c not in tried), None)
                 continue
-            reply = decode(reply_type, raw)
             if not reply.redirect:
                 return reply
             hops += 1
