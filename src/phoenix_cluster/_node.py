@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ from ._membership.observer import MembershipObserver
 from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._registry.services import ClusterServices
+from ._replication.service import Replicator, ReplicationSettings
+from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash
+from ._ring.partitions import PartitionTable
 from ._ring.ring import HashRing
 from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
@@ -188,6 +192,8 @@ class Node:
         """Topics with subscribers on every node (``docs/registry.md``)."""
         self._placement: PlacementService | None = None
         self._rebalancer: Rebalancer | None = None
+        self._replicator: Replicator | None = None
+        self._table_ring: HashRing | None = None
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
@@ -309,6 +315,8 @@ class Node:
         self._runtime.placement = placement
         if s.role == "member":
             self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
+            if self.address is not None:
+                await self._start_replication(router, secret)
         if self.address is not None:
             self._membership = MembershipService(
                 self.name, self.address, self.incarnation, secret, sync=self._sync,
@@ -362,6 +370,32 @@ class Node:
         _log.error("node %s downs itself: %s", self.name, reason)
         self.request_shutdown(f"{DOWNED_PREFIX}{reason}")
 
+    async def _start_replication(self, router: Router, secret: bytes) -> None:
+        """Quorum replication of agent state (``docs/design/replication.md``)."""
+        storage = None
+        data_dir = self.settings.data_dir
+        if data_dir is not None:
+            # A data_dir belongs to one cluster: its secret's digest (never the secret).
+            cluster = hashlib.blake2b(secret, digest_size=8, person=b"phx-data-dir").hexdigest()
+            storage = SqliteStorage(storage_path(data_dir, self.name), cluster=cluster,
+                                    node=self.name)
+        replicator = Replicator(
+            self.name, self._replication_rpc, self.env, incarnation=self.incarnation,
+            bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
+            settings=ReplicationSettings(eager=False),
+        )
+        await replicator.start()
+        router.system["replication"] = replicator.handle
+        self._replicator = self._runtime.replicator = replicator
+
+    async def _replication_rpc(self, name: str, method: str, payload: bytes,
+                               timeout_s: float) -> bytes:
+        address = self._addresses.get(name)
+        router = self._runtime.router
+        if not address or router is None:
+            raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
+        return await router.system_call(address, "replication", method, payload, timeout_s)
+
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
@@ -375,6 +409,10 @@ class Node:
             self._ring = HashRing.from_snapshot(snapshot) if hosts else None
         if self._placement is not None:
             self._placement.update(self._ring, self._addresses)
+        ring = self._ring
+        if self._replicator is not None and ring is not None and ring is not self._table_ring:
+            self._table_ring = ring
+            self._replicator.update(PartitionTable.build(ring, 3), ring.members)
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]
@@ -453,6 +491,8 @@ class Node:
             await self._membership.aclose(leave=not self._stop_reason.startswith(DOWNED_PREFIX))
         if self._placement is not None:
             await self._placement.aclose()
+        if self._replicator is not None:
+            await self._replicator.aclose()
         if self._peers is not None and self._peers is not self._transport:
             await self._peers.aclose()
         if self._transport is not None:

@@ -30,6 +30,7 @@ from ..errors import (
     CallTimeout,
     NodeClosed,
     NodeUnavailable,
+    NotLeader,
     PhoenixError,
     PhoenixInternalError,
     error_from_code,
@@ -253,7 +254,21 @@ class Router:
                 if answer.owner:
                     self.placement.learn(spec, key, answer.owner)
                 continue
-            raise error_from_frame(answer)
+            error = error_from_frame(answer)
+            if isinstance(error, NotLeader) and error.definite and hops < MAX_REDIRECTS:
+                # The agent's old host turned it away unrun (its partition moved on):
+                # route it again from a fresh view.
+                hops += 1
+                self.placement.forget(spec, key)
+                await clock.sleep(0.01 * hops)
+                rerouted = self.remote_address(spec, key)
+                if isinstance(rerouted, str):
+                    address = rerouted
+                    continue
+                frame = Call(request_id, spec.name, key, method, payload,
+                             max(1, int((deadline - clock.monotonic()) * 1000)), headers)
+                return await self._serve_here(spec, key, frame, deadline)
+            raise error
 
     async def _serve_here(self, spec: KindSpec, key: str, frame: Call, deadline: float) -> bytes:
         if not spec.hashed:

@@ -450,8 +450,17 @@ class PlacementService:
             load = wire.decode(reply, NodeLoad)
             return msgspec.structs.replace(load, rtt_s=self.clock.monotonic() - started)
 
-        results = await asyncio.gather(*(one(n) for n in sorted(self.alive)))
-        self._loads = {load.name: load for load in results if load is not None}
+        names = sorted(self.alive)
+        results = await asyncio.gather(*(one(n) for n in names))
+        previous = self._loads
+        # A member too busy to answer in time keeps its last report rather than
+        # vanishing from the choice (which would send every new agent elsewhere).
+        loads: dict[str, NodeLoad] = {}
+        for name, load in zip(names, results, strict=True):
+            known = load or previous.get(name)
+            if known is not None:
+                loads[name] = known
+        self._loads = loads
         self._loads_at = self.clock.monotonic()
 
     def local_load(self) -> NodeLoad:
@@ -555,6 +564,11 @@ class PlacementService:
                 pass  # it comes back to us: the holder answers the pull
             if request.holder != self.self_name:
                 self._incoming[k] = request.holder
+            home = self.home(spec.name, request.key)
+            if not (spec.hashed and home == self.self_name):
+                # Hosted off its home: pinned from the start, so its activation here
+                # neither pulls from nor elects over the home's replicas.
+                self.pinned_here.add(k)
             try:
                 await self.runtime.ensure_active(spec, request.key)
             finally:

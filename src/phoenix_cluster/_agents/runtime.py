@@ -19,12 +19,16 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
 from .._foundation.env import Env
 from .._foundation.settings import Settings
+from .._replication.types import Record
+from .._ring.hashing import key_hash
+from .._ring.partitions import partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from ..errors import (
@@ -33,6 +37,7 @@ from ..errors import (
     CallTimeout,
     NodeClosed,
     NodeUnavailable,
+    NotLeader,
     Overloaded,
     PhoenixError,
     PhoenixInternalError,
@@ -43,6 +48,7 @@ from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
 from .placement import PLACE
 
 if TYPE_CHECKING:
+    from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
     from .agent import Agent
     from .dispatch import Router
@@ -52,6 +58,14 @@ __all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
 
 DEDUP_WINDOW = 256
 """Request ids of remote calls remembered per agent, so a resent call runs at most once."""
+
+MAX_REROUTES = 3
+"""Times a call that an agent's old host turned away unrun (``NotLeader``, definite) is
+routed again."""
+
+REPLICATED_REPLIES = 32
+"""Request ids (with replies) of the dedup window committed with each state change, so a
+call resent after a failover still runs at most once."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
 
@@ -110,6 +124,9 @@ class AgentRuntime:
         self.router: Router | None = None
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
         self.placement: PlacementService | None = None
+        self.replicator: Replicator | None = None
+        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
+        self._lost_partitions: dict[int, str] = {}
         self._closing = False
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
@@ -143,28 +160,37 @@ class AgentRuntime:
         method_spec = self._method(spec, method)
         payload = self._encode((args, kwargs))
         router = self.router
-        if router is not None:
-            address = router.remote_address(spec, key)
-            if address is PLACE:
-                address = await router.resolve(spec, key)
-            if router.cast_paths:
-                await router.keep_order(spec, key, cast(str | None, address), False)
-            if address is not None:
-                return await router.call(spec, key, method_spec, payload, timeout_s,
-                                         request_id, cast(str, address))
-        if not self.hosts_agents:
-            raise _no_host(spec, key)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        msg = Message(method, payload, future, self.clock.monotonic() + timeout_s, request_id)
-        self._enqueue(self.kind(spec), key, msg)
-        if self.tracer is not None:
-            self.tracer.local_call(spec.name, key, method, request_id, future)
-        timer = self.clock.call_later(timeout_s, lambda: _expire(future, msg, spec, key))
-        try:
-            result = await future
-        finally:
-            timer.cancel()
-        return method_spec.result_decoder.decode(result)
+        for attempt in itertools.count():
+            if router is not None:
+                address = router.remote_address(spec, key)
+                if address is PLACE:
+                    address = await router.resolve(spec, key)
+                if router.cast_paths:
+                    await router.keep_order(spec, key, cast(str | None, address), False)
+                if address is not None:
+                    return await router.call(spec, key, method_spec, payload, timeout_s,
+                                             request_id, cast(str, address))
+            if not self.hosts_agents:
+                raise _no_host(spec, key)
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            msg = Message(method, payload, future, self.clock.monotonic() + timeout_s,
+                          request_id)
+            self._enqueue(self.kind(spec), key, msg)
+            if self.tracer is not None:
+                self.tracer.local_call(spec.name, key, method, request_id, future)
+            timer = self.clock.call_later(timeout_s, partial(_expire, future, msg, spec, key))
+            try:
+                result = await future
+            except NotLeader as exc:
+                # The agent stopped here before this message ran (its partition moved
+                # on): nothing happened, so route it again.
+                if not exc.definite or attempt >= MAX_REROUTES:
+                    raise
+                continue
+            finally:
+                timer.cancel()
+            return method_spec.result_decoder.decode(result)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def cast(
         self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -345,6 +371,37 @@ class AgentRuntime:
                 return False
             if record is not None:
                 state = record.state
+        replies: tuple[tuple[int, bytes], ...] = ()
+        if self._replicated(spec, act.key):
+            assert self.replicator is not None
+            try:
+                stored = await self.replicator.load(spec.name, act.key)
+            except PhoenixError as exc:
+                if record is not None and record.state is not None:
+                    kr.passive[act.key] = record.state  # keep the handed-over state
+                elif state is not None:
+                    kr.passive[act.key] = state
+                if kr.activations.get(act.key) is act:
+                    del kr.activations[act.key]
+                self._fail_queued(act, exc)
+                return False
+            if record is not None and record.state is not None:
+                # Handed over by its last host: newer than the replicas when it lived
+                # off its home (unreplicated there). Make the replicas agree first.
+                if stored is None or stored.state != record.state:
+                    try:
+                        window = tuple(record.recent[-REPLICATED_REPLIES:])
+                        await self.replicator.commit(spec.name, act.key,
+                                                     Record(record.state, window))
+                    except PhoenixError as exc:
+                        kr.passive[act.key] = record.state
+                        if kr.activations.get(act.key) is act:
+                            del kr.activations[act.key]
+                        self._fail_queued(act, exc)
+                        return False
+            elif stored is not None:
+                # The replicas' newest committed state wins over any local copy.
+                state, replies = stored.state, stored.replies
         agent: Agent = spec.cls.__new__(spec.cls)
         agent._phx_act = act
         try:
@@ -365,6 +422,8 @@ class AgentRuntime:
             self._cancel_timers(act)
             return False
         act.agent = agent
+        if replies:
+            self._install_replies(act, replies)
         if record is not None:
             self._install(act, record)
         self._activations += 1
@@ -412,6 +471,9 @@ class AgentRuntime:
             self._report_failure(act, msg, exc)
             return
         if state != act.committed:
+            if (self.replicator is not None and self._replicated(spec, act.key)
+                    and not await self._commit(act, state, msg.request_id, out, future, msg)):
+                return
             act.committed = state
         self._messages_handled += 1
         if future is not None and not future.done():
@@ -436,10 +498,159 @@ class AgentRuntime:
             self._rollback(act)
             self._report_failure(act, msg, exc)
             return
+        if (state != act.committed and self.replicator is not None
+                and self._replicated(act.kind.spec, act.key)
+                and not await self._commit(act, state, 0, b"", msg.future, None)):
+            return
         act.committed = state
         self._messages_handled += 1
         if msg.future is not None and not msg.future.done():
             msg.future.set_result(b"")
+
+    # ----------------------------------------------------------------- replication
+
+    def _replicated(self, spec: KindSpec, key: str) -> bool:
+        """Whether this agent's state changes are committed to its replicas: hash-placed
+        kinds with ``durability`` other than ``none``, hosted at their home."""
+        if self.replicator is None or spec.durability == "none" or not spec.hashed:
+            return False
+        placement = self.placement
+        return placement is None or (spec.name, key) not in placement.pinned_here
+
+    async def _commit(self, act: Activation, state: bytes, request_id: int, reply: bytes,
+                      future: asyncio.Future[bytes] | None, msg: Message | None) -> bool:
+        """Commit ``state`` (and the dedup window) before the message's effects show.
+
+        On failure the message fails with the replication error (``NoQuorum``,
+        ``NotLeader``: each says whether anything may have been stored), its state
+        change is undone, and the agent stops here: messages queued behind it fail with
+        a definite ``NotLeader`` (callers re-route them), casts are routed again in
+        order (this one first when nothing of it was stored), and the agent's next
+        message activates it again from the replicas.
+        """
+        replicator = self.replicator
+        assert replicator is not None
+        spec = act.kind.spec
+        replies = self._window(act, request_id, reply)
+        try:
+            await replicator.commit(spec.name, act.key, Record(state, replies),
+                                    "async" if spec.durability == "async" else "quorum")
+        except PhoenixError as exc:
+            _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
+            self._rollback(act)
+            again = [msg] if msg is not None and future is None and exc.definite else []
+            self._stop_here(act, "its state could not be committed", again)
+            if future is not None and not future.done():
+                exc.request_id = request_id
+                future.set_exception(exc)
+            return False
+        return True
+
+    def _window(self, act: Activation, request_id: int,
+                reply: bytes) -> tuple[tuple[int, bytes], ...]:
+        """The last ``REPLICATED_REPLIES`` answered request ids, this message's included."""
+        recent = act.recent
+        if not recent:
+            return ()
+        out: list[tuple[int, bytes]] = []
+        if request_id in recent:
+            out.append((request_id, reply))
+        for rid in reversed(recent):
+            if len(out) >= REPLICATED_REPLIES:
+                break
+            f = recent[rid]
+            if rid != request_id and f.done() and not f.cancelled() and f.exception() is None:
+                out.append((rid, f.result()))
+        out.reverse()
+        return tuple(out)
+
+    def _install_replies(self, act: Activation, replies: tuple[tuple[int, bytes], ...]) -> None:
+        loop = asyncio.get_running_loop()
+        recent = act.recent if act.recent is not None else {}
+        for rid, reply in replies:
+            if rid not in recent:
+                done: asyncio.Future[bytes] = loop.create_future()
+                done.set_result(reply)
+                recent[rid] = done
+        act.recent = recent
+
+    def _stop_here(self, act: Activation, why: str, again: list[Message] | None = None) -> None:
+        """Stop an agent here without keeping its state (the replicas have it). Calls
+        waiting in its mailbox fail with a definite ``NotLeader`` (nothing of them ran;
+        their callers route them again); casts, which have nobody to tell, are routed
+        again here, in order, after ``again``."""
+        kr = act.kind
+        queue = act.queue
+        pending = [*(again or ()), *(queue or ())]
+        if queue:
+            queue.clear()
+        self._cancel_timers(act)
+        if kr.activations.get(act.key) is act:
+            del kr.activations[act.key]
+        kr.passive.pop(act.key, None)
+        act.agent = None
+        casts: list[Message] = []
+        for m in pending:
+            if m.fn is not None:
+                continue
+            if m.future is None:
+                casts.append(m)
+            elif not m.future.done():
+                m.future.set_exception(NotLeader(
+                    f"{kr.spec.name}/{act.key} stopped on {self.node_name} before this "
+                    f"message ran ({why}); send it again", definite=True))
+        if casts:
+            self._route_again(kr, act.key, casts)
+
+    def _route_again(self, kr: KindRuntime, key: str, casts: list[Message]) -> None:
+        placement = self.placement
+        address = placement.route(kr.spec, key) if placement is not None else None
+        if isinstance(address, str) and placement is not None:
+            for m in casts:
+                placement.forward_cast(kr.spec, key, m.request_id, m.method, m.payload,
+                                       address)
+            return
+        for m in casts:
+            try:
+                self._enqueue(kr, key, m)
+            except PhoenixError as exc:
+                _log.warning("cast %s/%s.%s lost: %s", kr.spec.name, key, m.method, exc)
+
+    def partition_lost(self, partition: int, reason: str) -> None:
+        """The replicator's ``on_lost``: this node no longer leads ``partition``.
+
+        Its agents stop here after the message they are running: those whose home moved
+        are left to the rebalancer, which hands them to the new home (a migration); the
+        others are dropped and activate from the replicas on their next message.
+        Batched, because a join loses many partitions at once and one pass over the
+        agents serves them all.
+        """
+        if not self._lost_partitions:
+            asyncio.get_running_loop().call_soon(self._release_lost)
+        self._lost_partitions[partition] = reason
+
+    def _release_lost(self) -> None:
+        lost, self._lost_partitions = self._lost_partitions, {}
+        placement = self.placement
+        for kr in list(self._kinds.values()):
+            spec = kr.spec
+            if spec.durability == "none" or not spec.hashed:
+                continue
+            for key in [*kr.activations, *kr.passive]:
+                reason = lost.get(partition_of(key_hash(spec.name, key)))
+                if reason is None or not self._replicated(spec, key):
+                    continue
+                if reason == "moved" and placement is not None and not placement.leaving:
+                    # The rebalancer hands it to its new home (a migration, which keeps
+                    # its queued messages); until then a commit here fails cleanly.
+                    continue
+                act = kr.activations.get(key)
+                if act is None:
+                    kr.passive.pop(key, None)
+                    continue
+                msg = Message(HANDOFF, b"", None, 0.0, 0, _stopper(self, act, reason))
+                if act.put_nowait(msg, 1 << 62):
+                    act.task = asyncio.get_running_loop().create_task(self._drain(act))
 
     def _rollback(self, act: Activation) -> None:
         agent = act.agent
@@ -786,6 +997,13 @@ class AgentRuntime:
             f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
             f"{s.passive_agents} passive, {s.queued_messages} queued]>"
         )
+
+
+def _stopper(runtime: AgentRuntime, act: Activation, reason: str) -> Callable[[], Any]:
+    async def step() -> None:
+        runtime._stop_here(act, f"this node stopped leading its partition: {reason}")
+
+    return step
 
 
 def _noop() -> None:
