@@ -451,3 +451,46 @@ async def test_telemetry_reports_elections_commits_and_fencing(
     assert names.count(events.REPLICATION_COMMITTED) == 2
     fenced = [meta for name, meta in seen if name == events.REPLICATION_FENCED]
     assert fenced and fenced[0]["node"] == "a" and fenced[0]["reason"] == "fenced"
+
+
+async def test_writes_to_one_partition_in_one_tick_share_an_accept(
+        make: Callable[..., ReplicaCluster]) -> None:
+    import asyncio
+
+    cluster = make()
+    await cluster.start_all("abc")
+    a = cluster.nodes["a"]
+    p = partition_for(KIND, keys_led_by("a", "abc", 1)[0])
+    same = [k for k in (f"s{i}" for i in range(20000)) if partition_for(KIND, k) == p][:8]
+    for key in same:
+        await a.load(KIND, key)
+    items = a.statistics().items_sent
+    await asyncio.gather(*(a.commit(KIND, key, rec(key)) for key in same))
+    assert a.statistics().commits == len(same)
+    assert a.statistics().items_sent - items == 2  # one accept to each of b and c
+    for node in "bc":
+        assert all(cluster.nodes[node].store.get(p, KIND, k) for k in same)
+
+
+async def test_flush_waits_for_async_writes(make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make()
+    await cluster.start_all("abc")
+    a = cluster.nodes["a"]
+    keys = keys_led_by("a", "abc", 5)
+    for key in keys:
+        await a.load(KIND, key)
+        await a.commit(KIND, key, rec("v"), "async")
+    await a.flush()
+    assert a.statistics().commits == len(keys)
+    cluster.net.isolate("a", "bc")
+    await a.commit(KIND, keys[0], rec("w"), "async")
+    await a.flush()  # decided: failed, logged, and a stepped down
+    assert a.statistics().commit_failures == 1
+    assert a.leads(partition_for(KIND, keys[0])) is None
+
+
+async def test_the_micro_benchmark_runs() -> None:
+    from phoenix_cluster._replication.simulation import bench_commits
+
+    result = await bench_commits(commits=400, concurrency=8)
+    assert result.commits == 400 and result.per_second > 0 and result.batches > 0

@@ -95,8 +95,10 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     entries: tuple[WireEntry, ...] = ()
 
     def knows(self) -> bool:
-        """Whether the replica knows anything of the partition."""
-        return self.synced or bool(self.config or self.pending) or self.marked != ZERO_EPOCH
+        """Whether the replica holds data of the partition or knows where it went: it is
+        synced, or took a mark. (Pending configs alone are candidates' plans, maybe
+        this very candidate's earlier round: they do not make a replica knowing.)"""
+        return self.synced or self.marked != ZERO_EPOCH
 
 
 class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):

@@ -24,6 +24,7 @@ __all__ = [
     "Rpc",
     "Sender",
     "decide",
+    "deciding",
     "done_future",
     "feed_quorum",
     "item_size",
@@ -138,11 +139,19 @@ async def decide(waits: list[tuple[str, asyncio.Future[Any]]],
 
     Replies arriving after the verdict are retrieved and ignored.
     """
+    await deciding(waits, feed, decided)
+
+
+def deciding(waits: list[tuple[str, asyncio.Future[Any]]],
+             feed: Callable[[str, asyncio.Future[Any]], None],
+             decided: Callable[[], bool]) -> asyncio.Future[None]:
+    """:func:`decide` as a future that resolves at the verdict (no task needed)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     if decided() or not waits:
         for _, fut in waits:
             fut.add_done_callback(retrieve)
-        return
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
     remaining = len(waits)
 
     def on_reply(node: str, fut: asyncio.Future[Any]) -> None:
@@ -157,7 +166,7 @@ async def decide(waits: list[tuple[str, asyncio.Future[Any]]],
 
     for node, fut in waits:
         fut.add_done_callback(partial(on_reply, node))
-    await done
+    return done
 
 
 def result_of(fut: asyncio.Future[Any]) -> Any:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .._foundation.env import Clock, Env, ManualClock
 from .._ring.partitions import PartitionTable
@@ -68,11 +69,13 @@ class ReplicaCluster:
 
     def __init__(self, clock: Clock, *, seed: int = 0, data_dir: Path | None = None,
                  settings: ReplicationSettings | None = None, replicas: int = 3,
-                 latency_s: float = 0.0, loss: float = 0.0) -> None:
+                 latency_s: float = 0.0, loss: float = 0.0,
+                 fsync: Literal["full", "normal"] = "full") -> None:
         self.clock = clock
         self.net = MemoryNetwork(clock, seed=seed, latency_s=latency_s, loss=loss)
         self.seed = seed
         self.data_dir = data_dir
+        self.fsync = fsync
         self.settings = settings or ReplicationSettings()
         self.replicas = replicas
         self.nodes: dict[str, Replicator] = {}
@@ -88,7 +91,8 @@ class ReplicaCluster:
         self._boots += 1
         storage = None
         if self.data_dir is not None:
-            storage = SqliteStorage(storage_path(self.data_dir, name), cluster="sim", node=name)
+            storage = SqliteStorage(storage_path(self.data_dir, name), cluster="sim", node=name,
+                                    fsync=self.fsync)
         rep = Replicator(
             name, self.net.rpc_for(name),
             Env(clock=self.clock, random=random.Random(self.seed * 1000 + self._boots)),
@@ -143,7 +147,8 @@ class BenchResult:
 
 async def bench_commits(*, commits: int = 20_000, concurrency: int = 64,
                         durability: Durability = "quorum", state_bytes: int = 100,
-                        data_dir: Path | None = None) -> BenchResult:
+                        data_dir: Path | None = None,
+                        fsync: Literal["full", "normal"] = "full") -> BenchResult:
     """Commits per second on the leader of three in-process replicas (memory network).
 
     ``concurrency`` agents write in parallel (keys spread over partitions, each agent
@@ -152,7 +157,7 @@ async def bench_commits(*, commits: int = 20_000, concurrency: int = 64,
     """
     from .._foundation.env import SystemClock
 
-    cluster = ReplicaCluster(SystemClock(), data_dir=data_dir,
+    cluster = ReplicaCluster(SystemClock(), data_dir=data_dir, fsync=fsync,
                              settings=ReplicationSettings(eager=False))
     await cluster.start_all(["a", "b", "c"])
     leader = cluster.nodes["a"]
@@ -173,6 +178,7 @@ async def bench_commits(*, commits: int = 20_000, concurrency: int = 64,
     batches0 = leader.statistics().batches_sent
     started = time.perf_counter()
     await asyncio.gather(*(writer(k) for k in keys))
+    await leader.flush()  # async: until the background replication is done
     seconds = time.perf_counter() - started
     batches = leader.statistics().batches_sent - batches0
     await cluster.aclose()

@@ -144,12 +144,16 @@ class SqliteStorage:
         Raises:
             StorageError: the transaction failed (disk full, I/O error).
         """
+        await self.submit(changes)
+
+    def submit(self, changes: list[Change]) -> asyncio.Future[None]:
+        """Like :meth:`write`, as a future (no task per caller)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.extend(changes)
         self._waiters.append(future)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        await future
+        return future
 
     async def _flush(self) -> None:
         try:
