@@ -417,6 +417,23 @@ async def test_bad_batches_are_refused_and_change_nothing(
     assert msgspec.msgpack.decode(reply)
 
 
+async def test_a_durable_replicator_loads_before_it_takes_a_table(tmp_path: Path) -> None:
+    from phoenix_cluster._foundation.env import Env
+    from phoenix_cluster._replication.service import Replicator
+    from phoenix_cluster._replication.storage import SqliteStorage
+
+    async def rpc(node: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        raise AssertionError("not called")
+
+    storage = SqliteStorage(tmp_path / "a.sqlite3", cluster="c", node="a")
+    rep = Replicator("a", rpc, Env(clock=SimClock()), storage=storage)
+    with pytest.raises(RuntimeError, match="start"):
+        rep.update(table_of("a"), ["a"])
+    await rep.start()
+    rep.update(table_of("a"), ["a"])
+    await rep.aclose()
+
+
 async def test_closed_replicators_refuse_work(make: Callable[..., ReplicaCluster]) -> None:
     cluster = make()
     await cluster.start_all("a")

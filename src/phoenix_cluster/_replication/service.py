@@ -5,30 +5,46 @@ node's RPC and clock; docs/design/replication.md is the protocol it follows.
 
 How the runtime uses it::
 
+    storage = SqliteStorage(storage_path(data_dir, node.name), cluster=cluster_id,
+                            node=node.name) if data_dir else None
     replicator = Replicator(node.name, rpc, env, incarnation=node.incarnation,
-                            bus=bus, storage=storage_or_None, on_lost=on_lost)
+                            bus=bus, storage=storage, on_lost=on_lost)
     router.system["replication"] = replicator.handle     # peers' batches arrive here
-    await replicator.start()                             # loads data_dir, if any
+    await replicator.start()                             # loads data_dir (StorageError)
     replicator.update(table, alive)                      # on every membership change
 
     record = await replicator.load(kind, key)            # before activating an agent
     ...                                                  # run a message that changed state
     await replicator.commit(kind, key, Record(state, replies), "quorum")   # then reply
 
-    await replicator.aclose()
+    await replicator.aclose()                            # flushes async writes first
+
+The contract:
 
 - ``rpc(node_name, method, payload, timeout_s) -> bytes`` calls ``handle(method,
   payload)`` on the peer ``node_name`` (``router.system_call(address, "replication",
   method, payload, timeout_s)``); any exception counts as "no answer".
-- ``load`` makes this node the leader of the key's partition if it is not yet (an
-  election), then returns the key's newest record, or ``None``.
-- ``commit`` writes the record under the leader's epoch and returns once a majority of
-  the replica set stored it (``"quorum"``) or at once (``"async"``).
+- ``update(table, alive)``: ``table`` is ``PartitionTable.build(ring of the hosting
+  members)`` (``replicas=3``), ``alive`` the names of the members it was built from.
+  Keys are served by their partition's leader, which must be in the partition's
+  replica set; route a replicated kind to ``table.owner(partition_for(kind, key))``,
+  which elects itself at once (``eager``) and otherwise on its first ``load``.
+- ``load(kind, key) -> Record | None`` makes this node the leader of the key's
+  partition if it is not yet (an election; ``NotLeader`` outside the replica set,
+  ``NoQuorum`` without a majority, both definite), then returns the newest record.
+- ``commit(kind, key, record, durability)`` writes under the leader's epoch and returns
+  once a majority stored it (``"quorum"``) or at once (``"async"``; ``flush()`` waits
+  for those). Failures: ``NotLeader``/``NoQuorum``, definite only when nothing left
+  this node; either way this node stepped down from the partition. Kinds with
+  ``durability="none"`` never call the replicator.
 - ``on_lost(partition, reason)`` is called synchronously when this node must stop
-  serving the agents of ``partition`` it hosts (fenced, deposed, moved by the table, no
-  quorum, or a re-election found newer writes: ``"stale"``). The runtime deactivates
-  those agents before it runs another message for them; their next activation calls
-  ``load`` again. ``leads(partition)`` tells whether this node leads it now.
+  serving the agents of ``partition`` it hosts (``fenced``, ``deposed``, ``moved`` by
+  the table, ``no_quorum``, or ``stale``: a re-election found newer writes). The
+  runtime deactivates those agents before it runs another message for them; their
+  next activation calls ``load`` again. ``leads(partition)`` is the epoch this node
+  leads at, or ``None``.
+- ``partition_for(kind, key)``, ``statistics()``, ``store`` (read only) for
+  introspection.
 
 Every task belongs to the replicator's :class:`TaskSet` and ends in :meth:`aclose`.
 """
@@ -49,7 +65,7 @@ from .._ring.hashing import key_hash
 from .._ring.partitions import PARTITIONS, PartitionTable, partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from .._transport.tasks import LogLimiter, TaskSet
+from .._transport.tasks import LogLimiter, TaskSet, fail_after
 from ..errors import NodeClosed, NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .campaign import Campaign, CampaignContext
 from .leader import Quorum
@@ -192,6 +208,7 @@ class Replicator:
         self._retries: dict[int, TimerHandle] = {}
         self._seen: dict[int, int] = {}
         self._async: set[asyncio.Future[None]] = set()
+        self._catch_ups: dict[int, float] = {}
         self._tasks = TaskSet(f"replication {name}")
         self._sender = Sender(name, rpc, self._clock, self._tasks,
                               batch_max_bytes=self.settings.batch_max_bytes,
@@ -235,7 +252,7 @@ class Replicator:
         if self._closed:
             return
         try:
-            async with asyncio.timeout(self.settings.rpc_timeout_s):
+            async with fail_after(self._clock, self.settings.rpc_timeout_s):
                 await self.flush()
         except TimeoutError:
             _log.warning("node %s closes with %d async writes not yet on a majority",
@@ -265,6 +282,9 @@ class Replicator:
         """
         if self._closed:
             return
+        if self._storage is not None and not self._started:
+            raise RuntimeError(f"replicator {self.name}: call start() (it loads data_dir) "
+                               "before the first update()")
         previous = self._table
         self._table = table
         self._alive = frozenset(alive) | {self.name}
@@ -466,7 +486,13 @@ class Replicator:
         reply = result_of(fut)
         if (isinstance(reply, Ack) and reply.reason == "unsynced"
                 and self._leads.get(p) is lead and not self._closed):
-            self._relead(p, lead)
+            now = self._clock.monotonic()
+            if now - self._catch_ups.get(p, -1e18) >= self.settings.retry_s:
+                # At most one catch-up per partition per retry_s: a replica that stays
+                # unsynced (its promise keeps getting lost) must not cause an election
+                # per write.
+                self._catch_ups[p] = now
+                self._relead(p, lead)
 
     def _check_record(self, kind: str, key: str, record: Record) -> None:
         size = len(record.state) + sum(len(r) for _, r in record.replies)
