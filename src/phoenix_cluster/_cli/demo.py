@@ -47,10 +47,9 @@ def demo(single: bool, quick: bool, agents: int | None, seconds: float | None,
     A client writes to 10,000 agents and records every acknowledged write. One node is
     killed (SIGKILL): the view shows it suspected, declared dead, its agents answering
     again from the survivors, then the node restarted and the agents rebalanced back to
-    it. At the end every agent is read and the acknowledged writes are verified. State
-    replication is not built yet, so writes acknowledged by the killed node before it
-    died are lost; the demo counts them and says so. Exit status 0 when every other
-    acknowledged write is present.
+    it. At the end every agent is read and the acknowledged writes are verified: each was
+    committed to a majority of its agent's replicas before the reply, so none may be
+    missing, the killed node's included. Exit status 0 when every one is present.
     """
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
     if single:

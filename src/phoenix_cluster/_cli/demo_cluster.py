@@ -15,10 +15,10 @@ something did not happen):
    whose home it is again, state included; wait until its agent count settles;
 5. stop the workload, read every tally, and verify the acknowledged writes.
 
-State replication is not built yet: the agents of the killed node start afresh at their
-new homes, so their writes acknowledged before the kill are lost. The demo counts them and
-says so; every other acknowledged write (agents that never lived on the killed node, and
-writes carried by rebalancing migrations) must be present, or the demo exits 1.
+Every acknowledged write was committed to a majority of its agent's replicas before the
+reply, so the agents of the killed node come back at their new homes with their state.
+Every acknowledged write must be present at the end — the killed node's, the survivors'
+and those carried by rebalancing migrations — or the demo exits 1.
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ class _ClusterDemo:
         spread = ", ".join(f"{c:,} on {n}" for n, c in sorted(now_on.items()))
         self.event(f"failover: all {len(hosted):,} agents of {victim} answer again ({spread}), "
                    f"{self.timeline.since_kill(self.timeline.recovered):.1f} s after the kill; "
-                   "they restarted with fresh state (replication not built yet)")
+                   "their state came back from their replicas")
 
     async def _detect(self, victim: str) -> None:
         loop = asyncio.get_running_loop()

@@ -160,16 +160,20 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
     table.add_row("dashboard", demo.dashboard or "not built yet")
     table.add_row("writes acknowledged", f"{v.acknowledged:,}")
     table.add_row("writes verified", f"{v.verified:,} (lost: {v.unexpected_lost:,})")
-    table.add_row("writes lost with the killed node",
-                  f"{v.lost_with_killed:,} on {v.agents_on_killed:,} agents "
-                  "(replication not built yet)")
+    table.add_row("writes the killed node had acknowledged",
+                  f"lost: {v.lost_with_killed:,} (its {v.agents_on_killed:,} agents' state "
+                  "came back from their replicas)")
     Console(width=max(100, Console().width)).print(table)
     click.echo(f"verified: {v.verified:,} of {v.acknowledged:,} acknowledged writes are "
                f"present; lost on surviving nodes' agents and across rebalancing: "
                f"{v.unexpected_lost:,} ({v.moved_agents:,} agents moved by rebalancing "
                f"carried {v.moved_writes:,} writes, {v.moved_lost:,} lost)")
-    click.echo(f"lost with the killed node (replication not built yet): "
-               f"{v.lost_with_killed:,} acknowledged writes on {v.agents_on_killed:,} agents")
+    click.echo(f"lost with the killed node: {v.lost_with_killed:,} acknowledged writes on "
+               f"{v.agents_on_killed:,} agents (each was committed to a majority of its "
+               f"replicas before the reply)")
+    if v.lost_with_killed:
+        click.echo(f"ERROR: {v.lost_with_killed:,} acknowledged writes lost with the "
+                   "killed node")
     if v.unknown_outcome:
         click.echo(f"unknown outcome (timed out or connection lost, never counted as "
                    f"acknowledged): {v.unknown_outcome:,}")
@@ -177,7 +181,7 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
         click.echo(f"ERROR: {v.duplicated:,} writes counted more than once")
     if v.unexpected_lost:
         click.echo(f"ERROR: {v.unexpected_lost:,} acknowledged writes lost on "
-                   f"{v.unexpected_agents:,} agents that no killed node explains")
+                   f"{v.unexpected_agents:,} agents that never lived on the killed node")
     for problem in t.problems:
         click.echo(f"ERROR: {problem}")
     if t.interrupted:
