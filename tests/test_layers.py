@@ -25,7 +25,7 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_splitbrain/strategies.py", "_splitbrain/view.py", "_membership/swim.py",
         "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py",
         "_registry/entries.py", "_registry/store.py", "_registry/messages.py",
-        "_registry/settings.py", "_placement/policies.py",
+        "_registry/settings.py", "_registry/ordering.py", "_placement/policies.py",
         "_crdt/dots.py", "_crdt/stores.py", "_crdt/base.py", "_crdt/counters.py",
         "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py",
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",

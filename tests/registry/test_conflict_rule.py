@@ -59,7 +59,8 @@ def test_the_earliest_registration_wins(a: Entry, b: Entry) -> None:
 
 
 @settings(max_examples=200)
-@given(st.lists(entries, min_size=1, max_size=6), st.randoms(use_true_random=False))
+@given(st.lists(entries, min_size=1, max_size=6, unique_by=lambda e: e.rid),
+       st.randoms(use_true_random=False))
 def test_any_merge_order_leaves_every_store_with_the_same_winner(
     es: list[Entry], rnd: object
 ) -> None:
@@ -76,7 +77,7 @@ def test_any_merge_order_leaves_every_store_with_the_same_winner(
 
 
 @settings(max_examples=100)
-@given(st.lists(entries, min_size=2, max_size=5))
+@given(st.lists(entries, min_size=2, max_size=5, unique_by=lambda e: e.rid))
 def test_two_owners_that_exchange_entries_converge(es: list[Entry]) -> None:
     # Both sides of a partition hold some registrations; after heal each pushes all it
     # has to the other (hand-off / re-assertion); they must agree.
@@ -90,6 +91,48 @@ def test_two_owners_that_exchange_entries_converge(es: list[Entry]) -> None:
     assert left.get("svc") == right.get("svc") == reduce(resolve, es)
 
 
+def exchange(stores: list[NameStore]) -> None:
+    """One anti-entropy round: every store sends all its entries and tombstones to every
+    other (as a hand-off does: entries merged first, then tombstones buried)."""
+    snapshots = [(list(s.entries()), list(s.tombstones())) for s in stores]
+    for i, store in enumerate(stores):
+        for j, (sent, tombs) in enumerate(snapshots):
+            if i != j:
+                for e in sent:
+                    store.merge(e, now=0.0)
+                for name, rid in tombs:
+                    store.bury(name, rid, now=0.0)
+
+
+@settings(max_examples=300)
+@given(st.lists(entries, min_size=1, max_size=5, unique_by=lambda e: e.rid),
+       st.data())
+def test_owners_converge_whatever_they_heard_and_in_which_order(
+    es: list[Entry], data: st.DataObject
+) -> None:
+    # Some registrations get unregistered; three owners each hear some of the entries
+    # and tombstones, in their own order; then they exchange what they have.
+    buried = data.draw(st.sets(st.sampled_from([e.rid for e in es])))
+    ops: list[Entry | int] = [*es, *sorted(buried)]
+    stores = [NameStore() for _ in range(3)]
+    told: set[int] = set()  # unregistrations some owner heard of
+    for store in stores:
+        heard = data.draw(st.permutations(ops))
+        for op in heard[: data.draw(st.integers(0, len(heard)))]:
+            if isinstance(op, Entry):
+                store.merge(op, now=0.0)
+            else:
+                store.bury("svc", op, now=0.0)
+                told.add(op)
+    exchange(stores)
+    exchange(stores)
+    live = [s.get("svc") for s in stores]
+    assert live[0] == live[1] == live[2]
+    # Whatever survives was not unregistered anywhere.
+    if live[0] is not None:
+        assert live[0].rid not in told
+
+
 def test_merge_reports_what_happened() -> None:
     store = NameStore()
     early = Entry("svc", "node-1", 1, 100, 7)
@@ -98,8 +141,11 @@ def test_merge_reports_what_happened() -> None:
     assert store.merge(late, 0.0).outcome == "same"
     result = store.merge(early, 0.0)
     assert (result.outcome, result.winner, result.loser) == ("replaced", early, late)
-    result = store.merge(late, 0.0)
-    assert (result.outcome, result.winner, result.loser) == ("kept", early, late)
+    # The loser is buried: a late copy of it is refused from now on.
+    assert store.merge(late, 0.0).outcome == "buried"
+    other = Entry("svc", "node-3", 1, 300, 9)
+    result = store.merge(other, 0.0)
+    assert (result.outcome, result.winner, result.loser) == ("kept", early, other)
     assert store.held_by("node-2") == []
     assert store.held_by("node-1") == [early]
 

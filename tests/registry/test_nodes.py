@@ -24,8 +24,11 @@ from registry_helpers import (
 
 import phoenix_cluster as phx
 from phoenix_cluster._registry.entries import Entry
-from phoenix_cluster._registry.messages import StoreRequest, encode
+from phoenix_cluster._registry.messages import Publish, StoreRequest, encode
+from phoenix_cluster._registry.settings import RegistrySettings
 from phoenix_cluster.testing import wait_until
+
+encode_value = msgspec.msgpack.encode
 
 
 @pytest.fixture
@@ -260,3 +263,39 @@ async def test_the_registry_service_refuses_bad_input_over_the_wire(
     # Nothing broke: the node still serves names.
     await client.registry.register("still-fine", 1)
     assert await m0.registry.lookup("still-fine") == 1
+
+
+async def test_frames_that_overtake_each_other_are_put_back_in_order(
+    four: list[phx.Node],
+) -> None:
+    """Two overlapping connections (a simultaneous dial) can let a publisher's frames
+    overtake each other; the receiver delivers them in the publisher's order, and gives
+    a lost one up after ``reorder_timeout_s``."""
+    client, m0 = four[4], four[0]
+    got: list[Any] = []
+    await m0.pubsub.subscribe("ordered", got.append)
+    m0.pubsub.settings = RegistrySettings(reorder_timeout_s=0.3)
+    drops: list[str] = []
+    m0.telemetry.attach("gap-test", [phx.telemetry.PUBSUB_DROPPED],
+                        lambda e, m, md: drops.append(f"{md['node']}:{md['reason']}"))
+
+    async def send(seq: int) -> None:
+        frame = Publish("ordered", "a-publisher", msgspec.Raw(encode_value(seq)), 77, seq)
+        assert await client._services.link.cast(m0.name, "pubsub", "publish",
+                                                 encode(frame), 2.0)
+
+    try:
+        for seq in (2, 3, 1):
+            await send(seq)
+        await wait_until(lambda: got == [1, 2, 3], what="1, 2, 3 in order")
+        for seq in (5, 6):  # 4 never comes
+            await send(seq)
+        await asyncio.sleep(0.1)
+        assert got == [1, 2, 3]  # held back while 4 may still arrive
+        await wait_until(lambda: got == [1, 2, 3, 5, 6], what="5 and 6 after the wait")
+        await send(4)  # too late now: dropped rather than delivered out of order
+        await send(7)
+        await wait_until(lambda: got == [1, 2, 3, 5, 6, 7], what="7")
+    finally:
+        m0.telemetry.detach("gap-test")
+    assert f"{m0.name}:gap" in drops and f"{m0.name}:late" in drops

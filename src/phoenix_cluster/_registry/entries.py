@@ -7,8 +7,8 @@ owners of the name: the first ``replicas`` distinct members clockwise from
 
 The conflict rule: when two different registrations of one name meet (both sides of a
 healed partition, or two coordinators during a membership change), the one with the
-smallest ``(ts, holder, rid)`` wins: the earliest registration time on its coordinator's
-wall clock, then the holder's name, then the random registration id. The rule is a total
+smallest ``(ts, holder, rid)`` wins: the earliest registration time on the registering
+node's wall clock, then the holder's name, then the random registration id. The rule is a total
 order, so every node picks the same winner whatever order it sees the registrations in
 (:func:`resolve` is commutative, associative and idempotent).
 
@@ -61,8 +61,9 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
         name: the registered name.
         holder: the node that registered it.
         boot: the holder's incarnation when it started (a restarted holder has another).
-        ts: registration time in ms on the coordinator's wall clock (0 until stamped).
-        rid: random registration id, unique per registration attempt; a retry reuses it.
+        ts: registration time in ms on the registering node's wall clock.
+        rid: random registration id, unique per registration; a retry reuses it (with
+            the whole entry: one ``rid`` never names two different entries).
         kind: the agent kind for agent registrations, ``""`` for values.
         key: the agent key (agent registrations).
         value: the msgpack encoding of the value (value registrations).
@@ -148,7 +149,7 @@ class Registration(msgspec.Struct, frozen=True):
         name: the name.
         holder: the node that registered it; with ``lifetime="node"`` the name is
             released when that node dies or leaves.
-        registered_at: when, in seconds since the epoch, on the coordinator's clock.
+        registered_at: when, in seconds since the epoch, on the registering node's clock.
         kind, key: the agent, for agent registrations (``kind`` is ``""`` otherwise).
         value: the registered value, for value registrations.
         lifetime: ``"node"`` (released with its holder) or ``"cluster"``.

@@ -149,11 +149,17 @@ class GroupReply(_Msg, frozen=True):
 
 
 class Publish(_Msg, frozen=True):
-    """A message for every subscriber of ``topic`` on the receiving node."""
+    """A message for every subscriber of ``topic`` on the receiving node.
+
+    ``stream`` and ``seq`` number the publisher's messages to this node (see
+    ``ordering``); ``seq`` 0 means unnumbered.
+    """
 
     topic: str
     publisher: str
     message: msgspec.Raw
+    stream: int = 0
+    seq: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class DeliveryReply(_Msg, frozen=True):

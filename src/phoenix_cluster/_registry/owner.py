@@ -1,8 +1,8 @@
 """The owner side of the registry: the names this member stores, and coordinating writes.
 
 A name's *coordinator* is the first live member of its replica set. It serializes the
-writes of one name (a lock per name), checks the name is free, stamps the registration
-with its wall-clock time, stores it, and replicates it to the other owners, answering
+writes of one name (a lock per name), checks the name is free, stores the registration
+and replicates it to the other owners, answering
 once a majority (itself included) stored it. Without a majority it rolls back (buries
 the registration here and on the owners that took it) and raises ``NoQuorum``.
 
@@ -18,8 +18,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-
-import msgspec
 
 from .._foundation.env import Clock
 from .._transport.tasks import TaskSet
@@ -173,29 +171,27 @@ class NameOwner:
             stale = self.store.get(name)
             if stale is not None:  # held by a node that is gone
                 self.store.drop(name)
-            stamped = msgspec.structs.replace(entry, ts=int(self._clock.wall() * 1000))
-            if self.store.merge(stamped, self._clock.monotonic()).outcome != "stored":
+            if self.store.merge(entry, self._clock.monotonic()).outcome != "stored":
                 raise NameTaken(f"{name!r} cannot be registered by {entry.holder} (an "
                                 "older boot of that node)")
             replicas = self._link.replicas(name, self.settings.replicas)
             need = majority(len(replicas)) - 1
             acks, winner = await self._replicate(
                 [r for r in replicas if r != self._me],
-                encode(StoreRequest("replicate", [stamped])), need, stamped)
+                encode(StoreRequest("replicate", [entry])), need, entry)
             if winner is not None:
+                # The owners that took this registration drop it and learn the winner.
+                self._spread(name, [winner], [Tomb(name, entry.rid)])
                 raise NameTaken(f"{name!r} is already registered by {winner.holder} "
                                 f"({describe(winner)})")
             if acks < need:
-                self.store.bury(name, stamped.rid, self._clock.monotonic())
-                tomb = encode(StoreRequest("replicate", tombs=[Tomb(name, stamped.rid)]))
-                for node in replicas:
-                    if node != self._me:
-                        self._spawn(self.store_at(node, tomb), "registry-rollback")
+                self.store.bury(name, entry.rid, self._clock.monotonic())
+                self._spread(name, [], [Tomb(name, entry.rid)])
                 raise NoQuorum(
                     f"{name!r} was stored on {acks + 1} of {len(replicas)} owners "
                     f"({', '.join(replicas)}), {need + 1} needed; rolled back",
                     definite=acks == 0)
-            return RegisterReply(stamped)
+            return RegisterReply(entry)
 
     async def unregister(self, req: UnregisterRequest) -> UnregisterReply:
         """Coordinate an unregistration: bury the registration on a majority.
@@ -274,7 +270,7 @@ class NameOwner:
             merged = self.store.merge(refusal.winner, now)
             if merged.outcome == "replaced" and merged.loser is not None:
                 self._forget(refusal.name)
-                self.notify(merged.loser, merged.winner)
+                self._decided(merged.loser, refusal.winner, tell=True)
 
     async def store_at(self, node: str, payload: bytes) -> StoreReply | None:
         """Send a ``store`` to ``node``; ``None`` (logged) if it did not take it."""
@@ -295,7 +291,7 @@ class NameOwner:
         """Merge what another node sent; refuse (with the winner) what loses."""
         now = self._clock.monotonic()
         refused: list[Refusal] = []
-        notices: list[tuple[Entry, Entry | None]] = []
+        conflicts: list[tuple[Entry, Entry, bool]] = []  # loser, winner, tell its holder
         for entry in req.entries:
             check_name(entry.name)
             # A holder re-asserting its own names proves it is alive, whatever our view.
@@ -312,11 +308,14 @@ class NameOwner:
                 continue
             self._forget(entry.name)
             if outcome == "replaced" and merged.loser is not None:
-                notices.append((merged.loser, entry))
-            elif outcome == "kept":
+                conflicts.append((merged.loser, entry, True))
+            elif outcome == "kept" and merged.winner is not None:
                 refused.append(Refusal(entry.name, entry.rid, merged.winner))
-                if req.mode == "handoff":  # the sender is not the holder: tell it
-                    notices.append((entry, merged.winner))
+                # A fresh registration refused here was never acknowledged: its
+                # coordinator answers NameTaken and repairs. A holder re-asserting
+                # learns from this answer; the holder behind a hand-off must be told.
+                if req.mode != "replicate":
+                    conflicts.append((entry, merged.winner, req.mode == "handoff"))
             else:
                 refused.append(Refusal(entry.name, entry.rid))
         for tomb in req.tombs:
@@ -324,13 +323,27 @@ class NameOwner:
                 self._forget(tomb.name)
         if self.strays:
             self.on_stray()
-        for loser, winner in notices:
-            _log.info("name conflict on %r: kept %s's registration, dropped %s's",
-                      loser.name, winner.holder if winner else "nobody", loser.holder)
-            self.notify(loser, winner)
-        if notices:
-            self.broadcast_invalidate([loser.name for loser, _ in notices])
+        for loser, winner, tell in conflicts:
+            self._decided(loser, winner, tell=tell)
+        if conflicts:
+            self.broadcast_invalidate([loser.name for loser, _, _ in conflicts])
         return StoreReply(refused)
+
+    def _decided(self, loser: Entry, winner: Entry, *, tell: bool) -> None:
+        """This owner resolved a conflict: the other owners learn the outcome (the
+        winner, and a tombstone for the loser), and the loser's holder is told."""
+        _log.info("name conflict on %r: kept %s's registration, dropped %s's", loser.name,
+                  winner.holder, loser.holder)
+        self._spread(loser.name, [winner], [Tomb(loser.name, loser.rid)])
+        if tell:
+            self.notify(loser, winner)
+
+    def _spread(self, name: str, entries: list[Entry], tombs: list[Tomb]) -> None:
+        """Send entries and tombstones of ``name`` to its other owners, in the background."""
+        payload = encode(StoreRequest("handoff", entries, tombs))
+        for node in self._link.replicas(name, self.settings.replicas):
+            if node != self._me:
+                self._spawn(self.store_at(node, payload), "registry-spread")
 
     # ------------------------------------------------------------------ telling others
 

@@ -11,9 +11,11 @@ Guarantees (``docs/registry.md``):
   unreachable, or dropped for a subscriber whose queue is full (``subscriber_queue_limit``),
   is lost for it (counted by the ``("phoenix", "pubsub", "dropped")`` event);
 - FIFO per publisher and subscriber: messages one task publishes (awaiting each
-  ``publish``) reach every subscriber in the order published, because frames to one node
-  share one connection, a node queues them in arrival order before it yields, and each
-  subscriber has its own queue (an agent's mailbox keeps that order too);
+  ``publish``) reach every subscriber in the order published: a node numbers what it
+  sends to each other node and sends it one at a time, the receiver puts frames that
+  overtook each other back in order (``ordering``), queues them for its subscribers
+  before it yields, and each subscriber has its own queue (an agent's mailbox keeps that
+  order too);
 - ``publish(..., confirm=True)`` waits until every node handed the message to its
   subscribers (a callback returned, an agent's mailbox accepted it) and says how many
   took it and which nodes did not answer; re-publishing to make up for those gives
@@ -37,7 +39,7 @@ import msgspec
 
 from .._agents.agent import lookup_kind
 from .._agents.ref import AgentRef
-from .._foundation.env import Env
+from .._foundation.env import Env, TimerHandle
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import LogLimiter, TaskSet
@@ -45,6 +47,7 @@ from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .cluster import UNREACHABLE, ClusterLink
 from .entries import check_name
 from .messages import DeliveryReply, Publish, decode, encode
+from .ordering import StreamOrder
 from .settings import RegistrySettings
 
 __all__ = ["Callback", "Delivery", "PubSub"]
@@ -70,14 +73,16 @@ class Delivery(msgspec.Struct, frozen=True):
 
 
 class _Tracker:
-    """Counts one confirmed message's hand-overs on this node."""
+    """Counts one confirmed message's hand-overs on this node; ``future`` is done once
+    the message was offered to every subscriber and each of them took it or missed it."""
 
-    __slots__ = ("delivered", "dropped", "future", "pending")
+    __slots__ = ("delivered", "dropped", "future", "offered", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
         self.delivered = 0
         self.dropped = 0
+        self.offered = False
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def done(self, ok: bool) -> None:
@@ -86,8 +91,26 @@ class _Tracker:
         else:
             self.dropped += 1
         self.pending -= 1
-        if self.pending <= 0 and not self.future.done():
+        self._check()
+
+    def all_offered(self) -> None:
+        self.offered = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.offered and self.pending <= 0 and not self.future.done():
             self.future.set_result(None)
+
+
+class _Outbox:
+    """This node's stream of messages to one other node: numbered, sent one at a time."""
+
+    __slots__ = ("lock", "seq", "stream")
+
+    def __init__(self, stream: int) -> None:
+        self.lock = asyncio.Lock()
+        self.stream = stream
+        self.seq = 1
 
 
 class _Message:
@@ -267,6 +290,11 @@ class PubSub:
         self.settings = settings
         self._topics: dict[str, dict[Hashable, _Subscriber]] = {}
         self.casts = _AgentCasts(self)
+        self._clock = env.clock
+        self._random = env.random
+        self._outboxes: dict[str, _Outbox] = {}
+        self._orders: dict[str, StreamOrder[_Message]] = {}
+        self._gaps: dict[str, TimerHandle] = {}
         self._tasks = TaskSet(f"pubsub {self._me}")
         self._limiter = LogLimiter(env.clock)
         self._closed = False
@@ -372,14 +400,11 @@ class PubSub:
         tracker = _Tracker() if confirm else None
         self._deliver(_Message(topic, self._me, raw, tracker))
         peers = self._link.peers() if self._link.clustered else []
-        payload = encode(Publish(topic, self._me, msgspec.Raw(raw)))
         if confirm:
             assert tracker is not None
-            return await self._confirmed(tracker, peers, payload)
+            return await self._confirmed(tracker, peers, topic, raw)
         if peers:
-            sent = await asyncio.gather(*(
-                self._link.cast(p, "pubsub", "publish", payload, self.settings.timeout_s)
-                for p in peers))
+            sent = await asyncio.gather(*(self._send(p, topic, raw) for p in peers))
             missed = sent.count(False)
             if missed and self._bus.has_handlers(events.PUBSUB_DROPPED):
                 self._bus.execute(events.PUBSUB_DROPPED, {"messages": float(missed)},
@@ -389,41 +414,66 @@ class PubSub:
                               {"node": self._me, "topic": topic})
         return None
 
-    async def _confirmed(self, tracker: _Tracker, peers: list[str],
-                         payload: bytes) -> Delivery:
+    def _outbox(self, node: str) -> _Outbox:
+        box = self._outboxes.get(node)
+        if box is None:
+            box = self._outboxes[node] = _Outbox(self._random.getrandbits(62) | 1)
+        return box
+
+    async def _send(self, node: str, topic: str, raw: bytes) -> bool:
+        """Send one message to ``node``, numbered in this node's stream to it."""
+        box = self._outbox(node)
+        async with box.lock:  # one at a time per node: numbers reach the socket in order
+            payload = encode(Publish(topic, self._me, msgspec.Raw(raw), box.stream, box.seq))
+            sent = await self._link.cast(node, "pubsub", "publish", payload,
+                                         self.settings.timeout_s)
+            if sent:  # a frame that was not queued leaves no gap in the numbers
+                box.seq += 1
+        return sent
+
+    async def _confirmed(self, tracker: _Tracker, peers: list[str], topic: str,
+                         raw: bytes) -> Delivery:
         unreachable: list[str] = []
         delivered = dropped = 0
 
         async def ask(node: str) -> None:
             nonlocal delivered, dropped
-            try:
-                raw = await self._link.call(node, "pubsub", "publish_confirm", payload,
-                                            self.settings.fanout_timeout_s)
-            except UNREACHABLE:
-                unreachable.append(node)
-                return
-            reply = decode(DeliveryReply, raw)
+            box = self._outbox(node)
+            async with box.lock:
+                payload = encode(Publish(topic, self._me, msgspec.Raw(raw), box.stream,
+                                         box.seq))
+                # Whether it arrived is unknown on a timeout: the number is used anyway
+                # (the receiver skips a gap after reorder_timeout_s).
+                box.seq += 1
+                try:
+                    answer = await self._link.call(node, "pubsub", "publish_confirm",
+                                                   payload, self.settings.fanout_timeout_s)
+                except UNREACHABLE:
+                    unreachable.append(node)
+                    return
+            reply = decode(DeliveryReply, answer)
             delivered += reply.delivered
             dropped += reply.dropped
 
-        await asyncio.gather(*(ask(p) for p in peers), self._wait(tracker))
+        await asyncio.gather(*(ask(p) for p in peers), tracker.future)
         return Delivery(delivered + tracker.delivered, dropped + tracker.dropped,
                         tuple(sorted(unreachable)))
-
-    async def _wait(self, tracker: _Tracker) -> None:
-        if tracker.pending > 0:
-            await tracker.future
 
     def _deliver(self, msg: _Message) -> None:
         """Hand ``msg`` to this node's subscribers of its topic, in order, right now."""
         subs = self._topics.get(msg.topic)
+        tracker = msg.tracker
         if not subs:
+            if tracker is not None:
+                tracker.all_offered()
             return
-        if msg.tracker is not None:
-            msg.tracker.pending += len(subs)
+        if tracker is not None:
+            tracker.pending += len(subs)
         taken = 0
         for sub in list(subs.values()):
             taken += sub.offer(msg)
+        if tracker is not None:
+            tracker.all_offered()
         if self._bus.has_handlers(events.PUBSUB_DELIVERED):
             self._bus.execute(events.PUBSUB_DELIVERED, {"subscribers": float(taken)},
                               {"node": self._me, "topic": msg.topic,
@@ -455,11 +505,62 @@ class PubSub:
                                   exc.message)
             raise
         tracker = _Tracker() if method == "publish_confirm" else None
-        self._deliver(_Message(frame.topic, frame.publisher, bytes(frame.message), tracker))
+        self._arrived(frame, _Message(frame.topic, frame.publisher, bytes(frame.message),
+                                      tracker))
         if tracker is None:
             return b""
-        await self._wait(tracker)
+        await tracker.future
         return encode(DeliveryReply(tracker.delivered, tracker.dropped))
+
+    def _arrived(self, frame: Publish, msg: _Message) -> None:
+        """Deliver what is now in order from ``frame``'s publisher; hold what is early."""
+        if not frame.seq:
+            self._deliver(msg)
+            return
+        publisher = frame.publisher
+        order = self._orders.get(publisher)
+        if order is None:
+            order = self._orders[publisher] = StreamOrder()
+        accepted = order.accept(frame.stream, frame.seq, msg)
+        if accepted.late:
+            self._missed(msg, "late")
+        for ready in accepted.ready:
+            self._deliver(ready)
+        self._watch_gap(publisher, order)
+
+    def _watch_gap(self, publisher: str, order: StreamOrder[_Message]) -> None:
+        timer = self._gaps.get(publisher)
+        if order.waiting and timer is None:
+            self._gaps[publisher] = self._clock.call_later(
+                self.settings.reorder_timeout_s, lambda: self._gap_expired(publisher))
+        elif not order.waiting and timer is not None:
+            timer.cancel()
+            del self._gaps[publisher]
+
+    def _gap_expired(self, publisher: str) -> None:
+        self._gaps.pop(publisher, None)
+        order = self._orders.get(publisher)
+        if order is None or self._closed:
+            return
+        accepted = order.give_up()
+        if accepted.skipped:
+            _log.info("%d messages from %s never arrived; delivering the ones after them",
+                      accepted.skipped, publisher)
+            if self._bus.has_handlers(events.PUBSUB_DROPPED):
+                self._bus.execute(events.PUBSUB_DROPPED, {"messages": float(accepted.skipped)},
+                                  {"node": self._me, "topic": "", "reason": "gap"})
+        for ready in accepted.ready:
+            self._deliver(ready)
+        self._watch_gap(publisher, order)
+
+    def _missed(self, msg: _Message, reason: str) -> None:
+        """A message arrived too late to keep its publisher's order: drop it."""
+        subs = len(self._topics.get(msg.topic, ()))
+        if msg.tracker is not None:
+            msg.tracker.dropped += subs
+            msg.tracker.all_offered()
+        if subs:
+            self._report_drop(msg.topic, reason)
 
     # ------------------------------------------------------------------ reporting
 
@@ -490,6 +591,9 @@ class PubSub:
 
     async def aclose(self) -> None:
         self._closed = True
+        for timer in self._gaps.values():
+            timer.cancel()
+        self._gaps.clear()
         for subs in self._topics.values():
             for sub in subs.values():
                 sub.closed = True

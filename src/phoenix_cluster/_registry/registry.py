@@ -237,16 +237,19 @@ class Registry:
     # ================================================================== caller side
 
     def _new_entry(self, name: str, target: Any, linked: bool) -> Entry:
+        # The registration is complete here (time, random id): retries and every owner
+        # carry the very same entry, so a registration id never names two entries.
         rid = self._random.getrandbits(63) | 1
+        ts = int(self._clock.wall() * 1000)
         if isinstance(target, AgentRef):
-            return Entry(name, self._me, self._boot, 0, rid, kind=target.kind,
+            return Entry(name, self._me, self._boot, ts, rid, kind=target.kind,
                          key=target.key, linked=linked)
         try:
             value = msgspec.msgpack.encode(target)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise TypeError(f"cannot register {name!r}: the value must be an AgentRef or "
                             f"msgpack-serializable ({exc})") from None
-        return Entry(name, self._me, self._boot, 0, rid, value=value, linked=linked)
+        return Entry(name, self._me, self._boot, ts, rid, value=value, linked=linked)
 
     async def _to_coordinator(self, name: str, method: Literal["register", "unregister"],
                               request: Callable[[int], Any], reply_type: type[Any]) -> Any:

@@ -45,3 +45,8 @@ class RegistrySettings:
 
     subscriber_queue_limit: int = 10_000
     """Messages waiting for one slow subscriber before new ones are dropped for it."""
+
+    reorder_timeout_s: float = 1.0
+    """How long a node holds a publisher's message that arrived before an earlier one
+    (frames overtaking each other while two connections between the nodes overlap)
+    before it gives the earlier one up for lost. Normally a few milliseconds suffice."""

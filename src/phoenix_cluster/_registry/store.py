@@ -7,16 +7,20 @@ by holders) never changes the outcome.
 
 Tombstones remember unregistered registration ids (``name``, ``rid``) for ``ttl_s``, so a
 copy of the old registration arriving late (a slow replica, a hand-off) is refused instead
-of coming back to life. A holder's *boot* (its incarnation at start) fences its past
-lives: once a registration from a newer boot of a holder arrives, the linked
-registrations of its older boots are released and later copies of them are refused.
+of coming back to life. The loser of a conflict is buried the same way: once an owner
+decided it lost, it stays lost there, and owners that exchange their entries and
+tombstones end with the same live registration whatever order they heard them in.
+
+A holder's *boot* (its incarnation at start) fences its past lives: once a registration
+from a newer boot of a holder arrives, the linked registrations of its older boots are
+released and later copies of them are refused.
 
 Pure: the caller passes the time (``now``, monotonic seconds). No I/O, no asyncio.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -126,8 +130,12 @@ class NameStore:
             return Merge("stored", entry, None)
         if current == entry:
             return Merge("same", current, None)
+        # A conflict: the loser is buried, so its holder's loss is final here even if
+        # the winner is unregistered later (a late copy of the loser must not return).
         if resolve(current, entry) is current:
+            self._tombs.setdefault(entry.name, {})[entry.rid] = now + self.ttl_s
             return Merge("kept", current, entry)
+        self._tombs.setdefault(entry.name, {})[current.rid] = now + self.ttl_s
         self._remove(current)
         self._put(entry)
         return Merge("replaced", entry, current)
@@ -174,9 +182,6 @@ class NameStore:
             if not rids:
                 del self._tombs[name]
         return count
-
-    def merge_all(self, entries: Iterable[Entry], now: float) -> list[Merge]:
-        return [self.merge(e, now) for e in entries]
 
     def _put(self, entry: Entry) -> None:
         strings = self._strings
