@@ -18,10 +18,22 @@ import importlib.metadata
 import os
 import sys
 import time
+from typing import cast
+
+import msgspec
 
 import phoenix_cluster as phx
 
-__all__ = ["NODE_LOOP_ENV", "BenchRelay", "BenchTarget", "loop_description"]
+__all__ = [
+    "NODE_LOOP_ENV",
+    "BenchAsync",
+    "BenchBlob",
+    "BenchQuorum",
+    "BenchRelay",
+    "BenchTarget",
+    "BenchVolatile",
+    "loop_description",
+]
 
 NODE_LOOP_ENV = "PHX_BENCH_NODE_LOOP"
 """Set to ``asyncio`` to keep a node process that imports this module off uvloop."""
@@ -109,6 +121,55 @@ class BenchAccount(phx.Agent, kind="bench.cluster.account"):
 
     async def size(self) -> int:
         return len(self.entries)
+
+    async def where(self) -> str:
+        return str(self.node.name)
+
+
+class _Tally:
+    """The state and messages of ``phx bench replication``'s counters (one per durability)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def inc(self, by: int = 1) -> int:
+        self.count += by
+        return self.count
+
+    async def get(self) -> int:
+        return self.count
+
+    async def where(self) -> str:
+        return str(cast(phx.Agent, self).node.name)
+
+
+class BenchQuorum(_Tally, phx.Agent, kind="bench.replication.quorum", mailbox_limit=1 << 30):
+    """A counter whose every change is committed to a majority of 3 replicas before the reply."""
+
+
+class BenchAsync(_Tally, phx.Agent, kind="bench.replication.async", durability="async",
+                 mailbox_limit=1 << 30):
+    """A counter that replies first and replicates after (may lose its last writes)."""
+
+
+class BenchVolatile(_Tally, phx.Agent, kind="bench.replication.none", durability="none",
+                    mailbox_limit=1 << 30):
+    """A counter kept in its host's memory only: the baseline without replication."""
+
+
+class BenchBlob(phx.Agent, kind="bench.replication.blob"):
+    """An agent holding ``size`` bytes of state: ``phx bench replication`` migrates these."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def fill(self, size: int) -> int:
+        self.data = bytes(size)
+        return len(self.data)
+
+    async def state(self) -> bytes:
+        """The agent's state as the runtime encodes it (what a handoff carries)."""
+        return msgspec.msgpack.encode(self.snapshot())
 
     async def where(self) -> str:
         return str(self.node.name)
