@@ -21,17 +21,14 @@ Guarantees (``docs/registry.md``):
   took it and which nodes did not answer; re-publishing to make up for those gives
   at-least-once with possible duplicates.
 
-A slow subscriber delays only itself: callbacks that are plain functions run inline,
-``async`` callbacks and agents are fed by a task per subscriber that exists only while
-messages wait.
+How subscribers on a node take messages (inline, own queue, shared cast queue) is in
+``subscribers``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Literal, overload
 
@@ -49,14 +46,19 @@ from .entries import check_name
 from .messages import DeliveryReply, Publish, decode, encode
 from .ordering import StreamOrder
 from .settings import RegistrySettings
+from .subscribers import (
+    AgentCasts,
+    AgentSubscriber,
+    Callback,
+    CallbackSubscriber,
+    Message,
+    Subscriber,
+    Tracker,
+)
 
 __all__ = ["Callback", "Delivery", "PubSub"]
 
 _log = logging.getLogger("phoenix_cluster.pubsub")
-
-Callback = Callable[[Any], Awaitable[None] | None]
-"""A local subscriber: ``callback(message)``, a plain or an ``async`` function."""
-
 
 class Delivery(msgspec.Struct, frozen=True):
     """The outcome of ``publish(..., confirm=True)``.
@@ -72,36 +74,6 @@ class Delivery(msgspec.Struct, frozen=True):
     unreachable: tuple[str, ...] = ()
 
 
-class _Tracker:
-    """Counts one confirmed message's hand-overs on this node; ``future`` is done once
-    the message was offered to every subscriber and each of them took it or missed it."""
-
-    __slots__ = ("delivered", "dropped", "future", "offered", "pending")
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.delivered = 0
-        self.dropped = 0
-        self.offered = False
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def done(self, ok: bool) -> None:
-        if ok:
-            self.delivered += 1
-        else:
-            self.dropped += 1
-        self.pending -= 1
-        self._check()
-
-    def all_offered(self) -> None:
-        self.offered = True
-        self._check()
-
-    def _check(self) -> None:
-        if self.offered and self.pending <= 0 and not self.future.done():
-            self.future.set_result(None)
-
-
 class _Outbox:
     """This node's stream of messages to one other node: numbered, sent one at a time."""
 
@@ -113,172 +85,6 @@ class _Outbox:
         self.seq = 1
 
 
-class _Message:
-    """A message arriving on this node: its bytes, decoded at most once."""
-
-    __slots__ = ("_decoded", "_value", "publisher", "raw", "topic", "tracker")
-
-    def __init__(self, topic: str, publisher: str, raw: bytes, tracker: _Tracker | None) -> None:
-        self.topic = topic
-        self.publisher = publisher
-        self.raw = raw
-        self.tracker = tracker
-        self._decoded = False
-        self._value: Any = None
-
-    @property
-    def value(self) -> Any:
-        # Shared by every callback on this node: subscribers must not mutate it.
-        if not self._decoded:
-            self._value = msgspec.msgpack.decode(self.raw)
-            self._decoded = True
-        return self._value
-
-
-class _Subscriber:
-    """One subscription on this node."""
-
-    __slots__ = ("closed", "pubsub")
-
-    def __init__(self, pubsub: PubSub) -> None:
-        self.pubsub = pubsub
-        self.closed = False
-
-    def offer(self, msg: _Message) -> bool:
-        """Take ``msg`` after the ones before it; ``False`` if it was dropped at once."""
-        raise NotImplementedError
-
-
-class _CallbackSubscriber(_Subscriber):
-    """A local callback. A plain function runs inline; an ``async`` one gets a queue of
-    its own, drained by a task that exists only while messages wait, so a slow callback
-    delays nobody else."""
-
-    __slots__ = ("fn", "is_async", "label", "queue", "task")
-
-    def __init__(self, pubsub: PubSub, fn: Callback) -> None:
-        super().__init__(pubsub)
-        self.fn = fn
-        self.label = f"pubsub-callback-{getattr(fn, '__name__', 'callback')}"
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None))  # noqa: B004 - async callable objects too
-        self.queue: deque[_Message] = deque()
-        self.task: asyncio.Task[None] | None = None
-
-    def offer(self, msg: _Message) -> bool:
-        if not self.is_async:
-            ok = self._run(msg)
-            if msg.tracker is not None:
-                msg.tracker.done(ok)
-            return True
-        if len(self.queue) >= self.pubsub.settings.subscriber_queue_limit:
-            self.pubsub.dropped(msg, "queue_full")
-            return False
-        self.queue.append(msg)
-        if self.task is None:
-            self.task = self.pubsub.spawn(self._drain(), self.label)
-        return True
-
-    def _run(self, msg: _Message) -> bool:
-        try:
-            result = self.fn(msg.value)
-            if inspect.isawaitable(result):  # a plain function that returned a coroutine
-                self.pubsub.spawn(result, self.label)
-        except Exception:
-            self.pubsub.callback_failed(msg, self.fn)
-            return False
-        return True
-
-    async def _drain(self) -> None:
-        queue = self.queue
-        try:
-            while queue and not self.closed:
-                msg = queue[0]
-                try:
-                    await self.fn(msg.value)  # type: ignore[misc]
-                    ok = True
-                except Exception:
-                    self.pubsub.callback_failed(msg, self.fn)
-                    ok = False
-                queue.popleft()
-                if msg.tracker is not None:
-                    msg.tracker.done(ok)
-        finally:
-            self.task = None
-            while queue:  # closed (unsubscribed, or the node stops): nobody takes these
-                msg = queue.popleft()
-                if msg.tracker is not None:
-                    msg.tracker.done(False)
-
-
-class _AgentSubscriber(_Subscriber):
-    """An agent: each message becomes a cast to ``ref.<method>(message)``.
-
-    The casts of every agent subscriber on this node go through one queue and one task
-    (:class:`_AgentCasts`): a cast only hands the message to a mailbox, so it is quick,
-    and one task per message instead of one per subscriber keeps fan-out cheap.
-    """
-
-    __slots__ = ("method", "pending", "ref")
-
-    def __init__(self, pubsub: PubSub, ref: AgentRef, method: str) -> None:
-        super().__init__(pubsub)
-        self.ref = ref
-        self.method = method
-        self.pending = 0
-
-    def offer(self, msg: _Message) -> bool:
-        if self.pending >= self.pubsub.settings.subscriber_queue_limit:
-            self.pubsub.dropped(msg, "queue_full")
-            return False
-        self.pending += 1
-        self.pubsub.casts.put(self, msg)
-        return True
-
-    async def deliver(self, msg: _Message) -> bool:
-        try:
-            # Raw bytes are spliced into the cast's arguments as they are: no re-encoding.
-            await getattr(self.ref, self.method).cast(msgspec.Raw(msg.raw))
-        except PhoenixError as exc:
-            self.pubsub.agent_refused(msg, self.ref, self.method, exc)
-            return False
-        return True
-
-
-class _AgentCasts:
-    """The queue of casts to agent subscribers on one node, in arrival order."""
-
-    __slots__ = ("pubsub", "queue", "task")
-
-    def __init__(self, pubsub: PubSub) -> None:
-        self.pubsub = pubsub
-        self.queue: deque[tuple[_AgentSubscriber, _Message]] = deque()
-        self.task: asyncio.Task[None] | None = None
-
-    def put(self, sub: _AgentSubscriber, msg: _Message) -> None:
-        self.queue.append((sub, msg))
-        if self.task is None:
-            self.task = self.pubsub.spawn(self._drain(), "pubsub-agent-casts")
-
-    async def _drain(self) -> None:
-        queue = self.queue
-        try:
-            while queue:
-                sub, msg = queue[0]
-                ok = not sub.closed and await sub.deliver(msg)
-                queue.popleft()
-                sub.pending -= 1
-                if msg.tracker is not None:
-                    msg.tracker.done(ok)
-        finally:
-            self.task = None
-            while queue:  # the node stops: nobody takes these
-                sub, msg = queue.popleft()
-                sub.pending -= 1
-                if msg.tracker is not None:
-                    msg.tracker.done(False)
-
-
 class PubSub:
     """Topics and subscribers: ``node.pubsub`` (see the module docstring)."""
 
@@ -288,12 +94,12 @@ class PubSub:
         self._me = link.self_name
         self._bus = bus
         self.settings = settings
-        self._topics: dict[str, dict[Hashable, _Subscriber]] = {}
-        self.casts = _AgentCasts(self)
+        self._topics: dict[str, dict[Hashable, Subscriber]] = {}
+        self.casts = AgentCasts(self)
         self._clock = env.clock
         self._random = env.random
         self._outboxes: dict[str, _Outbox] = {}
-        self._orders: dict[str, StreamOrder[_Message]] = {}
+        self._orders: dict[str, StreamOrder[Message]] = {}
         self._gaps: dict[str, TimerHandle] = {}
         self._tasks = TaskSet(f"pubsub {self._me}")
         self._limiter = LogLimiter(env.clock)
@@ -349,14 +155,14 @@ class PubSub:
         return sorted(self._topics)
 
     def _subscriber(self, target: AgentRef | Callback, method: str | None, *,
-                    check: bool = True) -> tuple[Hashable, Callable[[], _Subscriber]]:
+                    check: bool = True) -> tuple[Hashable, Callable[[], Subscriber]]:
         if isinstance(target, AgentRef):
             if not isinstance(method, str) or not method:
                 raise TypeError("subscribing an agent needs the method to cast messages to")
             if check and method not in lookup_kind(target.kind).methods:
                 raise AgentNotFound(f"agent kind {target.kind!r} has no method {method!r}")
             ref = target
-            return ("agent", ref.kind, ref.key, method), lambda: _AgentSubscriber(
+            return ("agent", ref.kind, ref.key, method), lambda: AgentSubscriber(
                 self, ref, method)
         if not callable(target):
             raise TypeError(f"subscribers are an AgentRef with a method, or a callable; got "
@@ -364,7 +170,7 @@ class PubSub:
         if method is not None:
             raise TypeError("a callback subscriber takes no method")
         fn = target
-        return ("callback", fn), lambda: _CallbackSubscriber(self, fn)
+        return ("callback", fn), lambda: CallbackSubscriber(self, fn)
 
     # ------------------------------------------------------------------ publishing
 
@@ -397,8 +203,8 @@ class PubSub:
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise TypeError(f"cannot publish on {topic!r}: the message must be "
                             f"msgpack-serializable ({exc})") from None
-        tracker = _Tracker() if confirm else None
-        self._deliver(_Message(topic, self._me, raw, tracker))
+        tracker = Tracker() if confirm else None
+        self._deliver(Message(topic, self._me, raw, tracker))
         peers = self._link.peers() if self._link.clustered else []
         if confirm:
             assert tracker is not None
@@ -431,7 +237,7 @@ class PubSub:
                 box.seq += 1
         return sent
 
-    async def _confirmed(self, tracker: _Tracker, peers: list[str], topic: str,
+    async def _confirmed(self, tracker: Tracker, peers: list[str], topic: str,
                          raw: bytes) -> Delivery:
         unreachable: list[str] = []
         delivered = dropped = 0
@@ -459,7 +265,7 @@ class PubSub:
         return Delivery(delivered + tracker.delivered, dropped + tracker.dropped,
                         tuple(sorted(unreachable)))
 
-    def _deliver(self, msg: _Message) -> None:
+    def _deliver(self, msg: Message) -> None:
         """Hand ``msg`` to this node's subscribers of its topic, in order, right now."""
         subs = self._topics.get(msg.topic)
         tracker = msg.tracker
@@ -504,15 +310,15 @@ class PubSub:
             self._limiter.warning(_log, "pubsub-bad-input", "$pubsub.%s: %s", method,
                                   exc.message)
             raise
-        tracker = _Tracker() if method == "publish_confirm" else None
-        self._arrived(frame, _Message(frame.topic, frame.publisher, bytes(frame.message),
+        tracker = Tracker() if method == "publish_confirm" else None
+        self._arrived(frame, Message(frame.topic, frame.publisher, bytes(frame.message),
                                       tracker))
         if tracker is None:
             return b""
         await tracker.future
         return encode(DeliveryReply(tracker.delivered, tracker.dropped))
 
-    def _arrived(self, frame: Publish, msg: _Message) -> None:
+    def _arrived(self, frame: Publish, msg: Message) -> None:
         """Deliver what is now in order from ``frame``'s publisher; hold what is early."""
         if not frame.seq:
             self._deliver(msg)
@@ -528,7 +334,7 @@ class PubSub:
             self._deliver(ready)
         self._watch_gap(publisher, order)
 
-    def _watch_gap(self, publisher: str, order: StreamOrder[_Message]) -> None:
+    def _watch_gap(self, publisher: str, order: StreamOrder[Message]) -> None:
         timer = self._gaps.get(publisher)
         if order.waiting and timer is None:
             self._gaps[publisher] = self._clock.call_later(
@@ -553,7 +359,7 @@ class PubSub:
             self._deliver(ready)
         self._watch_gap(publisher, order)
 
-    def _missed(self, msg: _Message, reason: str) -> None:
+    def _missed(self, msg: Message, reason: str) -> None:
         """A message arrived too late to keep its publisher's order: drop it."""
         subs = len(self._topics.get(msg.topic, ()))
         if msg.tracker is not None:
@@ -564,17 +370,17 @@ class PubSub:
 
     # ------------------------------------------------------------------ reporting
 
-    def dropped(self, msg: _Message, reason: str) -> None:
+    def dropped(self, msg: Message, reason: str) -> None:
         if msg.tracker is not None:
             msg.tracker.done(False)
         self._report_drop(msg.topic, reason)
 
-    def callback_failed(self, msg: _Message, fn: Any) -> None:
+    def callback_failed(self, msg: Message, fn: Any) -> None:
         _log.exception("subscriber %r of topic %r raised (the message is dropped for it)",
                        fn, msg.topic)
         self._report_drop(msg.topic, "callback_raised")
 
-    def agent_refused(self, msg: _Message, ref: AgentRef, method: str,
+    def agent_refused(self, msg: Message, ref: AgentRef, method: str,
                       exc: PhoenixError) -> None:
         self._limiter.warning(_log, "pubsub-agent-refused",
                               "subscriber %s/%s.%s missed a message on %r: %s",
