@@ -140,10 +140,13 @@ class _Group:
 class _Lead:
     """This node leads a partition: its epoch, replica set and next sequence number."""
 
-    __slots__ = ("electing", "epoch", "group", "idle", "inflight", "members", "seq")
+    __slots__ = ("confirmed", "electing", "epoch", "group", "idle", "inflight", "members",
+                 "seq")
 
-    def __init__(self, epoch: Epoch, members: tuple[str, ...], next_seq: int) -> None:
+    def __init__(self, epoch: Epoch, members: tuple[str, ...], next_seq: int,
+                 confirmed: float) -> None:
         self.epoch = epoch
+        self.confirmed = confirmed  # when a majority last showed nobody deposed it
         self.members = members  # sorted: the config (members,)
         self.seq = next_seq - 1
         self.inflight = 0
@@ -343,6 +346,10 @@ class Replicator:
         """
         p = partition_for(kind, key)
         lead = self._leads.get(p)
+        if lead is not None and lead.electing is None and (
+                self._clock.monotonic() - lead.confirmed > self.settings.confirm_after_s):
+            await self._confirm(p, lead)
+            lead = self._leads.get(p)
         if lead is None or lead.electing is not None:
             await self._ensure(p)
         entry = self._store.get(p, kind, key)
@@ -384,13 +391,7 @@ class Replicator:
             self._lose(p, "deposed")
             raise NotLeader(f"node {self.name} was deposed as leader of partition {p}",
                             partition=p, definite=True)
-        # Writes to one partition in the same loop iteration go out as one accept with
-        # one quorum (group commit): fewer items, futures and acks per write.
-        group = lead.group
-        if group is None:
-            group = lead.group = _Group(self._clock.monotonic())
-            lead.inflight += 1
-            asyncio.get_running_loop().call_soon(self._send_group, p, lead, group)
+        group = self._group(p, lead)
         group.entries.append(wire)
         if durability == "async":
             if group.outcome not in self._async:
@@ -398,6 +399,22 @@ class Replicator:
                 group.outcome.add_done_callback(partial(self._async_done, p))
             return
         await asyncio.shield(group.outcome)
+
+    def _group(self, p: int, lead: _Lead) -> _Group:
+        # Writes to one partition in the same loop iteration go out as one accept with
+        # one quorum (group commit): fewer items, futures and acks per write.
+        group = lead.group
+        if group is None:
+            group = lead.group = _Group(self._clock.monotonic())
+            lead.inflight += 1
+            asyncio.get_running_loop().call_soon(self._send_group, p, lead, group)
+        return group
+
+    async def _confirm(self, p: int, lead: _Lead) -> None:
+        """Ask a majority whether this node still leads ``p`` (an accept with no
+        entries, or the writes going out anyway); steps down if not."""
+        with contextlib.suppress(PhoenixError):
+            await asyncio.shield(self._group(p, lead).outcome)
 
     async def flush(self) -> None:
         """Wait until every ``async`` commit made so far was decided (stored on a
@@ -453,6 +470,7 @@ class Replicator:
         lead.done_one()
         status = quorum.status
         if status == "done":
+            lead.confirmed = max(lead.confirmed, group.started)
             self._commits += len(group.entries)
             if self._bus is not None and self._bus.has_handlers(events.REPLICATION_COMMITTED):
                 duration = self._clock.monotonic() - group.started
@@ -626,7 +644,7 @@ class Replicator:
         if previous is not None:
             extra = config_union(extra, previous.config)
         won = await Campaign(self._ctx, p, tuple(sorted(order)), extra).run()
-        lead = _Lead(won.epoch, won.target, won.plan.next_seq)
+        lead = _Lead(won.epoch, won.target, won.plan.next_seq, started)
         self._leads[p] = lead
         left = tuple(s for s in self._old.get(p, ()) if s not in won.config)
         if left:
