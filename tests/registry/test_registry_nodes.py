@@ -1,6 +1,6 @@
 """Registry, groups and pub/sub across nodes in one process, over real loopback TCP.
 
-These cover the protocol quickly; ``test_local_cluster.py`` repeats the essentials on
+These cover the protocol quickly; ``test_registry_processes.py`` repeats the essentials on
 separate node processes with kills and partitions.
 """
 
