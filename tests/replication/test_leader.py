@@ -170,3 +170,21 @@ def test_remembered_old_sets_are_hints_not_requirements() -> None:
     assert el2.status() == "pending"  # ABC holds data: a second synced member is needed
     el2.fail("c")
     assert el2.status() == "impossible"
+
+
+def test_a_pending_set_is_ruled_out_only_by_members_that_cannot_have_forgotten() -> None:
+    def round_with(amnesiac: bool) -> Election:
+        el = Election(0, E5, ABC, make_config(ABC, BCD))
+        for m in ("a", "b"):  # the data set, marked at 3
+            el.reply(m, Promise(0, True, Epoch(4, "z#1"), Epoch(3, "x#1"), (ABC,), (BCD,),
+                                True, ()))
+        el.fail("d")
+        el.reply("c", Promise(0, True, Epoch(4, "z#1"), Epoch(3, "x#1"), (ABC,), (BCD,),
+                              not amnesiac, (), amnesiac))
+        return el
+
+    # BCD is pending (candidate z may have moved the data there): b and c answered.
+    assert round_with(False).status() == "quorum"
+    # c restarted without its data: it cannot vouch that z never marked BCD, and d is
+    # gone, so BCD can be neither confirmed nor ruled out.
+    assert round_with(True).status() == "impossible"

@@ -172,3 +172,18 @@ def test_promises_and_versions_never_go_back(seq: list[Prepare | Accept | Mark])
         for rk, version in versions.items():
             if rk in state.records:
                 assert state.records[rk].version >= version
+
+
+def test_amnesia_lasts_until_a_mark() -> None:
+    forgetful = ReplicaStore("a")  # memory only: it may have forgotten a mark
+    assert forgetful.prepare(Prepare(7, e(1), ABC)).amnesiac
+    forgetful.mark(Mark(7, e(1), ABC))
+    assert not forgetful.prepare(Prepare(7, e(2), ABC)).amnesiac
+    durable = ReplicaStore("a", journal=True, amnesiac=False)  # what its file lacks, it never held
+    assert not durable.prepare(Prepare(7, e(1), ABC)).amnesiac
+    assert not durable.probe(Probe(7)).amnesiac
+    changes = durable.drain()
+    assert isinstance(changes[0], MetaChange) and changes[0].amnesiac is False
+    restored = ReplicaStore("a")
+    restored.restore(MetaChange(7, e(1), ZERO_EPOCH, (), (), False, True), {})
+    assert restored.probe(Probe(7)).amnesiac

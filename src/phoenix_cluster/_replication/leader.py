@@ -187,12 +187,14 @@ class Election:
                     return "impossible"
             elif members in maybe:
                 # A candidate may have moved the data here after the newest mark seen:
-                # its mark would show on a majority that remembers, or on someone when
-                # every member answers.
-                if synced >= need or everyone:
+                # its mark would show on any majority that cannot have forgotten, or on
+                # someone when every member answers.
+                trusted = sum(1 for p in promisers if not p.amnesiac)
+                if trusted >= need or everyone:
                     continue
                 done = False
-                if could_sync < need and failed:
+                could_trust = len(members) - failed - (len(promisers) - trusted)
+                if could_trust < need and failed:
                     return "impossible"
             elif members == self.target:
                 # The new set: its members must promise before they take the catch-up.

@@ -82,7 +82,8 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     ``ok``: ``promised`` is the replica's promise *before* this one; ``marked`` and
     ``config`` the last mark it took (the config it was caught up under, or released
     to); ``pending`` the configs of candidates it promised since; ``entries`` its records
-    (only when ``synced``). Refused: ``promised`` is the epoch that beat the candidate.
+    (only when ``synced``); ``amnesiac``: it may have forgotten a mark (restarted
+    without its data). Refused: ``promised`` is the epoch that beat the candidate.
     """
 
     partition: int
@@ -93,6 +94,7 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     pending: Config = ()
     synced: bool = False
     entries: tuple[WireEntry, ...] = ()
+    amnesiac: bool = False
 
     def knows(self) -> bool:
         """Whether the replica holds data of the partition or knows where it went: it is
@@ -121,6 +123,7 @@ class Known(msgspec.Struct, frozen=True, array_like=True, tag="known"):
     pending: Config
     synced: bool
     records: int
+    amnesiac: bool = False
 
 
 Reply = Promise | Ack | Known

@@ -35,7 +35,7 @@ __all__ = [
 
 
 class MetaChange(NamedTuple):
-    """A partition's promise, mark, configs or synced flag changed."""
+    """A partition's promise, mark, configs or flags changed."""
 
     partition: int
     promised: Epoch
@@ -43,6 +43,7 @@ class MetaChange(NamedTuple):
     config: Config
     pending: Config
     synced: bool
+    amnesiac: bool = False
 
 
 class PutChange(NamedTuple):
@@ -66,14 +67,17 @@ Change = MetaChange | PutChange | DropChange
 class PartitionState:
     """One partition on one replica."""
 
-    __slots__ = ("config", "marked", "pending", "promised", "records", "synced")
+    __slots__ = ("amnesiac", "config", "marked", "pending", "promised", "records", "synced")
 
-    def __init__(self) -> None:
+    def __init__(self, amnesiac: bool) -> None:
         self.promised: Epoch = ZERO_EPOCH
         self.marked: Epoch = ZERO_EPOCH  # epoch of the last mark taken
         self.config: Config = ()  # the config of that mark
         self.pending: Config = ()  # configs of the candidates promised since
         self.synced = False
+        # May have forgotten promises and marks (memory-only node, or a new file): what
+        # it says cannot rule out that it took a mark. Cleared by a mark.
+        self.amnesiac = amnesiac
         self.records: dict[RecordKey, Entry] = {}
 
     def wire_entries(self) -> tuple[WireEntry, ...]:
@@ -101,10 +105,13 @@ class ReplicaStore:
         node: this node's name (a :class:`Mark` whose config does not name it releases
             the partition).
         journal: keep a journal of changes for durable storage (:meth:`drain`).
+        amnesiac: partitions this store has no record of may have been forgotten
+            (memory only, or a new file); ``False`` once a durable file was loaded.
     """
 
-    def __init__(self, node: str, *, journal: bool = False) -> None:
+    def __init__(self, node: str, *, journal: bool = False, amnesiac: bool = True) -> None:
         self.node = node
+        self.amnesiac = amnesiac
         self._parts: dict[int, PartitionState] = {}
         self._journal: list[Change] | None = [] if journal else None
         self._records = 0
@@ -171,7 +178,7 @@ class ReplicaStore:
         self._meta(item.partition, state)
         entries = state.wire_entries() if state.synced else ()
         return Promise(item.partition, True, prior, state.marked, state.config,
-                       prior_pending, state.synced, entries)
+                       prior_pending, state.synced, entries, state.amnesiac)
 
     def accept(self, item: Accept) -> Ack:
         """Store the entries unless a newer epoch was promised or this replica must be
@@ -212,6 +219,7 @@ class ReplicaStore:
         state.marked = item.epoch
         state.config = item.config
         state.pending = ()
+        state.amnesiac = False
         if self.node in config_members(item.config):
             state.synced = True
         else:
@@ -231,7 +239,7 @@ class ReplicaStore:
         if state is None:
             return Known(item.partition, ZERO_EPOCH, ZERO_EPOCH, (), (), False, 0)
         return Known(item.partition, state.promised, state.marked, state.config,
-                     state.pending, state.synced, len(state.records))
+                     state.pending, state.synced, len(state.records), state.amnesiac)
 
     # ----------------------------------------------------------------- durability
 
@@ -247,7 +255,7 @@ class ReplicaStore:
         """Load a partition from durable storage (not journaled)."""
         state = self._state(meta.partition)
         state.promised, state.marked, state.synced = meta.promised, meta.marked, meta.synced
-        state.config, state.pending = meta.config, meta.pending
+        state.config, state.pending, state.amnesiac = meta.config, meta.pending, meta.amnesiac
         self._records += len(records) - len(state.records)
         state.records = records
 
@@ -256,13 +264,14 @@ class ReplicaStore:
     def _state(self, partition: int) -> PartitionState:
         state = self._parts.get(partition)
         if state is None:
-            state = self._parts[_check(partition)] = PartitionState()
+            state = self._parts[_check(partition)] = PartitionState(self.amnesiac)
         return state
 
     def _meta(self, partition: int, state: PartitionState) -> None:
         if self._journal is not None:
             self._journal.append(MetaChange(partition, state.promised, state.marked,
-                                            state.config, state.pending, state.synced))
+                                            state.config, state.pending, state.synced,
+                                            state.amnesiac))
 
     def statistics(self) -> ReplicaStatistics:
         return ReplicaStatistics(

@@ -201,7 +201,9 @@ class Replicator:
         self._storage = storage
         self.settings = settings or ReplicationSettings()
         self.on_lost = on_lost
-        self._store = ReplicaStore(name, journal=storage is not None)
+        # A durable store is trusted: what its file lacks, this node never held (the
+        # data_dir must not be wiped under a name still in use; docs: Storage).
+        self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
         self._table: PartitionTable | None = None
         self._alive: frozenset[str] = frozenset({name})
         self._old: dict[int, Config] = {}

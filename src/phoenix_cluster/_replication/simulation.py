@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .._foundation.env import Clock, Env, ManualClock
 from .._ring.partitions import PartitionTable
@@ -36,16 +36,17 @@ class SimClock(ManualClock):
     ``ManualClock(autojump=True)`` jumps after a fixed number of loop iterations, which
     a chain of many hops (a request, its delivery task, the handler, the reply, the
     waiting quorum) outlasts: timeouts would fire while work is still ready. This one
-    waits until no callback is ready to run (it reads the loop's ready queue). For
-    in-process work only: time also jumps while a worker thread (SQLite) is busy, so
-    tests with a store use the real clock.
+    waits until no callback is ready to run (it reads the loop's ready queue). Work in
+    other threads is invisible to it: :class:`ReplicaCluster` counts its SQLite
+    operations in :attr:`busy`, during which time stands still too.
     """
 
     def __init__(self, start: float = 0.0) -> None:
         super().__init__(start, autojump=True)
+        self.busy = 0
 
     def _jump_stage(self, loop: asyncio.AbstractEventLoop, stage: int) -> None:
-        if getattr(loop, "_ready", None):
+        if self.busy or getattr(loop, "_ready", None):
             self._jumper = loop.call_soon(self._jump_stage, loop, stage)
             return
         super()._jump_stage(loop, 3)
@@ -91,8 +92,12 @@ class ReplicaCluster:
         self._boots += 1
         storage = None
         if self.data_dir is not None:
-            storage = SqliteStorage(storage_path(self.data_dir, name), cluster="sim", node=name,
-                                    fsync=self.fsync)
+            kind = _SimStorage if isinstance(self.clock, SimClock) else SqliteStorage
+            storage = kind(storage_path(self.data_dir, name), cluster="sim", node=name,
+                           fsync=self.fsync)
+            if isinstance(storage, _SimStorage):
+                assert isinstance(self.clock, SimClock)
+                storage.clock = self.clock
         rep = Replicator(
             name, self.net.rpc_for(name),
             Env(clock=self.clock, random=random.Random(self.seed * 1000 + self._boots)),
@@ -128,6 +133,22 @@ class ReplicaCluster:
         for name in list(self.nodes):
             await self.kill(name)
         await self.net.aclose()
+
+
+class _SimStorage(SqliteStorage):
+    """SQLite storage that stops virtual time while its worker thread works."""
+
+    clock: SimClock | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        clock = self.clock
+        if clock is not None:
+            clock.busy += 1
+        try:
+            return await super()._run(fn, *args)
+        finally:
+            if clock is not None:
+                clock.busy -= 1
 
 
 @dataclass(frozen=True, slots=True)

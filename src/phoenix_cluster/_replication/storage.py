@@ -54,7 +54,8 @@ CREATE TABLE partitions (
     marked_leader TEXT NOT NULL,
     config BLOB NOT NULL,
     pending BLOB NOT NULL,
-    synced INTEGER NOT NULL
+    synced INTEGER NOT NULL,
+    amnesiac INTEGER NOT NULL
 );
 CREATE TABLE records (
     partition INTEGER NOT NULL,
@@ -247,11 +248,12 @@ class SqliteStorage:
         try:
             for row in db.execute(
                     "SELECT partition, promised_counter, promised_leader, marked_counter, "
-                    "marked_leader, config, pending, synced FROM partitions"):
-                p, pc, pl, mc, ml, config, pending, synced = row
+                    "marked_leader, config, pending, synced, amnesiac FROM partitions"):
+                p, pc, pl, mc, ml, config, pending, synced, amnesiac = row
                 parts[p] = MetaChange(p, Epoch(pc, pl), Epoch(mc, ml),
                                       _config_decoder.decode(config),
-                                      _config_decoder.decode(pending), bool(synced))
+                                      _config_decoder.decode(pending), bool(synced),
+                                      bool(amnesiac))
             records: dict[int, dict[RecordKey, Entry]] = {}
             for p, kind, key, counter, leader, seq, state, replies in db.execute(
                     "SELECT partition, kind, key, counter, leader, seq, state, replies "
@@ -281,10 +283,10 @@ class SqliteStorage:
                          e.seq, e.state, _encode(e.replies)))
                 elif isinstance(change, MetaChange):
                     db.execute(
-                        "INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (change.partition, change.promised.counter, change.promised.leader,
                          change.marked.counter, change.marked.leader, _encode(change.config),
-                         _encode(change.pending), int(change.synced)))
+                         _encode(change.pending), int(change.synced), int(change.amnesiac)))
                 elif isinstance(change, DropChange):
                     db.execute("DELETE FROM records WHERE partition = ?", (change.partition,))
             db.execute("COMMIT")
