@@ -12,6 +12,7 @@ later acknowledged one and of what the keys hold at the end.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -126,10 +127,13 @@ class Chaos:
                 self.settled = False
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_no_acknowledged_write_is_lost_under_chaos(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "durable"), [(1, False), (2, False), (3, False), (4, True)])
+async def test_no_acknowledged_write_is_lost_under_chaos(seed: int, durable: bool,
+                                                         tmp_path: Path) -> None:
+    """With ``durable``, every node keeps a SQLite file and a restart reloads it."""
     rnd = random.Random(seed)
-    cluster = ReplicaCluster(SimClock(), seed=seed, settings=ReplicationSettings(eager=False))
+    cluster = ReplicaCluster(SimClock(), seed=seed, data_dir=tmp_path if durable else None,
+                             settings=ReplicationSettings(eager=False))
     chaos = Chaos(cluster, rnd)
     try:
         await cluster.start_all([f"n{i}" for i in range(5)])
