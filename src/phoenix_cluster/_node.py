@@ -382,7 +382,7 @@ class Node:
         replicator = Replicator(
             self.name, self._replication_rpc, self.env, incarnation=self.incarnation,
             bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
-            settings=ReplicationSettings(eager=False),
+            settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
         router.system["replication"] = replicator.handle

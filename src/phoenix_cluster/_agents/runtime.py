@@ -385,9 +385,11 @@ class AgentRuntime:
                     del kr.activations[act.key]
                 self._fail_queued(act, exc)
                 return False
-            if record is not None and record.state is not None:
-                # Handed over by its last host: newer than the replicas when it lived
-                # off its home (unreplicated there). Make the replicas agree first.
+            if record is not None and record.pinned and record.state is not None:
+                # Handed over by a host off its home, where it was not replicated: newer
+                # than the replicas. Make the replicas agree first. (A record from a
+                # replicated host is never newer than the replicas, and may be older if
+                # that host was fenced: the replicas win then, below.)
                 if stored is None or stored.state != record.state:
                     try:
                         window = tuple(record.recent[-REPLICATED_REPLIES:])
@@ -402,6 +404,8 @@ class AgentRuntime:
             elif stored is not None:
                 # The replicas' newest committed state wins over any local copy.
                 state, replies = stored.state, stored.replies
+            elif record is not None and not record.pinned:
+                state = None  # nothing committed: what the old host held never was
         agent: Agent = spec.cls.__new__(spec.cls)
         agent._phx_act = act
         try:
