@@ -9,6 +9,7 @@ import click
 
 from .._version import __version__
 from .bench import bench
+from .chaos import chaos
 from .demo import demo
 from .node import node
 from .status import status
@@ -26,6 +27,7 @@ cli.add_command(node)
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(status)
+cli.add_command(chaos)
 
 
 def main() -> None:

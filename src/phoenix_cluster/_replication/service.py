@@ -302,8 +302,12 @@ class Replicator:
                     self._old[p] = config_union(self._old.get(p, ()), (old_set,))
                 self._table_changed(p)
         if self.settings.eager:
+            # Only partitions this replica has taken part in: one nobody wrote needs no
+            # leader until its first call, and electing all 4,096 at a cluster's start
+            # would starve the first calls.
+            store = self._store
             for p in range(PARTITIONS):
-                if table.replicas[p][0] == self.name:
+                if table.replicas[p][0] == self.name and store.partition(p) is not None:
                     self._maybe_elect(p)
 
     def _table_changed(self, p: int) -> None:

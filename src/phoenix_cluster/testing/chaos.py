@@ -1,0 +1,216 @@
+"""A Jepsen-style checker: a workload of counters and sets under a nemesis.
+
+Clients add numbered items to :class:`ChaosCounter` agents on a :class:`LocalCluster`
+while a nemesis kills (-9) and restarts nodes, pauses them (SIGSTOP) and cuts one off the
+network (when ``iptables`` is usable), healing after each fault. Every operation is
+recorded with its outcome — ``ok`` (acknowledged), ``failed`` (a definite error: nothing
+happened) or ``unknown`` (an indefinite one). The check at the end, per agent:
+
+- every acknowledged add is present (no committed write lost);
+- no add is present twice (no duplicate, no two activations both committing);
+- no add that failed definitely is present;
+- the counter lies in [acknowledged, acknowledged + unknown];
+- every agent answers again once the cluster has healed.
+
+Seeded and reproducible in its choices (the timing of a real cluster is not). Used by
+``tests/cluster/test_chaos.py`` (short runs) and ``phx chaos --minutes N`` (long ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import phoenix_cluster as phx
+
+from ._local_cluster import LocalCluster
+from .chaos_agents import ChaosCounter
+
+__all__ = ["CHAOS_IMPORTS", "ChaosReport", "History", "run_chaos"]
+
+CHAOS_IMPORTS = ["phoenix_cluster.testing.chaos_agents"]
+"""What the cluster's nodes import to host :class:`ChaosCounter`."""
+
+_log = logging.getLogger("phoenix_cluster.chaos")
+
+
+@dataclass
+class History:
+    """Every operation by key and outcome."""
+
+    ok: dict[str, list[str]] = field(default_factory=dict)
+    unknown: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, outcome: str, key: str, item: str) -> None:
+        getattr(self, outcome).setdefault(key, []).append(item)
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(len(v) for v in self.ok.values())
+
+    def counts(self) -> dict[str, int]:
+        return {name: sum(len(v) for v in getattr(self, name).values())
+                for name in ("ok", "unknown", "failed")}
+
+
+@dataclass
+class ChaosReport:
+    """The outcome of a run: operation counts, the faults injected, and any violation."""
+
+    seed: int
+    counts: dict[str, int]
+    faults: list[str]
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+async def _workload(client: phx.Node, keys: list[str], history: History,
+                    stop: asyncio.Event, rng: random.Random, worker: int) -> None:
+    n = 0
+    while not stop.is_set():
+        key = rng.choice(keys)
+        item = f"w{worker}-{n}"
+        n += 1
+        try:
+            await client.ref(ChaosCounter, key).options(timeout=2.0).add(1, item)
+        except phx.PhoenixError as exc:
+            history.record("failed" if exc.definite else "unknown", key, item)
+            await asyncio.sleep(0.02)
+        else:
+            history.record("ok", key, item)
+
+
+async def _read(client: phx.Node, key: str, deadline_s: float) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        try:
+            state: dict[str, object] = await client.ref(ChaosCounter, key).read()
+            return state
+        except phx.PhoenixError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def check(client: phx.Node, keys: list[str], history: History) -> list[str]:
+    """The end-of-run checks; returns the violations found (empty: all hold)."""
+    violations: list[str] = []
+    for key in keys:
+        try:
+            state = await _read(client, key, 30.0)
+        except phx.PhoenixError as exc:
+            violations.append(f"{key}: never answered after the heal ({exc.message})")
+            continue
+        items = state["items"]
+        total = state["total"]
+        assert isinstance(items, list) and isinstance(total, int)
+        present = set(items)
+        acked = history.ok.get(key, [])
+        missing = [i for i in acked if i not in present]
+        if missing:
+            violations.append(f"{key}: {len(missing)} acknowledged adds lost, e.g. {missing[:3]}")
+        if len(items) != len(present):
+            violations.append(f"{key}: {len(items) - len(present)} adds applied twice")
+        ran = [i for i in history.failed.get(key, []) if i in present]
+        if ran:
+            violations.append(f"{key}: {len(ran)} adds that failed definitely are present")
+        unknown = len(history.unknown.get(key, []))
+        if not len(acked) <= total <= len(acked) + unknown:
+            violations.append(f"{key}: total {total} outside [{len(acked)}, "
+                              f"{len(acked) + unknown}]")
+    return violations
+
+
+class _Nemesis:
+    def __init__(self, cluster: LocalCluster, rng: random.Random,
+                 say: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.say = say
+        self.faults: list[str] = []
+        self.network = LocalCluster.network_faults_unavailable() is None
+
+    async def revive(self) -> None:
+        """Restart every node that exited (killed, or downed by split-brain), heal."""
+        cluster = self.cluster
+        cluster.heal()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90.0
+        while True:
+            # A node woken from a pause may learn it was declared dead and down itself
+            # a moment later: keep restarting what exits until the cluster converges.
+            for node in cluster.nodes:
+                if not node.running:
+                    if node.process is not None:
+                        await cluster.wait(node.index)
+                    self.say(f"nemesis: restarting {node.name}")
+                    await cluster.start_node(node.index)
+            try:
+                await cluster.wait_converged(timeout_s=5.0)
+                return
+            except TimeoutError:
+                if loop.time() > deadline:
+                    raise
+
+    async def strike(self) -> None:
+        cluster, rng = self.cluster, self.rng
+        kinds = ["kill", "pause"] + (["isolate"] if self.network else [])
+        kind = rng.choice(kinds)
+        index = rng.randrange(len(cluster.nodes))
+        name = cluster.nodes[index].name
+        hold = rng.uniform(0.5, 3.0)
+        self.faults.append(f"{kind} {name} {hold:.1f}s")
+        self.say(f"nemesis: {kind} {name} for {hold:.1f} s")
+        if kind == "kill":
+            cluster.kill(index)
+            await asyncio.sleep(hold)
+        elif kind == "pause":
+            cluster.pause(index)
+            await asyncio.sleep(hold)
+            cluster.resume(index)
+        else:
+            cluster.isolate(index)
+            await asyncio.sleep(hold + 3.0)  # long enough for the others to decide
+        await self.revive()
+        self.say("nemesis: healed")
+
+
+async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24,
+                    workers: int = 8, pause_between_s: float = 2.0,
+                    say: Callable[[str], None] | None = None) -> ChaosReport:
+    """Run the workload for ``seconds`` under the nemesis, heal, check; see the module
+    docstring. ``seed`` fixes every random choice (keys, faults, victims, durations)."""
+    rng = random.Random(seed)
+    tell = say if say is not None else _log.info
+    names = [f"chaos-{i}" for i in range(keys)]
+    history = History()
+    async with LocalCluster(nodes, CHAOS_IMPORTS) as cluster:
+        client = await cluster.client(listen=None)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_workload(client, names, history, stop,
+                                               random.Random(rng.random()), w))
+                 for w in range(workers)]
+        nemesis = _Nemesis(cluster, random.Random(rng.random()), tell)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        try:
+            while loop.time() < end:
+                await asyncio.sleep(pause_between_s)
+                if loop.time() >= end:
+                    break
+                await nemesis.strike()
+                tell(f"operations so far: {history.counts()}")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await nemesis.revive()
+        violations = await check(client, names, history)
+    return ChaosReport(seed, history.counts(), nemesis.faults, violations)
