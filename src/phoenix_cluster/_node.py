@@ -34,7 +34,7 @@ from ._membership.observer import MembershipObserver
 from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._registry.services import ClusterServices
-from ._replication.service import Replicator, ReplicationSettings
+from ._replication.service import ReplicationSettings, Replicator
 from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash

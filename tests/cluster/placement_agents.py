@@ -73,21 +73,3 @@ class Spawner(phx.Agent, kind="placement.spawner"):
     async def where(self) -> str:
         return str(self.node.name)
 
-
-class Counter(phx.Agent, kind="safety.counter"):
-    """A counter and a set, for the state-safety checks."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.items: list[str] = []
-
-    async def add(self, n: int, item: str) -> int:
-        self.total += n
-        self.items.append(item)
-        return self.total
-
-    async def read(self) -> dict[str, object]:
-        return {"total": self.total, "items": self.items}
-
-    async def where(self) -> str:
-        return str(self.node.name)

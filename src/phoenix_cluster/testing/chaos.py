@@ -29,7 +29,7 @@ import phoenix_cluster as phx
 from ._local_cluster import LocalCluster
 from .chaos_agents import ChaosCounter
 
-__all__ = ["CHAOS_IMPORTS", "ChaosReport", "History", "run_chaos"]
+__all__ = ["CHAOS_IMPORTS", "ChaosReport", "History", "check", "run_chaos", "workload"]
 
 CHAOS_IMPORTS = ["phoenix_cluster.testing.chaos_agents"]
 """What the cluster's nodes import to host :class:`ChaosCounter`."""
@@ -71,8 +71,9 @@ class ChaosReport:
         return not self.violations
 
 
-async def _workload(client: phx.Node, keys: list[str], history: History,
-                    stop: asyncio.Event, rng: random.Random, worker: int) -> None:
+async def workload(client: phx.Node, keys: list[str], history: History,
+                   stop: asyncio.Event, rng: random.Random, worker: int) -> None:
+    """One writer: random adds until ``stop``, each recorded with its outcome."""
     n = 0
     while not stop.is_set():
         key = rng.choice(keys)
@@ -195,7 +196,7 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
     async with LocalCluster(nodes, CHAOS_IMPORTS) as cluster:
         client = await cluster.client(listen=None)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_workload(client, names, history, stop,
+        tasks = [asyncio.create_task(workload(client, names, history, stop,
                                                random.Random(rng.random()), w))
                  for w in range(workers)]
         nemesis = _Nemesis(cluster, random.Random(rng.random()), tell)
