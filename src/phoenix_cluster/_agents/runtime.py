@@ -569,14 +569,30 @@ class AgentRuntime:
         return tuple(out)
 
     def _install_replies(self, act: Activation, replies: tuple[tuple[int, bytes], ...]) -> None:
+        """Restore the replicated dedup window, and answer from it the resent calls that
+        queued while the agent was activating (they ran before the failover)."""
         loop = asyncio.get_running_loop()
         recent = act.recent if act.recent is not None else {}
+        answered = dict(replies)
         for rid, reply in replies:
-            if rid not in recent:
-                done: asyncio.Future[bytes] = loop.create_future()
-                done.set_result(reply)
-                recent[rid] = done
+            done: asyncio.Future[bytes] = loop.create_future()
+            done.set_result(reply)
+            recent[rid] = done
         act.recent = recent
+        queue = act.queue
+        if not queue:
+            return
+        kept = []
+        for m in queue:
+            future = m.future
+            if m.fn is None and future is not None and m.request_id in answered:
+                if not future.done():
+                    future.set_result(answered[m.request_id])
+                continue
+            kept.append(m)
+        if len(kept) != len(queue):
+            queue.clear()
+            queue.extend(kept)
 
     def _stop_here(self, act: Activation, why: str, again: list[Message] | None = None) -> None:
         """Stop an agent here without keeping its state (the replicas have it). Calls
