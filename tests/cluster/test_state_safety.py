@@ -10,7 +10,11 @@ in [acknowledged, acknowledged + unknown].
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +78,20 @@ async def test_a_whole_cluster_restart_with_data_dir_keeps_every_committed_write
         await asyncio.gather(*(cluster.start_node(i) for i in range(3)))
         await cluster.wait_converged()
         assert await check(client, keys, history) == []
+
+
+def test_a_foreign_or_corrupt_data_dir_stops_the_node_with_a_clear_error(
+    tmp_path: object,
+) -> None:
+    data_dir = Path(str(tmp_path))
+    (data_dir / "replication-n1.sqlite3").write_bytes(b"not a database at all")
+    proc = subprocess.run(
+        [sys.executable, "-m", "phoenix_cluster", "node", "--name", "n1", "--listen",
+         "127.0.0.1:0", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PHX_COOKIE": "a-test-cluster-secret"},
+    )
+    assert proc.returncode == 1
+    assert "StorageError" in proc.stderr
+    assert "replication-n1.sqlite3" in proc.stderr
+    assert "READY" not in proc.stdout
