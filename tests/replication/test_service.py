@@ -353,12 +353,24 @@ async def test_a_table_move_hands_the_partition_over(make: Callable[..., Replica
         assert state is not None and state.records == {}
 
 
+async def test_eager_elections_lead_every_primary_partition(
+        make: Callable[..., ReplicaCluster]) -> None:
+    cluster = make(settings=ReplicationSettings())
+    await cluster.start_all("abc")
+    table = table_of("abc")
+    for _ in range(1000):
+        if sum(len([p for p in range(4096) if cluster.nodes[n].leads(p)]) for n in "abc") == 4096:
+            break
+        await cluster.clock.sleep(0.01)
+    for n in "abc":
+        led = {p for p in range(4096) if cluster.nodes[n].leads(p)}
+        assert led == {p for p in range(4096) if table.owner(p) == n}
+
+
 async def test_eager_elections_lead_the_partitions_with_data_after_a_failover(
         make: Callable[..., ReplicaCluster]) -> None:
     cluster = make(settings=ReplicationSettings())
     await cluster.start_all("abc")
-    # A fresh cluster elects nothing ahead of time: no partition has data yet.
-    assert not any(cluster.nodes[n].leads(p) for n in "abc" for p in range(4096))
     keys = [f"key{i}" for i in range(30)]
     for key in keys:
         await write(cluster, primary(cluster, key), key, f"v-{key}")

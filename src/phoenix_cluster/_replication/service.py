@@ -106,6 +106,10 @@ OnLost = Callable[[int, str], None]
 Durability = Literal["quorum", "async"]
 
 
+EAGER_BATCH = 64
+"""Eager elections run at most this many at a time."""
+
+
 def partition_for(kind: str, key: str) -> int:
     """The partition of an agent address: ``partition_of(key_hash(kind, key))``."""
     return partition_of(key_hash(kind, key))
@@ -227,6 +231,8 @@ class Replicator:
         self._limiter = LogLimiter(self._clock)
         self._started = False
         self._closed = False
+        self._eager_pending: list[int] = []
+        self._eager_task: asyncio.Task[None] | None = None
         self._elections_run = 0
         self._elections_failed = 0
         self._commits = 0
@@ -302,13 +308,15 @@ class Replicator:
                     self._old[p] = config_union(self._old.get(p, ()), (old_set,))
                 self._table_changed(p)
         if self.settings.eager:
-            # Only partitions this replica has taken part in: one nobody wrote needs no
-            # leader until its first call, and electing all 4,096 at a cluster's start
-            # would starve the first calls.
+            # Elect in the background, a batch at a time (a cluster's start would otherwise
+            # run 4,096 elections at once and starve the first calls, which elect their
+            # own partition on demand), partitions this replica holds data for first.
             store = self._store
-            for p in range(PARTITIONS):
-                if table.replicas[p][0] == self.name and store.partition(p) is not None:
-                    self._maybe_elect(p)
+            mine = [p for p in range(PARTITIONS) if table.replicas[p][0] == self.name]
+            mine.sort(key=lambda p: store.partition(p) is None)
+            self._eager_pending = mine
+            if self._eager_task is None or self._eager_task.done():
+                self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
 
     def _table_changed(self, p: int) -> None:
         table = self._table
@@ -529,6 +537,23 @@ class Replicator:
                              f"above max_replies {self.settings.max_replies}")
 
     # ----------------------------------------------------------------- elections
+
+    async def _eager_elections(self) -> None:
+        while self._eager_pending and not self._closed:
+            batch, self._eager_pending = (self._eager_pending[:EAGER_BATCH],
+                                          self._eager_pending[EAGER_BATCH:])
+            table = self._table
+            waiting = []
+            for p in batch:
+                if table is not None and table.replicas[p][0] == self.name:
+                    self._maybe_elect(p)
+                    fut = self._elections.get(p)
+                    if fut is not None:
+                        waiting.append(fut)
+            if waiting:
+                await asyncio.wait(waiting)
+            else:
+                await asyncio.sleep(0)
 
     def _maybe_elect(self, p: int) -> None:
         if p in self._leads or p in self._elections or self._closed:
