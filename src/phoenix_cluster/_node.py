@@ -410,7 +410,12 @@ class Node:
         if self._placement is not None:
             self._placement.update(self._ring, self._addresses)
         ring = self._ring
-        if self._replicator is not None and ring is not None and ring is not self._table_ring:
+        # A node with seeds that sees only itself has not joined yet (it just started,
+        # maybe from empty memory): a table of itself alone would have it elect itself
+        # the sole replica of every partition. Its replicator waits until it has joined.
+        if (self._replicator is not None and ring is not None and ring is not self._table_ring
+                and (len(ring.members) > 1 or not self.settings.seeds
+                     or self._table_ring is not None)):
             self._table_ring = ring
             self._replicator.update(PartitionTable.build(ring, 3), ring.members)
 
