@@ -94,6 +94,8 @@ class NodeStatus(msgspec.Struct, frozen=True):
     agents: int
     split_brain: str
     last_decision: SplitBrainDecision | None = None
+    leading: int = 0
+    """Partitions whose replicas this node leads (quorum replication)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +454,7 @@ class Node:
             last_decision=None if decision is None else SplitBrainDecision(
                 decision.action, decision.reason, tuple(sorted(decision.down)),
                 decision.tie_break),
+            leading=0 if self._replicator is None else self._replicator.statistics().leading,
         )
 
     def _fallback_address(self, kind: str, key: str) -> str:

@@ -4,6 +4,8 @@ every acknowledged add must survive, none may run twice."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from phoenix_cluster.testing.chaos import run_chaos
@@ -11,10 +13,13 @@ from phoenix_cluster.testing.chaos import run_chaos
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("seed", [7, 20261128])
-async def test_no_acknowledged_write_is_lost_under_the_nemesis(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "durable"), [(7, False), (20261128, True)])
+async def test_no_acknowledged_write_is_lost_under_the_nemesis(
+    seed: int, durable: bool, tmp_path: Path,
+) -> None:
     report = await run_chaos(seconds=14, seed=seed, nodes=3, keys=16, workers=6,
-                             pause_between_s=1.5)
+                             pause_between_s=1.5,
+                             data_dir=str(tmp_path) if durable else None)
     assert report.ok, (report.faults, report.violations)
     assert report.faults, "the nemesis struck nothing"
     assert report.counts["ok"] > 200, report.counts

@@ -26,7 +26,10 @@ __all__ = ["chaos"]
               help="Counter agents the clients write to.")
 @click.option("--workers", type=click.IntRange(1, 1_000), default=8, show_default=True,
               help="Concurrent writers.")
-def chaos(minutes: float, seed: int | None, nodes: int, keys: int, workers: int) -> None:
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Nodes keep their replicas here (restarts reload them).")
+def chaos(minutes: float, seed: int | None, nodes: int, keys: int, workers: int,
+          data_dir: str | None) -> None:
     """Check that no acknowledged write is lost while nodes are killed, paused and cut off.
 
     Exits 0 when every check holds, 1 on any violation (each is printed).
@@ -42,10 +45,12 @@ def chaos(minutes: float, seed: int | None, nodes: int, keys: int, workers: int)
     say(f"seed {seed}: {nodes} nodes, {keys} counters, {workers} writers, "
         f"{minutes:g} minutes")
     report = asyncio.run(run_chaos(seconds=minutes * 60, seed=seed, nodes=nodes, keys=keys,
-                                   workers=workers, say=say))
+                                   workers=workers, data_dir=data_dir, say=say))
     counts = report.counts
     say(f"operations: {counts['ok']:,} acknowledged, {counts['unknown']:,} unknown outcome, "
         f"{counts['failed']:,} failed definitely; faults: {len(report.faults)}")
+    for note in report.unhealed:
+        click.echo(f"availability: {note}")
     for violation in report.violations:
         click.echo(f"VIOLATION: {violation}")
     if not report.ok:

@@ -24,12 +24,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 import phoenix_cluster as phx
 
+from .._node import NodeStatus
+from .._ring.partitions import PARTITIONS
 from ._local_cluster import LocalCluster
 from .chaos_agents import ChaosCounter
 
 __all__ = ["CHAOS_IMPORTS", "ChaosReport", "History", "check", "run_chaos", "workload"]
+
+LEADERS_WAIT_S = 20.0
+"""How long a heal waits for every partition to have a leader before striking again."""
 
 CHAOS_IMPORTS = ["phoenix_cluster.testing.chaos_agents"]
 """What the cluster's nodes import to host :class:`ChaosCounter`."""
@@ -65,6 +72,8 @@ class ChaosReport:
     counts: dict[str, int]
     faults: list[str]
     violations: list[str]
+    unhealed: list[str] = field(default_factory=list)
+    """Heals after which some partition still had no leader (availability, not safety)."""
 
     @property
     def ok(self) -> bool:
@@ -131,12 +140,14 @@ async def check(client: phx.Node, keys: list[str], history: History) -> list[str
 
 
 class _Nemesis:
-    def __init__(self, cluster: LocalCluster, rng: random.Random,
+    def __init__(self, cluster: LocalCluster, client: phx.Node, rng: random.Random,
                  say: Callable[[str], None]) -> None:
         self.cluster = cluster
+        self.client = client
         self.rng = rng
         self.say = say
         self.faults: list[str] = []
+        self.unhealed: list[str] = []
         self.network = LocalCluster.network_faults_unavailable() is None
 
     async def revive(self) -> None:
@@ -156,10 +167,36 @@ class _Nemesis:
                     await cluster.start_node(node.index)
             try:
                 await cluster.wait_converged(timeout_s=5.0)
-                return
             except TimeoutError:
                 if loop.time() > deadline:
                     raise
+                continue
+            # Healed means every partition has a leader again, which has caught up the
+            # restarted replicas: striking before that could leave a partition with a
+            # majority of replicas that restarted empty, which refuses to serve.
+            led_by = loop.time() + LEADERS_WAIT_S
+            while loop.time() < led_by:
+                led = await self._partitions_led()
+                if led >= PARTITIONS:
+                    return
+                await asyncio.sleep(0.2)
+            self.unhealed.append(f"{PARTITIONS - led} of {PARTITIONS} partitions without a "
+                                 f"leader {LEADERS_WAIT_S:.0f} s after the heal "
+                                 f"(after {self.faults[-1] if self.faults else 'start'})")
+            self.say(f"nemesis: {self.unhealed[-1]}")
+            return
+
+    async def _partitions_led(self) -> int:
+        router = self.client._runtime.router
+        assert router is not None
+        led = 0
+        for node in self.cluster.nodes:
+            try:
+                reply = await router.system_call(node.address, "node", "status", b"", 2.0)
+            except phx.PhoenixError:
+                return 0
+            led += msgspec.msgpack.decode(reply, type=NodeStatus).leading
+        return led
 
     async def strike(self) -> None:
         cluster, rng = self.cluster, self.rng
@@ -186,20 +223,23 @@ class _Nemesis:
 
 async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24,
                     workers: int = 8, pause_between_s: float = 2.0,
+                    data_dir: str | None = None,
                     say: Callable[[str], None] | None = None) -> ChaosReport:
     """Run the workload for ``seconds`` under the nemesis, heal, check; see the module
-    docstring. ``seed`` fixes every random choice (keys, faults, victims, durations)."""
+    docstring. ``seed`` fixes every random choice (keys, faults, victims, durations).
+    With ``data_dir`` the nodes keep their replicas there (restarts reload them)."""
     rng = random.Random(seed)
     tell = say if say is not None else _log.info
     names = [f"chaos-{i}" for i in range(keys)]
     history = History()
-    async with LocalCluster(nodes, CHAOS_IMPORTS) as cluster:
+    node_args = ["--data-dir", data_dir] if data_dir is not None else []
+    async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
         client = await cluster.client(listen=None)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(workload(client, names, history, stop,
                                                random.Random(rng.random()), w))
                  for w in range(workers)]
-        nemesis = _Nemesis(cluster, random.Random(rng.random()), tell)
+        nemesis = _Nemesis(cluster, client, random.Random(rng.random()), tell)
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         try:
@@ -214,4 +254,4 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
             await asyncio.gather(*tasks, return_exceptions=True)
             await nemesis.revive()
         violations = await check(client, names, history)
-    return ChaosReport(seed, history.counts(), nemesis.faults, violations)
+    return ChaosReport(seed, history.counts(), nemesis.faults, violations, nemesis.unhealed)
