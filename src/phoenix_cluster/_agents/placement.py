@@ -559,9 +559,8 @@ class PlacementService:
         k = (request.kind, request.key)
         started = self.clock.monotonic()
         if not self.runtime.holds(spec, request.key):
-            tomb = self.tombstones.pop(k, None)
-            if tomb is not None and tomb.record is not None and request.holder == tomb.to:
-                pass  # it comes back to us: the holder answers the pull
+            # It may come back to us: our old tombstone must not redirect it away.
+            self.tombstones.pop(k, None)
             if request.holder != self.self_name:
                 self._incoming[k] = request.holder
             home = self.home(spec.name, request.key)
