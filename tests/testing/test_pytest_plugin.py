@@ -21,7 +21,8 @@ AGENTS = '''
 import phoenix_cluster as phx
 
 
-class Counter(phx.Agent, kind="plugin_test.counter"):
+# The fixtures are under test here, not replication: keep state on the host only.
+class Counter(phx.Agent, kind="plugin_test.counter", durability="none"):
     def __init__(self) -> None:
         self.count = 0
 
