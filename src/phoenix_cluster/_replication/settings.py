@@ -24,8 +24,10 @@ class ReplicationSettings:
         batch_max_bytes: a batch to one peer is cut here (well below the 16 MiB frame).
         max_record_bytes: largest state plus replies ``commit`` accepts.
         max_replies: largest dedup window ``commit`` accepts.
-        eager: the primary of a partition elects itself as soon as the table names it,
-            so failover does not wait for the first call.
+        eager: the primary of a partition elects itself once the table names it, so
+            failover does not wait for the first call.
+        eager_settle_s: eager elections wait until the table has not changed for this
+            long (members' views converge first; otherwise candidates depose each other).
         confirm_after_s: a ``load`` on a partition whose leadership no majority
             confirmed (an election, a commit, a confirmation) for this long confirms it
             first, with one round trip: a leader deposed while it was paused or cut off
@@ -42,4 +44,5 @@ class ReplicationSettings:
     max_record_bytes: int = 4 << 20
     max_replies: int = 256
     eager: bool = True
+    eager_settle_s: float = 1.0
     confirm_after_s: float = 0.5
