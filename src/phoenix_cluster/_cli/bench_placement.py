@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -121,8 +122,14 @@ async def _join(cluster: LocalCluster, client: phx.Node, agents: int) -> dict[st
             "join_agents": float(agents)}
 
 
-def run_agents(*, quick: bool, progress: Any) -> dict[str, Any]:
-    scale = 10 if quick else 1
+Measure = Callable[[LocalCluster, phx.Node, dict[str, Any], int], Awaitable[None]]
+"""``measure(cluster, client, results, scale)``: fill ``results``; sizes divided by
+``scale`` (10 with ``--quick``)."""
+
+
+def run_on_three_members(*, quick: bool, measure: Measure) -> dict[str, Any]:
+    """Run ``measure`` against a fresh 3-member cluster from a client node in this
+    process; returns the machine description with what ``measure`` added."""
 
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = machine_info("asyncio", quick)
@@ -130,19 +137,26 @@ def run_agents(*, quick: bool, progress: Any) -> dict[str, Any]:
         async with LocalCluster(3, _IMPORTS) as cluster:
             client = await _client(cluster)
             try:
-                names = [n.name for n in cluster.nodes]
-                progress("routed calls through a client (3 members)")
-                results["routed"] = await _routed_calls(client, 500 // scale, 5000 // scale)
-                progress("migrations")
-                results["migration"] = await _migrations(client, names, 200 // scale,
-                                                         1000 // scale)
-                progress("a joining node receiving its share")
-                results["join"] = await _join(cluster, client, 3000 // scale)
+                await measure(cluster, client, results, 10 if quick else 1)
             finally:
                 await client.aclose()
         return results
 
     return asyncio.run(main())
+
+
+def run_agents(*, quick: bool, progress: Any) -> dict[str, Any]:
+    async def measure(cluster: LocalCluster, client: phx.Node, results: dict[str, Any],
+                      scale: int) -> None:
+        names = [n.name for n in cluster.nodes]
+        progress("routed calls through a client (3 members)")
+        results["routed"] = await _routed_calls(client, 500 // scale, 5000 // scale)
+        progress("migrations")
+        results["migration"] = await _migrations(client, names, 200 // scale, 1000 // scale)
+        progress("a joining node receiving its share")
+        results["join"] = await _join(cluster, client, 3000 // scale)
+
+    return run_on_three_members(quick=quick, measure=measure)
 
 
 def print_report(results: dict[str, Any]) -> None:

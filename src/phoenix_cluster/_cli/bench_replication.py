@@ -42,12 +42,11 @@ from phoenix_cluster.testing import LocalCluster, wait_until
 
 from .bench_agents import BenchAsync, BenchBlob, BenchQuorum, BenchVolatile
 from .bench_cluster import _summarize, report_title
-from .bench_local import machine_info, save_json
-from .bench_placement import _client
+from .bench_local import save_json
+from .bench_placement import run_on_three_members
 
 __all__ = ["print_report", "run_replication", "save_json"]
 
-_IMPORTS = ["phoenix_cluster._cli.bench_agents"]
 GOAL_UPDATE_P95_MS = 5.0
 SPEC_UPDATE_P95_MS = 50.0
 GOAL_UPDATES_PER_NODE = 5_000.0
@@ -241,34 +240,25 @@ async def _failover(cluster: LocalCluster, client: phx.Node, agents: int,
 
 
 def run_replication(*, quick: bool, progress: Any) -> dict[str, Any]:
-    scale = 10 if quick else 1
+    async def measure(cluster: LocalCluster, client: phx.Node, results: dict[str, Any],
+                      scale: int) -> None:
+        names = [n.name for n in cluster.nodes]
+        results["latency"] = {}
+        for durability, kind in _KINDS.items():
+            progress(f"{durability} update latency (3 members, RF=3)")
+            results["latency"][durability] = await _latency(
+                client, kind, 200 // scale, 5000 // scale)
+        results["throughput"] = {}
+        for durability, kind in _KINDS.items():
+            progress(f"{durability} updates/s with 100 callers")
+            results["throughput"][durability] = await _throughput(
+                cluster, client, kind, 200, 100, 20_000 // scale)
+        progress("migrations of agents with 0 B to 1 MiB of state")
+        results["migration"] = await _migrations(client, names, max(3, 20 // scale))
+        progress("kill -9 of a member: failover and recovery")
+        results["failover"] = await _failover(cluster, client, 900 // scale, 3)
 
-    async def main() -> dict[str, Any]:
-        results: dict[str, Any] = machine_info("asyncio", quick)
-        results["node_loop"] = "uvloop when installed"
-        async with LocalCluster(3, _IMPORTS) as cluster:
-            client = await _client(cluster)
-            try:
-                names = [n.name for n in cluster.nodes]
-                results["latency"] = {}
-                for durability, kind in _KINDS.items():
-                    progress(f"{durability} update latency (3 members, RF=3)")
-                    results["latency"][durability] = await _latency(
-                        client, kind, 200 // scale, 5000 // scale)
-                results["throughput"] = {}
-                for durability, kind in _KINDS.items():
-                    progress(f"{durability} updates/s with 100 callers")
-                    results["throughput"][durability] = await _throughput(
-                        cluster, client, kind, 200, 100, 20_000 // scale)
-                progress("migrations of agents with 0 B to 1 MiB of state")
-                results["migration"] = await _migrations(client, names, max(3, 20 // scale))
-                progress("kill -9 of a member: failover and recovery")
-                results["failover"] = await _failover(cluster, client, 900 // scale, 3)
-            finally:
-                await client.aclose()
-        return results
-
-    return asyncio.run(main())
+    return run_on_three_members(quick=quick, measure=measure)
 
 
 def _size(n: float) -> str:
