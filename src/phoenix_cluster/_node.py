@@ -42,6 +42,7 @@ from ._ring.partitions import PartitionTable
 from ._ring.ring import HashRing
 from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
+from ._splitbrain.view import Decision
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
 from ._telemetry.tracing import start_node_tracer
@@ -182,6 +183,7 @@ class Node:
         self._membership: MembershipService | None = None
         self._observer: MembershipObserver | None = None
         self._resolver: SplitBrainResolver | None = None
+        self._downed_members: dict[str, int] = {}  # name -> incarnation a keep downed
         self._discovery: DiscoveryPoller | None = None
         self._snapshot: MembershipSnapshot | None = None
         self._addresses: dict[str, str] = {}
@@ -325,7 +327,9 @@ class Node:
                 seeds=s.seeds, role=s.role, env=self.env, bus=self.telemetry,
                 settings=SwimSettings(probe_interval_s=s.probe_interval_s,
                                       probe_timeout_s=s.probe_timeout_s,
-                                      suspicion_mult=s.suspicion_mult),
+                                      suspicion_mult=s.suspicion_mult,
+                                      # members down themselves when declared dead
+                                      refute_death=s.role != "member"),
             )
             self._membership.subscribe(self._on_membership)
             self._on_membership(self._membership.snapshot())
@@ -350,7 +354,7 @@ class Node:
         )
         self._resolver = SplitBrainResolver.from_settings(
             settings, env=self.env, bus=self.telemetry, self_name=self.name,
-            on_down=self._downed,
+            on_down=self._downed, on_keep=self._kept,
         )
         assert self._membership is not None
         self._membership.subscribe(self._resolver.update)
@@ -365,6 +369,18 @@ class Node:
         if resolver is not None and self._declared_task is None:
             self._declared_task = asyncio.get_running_loop().create_task(
                 resolver.declared_dead(incarnation=incarnation, by=by or None))
+
+    def _kept(self, decision: Decision) -> None:
+        # The downed members stop on their own clock: give them stable_after to be gone
+        # (the losing side may decide that much later) before replication stops waiting
+        # for their memory.
+        if self._replicator is not None and decision.down:
+            snapshot = self._snapshot
+            known = {m.name: m.incarnation for m in snapshot.members} if snapshot else {}
+            for name in decision.down:
+                self._downed_members[name] = known.get(name, 0)
+            self._replicator.members_lost(
+                decision.down, after_s=self.settings.split_brain_stable_after_s)
 
     def _downed(self, reason: str) -> None:
         # The losing side of a partition stops serving at once and exits (DOWNED_PREFIX
@@ -401,6 +417,8 @@ class Node:
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
+        if self._downed_members:
+            self._note_members_back(snapshot)
         self._services.on_membership(snapshot)  # registry caches, released holders
         # Most changes (a suspicion, a refutation, a client joining) leave the hosting
         # members as they are: rebuilding 160 vnodes per member each time would be waste.
@@ -420,6 +438,15 @@ class Node:
                      or self._table_ring is not None)):
             self._table_ring = ring
             self._replicator.update(PartitionTable.build(ring, 3), ring.members)
+
+    def _note_members_back(self, snapshot: MembershipSnapshot) -> None:
+        # A downed member back as a newer incarnation answers for itself again.
+        for m in snapshot.members:
+            downed = self._downed_members.get(m.name)
+            if downed is not None and m.incarnation > downed and m.status == "alive":
+                del self._downed_members[m.name]
+                if self._replicator is not None:
+                    self._replicator.member_back(m.name)
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]

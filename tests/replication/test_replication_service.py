@@ -8,6 +8,7 @@ SQLite store use the real clock (a worker thread is busy while virtual time woul
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
@@ -16,7 +17,11 @@ import pytest
 
 from phoenix_cluster._foundation.env import SystemClock
 from phoenix_cluster._replication.messages import Batch, Prepare, encode
-from phoenix_cluster._replication.service import ReplicationSettings, partition_for
+from phoenix_cluster._replication.service import (
+    ReplicationSettings,
+    Replicator,
+    partition_for,
+)
 from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock, table_of
 from phoenix_cluster._replication.types import Epoch, Record
 from phoenix_cluster._telemetry import events
@@ -288,8 +293,8 @@ async def test_a_replica_restarted_without_its_data_is_caught_up(
     assert [await read(cluster, key) for key in keys] == ["v2"] * len(keys)
 
 
-async def test_a_majority_that_lost_its_memory_refuses_to_serve(
-        make: Callable[..., ReplicaCluster]) -> None:
+async def test_a_majority_that_lost_its_memory_leaves_the_remembering_replica_to_serve(
+        make: Callable[..., ReplicaCluster], caplog: pytest.LogCaptureFixture) -> None:
     cluster = make()
     await cluster.start_all("abc")
     key = keys_led_by("a", "abc", 1)[0]
@@ -298,18 +303,75 @@ async def test_a_majority_that_lost_its_memory_refuses_to_serve(
         await cluster.kill(name)
         await cluster.start(name)
     cluster.update()
-    # b and c forgot what they stored; a alone remembers v1 but cannot know whether
-    # another leader committed something on b and c: it refuses rather than guess.
+    # b and c forgot what they stored (no data_dir): the write in flight cannot know
+    # whether it reached a majority.
     with pytest.raises(NoQuorum) as info:
         await cluster.nodes["a"].commit(KIND, key, rec("v2"))
     assert not info.value.definite
-    with pytest.raises(NoQuorum, match="no majority"):
-        await cluster.nodes["a"].load(KIND, key)
-    # When all three forgot (no data_dir), the partition starts empty.
+    # Whatever only b and c held is gone with their memory, and waiting would never bring
+    # it back: a re-elects from what it remembers, says so, and catches b and c up.
+    with caplog.at_level(logging.WARNING, logger="phoenix_cluster.replication"):
+        got = await cluster.nodes["a"].load(KIND, key)
+    # v2 failed indefinitely: a stored it, so it may be adopted; v1 is never lost.
+    assert got in (rec("v1"), rec("v2"))
+    assert any("lost its memory" in r.getMessage() for r in caplog.records)
+    await write(cluster, "a", key, "v3")
     await cluster.kill("a")
-    await cluster.start("a")
+    cluster.update()
+    assert await read(cluster, key) == "v3"
+    # When all three forgot, the partition starts empty.
+    for name in "bc":
+        await cluster.kill(name)
+    for name in "abc":
+        await cluster.start(name)
     cluster.update()
     assert await read(cluster, key) is None
+
+
+async def lose_b_and_c(cluster: ReplicaCluster) -> tuple[str, Replicator]:
+    """Write v1 to a key b leads, kill b and c; returns the key and survivor a."""
+    await cluster.start_all("abc")
+    key = keys_led_by("b", "abc", 1)[0]
+    await write(cluster, "b", key, "v1")
+    for name in "bc":
+        await cluster.kill(name)
+    cluster.update()
+    return key, cluster.nodes["a"]
+
+
+async def test_downed_members_without_data_dir_count_as_lost_after_the_margin(
+        make: Callable[..., ReplicaCluster]) -> None:
+    """A 2|1 cut leaves a with a set whose other two members were downed (split-brain
+    keep): memory-only, they are gone with their memory once the margin has passed."""
+    cluster = make()
+    key, a = await lose_b_and_c(cluster)
+    with pytest.raises(NoQuorum, match="no majority"):
+        await a.load(KIND, key)
+    a.members_lost(["b", "c"], after_s=30.0)
+    with pytest.raises(NoQuorum, match="lost: \\[\\]"):
+        await a.load(KIND, key)  # within the margin: they may still be stopping
+    await cluster.clock.sleep(31.0)
+    assert await a.load(KIND, key) == rec("v1")
+    await a.commit(KIND, key, rec("v2"))
+    # Back as new (empty) incarnations, they answer for themselves and are caught up.
+    for name in "bc":
+        await cluster.start(name)
+    cluster.update()
+    assert await read(cluster, key) == "v2"
+
+
+async def test_downed_members_with_data_dir_are_waited_for(
+        make: Callable[..., ReplicaCluster], tmp_path: Path) -> None:
+    """Durable members keep their data over a restart: never adopt without them."""
+    cluster = make(data_dir=tmp_path)
+    key, a = await lose_b_and_c(cluster)
+    a.members_lost(["b", "c"], after_s=0.0)
+    await cluster.clock.sleep(1.0)
+    with pytest.raises(NoQuorum, match="no majority"):
+        await a.load(KIND, key)
+    await cluster.start("b")
+    cluster.update()
+    assert await read(cluster, key) == "v1"
 
 
 async def test_async_durability_replies_first(make: Callable[..., ReplicaCluster]) -> None:

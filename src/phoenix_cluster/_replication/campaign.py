@@ -55,6 +55,9 @@ class CampaignContext:
     persist: Callable[[], Awaitable[None]]
     next_epoch: Callable[[int], Epoch]
     note_seen: Callable[[int, Epoch], None]
+    lost: Callable[[], frozenset[str]]
+    """Members gone with their memory for good (see ``Replicator.members_lost``)."""
+    note_promise: Callable[[str, Promise], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,8 @@ class Campaign:
                     raise NoQuorum(
                         f"partition {p}: no majority of {list(config)} promised epoch "
                         f"{election.epoch} (answered: {sorted(election.promises)}, failed: "
-                        f"{sorted(election.failed)})", definite=True)
+                        f"{sorted(election.failed)}, lost: {sorted(election.lost)})",
+                        definite=True)
                 if status == "discover":
                     family = election.discovered()
                     continue
@@ -122,6 +126,12 @@ class Campaign:
                     if found:
                         family = config_union(family, found)
                         continue
+                for members in election.degraded():
+                    _log.warning(
+                        "partition %d: a majority of %s lost its memory (restarted without "
+                        "data_dir, or downed: %s); adopting what the others remember, so "
+                        "writes only the lost members held are gone", p, list(members),
+                        sorted(election.lost & set(members)) or "restarted")
                 plan = election.plan(ctx.name)
                 if await self._install(election, plan):
                     return Won(election.epoch, self.target, election.config, plan, self.rounds)
@@ -136,7 +146,7 @@ class Campaign:
         """Step 2: ask every member of every required set for a promise."""
         ctx = self.ctx
         item = Prepare(election.partition, election.epoch, election.config)
-        alive = ctx.alive()
+        alive, lost = ctx.alive(), ctx.lost()
         waits: list[tuple[str, asyncio.Future[Any]]] = []
         for member in sorted(election.members()):
             if member == ctx.name:
@@ -145,12 +155,15 @@ class Campaign:
                 election.reply(member, reply)
             elif member in alive:
                 waits.append((member, ctx.sender.send(member, item)))
+            elif member in lost:
+                election.lose(member)
             else:
                 election.fail(member)
 
         def feed(node: str, fut: asyncio.Future[Any]) -> None:
             reply = result_of(fut)
             if isinstance(reply, Promise):
+                ctx.note_promise(node, reply)
                 election.reply(node, reply)
             else:
                 election.fail(node)

@@ -120,6 +120,7 @@ class Election:
         self.family = family
         self.promises: dict[str, Promise] = {}
         self.failed: set[str] = set()
+        self.lost: set[str] = set()
         self.refused_by: Epoch | None = None
 
     def members(self) -> frozenset[str]:
@@ -138,6 +139,11 @@ class Election:
 
     def fail(self, node: str) -> None:
         self.failed.add(node)
+
+    def lose(self, node: str) -> None:
+        """``node`` is gone with its memory for good (downed, and it kept no data on
+        disk): it counts as a member that answered and forgot everything."""
+        self.lost.add(node)
 
     # ----------------------------------------------------------------- verdicts
 
@@ -171,19 +177,23 @@ class Election:
         done = True
         for members in self.config:
             need = majority(members)
-            failed = sum(1 for m in members if m in self.failed)
+            lost = sum(1 for m in members if m in self.lost)
+            failed = sum(1 for m in members if m in self.failed and m not in self.lost)
             promisers = [self.promises[m] for m in members if m in self.promises]
-            everyone = len(promisers) == len(members)
+            # Every member answered, or is known to have lost its memory for good: what
+            # the synced ones hold is all that is left anywhere.
+            everyone = len(promisers) + lost >= len(members)
             synced = sum(1 for p in promisers if p.synced)
             # Synced promisers remember everything they took (amnesiacs do not).
-            could_sync = len(members) - failed - (len(promisers) - synced)
+            could_sync = len(members) - failed - lost - (len(promisers) - synced)
             if members in data:
                 # Holds the committed data: a majority that remembers, or every member
-                # answered and all forgot (lost; starts empty).
-                if synced >= need or (everyone and synced == 0):
+                # answered and the others forgot (what only they held is gone with their
+                # memory: waiting would never bring it back).
+                if synced >= need or everyone:
                     continue
                 done = False
-                if could_sync < need and not (synced == 0 and failed == 0):
+                if could_sync < need and failed:
                     return "impossible"
             elif members in maybe:
                 # A candidate may have moved the data here after the newest mark seen:
@@ -193,7 +203,7 @@ class Election:
                 if trusted >= need or everyone:
                     continue
                 done = False
-                could_trust = len(members) - failed - (len(promisers) - trusted)
+                could_trust = len(members) - failed - lost - (len(promisers) - trusted)
                 if could_trust < need and failed:
                     return "impossible"
             elif members == self.target:
@@ -201,11 +211,19 @@ class Election:
                 if len(promisers) >= need:
                     continue
                 done = False
-                if len(members) - failed < need:
+                if len(members) - failed - lost < need:
                     return "impossible"
             # Any other set (an old set the candidate remembers) was asked as a hint for
             # discovery only: what it reports joins the families above.
         return "quorum" if done else "pending"
+
+    def degraded(self) -> Config:
+        """Sets holding the committed data whose remembering members are no majority:
+        the round adopts what those hold; writes only the forgetful held are lost."""
+        data, _ = self._families()
+        return tuple(members for members in data
+                     if sum(1 for m in members if m in self.promises
+                            and self.promises[m].synced) < majority(members))
 
     def blank(self) -> bool:
         """Nobody who answered knows anything of the partition (step 5: probe)."""

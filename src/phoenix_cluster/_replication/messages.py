@@ -83,7 +83,9 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     ``config`` the last mark it took (the config it was caught up under, or released
     to); ``pending`` the configs of candidates it promised since; ``entries`` its records
     (only when ``synced``); ``amnesiac``: it may have forgotten a mark (restarted
-    without its data). Refused: ``promised`` is the epoch that beat the candidate.
+    without its data); ``durable``: the replica keeps its data on disk (``data_dir``),
+    so it remembers after a restart. Refused: ``promised`` is the epoch that beat the
+    candidate.
     """
 
     partition: int
@@ -95,6 +97,7 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     synced: bool = False
     entries: tuple[WireEntry, ...] = ()
     amnesiac: bool = False
+    durable: bool = False
 
     def knows(self) -> bool:
         """Whether the replica holds data of the partition or knows where it went: it is

@@ -178,7 +178,8 @@ class ReplicaStore:
         self._meta(item.partition, state)
         entries = state.wire_entries() if state.synced else ()
         return Promise(item.partition, True, prior, state.marked, state.config,
-                       prior_pending, state.synced, entries, state.amnesiac)
+                       prior_pending, state.synced, entries, state.amnesiac,
+                       self._journal is not None)
 
     def accept(self, item: Accept) -> Ack:
         """Store the entries unless a newer epoch was promised or this replica must be

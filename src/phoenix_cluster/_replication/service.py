@@ -226,8 +226,10 @@ class Replicator:
             name=name, store=self._store, sender=self._sender, tasks=self._tasks,
             clock=self._clock, random=self._random, settings=self.settings,
             alive=lambda: self._alive, persist=self._persist, next_epoch=self._next_epoch,
-            note_seen=self._note_seen,
+            note_seen=self._note_seen, lost=self._lost, note_promise=self._note_promise,
         )
+        self._downed: dict[str, float] = {}  # name -> when it counts as lost
+        self._peer_durable: dict[str, bool] = {}
         self._limiter = LogLimiter(self._clock)
         self._started = False
         self._closed = False
@@ -319,6 +321,49 @@ class Replicator:
             self._table_changed_at = self._clock.monotonic()
             if self._eager_task is None or self._eager_task.done():
                 self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
+
+    def members_lost(self, names: Iterable[str], *, after_s: float) -> None:
+        """The cluster downed ``names`` (a split-brain ``keep``): after ``after_s`` (time
+        for them to have stopped: the losing side decides on its own clock) those that
+        keep no data on disk count as gone with their memory, so elections adopt what the
+        remembering replicas hold instead of waiting for them forever (replication.md,
+        "Lost members"). Durable members are always waited for."""
+        at = self._clock.monotonic() + after_s
+        downed = sorted(n for n in names if n != self.name)
+        for name in downed:
+            # Downed again (it woke up and went): the first margin still holds.
+            self._downed[name] = min(at, self._downed.get(name, at))
+        _log.info("node %s: %s downed; those without data_dir count as lost in %.1f s",
+                  self.name, downed, after_s)
+        if self._downed and self.settings.eager:
+            self._tasks.spawn(self._elect_after_loss(after_s), name="elect-after-loss")
+
+    def member_back(self, name: str) -> None:
+        """``name`` is back as a new incarnation: it answers for itself again."""
+        self._downed.pop(name, None)
+
+    async def _elect_after_loss(self, after_s: float) -> None:
+        # Partitions that failed waiting for the lost members are retried on their own
+        # timers; this only makes the first retry come right after the margin.
+        await self._clock.sleep(after_s)
+        table = self._table
+        if table is None or self._closed:
+            return
+        for p in range(PARTITIONS):
+            if table.replicas[p][0] == self.name and p not in self._retries:
+                self._maybe_elect(p)
+
+    def _lost(self) -> frozenset[str]:
+        if not self._downed:
+            return frozenset()
+        now = self._clock.monotonic()
+        own = self._storage is not None
+        return frozenset(name for name, at in self._downed.items()
+                         if now >= at and name not in self._alive
+                         and not self._peer_durable.get(name, own))
+
+    def _note_promise(self, node: str, promise: Promise) -> None:
+        self._peer_durable[node] = promise.durable
 
     def _table_changed(self, p: int) -> None:
         table = self._table
