@@ -207,16 +207,21 @@ class _Nemesis:
         hold = rng.uniform(0.5, 3.0)
         self.faults.append(f"{kind} {name} {hold:.1f}s")
         self.say(f"nemesis: {kind} {name} for {hold:.1f} s")
-        if kind == "kill":
-            cluster.kill(index)
-            await asyncio.sleep(hold)
-        elif kind == "pause":
-            cluster.pause(index)
-            await asyncio.sleep(hold)
-            cluster.resume(index)
-        else:
-            cluster.isolate(index)
-            await asyncio.sleep(hold + 3.0)  # long enough for the others to decide
+        try:
+            if kind == "kill":
+                cluster.kill(index)
+                await asyncio.sleep(hold)
+            elif kind == "pause":
+                cluster.pause(index)
+                await asyncio.sleep(hold)
+                cluster.resume(index)
+            else:
+                cluster.isolate(index)
+                await asyncio.sleep(hold + 3.0)  # long enough for the others to decide
+        except RuntimeError:
+            # The node exited on its own after the last heal (downed by split-brain, a
+            # pause woke it declared dead): that was the fault; revive restarts it.
+            self.say(f"nemesis: {name} had exited on its own")
         await self.revive()
         self.say("nemesis: healed")
 
