@@ -34,6 +34,7 @@ from ._membership.observer import MembershipObserver
 from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._registry.services import ClusterServices
+from ._replication.crdt_sync import CrdtSync
 from ._replication.service import ReplicationSettings, Replicator
 from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
@@ -197,6 +198,7 @@ class Node:
         self._placement: PlacementService | None = None
         self._rebalancer: Rebalancer | None = None
         self._replicator: Replicator | None = None
+        self._crdt_sync: CrdtSync | None = None
         self._table_ring: HashRing | None = None
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
@@ -321,6 +323,7 @@ class Node:
             self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
             if self.address is not None:
                 await self._start_replication(router, secret)
+                await self._start_crdt_sync(router)
         if self.address is not None:
             self._membership = MembershipService(
                 self.name, self.address, self.incarnation, secret, sync=self._sync,
@@ -414,6 +417,29 @@ class Node:
             raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
         return await router.system_call(address, "replication", method, payload, timeout_s)
 
+    async def _start_crdt_sync(self, router: Router) -> None:
+        """Merge replication of ``consistency="crdt"`` kinds (``_replication/crdt_sync.py``)."""
+        active = self._runtime.active_active
+        sync = CrdtSync(self.name, self._crdt_rpc, self.env, schema_of=active.schema,
+                        on_merged=active.merged, known=self._known_members)
+        await sync.start()
+        router.system["crdt"] = sync.handle
+        self._crdt_sync = active.sync = sync
+
+    def _known_members(self) -> list[str]:
+        # Dead ones included: a member this side declared dead may be alive across a
+        # healed partition, and a stopping node hands its crdt replicas to it too.
+        snapshot = self._snapshot
+        return [] if snapshot is None else [m.name for m in snapshot.members
+                                            if m.role == "member" and m.status != "left"]
+
+    async def _crdt_rpc(self, name: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        address = self._addresses.get(name)
+        router = self._runtime.router
+        if not address or router is None:
+            raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
+        return await router.system_call(address, "crdt", method, payload, timeout_s)
+
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
@@ -437,7 +463,10 @@ class Node:
                 and (len(ring.members) > 1 or not self.settings.seeds
                      or self._table_ring is not None)):
             self._table_ring = ring
-            self._replicator.update(PartitionTable.build(ring, 3), ring.members)
+            table = PartitionTable.build(ring, 3)
+            self._replicator.update(table, ring.members)
+            if self._crdt_sync is not None:
+                self._crdt_sync.update(table, ring.members)
 
     def _note_members_back(self, snapshot: MembershipSnapshot) -> None:
         # A downed member back as a newer incarnation answers for itself again.
@@ -528,6 +557,8 @@ class Node:
             await self._placement.aclose()
         if self._replicator is not None:
             await self._replicator.aclose()
+        if self._crdt_sync is not None:
+            await self._crdt_sync.aclose()
         if self._peers is not None and self._peers is not self._transport:
             await self._peers.aclose()
         if self._transport is not None:

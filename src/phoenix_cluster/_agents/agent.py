@@ -24,10 +24,13 @@ from ..errors import AgentNotFound, ConfigError
 if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
 
-__all__ = ["Agent", "Durability", "KindSpec", "MethodSpec", "kind_spec", "lookup_kind"]
+__all__ = ["Agent", "Consistency", "Durability", "KindSpec", "MethodSpec", "kind_spec",
+           "lookup_kind"]
 
 Durability = Literal["quorum", "async", "none"]
 _DURABILITIES = ("quorum", "async", "none")
+Consistency = Literal["fenced", "crdt"]
+_CONSISTENCIES = ("fenced", "crdt")
 
 # Types that msgpack decodes to exactly, so their arguments need no conversion.
 _NATIVE: tuple[object, ...] = (int, str, bool, bytes, float, Any, object, type(None), None)
@@ -97,6 +100,7 @@ class KindSpec:
 
     __slots__ = (
         "cls",
+        "consistency",
         "durability",
         "has_on_activate",
         "has_on_deactivate",
@@ -120,8 +124,11 @@ class KindSpec:
         placement: Policy,
         replicas: int,
         mailbox_limit: int | None,
+        consistency: Consistency = "fenced",
     ) -> None:
         self.cls = cls
+        self.consistency = consistency
+        """``"fenced"`` (one leader, quorum commits) or ``"crdt"`` (active-active, merged)."""
         self.name = name
         self.durability = durability
         self.idle_timeout_s = idle_timeout_s
@@ -187,6 +194,11 @@ class Agent:
         replicas: copies of the state in the cluster (default 3).
         mailbox_limit: messages waiting before new ones fail with ``phx.Overloaded``.
             Default: the node's ``mailbox_limit``.
+        consistency: ``"fenced"`` (default: one leader per partition, state changes
+            committed to a quorum, fenced by epochs) or ``"crdt"`` (active-active: every
+            state field is a ``phx.crdt`` type, mutated with ``replica=self.replica``;
+            replicas on both sides of a partition accept updates and merge after it
+            heals). A crdt kind needs ``placement="hash"``. See docs/crdt.md.
 
     State must serialize to msgpack (None, bool, int, float, str, bytes, list, dict,
     msgspec Structs). Annotate attributes at class level (``items: list[Item]``) to get
@@ -208,6 +220,7 @@ class Agent:
         placement: Policy = "hash",
         replicas: int = 3,
         mailbox_limit: int | None = None,
+        consistency: Consistency = "fenced",
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -233,6 +246,17 @@ class Agent:
                 f"{where}: mailbox_limit must be an int >= 1, got {mailbox_limit!r}",
                 key="mailbox_limit",
             )
+        if consistency not in _CONSISTENCIES:
+            raise ConfigError(
+                f"{where}: consistency must be one of {_CONSISTENCIES}, got {consistency!r}",
+                key="consistency",
+            )
+        if consistency == "crdt" and policy != "hash":
+            raise ConfigError(
+                f"{where}: consistency='crdt' needs placement='hash' (its replicas are the "
+                f"key's ring owners), got {placement!r}",
+                key="placement",
+            )
         spec = KindSpec(
             cls,
             name,
@@ -241,6 +265,7 @@ class Agent:
             placement=policy,
             replicas=replicas,
             mailbox_limit=mailbox_limit,
+            consistency=consistency,
         )
         cls._phx_spec = spec
         # A later definition under the same name wins, as a re-imported module would.
@@ -255,6 +280,18 @@ class Agent:
     def node(self) -> Any:
         """The node hosting this activation (read-only; not part of the state)."""
         return self._phx_act.runtime.node
+
+    @property
+    def replica(self) -> str:
+        """This activation's replica id for CRDT mutators (read-only; not state).
+
+        ``"<node name>@<node incarnation>"``: the same for every agent of one node
+        process, different after a restart (a node restarted without its memory must
+        not mint dots it minted before), so two replicas never share an id. Pass it as
+        ``replica=`` to the mutators of a ``consistency="crdt"`` kind's fields.
+        """
+        node = self._phx_act.runtime.node
+        return f"{node.name}@{node.incarnation}"
 
     async def on_activate(self) -> None:
         """Called after the agent is created or restored, before its first message."""

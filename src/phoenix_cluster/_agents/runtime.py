@@ -35,6 +35,7 @@ from ..errors import (
     AgentError,
     AgentNotFound,
     CallTimeout,
+    ConfigError,
     NodeClosed,
     NodeUnavailable,
     NoQuorum,
@@ -43,6 +44,7 @@ from ..errors import (
     PhoenixError,
     PhoenixInternalError,
 )
+from .active_active import ActiveActive
 from .agent import KindSpec, MethodSpec
 from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
@@ -138,6 +140,8 @@ class AgentRuntime:
         self.placement: PlacementService | None = None
         self.replicator: Replicator | None = None
         """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
+        self.active_active = ActiveActive(self)
+        """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
         self._lost_partitions: dict[int, str] = {}
         self._closing = False
         self._messages_handled = 0
@@ -377,14 +381,21 @@ class AgentRuntime:
             try:
                 record = await self.placement.before_activate(spec, act.key)
             except PhoenixError as exc:
-                if kr.activations.get(act.key) is act:
-                    del kr.activations[act.key]
-                self._fail_queued(act, exc)
-                return False
+                if spec.consistency != "crdt":
+                    if kr.activations.get(act.key) is act:
+                        del kr.activations[act.key]
+                    self._fail_queued(act, exc)
+                    return False
+                # Merged, not fenced: a holder that did not answer may keep running its
+                # copy; anti-entropy joins the two.
+                _log.info("%s/%s activates without its last holder: %s",
+                          spec.name, act.key, exc.message)
             if record is not None:
                 state = record.state
         replies: tuple[tuple[int, bytes], ...] = ()
-        if self._replicated(spec, act.key):
+        if spec.consistency == "crdt":
+            state = await self.active_active.load(spec, act.key, state)
+        elif self._replicated(spec, act.key):
             assert self.replicator is not None
             try:
                 stored = await self.replicator.load(spec.name, act.key)
@@ -423,7 +434,9 @@ class AgentRuntime:
         try:
             agent.__init__()  # type: ignore[misc]
             if state is not None:
-                agent.restore(self._decode(state))
+                self._restore(agent, state)
+            if spec.consistency == "crdt":
+                self.active_active.fields(spec, agent)  # every field a CRDT, or ConfigError
             if spec.has_on_activate:
                 await agent.on_activate()
             act.committed = self._encode(agent.snapshot())
@@ -487,7 +500,10 @@ class AgentRuntime:
             self._report_failure(act, msg, exc)
             return
         if state != act.committed:
-            if (self.replicator is not None and self._replicated(spec, act.key)
+            if spec.consistency == "crdt":
+                if not await self._commit_crdt(act, msg):
+                    return
+            elif (self.replicator is not None and self._replicated(spec, act.key)
                     and not await self._commit(act, state, msg.request_id, out, future, msg)):
                 return
             act.committed = state
@@ -514,7 +530,10 @@ class AgentRuntime:
             self._rollback(act)
             self._report_failure(act, msg, exc)
             return
-        if (state != act.committed and self.replicator is not None
+        if state != act.committed and act.kind.spec.consistency == "crdt":
+            if not await self._commit_crdt(act, msg):
+                return
+        elif (state != act.committed and self.replicator is not None
                 and self._replicated(act.kind.spec, act.key)
                 and not await self._commit(act, state, 0, b"", msg.future, None)):
             return
@@ -528,7 +547,8 @@ class AgentRuntime:
     def _replicated(self, spec: KindSpec, key: str) -> bool:
         """Whether this agent's state changes are committed to its replicas: hash-placed
         kinds with ``durability`` other than ``none``, hosted at their home."""
-        if self.replicator is None or spec.durability == "none" or not spec.hashed:
+        if (self.replicator is None or spec.durability == "none" or not spec.hashed
+                or spec.consistency == "crdt"):
             return False
         placement = self.placement
         return placement is None or (spec.name, key) not in placement.pinned_here
@@ -684,11 +704,34 @@ class AgentRuntime:
                 if act.put_nowait(msg, 1 << 62):
                     act.task = asyncio.get_running_loop().create_task(self._drain(act))
 
+    # ----------------------------------------------------------------- active-active
+
+    async def _commit_crdt(self, act: Activation, msg: Message) -> bool:
+        """Store and ship a crdt kind's change (``active_active.py``); the reply waits
+        for it. A field left non-CRDT fails the message like a handler that raised
+        ``ConfigError`` (``AgentError``, state rolled back)."""
+        agent = act.agent
+        assert agent is not None
+        try:
+            await self.active_active.commit(act, agent, act.committed)
+        except ConfigError as exc:
+            self._rollback(act)
+            self._report_failure(act, msg, exc)
+            return False
+        return True
+
+    def _restore(self, agent: Agent, state: bytes) -> None:
+        spec = agent._phx_act.kind.spec
+        if spec.consistency == "crdt":
+            self.active_active.restore(agent, spec, state)
+        else:
+            agent.restore(self._decode(state))
+
     def _rollback(self, act: Activation) -> None:
         agent = act.agent
         assert agent is not None
         try:
-            agent.restore(self._decode(act.committed))
+            self._restore(agent, act.committed)
         except Exception:  # pragma: no cover - restore() of a user override broke
             _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
 

@@ -1,0 +1,147 @@
+"""The merge replication service (``_replication/crdt_sync.py``) on a memory network.
+
+Three :class:`CrdtSync` instances call each other's ``handle`` directly; a cut makes
+calls across it fail like an unreachable node. Covers what an acknowledgement waits
+for, loads, anti-entropy after a partition, the flush of a stopping node and bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from phoenix_cluster import crdt
+from phoenix_cluster._foundation.env import Env
+from phoenix_cluster._replication.crdt_sync import CrdtSync, CrdtSyncSettings
+from phoenix_cluster._replication.merging import Fields, Push, PushBatch, Schema
+from phoenix_cluster._replication.simulation import table_of
+from phoenix_cluster.errors import AgentNotFound, NodeUnavailable, ProtocolError
+from phoenix_cluster.testing import wait_until
+
+SCHEMA: Schema = {"items": crdt.ORSet[str]}
+NAMES = ("a", "b", "c")
+FAST = CrdtSyncSettings(ack_timeout_s=0.2, fetch_timeout_s=0.2, rpc_timeout_s=0.5,
+                        interval_s=0.05, flush_timeout_s=1.0)
+
+
+def schema_of(kind: str) -> Schema:
+    if kind != "cart":
+        raise AgentNotFound(f"unknown agent kind {kind!r}")
+    return SCHEMA
+
+
+class Net:
+    def __init__(self) -> None:
+        self.nodes: dict[str, CrdtSync] = {}
+        self.cut: set[str] = set()  # nodes cut off from everyone
+        self.merged: list[tuple[str, str, str, Fields]] = []
+
+    def add(self, name: str, known: tuple[str, ...] = NAMES) -> CrdtSync:
+        async def rpc(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+            if name in self.cut or dst in self.cut or dst not in self.nodes:
+                raise NodeUnavailable(f"{dst} unreachable from {name}", definite=True)
+            return await self.nodes[dst].handle(method, payload)
+
+        node = CrdtSync(name, rpc, Env(), schema_of=schema_of, known=lambda: known,
+                        on_merged=lambda k, key, f: self.merged.append((name, k, key, f)),
+                        settings=FAST)
+        self.nodes[name] = node
+        return node
+
+    def view(self, members: tuple[str, ...]) -> None:
+        for name in members:
+            self.nodes[name].update(table_of(members), members)
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Net]:
+    net = Net()
+    for name in NAMES:
+        await net.add(name).start()
+    net.view(NAMES)
+    yield net
+    for node in net.nodes.values():
+        await node.aclose()
+
+
+def added(item: str, replica: str) -> Fields:
+    s = crdt.ORSet[str]()
+    s.add(item, replica=replica)
+    return {"items": s}
+
+
+def items(node: CrdtSync, key: str = "k") -> set[str]:
+    fields = node.stored("cart", key)
+    return set() if fields is None else set(fields["items"].value)
+
+
+async def test_a_commit_is_acknowledged_by_a_majority_and_reaches_every_replica(
+    net: Net,
+) -> None:
+    a = net.nodes["a"]
+    assert await a.commit("cart", "k", added("x", "a@1")) >= 2
+    await wait_until(lambda: all(items(n) == {"x"} for n in net.nodes.values()),
+                     timeout=2, what="every replica to hold x")
+    assert {who for who, *_ in net.merged} == {"b", "c"}  # live activations are told
+
+
+async def test_a_cut_off_node_acknowledges_once_stored_locally(net: Net) -> None:
+    net.cut.add("a")
+    a = net.nodes["a"]
+    started = asyncio.get_running_loop().time()
+    assert await a.commit("cart", "k", added("x", "a@1")) == 1
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert items(a) == {"x"} and items(net.nodes["b"]) == set()
+
+
+async def test_load_joins_what_the_reachable_replicas_hold(net: Net) -> None:
+    net.cut.add("c")
+    await net.nodes["b"].commit("cart", "k", added("from-b", "b@1"))
+    net.cut.clear()
+    net.nodes["c"].merge_local("cart", "k", added("from-c", "c@1"))
+    loaded = await net.nodes["a"].load("cart", "k")
+    assert loaded is not None and set(loaded["items"].value) == {"from-b", "from-c"}
+    assert await net.nodes["a"].load("cart", "nothing") is None
+
+
+async def test_both_sides_of_a_cut_accept_updates_and_anti_entropy_joins_them(
+    net: Net,
+) -> None:
+    net.cut.add("a")
+    net.view(("b", "c"))
+    net.nodes["a"].update(table_of(("a",)), ("a",))
+    await net.nodes["a"].commit("cart", "k", added("left", "a@1"))
+    await net.nodes["b"].commit("cart", "k", added("right", "b@1"))
+    assert items(net.nodes["a"]) == {"left"} and items(net.nodes["c"]) == {"right"}
+    net.cut.clear()
+    net.view(NAMES)
+    await wait_until(lambda: all(items(n) == {"left", "right"} for n in net.nodes.values()),
+                     timeout=3, what="anti-entropy to join both sides")
+    assert sum(n.statistics().repairs for n in net.nodes.values()) > 0
+
+
+async def test_a_stopping_node_hands_its_replicas_to_members_outside_its_view(
+    net: Net,
+) -> None:
+    a = net.nodes["a"]
+    a.update(table_of(("a",)), ("a",))  # a believes it is alone (the others "dead")
+    await a.commit("cart", "k", added("only-on-a", "a@1"))
+    assert items(net.nodes["b"]) == set()
+    await a.aclose()
+    assert items(net.nodes["b"]) == {"only-on-a"} and items(net.nodes["c"]) == {"only-on-a"}
+
+
+async def test_bad_input_is_refused_and_the_service_keeps_working(net: Net) -> None:
+    b = net.nodes["b"]
+    with pytest.raises(ProtocolError):
+        await b.handle("push", b"\xc1garbage")
+    with pytest.raises(ProtocolError, match="no method"):
+        await b.handle("explode", b"")
+    bad = PushBatch((Push("unknown.kind", "k", b"\x80"),
+                     Push("cart", "k", msgspec.msgpack.encode({"items": 3})),
+                     Push("cart", "k", msgspec.msgpack.encode(added("ok", "a@1")))))
+    assert msgspec.msgpack.decode(await b.handle("push", msgspec.msgpack.encode(bad))) == 1
+    assert items(b) == {"ok"}
