@@ -330,9 +330,7 @@ class Node:
                 seeds=s.seeds, role=s.role, env=self.env, bus=self.telemetry,
                 settings=SwimSettings(probe_interval_s=s.probe_interval_s,
                                       probe_timeout_s=s.probe_timeout_s,
-                                      suspicion_mult=s.suspicion_mult,
-                                      # members down themselves when declared dead
-                                      refute_death=s.role != "member"),
+                                      suspicion_mult=s.suspicion_mult),
             )
             self._membership.subscribe(self._on_membership)
             self._on_membership(self._membership.snapshot())

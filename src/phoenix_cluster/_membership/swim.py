@@ -100,10 +100,6 @@ class SwimSettings:
         leave_timeout_s: how long a graceful leave waits for acks of its ``left``.
         forget_after_s: dead and left members stay listed this long, then shrink to a
             tombstone (name and incarnation) that keeps them from resurrecting.
-        refute_death: answer a declaration of this node's death by refuting it (back at
-            once, one incarnation up). A node whose split-brain resolver downs it instead
-            turns this off, so the others never see it flash back alive (and move agents
-            to it) just before it stops.
     """
 
     probe_interval_s: float = 1.0
@@ -121,7 +117,6 @@ class SwimSettings:
     lag_threshold_s: float = 0.1
     leave_timeout_s: float = 1.0
     forget_after_s: float = 3600.0
-    refute_death: bool = True
 
     def __post_init__(self) -> None:
         for key in ("probe_interval_s", "probe_timeout_s", "sync_interval_s",
@@ -763,8 +758,6 @@ class SwimProtocol:
             # since: the others may have moved our keys already. Report it every time;
             # the node decides (and the first report is what counts).
             out.append(MemberEvent("declared_dead", me.member(), None, u.by))
-            if not self.settings.refute_death:
-                return
         if u.incarnation < me.incarnation:
             return
         self.health.refuted()
