@@ -23,6 +23,7 @@ from typing import cast
 import msgspec
 
 import phoenix_cluster as phx
+from phoenix_cluster import crdt
 
 __all__ = [
     "NODE_LOOP_ENV",
@@ -155,6 +156,23 @@ class BenchAsync(_Tally, phx.Agent, kind="bench.replication.async", durability="
 class BenchVolatile(_Tally, phx.Agent, kind="bench.replication.none", durability="none",
                     mailbox_limit=1 << 30):
     """A counter kept in its host's memory only: the baseline without replication."""
+
+
+class BenchCrdt(phx.Agent, kind="bench.replication.crdt", consistency="crdt",
+                mailbox_limit=1 << 30):
+    """An active-active counter (a GCounter): merged into its replicas, not fenced."""
+
+    count: crdt.GCounter
+
+    def __init__(self) -> None:
+        self.count = crdt.GCounter()
+
+    async def inc(self, by: int = 1) -> int:
+        self.count.increment(by, replica=self.replica)
+        return self.count.value
+
+    async def get(self) -> int:
+        return self.count.value
 
 
 class BenchBlob(phx.Agent, kind="bench.replication.blob"):
