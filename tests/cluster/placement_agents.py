@@ -43,6 +43,9 @@ class Least(phx.Agent, kind="placement.least", placement="least_loaded"):
         self.hits += 1
         return str(self.node.name)
 
+    async def count(self) -> int:
+        return self.hits
+
 
 def _prefer_named_node(key: str, node: str) -> float:
     # Keys name the node they want: "on:node-2/anything".

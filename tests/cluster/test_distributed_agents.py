@@ -15,6 +15,7 @@ import pytest
 from placement_agents import Affine, Least, Ledger, Local, Spawner
 
 import phoenix_cluster as phx
+from phoenix_cluster._agents import handoff
 from phoenix_cluster.testing import LocalCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -205,3 +206,61 @@ async def test_a_target_killed_mid_migration_leaves_the_agent_active_once_with_i
                 await asyncio.sleep(0.1)
         assert seen["calls"] == list(range(10))
         assert await ref.record(10) == 11
+
+
+async def test_agents_hosted_off_their_home_keep_acknowledged_writes_when_their_host_dies(
+) -> None:
+    """A hash agent moved off its home by ``migrate`` and a policy-placed agent commit
+    their state through the key's home (it leads the partition): kill -9 of their host
+    loses none of their acknowledged writes."""
+    async with LocalCluster(nodes=3, imports=IMPORTS) as cluster:
+        client = await cluster.client()
+        placement = client._placement
+        assert placement is not None
+        names = [n.name for n in cluster.nodes]
+        moved = client.ref(Ledger, "off-home")
+        home = await client.where(moved)
+        host = next(n for n in names if n != home)
+        await client.migrate(moved, to=host)
+        assert await moved.where() == host
+        for n in range(20):
+            assert await moved.record(n) == n + 1
+        # A least_loaded agent on the same host, away from its key's home.
+        placed = None
+        for i in range(200):
+            ref = client.ref(Least, f"least-{i}")
+            # Its first call places it (and counts as its first write).
+            if (await ref.where() == host
+                    and placement.home(Least._phx_spec.name, ref.key) != host):
+                placed = ref
+                break
+        assert placed is not None, "no least_loaded agent landed off its home on the host"
+        hits = [await placed.where() for _ in range(9)]
+        assert set(hits) == {host}
+        # Only the host the directory names may commit through the home: a forged commit
+        # is refused (definite), a malformed one is a protocol error, nothing changes.
+        router = client._runtime.router
+        assert router is not None
+        home_address = cluster.addresses[names.index(home)]
+        forged = handoff.encode(handoff.RemoteCommit(
+            Ledger._phx_spec.name, "off-home", home, b"\x80"))
+        with pytest.raises(phx.NotLeader) as refused:
+            await router.system_call(home_address, "placement", "rcommit", forged, 5.0)
+        assert refused.value.definite and f"hosted by {host}" in str(refused.value)
+        with pytest.raises(phx.ProtocolError):
+            await router.system_call(home_address, "placement", "rcommit", b"\xc1", 5.0)
+        assert len((await moved.read())["calls"]) == 20
+        cluster.kill(names.index(host))
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # until both answer from a survivor (a deadline, not a sleep)
+            try:
+                calls = (await moved.options(timeout=1.0).read())["calls"]
+                count = await placed.options(timeout=1.0).count()
+                break
+            except (phx.NodeUnavailable, phx.CallTimeout, phx.NotLeader, phx.NoQuorum):
+                assert asyncio.get_running_loop().time() < deadline, "no answer after 30 s"
+                await asyncio.sleep(0.05)
+        assert calls == list(range(20)), calls
+        assert count == 10, count
+        assert await client.where(moved) != host and await client.where(placed) != host

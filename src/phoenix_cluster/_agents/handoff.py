@@ -22,6 +22,9 @@ __all__ = [
     "LocateReply",
     "QueuedMessage",
     "Release",
+    "RemoteCommit",
+    "RemoteLoad",
+    "RemoteRecord",
     "ReleaseReply",
     "decode",
     "encode",
@@ -122,8 +125,37 @@ class ClaimReply(msgspec.Struct, frozen=True):
     """When refused: the host the directory names (empty: the home itself)."""
 
 
+class RemoteLoad(msgspec.Struct, frozen=True):
+    """Home, ``host`` hosts ``kind/key`` off its home: its committed record, please.
+    (Replicated agents hosted away from their home commit through it: the home leads the
+    key's partition; docs/design/replication.md, "In the runtime".)"""
+
+    kind: str
+    key: str
+    host: str
+
+
+class RemoteRecord(msgspec.Struct, frozen=True):
+    """The record a :class:`RemoteLoad` found (``found`` false: none committed yet)."""
+
+    found: bool
+    state: bytes = b""
+    replies: tuple[tuple[int, bytes], ...] = ()
+
+
+class RemoteCommit(msgspec.Struct, frozen=True):
+    """Home, commit this record of ``kind/key`` that ``host`` hosts (empty reply: done)."""
+
+    kind: str
+    key: str
+    host: str
+    state: bytes
+    replies: tuple[tuple[int, bytes], ...] = ()
+    durability: str = "quorum"
+
+
 _Record = (Release | ReleaseReply | Deliver | Adopt | Locate | LocateReply | Claim
-           | ClaimReply | NodeLoad)
+           | ClaimReply | NodeLoad | RemoteLoad | RemoteRecord | RemoteCommit)
 
 _encoder = msgspec.msgpack.Encoder()
 

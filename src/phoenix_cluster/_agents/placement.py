@@ -21,12 +21,13 @@ import msgspec
 
 from .._foundation.env import Clock
 from .._placement.policies import NodeLoad, choose_host
+from .._replication.types import Record
 from .._ring.hashing import key_hash
 from .._ring.partitions import PARTITIONS, partition_of, partition_point
 from .._ring.ring import HashRing
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from ..errors import AgentNotFound, NodeUnavailable, PhoenixError
+from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
 from .agent import KindSpec, lookup_kind
 from .handoff import HandoffRecord
@@ -117,6 +118,9 @@ class PlacementService:
         """The directory: agents whose home is this node and whose host is ``pins[k]``."""
         self.pinned_here: set[Key] = set()
         """Agents hosted here with a pin at their home (re-registered on table changes)."""
+        self.proxied: set[Key] = set()
+        """Hash agents moved here off their home by ``migrate``: they commit their state
+        through the home (policy-placed agents always do)."""
         self.routes: dict[Key, str] = {}
         self._incoming: dict[Key, str] = {}
         self._loads: dict[str, NodeLoad] = {}
@@ -491,8 +495,25 @@ class PlacementService:
             if record is not None:
                 if record.pinned or not spec.hashed:
                     self.pinned_here.add(k)
+                await self._pin_at_home(spec, key)
                 return record
+        if holder is not None:
+            await self._pin_at_home(spec, key)
         return None
+
+    async def _pin_at_home(self, spec: KindSpec, key: str) -> None:
+        """A handed-over agent that will live here, off its home: move its pin first, so
+        the home lets this node load and commit it (the old holder is frozen by now)."""
+        k = (spec.name, key)
+        home = self.home(spec.name, key)
+        if (k not in self.pinned_here or (spec.hashed and k not in self.proxied)
+                or home is None or home == self.self_name):
+            return
+        try:
+            await self._claim(home, wire.Claim(spec.name, key, self.self_name, force=True))
+        except PhoenixError as exc:
+            raise NodeUnavailable(f"{spec.name}/{key}: its home {home} did not take the new "
+                                  f"host ({exc.message})", definite=True) from exc
 
     def _candidates(self, spec: KindSpec, key: str) -> list[str]:
         if self.clock.monotonic() - self.changed_at > self.window_s:
@@ -512,6 +533,7 @@ class PlacementService:
         if record is not None and k in self.pinned_here:
             record = msgspec.structs.replace(record, pinned=True)
         self.pinned_here.discard(k)
+        self.proxied.discard(k)
         self.tombstones[k] = Tombstone(to, record, self.clock.monotonic() + self.tombstone_s)
 
     async def release(self, request: wire.Release) -> wire.ReleaseReply:
@@ -568,6 +590,8 @@ class PlacementService:
                 # Hosted off its home: pinned from the start, so its activation here
                 # neither pulls from nor elects over the home's replicas.
                 self.pinned_here.add(k)
+                if request.reason == "manual":
+                    self.proxied.add(k)  # it stays here: commit through the home
             try:
                 await self.runtime.ensure_active(spec, request.key)
             finally:
@@ -577,6 +601,7 @@ class PlacementService:
             if spec.hashed and home == self.self_name:
                 self.pins.pop(k, None)
                 self.pinned_here.discard(k)
+                self.proxied.discard(k)
             else:
                 self.pinned_here.add(k)
                 await self._claim(home, wire.Claim(spec.name, request.key, self.self_name,
@@ -632,6 +657,12 @@ class PlacementService:
                 return wire.encode(wire.LocateReply(host))
             if method == "load":
                 return wire.encode(self.local_load())
+            if method == "rload":
+                return wire.encode(await self._remote_load(
+                    wire.decode(payload, wire.RemoteLoad)))
+            if method == "rcommit":
+                await self._remote_commit(wire.decode(payload, wire.RemoteCommit))
+                return b""
             if method == "flush":
                 request = wire.decode(payload, wire.Locate)
                 await self.forwarded(lookup_kind(request.kind), request.key)
@@ -644,6 +675,61 @@ class PlacementService:
 
             raise ProtocolError(f"malformed $placement.{method} request: {exc}") from exc
         raise AgentNotFound(f"node {self.self_name} has no placement method {method!r}")
+
+    # ----------------------------------------------------------------- remote replication
+
+    async def remote_load(self, home: str, kind: str, key: str) -> Record | None:
+        """The committed record of an agent hosted here, away from ``home``."""
+        reply = await self._rpc(home, "rload",
+                                wire.encode(wire.RemoteLoad(kind, key, self.self_name)))
+        found = wire.decode(reply, wire.RemoteRecord)
+        return Record(found.state, found.replies) if found.found else None
+
+    async def remote_commit(self, home: str, kind: str, key: str, record: Record,
+                            durability: str) -> None:
+        """Commit ``record`` of an agent hosted here through its ``home``, which leads
+        the key's partition (it checks the directory names this node as the host)."""
+        await self._rpc(home, "rcommit", wire.encode(wire.RemoteCommit(
+            kind, key, self.self_name, record.state, record.replies, durability)))
+
+    def _check_host(self, kind: str, key: str, host: str) -> None:
+        """At the home: only the host the directory names may load or commit the key.
+
+        Raises:
+            NotLeader: this node is not the key's home, or ``host`` is not its host
+                (definite: nothing was read or stored; the host stops the agent).
+        """
+        spec = lookup_kind(kind)
+        k = (kind, key)
+        home = self.home(kind, key)
+        if home != self.self_name:
+            raise NotLeader(f"node {self.self_name} is not the home of {kind}/{key} "
+                            f"(the home is {home})", definite=True)
+        pin = self.pins.get(k)
+        if pin is None and not spec.hashed and host in self.alive:
+            pin = self.pins[k] = host  # a policy agent placed before this home took over
+        if pin != host:
+            raise NotLeader(f"{kind}/{key} is hosted by {pin or self.self_name}, not {host}",
+                            definite=True)
+
+    async def _remote_load(self, request: wire.RemoteLoad) -> wire.RemoteRecord:
+        self._check_host(request.kind, request.key, request.host)
+        replicator = self.runtime.replicator
+        if replicator is None:
+            raise NotLeader(f"node {self.self_name} replicates nothing", definite=True)
+        record = await replicator.load(request.kind, request.key)
+        if record is None:
+            return wire.RemoteRecord(False)
+        return wire.RemoteRecord(True, record.state, record.replies)
+
+    async def _remote_commit(self, request: wire.RemoteCommit) -> None:
+        self._check_host(request.kind, request.key, request.host)
+        replicator = self.runtime.replicator
+        if replicator is None:
+            raise NotLeader(f"node {self.self_name} replicates nothing", definite=True)
+        await replicator.commit(request.kind, request.key,
+                                Record(request.state, request.replies),
+                                "async" if request.durability == "async" else "quorum")
 
     async def _rpc(self, name: str, method: str, payload: bytes,
                    timeout_s: float | None = None) -> bytes:

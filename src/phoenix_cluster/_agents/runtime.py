@@ -51,7 +51,7 @@ from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
 from .placement import PLACE
 
 if TYPE_CHECKING:
-    from .._replication.service import Replicator
+    from .._replication.service import Durability, Replicator
     from .._telemetry.tracing import NodeTracer
     from .agent import Agent
     from .dispatch import Router
@@ -77,6 +77,9 @@ def reroute_delay(attempt: int) -> float:
     """Backoff before the ``attempt``-th re-route (seconds): 20 ms doubling, at most 0.5 s."""
     return float(min(0.02 * 2.0 ** attempt, 0.5))
 
+
+LOCAL = ""
+"""A replication route: this node's own replicator (a node name is never empty)."""
 REPLICATED_REPLIES = 32
 """Request ids (with replies) of the dedup window committed with each state change, so a
 call resent after a failover still runs at most once."""
@@ -398,7 +401,7 @@ class AgentRuntime:
         elif self._replicated(spec, act.key):
             assert self.replicator is not None
             try:
-                stored = await self.replicator.load(spec.name, act.key)
+                stored = await self._load_committed(spec, act.key)
             except PhoenixError as exc:
                 if record is not None and record.state is not None:
                     kr.passive[act.key] = record.state  # keep the handed-over state
@@ -408,22 +411,23 @@ class AgentRuntime:
                     del kr.activations[act.key]
                 self._fail_queued(act, exc)
                 return False
-            if record is not None and record.pinned and record.state is not None:
-                # Handed over by a host off its home, where it was not replicated: newer
-                # than the replicas. Make the replicas agree first. (A record from a
-                # replicated host is never newer than the replicas, and may be older if
-                # that host was fenced: the replicas win then, below.)
-                if stored is None or stored.state != record.state:
-                    try:
-                        window = tuple(record.recent[-REPLICATED_REPLIES:])
-                        await self.replicator.commit(spec.name, act.key,
-                                                     Record(record.state, window))
-                    except PhoenixError as exc:
-                        kr.passive[act.key] = record.state
-                        if kr.activations.get(act.key) is act:
-                            del kr.activations[act.key]
-                        self._fail_queued(act, exc)
-                        return False
+            if (record is not None and record.pinned and record.state is not None
+                    and (stored is None or stored.state != record.state)):
+                # Handed over by a host off its home: it committed through the home (then
+                # the replicas agree already), or, seen off its home only in passing, it
+                # did not replicate and its state is newer than the replicas: they take
+                # it first. (A record from a host at its home is never newer than the
+                # replicas, and may be older if that host was fenced: the replicas win
+                # then, below.)
+                try:
+                    window = tuple(record.recent[-REPLICATED_REPLIES:])
+                    await self._commit_record(spec, act.key, Record(record.state, window))
+                except PhoenixError as exc:
+                    kr.passive[act.key] = record.state
+                    if kr.activations.get(act.key) is act:
+                        del kr.activations[act.key]
+                    self._fail_queued(act, exc)
+                    return False
             elif stored is not None:
                 # The replicas' newest committed state wins over any local copy.
                 state, replies = stored.state, stored.replies
@@ -545,13 +549,56 @@ class AgentRuntime:
     # ----------------------------------------------------------------- replication
 
     def _replicated(self, spec: KindSpec, key: str) -> bool:
-        """Whether this agent's state changes are committed to its replicas: hash-placed
-        kinds with ``durability`` other than ``none``, hosted at their home."""
-        if (self.replicator is None or spec.durability == "none" or not spec.hashed
+        """Whether this agent's state changes are committed to its replicas."""
+        return self._replication_route(spec, key) is not None
+
+    def _replication_route(self, spec: KindSpec, key: str) -> str | None:
+        """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
+        the key's partition), the name of the key's home (agents hosted here away from
+        it: a policy-placed kind, or a hash agent moved here by ``migrate``; the home
+        leads the partition and checks this node is the host), or ``None``: not
+        replicated (``durability="none"``, crdt kinds, no replicator, or a hash agent
+        seen off its home only while views of the ring disagree, in passing)."""
+        if (self.replicator is None or spec.durability == "none"
                 or spec.consistency == "crdt"):
-            return False
+            return None
         placement = self.placement
-        return placement is None or (spec.name, key) not in placement.pinned_here
+        if placement is None:
+            return LOCAL
+        k = (spec.name, key)
+        if spec.hashed:
+            if k not in placement.pinned_here:
+                return LOCAL
+            if k not in placement.proxied:
+                return None
+        home = placement.home(spec.name, key)
+        return LOCAL if home is None or home == placement.self_name else home
+
+    def _replicated_here(self, spec: KindSpec, key: str) -> bool:
+        """Replicated, and through this node's own replicator (it leads the partition)."""
+        return self._replication_route(spec, key) == LOCAL
+
+    async def _load_committed(self, spec: KindSpec, key: str) -> Record | None:
+        route = self._replication_route(spec, key)
+        if route is None:
+            return None
+        if route == LOCAL:
+            assert self.replicator is not None
+            return await self.replicator.load(spec.name, key)
+        assert self.placement is not None
+        return await self.placement.remote_load(route, spec.name, key)
+
+    async def _commit_record(self, spec: KindSpec, key: str, record: Record) -> None:
+        durability: Durability = "async" if spec.durability == "async" else "quorum"
+        route = self._replication_route(spec, key)
+        if route is None:
+            return
+        if route == LOCAL:
+            assert self.replicator is not None
+            await self.replicator.commit(spec.name, key, record, durability)
+        else:
+            assert self.placement is not None
+            await self.placement.remote_commit(route, spec.name, key, record, durability)
 
     async def _commit(self, act: Activation, state: bytes, request_id: int, reply: bytes,
                       future: asyncio.Future[bytes] | None, msg: Message | None) -> bool:
@@ -564,13 +611,10 @@ class AgentRuntime:
         order (this one first when nothing of it was stored), and the agent's next
         message activates it again from the replicas.
         """
-        replicator = self.replicator
-        assert replicator is not None
         spec = act.kind.spec
         replies = self._window(act, request_id, reply)
         try:
-            await replicator.commit(spec.name, act.key, Record(state, replies),
-                                    "async" if spec.durability == "async" else "quorum")
+            await self._commit_record(spec, act.key, Record(state, replies))
         except PhoenixError as exc:
             _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
             self._rollback(act)
@@ -690,7 +734,7 @@ class AgentRuntime:
                 continue
             for key in [*kr.activations, *kr.passive]:
                 reason = lost.get(partition_of(key_hash(spec.name, key)))
-                if reason is None or not self._replicated(spec, key):
+                if reason is None or not self._replicated_here(spec, key):
                     continue
                 if reason == "moved" and placement is not None and not placement.leaving:
                     # The rebalancer hands it to its new home (a migration, which keeps
