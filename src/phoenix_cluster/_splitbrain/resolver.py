@@ -448,7 +448,7 @@ class SplitBrainResolver:
         """
         if self._state in ("downed", "closed"):
             return None
-        survives = self._survives_partition_with(by)
+        survives = self._survives_partition()
         if survives is not None:
             # A partition healed before either side decided: each side declared the
             # other dead, and each hears it now. Only the side the strategy would have
@@ -479,11 +479,11 @@ class SplitBrainResolver:
         """How long a partition view must hold to count as what this node saw."""
         return min(2.0, self.stable_after_s / 2)
 
-    def _survives_partition_with(self, by: str | None) -> Decision | None:
+    def _survives_partition(self) -> Decision | None:
         """The ``keep`` the strategy gives the partition this node saw steadily (now,
-        or until less than ``stable_after`` ago), if any, unless ``by`` was on this
-        node's own side. A paused node saw no partition (its view predates the gap, and
-        the views it takes on waking change too fast to hold): ``None``."""
+        or until less than ``stable_after`` ago), if any. A paused node saw no partition
+        (its view predates the gap, and the views it takes on waking change too fast to
+        hold): ``None``."""
         if isinstance(self.strategy, LeaseMajority):
             return None  # who holds the lease is not known from the view alone
         now = self._clock.monotonic()
@@ -493,8 +493,8 @@ class SplitBrainResolver:
             view = self._partition_view
             if view is None or now - self._partition_ended > self.stable_after_s:
                 return None
-        if by is not None and by in view.reachable:
-            return None  # this node's own side declared it dead
+        # ``by`` is not evidence of a side: a rumour relayed through a push-pull names
+        # the relay, which may well be on this side.
         verdict = self.strategy.decide(view)
         return verdict if verdict.survives else None
 

@@ -148,6 +148,7 @@ class _Nemesis:
         self.say = say
         self.faults: list[str] = []
         self.unhealed: list[str] = []
+        self._silent: list[str] = []
         self.network = LocalCluster.network_faults_unavailable() is None
 
     async def revive(self) -> None:
@@ -180,9 +181,11 @@ class _Nemesis:
                 if led >= PARTITIONS:
                     return
                 await asyncio.sleep(0.2)
+            silent = f"; no status from {'; '.join(self._silent)}" if self._silent else ""
             self.unhealed.append(f"{PARTITIONS - led} of {PARTITIONS} partitions without a "
                                  f"leader {LEADERS_WAIT_S:.0f} s after the heal "
-                                 f"(after {self.faults[-1] if self.faults else 'start'})")
+                                 f"(after {self.faults[-1] if self.faults else 'start'})"
+                                 f"{silent}")
             self.say(f"nemesis: {self.unhealed[-1]}")
             return
 
@@ -190,11 +193,13 @@ class _Nemesis:
         router = self.client._runtime.router
         assert router is not None
         led = 0
+        self._silent = []
         for node in self.cluster.nodes:
             try:
                 reply = await router.system_call(node.address, "node", "status", b"", 2.0)
-            except phx.PhoenixError:
-                return 0
+            except phx.PhoenixError as exc:
+                self._silent.append(f"{node.name}: {exc.message}")
+                continue
             led += msgspec.msgpack.decode(reply, type=NodeStatus).leading
         return led
 
