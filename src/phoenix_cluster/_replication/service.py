@@ -333,25 +333,14 @@ class Replicator:
         for name in downed:
             # Downed again (it woke up and went): the first margin still holds.
             self._downed[name] = min(at, self._downed.get(name, at))
+        # Partitions that failed for want of them are retried on their own timers
+        # (retry_s), so they elect soon after the margin without a storm of elections.
         _log.info("node %s: %s downed; those without data_dir count as lost in %.1f s",
                   self.name, downed, after_s)
-        if self._downed and self.settings.eager:
-            self._tasks.spawn(self._elect_after_loss(after_s), name="elect-after-loss")
 
     def member_back(self, name: str) -> None:
         """``name`` is back as a new incarnation: it answers for itself again."""
         self._downed.pop(name, None)
-
-    async def _elect_after_loss(self, after_s: float) -> None:
-        # Partitions that failed waiting for the lost members are retried on their own
-        # timers; this only makes the first retry come right after the margin.
-        await self._clock.sleep(after_s)
-        table = self._table
-        if table is None or self._closed:
-            return
-        for p in range(PARTITIONS):
-            if table.replicas[p][0] == self.name and p not in self._retries:
-                self._maybe_elect(p)
 
     def _lost(self) -> frozenset[str]:
         if not self._downed:
