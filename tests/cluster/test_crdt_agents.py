@@ -126,9 +126,11 @@ async def test_both_sides_of_a_partition_accept_updates_and_converge_after_heal(
     # Nobody downs itself by a partition decision during the test (stable_after is long).
     # Node 0 and the client on its side, cut off, keep the others as suspects instead of
     # declaring them dead (a huge suspicion_mult): node 0's ring, and so the key's home
-    # (node 0), stays as it was. The majority declares node 0 dead and re-homes the key
-    # on its side. After the heal node 0 hears it was declared dead and downs itself
-    # (its side is the minority), handing its replicas over first.
+    # (node 0), stays as it was, and after the heal that side spreads no "dead" rumours
+    # that would down the majority (membership downs every member that hears it was
+    # declared dead: after a long symmetric partition, everyone). The majority
+    # declares node 0 dead and re-homes the key on its side. After the heal node 0 hears
+    # it was declared dead and downs itself, handing its replicas over first.
     config = tmp_path / "patient.toml"
     config.write_text("[node]\nsuspicion_mult = 1000\n")
     env = {"PHX_SPLIT_BRAIN_STABLE_AFTER_S": "300"}

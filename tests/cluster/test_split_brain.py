@@ -263,44 +263,6 @@ async def test_a_2_3_split_downs_the_two_and_the_three_serve_every_key() -> None
             assert listed(line, "down") == names(minority)
 
 
-async def test_a_split_healed_before_any_decision_downs_only_the_minority() -> None:
-    """splitbrain.md, "Healed before a decision": both sides of a 2|3 split declare the
-    other dead, then the cut heals before stable_after. Each member hears of its own death;
-    only the two, whom keep-majority would have downed, down themselves. The three keep
-    running and serve every key."""
-    require_network_faults()
-    stable_after = 15.0  # longer than it takes both sides to declare the other dead
-    env = {"PHX_SPLIT_BRAIN_STABLE_AFTER_S": str(stable_after)}
-    async with LocalCluster(nodes=5, imports=["cluster_agents"], env=env) as cluster:
-        client = await cluster.client()
-        keys = await keys_by_owner(client, cluster)
-        minority, majority = [0, 1], [2, 3, 4]
-        cluster.partition(minority, [*majority, client])
-
-        def declared(i: int, others: Iterable[int]) -> bool:
-            log = cluster.nodes[i].log()
-            return all(f"node-{j} is dead" in log for j in others)
-
-        await wait_until(lambda: all(declared(i, majority) for i in minority)
-                         and all(declared(i, minority) for i in majority),
-                         timeout=30, what="both sides to declare the other dead")
-        cluster.heal()
-        assert await exit_codes(cluster, minority) == [EXIT_DOWNED, EXIT_DOWNED]
-        for i in minority:
-            assert "DOWN_SELF" in decisions(cluster, i)[0]
-        await keep_running(cluster, majority, 5.0)
-        for i in majority:  # those that heard of their death logged why they stay
-            # One of them may have decided (keep) just before the heal, on a loaded
-            # machine: never down_self.
-            assert all("KEEP by keep-majority" in line for line in decisions(cluster, i)), \
-                tails(cluster)
-        # Partitions with two replicas among the two wait for the three to remove them
-        # (a keep, stable_after after they went) and for the margin after it.
-        owners = await served_by(client, list(by_key(keys)), excluded=names(minority),
-                                 timeout=SERVE_DEADLINE_S + 2 * stable_after)
-        assert set(owners.values()) <= names(majority)
-
-
 async def test_a_broken_pair_downs_nobody_and_the_cluster_keeps_serving() -> None:
     """splitbrain.md, "Broken pair": A and B cannot talk, C reaches both. Indirect probes
     through C keep both alive; should a suspicion stick, without link information (what

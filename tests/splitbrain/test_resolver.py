@@ -471,47 +471,6 @@ async def test_a_node_declared_dead_by_the_others_downs_itself_once(
     assert await fresh.resolver.declared_dead(incarnation=7) is not None
 
 
-async def test_a_partition_healed_before_any_decision_downs_only_the_losing_side(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Both sides declared the other dead, then the cut healed before stable_after: each
-    hears of its own death. The side the strategy keeps stays; the other downs, as it
-    would have at stable_after (not the whole cluster)."""
-    keeper = Harness(self_name="a")
-    keeper.resolver.update(keeper.snap(d="dead", e="dead"))
-    keeper.clock.advance(3)
-    keeper.resolver.update(keeper.snap())  # healed
-    assert await keeper.resolver.declared_dead(incarnation=1, by="d") is None
-    # Rumours relayed after the heal often name no reporter: the steady view decides.
-    keeper.resolver.update(keeper.snap(b="suspect"))  # a flurry of heal-time rumours
-    assert await keeper.resolver.declared_dead(incarnation=1) is None
-    assert keeper.downs == [] and "across a partition this side survives" in caplog.text
-
-    loser = Harness(self_name="d")
-    loser.resolver.update(loser.snap(a="dead", b="dead", c="dead"))
-    loser.clock.advance(3)
-    loser.resolver.update(loser.snap())
-    decision = await loser.resolver.declared_dead(incarnation=1, by="a")
-    assert decision is not None and decision.action == "down_self"
-    assert len(loser.downs) == 1
-
-
-async def test_a_death_declaration_long_after_a_heal_downs_the_node() -> None:
-    """A partition healed longer than stable_after ago says nothing about a declaration
-    now (this node was paused since, say): it downs."""
-    h = Harness(self_name="a")
-    h.resolver.update(h.snap(d="dead", e="dead"))
-    h.clock.advance(3)
-    h.resolver.update(h.snap())
-    h.clock.advance(7.5)
-    assert await h.resolver.declared_dead(incarnation=1, by="d") is not None
-    # A partition view not yet held steadily (a node just woken, say) is no evidence.
-    other = Harness(self_name="a")
-    other.resolver.update(other.snap(d="dead"))
-    other.clock.advance(1.0)
-    assert await other.resolver.declared_dead(incarnation=1, by="d") is not None
-
-
 async def test_declared_dead_while_waiting_for_the_lease_downs_once() -> None:
     clock = ManualClock(autojump=True)
     h = Harness(LeaseMajority(), self_name="a", clock=clock, lease=FakeLease(clock))

@@ -197,11 +197,6 @@ class SplitBrainResolver:
         self._calm_since: float | None = None
         self._inputs: _Inputs | None = None
         self._view: PartitionView | None = None
-        # The last partition this node saw held steadily (unreachable members unchanged
-        # for a while) and when it ended: a death declaration arriving with a heal is
-        # judged on it, not on the flurry of rumours the heal brings.
-        self._partition_view: PartitionView | None = None
-        self._partition_ended = 0.0
         self._changed_at = self._clock.monotonic()
         self._state: ResolverState = "idle"
         self._task: asyncio.Task[None] | None = None
@@ -304,14 +299,10 @@ class SplitBrainResolver:
                 self.self_name, tuple(live.values()), inputs.reachable, inputs.unreachable, links
             )
         if inputs != self._inputs:
-            now = self._clock.monotonic()
-            if self._inputs is not None and self._inputs.troubled:
-                if not after_decision:
-                    self._timer_resets += 1
-                if self._view is not None and now - self._changed_at >= self._steady_s:
-                    self._partition_view, self._partition_ended = self._view, now
+            if self._inputs is not None and self._inputs.troubled and not after_decision:
+                self._timer_resets += 1
             self._inputs = inputs
-            self._changed_at = now
+            self._changed_at = self._clock.monotonic()
         self._view = view
 
     # ------------------------------------------------------------------ deciding
@@ -448,16 +439,6 @@ class SplitBrainResolver:
         """
         if self._state in ("downed", "closed"):
             return None
-        survives = self._survives_partition()
-        if survives is not None:
-            # A partition healed before either side decided: each side declared the
-            # other dead, and each hears it now. Only the side the strategy would have
-            # kept stays (it refutes); the other downs as it would have at stable_after.
-            _log.warning(
-                "split brain: %s hears it was declared dead by %s, across a partition this "
-                "side survives (%s); it stays", self.self_name, by or "a peer",
-                survives.reason)
-            return None
         source = f", reported by {by}" if by else ""
         decision = Decision.down_self(
             f"{self.strategy.name}: the cluster declared {self.self_name} dead (incarnation "
@@ -473,30 +454,6 @@ class SplitBrainResolver:
         self._record(decision, view, self._clock.monotonic() - self._changed_at)
         await self._downed(decision)
         return decision
-
-    @property
-    def _steady_s(self) -> float:
-        """How long a partition view must hold to count as what this node saw."""
-        return min(2.0, self.stable_after_s / 2)
-
-    def _survives_partition(self) -> Decision | None:
-        """The ``keep`` the strategy gives the partition this node saw steadily (now,
-        or until less than ``stable_after`` ago), if any. A paused node saw no partition
-        (its view predates the gap, and the views it takes on waking change too fast to
-        hold): ``None``."""
-        if isinstance(self.strategy, LeaseMajority):
-            return None  # who holds the lease is not known from the view alone
-        now = self._clock.monotonic()
-        inputs, view = self._inputs, self._view
-        if not (inputs is not None and inputs.troubled and view is not None
-                and now - self._changed_at >= self._steady_s):
-            view = self._partition_view
-            if view is None or now - self._partition_ended > self.stable_after_s:
-                return None
-        # ``by`` is not evidence of a side: a rumour relayed through a push-pull names
-        # the relay, which may well be on this side.
-        verdict = self.strategy.decide(view)
-        return verdict if verdict.survives else None
 
     async def _kept(self, decision: Decision) -> None:
         snapshot = self._snapshot
@@ -542,7 +499,6 @@ class SplitBrainResolver:
 
     def _pause_detected(self, gap: float) -> None:
         self._pauses += 1
-        self._partition_view = None  # seen before the gap: it says nothing of now
         self._changed_at = self._clock.monotonic()
         if self._inputs is not None and self._inputs.troubled:
             self._timer_resets += 1
