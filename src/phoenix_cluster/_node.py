@@ -15,6 +15,7 @@ import hashlib
 import logging
 import signal
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -399,7 +400,8 @@ class Node:
             storage = SqliteStorage(storage_path(data_dir, self.name), cluster=cluster,
                                     node=self.name)
         replicator = Replicator(
-            self.name, self._replication_rpc, self.env, incarnation=self.incarnation,
+            self.name, partial(self._system_rpc, "replication"), self.env,
+            incarnation=self.incarnation,
             bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
             settings=ReplicationSettings(eager=True),
         )
@@ -407,18 +409,20 @@ class Node:
         router.system["replication"] = replicator.handle
         self._replicator = self._runtime.replicator = replicator
 
-    async def _replication_rpc(self, name: str, method: str, payload: bytes,
-                               timeout_s: float) -> bytes:
+    async def _system_rpc(self, service: str, name: str, method: str, payload: bytes,
+                          timeout_s: float) -> bytes:
+        """Call ``service.method`` on the member ``name`` (replication, crdt sync)."""
         address = self._addresses.get(name)
         router = self._runtime.router
         if not address or router is None:
             raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
-        return await router.system_call(address, "replication", method, payload, timeout_s)
+        return await router.system_call(address, service, method, payload, timeout_s)
 
     async def _start_crdt_sync(self, router: Router) -> None:
         """Merge replication of ``consistency="crdt"`` kinds (``_replication/crdt_sync.py``)."""
         active = self._runtime.active_active
-        sync = CrdtSync(self.name, self._crdt_rpc, self.env, schema_of=active.schema,
+        sync = CrdtSync(self.name, partial(self._system_rpc, "crdt"), self.env,
+                        schema_of=active.schema,
                         on_merged=active.merged, known=self._known_members)
         await sync.start()
         router.system["crdt"] = sync.handle
@@ -430,13 +434,6 @@ class Node:
         snapshot = self._snapshot
         return [] if snapshot is None else [m.name for m in snapshot.members
                                             if m.role == "member" and m.status != "left"]
-
-    async def _crdt_rpc(self, name: str, method: str, payload: bytes, timeout_s: float) -> bytes:
-        address = self._addresses.get(name)
-        router = self._runtime.router
-        if not address or router is None:
-            raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
-        return await router.system_call(address, "crdt", method, payload, timeout_s)
 
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
         self._snapshot = snapshot

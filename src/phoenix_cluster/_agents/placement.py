@@ -34,6 +34,7 @@ from .handoff import HandoffRecord
 from .mailbox import Message
 
 if TYPE_CHECKING:
+    from .._replication.service import Replicator
     from .dispatch import Router
     from .runtime import AgentRuntime
 
@@ -692,12 +693,14 @@ class PlacementService:
         await self._rpc(home, "rcommit", wire.encode(wire.RemoteCommit(
             kind, key, self.self_name, record.state, record.replies, durability)))
 
-    def _check_host(self, kind: str, key: str, host: str) -> None:
-        """At the home: only the host the directory names may load or commit the key.
+    def _home_replicator(self, kind: str, key: str, host: str) -> Replicator:
+        """At the home: the replicator ``host`` may load and commit ``kind/key`` through,
+        if the directory names it the host.
 
         Raises:
-            NotLeader: this node is not the key's home, or ``host`` is not its host
-                (definite: nothing was read or stored; the host stops the agent).
+            NotLeader: this node is not the key's home, replicates nothing, or ``host``
+                is not the agent's host (definite: nothing was read or stored; the host
+                stops the agent).
         """
         spec = lookup_kind(kind)
         k = (kind, key)
@@ -711,22 +714,20 @@ class PlacementService:
         if pin != host:
             raise NotLeader(f"{kind}/{key} is hosted by {pin or self.self_name}, not {host}",
                             definite=True)
-
-    async def _remote_load(self, request: wire.RemoteLoad) -> wire.RemoteRecord:
-        self._check_host(request.kind, request.key, request.host)
         replicator = self.runtime.replicator
         if replicator is None:
             raise NotLeader(f"node {self.self_name} replicates nothing", definite=True)
+        return replicator
+
+    async def _remote_load(self, request: wire.RemoteLoad) -> wire.RemoteRecord:
+        replicator = self._home_replicator(request.kind, request.key, request.host)
         record = await replicator.load(request.kind, request.key)
         if record is None:
             return wire.RemoteRecord(False)
         return wire.RemoteRecord(True, record.state, record.replies)
 
     async def _remote_commit(self, request: wire.RemoteCommit) -> None:
-        self._check_host(request.kind, request.key, request.host)
-        replicator = self.runtime.replicator
-        if replicator is None:
-            raise NotLeader(f"node {self.self_name} replicates nothing", definite=True)
+        replicator = self._home_replicator(request.kind, request.key, request.host)
         await replicator.commit(request.kind, request.key,
                                 Record(request.state, request.replies),
                                 "async" if request.durability == "async" else "quorum")

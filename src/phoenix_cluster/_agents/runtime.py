@@ -396,12 +396,12 @@ class AgentRuntime:
             if record is not None:
                 state = record.state
         replies: tuple[tuple[int, bytes], ...] = ()
+        route = self._replication_route(spec, act.key)
         if spec.consistency == "crdt":
             state = await self.active_active.load(spec, act.key, state)
-        elif self._replicated(spec, act.key):
-            assert self.replicator is not None
+        elif route is not None:
             try:
-                stored = await self._load_committed(spec, act.key)
+                stored = await self._load_committed(spec, act.key, route)
             except PhoenixError as exc:
                 if record is not None and record.state is not None:
                     kr.passive[act.key] = record.state  # keep the handed-over state
@@ -421,7 +421,8 @@ class AgentRuntime:
                 # then, below.)
                 try:
                     window = tuple(record.recent[-REPLICATED_REPLIES:])
-                    await self._commit_record(spec, act.key, Record(record.state, window))
+                    await self._commit_record(spec, act.key, Record(record.state, window),
+                                              route)
                 except PhoenixError as exc:
                     kr.passive[act.key] = record.state
                     if kr.activations.get(act.key) is act:
@@ -507,8 +508,7 @@ class AgentRuntime:
             if spec.consistency == "crdt":
                 if not await self._commit_crdt(act, msg):
                     return
-            elif (self.replicator is not None and self._replicated(spec, act.key)
-                    and not await self._commit(act, state, msg.request_id, out, future, msg)):
+            elif not await self._commit(act, state, msg.request_id, out, future, msg):
                 return
             act.committed = state
         self._messages_handled += 1
@@ -537,8 +537,7 @@ class AgentRuntime:
         if state != act.committed and act.kind.spec.consistency == "crdt":
             if not await self._commit_crdt(act, msg):
                 return
-        elif (state != act.committed and self.replicator is not None
-                and self._replicated(act.kind.spec, act.key)
+        elif (state != act.committed
                 and not await self._commit(act, state, 0, b"", msg.future, None)):
             return
         act.committed = state
@@ -547,10 +546,6 @@ class AgentRuntime:
             msg.future.set_result(b"")
 
     # ----------------------------------------------------------------- replication
-
-    def _replicated(self, spec: KindSpec, key: str) -> bool:
-        """Whether this agent's state changes are committed to its replicas."""
-        return self._replication_route(spec, key) is not None
 
     def _replication_route(self, spec: KindSpec, key: str) -> str | None:
         """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
@@ -578,21 +573,16 @@ class AgentRuntime:
         """Replicated, and through this node's own replicator (it leads the partition)."""
         return self._replication_route(spec, key) == LOCAL
 
-    async def _load_committed(self, spec: KindSpec, key: str) -> Record | None:
-        route = self._replication_route(spec, key)
-        if route is None:
-            return None
+    async def _load_committed(self, spec: KindSpec, key: str, route: str) -> Record | None:
         if route == LOCAL:
             assert self.replicator is not None
             return await self.replicator.load(spec.name, key)
         assert self.placement is not None
         return await self.placement.remote_load(route, spec.name, key)
 
-    async def _commit_record(self, spec: KindSpec, key: str, record: Record) -> None:
+    async def _commit_record(self, spec: KindSpec, key: str, record: Record,
+                             route: str) -> None:
         durability: Durability = "async" if spec.durability == "async" else "quorum"
-        route = self._replication_route(spec, key)
-        if route is None:
-            return
         if route == LOCAL:
             assert self.replicator is not None
             await self.replicator.commit(spec.name, key, record, durability)
@@ -609,12 +599,16 @@ class AgentRuntime:
         change is undone, and the agent stops here: messages queued behind it fail with
         a definite ``NotLeader`` (callers re-route them), casts are routed again in
         order (this one first when nothing of it was stored), and the agent's next
-        message activates it again from the replicas.
+        message activates it again from the replicas. ``True`` at once for an agent
+        that is not replicated.
         """
         spec = act.kind.spec
+        route = self._replication_route(spec, act.key)
+        if route is None:
+            return True  # not replicated: the state stays in this activation
         replies = self._window(act, request_id, reply)
         try:
-            await self._commit_record(spec, act.key, Record(state, replies))
+            await self._commit_record(spec, act.key, Record(state, replies), route)
         except PhoenixError as exc:
             _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
             self._rollback(act)

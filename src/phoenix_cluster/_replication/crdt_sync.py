@@ -40,6 +40,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -65,7 +66,7 @@ from .merging import (
     merge_into,
     state_hash,
 )
-from .sending import Rpc
+from .sending import Rpc, deciding
 
 __all__ = ["CrdtSync", "CrdtSyncSettings", "CrdtSyncStatistics", "OnMerged", "SchemaOf"]
 
@@ -121,9 +122,10 @@ class CrdtSyncStatistics:
 
 
 class _Replica:
-    __slots__ = ("_encoded", "_hash", "fields")
+    __slots__ = ("_encoded", "_hash", "fields", "partition")
 
-    def __init__(self) -> None:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition  # hashed once: anti-entropy asks it every round
         self.fields: Fields = {}
         self._encoded: bytes | None = None
         self._hash: bytes | None = None
@@ -220,10 +222,13 @@ class CrdtSync:
     def replica_set(self, kind: str, key: str) -> tuple[str, ...]:
         """The members that replicate ``(kind, key)`` in this node's view (itself alone
         before it has a table)."""
+        replica = self._store.get((kind, key))
+        return self._members_of(partition_of(key_hash(kind, key)) if replica is None
+                                else replica.partition)
+
+    def _members_of(self, partition: int) -> tuple[str, ...]:
         table = self._table
-        if table is None:
-            return (self.name,)
-        return table.replicas[partition_of(key_hash(kind, key))]
+        return (self.name,) if table is None else table.replicas[partition]
 
     def stored(self, kind: str, key: str) -> Fields | None:
         """This node's replica of the agent (read-only: do not mutate), or ``None``."""
@@ -234,7 +239,7 @@ class CrdtSync:
         """Join ``fields`` into this node's replica (no push, no notification)."""
         replica = self._store.get((kind, key))
         if replica is None:
-            replica = self._store[(kind, key)] = _Replica()
+            replica = self._store[(kind, key)] = _Replica(partition_of(key_hash(kind, key)))
         return replica.merge(fields)
 
     async def load(self, kind: str, key: str) -> Fields | None:
@@ -290,13 +295,16 @@ class CrdtSync:
                                     name=f"crdt-push {kind}/{key}") for m in others]
         if not wait:
             return acks
-        pending = set(pushes)
+
+        def feed(_: str, push: asyncio.Future[Any]) -> None:
+            nonlocal acks
+            acks += push.result() is not None
+
+        verdict = deciding(list(zip(others, pushes, strict=True)), feed,
+                           lambda: acks >= needed)
         try:
             async with fail_after(self._clock, self.settings.ack_timeout_s):
-                while pending and acks < needed:
-                    done, pending = await asyncio.wait(
-                        pending, return_when=asyncio.FIRST_COMPLETED)
-                    acks += sum(1 for t in done if t.result() is not None)
+                await verdict
         except TimeoutError:
             pass  # cut off (or slow): acknowledged as stored here; the pushes go on
         return acks
@@ -381,8 +389,8 @@ class CrdtSync:
     async def _repair(self, peer: str, *, every: bool = False) -> bool:
         """Bring ``peer`` up to date with every agent it replicates that this node holds
         (``every``: with every agent this node holds). Returns whether it answered."""
-        mine = [(kind, key) for (kind, key) in self._store
-                if every or peer in self.replica_set(kind, key)]
+        mine = [address for address, replica in self._store.items()
+                if every or peer in self._members_of(replica.partition)]
         step = self.settings.batch_items
         for start in range(0, len(mine), step):
             chunk = mine[start:start + step]
