@@ -7,28 +7,37 @@
 #   chromium      /usr/bin/chromium, the headless browser of the dashboard test (tests/web)
 #
 # Quiet and idempotent when everything is present. As root with apt-get it installs what
-# is missing (running `apt-get update` only if the install fails without it); otherwise
-# it prints what is missing and exits 0, and the tests that need it skip with a reason.
+# is missing (running `apt-get update` only if the install fails without it). When it
+# cannot (not root, no apt-get, apt-get fails, or the command is still missing after the
+# install) it says what is missing on one line and exits 1: `make test` stops there,
+# because the suite needs all of it. (Under CI a test whose command is missing fails
+# rather than skips; run pytest directly on a workstation to skip those tests.)
+#
+# PHX_SYSTEM_DEPS overrides the package:command list (the script's own test uses it).
 set -u
 
 # package:command pairs; a package counts as present when its command is found.
-NEEDED=("etcd-server:etcd" "iptables:iptables" "prometheus:prometheus" "chromium:chromium")
+read -r -a NEEDED <<<"${PHX_SYSTEM_DEPS:-etcd-server:etcd iptables:iptables prometheus:prometheus chromium:chromium}"
 
-missing=()
-for entry in "${NEEDED[@]}"; do
-    pkg=${entry%%:*}
-    cmd=${entry#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/bin/$cmd" ] \
-        && [ ! -x "/usr/sbin/$cmd" ]; then
-        missing+=("$pkg")
-    fi
-done
+missing_packages() {
+    local entry pkg cmd
+    for entry in "${NEEDED[@]}"; do
+        pkg=${entry%%:*}
+        cmd=${entry#*:}
+        if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/bin/$cmd" ] \
+            && [ ! -x "/usr/sbin/$cmd" ]; then
+            echo "$pkg"
+        fi
+    done
+}
+
+mapfile -t missing < <(missing_packages)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-system-deps: missing ${missing[*]} (install as root: apt-get install" \
-         "${missing[*]}); the tests that need it will be skipped"
-    exit 0
+    echo "ensure-system-deps: missing ${missing[*]}; install as root:" \
+         "apt-get install ${missing[*]}" >&2
+    exit 1
 fi
 
 echo "ensure-system-deps: installing ${missing[*]} with apt-get"
@@ -39,9 +48,16 @@ install() { apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$lo
 if ! install; then
     # The package lists may be missing or stale (a fresh machine): refresh once, retry.
     if ! { apt-get update -q >>"$log" 2>&1 && install; }; then
-        echo "ensure-system-deps: could not install ${missing[*]}; the tests that need it" \
-             "will be skipped. Last lines of apt-get's output:"
-        tail -n 5 "$log" | sed 's/^/    /'
+        echo "ensure-system-deps: could not install ${missing[*]} with apt-get;" \
+             "its last lines:" >&2
+        tail -n 5 "$log" | sed 's/^/    /' >&2
+        exit 1
     fi
+fi
+mapfile -t still < <(missing_packages)
+if [ ${#still[@]} -ne 0 ]; then
+    echo "ensure-system-deps: apt-get installed ${missing[*]} but the commands of" \
+         "${still[*]} are still not found" >&2
+    exit 1
 fi
 exit 0

@@ -1,4 +1,4 @@
-"""Suite-wide fixtures."""
+"""Suite-wide fixtures, and the rule that CI never skips (``ci_gate``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ci_gate import pytest_runtest_makereport as pytest_runtest_makereport
 from transport_helpers import certs_with_cryptography, certs_with_openssl
 
 
@@ -36,3 +37,4 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip("neither the cryptography package nor the openssl command is available")
     return {name: d / name for name in ("ca.pem", "server.pem", "server.key", "client.pem",
                                          "client.key")}
+

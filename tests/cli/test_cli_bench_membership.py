@@ -1,8 +1,10 @@
 """``phx bench membership`` runs end to end, as a user would run it.
 
 It runs in a subprocess (a fresh interpreter, the real console script code path) and
-starts its own node processes. No assertion on timing beyond sanity: the figures belong
-to ``docs/benchmarks.md``, not to a noisy test machine.
+starts its own node processes. The figures belong to ``docs/benchmarks.md``; the bounds
+here are the worst figures measured there with a margin for a loaded 2-core machine
+(detection 3.76 s, recovery 3.74 s, no false death under load), so a regression of a
+few times fails while a busy machine passes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
+
+DETECTION_BOUND_S = 6.0
+RECOVERY_BOUND_S = 8.0
 
 
 def test_bench_membership_quick_saves_sane_figures(tmp_path: Path) -> None:
@@ -37,8 +42,8 @@ def test_bench_membership_quick_saves_sane_figures(tmp_path: Path) -> None:
     assert len(trials) == sizes["trials"]
     for trial in trials:
         assert 0 < trial["ready_s"] <= trial["cold_start_s"]
-        assert trial["detection_s"] > 0
-        assert trial["recovery_s"] > 0
+        assert 0 < trial["detection_s"] < DETECTION_BOUND_S, trial
+        assert 0 < trial["recovery_s"] < RECOVERY_BOUND_S, trial
         assert trial["keys_on_victim"] > 0  # the kill did take keys away
         assert trial["survivors_logging_dead"] == sizes["nodes"] - 1
     for key in ("ready", "cold_start", "detection", "recovery"):
@@ -47,9 +52,12 @@ def test_bench_membership_quick_saves_sane_figures(tmp_path: Path) -> None:
         assert len(summary["samples_s"]) == sizes["trials"]
 
     load = results["load"]
-    assert isinstance(load["false_deaths"], int) and load["false_deaths"] >= 0
-    assert isinstance(load["suspicions"], int) and load["suspicions"] >= 0
-    assert load["false_deaths"] == len(load["false_death_lines"])
+    # No live node is declared dead under full CPU load (measured: 0 in 4 x 60 s).
+    assert load["false_deaths"] == 0, load["false_death_lines"]
+    assert load["false_death_lines"] == []
+    # Suspicions are allowed (each one refuted); measured 0, so fewer than one per
+    # second of load across the whole cluster is a wide margin.
+    assert isinstance(load["suspicions"], int) and load["suspicions"] < load["seconds"]
     assert load["burners"] >= 2 and load["seconds"] == 10
 
     sim = results["simulation"]

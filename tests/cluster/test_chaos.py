@@ -1,6 +1,7 @@
 """The Jepsen-style check (``phoenix_cluster.testing.chaos``) in a short, seeded run:
-kills, pauses and (where iptables works) an isolated node while clients add to counters;
-every acknowledged add must survive, none may run twice."""
+kills, pauses and an isolated node while clients add to counters; every acknowledged add
+must survive, none may run twice. Isolation needs root and iptables: without them the
+test skips (a failure under CI, see tests/testing/ci_gate.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from phoenix_cluster.testing import LocalCluster
 from phoenix_cluster.testing.chaos import run_chaos
 
 pytestmark = pytest.mark.slow
@@ -17,6 +19,9 @@ pytestmark = pytest.mark.slow
 async def test_no_acknowledged_write_is_lost_under_the_nemesis(
     seed: int, durable: bool, tmp_path: Path,
 ) -> None:
+    reason = LocalCluster.network_faults_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
     report = await run_chaos(seconds=14, seed=seed, nodes=3, keys=16, workers=6,
                              pause_between_s=1.5,
                              data_dir=str(tmp_path) if durable else None)

@@ -9,7 +9,7 @@ under a second: a call across the cut sent right after it fails (a suspect is on
 declared dead at least 1.5 s after a failed probe, so no key has moved yet), and
 after ``heal``/``resume`` the same keys answer again. ``stable_after`` is raised so the
 resolver stays out of the way on a loaded machine.
-Network faults need root and iptables; without them these tests are skipped.
+Network faults need root and iptables; without them these tests skip (fail under ``CI``).
 """
 
 from __future__ import annotations

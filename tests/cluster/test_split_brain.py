@@ -2,8 +2,8 @@
 
 Each case of ``docs/design/splitbrain.md`` runs on a ``LocalCluster`` with the default
 strategy (keep-majority) and SWIM at its node defaults (probe every 0.5 s, timeout 0.2 s,
-suspicion x3). Network faults are iptables rules (root only; skipped with the reason
-otherwise); a pause is SIGSTOP/SIGCONT.
+suspicion x3). Network faults are iptables rules (root only; without root they skip with the
+reason, and fail under ``CI``); a pause is SIGSTOP/SIGCONT.
 
 ``stable_after`` is 10 s here (default 7 s), not shorter. A node cut off from the
 others gets neither acks nor nacks, so Lifeguard slows its probing up to 8 x 0.5 s = 4 s

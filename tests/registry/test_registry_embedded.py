@@ -84,7 +84,7 @@ async def test_registered_telemetry(node: phx.Node) -> None:
         node.telemetry.detach("reg-test")
     [(_, measurements, metadata)] = seen
     assert metadata == {"node": "solo", "name": "t"}
-    assert measurements["duration"] >= 0
+    assert 0 <= measurements["duration"] < 1.0  # seconds: a local register is quick
 
 
 async def test_groups_join_leave_members(node: phx.Node) -> None:

@@ -2,7 +2,7 @@
 
 Members are driven through ``Probe`` agents: a probe whose key the node owns acts on
 that node's ``registry``/``groups``/``pubsub``. Faults are real: SIGKILL, and iptables
-partitions (root only; skipped with the reason otherwise).
+partitions (root only; skipped with the reason otherwise, a failure under ``CI``).
 """
 
 from __future__ import annotations

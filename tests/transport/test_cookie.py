@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,14 +83,52 @@ def test_empty_secrets_are_refused(tmp_path: Path, blank: str) -> None:
         resolve_secret(None, str(f), {})
 
 
+UNPRIVILEGED_RESOLVE = """
+import sys
+from phoenix_cluster._transport.cookie import resolve_secret
+from phoenix_cluster.errors import ConfigError
+try:
+    resolve_secret(None, sys.argv[1], {})
+except ConfigError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def resolve_as_nobody(cookie: Path) -> subprocess.CompletedProcess[str]:
+    """``resolve_secret`` for ``cookie`` in a process running as user ``nobody`` (root
+    ignores directory modes, so the check is only real without root's privileges)."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is needed to drop root"
+    return subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         UNPRIVILEGED_RESOLVE, str(cookie)],
+        env={**os.environ, "HOME": "/nonexistent"}, capture_output=True, text=True,
+        timeout=60, check=False)
+
+
 @posix_only
 def test_unwritable_location_is_a_config_error(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            with pytest.raises(ConfigError, match="cannot create cookie file"):
+                resolve_secret(None, str(locked / "cookie"), {})
+        finally:
+            locked.chmod(0o700)
+        return
+    # As root: a directory nobody may write, in a directory everyone may enter (pytest's
+    # tmp_path is private to root), and the check run as nobody.
+    shared = Path(tempfile.mkdtemp(prefix="phx-cookie-"))
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running with privileges that ignore directory modes")
-        with pytest.raises(ConfigError, match="cannot create cookie file"):
-            resolve_secret(None, str(locked / "cookie"), {})
+        shared.chmod(0o755)
+        locked = shared / "locked"
+        locked.mkdir(mode=0o555)
+        done = resolve_as_nobody(locked / "cookie")
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert done.stdout.startswith(f"cannot create cookie file {locked / 'cookie'}:"), done
+        assert "Permission denied" in done.stdout
+        assert not (locked / "cookie").exists()
     finally:
-        locked.chmod(0o700)
+        shutil.rmtree(shared)

@@ -499,7 +499,8 @@ class LocalCluster:
     def network_faults_unavailable(cls) -> str | None:
         """Why ``partition``/``isolate``/``flap`` cannot work here, or ``None``.
 
-        Tests call it first and ``pytest.skip`` with the reason.
+        Tests call it first and ``pytest.skip`` with the reason (Phoenix's own suite
+        turns such a skip into a failure under ``CI``).
         """
         return _Firewall.unavailable()
 

@@ -149,7 +149,8 @@ class _Nemesis:
         self.faults: list[str] = []
         self.unhealed: list[str] = []
         self._silent: list[str] = []
-        self.network = LocalCluster.network_faults_unavailable() is None
+        self.no_network_faults = LocalCluster.network_faults_unavailable()
+        self.network = self.no_network_faults is None
 
     async def revive(self) -> None:
         """Restart every node that exited (killed, or downed by split-brain), heal."""
@@ -250,6 +251,8 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
                                                random.Random(rng.random()), w))
                  for w in range(workers)]
         nemesis = _Nemesis(cluster, client, random.Random(rng.random()), tell)
+        if nemesis.no_network_faults is not None:
+            tell(f"nemesis: kills and pauses only, no isolation: {nemesis.no_network_faults}")
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         try:
