@@ -49,11 +49,12 @@ def test_non_loopback_bind_needs_http_public(address: str) -> None:
     assert info.value.key == "http"
     # Allowed on purpose: the check passes (nothing is bound here, the node is not started).
     assert check_http_address(address, public=True)[1] == 9100
-    phx.Node(http=address, http_public=True)
+    phx.Node(http=address, http_public=True, http_token="t0ken")
 
 
 def test_http_public_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHX_HTTP_PUBLIC", "true")
+    monkeypatch.setenv("PHX_HTTP_TOKEN", "t0ken")
     assert phx.Node(http="0.0.0.0:9100").settings.http_public is True
 
 

@@ -36,7 +36,8 @@ from .._splitbrain import EXIT_DOWNED
 from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
 from .._transport.tls import tls_contexts
-from .._web import check_http_address
+from .._web import check_http_address, is_loopback
+from .._web.auth import load_http_token
 from ..errors import ConfigError
 from .logging_setup import configure_logging
 
@@ -60,6 +61,7 @@ _FORMS = {
     "otlp_endpoint": "an http:// or https:// URL, e.g. http://127.0.0.1:4318",
     "role": "member or client",
     "cookie_file": "a readable file holding the cluster secret",
+    "http_token_file": "a readable file holding the HTTP bearer token",
     "tls_cert": "a PEM certificate file, given with tls_key",
     "tls_key": "a PEM private key file, given with tls_cert",
     "tls_ca": "a PEM CA bundle file",
@@ -252,6 +254,9 @@ def _run(node: Node, kinds: int) -> int:
               "OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (extra [otel]; docs/tracing.md).")
 @click.option("--http-public", is_flag=True, default=None,
               help="Allow --http on a non-loopback address (it shows members and metrics).")
+@click.option("--http-token-file", metavar="FILE", help="File holding the bearer token that "
+              "--http requires on all but /metrics and /health/* (or set PHX_HTTP_TOKEN); "
+              "mandatory on a non-loopback --http.")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
 @click.option(
     "--import", "imports", metavar="MODULE", multiple=True,
@@ -282,6 +287,7 @@ def node(
     http: str | None,
     otlp_endpoint: str | None,
     http_public: bool | None,
+    http_token_file: str | None,
     data_dir: str | None,
     imports: tuple[str, ...],
     config_file: str | None,
@@ -314,6 +320,7 @@ def node(
         "http": http,
         "otlp_endpoint": otlp_endpoint,
         "http_public": http_public,
+        "http_token_file": http_token_file,
         "data_dir": data_dir,
         "log_level": log_level.lower() if log_level else None,
         "log_format": log_format,
@@ -334,11 +341,13 @@ def node(
             discovery_from_spec(settings.discovery)
         parse_chain(settings.transports)
         check_tracing(settings.otlp_endpoint)
+        http_token = None
         if settings.http is not None:
-            check_http_address(settings.http, settings.http_public)
+            host, _ = check_http_address(settings.http, settings.http_public)
+            http_token = load_http_token(settings, public=not is_loopback(host))
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
-    secrets = _secrets(settings)
+    secrets = [*_secrets(settings), *([http_token] if http_token else [])]
     the_node = Node(settings=settings)
     configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)
     kinds = _import_modules(imports)

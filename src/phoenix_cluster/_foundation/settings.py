@@ -100,7 +100,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     http_public: bool = False
     """Allow ``http`` to bind a non-loopback address. Off: the endpoint shows members,
-    agents and metrics to whoever reaches it, so exposing it is an explicit decision."""
+    agents and metrics to whoever reaches it, so exposing it is an explicit decision.
+    A non-loopback bind also needs ``http_token`` or ``http_token_file``."""
+
+    http_token: str | None = None
+    """Bearer token the HTTP endpoint requires on every route but ``/metrics`` and
+    ``/health/*`` (``Authorization: Bearer <token>``). Prefer ``http_token_file`` or
+    ``PHX_HTTP_TOKEN``: argv is visible to every user of the machine. Never logged."""
+
+    http_token_file: str | None = None
+    """File holding ``http_token`` (e.g. a mounted Kubernetes Secret); read at start."""
 
     otlp_endpoint: OtlpUrl | None = None
     """OpenTelemetry collector to send traces to over OTLP/HTTP (protobuf), e.g.
@@ -139,6 +148,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line or a traceback through a repr.
+        shown = ", ".join(
+            f"{f}={'***' if f in _SECRET_FIELDS and v is not None else repr(v)}"
+            for f, v in msgspec.structs.asdict(self).items()
+        )
+        return f"Settings({shown})"
+
+
+_SECRET_FIELDS = frozenset({"cookie", "http_token"})
 
 
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}

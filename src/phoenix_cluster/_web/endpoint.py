@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .auth import load_http_token
 from .view import NodeView
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class HttpEndpoint:
 
     Raises:
         ConfigError: ``node.settings.http`` is malformed or not allowed (see
-            :func:`check_http_address`).
+            :func:`check_http_address`), or the bearer token is missing or unreadable
+            (see :func:`~phoenix_cluster._web.auth.load_http_token`).
     """
 
     def __init__(self, node: NodeView) -> None:
@@ -71,6 +73,7 @@ class HttpEndpoint:
             raise ConfigError("bad setting http: the endpoint needs an address", key="http")
         self._node = node
         self._host, self._port = check_http_address(address, node.settings.http_public)
+        self._token = load_http_token(node.settings, public=not is_loopback(self._host))
         self._server: WebServer | None = None
         self.url: str | None = None
         """``http://host:port/`` once started (with the port the OS picked for port 0)."""
@@ -83,7 +86,7 @@ class HttpEndpoint:
         """
         from .server import WebServer  # the HTTP stack loads only when it is used
 
-        server = WebServer(self._node, self._host, self._port)
+        server = WebServer(self._node, self._host, self._port, token=self._token)
         self.url = await server.start()
         self._server = server
         _log.info("node %s: dashboard at %s (metrics at %smetrics)", self._node.name,

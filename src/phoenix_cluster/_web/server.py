@@ -13,7 +13,8 @@ Routes (GET and HEAD only; any other method is 405, any other path 404)::
 
 Nothing here changes the node. On a loopback bind, requests must name a loopback host
 (``Host: 127.0.0.1:...`` or ``localhost``), so a web page elsewhere cannot read the
-endpoint through DNS rebinding.
+endpoint through DNS rebinding. With a bearer token (mandatory on a non-loopback bind,
+see ``auth.py``) every route but ``/metrics`` and ``/health/*`` answers 401 without it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import msgspec
 from aiohttp import web
 
 from .api import agents_view, cluster_view
+from .auth import authorized
 from .endpoint import is_loopback
 from .feed import Feed, sse
 from .health import readiness
@@ -69,8 +71,10 @@ def _json(data: object, status: int = 200) -> web.Response:
 class WebServer:
     """One node's HTTP server. Created and stopped by :class:`HttpEndpoint`."""
 
-    def __init__(self, node: NodeView, host: str, port: int) -> None:
+    def __init__(self, node: NodeView, host: str, port: int, *,
+                 token: str | None = None) -> None:
         self._node = node
+        self._token = token
         self._host = host
         self._port = port
         self._check_host = is_loopback(host) and not node.settings.http_public
@@ -81,7 +85,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._host_guard])
+        app = web.Application(middlewares=[self._host_guard, self._token_guard])
         app.on_response_prepare.append(self._headers)
         routes: dict[str, Handler] = {
             "/": self._index,
@@ -132,6 +136,14 @@ class WebServer:
         if self._check_host and not is_loopback(_host_name(request.host or "")):
             return web.Response(status=403, text="this endpoint answers loopback "
                                 "host names only\n")
+        return await handler(request)
+
+    @web.middleware
+    async def _token_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not authorized(request.path, request.headers.get("Authorization"), self._token):
+            return web.Response(status=401, text="this endpoint needs Authorization: "
+                                "Bearer <token> (the node's http_token)\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="phoenix"'})
         return await handler(request)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
