@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import phoenix_cluster as phx
 
@@ -30,3 +31,7 @@ class Tally(phx.Agent, kind="cluster.tally"):
     async def slow(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "done"
+
+    async def block(self, seconds: float) -> None:
+        """Hold the node's event loop (a CPU-bound or blocking handler): hung, not dead."""
+        time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point

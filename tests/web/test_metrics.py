@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import shutil
 import time
@@ -177,6 +178,12 @@ async def test_event_loop_lag_is_measured(node: phx.Node) -> None:
     while value(await scrape(node), "phoenix_event_loop_lag_seconds") < 0.35:
         assert time.monotonic() < deadline, "the blocked loop never showed as lag"
         await asyncio.sleep(0.05)
+    # /health/live reports the same watchdog's figure, and stays 200: the loop answers.
+    assert node.http_url is not None
+    status, _, body = await get(node.http_url + "health/live")
+    live = json.loads(body)
+    assert status == 200 and live["live"] is True
+    assert 0.35 <= live["event_loop_lag_s"] < 5.0
 
 
 async def test_exposition_passes_promtool(node: phx.Node) -> None:

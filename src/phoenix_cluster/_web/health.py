@@ -1,8 +1,13 @@
 """Liveness and readiness of a node, as a load balancer or an orchestrator asks.
 
 *Live*: the process answers (its event loop runs). *Ready*: the node is running, has
-joined its cluster, sees membership converged (nobody suspected), holds its share of the
-ring and was not downed by split-brain resolution. A node that is not ready says why.
+joined its cluster, holds its share of the ring and was not downed by split-brain
+resolution: it serves. A node that is not ready says why.
+
+What other members look like changes neither. A suspect or unreachable peer is that
+peer's problem (the failure detector and the split-brain resolver deal with it); if it
+made every node unready, one slow pod would take every pod out of a Kubernetes service
+at once.
 """
 
 from __future__ import annotations
@@ -35,9 +40,6 @@ def readiness(node: NodeView) -> Readiness:
     if (seeds or settings.discovery) and not any(m.status == "alive" for m in others):
         # It was told where its cluster is but has not heard from anybody there yet.
         return Readiness(False, "not joined: no other member seen alive yet")
-    suspects = sorted(m.name for m in status.members if m.status == "suspect")
-    if suspects:
-        return Readiness(False, f"membership not converged: {', '.join(suspects)} suspected")
     ring = node.ring
     if settings.role == "member" and node.address is not None and (
             ring is None or node.name not in ring):

@@ -5,7 +5,7 @@ Routes (GET and HEAD only; any other method is 405, any other path 404)::
     /                 the dashboard (static HTML, CSS and JS shipped in the package)
     /static/<file>    the dashboard's assets
     /metrics          Prometheus text exposition
-    /health/live      200 while the process answers
+    /health/live      200 while the event loop answers, with its recent lag
     /health/ready     200 when ready for traffic, else 503 with the reason
     /api/cluster      members, ring shares, agents per member, split-brain state
     /api/agents       agents per kind on this node, mailbox depth
@@ -171,8 +171,11 @@ class WebServer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
+        # Answering is the liveness signal (a blocked or stopped loop makes the probe
+        # time out); the lag says how close to that the loop has come lately.
         return _json({"live": True, "node": self._node.name,
-                      "state": self._node.status().state})
+                      "state": self._node.status().state,
+                      "event_loop_lag_s": round(self.sampler.loop_lag(), 6)})
 
     async def _ready(self, request: web.Request) -> web.StreamResponse:
         r = readiness(self._node)
