@@ -285,7 +285,8 @@ class Node:
         secret, cookie_path = resolve_secret(s.cookie, s.cookie_file)
         if cookie_path is not None:
             _log.info("node %s uses the cluster secret in %s", self.name, cookie_path)
-        ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca)
+        ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca,
+                                              verify_hostname=s.tls_verify_hostname)
         chain = parse_chain(s.transports)
         transport: TcpTransport | FallbackTransport
         if chain == ("tcp",):

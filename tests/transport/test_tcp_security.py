@@ -21,6 +21,7 @@ from transport_helpers import (
 
 from phoenix_cluster._transport.base import ConnectionBroken
 from phoenix_cluster._transport.tcp import TcpTransport
+from phoenix_cluster._transport.tls import tls_contexts
 from phoenix_cluster._wire.codec import WireCodec
 from phoenix_cluster._wire.frames import FrameDecoder, encode_frame
 from phoenix_cluster._wire.messages import (
@@ -31,7 +32,7 @@ from phoenix_cluster._wire.messages import (
     Reply,
     Welcome,
 )
-from phoenix_cluster.errors import AuthenticationError, ProtocolError
+from phoenix_cluster.errors import AuthenticationError, ConfigError, ProtocolError
 from phoenix_cluster.testing import wait_until
 
 LOGGER = "phoenix_cluster.transport"
@@ -319,3 +320,33 @@ async def assert_serves_tls(addr: str, make_transport: MakeTransport,
     friend = make_transport("friend", ssl_client=client_context(files, with_cert=False))
     conn = await friend.connect(addr)
     assert await conn.request(make_call(1, b"ok"), timeout_s=5) == Reply(1, b"ok")
+
+
+async def test_hostname_check_can_be_turned_off_for_a_cluster_ca(
+    make_transport: MakeTransport, tls_files: dict[str, Path]
+) -> None:
+    # The certificates name 127.0.0.1 only; 127.0.0.2 stands for a pod IP they cannot name.
+    f = {k: str(v) for k, v in tls_files.items()}
+    server_ctx, _ = tls_contexts(f["server.pem"], f["server.key"], f["ca.pem"])
+    server = make_transport("server", ssl_server=server_ctx)
+    addr = await server.start("127.0.0.2:0")
+    _, checking = tls_contexts(f["client.pem"], f["client.key"], f["ca.pem"])
+    with pytest.raises((ConnectionBroken, AuthenticationError, ProtocolError)):
+        await make_transport("checking", ssl_client=checking).connect(addr)
+    _, lenient = tls_contexts(f["client.pem"], f["client.key"], f["ca.pem"],
+                              verify_hostname=False)
+    conn = await make_transport("lenient", ssl_client=lenient).connect(addr)
+    assert await conn.request(make_call(1, b"ok"), timeout_s=5) == Reply(1, b"ok")
+    # The chain is still checked: a server certificate from another CA is refused.
+    strict_ca = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # system CAs only
+    strict_ca.check_hostname = False
+    strict_ca.load_cert_chain(f["client.pem"], f["client.key"])
+    with pytest.raises((ConnectionBroken, AuthenticationError, ProtocolError)):
+        await make_transport("other-ca", ssl_client=strict_ca).connect(addr)
+
+
+def test_hostname_check_off_needs_a_ca(tls_files: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="tls_ca") as info:
+        tls_contexts(str(tls_files["server.pem"]), str(tls_files["server.key"]), None,
+                     verify_hostname=False)
+    assert info.value.key == "tls_verify_hostname"

@@ -65,6 +65,7 @@ _FORMS = {
     "tls_cert": "a PEM certificate file, given with tls_key",
     "tls_key": "a PEM private key file, given with tls_cert",
     "tls_ca": "a PEM CA bundle file",
+    "tls_verify_hostname": "true or false (false needs tls_ca)",
     "call_timeout_s": "a number of seconds > 0",
     "idle_timeout_s": "a number of seconds > 0",
     "shutdown_timeout_s": "a number of seconds > 0",
@@ -242,6 +243,9 @@ def _run(node: Node, kinds: int) -> int:
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
 @click.option("--tls-ca", metavar="PEM", help="CA that peers' certificates must chain to "
               "(makes TLS mutual).")
+@click.option("--tls-no-verify-hostname", "tls_verify_hostname", flag_value=False,
+              default=None, help="Accept any certificate --tls-ca signed, whatever address "
+              "was dialled (pod IPs change); needs --tls-ca.")
 @click.option("--transports", metavar="CHAIN", help="Protocols to peers in order of "
               "preference, e.g. tcp,http2,quic (docs/transport.md).")
 @click.option("--discovery", metavar="SPEC", help="Find seeds with static:, dns:, etcd:, "
@@ -280,6 +284,7 @@ def node(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    tls_verify_hostname: bool | None,
     transports: str | None,
     discovery: str | None,
     split_brain: str | None,
@@ -313,6 +318,7 @@ def node(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "tls_ca": tls_ca,
+        "tls_verify_hostname": tls_verify_hostname,
         "transports": transports,
         "discovery": discovery,
         "split_brain": split_brain,
@@ -336,7 +342,8 @@ def node(
     if settings.listen is None and settings.role == "member":
         settings = msgspec.structs.replace(settings, listen=DEFAULT_LISTEN)
     try:
-        tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca)  # fail early
+        tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca,  # fail early
+                     verify_hostname=settings.tls_verify_hostname)
         if settings.discovery is not None:
             discovery_from_spec(settings.discovery)
         parse_chain(settings.transports)

@@ -65,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """PEM CA bundle that peers' certificates must chain to; makes TLS mutual. Without
     it, servers do not ask for client certificates and clients trust the system CAs."""
 
+    tls_verify_hostname: bool = True
+    """Whether a dialled peer's certificate must name the address dialled (TCP and
+    HTTP/2). Turn it off where addresses change (Kubernetes pod IPs); then ``tls_ca`` is
+    required and must be a CA that signs only this cluster's certificates."""
+
     role: Literal["member", "client"] = "member"
     """``client`` nodes route messages but host no agents."""
 
