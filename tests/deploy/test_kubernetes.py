@@ -284,8 +284,10 @@ async def test_three_nodes_started_with_the_statefulset_args_form_a_tls_cluster(
             statuses = [(await get(u + "/health/ready"))[0] for u in urls]
             return statuses == [200, 200, 200]
 
-        async with asyncio.timeout(60):
-            while not await all_ready():
+        async with asyncio.timeout(60):  # probe as kubelet does, every 0.2 s here
+            while True:
+                if await all_ready():
+                    break
                 await asyncio.sleep(0.2)
         status, _, _ = await get(urls[0] + "/api/cluster")
         assert status == 401
