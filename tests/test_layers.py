@@ -29,7 +29,8 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_crdt/dots.py", "_crdt/stores.py", "_crdt/base.py", "_crdt/counters.py",
         "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py",
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",
-        "_replication/leader.py", "_replication/settings.py", "_replication/merging.py"]
+        "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
+        "_membership/joining.py"]
 
 
 def _top(module: Path) -> str:

@@ -27,10 +27,11 @@ from ._agents.placement import PlacementService
 from ._agents.rebalance import Rebalancer
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, KindRuntime, RuntimeStatistics
-from ._foundation.env import Env
+from ._foundation.env import Env, TimerHandle
 from ._foundation.settings import Settings, load_settings
 from ._membership.discovery_poller import DiscoveryPoller
 from ._membership.discovery_spec import discovery_from_spec
+from ._membership.joining import JoinPlan
 from ._membership.observer import MembershipObserver
 from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
@@ -201,6 +202,10 @@ class Node:
         self._replicator: Replicator | None = None
         self._crdt_sync: CrdtSync | None = None
         self._table_ring: HashRing | None = None
+        self._join: JoinPlan | None = None  # None: an embedded node, a cluster of one
+        self._formed_alone = False
+        self._joined = asyncio.Event()
+        self._seed_timer: TimerHandle | None = None
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
@@ -232,6 +237,11 @@ class Node:
             self._stopped.set()
             await self._close_cluster()
             raise
+        if self._join is None:
+            self._joined.set()
+        elif self._join.first_seed and not self._joined.is_set():
+            self._seed_timer = self.env.clock.call_later(self.settings.seed_timeout_s,
+                                                         self._seed_timeout)
         await self._supervisor.start()
         if self._rebalancer is not None:
             await self._supervisor.add_child(ChildSpec("rebalancer", self._rebalancer.run))
@@ -309,6 +319,9 @@ class Node:
         self._transport = transport
         if s.listen is not None:
             self.address = await transport.start(s.listen)
+        self._join = JoinPlan(s.seeds, (self.address or "", s.listen or ""), role=s.role,
+                              discovery=s.discovery is not None)
+        self._formed_alone = self._join.forms_at_once
         placement = self._placement = PlacementService(
             self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
             fallback=self._fallback_address,
@@ -454,15 +467,67 @@ class Node:
         ring = self._ring
         # A node with seeds that sees only itself has not joined yet (it just started,
         # maybe from empty memory): a table of itself alone would have it elect itself
-        # the sole replica of every partition. Its replicator waits until it has joined.
+        # the sole replica of every partition. Its replicator waits until it has joined,
+        # or until it forms a cluster of one (joining.py says when it may).
         if (self._replicator is not None and ring is not None and ring is not self._table_ring
-                and (len(ring.members) > 1 or not self.settings.seeds
+                and (len(ring.members) > 1 or self._formed_alone
                      or self._table_ring is not None)):
             self._table_ring = ring
             table = PartitionTable.build(ring, 3)
             self._replicator.update(table, ring.members)
             if self._crdt_sync is not None:
                 self._crdt_sync.update(table, ring.members)
+        if not self._joined.is_set() and self._serves(snapshot):
+            self._now_joined()
+
+    def _serves(self, snapshot: MembershipSnapshot) -> bool:
+        # A member that replicates serves once it has a partition table; anything else
+        # (a client, a member without an address) once it sees a hosting member alive.
+        if self._replicator is not None:
+            return self._table_ring is not None
+        return any(m.name != self.name and m.role == "member" and m.status == "alive"
+                   for m in snapshot.members)
+
+    def _now_joined(self) -> None:
+        self._joined.set()
+        if self._seed_timer is not None:
+            self._seed_timer.cancel()
+            self._seed_timer = None
+        members = 0 if self._ring is None else len(self._ring.members)
+        if self._formed_alone and members == 1:
+            _log.info("node %s formed a cluster of one", self.name)
+        else:
+            _log.info("node %s joined the cluster (%d hosting members)", self.name, members)
+
+    def _seed_timeout(self) -> None:
+        self._seed_timer = None
+        if self._joined.is_set() or self._state is not NodeState.RUNNING or self._join is None:
+            return
+        _log.warning("node %s heard from no other node within %.1fs (%s); as the first seed "
+                     "it forms a new cluster of one, which the others join",
+                     self.name, self.settings.seed_timeout_s, self._join.describe())
+        self._formed_alone = True
+        snapshot = self._snapshot
+        if snapshot is not None:
+            self._on_membership(snapshot)
+
+    @property
+    def joined(self) -> bool:
+        """Whether the node has joined or formed its cluster and can serve (an embedded
+        node always has). ``phx node`` prints READY, and ``/health/ready`` can say
+        ready, only once this is true."""
+        return self._joined.is_set()
+
+    async def wait_joined(self) -> None:
+        """Wait until :attr:`joined` (bound it with ``asyncio.timeout``)."""
+        await self._joined.wait()
+
+    def join_report(self) -> str:
+        """Why the node has not joined yet: each seed that failed and how (wrong cookie,
+        unreachable), or which seeds have not answered. Empty once joined."""
+        if self._joined.is_set() or self._join is None:
+            return ""
+        return self._join.describe()
 
     def _note_members_back(self, snapshot: MembershipSnapshot) -> None:
         # A downed member back as a newer incarnation answers for itself again.
@@ -481,7 +546,18 @@ class Node:
     async def _sync(self, address: str, payload: bytes) -> bytes:
         router = self._runtime.router
         assert router is not None
-        return await router.system_call(address, "membership", "sync", payload, 5.0)
+        try:
+            reply = await router.system_call(address, "membership", "sync", payload, 5.0)
+        except Exception as exc:
+            join = self._join
+            if join is not None and not self._joined.is_set():
+                line = join.failed(address, exc)
+                if line is not None:
+                    _log.warning("node %s %s", self.name, line)
+            raise
+        if self._join is not None:
+            self._join.answered(address)
+        return reply
 
     async def _membership_call(self, method: str, payload: bytes) -> bytes:
         if method != "sync" or self._membership is None:
@@ -538,6 +614,9 @@ class Node:
         _log.info("node %s handed off %d agents before leaving", self.name, moved)
 
     async def _close_cluster(self) -> None:
+        if self._seed_timer is not None:
+            self._seed_timer.cancel()
+            self._seed_timer = None
         await self._services.aclose()  # hands its names on while the transport is up
         if self._http is not None:
             await self._http.aclose()

@@ -196,3 +196,19 @@ def membership(json_path: Path | None, quick: bool) -> None:
 
     _measure(bench_membership, lambda progress: bench_membership.run_membership(
         quick=quick, progress=progress), json_path)
+
+
+@bench.command("startup")
+@_json_option
+@_quick_option("3 node starts instead of 10.")
+def startup(json_path: Path | None, quick: bool) -> None:
+    """Startup figures: READY to the first served call on a 1-node cluster.
+
+    Starts one real node process per trial, seeded with its own address, and calls it
+    from a client node in this process as soon as it prints READY. Ten trials take about
+    ten seconds; --quick three.
+    """
+    from . import bench_startup
+
+    _measure(bench_startup, lambda progress: bench_startup.run_startup(
+        quick=quick, progress=progress), json_path)

@@ -9,7 +9,11 @@ form, never a traceback.
 
 Exit codes: 0 after a signal-initiated graceful shutdown, 1 when the node stopped on its
 own (its services failed) or could not start, 2 for configuration errors, 3 when it
-downed itself on the losing side of a network partition.
+downed itself on the losing side of a network partition, 4 when it joined no cluster
+within ``join_timeout_s`` (every seed unreachable, or a wrong cookie).
+
+READY is printed only once the node has joined its cluster or formed one (see
+``_membership/joining.py``): a supervisor that waits for it gets a node that serves.
 """
 
 from __future__ import annotations
@@ -41,7 +45,16 @@ from .._web.auth import load_http_token
 from ..errors import ConfigError
 from .logging_setup import configure_logging
 
-__all__ = ["DEFAULT_LISTEN", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "exit_code_for", "node"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_NOT_JOINED",
+    "EXIT_OK",
+    "NOT_JOINED_PREFIX",
+    "exit_code_for",
+    "node",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:7100"
 """Where ``phx node`` listens unless told otherwise: loopback only."""
@@ -49,6 +62,10 @@ DEFAULT_LISTEN = "127.0.0.1:7100"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_NOT_JOINED = 4
+
+NOT_JOINED_PREFIX = "not joined: "
+"""Start of ``stop_reason`` when the node gave up joining after ``join_timeout_s``."""
 
 _log = logging.getLogger("phoenix_cluster.cli")
 
@@ -69,6 +86,8 @@ _FORMS = {
     "call_timeout_s": "a number of seconds > 0",
     "idle_timeout_s": "a number of seconds > 0",
     "shutdown_timeout_s": "a number of seconds > 0",
+    "join_timeout_s": "a number of seconds > 0",
+    "seed_timeout_s": "a number of seconds > 0",
     "passivation_sweep_s": "a number of seconds > 0",
     "mailbox_limit": "an integer > 0",
     "max_frame_bytes": "an integer > 0",
@@ -122,12 +141,15 @@ def exit_code_for(stop_reason: str) -> int:
 
     ``0`` when a signal asked it to stop (a graceful shutdown is success); ``3`` when
     it was on the losing side of a partition and downed itself (restart it to rejoin
-    as a new incarnation); ``1`` for anything else, e.g. ``services failed: ...``.
+    as a new incarnation); ``4`` when it joined no cluster within ``join_timeout_s``;
+    ``1`` for anything else, e.g. ``services failed: ...``.
     """
     if stop_reason.startswith("signal"):
         return EXIT_OK
     if stop_reason.startswith(DOWNED_PREFIX):
         return EXIT_DOWNED
+    if stop_reason.startswith(NOT_JOINED_PREFIX):
+        return EXIT_NOT_JOINED
     return EXIT_FAILED
 
 
@@ -199,9 +221,33 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+async def _wait_joined(node: Node) -> bool:
+    """Wait until ``node`` joined or formed its cluster; ``False`` if it stopped first
+    or gave up after ``join_timeout_s`` (then it is stopping with a reason that says why)."""
+    timeout_s = node.settings.join_timeout_s
+    joined = asyncio.ensure_future(node.wait_joined())
+    stopped = asyncio.ensure_future(node.wait_stopped())
+    try:
+        await asyncio.wait((joined, stopped), timeout=timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (joined, stopped):
+            waiter.cancel()
+    if node.joined and not stopped.done():
+        return True
+    if not stopped.done():
+        why = node.join_report()
+        _log.error("phx node %s joined no cluster within %gs (%s); exiting with code %d",
+                   node.name, timeout_s, why, EXIT_NOT_JOINED)
+        node.request_shutdown(f"{NOT_JOINED_PREFIX}{why}")
+    return False
+
+
 async def _serve(node: Node, kinds: int) -> str:
     await node.start()
     node.install_signal_handlers()
+    if not await _wait_joined(node):
+        return await node.wait_stopped()
     s = node.settings
     _log.info(
         "phx node %s ready (listen %s, role %s, %d kind%s imported)",
@@ -223,7 +269,7 @@ def _run(node: Node, kinds: int) -> int:
         _log.error("phx node %s failed: %s: %s", node.name, type(exc).__name__, exc)
         return EXIT_FAILED
     code = exit_code_for(reason)
-    if code != EXIT_OK:
+    if code not in (EXIT_OK, EXIT_NOT_JOINED):  # not joined: _wait_joined said why
         _log.error("phx node %s exiting with code %d: %s", node.name, code, reason)
     return code
 
@@ -275,6 +321,9 @@ def _run(node: Node, kinds: int) -> int:
 @click.option("--mailbox-limit", type=int, metavar="N")
 @click.option("--call-timeout-s", type=float, metavar="SECONDS")
 @click.option("--shutdown-timeout-s", type=float, metavar="SECONDS")
+@click.option("--join-timeout-s", "--join-timeout", "join_timeout_s", type=float,
+              metavar="SECONDS", help="Give up (exit 4) if no cluster is joined or formed "
+              "in this time (default 60).")
 def node(
     *,
     name: str | None,
@@ -302,13 +351,22 @@ def node(
     mailbox_limit: int | None,
     call_timeout_s: float | None,
     shutdown_timeout_s: float | None,
+    join_timeout_s: float | None,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave the cluster gracefully.
 
     Settings come from these flags, then PHX_* environment variables, then phoenix.toml
-    (--config FILE, PHX_CONFIG, or ./phoenix.toml). Prints "READY <name> <address>" on stdout once
-    the node serves. Exit codes: 0 after a graceful shutdown, 1 if the node failed,
-    2 for a configuration error.
+    (--config FILE, PHX_CONFIG, or ./phoenix.toml). Prints "READY <name> <address>" on
+    stdout once the node has joined its cluster (or formed one: give every node the same
+    --seed list; the first seed forms the cluster) and serves.
+
+    \b
+    Exit codes:
+      0  graceful shutdown after SIGTERM or SIGINT
+      1  the node failed (its services failed, or it could not start)
+      2  configuration error (one line on stderr)
+      3  downed itself on the losing side of a network partition
+      4  joined no cluster within --join-timeout-s (seeds unreachable, wrong cookie)
     """
     overrides: dict[str, Any] = {
         "name": name,
@@ -334,6 +392,7 @@ def node(
         "mailbox_limit": mailbox_limit,
         "call_timeout_s": call_timeout_s,
         "shutdown_timeout_s": shutdown_timeout_s,
+        "join_timeout_s": join_timeout_s,
     }
     try:
         settings = load_settings(overrides, config_file=config_file)

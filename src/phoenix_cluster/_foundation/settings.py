@@ -41,7 +41,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     exposing a node is a decision."""
 
     seeds: list[HostPort] = []
-    """Addresses of existing members to join through."""
+    """Addresses of existing members to join through. Give every node the same list,
+    its own address included: the node that is the first entry forms the cluster when
+    none of the others answers (within ``seed_timeout_s``); the others only join. A
+    node whose list holds only itself forms a cluster of one at once."""
+
+    join_timeout_s: PositiveFloat = 60.0
+    """How long ``phx node`` waits to join (or form) its cluster before it gives up and
+    exits with code 4, naming each seed and why it failed (unreachable, wrong cookie).
+    It prints READY only once joined."""
+
+    seed_timeout_s: PositiveFloat = 5.0
+    """How long the first seed (and a member that only uses discovery) waits for another
+    node to answer before it forms a cluster of one (Akka's ``seed-node-timeout``).
+    Longer is safer for a first seed restarted while the others are briefly slow."""
 
     cookie: str | None = None
     """The cluster secret. Prefer ``cookie_file`` or ``PHX_COOKIE``: argv is visible to

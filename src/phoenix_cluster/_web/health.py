@@ -1,8 +1,8 @@
 """Liveness and readiness of a node, as a load balancer or an orchestrator asks.
 
 *Live*: the process answers (its event loop runs). *Ready*: the node is running, has
-joined its cluster, holds its share of the ring and was not downed by split-brain
-resolution: it serves. A node that is not ready says why.
+joined its cluster or formed one (``Node.joined``), holds its share of the ring and was
+not downed by split-brain resolution: it serves. A node that is not ready says why.
 
 What other members look like changes neither. A suspect or unreachable peer is that
 peer's problem (the failure detector and the split-brain resolver deal with it); if it
@@ -35,11 +35,9 @@ def readiness(node: NodeView) -> Readiness:
     if decision is not None and decision.action == "down_self":
         return Readiness(False, f"downed by split-brain resolution: {decision.reason}")
     settings = node.settings
-    others = [m for m in status.members if m.name != node.name]
-    seeds = [s for s in settings.seeds if s != node.address]
-    if (seeds or settings.discovery) and not any(m.status == "alive" for m in others):
-        # It was told where its cluster is but has not heard from anybody there yet.
-        return Readiness(False, "not joined: no other member seen alive yet")
+    if not node.joined:
+        # Neither joined through a seed nor formed a cluster of one: it cannot serve.
+        return Readiness(False, f"not joined: {node.join_report()}")
     ring = node.ring
     if settings.role == "member" and node.address is not None and (
             ring is None or node.name not in ring):

@@ -161,12 +161,14 @@ class _Nemesis:
         while True:
             # A node woken from a pause may learn it was declared dead and down itself
             # a moment later: keep restarting what exits until the cluster converges.
-            for node in cluster.nodes:
-                if not node.running:
-                    if node.process is not None:
-                        await cluster.wait(node.index)
-                    self.say(f"nemesis: restarting {node.name}")
-                    await cluster.start_node(node.index)
+            # Restarted together: a node says READY only once it joined, so when every
+            # node had exited, one started alone would wait for the others forever.
+            gone = [node for node in cluster.nodes if not node.running]
+            for node in gone:
+                if node.process is not None:
+                    await cluster.wait(node.index)
+                self.say(f"nemesis: restarting {node.name}")
+            await asyncio.gather(*(cluster.start_node(node.index) for node in gone))
             try:
                 await cluster.wait_converged(timeout_s=5.0)
             except TimeoutError:
