@@ -28,7 +28,7 @@ from phoenix_cluster.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
-NOT_IN_BASE = {"secrets.example.yaml", "rbac-lease.yaml"}
+NOT_IN_BASE = {"secrets.example.yaml", "rbac-lease.yaml", "networkpolicy.example.yaml"}
 K8S_VERSION = kubernetes_validate.latest_version()
 
 Doc = dict[str, Any]
@@ -143,6 +143,8 @@ def test_statefulset_names_each_node_after_its_pod_and_keeps_its_data() -> None:
     assert mounts[claim["metadata"]["name"]] == f["--data-dir"]
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    # A pause between restarts in a roll (docs/deployment.md, "Rolling upgrades").
+    assert sts["spec"]["minReadySeconds"] >= 5
 
 
 def test_termination_leaves_time_for_the_handoff() -> None:
