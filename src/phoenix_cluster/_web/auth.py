@@ -19,8 +19,8 @@ from ..errors import ConfigError
 __all__ = ["OPEN_PATHS", "authorized", "load_http_token"]
 
 OPEN_PATHS = frozenset({"/metrics", "/health/live", "/health/ready"})
-"""Routes answered without the token: probes and scrapes carry no credentials, and these
-reveal counts and readiness, not members' addresses or agents' keys."""
+"""Routes answered without the token: probes and scrapes carry no credentials. They show
+this node's name, address, readiness and counts, not the member list, keys or state."""
 
 _FORM = "a file holding the HTTP bearer token"
 
