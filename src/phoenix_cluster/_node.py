@@ -292,7 +292,9 @@ class Node:
         s = self.settings
         if s.listen is None and not s.seeds and s.discovery is None:
             return
-        secret, cookie_path = resolve_secret(s.cookie, s.cookie_file)
+        # Only a member may found a cluster, so only a member writes a new secret file.
+        secret, cookie_path = resolve_secret(s.cookie, s.cookie_file,
+                                             create=s.role == "member")
         if cookie_path is not None:
             _log.info("node %s uses the cluster secret in %s", self.name, cookie_path)
         ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca,

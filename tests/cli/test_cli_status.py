@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,22 @@ def test_status_of_nothing_is_a_one_line_error() -> None:
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["default-file", "cookie-file"])
+def test_status_without_a_secret_is_one_line_and_writes_no_file(
+    tmp_path: Path, named: bool
+) -> None:
+    home = tmp_path
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHX_")}
+    args = ["--cookie-file", str(home / "missing.cookie")] if named else []
+    done = subprocess.run(
+        [sys.executable, "-m", "phoenix_cluster", "status", "--seed",
+         f"127.0.0.1:{free_port()}", "--timeout-s", "1", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**env, "HOME": str(home)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no cluster secret: set PHX_COOKIE" in done.stderr
+    assert list(home.iterdir()) == [], "phx status wrote a file"

@@ -132,3 +132,24 @@ def test_unwritable_location_is_a_config_error(tmp_path: Path) -> None:
         assert not (locked / "cookie").exists()
     finally:
         shutil.rmtree(shared)
+
+
+def test_without_create_a_missing_file_is_an_error_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    for named in (str(tmp_path / "named"), None):
+        with pytest.raises(ConfigError, match="no cluster secret: set PHX_COOKIE"):
+            resolve_secret(None, named, {"HOME": str(tmp_path)}, create=False)
+    assert list(tmp_path.iterdir()) == []
+    write_cookie(tmp_path / "named", "existing\n")
+    assert resolve_secret(None, str(tmp_path / "named"), {}, create=False) == (
+        b"existing", str(tmp_path / "named"))
+
+
+async def test_a_client_node_never_writes_a_secret_file(tmp_path: Path) -> None:
+    import phoenix_cluster as phx
+
+    client = phx.Node(role="client", seeds=["127.0.0.1:1"], listen="127.0.0.1:0")
+    with pytest.raises(ConfigError, match="no cluster secret"):
+        await client.start()
+    assert not default_cookie_path().exists()  # HOME is a fresh directory (conftest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import click
@@ -39,6 +40,9 @@ async def _status(seed: str, cookie_file: str | None, timeout_s: float) -> NodeS
 def status(seed: str, cookie_file: str | None, timeout_s: float, as_json: bool) -> None:
     """Show the cluster SEED belongs to: members, state, incarnation, ring share and the
     last split-brain decision, as SEED sees them."""
+    # This command reports a failure in one line of its own; the client node's log
+    # (e.g. "cannot join through seed ...") would only repeat it.
+    logging.getLogger("phoenix_cluster").setLevel(logging.CRITICAL)
     try:
         view = asyncio.run(_status(seed, cookie_file, timeout_s))
     except ConfigError as exc:

@@ -1,9 +1,12 @@
 """Finding, or creating, the cluster secret (the "cookie") that nodes prove to each other.
 
 Precedence: the ``cookie`` argument, then ``PHX_COOKIE``, then ``cookie_file``; with none
-of them, ``~/.phoenix/cookie``. A cookie file that does not exist yet is created with 32
-random bytes (64 hex characters) from :mod:`secrets`, so an embedded node or ``phx demo``
-is authenticated without any setup, as Erlang does with ``~/.erlang.cookie``.
+of them, ``~/.phoenix/cookie``. For a member node (one that can found a cluster) a cookie
+file that does not exist yet is created with 32 random bytes (64 hex characters) from
+:mod:`secrets`, so the first node is authenticated without any setup, as Erlang does
+with ``~/.erlang.cookie``; the node logs the path. Anything that can only talk to an
+existing cluster (a client node, ``phx status``) never creates one: a secret nobody else
+holds would authenticate nothing, and a secret file nobody asked for is a surprise.
 
 Like ssh with a private key, a cookie file that group or others can read is refused: a
 secret every local user can read protects nothing. New files are created with
@@ -40,22 +43,28 @@ def resolve_secret(
     cookie: str | None,
     cookie_file: str | os.PathLike[str] | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    create: bool = True,
 ) -> tuple[bytes, str | None]:
     """Return the cluster secret and the file it came from (``None`` if not a file).
 
     Args:
         cookie: the secret itself (``cookie=`` / ``--cookie``). Visible in ``ps`` when
             passed on a command line; prefer a file or ``PHX_COOKIE``.
-        cookie_file: a file holding the secret; created if it does not exist.
+        cookie_file: a file holding the secret; created if it does not exist and
+            ``create`` is true.
         environ: where ``PHX_COOKIE`` and ``HOME`` are read (default ``os.environ``).
+        create: write a new random secret to a missing file. ``False``: a missing file
+            is a :class:`~phoenix_cluster.errors.ConfigError` (nothing is written).
 
     Returns:
         ``(secret, path)``: log the path so operators can copy the file to other nodes;
         never log the secret.
 
     Raises:
-        phx.ConfigError: the secret is empty, the file cannot be read or created, or it
-            is readable or writable by group or others.
+        phx.ConfigError: the secret is empty, the file cannot be read or created (or
+            does not exist and ``create`` is false), or it is readable or writable by
+            group or others.
     """
     env = os.environ if environ is None else environ
     if cookie is not None:
@@ -66,6 +75,10 @@ def resolve_secret(
     path = Path(cookie_file) if cookie_file is not None else default_cookie_path(env)
     path = path.expanduser()
     if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"no cluster secret: set {COOKIE_ENV} or a cookie file (cookie file {path}"
+                " does not exist, and only a member node creates one)", key="cookie_file")
         created = _create(path)
         if created is not None:
             return created, str(path)
