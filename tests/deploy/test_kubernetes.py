@@ -252,6 +252,8 @@ def manifest_args(pod_ip: str, peer_port: int, http_port: int, seed: str | None,
             value = "web_agents"
         for var, real in values.items():
             value = value.replace(var, real)
+        # Test servers bind loopback: the pod's 0.0.0.0 becomes its stand-in address.
+        value = value.replace("0.0.0.0:", f"{pod_ip}:")
         value = value.replace(":7100", f":{peer_port}").replace(":9100", f":{http_port}")
         for mounted, local in (("/etc/phoenix/tls/tls.crt", files["server.pem"]),
                                ("/etc/phoenix/tls/tls.key", files["server.key"]),
