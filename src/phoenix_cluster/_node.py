@@ -55,7 +55,7 @@ from ._transport.peers import PeerManager
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
 from ._web import HttpEndpoint
-from .errors import AgentNotFound, NodeUnavailable
+from .errors import AgentNotFound, AuthenticationError, NodeUnavailable
 
 __all__ = [
     "DOWNED_PREFIX",
@@ -555,7 +555,11 @@ class Node:
             if join is not None and not self._joined.is_set():
                 line = join.failed(address, exc)
                 if line is not None:
-                    _log.warning("node %s %s", self.name, line)
+                    # A wrong cookie never heals by itself; an unreachable seed is often
+                    # just a node that starts a moment later.
+                    level = logging.WARNING if isinstance(exc, AuthenticationError) \
+                        else logging.INFO
+                    _log.log(level, "node %s %s", self.name, line)
             raise
         if self._join is not None:
             self._join.answered(address)

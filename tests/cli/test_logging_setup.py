@@ -138,3 +138,27 @@ def test_several_secrets_are_all_redacted(stream: io.StringIO) -> None:
     configure_logging("info", "text", "n", secret=secrets, stream=stream)
     logging.getLogger("x").info("a=%s b=%s", "from-env-cookie", "from-file-cookie")
     assert lines(stream)[0].endswith("a=*** b=***")
+
+
+@pytest.mark.parametrize("secret", [SECRET, None], ids=["with-secret", "without"])
+def test_a_malformed_format_string_is_one_redacted_line(
+    stream: io.StringIO, capsys: pytest.CaptureFixture[str], secret: str | None
+) -> None:
+    handler = configure_logging("info", "text", "n", secret=secret, stream=stream)
+    # Only our handler sees the record: pytest's own capture handler fails a test on a
+    # bad format string by design.
+    careless = logging.getLogger("careless")
+    careless.propagate = False
+    careless.addHandler(handler)
+    try:
+        careless.warning("two values %d %d", SECRET)  # wrong count and type
+    finally:
+        careless.removeHandler(handler)
+        careless.propagate = True
+    (line,) = lines(stream)
+    assert "two values %d %d [unformattable log call: TypeError" in line
+    if secret is not None:
+        assert SECRET not in line and "arguments ('***',)" in line
+    # The logging module's own error report (a traceback with the raw arguments) is
+    # never printed.
+    assert capsys.readouterr().err == ""

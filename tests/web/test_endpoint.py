@@ -89,7 +89,7 @@ async def test_busy_port_fails_the_start_and_closes_the_node() -> None:
         taken = first.http_url.rstrip("/").rsplit(":", 1)[1]
         second = phx.Node(listen="127.0.0.1:0", http=f"127.0.0.1:{taken}",
                           telemetry=TelemetryBus())
-        with pytest.raises(OSError):
+        with pytest.raises(phx.ConfigError, match=f"cannot listen on 127.0.0.1:{taken}"):
             await second.start()
         assert second.state.value == "stopped"
 

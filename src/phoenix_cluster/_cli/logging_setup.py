@@ -80,12 +80,17 @@ class RedactSecrets(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: let the handler report it as usual
-            return True
+        except Exception as exc:
+            # A broken format string (``log.info("%d", "x")``). Left to the handler, it
+            # would print a traceback with the raw arguments, secrets included, over many
+            # lines: say it here in one redacted line instead.
+            message = (f"{record.msg!s} [unformattable log call: {type(exc).__name__}: "
+                       f"{exc}; arguments {record.args!r}]")
+        else:
+            if not self._secrets:
+                return True
         record.msg = self._redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:

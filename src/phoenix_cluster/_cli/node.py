@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +36,12 @@ import msgspec
 from .._agents.agent import Agent
 from .._foundation.settings import Settings, load_settings
 from .._membership.discovery_spec import discovery_from_spec
+from .._membership.messages import gossip_address
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
 from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
+from .._transport.tcp import parse_address
 from .._transport.tls import tls_contexts
 from .._web import check_http_address, is_loopback
 from .._web.auth import load_http_token
@@ -178,6 +181,36 @@ def _secrets(settings: Settings) -> list[str]:
     return [*found, text]
 
 
+def _check_bindable(key: str, address: str, kind: socket.SocketKind) -> None:
+    """Fail in one line, before anything is logged, if ``address`` cannot be bound.
+
+    Binds and closes at once, with the options asyncio's servers use (SO_REUSEADDR on
+    TCP), so a port held only by connections in TIME_WAIT passes as it will for the node.
+    Port 0 always passes. The node's own bind still reports a port taken in between.
+    """
+    host, port = parse_address(address)
+    if port == 0:
+        return
+    proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=kind)[0]
+        with socket.socket(family, kind) as sock:
+            if kind == socket.SOCK_STREAM and os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+    except OSError as exc:
+        raise _OneLineError(f"bad setting {key}: cannot listen on {address} ({proto}): "
+                            f"{exc.strerror or exc}") from None
+
+
+def _check_ports(settings: Settings) -> None:
+    if settings.listen is not None:
+        _check_bindable("listen", settings.listen, socket.SOCK_STREAM)
+        _check_bindable("listen", gossip_address(settings.listen), socket.SOCK_DGRAM)
+    if settings.http is not None:
+        _check_bindable("http", settings.http, socket.SOCK_STREAM)
+
+
 def _agent_classes() -> set[type[Agent]]:
     found: set[type[Agent]] = set()
     todo = list(Agent.__subclasses__())
@@ -265,6 +298,9 @@ def _run(node: Node, kinds: int) -> int:
             reason = runner.run(_serve(node, kinds))
     except KeyboardInterrupt:  # SIGINT before the handlers were installed
         return 130
+    except ConfigError as exc:  # e.g. a port taken since _check_ports looked
+        _OneLineError(_config_error_line(exc)).show()
+        return EXIT_CONFIG
     except Exception as exc:
         _log.error("phx node %s failed: %s: %s", node.name, type(exc).__name__, exc)
         return EXIT_FAILED
@@ -411,9 +447,14 @@ def node(
         if settings.http is not None:
             host, _ = check_http_address(settings.http, settings.http_public)
             http_token = load_http_token(settings, public=not is_loopback(host))
+        _check_ports(settings)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
-    secrets = [*_secrets(settings), *([http_token] if http_token else [])]
+    # The Consul ACL token too: consul discovery reads it from the environment, and
+    # an error a Consul agent sends back may quote it.
+    consul_token = os.environ.get("CONSUL_HTTP_TOKEN", "").strip()
+    secrets = [*_secrets(settings), *([http_token] if http_token else []),
+               *([consul_token] if consul_token else [])]
     the_node = Node(settings=settings)
     configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)
     kinds = _import_modules(imports)

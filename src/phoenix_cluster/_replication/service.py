@@ -65,7 +65,7 @@ from .._ring.hashing import key_hash
 from .._ring.partitions import PARTITIONS, PartitionTable, partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from .._transport.tasks import LogLimiter, TaskSet, fail_after
+from .._transport.tasks import LogLimiter, LogSummary, TaskSet, fail_after
 from ..errors import NodeClosed, NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .campaign import Campaign, CampaignContext
 from .leader import Quorum
@@ -231,6 +231,9 @@ class Replicator:
         self._downed: dict[str, float] = {}  # name -> when it counts as lost
         self._peer_durable: dict[str, bool] = {}
         self._limiter = LogLimiter(self._clock)
+        # One INFO line per burst: a membership change moves hundreds of partitions.
+        self._lost_log = LogSummary(self._clock, _log,
+                                    f"node {name} stopped serving partitions")
         self._started = False
         self._closed = False
         self._eager_pending: list[int] = []
@@ -272,6 +275,7 @@ class Replicator:
             _log.warning("node %s closes with %d async writes not yet on a majority",
                          self.name, len(self._async))
         self._closed = True
+        self._lost_log.flush()
         self._sender.closed = True
         for handle in self._retries.values():
             handle.cancel()
@@ -760,8 +764,9 @@ class Replicator:
         self._notify_lost(p, reason, lead.epoch)
 
     def _notify_lost(self, p: int, reason: str, epoch: Epoch) -> None:
-        _log.info("node %s stops serving partition %d (epoch %s): %s", self.name, p, epoch,
-                  reason)
+        _log.debug("node %s stops serving partition %d (epoch %s): %s", self.name, p, epoch,
+                   reason)
+        self._lost_log.add(reason)
         if self._bus is not None and self._bus.has_handlers(events.REPLICATION_FENCED):
             self._bus.execute(events.REPLICATION_FENCED, {},
                               {"node": self.name, "partition": p, "epoch": str(epoch),

@@ -9,6 +9,8 @@
   simulator's clock governs handshake and connect deadlines too (DESIGN principle 4).
 - :class:`LogLimiter` keeps hostile input from flooding the log: a burst per window,
   then one summary line.
+- :class:`LogSummary` turns a burst of one kind of routine event (a membership change
+  moves hundreds of partitions) into one INFO line with counts per reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from phoenix_cluster._foundation.env import Clock, TimerHandle
 
-__all__ = ["LogLimiter", "TaskSet", "fail_after"]
+__all__ = ["LogLimiter", "LogSummary", "TaskSet", "fail_after"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
@@ -155,3 +157,44 @@ class LogLimiter:
         else:
             state[2] += 1
             logger.debug(msg, *args)
+
+
+class LogSummary:
+    """Counts events by reason and logs one INFO line per burst: ``<what>: N (reason: n, ...)``.
+
+    The first event of a burst arms a timer of ``window_s`` on the node's clock; when it
+    fires, the counts are logged and reset. Each single event is the caller's DEBUG line.
+
+    Args:
+        clock: the node's clock (the timer).
+        logger: where the summary goes.
+        what: the line's subject, e.g. ``node a stopped serving partitions``.
+        window_s: how long a burst may last before it is summarised.
+    """
+
+    __slots__ = ("_clock", "_counts", "_logger", "_timer", "_what", "_window_s")
+
+    def __init__(self, clock: Clock, logger: logging.Logger, what: str, *,
+                 window_s: float = 1.0) -> None:
+        self._clock = clock
+        self._logger = logger
+        self._what = what
+        self._window_s = window_s
+        self._counts: dict[str, int] = {}
+        self._timer: TimerHandle | None = None
+
+    def add(self, reason: str) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        if self._timer is None:
+            self._timer = self._clock.call_later(self._window_s, self.flush)
+
+    def flush(self) -> None:
+        """Log what was counted (if anything) now, and start a new burst."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._counts:
+            return
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(self._counts.items()))
+        self._logger.info("%s: %d (%s)", self._what, sum(self._counts.values()), detail)
+        self._counts.clear()

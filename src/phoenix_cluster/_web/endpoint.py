@@ -82,12 +82,17 @@ class HttpEndpoint:
         """Bind and serve; returns the dashboard's URL.
 
         Raises:
-            OSError: the address cannot be bound (in use, not local).
+            ConfigError: the address cannot be bound (in use, not local), like a busy
+                ``listen`` address.
         """
         from .server import WebServer  # the HTTP stack loads only when it is used
 
         server = WebServer(self._node, self._host, self._port, token=self._token)
-        self.url = await server.start()
+        try:
+            self.url = await server.start()
+        except OSError as exc:
+            raise ConfigError(f"bad setting http: cannot listen on {self._host}:{self._port}: "
+                              f"{exc.strerror or exc}", key="http") from exc
         self._server = server
         _log.info("node %s: dashboard at %s (metrics at %smetrics)", self._node.name,
                   self.url, self.url)
