@@ -52,7 +52,7 @@ def check_http_address(address: str, public: bool = False) -> tuple[str, int]:
             f"bad setting http: {address!r} is not a loopback address. The HTTP endpoint "
             "shows the cluster's members, agents and metrics to anyone who reaches it; "
             "bind it to 127.0.0.1, or set http_public (--http-public, PHX_HTTP_PUBLIC=1) "
-            "to expose it on purpose",
+            "and a bearer token (--http-token-file, PHX_HTTP_TOKEN) to expose it on purpose",
             key="http",
         )
     return host, int(port)
