@@ -206,6 +206,7 @@ class Node:
         self._formed_alone = False
         self._joined = asyncio.Event()
         self._seed_timer: TimerHandle | None = None
+        self._discovered: list[str] = []
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
@@ -503,11 +504,19 @@ class Node:
 
     def _seed_timeout(self) -> None:
         self._seed_timer = None
-        if self._joined.is_set() or self._state is not NodeState.RUNNING or self._join is None:
+        join = self._join
+        if self._joined.is_set() or self._state is not NodeState.RUNNING or join is None:
+            return
+        if not join.may_form_alone(self.address or "", self._discovered):
+            _log.info("node %s has not joined within %.1fs; discovery found %s, whose lowest "
+                      "address forms the cluster: waiting for it", self.name,
+                      self.settings.seed_timeout_s, ", ".join(self._discovered))
+            self._seed_timer = self.env.clock.call_later(self.settings.seed_timeout_s,
+                                                         self._seed_timeout)
             return
         _log.warning("node %s heard from no other node within %.1fs (%s); as the first seed "
                      "it forms a new cluster of one, which the others join",
-                     self.name, self.settings.seed_timeout_s, self._join.describe())
+                     self.name, self.settings.seed_timeout_s, join.describe())
         self._formed_alone = True
         snapshot = self._snapshot
         if snapshot is not None:
@@ -542,6 +551,7 @@ class Node:
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]
+        self._discovered = others
         if self._membership is not None:
             self._membership.join([*self.settings.seeds, *others])
 

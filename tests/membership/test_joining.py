@@ -64,3 +64,17 @@ def test_describe_failure_by_type() -> None:
     assert describe_failure(OSError("no route")) == "unreachable: no route"
     assert describe_failure(ProtocolError("bad frame")) == "ProtocolError: bad frame"
     assert describe_failure(ValueError("odd")) == "ValueError: odd"
+
+
+def test_a_static_first_seed_forms_whatever_discovery_found() -> None:
+    plan = JoinPlan([ME, "10.0.0.2:7100"], (ME,), role="member", discovery=True)
+    assert plan.may_form_alone(ME, ["10.0.0.0:7100"])
+
+
+def test_by_discovery_only_the_lowest_address_forms_the_cluster() -> None:
+    plan = JoinPlan([], (ME,), role="member", discovery=True)
+    assert plan.may_form_alone(ME, [])                      # found nobody: forms
+    assert plan.may_form_alone(ME, ["10.0.0.2:7100", ME])   # the lowest: forms
+    assert not plan.may_form_alone(ME, ["10.0.0.0:7100"])   # waits for the lower one
+    joiner = JoinPlan(["10.0.0.2:7100"], (ME,), role="member", discovery=True)
+    assert not joiner.may_form_alone(ME, [])                # not a first seed at all

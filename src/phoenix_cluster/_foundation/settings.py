@@ -52,8 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     It prints READY only once joined."""
 
     seed_timeout_s: PositiveFloat = 5.0
-    """How long the first seed (and a member that only uses discovery) waits for another
-    node to answer before it forms a cluster of one (Akka's ``seed-node-timeout``).
+    """How long the first seed waits for another node to answer before it forms a
+    cluster of one (Akka's ``seed-node-timeout``); a member that only uses discovery
+    forms one after this long only if no discovered address sorts before its own.
     Longer is safer for a first seed restarted while the others are briefly slow."""
 
     cookie: str | None = None

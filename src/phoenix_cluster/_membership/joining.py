@@ -9,9 +9,11 @@ together (or a node restarted while the network is cut) cannot make two clusters
 each elect themselves the replicas of every key. A node that joins nobody within
 ``join_timeout_s`` gives up (``phx node`` exits non-zero, saying which seed failed how).
 
-A member that uses discovery and has no static seed behaves like a first seed: the
-addresses discovery finds have no agreed order, so it forms a cluster of one only after
-``seed_timeout_s`` of finding no one to join.
+A member that uses discovery and has no static seed behaves like a first seed, with
+Akka Cluster Bootstrap's rule for the order discovery lacks: after ``seed_timeout_s``
+without joining anyone it forms a cluster of one only if no address discovery found
+sorts before its own. Pods of a StatefulSet that discover each other but have not met
+yet therefore wait for the lowest one instead of each forming a cluster.
 
 Pure bookkeeping: no I/O, no clock (the node owns the timers and feeds in failures).
 """
@@ -36,7 +38,7 @@ class JoinPlan:
         discovery: whether a discovery provider finds more seeds.
     """
 
-    __slots__ = ("_failures", "first_seed", "forms_at_once", "others")
+    __slots__ = ("_by_discovery", "_failures", "first_seed", "forms_at_once", "others")
 
     def __init__(self, seeds: Iterable[str], own_addresses: Iterable[str], *, role: str,
                  discovery: bool) -> None:
@@ -47,10 +49,24 @@ class JoinPlan:
         member = role == "member"
         self.forms_at_once = member and not self.others and not discovery
         """Forms a cluster of one as soon as it starts (its seeds name only itself)."""
+        self._by_discovery = member and discovery and not listed
         self.first_seed = member and not self.forms_at_once and (
-            (bool(listed) and listed[0] in own) or (discovery and not listed))
+            (bool(listed) and listed[0] in own) or self._by_discovery)
         """Forms a cluster of one if no other node answers within ``seed_timeout_s``."""
         self._failures: dict[str, str] = {}
+
+    def may_form_alone(self, own_address: str, discovered: Iterable[str]) -> bool:
+        """At the seed timeout, without having joined: form a cluster of one now?
+
+        A static first seed always does. A member seeded by discovery does only when no
+        other address ``discovered`` sorts before ``own_address`` (the lowest forms, the
+        others join it); otherwise it waits another ``seed_timeout_s``.
+        """
+        if not self.first_seed:
+            return False
+        if not self._by_discovery:
+            return True
+        return all(own_address <= a for a in discovered if a != own_address)
 
     def failed(self, address: str, exc: BaseException) -> str | None:
         """Note that a join attempt through ``address`` failed with ``exc``.
