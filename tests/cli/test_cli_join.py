@@ -171,3 +171,22 @@ def test_help_lists_every_exit_code() -> None:
         assert any(line.strip().startswith(f"{code} ") and meaning in line
                    for line in text.splitlines()), (code, text)
     assert "--join-timeout" in text
+
+
+def test_a_client_without_seeds_is_a_config_error(tmp_path: Path) -> None:
+    result = run_cli("node", "--role", "client", timeout=60)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "a client node needs --seed or --discovery" in line
+
+
+async def test_a_client_node_is_ready_once_it_sees_a_member(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    client = start(nodes, tmp_path, "--name", "c", "--role", "client", "--seed", address,
+                   "--listen", f"127.0.0.1:{free_port()}")
+    member = start(nodes, tmp_path, "--name", "m", "--listen", address, "--seed", address)
+    assert member.wait_ready() == "m"
+    assert client.wait_ready() == "c"
+    assert "c joined the cluster" in client.stderr()

@@ -151,6 +151,7 @@ class Rebalancer:
         gate = asyncio.Semaphore(self.concurrency)
         interval = 1.0 / self.rate
         moved = 0
+        failures: list[str] = []
 
         async def one(spec: KindSpec, key: str, to: str) -> None:
             nonlocal moved
@@ -159,7 +160,8 @@ class Rebalancer:
                 moved += 1
             except PhoenixError as exc:
                 self.failed += 1
-                _log.info("move of %s/%s to %s failed: %s", spec.name, key, to, exc.message)
+                failures.append(f"{spec.name}/{key} to {to}: {exc.message}")
+                _log.debug("move of %s/%s to %s failed: %s", spec.name, key, to, exc.message)
             finally:
                 gate.release()
 
@@ -170,4 +172,7 @@ class Rebalancer:
             await self.clock.sleep(interval)
         await asyncio.gather(*tasks)
         self.moved += moved
+        if failures:  # one line for the batch, not one per agent
+            _log.info("moved %d of %d agents (%s); %d failed, e.g. %s", moved, len(moves),
+                      reason, len(failures), failures[0])
         return moved

@@ -436,6 +436,10 @@ def node(
         raise _OneLineError(_config_error_line(exc)) from None
     if settings.listen is None and settings.role == "member":
         settings = msgspec.structs.replace(settings, listen=DEFAULT_LISTEN)
+    if settings.role == "client" and not settings.seeds and settings.discovery is None:
+        # A client cannot form a cluster: without a way to find one it could never join.
+        raise _OneLineError("bad setting seeds: a client node needs --seed or --discovery "
+                            "to find its cluster; expected HOST:PORT")
     try:
         tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca,  # fail early
                      verify_hostname=settings.tls_verify_hostname)
