@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
 
-# Layer of each top-level module or package (STYLE.md section 4).
+# Layer of each top-level module or package (a module imports only its own layer or lower ones).
 LAYERS = {
     "errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
     "_crdt": 0,

@@ -1,4 +1,4 @@
-"""Agents on one node: the public contract of DESIGN.md, call by call."""
+"""Agents on one node: the public contract, call by call."""
 
 from __future__ import annotations
 

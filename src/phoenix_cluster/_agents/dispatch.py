@@ -6,7 +6,7 @@ agents that moved). A node that receives a message for an agent it does not host
 with a :class:`Redirect`, never with silence, and the caller follows it (a bounded number
 of hops) and remembers where the agent lives.
 
-Definite and indefinite errors (DESIGN.md): a failure before the request left this node
+Definite and indefinite errors: a failure before the request left this node
 is definite; once it was sent, losing the connection makes the outcome unknown. A call
 whose connection breaks is re-sent on a fresh connection with the *same* request id,
 which the owner's per-agent dedup window turns into at-most-once execution.

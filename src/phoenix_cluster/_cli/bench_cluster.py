@@ -52,12 +52,12 @@ from .bench_local import LoopName, loop_factory, machine_info, save_json
 
 __all__ = ["ClusterBenchSizes", "print_report", "run_cluster", "save_json"]
 
-# Goals from DESIGN.md "Figures to reach", shown next to the measured figures.
+# The project's goals, shown next to the measured figures.
 GOAL_CALL_P95_US = 300.0
 SPEC_CALL_P95_US = 10_000.0
 GOAL_PIPELINED_CALLS_PER_S = 30_000.0
 GOAL_CASTS_PER_S = 100_000.0
-# Ray 2.60 on this project's 2-core machines, one driver and one actor (DESIGN.md).
+# Ray 2.60 on this project's 2-core machines, one driver and one actor.
 RAY_CALL_P50_US = 660.0
 RAY_CALL_P95_US = 890.0
 RAY_SEQUENTIAL_CALLS_PER_S = 1_400.0
@@ -395,7 +395,7 @@ def print_report(results: dict[str, Any]) -> None:
             "Node processes on loopback, a fresh cluster per row; casts on 1 member. "
             f"{sizes['latency_calls']:,} sequential calls per latency row, "
             f"{sizes['throughput_calls']:,} per callers row, {sizes['casts']:,} casts per "
-            "cast row. Ray 2.60 (DESIGN.md, driver → actor), and in brackets how many "
+            "cast row. Ray 2.60 (driver → actor, same kind of machine), and in brackets how many "
             "times better Phoenix is."
         ),
         title_justify="left",

@@ -62,7 +62,7 @@ __all__ = [
 
 LoopName = Literal["auto", "uvloop", "asyncio"]
 
-# Goals from DESIGN.md "Figures to reach", shown next to the measured figures.
+# The project's goals, shown next to the measured figures.
 GOAL_CALL_P95_US = 50.0
 REACH_CALL_P95_US = 100.0
 GOAL_PIPELINED_CALLS_PER_S = 30_000.0

@@ -59,7 +59,7 @@ from .bench_local import loop_factory, machine_info, save_json
 
 __all__ = ["MembershipBenchSizes", "print_report", "run_membership", "save_json"]
 
-# DESIGN.md "Figures to reach" and issue 4: aim < 3 s, reach < 10 s, spec < 30 s.
+# The project's goals (issue 4): aim < 3 s, reach < 10 s, spec < 30 s.
 AIM_DETECTION_S = 3.0
 REACH_DETECTION_S = 10.0
 GOAL_RECOVERY_S = 5.0

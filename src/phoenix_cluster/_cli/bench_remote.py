@@ -77,8 +77,8 @@ TRANSPORTS: tuple[TransportName, ...] = ("tcp", "http2", "quic")
 IN_FLIGHT = (1, 16, 256)
 """Calls in flight for the throughput rows (concurrent callers)."""
 
-# Issue 3 and DESIGN.md: "reach" must be met between two processes on this 2-core
-# machine; "aim" is DESIGN.md's figure to reach.
+# Issue 3: "reach" must be met between two processes on this 2-core
+# machine; "aim" is the project's figure to reach.
 REACH_CALL_P95_US = 1_000.0
 AIM_CALL_P95_US = 300.0
 REACH_PIPELINED_CALLS_PER_S = 10_000.0
@@ -408,7 +408,7 @@ def print_report(results: dict[str, Any]) -> None:
             f"{sizes['casts']:,} to one agent, until all handled. raw: bare asyncio "
             "Call/Reply frames over one loopback connection to an echo process; 'of raw': "
             "Phoenix's speed as a share of it (raw latency / Phoenix latency, Phoenix calls/s "
-            "/ raw calls/s); met: the best goal met. Goals (issue 3, DESIGN.md): reach "
+            "/ raw calls/s); met: the best goal met. Goals (issue 3): reach "
             "p95 < 1 ms and > 10,000 calls/s pipelined; aim p95 < 300 µs, > 30,000 calls/s, "
             "> 100,000 casts/s."
         ),

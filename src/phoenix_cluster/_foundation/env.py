@@ -2,7 +2,7 @@
 
 Every component takes its clock and random source from the node's :class:`Env`, never from
 ``time`` or ``random`` module globals, so the same code runs under a deterministic
-simulator (DESIGN.md principle 4). Must not import anything above L0.
+simulator. Must not import anything above L0.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One RPC method, ``batch``: a :class:`Batch` of items for one peer, answered by a
 :class:`BatchReply` with one reply per item, in order (docs/design/replication.md,
-Batching). New fields get defaults; array-like structs only append (STYLE.md 15).
+Batching). New fields get defaults; array-like structs only append.
 
 Pure: no I/O, no asyncio.
 """

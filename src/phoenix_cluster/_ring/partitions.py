@@ -11,7 +11,7 @@ partitions whose sets the new member enters.
 Moving, replicating and fencing whole partitions rather than single keys keeps the
 bookkeeping per node bounded (4,096 entries whatever the number of agents), like
 Riak's ring partitions and Cassandra's token ranges. The table is a frozen msgspec
-Struct with a version, so layers compare versions (STYLE.md, snapshots between layers)
+Struct with a version, so layers compare versions (snapshots between layers)
 and :meth:`PartitionTable.moves` lists the hand-offs between two versions.
 
 Pure: no I/O, no asyncio.
