@@ -171,7 +171,7 @@ def test_python_block_runs(block: Block, tmp_path: Path) -> None:
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _REPO_PATH = re.compile(
-    r"`((?:src|tests|docs|examples|benchmarks|scripts|\.ci)/[^`\s:]*)`")
+    r"`((?:src|tests|docs|examples|benchmarks|scripts|deploy|\.ci)/[^`\s:]*)`")
 _PACKAGE_PATH = re.compile(r"`((?:_[a-z]+|testing)/[\w./*-]+\.py)`")
 _MODULE_FILE = re.compile(r"`([\w*]+\.py)`")
 _DOTTED = re.compile(r"`(phoenix_cluster\.(?:_\w+|testing)(?:\.\w+)*)")  # not logger names
