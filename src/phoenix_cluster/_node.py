@@ -108,6 +108,10 @@ class NodeStatistics:
     state: str
     agents: RuntimeStatistics
     restarts: int
+    calls_retried: int = 0
+    """Calls from this node retried after a definite failure to reach their owner (a
+    refused connection, an open breaker), each counted once: the caller saw an error only
+    if its deadline passed first."""
 
 
 class Node:
@@ -453,6 +457,7 @@ class Node:
                                             if m.role == "member" and m.status != "left"]
 
     def _on_membership(self, snapshot: MembershipSnapshot) -> None:
+        self._reset_breakers_of_restarted(self._snapshot, snapshot)
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
         if self._downed_members:
@@ -539,6 +544,18 @@ class Node:
         if self._joined.is_set() or self._join is None:
             return ""
         return self._join.describe()
+
+    def _reset_breakers_of_restarted(self, before: MembershipSnapshot | None,
+                                     now: MembershipSnapshot) -> None:
+        # A member alive again as a new incarnation answers at its address: the failures
+        # of the old one must not keep callers (and migrations) away until the breaker's
+        # cool-down ends.
+        if before is None or self._peers is None:
+            return
+        known = {m.name: m.incarnation for m in before.members}
+        for m in now.members:
+            if m.status == "alive" and known.get(m.name, m.incarnation) != m.incarnation:
+                self._peers.reset(m.address)
 
     def _note_members_back(self, snapshot: MembershipSnapshot) -> None:
         # A downed member back as a newer incarnation answers for itself again.
@@ -784,6 +801,8 @@ class Node:
             state=self._state.value,
             agents=self._runtime.statistics(),
             restarts=self._supervisor.statistics().total_restarts,
+            calls_retried=0 if self._runtime.router is None
+            else self._runtime.router.calls_retried,
         )
 
     @property

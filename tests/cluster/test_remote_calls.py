@@ -7,12 +7,14 @@ These cover the routing rules (owner placement, redirects, error mapping, dedup)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 from cluster_agents import Tally
 
 import phoenix_cluster as phx
+from phoenix_cluster._transport.peers import PeerManager
 from phoenix_cluster._wire.messages import Call, Reply
 from phoenix_cluster.testing import free_port, wait_until
 
@@ -235,3 +237,66 @@ async def test_a_dial_that_hangs_is_bounded_by_the_call_timeout() -> None:
             w.transport.abort()
         mute.close()
         await mute.wait_closed()
+
+
+async def _crash(node: phx.Node) -> None:
+    """Stop ``node`` without a goodbye: a crash as SWIM and its peers see it."""
+    assert node._membership is not None and node._transport is not None
+    await node._membership.aclose(leave=False)
+    await node._transport.aclose()
+
+
+async def test_a_call_to_a_crashed_owner_is_retried_until_a_survivor_answers(
+    trio_nodes: list[phx.Node],
+) -> None:
+    client = await client_for(trio_nodes)
+    try:
+        owners = {f"r{i}": await client.ref(Tally, f"r{i}").where() for i in range(30)}
+        key = next(k for k, owner in owners.items() if owner == "n2")
+        assert await client.ref(Tally, key).add(5) == 5
+        await _crash(trio_nodes[2])
+        # Nothing can be sent to n2 (refused): a short call is retried, then gives up
+        # with the definite error, saying so.
+        with pytest.raises(phx.NodeUnavailable, match=r"tried \d+ times") as info:
+            await client.ref(Tally, key).options(timeout=0.3).add(1)
+        assert info.value.definite
+        assert client.statistics().calls_retried == 1
+        # A call with room in its deadline outlives the detection: the key moves to a
+        # survivor, which answers with the committed state.
+        assert await client.ref(Tally, key).options(timeout=20).add(1) == 6
+        assert client.statistics().calls_retried == 2
+        assert await client.ref(Tally, key).where() in ("n0", "n1")
+    finally:
+        await client.aclose()
+
+
+async def test_a_restarted_member_is_not_kept_away_by_its_old_breaker(
+    trio_nodes: list[phx.Node],
+) -> None:
+    client = await client_for(trio_nodes)
+    n2 = trio_nodes[2]
+    address = n2.address
+    assert address is not None
+    try:
+        await _crash(n2)
+        peers = client._peers
+        assert isinstance(peers, PeerManager)
+        for _ in range(10):  # dials refused until the breaker opens
+            with contextlib.suppress(phx.PhoenixError):
+                await peers.connection(address)
+        assert peers.breaker(address).state(client.env.clock.monotonic()) == "open"
+        again = phx.Node(name="n2", listen=address, cookie=COOKIE,
+                         seeds=[n.address for n in trio_nodes[:2] if n.address])
+        await again.start()
+        try:
+            await wait_until(lambda: any(m.name == "n2" and m.status == "alive"
+                                         and m.incarnation != n2.incarnation
+                                         for m in client.members()),
+                             timeout=20, what="the client to see n2's new incarnation")
+            # Closed at once, not after the breaker's cool-down.
+            assert peers.breaker(address).state(client.env.clock.monotonic()) == "closed"
+            await peers.connection(address)
+        finally:
+            await again.aclose()
+    finally:
+        await client.aclose()

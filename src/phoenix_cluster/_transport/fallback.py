@@ -462,6 +462,15 @@ class FallbackTransport:
         peer = self._peers.get(address)
         return peer.protocol if peer is not None else None
 
+    def reset(self, address: str) -> None:
+        """A new incarnation answers at ``address``: close its breakers, so the old one's
+        failures do not keep callers away from the restarted node."""
+        peer = self._peers.get(address)
+        if peer is not None:
+            now = self._env.clock.monotonic()
+            for breaker in peer.breakers.values():
+                breaker.record_success(now)
+
     def forget(self, address: str) -> None:
         """Drop what is known about ``address`` and stop probing it (it left the cluster)."""
         peer = self._peers.pop(address, None)
