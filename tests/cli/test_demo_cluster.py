@@ -1,8 +1,10 @@
-"""``phx demo --quick``: the three-node story end to end, as a user runs it.
+"""``phx demo``: the three-node story end to end, as a user runs it (``make demo``).
 
 A real subprocess starts three real node processes, kills one, restarts it and verifies
-the acknowledged writes. The figures it prints are not asserted (a noisy test machine);
-the story and the verification are.
+the acknowledged writes. The full default demo runs, because its length is part of what
+it promises: the README says how long it takes, and past ``DEMO_BUDGET_S`` this fails.
+Latency and throughput figures are not asserted (a noisy test machine); the story, the
+verification and the count of calls that failed or were retried during the kill are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import time
 import pytest
 from cli_helpers import phx
 
+DEMO_BUDGET_S = 45.0
+"""The longest ``phx demo`` may take on a 2-core machine (the README states ~30 s)."""
+
 
 def _number(pattern: str, text: str) -> int:
     match = re.search(pattern, text)
@@ -24,29 +29,47 @@ def _number(pattern: str, text: str) -> int:
 
 
 @pytest.mark.slow
-def test_demo_quick_kills_restarts_and_verifies() -> None:
-    proc = phx("demo", "--quick", "--seed", "7", timeout=90.0)
+def test_demo_kills_restarts_and_verifies_within_its_budget() -> None:
+    started = time.monotonic()
+    proc = phx("demo", "--seed", "7", timeout=180.0)
+    elapsed = time.monotonic() - started
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
+    assert elapsed < DEMO_BUDGET_S, f"phx demo took {elapsed:.1f} s:\n{out}"
+    # No traceback reaches the user, from the demo or from the client library.
+    assert "Traceback" not in proc.stderr, proc.stderr
     # Not a terminal: plain lines, no live table escape codes.
     assert "\x1b[" not in out
-    assert "2,000 tally agents activated" in out
+    assert "10,000 tally agents activated" in out
     assert "dashboard: " in out
     # The story, in order.
     steps = ["SIGKILL node-2", "detection: node-2 is dead", "failover: all",
-             "node-2 restarted", "rebalanced: node-2 hosts", "Summary"]
+             "calls since the kill:", "node-2 restarted", "rebalanced: node-2 hosts",
+             "Summary"]
     positions = [out.index(step) for step in steps]
     assert positions == sorted(positions)
     assert "calls/s" in out
+    # During the kill the view says how many calls failed and how many the client
+    # library retried; calls to the dead node wait for the failover instead of failing.
+    kill_lines = [line for line in out.splitlines() if "] node-2 killed:" in line]
+    assert kill_lines
+    assert all(re.search(r"this phase: [\d,]+ calls, [\d,]+ failed, [\d,]+ retried by the "
+                         r"client library", line) for line in kill_lines)
+    since_kill = _number(r"calls since the kill: ([\d,]+)", out)
+    failed = _number(r"calls since the kill: [\d,]+, ([\d,]+) failed", out)
+    retried = _number(r"([\d,]+) retried by the client library \(a retried", out)
+    assert retried > 0
+    # Only calls in flight when the node died may fail (their outcome is unknown).
+    assert failed < since_kill / 10, out
     # The verification: nothing lost, the killed node's acknowledged writes included.
     assert "lost on surviving nodes' agents and across rebalancing: 0 (" in out
     moved = _number(r"(\d[\d,]*) agents moved by rebalancing", out)
-    assert moved > 0
+    assert moved > 3_000  # the restarted node's share came back to it
     assert re.search(r"carried [\d,]+ writes, 0 lost", out)
     verified = _number(r"verified: ([\d,]+) of", out)
     acknowledged = _number(r"verified: [\d,]+ of ([\d,]+) acknowledged", out)
     lost = _number(r"lost with the killed node: ([\d,]+)", out)
-    assert verified > 0
+    assert verified > 10_000
     assert lost == 0
     assert verified == acknowledged
     assert "ERROR" not in out

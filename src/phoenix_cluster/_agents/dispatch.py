@@ -220,9 +220,10 @@ class Router:
             except NodeUnavailable as exc:
                 if not exc.definite:
                     raise
-                # Nothing was sent. Retry within the deadline: our view may still route to
-                # a node that died (the membership will move its keys), or, after a
-                # redirect, a member sees a restarted node our view has not caught up with.
+                # Nothing was sent. Retry within the deadline, routed afresh: our view (or
+                # that of the member that redirected us) may still hold a node that died,
+                # until the membership moves its keys; or a member sees a restarted node
+                # our view has not caught up with, and redirects us there again.
                 delay = retry_delay(dials)
                 if remaining <= delay:
                     raise NodeUnavailable(
@@ -233,13 +234,11 @@ class Router:
                 dials += 1
                 self.placement.forget(spec, key)
                 await clock.sleep(delay)
-                if not hops:
-                    rerouted = await self._reroute(spec, key)
-                    if rerouted is None:
-                        return await self._serve_here(spec, key, self._call_frame(
-                            request_id, spec, key, method, payload, deadline, headers),
-                            deadline)
-                    address = rerouted
+                rerouted = await self._reroute(spec, key)
+                if rerouted is None:
+                    return await self._serve_here(spec, key, self._call_frame(
+                        request_id, spec, key, method, payload, deadline, headers), deadline)
+                address, hops = rerouted, 0
                 continue
             except TimeoutError:
                 raise CallTimeout(

@@ -28,7 +28,7 @@ __all__ = ["demo"]
               help="Agents in all [default: 10,000; 5,000 with --single].")
 @click.option("--seconds", type=click.FloatRange(min=0.5), default=None,
               help="Seconds of steady workload before the kill and after the restart "
-              "[default: 8].")
+              "[default: 3].")
 @click.option("--rate", type=click.IntRange(min=0), default=None,
               help="Operations per second offered; 0 = as fast as possible "
               "[default: 2,000; 20,000 with --single].")
@@ -64,7 +64,7 @@ def demo(single: bool, quick: bool, agents: int | None, seconds: float | None,
 
         ok = run_cluster(ClusterDemoConfig(
             agents=agents or (2_000 if quick else 10_000),
-            seconds=seconds or (2.0 if quick else 8.0),
+            seconds=seconds or (2.0 if quick else 3.0),
             rate=2_000 if rate is None else rate,
             workers=workers or 100,
             forever=forever,

@@ -80,7 +80,7 @@ class LiveView:
         p50, p95 = demo.traffic.window_percentiles_ms()
         return (f"[{demo.elapsed():6.1f}s] {demo.phase}: {nodes} | "
                 f"{demo.traffic.rate():,.0f} calls/s p50 {_ms(p50)} p95 {_ms(p95)} | "
-                f"failed {sum(demo.traffic.failed.values()):,}")
+                f"{phase_calls_line(demo)}")
 
     def render(self) -> RenderableType:
         from rich.console import Group
@@ -108,9 +108,18 @@ class LiveView:
         lines = [
             f"calls/s {traffic.rate():,.0f}   p50 {_ms(p50)}   p95 {_ms(p95)}",
             f"acknowledged writes {demo.ledger.total_acked:,}   failed calls: {failed}",
+            f"{demo.phase}: {phase_calls_line(demo)}",
             f"dashboard: {demo.dashboard or 'not built yet'}",
         ]
         return Group(table, Text("\n".join(lines)))
+
+
+def phase_calls_line(demo: _ClusterDemo) -> str:
+    """The current phase's calls: how many failed for the caller, how many the client
+    library retried (a call retried and then answered is not a failure)."""
+    calls = demo.phase_calls()
+    return (f"this phase: {calls.calls:,} calls, {calls.failed:,} failed, "
+            f"{demo.retried_in_phase():,} retried by the client library")
 
 
 def _shorten(text: str, width: int) -> str:
@@ -140,12 +149,17 @@ def print_summary(demo: _ClusterDemo, v: Verification) -> None:
                   ", ".join(f"{n} {_count(demo.active.get(n))}" for n in demo.node_names()))
     table.add_row("agents per node (last ack)",
                   ", ".join(f"{n} {by_ack.get(n, 0):,}" for n in demo.node_names()))
+    retried = sum(c.retried for c in demo.calls_by_phase.values())
     table.add_row("calls made", f"{traffic.calls:,} ({traffic.ok:,} acknowledged, "
                   f"{sum(traffic.failed.values()):,} failed: " + (", ".join(
-                      f"{k} {c:,}" for k, c in sorted(traffic.failed.items())) or "none") + ")")
-    for phase, (count, example) in demo.failures_by_phase.items():
-        table.add_row(f"  failed while {phase}",
-                      f"{count:,} (first: {_shorten(example, 110)})")
+                      f"{k} {c:,}" for k, c in sorted(traffic.failed.items())) or "none")
+                  + f"; {retried:,} retried by the client library)")
+    for phase, calls in demo.calls_by_phase.items():
+        if calls.failed or calls.retried:
+            first = f" (first: {_shorten(calls.first_error, 100)})" if calls.failed else ""
+            table.add_row(f"  while {phase}",
+                          f"{calls.calls:,} calls, {calls.failed:,} failed{first}, "
+                          f"{calls.retried:,} retried by the client library")
     table.add_row("call latency p50 / p95", f"{_ms(p50)} / {_ms(p95)}")
     table.add_row(f"detection ({victim} killed)",
                   f"suspect {_seconds(t.since_kill(t.suspect))}, "

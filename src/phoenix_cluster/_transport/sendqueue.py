@@ -132,6 +132,10 @@ class SendQueue:
                 size += len(body) + HEADER_BYTES
             if len(queue) < self.limit:
                 self._space.set()
+            if writer.is_closing():
+                # The peer went away while we waited (uvloop raises RuntimeError on a
+                # write to a closed transport; asyncio would drop the bytes silently).
+                raise ConnectionResetError("the connection closed before the write")
             writer.write(pack_frames(batch, self._max_frame))
             self.last_send = self._clock.monotonic()
             self.writes += 1
