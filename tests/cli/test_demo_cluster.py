@@ -9,6 +9,7 @@ verification and the count of calls that failed or were retried during the kill 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -35,7 +36,10 @@ def test_demo_kills_restarts_and_verifies_within_its_budget() -> None:
     elapsed = time.monotonic() - started
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert elapsed < DEMO_BUDGET_S, f"phx demo took {elapsed:.1f} s:\n{out}"
+    # Meant for 2 cores that the run has to itself (as in CI); the load average says
+    # whether other processes took them.
+    assert elapsed < DEMO_BUDGET_S, (f"phx demo took {elapsed:.1f} s (load average "
+                                     f"{os.getloadavg()[0]:.1f}):\n{out}")
     # No traceback reaches the user, from the demo or from the client library.
     assert "Traceback" not in proc.stderr, proc.stderr
     # Not a terminal: plain lines, no live table escape codes.
