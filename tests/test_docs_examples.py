@@ -32,7 +32,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
-_FENCE = re.compile(r"^```(\w*)\s*$")
+_FENCE = re.compile(r"^(\s*)```(\w*)\s*$")  # indented inside a list item too
 _MARK = re.compile(r"^<!--\s*(not-run|continues|pytest)\s*(?::\s*(.*?))?\s*-->$")
 _FILE = re.compile(r"^#\s*([\w./-]+\.py)\s*$")
 
@@ -91,8 +91,10 @@ def blocks_of(page: Path) -> list[Block]:
         if fence is None:
             i += 1
             continue
-        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        block = Block(page, i + 1, fence.group(1), "\n".join(lines[i + 1:end]) + "\n")
+        indent = len(fence.group(1))
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```"))
+        code = "\n".join(line[indent:] for line in lines[i + 1:end]) + "\n"
+        block = Block(page, i + 1, fence.group(2), code)
         mark = _MARK.match(lines[i - 1].strip()) if i > 0 else None
         if mark is not None:
             block.mark, block.reason = mark.group(1), mark.group(2) or ""
@@ -201,7 +203,7 @@ def _prose(page: Path) -> str:
     """The page without its code blocks (paths in examples are the reader's)."""
     out, inside = [], False
     for line in page.read_text().splitlines():
-        if line.startswith("```"):
+        if line.strip().startswith("```"):
             inside = not inside
             continue
         if not inside:
