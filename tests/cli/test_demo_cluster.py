@@ -11,16 +11,40 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from cli_helpers import phx
 
 DEMO_BUDGET_S = 45.0
-"""The longest ``phx demo`` may take on a 2-core machine (the README states ~30 s)."""
+"""The longest ``phx demo`` may take on 2 cores of its own (the README states ~30 s)."""
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (0 where unknown)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _budget_s(elapsed: float, others_cpu_s: float) -> float:
+    """The budget, for the cores the demo had: other processes that kept cores busy
+    during the run (a shared developer machine) leave it fewer than 2."""
+    others_cores = max(0.0, others_cpu_s / elapsed)
+    return DEMO_BUDGET_S * 2 / max(2 - others_cores, 0.25)
 
 
 def _number(pattern: str, text: str) -> int:
@@ -31,15 +55,18 @@ def _number(pattern: str, text: str) -> int:
 
 @pytest.mark.slow
 def test_demo_kills_restarts_and_verifies_within_its_budget() -> None:
+    busy, own = _busy_cpu_s(), _children_cpu_s()
     started = time.monotonic()
-    proc = phx("demo", "--seed", "7", timeout=180.0)
+    proc = phx("demo", "--seed", "7", timeout=300.0)
     elapsed = time.monotonic() - started
+    others = (_busy_cpu_s() - busy) - (_children_cpu_s() - own)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    # Meant for 2 cores that the run has to itself (as in CI); the load average says
-    # whether other processes took them.
-    assert elapsed < DEMO_BUDGET_S, (f"phx demo took {elapsed:.1f} s (load average "
-                                     f"{os.getloadavg()[0]:.1f}):\n{out}")
+    # 45 s on 2 cores of its own (CI); on a machine shared with other test runs the
+    # budget grows with the cores they kept busy, and the message says so.
+    budget = _budget_s(elapsed, others)
+    assert elapsed < budget, (f"phx demo took {elapsed:.1f} s, budget {budget:.0f} s "
+                              f"(other processes used {others / elapsed:.1f} cores):\n{out}")
     # No traceback reaches the user, from the demo or from the client library.
     assert "Traceback" not in proc.stderr, proc.stderr
     # Not a terminal: plain lines, no live table escape codes.
