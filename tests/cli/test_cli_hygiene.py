@@ -126,3 +126,17 @@ def test_a_port_taken_after_the_check_is_still_one_line_and_exit_2(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"phx node: error: cannot listen on 127.0.0.1:{busy_port}: ")
     assert "in use" in line
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
+    if where == "file":
+        (tmp_path / "a-file").write_text("not a directory\n")
+        data_dir = str(tmp_path / "a-file" / "state")
+    else:
+        data_dir = "/proc/phoenix-state"  # cannot be created, even by root
+    result = run_phx("node", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", data_dir,
+                     cwd=tmp_path, env=node_env(PHX_COOKIE="data-dir-cookie"))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"phx node: error: bad setting data_dir: cannot use {data_dir!r}")

@@ -203,6 +203,20 @@ def _check_bindable(key: str, address: str, kind: socket.SocketKind) -> None:
                             f"{exc.strerror or exc}") from None
 
 
+def _check_data_dir(data_dir: str) -> None:
+    """Fail in one line if ``data_dir`` cannot be created or written (the node would
+    create it and its store there at start)."""
+    path = Path(data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise _OneLineError(f"bad setting data_dir: cannot use {data_dir!r} as a directory "
+                            f"for durable state ({exc.strerror or exc}); expected a "
+                            "writable directory") from None
+
+
 def _check_ports(settings: Settings) -> None:
     if settings.listen is not None:
         _check_bindable("listen", settings.listen, socket.SOCK_STREAM)
@@ -452,6 +466,8 @@ def node(
             host, _ = check_http_address(settings.http, settings.http_public)
             http_token = load_http_token(settings, public=not is_loopback(host))
         _check_ports(settings)
+        if settings.data_dir is not None:
+            _check_data_dir(settings.data_dir)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
     # The Consul ACL token too: consul discovery reads it from the environment, and
