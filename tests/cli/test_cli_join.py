@@ -22,6 +22,7 @@ from cli_helpers import phx as run_cli
 from test_cli_node import STOP_DEADLINE_S, NodeProcess, free_port, node_env
 
 import phoenix_cluster as phx
+from phoenix_cluster._cli.node import EXIT_NOT_JOINED, NOT_JOINED_PREFIX, exit_code_for
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +171,10 @@ def test_a_wrong_cookie_is_named_and_exits_4(tmp_path: Path, nodes: list[NodePro
     assert f"cannot join through seed {address}: wrong cluster secret (cookie)" in err
     assert wrong not in err and COOKIE not in err
     assert "Traceback" not in err
+
+
+def test_exit_code_for_a_node_that_joined_nothing() -> None:
+    assert exit_code_for(f"{NOT_JOINED_PREFIX}seed a:1: unreachable") == EXIT_NOT_JOINED == 4
 
 
 def test_help_lists_every_exit_code() -> None:
