@@ -51,6 +51,7 @@ from .errors import Overloaded as Overloaded
 from .errors import PhoenixError as PhoenixError
 from .errors import PhoenixInternalError as PhoenixInternalError
 from .errors import ProtocolError as ProtocolError
+from .errors import SerializationError as SerializationError
 from .errors import StorageError as StorageError
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "ProtocolError",
     "Registration",
     "Scored",
+    "SerializationError",
     "Settings",
     "StorageError",
     "Supervisor",

@@ -9,6 +9,8 @@
     │   ├── StorageError              the durable replica store is corrupt, foreign or failing
     │   ├── NameTaken                 the registry name is registered to something else
     │   ├── Overloaded                mailbox full or node shedding load; the message was refused
+    │   ├── SerializationError        an argument or result cannot be encoded, has the wrong
+    │   │                             type, or is over ``max_message_bytes``; nothing ran
     │   ├── AuthenticationError       the peer does not know the cluster secret
     │   ├── ProtocolError             malformed or oversized frame, wrong protocol version
     │   ├── NodeClosed                this node is shutting down and accepts no new work
@@ -48,6 +50,7 @@ __all__ = [
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
+    "SerializationError",
     "StorageError",
     "error_from_code",
 ]
@@ -219,6 +222,41 @@ class Overloaded(DefiniteError):
     code = "overloaded"
 
 
+class SerializationError(DefiniteError):
+    """A message's argument or result cannot travel: nothing ran, nothing was sent.
+
+    You get it when an argument (or a handler's result) cannot be encoded as msgpack,
+    does not match its annotation (``by: int`` given ``"5"``: every annotated parameter
+    and return type is checked with msgspec), or when the encoded arguments or result
+    are larger than ``max_message_bytes``. The check is the same on an embedded node
+    and on a cluster. For a result, the handler's state changes were rolled back.
+    Fix the call; retrying it unchanged fails the same way.
+
+    Attributes:
+        kind: the agent kind (``""`` when the error came from another node).
+        method: the method name (``""`` when the error came from another node).
+        argument: the parameter's name, ``"return value"``, or ``""`` when the whole
+            message is concerned (its size). The message names all three either way.
+    """
+
+    code = "serialization_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        kind: str = "",
+        method: str = "",
+        argument: str = "",
+        definite: bool | None = None,
+        request_id: int | None = None,
+    ) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.kind = kind
+        self.method = method
+        self.argument = argument
+
+
 class AuthenticationError(DefiniteError):
     """The peer failed the cluster-secret challenge (or we did, from its point of view)."""
 
@@ -249,8 +287,9 @@ class ConfigError(DefiniteError, ValueError):
 
     code = "config_error"
 
-    def __init__(self, message: str, *, key: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, key: str = "", definite: bool | None = None,
+                 request_id: int | None = None) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
         self.key = key
 
 
@@ -292,9 +331,11 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         NotLeader,
         StorageError,
         Overloaded,
+        SerializationError,
         AuthenticationError,
         ProtocolError,
         NodeClosed,
+        ConfigError,
         CallTimeout,
         NodeUnavailable,
         PhoenixInternalError,

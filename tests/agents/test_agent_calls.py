@@ -156,8 +156,10 @@ async def test_arguments_and_results_pass_through_the_codec() -> None:
         mine = [1, 2]
         assert await ref.mutate_arg(mine) == [1, 2, 99]
         assert mine == [1, 2]  # the agent got a copy, as it would on another node
-        with pytest.raises(TypeError):
+        with pytest.raises(phx.SerializationError, match="argument 'value'") as info:
             await ref.echo(object())  # not msgpack-serializable: refused at the caller
+        assert (info.value.kind, info.value.method, info.value.argument) == (
+            "tests.recorder", "echo", "value")
 
 
 @settings(max_examples=60, deadline=None)
@@ -193,11 +195,12 @@ async def test_failing_handler_rolls_state_back() -> None:
         assert await ref.add(3) == [1, 2, 3]
 
 
-async def test_unserializable_result_or_state_is_an_agent_error_with_rollback() -> None:
+async def test_unserializable_result_or_state_fails_the_call_with_rollback() -> None:
     async with phx.Node() as node:
         ref = node.ref(Fragile, "u")
-        with pytest.raises(phx.AgentError):
+        with pytest.raises(phx.SerializationError, match="return value") as info:
             await ref.unserializable_result()
+        assert info.value.definite and info.value.argument == "return value"
         with pytest.raises(phx.AgentError):
             await ref.unserializable_state()
         assert await ref.state() == {"items": [1], "total": 1}
@@ -216,7 +219,7 @@ async def test_bad_arguments_fail_the_call_not_the_agent() -> None:
         ref = node.ref(Counter, "args")
         with pytest.raises(phx.AgentError, match="TypeError"):
             await ref.increment(1, 2, 3)
-        with pytest.raises(phx.AgentError):
+        with pytest.raises(phx.SerializationError, match="argument 'p'"):
             await node.ref(Recorder, "s").shift({"x": "no"}, (1, 2))
         assert await ref.increment(1) == 1
 

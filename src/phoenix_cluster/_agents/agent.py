@@ -20,6 +20,7 @@ import msgspec
 
 from .._placement.policies import Policy, check_policy
 from ..errors import AgentNotFound, ConfigError
+from .arguments import parameter_checks, value_check
 
 if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
@@ -44,36 +45,26 @@ _untyped_decoder = msgspec.msgpack.Decoder()
 
 
 class MethodSpec:
-    """A message an agent kind accepts: the handler and how to decode its arguments."""
+    """A message an agent kind accepts: the handler and how to check what it carries.
 
-    __slots__ = ("converters", "fn", "is_async", "name", "result_decoder")
+    ``checks`` and ``result_check`` (``arguments.py``) check every annotated parameter
+    and the return annotation with msgspec; they are built once per method.
+    """
+
+    __slots__ = ("checks", "fn", "is_async", "name", "parameters", "result_check",
+                 "result_decoder")
 
     def __init__(self, name: str, fn: Callable[..., Any]) -> None:
         self.name = name
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = _type_hints(fn)
-        params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
-        # (position, name, type) for each argument that msgpack cannot decode exactly,
-        # e.g. a msgspec Struct arrives as a dict and a tuple as a list.
-        self.converters: tuple[tuple[int, str, Any], ...] = tuple(
-            (i, p.name, hints[p.name])
-            for i, p in enumerate(params)
-            if p.name in hints and hints[p.name] not in _NATIVE
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        )
+        self.parameters, self.checks = parameter_checks(fn, hints)
         result = hints.get("return", Any)
+        self.result_check = value_check("return value", 0, result)
         self.result_decoder: msgspec.msgpack.Decoder[Any] = (
             _untyped_decoder if result in _NATIVE else msgspec.msgpack.Decoder(result)
         )
-
-    def convert_args(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Turn decoded msgpack values into the annotated types, in place."""
-        for position, name, tp in self.converters:
-            if position < len(args):
-                args[position] = msgspec.convert(args[position], tp)
-            elif name in kwargs:
-                kwargs[name] = msgspec.convert(kwargs[name], tp)
 
     def __repr__(self) -> str:
         return f"<MethodSpec {self.name}>"

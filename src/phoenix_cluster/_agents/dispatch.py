@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._telemetry import tracing
@@ -31,18 +32,19 @@ from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
 from .._transport.tasks import fail_after
 from .._wire.messages import Call, Cast, Error, Redirect, Reply
 from ..errors import (
-    AgentError,
     AgentNotFound,
     CallTimeout,
-    NodeClosed,
     NodeUnavailable,
+    Overloaded,
     PhoenixError,
     PhoenixInternalError,
-    error_from_code,
 )
 from .agent import KindSpec, MethodSpec, lookup_kind
+from .flow import report_drop
 from .placement import PLACE, PlacementService
+from .remote_cast import send_cast
 from .runtime import MAX_REROUTES, reroute_delay, turned_away
+from .wire_errors import error_frame, error_from_frame
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -321,15 +323,15 @@ class Router:
             future, max(deadline - self._clock.monotonic(), 0.001), frame)
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                   request_id: int, address: str) -> None:
-        """Hand a cast to the connection to ``address``; returns once it is queued to send.
+                   request_id: int, address: str, timeout_s: float) -> None:
+        """Queue a cast at the owner at ``address``; returns once the owner acknowledged
+        that it is in the agent's mailbox (``remote_cast.py``), or raises why not."""
+        await send_cast(self, spec, key, method, payload, request_id, address, timeout_s)
 
-        A refusal on the owner (a full mailbox, an unknown method) is logged there.
-        """
-        conn = await self._connect(address, False, request_id)
-        tracer = self.runtime.tracer
-        await conn.send(Cast(request_id, spec.name, key, method, payload,
-                             NO_HEADERS if tracer is None else tracer.inject()))
+    async def connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
+        """A connection to ``address``; ``sent``: whether this request may already have
+        left (then a failure to connect is indefinite)."""
+        return await self._connect(address, sent, request_id)
 
     async def _connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
         try:
@@ -352,8 +354,11 @@ class Router:
                 return await self._system(frame)
             spec = lookup_kind(frame.kind)
             placement = self.placement
+            forwarded: asyncio.Future[None] | None = None
+            future: asyncio.Future[bytes] | None = None
             # Frames for one agent are admitted in arrival order, even when one of them
-            # must wait (a claim at the home, a handoff): a later frame may not overtake.
+            # must wait (a claim at the home, a handoff, room in a full mailbox): a
+            # later frame may not overtake.
             async with placement.admission(spec, frame.key):
                 where = placement.admit(spec, frame.key)
                 if where is PLACE:
@@ -361,29 +366,42 @@ class Router:
                 if isinstance(where, tuple):
                     if isinstance(frame, Cast):
                         # Forward casts for the sender: it has no reply to redirect.
-                        placement.forward_cast(spec, frame.key, frame.request_id,
-                                               frame.method, frame.payload, where[1])
-                        return None
-                    await placement.forwarded(spec, frame.key)
-                    return Redirect(frame.request_id, where[0], where[1])
-                if isinstance(frame, Cast):
-                    self.runtime.submit(spec, frame.key, frame.method, frame.payload,
-                                        False, 0.0, frame.request_id)
-                    return None
-                timeout_s = frame.timeout_ms / 1000
-                future = self.runtime.submit(
-                    spec, frame.key, frame.method, frame.payload, True,
-                    self._clock.monotonic() + timeout_s, frame.request_id, dedup=True,
-                )
+                        forwarded = placement.forward_cast(
+                            spec, frame.key, frame.request_id, frame.method, frame.payload,
+                            where[1], acked=frame.timeout_ms > 0)
+                    else:
+                        await placement.forwarded(spec, frame.key)
+                        return Redirect(frame.request_id, where[0], where[1])
+                elif isinstance(frame, Cast):
+                    if frame.timeout_ms > 0:
+                        await self.runtime.submit_cast(spec, frame.key, frame.method,
+                                                       frame.payload, frame.request_id,
+                                                       frame.timeout_ms / 1000)
+                    else:
+                        self.runtime.submit(spec, frame.key, frame.method, frame.payload,
+                                            False, 0.0, frame.request_id)
+                else:
+                    future = await self.runtime.submit_when_room(
+                        spec, frame.key, frame.method, frame.payload,
+                        self._clock.monotonic() + frame.timeout_ms / 1000, frame.request_id)
+            if isinstance(frame, Cast):
+                if forwarded is not None:
+                    await forwarded
+                return Reply(frame.request_id, b"") if frame.timeout_ms > 0 else None
+            timeout_s = frame.timeout_ms / 1000
             assert future is not None
             payload = await self.runtime.wait_result(future, timeout_s, frame)
             return Reply(frame.request_id, payload)
         except PhoenixError as exc:
-            if isinstance(frame, Cast):
-                _log.warning("cast %s/%s.%s from %s refused: %s", frame.kind, frame.key,
-                             frame.method, peer.peer_name, exc.message)
+            if isinstance(frame, Cast) and not frame.timeout_ms:
+                self._dropped(peer, frame, exc)
                 return None
             return error_frame(frame.request_id, exc)
+
+    def _dropped(self, peer: PeerConnection, frame: Cast, exc: PhoenixError) -> None:
+        """An unacknowledged cast (from an older peer) refused here: nobody to tell."""
+        report_drop(self.runtime.bus, self.self_name, "refused", frame.kind, frame.key,
+                    frame.method, f"from {peer.peer_name}: {exc.message}")
 
 
     def try_now(self, peer: PeerConnection, frame: Call | Cast,
@@ -397,7 +415,7 @@ class Router:
         if frame.kind.startswith("$"):
             return False
         rid = frame.request_id
-        is_call = isinstance(frame, Call)
+        answers = isinstance(frame, Call) or frame.timeout_ms > 0
         try:
             spec = lookup_kind(frame.kind)
             placement = self.placement
@@ -407,28 +425,43 @@ class Router:
             if where is PLACE:
                 return False
             if isinstance(where, tuple):
-                if not is_call:
-                    placement.forward_cast(spec, frame.key, rid, frame.method, frame.payload,
-                                           where[1])
+                if isinstance(frame, Cast):
+                    forwarded = placement.forward_cast(spec, frame.key, rid, frame.method,
+                                                       frame.payload, where[1], acked=answers)
+                    if forwarded is not None:
+                        forwarded.add_done_callback(partial(_acknowledge, rid, answer))
                     return True
                 if placement.forwarding(spec, frame.key):
                     return False  # the redirect waits for the casts forwarded before it
                 answer(Redirect(rid, where[0], where[1]))
                 return True
-            if not isinstance(frame, Call):
-                self.runtime.submit(spec, frame.key, frame.method, frame.payload, False, 0.0,
-                                    rid)
+            if isinstance(frame, Cast):
+                if not answers:
+                    self.runtime.submit(spec, frame.key, frame.method, frame.payload, False,
+                                        0.0, rid)
+                elif self.runtime.try_submit_cast(spec, frame.key, frame.method,
+                                                  frame.payload, rid):
+                    answer(Reply(rid, b""))
+                else:
+                    return False  # a full mailbox: wait for room in a task
                 return True
             future = self.runtime.submit(
                 spec, frame.key, frame.method, frame.payload, True,
                 self._clock.monotonic() + frame.timeout_ms / 1000, rid, dedup=True,
             )
+        except Overloaded:
+            if answers:
+                return False  # a full mailbox: wait for room in a task
+            assert isinstance(frame, Cast)
+            self._dropped(peer, frame, Overloaded(f"mailbox of {frame.kind}/{frame.key} "
+                                                  "is full"))
+            return True
         except PhoenixError as exc:
-            if is_call:
+            if answers:
                 answer(error_frame(rid, exc))
             else:
-                _log.warning("cast %s/%s.%s from %s refused: %s", frame.kind, frame.key,
-                             frame.method, peer.peer_name, exc.message)
+                assert isinstance(frame, Cast)
+                self._dropped(peer, frame, exc)
             return True
         assert future is not None
 
@@ -455,23 +488,14 @@ class Router:
         return Reply(frame.request_id, reply) if isinstance(frame, Call) else None
 
 
-def error_frame(request_id: int, exc: PhoenixError) -> Error:
-    """The wire record of ``exc`` (never a pickle)."""
-    if isinstance(exc, AgentError):
-        return Error(request_id, exc.code, exc.message, exc.definite,
-                     exc.remote_type, exc.remote_traceback)
-    return Error(request_id, exc.code, exc.message, exc.definite)
-
-
-def error_from_frame(frame: Error) -> PhoenixError:
-    """Rebuild the typed error a peer reported."""
-    if frame.code == AgentError.code:
-        return AgentError(frame.message, remote_type=frame.remote_type,
-                          remote_message=frame.message, remote_traceback=frame.remote_traceback,
-                          definite=frame.definite, request_id=frame.request_id)
-    if frame.code == NodeClosed.code:
-        # The owner is shutting down: for the caller that is a node it cannot use.
-        return NodeUnavailable(f"the owner is shutting down: {frame.message}",
-                               definite=frame.definite, request_id=frame.request_id)
-    return error_from_code(frame.code, frame.message, definite=frame.definite,
-                           request_id=frame.request_id)
+def _acknowledge(request_id: int, answer: Callable[[Reply | Error | Redirect], None],
+                 forwarded: asyncio.Future[None]) -> None:
+    """Answer an acknowledged cast once its forward to the agent's host settled."""
+    if forwarded.cancelled():
+        answer(error_frame(request_id, NodeUnavailable("the forwarding node stopped",
+                                                       definite=False)))
+    elif (exc := forwarded.exception()) is not None:
+        error = exc if isinstance(exc, PhoenixError) else PhoenixInternalError(repr(exc))
+        answer(error_frame(request_id, error))
+    else:
+        answer(Reply(request_id, b""))

@@ -30,6 +30,7 @@ from .._telemetry.bus import TelemetryBus
 from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
 from .agent import KindSpec, lookup_kind
+from .flow import report_drop
 from .handoff import HandoffRecord
 from .mailbox import Message
 
@@ -68,6 +69,18 @@ class Tombstone:
         self.to = to
         self.record = record
         self.expires = expires
+
+
+class _Forward:
+    """A cast on its way to the agent's host; ``done`` settles for an acknowledged one."""
+
+    __slots__ = ("address", "deliver", "done")
+
+    def __init__(self, address: str, deliver: wire.Deliver,
+                 done: asyncio.Future[None] | None) -> None:
+        self.address = address
+        self.deliver = deliver
+        self.done = done
 
 
 class PlacementService:
@@ -129,7 +142,7 @@ class PlacementService:
         self._loads_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._admissions: dict[Key, list[Any]] = {}
-        self._forwarding: dict[Key, tuple[deque[tuple[str, wire.Deliver]], asyncio.Event]] = {}
+        self._forwarding: dict[Key, tuple[deque[_Forward], asyncio.Event]] = {}
         self.on_change: Callable[[], None] | None = None
         """Called after each table change (the rebalancer listens)."""
         self.migrations = 0
@@ -307,20 +320,28 @@ class PlacementService:
     # ----------------------------------------------------------------- forwarding casts
 
     def forward_cast(self, spec: KindSpec, key: str, request_id: int, method: str,
-                     payload: bytes, address: str) -> None:
+                     payload: bytes, address: str, *, acked: bool = False,
+                     ) -> asyncio.Future[None] | None:
         """Forward a cast for an agent hosted elsewhere, in arrival order per agent.
 
         Each forward is acknowledged once queued at the host before the next one goes,
         and a call redirected away from here first waits for the forwards before it
         (:meth:`forwarded`), so a sender that follows the redirect cannot overtake its
         own earlier casts.
+
+        With ``acked`` the returned future settles once the host queued the cast, or
+        with the error that stopped it (for the sender's acknowledgement); without, a
+        cast the host refused is reported as dropped.
         """
         k = (spec.name, key)
         channel = self._forwarding.get(k)
         if channel is None:
             channel = self._forwarding[k] = (deque(), asyncio.Event())
             self._spawn(self._drain_forwards(k, channel))
-        channel[0].append((address, wire.Deliver(spec.name, key, method, payload, request_id)))
+        done = asyncio.get_running_loop().create_future() if acked else None
+        channel[0].append(_Forward(address, wire.Deliver(spec.name, key, method, payload,
+                                                         request_id), done))
+        return done
 
     def forwarding(self, spec: KindSpec, key: str) -> bool:
         return (spec.name, key) in self._forwarding
@@ -335,37 +356,57 @@ class PlacementService:
         return wire.encode(wire.Locate(spec.name, key, self.self_name, False))
 
     async def _drain_forwards(
-        self, k: Key, channel: tuple[deque[tuple[str, wire.Deliver]], asyncio.Event],
+        self, k: Key, channel: tuple[deque[_Forward], asyncio.Event],
     ) -> None:
         queue, done = channel
         router = self.router
         assert router is not None
         try:
             while queue:
-                address, deliver = queue[0]
+                forward = queue[0]
+                deliver, acked = forward.deliver, forward.done
                 try:
-                    await router.system_call(address, "placement", "deliver",
+                    await router.system_call(forward.address, "placement", "deliver",
                                              wire.encode(deliver), self.rpc_timeout_s)
                 except PhoenixError as exc:
-                    _log.warning("cast %s/%s.%s forwarded to %s was lost: %s", k[0], k[1],
-                                 deliver.method, address, exc.message)
+                    if acked is None:
+                        report_drop(self.bus, self.self_name, "forward_failed", k[0], k[1],
+                                    deliver.method, f"forwarded to {forward.address}: "
+                                    f"{exc.message}")
+                    elif not acked.done():
+                        acked.set_exception(exc)
+                else:
+                    if acked is not None and not acked.done():
+                        acked.set_result(None)
                 queue.popleft()
         finally:
+            for forward in queue:  # cancelled (the node stops): the senders learn it
+                if forward.done is not None and not forward.done.done():
+                    forward.done.set_exception(NodeUnavailable(
+                        f"node {self.self_name} stopped while forwarding the cast",
+                        definite=True))
             del self._forwarding[k]
             done.set()
 
     async def _deliver(self, deliver: wire.Deliver) -> None:
+        """A cast forwarded here: queue it (waiting for room), or pass it on; answer
+        only once it is queued, so the forwarder (and the sender) learn of a refusal."""
         spec = lookup_kind(deliver.kind)
+        passed_on: asyncio.Future[None] | None = None
         async with self.admission(spec, deliver.key):
             where = self.admit(spec, deliver.key)
             if where is PLACE:
                 where = await self.admit_async(spec, deliver.key, "")
             if isinstance(where, tuple):
-                self.forward_cast(spec, deliver.key, deliver.request_id, deliver.method,
-                                  deliver.payload, where[1])
-                return
-            self.runtime.submit(spec, deliver.key, deliver.method, deliver.payload, False,
-                                0.0, deliver.request_id)
+                passed_on = self.forward_cast(spec, deliver.key, deliver.request_id,
+                                              deliver.method, deliver.payload, where[1],
+                                              acked=True)
+            else:
+                await self.runtime.submit_cast(spec, deliver.key, deliver.method,
+                                               deliver.payload, deliver.request_id,
+                                               self.rpc_timeout_s / 2)
+        if passed_on is not None:
+            await passed_on
 
     # ----------------------------------------------------------------- directory
 

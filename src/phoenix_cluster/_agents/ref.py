@@ -31,6 +31,9 @@ class MethodRef:
         Raises:
             AgentError: the handler raised (the agent's state was rolled back).
             AgentNotFound: no such kind or method.
+            SerializationError: an argument or the result has the wrong type, cannot be
+                encoded, or is over ``max_message_bytes``; the handler did not run (or
+                was rolled back).
             Overloaded: the agent's mailbox is full; nothing was queued.
             CallTimeout: no result within the timeout (the handler may have run).
         """
@@ -40,15 +43,22 @@ class MethodRef:
     def cast(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
         """Send the message without waiting for its result.
 
-        Returns once the message is accepted for delivery; a failure of the handler is
-        logged by the hosting node, not reported here.
+        Returns once the message is in the agent's mailbox, on whichever node hosts it
+        (a remote owner acknowledges it). A full mailbox is waited on, yielding, for up
+        to the reference's timeout, so a loop of casts is paced by the agent. A failure
+        of the handler is logged by the hosting node, not reported here.
 
         Raises:
             AgentNotFound: no such kind or method.
-            Overloaded: the agent's mailbox is full; nothing was queued.
+            SerializationError: an argument has the wrong type, cannot be encoded, or the
+                arguments are over ``max_message_bytes``; nothing was sent.
+            Overloaded: the mailbox stayed full for the timeout; nothing was queued.
+            CallTimeout, NodeUnavailable: the owner did not acknowledge the cast in time
+                or went away (``definite`` says whether it may have been queued).
         """
         ref = self._ref
-        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs)
+        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs,
+                                 ref._timeout)
 
     def __repr__(self) -> str:
         return f"<MethodRef {self._ref._spec.name}/{self._ref._key}.{self._method}>"

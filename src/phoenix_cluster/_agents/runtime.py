@@ -43,9 +43,12 @@ from ..errors import (
     Overloaded,
     PhoenixError,
     PhoenixInternalError,
+    SerializationError,
 )
 from .active_active import ActiveActive
 from .agent import KindSpec, MethodSpec
+from .arguments import check_arguments, convert_arguments, encode_arguments, encode_result
+from .flow import DropReason, RoomWaiters, report_drop
 from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
 from .placement import PLACE
@@ -90,7 +93,8 @@ _log = logging.getLogger("phoenix_cluster.agents")
 class KindRuntime:
     """One kind's activations on this node, and the state of its passivated agents."""
 
-    __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "runtime", "spec")
+    __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "room", "runtime",
+                 "spec")
 
     def __init__(self, runtime: AgentRuntime, spec: KindSpec, settings: Settings) -> None:
         self.runtime = runtime
@@ -100,6 +104,8 @@ class KindRuntime:
         self.passive: dict[str, bytes] = {}
         self.idle_timeout_s = spec.idle_timeout_s or settings.idle_timeout_s
         self.mailbox_limit = spec.mailbox_limit or settings.mailbox_limit
+        self.room = RoomWaiters()
+        """Casts waiting for room in this kind's full mailboxes (``flow.py``)."""
 
     def __repr__(self) -> str:
         return (
@@ -134,6 +140,7 @@ class AgentRuntime:
         self._kinds: dict[str, KindRuntime] = {}
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
+        self.max_message_bytes = settings.max_message_bytes
         # Request ids are unique cluster-wide (dedup windows compare them): a random
         # 23-bit node prefix above a 40-bit counter.
         self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
@@ -177,7 +184,10 @@ class AgentRuntime:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
         method_spec = self._method(spec, method)
-        payload = self._encode((args, kwargs))
+        if method_spec.checks:
+            check_arguments(spec.name, method, method_spec.checks, args, kwargs)
+        payload = encode_arguments(spec.name, method, method_spec.parameters, args, kwargs,
+                                   self._encode, self.max_message_bytes)
         router = self.router
         for attempt in itertools.count():
             if router is not None:
@@ -194,7 +204,9 @@ class AgentRuntime:
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             msg = Message(method, payload, future, self.clock.monotonic() + timeout_s,
                           request_id)
-            self._enqueue(self.kind(spec), key, msg)
+            kr = self.kind(spec)
+            if not self._try_enqueue(kr, key, msg):
+                await self._enqueue_when_room(kr, key, msg, timeout_s)
             if self.tracer is not None:
                 self.tracer.local_call(spec.name, key, method, request_id, future)
             timer = self.clock.call_later(timeout_s, partial(_expire, future, msg, spec, key))
@@ -212,15 +224,21 @@ class AgentRuntime:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def cast(
-        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...],
+        kwargs: dict[str, Any], timeout: float | None = None,
     ) -> None:
         """Queue a message without waiting for its result.
 
-        Returns once the message is accepted into the mailbox (or, for a remote owner,
-        into the connection's send queue); raises if it was refused.
+        Returns once the message is in the agent's mailbox, on this node or (acknowledged
+        by it) on the owner's. A full mailbox is waited on, up to ``timeout`` (default
+        ``call_timeout_s``), before ``Overloaded``.
         """
-        self._method(spec, method)
-        payload = self._encode((args, kwargs))
+        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
+        method_spec = self._method(spec, method)
+        if method_spec.checks:
+            check_arguments(spec.name, method, method_spec.checks, args, kwargs)
+        payload = encode_arguments(spec.name, method, method_spec.parameters, args, kwargs,
+                                   self._encode, self.max_message_bytes)
         request_id = next(self._request_ids)
         router = self.router
         if router is not None:
@@ -229,13 +247,86 @@ class AgentRuntime:
                 address = await router.resolve(spec, key)
             await router.keep_order(spec, key, cast(str | None, address), True)
             if address is not None:
-                await router.cast(spec, key, method, payload, request_id, cast(str, address))
+                await router.cast(spec, key, method, payload, request_id, cast(str, address),
+                                  timeout_s)
                 return
         if not self.hosts_agents:
             raise _no_host(spec, key)
-        self._enqueue(self.kind(spec), key, Message(method, payload, None, 0.0, request_id))
+        msg = Message(method, payload, None, 0.0, request_id)
+        kr = self.kind(spec)
+        if not self._try_enqueue(kr, key, msg):
+            await self._enqueue_when_room(kr, key, msg, timeout_s)
         if self.tracer is not None:
             self.tracer.local_cast(request_id)
+
+    async def submit_cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
+                          request_id: int, timeout_s: float) -> None:
+        """Queue a cast from a peer that waits for the acknowledgement (the inbound path),
+        waiting up to ``timeout_s`` for room in a full mailbox.
+
+        Raises:
+            AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
+        """
+        self._method(spec, method)
+        kr = self.kind(spec)
+        msg = Message(method, payload, None, 0.0, request_id)
+        if not self._try_enqueue(kr, key, msg):
+            await self._enqueue_when_room(kr, key, msg, timeout_s)
+
+    def try_submit_cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
+                        request_id: int) -> bool:
+        """Queue a cast from a peer if its agent's mailbox has room (the fast path);
+        ``False``: it is full (wait with :meth:`submit_cast`).
+
+        Raises:
+            AgentNotFound, NodeClosed: refused; nothing was queued.
+        """
+        self._method(spec, method)
+        return self._try_enqueue(self.kind(spec), key,
+                                 Message(method, payload, None, 0.0, request_id))
+
+    async def submit_when_room(self, spec: KindSpec, key: str, method: str, payload: bytes,
+                               deadline: float, request_id: int) -> asyncio.Future[bytes]:
+        """:meth:`submit` a call from a peer (with de-duplication), waiting until
+        ``deadline`` for room in a full mailbox.
+
+        Raises:
+            AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
+        """
+        kr = self.kind(spec)
+        clock = self.clock
+        while True:
+            try:
+                future = self.submit(spec, key, method, payload, True, deadline, request_id,
+                                     dedup=True)
+            except Overloaded:
+                if await kr.room.wait(key, clock, deadline - clock.monotonic()):
+                    continue
+                self._overloaded(kr, key)
+                raise
+            assert future is not None
+            return future
+
+    async def _enqueue_when_room(self, kr: KindRuntime, key: str, msg: Message,
+                                 timeout_s: float) -> None:
+        """Wait for the agent to make room in its mailbox, then queue ``msg``.
+
+        Raises:
+            Overloaded: the mailbox stayed full for ``timeout_s``; nothing was queued.
+        """
+        clock = self.clock
+        deadline = clock.monotonic() + timeout_s
+        while await kr.room.wait(key, clock, deadline - clock.monotonic()):
+            if self._closing:
+                raise NodeClosed(f"node {self.node_name} is shutting down")
+            if self._try_enqueue(kr, key, msg):
+                return
+        self._overloaded(kr, key)
+        raise Overloaded(
+            f"mailbox of {kr.spec.name}/{key} stayed full (mailbox_limit "
+            f"{kr.mailbox_limit:,}) for {timeout_s:g}s; nothing was queued",
+            request_id=msg.request_id,
+        )
 
     def submit(
         self,
@@ -323,20 +414,28 @@ class AgentRuntime:
         act = kr.activations.get(key)
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
-        try:
-            start = act.put_nowait(msg, kr.mailbox_limit)
-        except Overloaded as exc:
-            _log.debug("%s", exc)
-            if self.bus.has_handlers(events.AGENT_OVERLOADED):
-                self.bus.execute(
-                    events.AGENT_OVERLOADED,
-                    {"queued": float(kr.mailbox_limit)},
-                    {"node": self.node_name, "kind": kr.spec.name, "key": key},
-                )
-            raise
-        if start:
+        if act.put_nowait(msg, kr.mailbox_limit):
             act.task = asyncio.get_running_loop().create_task(self._drain(act))
         return act
+
+    def _try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool:
+        """Queue ``msg`` unless the agent's mailbox is full."""
+        act = kr.activations.get(key)
+        if act is None:
+            act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
+        elif act.queue is not None and len(act.queue) >= kr.mailbox_limit:
+            return False
+        if act.put_nowait(msg, kr.mailbox_limit):
+            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+        return True
+
+    def _overloaded(self, kr: KindRuntime, key: str) -> None:
+        if self.bus.has_handlers(events.AGENT_OVERLOADED):
+            self.bus.execute(
+                events.AGENT_OVERLOADED,
+                {"queued": float(kr.mailbox_limit)},
+                {"node": self.node_name, "kind": kr.spec.name, "key": key},
+            )
 
     # ----------------------------------------------------------------- running
 
@@ -346,8 +445,11 @@ class AgentRuntime:
         try:
             if act.agent is None and not await self._activate(act):
                 return
+            room = act.kind.room
             while queue:
                 msg = queue.popleft()
+                if room:
+                    room.wake_one(act.key)
                 if msg.fn is None:
                     if self.tracer is None:
                         await self._handle(act, msg)
@@ -372,6 +474,9 @@ class AgentRuntime:
             if act.queue is queue and not queue:
                 act.queue = None
             act.last_used = self.clock.monotonic()
+            if act.kind.room:
+                # Emptied, moved or stopped: whoever waits for room tries again.
+                act.kind.room.wake_all(act.key)
 
     async def _activate(self, act: Activation) -> bool:
         """Create or restore the agent; on failure, fail its queued messages."""
@@ -387,7 +492,7 @@ class AgentRuntime:
                 if spec.consistency != "crdt":
                     if kr.activations.get(act.key) is act:
                         del kr.activations[act.key]
-                    self._fail_queued(act, exc)
+                    self._fail_queued(act, exc, "activation_failed")
                     return False
                 # Merged, not fenced: a holder that did not answer may keep running its
                 # copy; anti-entropy joins the two.
@@ -409,7 +514,7 @@ class AgentRuntime:
                     kr.passive[act.key] = state
                 if kr.activations.get(act.key) is act:
                     del kr.activations[act.key]
-                self._fail_queued(act, exc)
+                self._fail_queued(act, exc, "activation_failed")
                 return False
             if (record is not None and record.pinned and record.state is not None
                     and (stored is None or stored.state != record.state)):
@@ -427,7 +532,7 @@ class AgentRuntime:
                     kr.passive[act.key] = record.state
                     if kr.activations.get(act.key) is act:
                         del kr.activations[act.key]
-                    self._fail_queued(act, exc)
+                    self._fail_queued(act, exc, "activation_failed")
                     return False
             elif stored is not None:
                 # The replicas' newest committed state wins over any local copy.
@@ -452,7 +557,7 @@ class AgentRuntime:
                 del kr.activations[act.key]
             _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
             where = f"activation of {spec.name}/{act.key}"
-            self._fail_queued(act, AgentError.from_exception(exc, where))
+            self._fail_queued(act, AgentError.from_exception(exc, where), "activation_failed")
             self._cancel_timers(act)
             return False
         act.agent = agent
@@ -487,19 +592,24 @@ class AgentRuntime:
         started = self.clock.monotonic() if measure else 0.0
         try:
             args, kwargs = self._decode(msg.payload)
-            if method.converters:
-                method.convert_args(args, kwargs)
+            if method.checks:
+                convert_arguments(spec.name, msg.method, method.checks, args, kwargs)
             if method.is_async:
                 result = await method.fn(agent, *args, **kwargs)
             else:
                 result = method.fn(agent, *args, **kwargs)
-            out = self._encode(result)
+            out = encode_result(spec.name, msg.method, method.result_check, result,
+                                self._encode, self.max_message_bytes)
             state = self._encode(agent.snapshot())
         except asyncio.CancelledError:
             self._rollback(act)
             if future is not None and not future.done():
                 future.set_exception(NodeClosed(f"node {self.node_name} stopped mid-message"))
             raise
+        except SerializationError as exc:
+            self._rollback(act)
+            self._refuse(act, msg, exc)
+            return
         except Exception as exc:
             self._rollback(act)
             self._report_failure(act, msg, exc)
@@ -704,7 +814,8 @@ class AgentRuntime:
             try:
                 self._enqueue(kr, key, m)
             except PhoenixError as exc:
-                _log.warning("cast %s/%s.%s lost: %s", kr.spec.name, key, m.method, exc)
+                report_drop(self.bus, self.node_name, "reroute_failed", kr.spec.name, key,
+                            m.method, str(exc))
 
     def partition_lost(self, partition: int, reason: str) -> None:
         """The replicator's ``on_lost``: this node no longer leads ``partition``.
@@ -791,12 +902,33 @@ class AgentRuntime:
                  "method": msg.method, "error": error.remote_type},
             )
 
-    def _fail_queued(self, act: Activation, error: Exception) -> None:
+    def _refuse(self, act: Activation, msg: Message, error: SerializationError) -> None:
+        """A message whose arguments or result could not cross the API boundary: the
+        caller gets the typed error (definite: the state was rolled back)."""
+        error.request_id = msg.request_id
+        if msg.future is not None:
+            if not msg.future.done():
+                msg.future.set_exception(error)
+        else:
+            _log.warning("cast %s/%s.%s refused: %s", act.kind.spec.name, act.key,
+                         msg.method, error.message)
+
+    def _fail_queued(self, act: Activation, error: Exception,
+                     reason: DropReason = "node_stopped") -> None:
+        """Fail every queued message with ``error``; casts, with nobody to tell, are
+        reported as dropped."""
         queue = act.queue
+        casts: list[Message] = []
         while queue:
             msg = queue.popleft()
-            if msg.future is not None and not msg.future.done():
-                msg.future.set_exception(error)
+            if msg.future is not None:
+                if not msg.future.done():
+                    msg.future.set_exception(error)
+            elif msg.fn is None:
+                casts.append(msg)
+        if casts:
+            report_drop(self.bus, self.node_name, reason, act.kind.spec.name, act.key,
+                        casts[0].method, str(error), len(casts))
 
     # ----------------------------------------------------------------- timers
 
@@ -831,7 +963,8 @@ class AgentRuntime:
             if act.put_nowait(msg, act.kind.mailbox_limit):
                 act.task = asyncio.get_running_loop().create_task(self._drain(act))
         except Exception as exc:
-            _log.warning("timer tick of %s/%s dropped: %s", act.kind.spec.name, act.key, exc)
+            report_drop(self.bus, self.node_name, "timer_overloaded", act.kind.spec.name,
+                        act.key, "<timer>", str(exc))
         act.last_used = last_used
 
     def _cancel_timers(self, act: Activation) -> None:

@@ -93,6 +93,7 @@ _FORMS = {
     "seed_timeout_s": "a number of seconds > 0",
     "passivation_sweep_s": "a number of seconds > 0",
     "mailbox_limit": "an integer > 0",
+    "max_message_bytes": "an integer > 0",
     "max_frame_bytes": "an integer > 0",
     "log_level": "debug, info, warning or error",
     "log_format": "text or json",

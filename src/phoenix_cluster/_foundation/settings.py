@@ -158,8 +158,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """On shutdown, how long in-flight messages may take to finish before agents are
     deactivated regardless."""
 
-    max_frame_bytes: PositiveInt = 16 * 1024 * 1024
-    """Largest frame accepted from a peer; checked before the body is read."""
+    max_message_bytes: PositiveInt = 16 * 1024 * 1024
+    """Largest encoded arguments of one call or cast, and largest encoded result: the
+    one message-size limit, the same on an embedded node and on a cluster. Past it the
+    caller gets ``SerializationError`` stating the size and the limit; nothing is sent.
+    Keep ``max_frame_bytes`` at least 64 KiB above it (room for kind, key and headers)."""
+
+    max_frame_bytes: PositiveInt = 16 * 1024 * 1024 + 64 * 1024
+    """Largest frame accepted from a peer; checked before the body is read. Default:
+    ``max_message_bytes`` plus 64 KiB for the frame's envelope."""
 
     handshake_timeout_s: PositiveFloat = 5.0
     """Time a new connection has to authenticate before it is dropped (slow-loris peers

@@ -19,6 +19,7 @@ __all__ = [
     "CLUSTER_NODE_LEFT",
     "CLUSTER_NODE_SUSPECTED",
     "CLUSTER_PARTITION_DETECTED",
+    "MESSAGE_DROPPED",
     "NODE_STARTED",
     "NODE_STOPPED",
     "PERFORMANCE_LATENCY_MEASURED",
@@ -63,6 +64,12 @@ AGENT_CALL_EXCEPTION = ("phoenix", "agent", "call", "exception")
 """A handler raised and its state was rolled back; metadata ``error``."""
 AGENT_OVERLOADED = ("phoenix", "agent", "overloaded")
 """A message was refused at ``mailbox_limit``."""
+
+MESSAGE_DROPPED = ("phoenix", "message", "dropped")
+"""Messages that were accepted and then lost with no sender left to tell (e.g. casts still
+queued on a node that stopped); measurement ``messages``, metadata ``node``, ``reason``,
+``kind``, ``key``, ``method``. Feeds ``phoenix_messages_dropped_total{reason}``, which
+stays 0 unless something went wrong."""
 
 TRANSPORT_MESSAGE_SENT = ("phoenix", "transport", "message_sent")
 TRANSPORT_MESSAGE_RECEIVED = ("phoenix", "transport", "message_received")

@@ -166,8 +166,11 @@ class PeerConnection(Protocol):
         """Whether new requests can be sent (not closing, not closed)."""
         ...
 
-    async def request(self, call: Call, timeout_s: float) -> Reply | Error | Redirect:
+    async def request(self, call: Call | Cast, timeout_s: float) -> Reply | Error | Redirect:
         """Send ``call`` and wait for the frame answering its ``request_id``.
+
+        A :class:`Cast` is answered only when it asks for an acknowledgement
+        (``timeout_ms > 0``): the receiver answers once it queued the message.
 
         Raises:
             phx.CallTimeout: no answer within ``timeout_s`` (the peer may still run it).
@@ -203,14 +206,17 @@ InboundHandler = Callable[[PeerConnection, Call | Cast], Awaitable[Reply | Error
 """Handles one inbound Call or Cast, in its own task.
 
 For a Call, return the Reply, Error or Redirect to send back (``None`` is answered with an
-``internal_error``). For a Cast the return value is ignored. An exception becomes an
-``Error(code="internal_error")`` reply and a log line; the connection stays up.
+``internal_error``). For a Cast that asks for an acknowledgement (``timeout_ms > 0``)
+likewise, once the message is queued; for any other Cast the return value is ignored.
+An exception becomes an ``Error(code="internal_error")`` reply and a log line; the
+connection stays up.
 
 Fast path: a handler *object* may also have ``try_now(peer, frame, answer) -> bool``,
 called first, synchronously, as the frame arrives. Returning ``True`` means it took the
-frame: for a Call it will call ``answer(reply)`` exactly once, later or at once; for a
-Cast nothing more happens. Returning ``False`` (without calling ``answer``) falls back to
-the task above. It spares a task and several event-loop turns per message.
+frame: for a Call (or an acknowledged Cast) it will call ``answer(reply)`` exactly once,
+later or at once; for another Cast nothing more happens. Returning ``False`` (without
+calling ``answer``) falls back to the task above. It spares a task and several
+event-loop turns per message.
 """
 
 

@@ -186,7 +186,7 @@ class TcpConnection:
 
     # --- sending --------------------------------------------------------------------
 
-    async def request(self, call: Call, timeout_s: float) -> _Answer:
+    async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
         rid = call.request_id
         if self._state != "open":
             return await self._forward(rid).request(call, timeout_s)

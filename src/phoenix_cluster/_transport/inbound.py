@@ -3,8 +3,8 @@
 Each message gets its own task so a slow handler never holds up the connection's
 reader (replies to our own requests arrive on the same socket). The number of tasks per
 connection is capped: past the cap a Call is answered ``overloaded`` at once (a definite
-error, the caller may retry) while a Cast, which has nobody to answer to and must never be
-dropped, makes the reader wait for a free slot. That stops reading the socket, so the
+error, the caller may retry) while a Cast, which must never be dropped, makes the reader
+wait for a free slot. That stops reading the socket, so the
 peer's writes back up into its bounded send queue: end-to-end backpressure through TCP.
 
 A handler that raises is a bug in the layer above, not the peer's fault: the caller gets
@@ -24,7 +24,7 @@ from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
 from .base import InboundHandler, PeerConnection
 from .tasks import TaskSet
 
-__all__ = ["InboundRunner"]
+__all__ = ["InboundRunner", "wants_answer"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
@@ -84,7 +84,7 @@ class InboundRunner:
             self.paused = False
 
     def start(self, msg: Call | Cast) -> None:
-        is_call = isinstance(msg, Call)
+        is_call = wants_answer(msg)
         if self._try_now is not None and not (is_call and self.count >= self._limit):
             if is_call:
                 self.count += 1
@@ -127,13 +127,13 @@ class InboundRunner:
                     f" {exc}",
                     definite=False,
                 )
-            if isinstance(msg, Call):
+            if wants_answer(msg):
                 self._answer(self._checked(msg, result))
         finally:
             self._finished()
 
     def _answerer(self, msg: Call | Cast) -> Callable[[_Answer], None]:
-        if not isinstance(msg, Call):
+        if not wants_answer(msg):
             return _ignore
 
         def answer(result: _Answer) -> None:
@@ -150,7 +150,7 @@ class InboundRunner:
         self._on_idle()
 
     @staticmethod
-    def _checked(call: Call, result: _Answer | None) -> _Answer:
+    def _checked(call: Call | Cast, result: _Answer | None) -> _Answer:
         if result is None:
             _log.error("inbound handler returned no answer to call %d (%s.%s)",
                        call.request_id, call.kind, call.method)
@@ -171,3 +171,8 @@ class InboundRunner:
 
 def _ignore(result: _Answer) -> None:
     pass
+
+
+def wants_answer(msg: Call | Cast) -> bool:
+    """A Call, or a Cast whose sender waits for the acknowledgement that it was queued."""
+    return type(msg) is Call or msg.timeout_ms > 0

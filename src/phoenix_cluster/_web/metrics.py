@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from .._agents.flow import DROP_REASONS
 from .._telemetry import events
 from .._telemetry.bus import EventName
 from .._version import __version__
@@ -87,6 +88,7 @@ class NodeMetrics(BusCounters):
         self.call_durations: dict[str, Buckets] = {}
         self.deactivations: Counter[str] = Counter()
         self.overloaded: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
         self.migrations = 0
         self.sent = self.received = self.sent_bytes = self.received_bytes = 0
         self.switches: Counter[tuple[str, ...]] = Counter()
@@ -111,6 +113,7 @@ class NodeMetrics(BusCounters):
             events.AGENT_STARTED: self._on_started,
             events.AGENT_DEACTIVATED: self._on_deactivated,
             events.AGENT_OVERLOADED: self._on_overloaded,
+            events.MESSAGE_DROPPED: self._on_dropped,
             events.AGENT_MIGRATED: self._on_migrated,
             events.TRANSPORT_MESSAGE_SENT: self._on_sent,
             events.TRANSPORT_MESSAGE_RECEIVED: self._on_received,
@@ -158,6 +161,9 @@ class NodeMetrics(BusCounters):
 
     def _on_overloaded(self, m: Measurements, md: Metadata) -> None:
         self.overloaded[_s(md.get("kind"))] += 1
+
+    def _on_dropped(self, m: Measurements, md: Metadata) -> None:
+        self.dropped[_s(md.get("reason"))] += int(m.get("messages", 1.0))
 
     def _on_migrated(self, m: Measurements, md: Metadata) -> None:
         self.migrations += 1
@@ -234,6 +240,11 @@ class NodeMetrics(BusCounters):
         yield labelled_counter("phoenix_agent_overloaded_total", "Messages refused because "
                                "a mailbox was full.", ["kind"],
                                {(k,): n for k, n in self.overloaded.items()})
+        # Every reason is exposed from the start (at 0), so alerts can watch it.
+        yield labelled_counter("phoenix_messages_dropped_total", "Messages accepted and "
+                               "then lost with no sender to tell, by reason; 0 unless "
+                               "something went wrong.", ["reason"],
+                               {(r,): float(self.dropped[r]) for r in DROP_REASONS})
         yield CounterMetricFamily("phoenix_agent_migrations_total", "Agents handed to this "
                                   "node by a migration.", value=self.migrations)
         yield histogram_family("phoenix_agent_call_duration_seconds", "Time an agent's handler "

@@ -158,7 +158,16 @@ class Call(_Message, frozen=True, tag="call"):
 
 
 class Cast(_Message, frozen=True, tag="cast"):
-    """Like :class:`Call` but fire-and-forget: no Reply is sent, and no deadline applies."""
+    """Like :class:`Call`, but answered once the message is *queued*, not once it ran.
+
+    Attributes:
+        timeout_ms: ``> 0``: the sender waits for an acknowledgement. The receiver answers
+            an empty :class:`Reply` once the message is in the agent's mailbox (waiting
+            up to ``timeout_ms`` for room in a full one), or an :class:`Error` saying why
+            it was not queued (``overloaded`` when the mailbox stayed full). ``0`` (what
+            peers older than this field send): nobody answers; a refusal is logged and
+            counted as a dropped message on the receiver.
+    """
 
     request_id: _NonNegative
     kind: str
@@ -166,6 +175,7 @@ class Cast(_Message, frozen=True, tag="cast"):
     method: str
     payload: bytes
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_ms: _NonNegative = 0
 
 
 class Reply(_Message, frozen=True, tag="rep"):

@@ -1,0 +1,117 @@
+"""Sending a cast to the node that hosts its agent, and knowing it arrived.
+
+A remote cast travels as a :class:`~.._wire.messages.Cast` with ``timeout_ms`` set: the
+owner answers once the message is in the agent's mailbox (waiting, up to that time, for
+room in a full one), or with the error that kept it out. So ``await ref.m.cast()``
+returning means the message is queued at its owner, and every refusal reaches the
+sender as a typed error: nothing is dropped silently on the way.
+
+The cost is one round trip per cast for a sender that awaits each one; senders that cast
+from several tasks pipeline them over the same connection.
+
+Failures, as for calls (``dispatch.py``): before the frame left this node they are
+definite; a connection lost after it left makes the outcome unknown (``NodeUnavailable``
+with ``definite=False``; a cast is not resent, since the owner does not de-duplicate
+casts). A definite ``NotLeader``/``NoQuorum`` (the partition is changing hands) is
+routed again from a fresh view, like a call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._telemetry.tracing import NO_HEADERS
+from .._transport.base import ConnectionBroken, ConnectionClosed
+from .._transport.tasks import fail_after
+from .._wire.messages import Cast, Redirect, Reply
+from ..errors import CallTimeout, NodeUnavailable
+from .placement import PLACE
+from .runtime import MAX_REROUTES, reroute_delay, turned_away
+from .wire_errors import error_from_frame
+
+if TYPE_CHECKING:
+    from .agent import KindSpec
+    from .dispatch import Router
+
+__all__ = ["send_cast"]
+
+MAX_HOPS = 4
+"""Redirects followed by one cast (owners forward casts, so they rarely redirect)."""
+MAX_RETRIES = 3
+"""Fresh connections tried for a cast whose frame never left this node."""
+
+
+async def send_cast(router: Router, spec: KindSpec, key: str, method: str, payload: bytes,
+                    request_id: int, address: str, timeout_s: float) -> None:
+    """Queue a cast at the owner at ``address``; return once the owner acknowledged it.
+
+    Raises:
+        Overloaded: the agent's mailbox stayed full for ``timeout_s``; nothing was queued.
+        AgentNotFound, SerializationError, NodeClosed...: the owner refused it (definite).
+        CallTimeout: no acknowledgement within ``timeout_s`` (``definite`` says whether
+            the frame had left this node).
+        NodeUnavailable: the owner went away (``definite=False`` once the frame was sent).
+    """
+    runtime = router.runtime
+    clock = runtime.clock
+    tracer = runtime.tracer
+    headers = NO_HEADERS if tracer is None else tracer.inject()
+    where = f"{spec.name}/{key}.{method}"
+    deadline = clock.monotonic() + timeout_s
+    hops = retries = reroutes = 0
+    while True:
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            raise CallTimeout(f"cast {where} was not acknowledged within {timeout_s:g}s "
+                              f"(request {request_id})", definite=True, request_id=request_id)
+        try:
+            async with fail_after(clock, remaining):
+                conn = await router.connect(address, False, request_id)
+        except TimeoutError:
+            raise CallTimeout(f"cast {where}: no connection to {address} within "
+                              f"{timeout_s:g}s (request {request_id})", definite=True,
+                              request_id=request_id) from None
+        frame = Cast(request_id, spec.name, key, method, payload, headers,
+                     max(1, int(remaining * 1000)))
+        try:
+            answer = await conn.request(frame, remaining)
+        except (ConnectionBroken, ConnectionClosed) as exc:
+            if not exc.definite:
+                raise NodeUnavailable(
+                    f"connection to {address} lost before it acknowledged cast {where}: "
+                    f"it may or may not be queued ({exc.message})",
+                    definite=False, request_id=request_id) from exc
+            retries += 1
+            if retries > MAX_RETRIES:
+                raise NodeUnavailable(f"cast {where}: {address} is unreachable "
+                                      f"({exc.message})", definite=True,
+                                      request_id=request_id) from exc
+            continue
+        if isinstance(answer, Reply):
+            return
+        if isinstance(answer, Redirect):
+            hops += 1
+            if hops > MAX_HOPS or answer.owner == router.self_name:
+                raise NodeUnavailable(f"cast {where}: redirected {hops} times (last to "
+                                      f"{answer.owner}); the cluster's views disagree",
+                                      definite=True, request_id=request_id)
+            if answer.owner:
+                router.placement.learn(spec, key, answer.owner)
+            address = answer.address
+            continue
+        error = error_from_frame(answer)
+        if not turned_away(error) or reroutes >= MAX_REROUTES:
+            raise error
+        # Nothing was queued (the agent's partition is changing hands): route it again.
+        router.placement.forget(spec, key)
+        await clock.sleep(reroute_delay(reroutes))
+        reroutes += 1
+        rerouted = router.remote_address(spec, key)
+        if rerouted is PLACE:
+            rerouted = await router.resolve(spec, key)
+        if isinstance(rerouted, str):
+            address = rerouted
+            continue
+        await runtime.submit_cast(spec, key, method, payload, request_id,
+                                  max(deadline - clock.monotonic(), 0.001))
+        return
