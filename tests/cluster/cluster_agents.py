@@ -35,3 +35,17 @@ class Tally(phx.Agent, kind="cluster.tally"):
     async def block(self, seconds: float) -> None:
         """Hold the node's event loop (a CPU-bound or blocking handler): hung, not dead."""
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+
+class Sink(phx.Agent, kind="cluster.sink", mailbox_limit=20):
+    """A small mailbox, to see casts from another process paced rather than dropped."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def put(self, hold_s: float = 0.0) -> None:
+        self.count += 1
+        if hold_s:
+            await asyncio.sleep(hold_s)  # keep the agent busy: its mailbox fills
+
+    async def total(self) -> int:
+        return self.count

@@ -140,6 +140,8 @@ def check_arguments(kind: str, method: str, checks: tuple[ValueCheck, ...],
             value = kwargs[check.name]
         else:
             continue  # left to its default (or to the call's TypeError)
+        if type(value) is msgspec.Raw:
+            continue  # already encoded (pub/sub splices messages in): the agent checks it
         try:
             check.convert(value)
         except (msgspec.ValidationError, TypeError, ValueError) as exc:

@@ -323,10 +323,23 @@ class Router:
             future, max(deadline - self._clock.monotonic(), 0.001), frame)
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                   request_id: int, address: str, timeout_s: float) -> None:
+                   request_id: int, address: str, timeout_s: float, *,
+                   acknowledged: bool = True) -> None:
         """Queue a cast at the owner at ``address``; returns once the owner acknowledged
-        that it is in the agent's mailbox (``remote_cast.py``), or raises why not."""
-        await send_cast(self, spec, key, method, payload, request_id, address, timeout_s)
+        that it is in the agent's mailbox (``remote_cast.py``), or raises why not.
+
+        Without ``acknowledged``, returns once the frame is queued to send: a refusal
+        is only logged and counted (as dropped) by the owner.
+        """
+        if acknowledged:
+            await send_cast(self, spec, key, method, payload, request_id, address,
+                            timeout_s)
+            return
+        conn = await self._connect(address, False, request_id)
+        tracer = self.runtime.tracer
+        await conn.send(Cast(request_id, spec.name, key, method, payload,
+                             NO_HEADERS if tracer is None else tracer.inject()),
+                        timeout_s=timeout_s)
 
     async def connect(self, address: str, sent: bool, request_id: int) -> PeerConnection:
         """A connection to ``address``; ``sent``: whether this request may already have

@@ -60,6 +60,26 @@ class MethodRef:
         return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs,
                                  ref._timeout)
 
+    def cast_unacknowledged(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
+        """Send the message without waiting for the owner to acknowledge it (fire and
+        forget): for fan-out where throughput matters more than knowing each arrived.
+
+        On the agent's own node it is :meth:`cast` (it waits for mailbox room). To
+        another node it returns once the message is queued to send: a remote owner that
+        refuses it (full mailbox, unknown method, shutting down) or a connection lost on
+        the way loses it without telling you. The owner logs such a refusal and counts it
+        in ``phoenix_messages_dropped_total{reason="refused"}``; a lost connection is not
+        counted. Use :meth:`cast` unless you accept that. Pub/sub uses it to hand
+        messages to agent subscribers (its own delivery counts are best effort).
+
+        Raises:
+            AgentNotFound, SerializationError: as for :meth:`cast`; nothing was sent.
+            Overloaded: the connection's send queue (or a local mailbox) stayed full.
+        """
+        ref = self._ref
+        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs,
+                                 ref._timeout, acknowledged=False)
+
     def __repr__(self) -> str:
         return f"<MethodRef {self._ref._spec.name}/{self._ref._key}.{self._method}>"
 

@@ -39,6 +39,8 @@ MAX_HOPS = 4
 """Redirects followed by one cast (owners forward casts, so they rarely redirect)."""
 MAX_RETRIES = 3
 """Fresh connections tried for a cast whose frame never left this node."""
+OWNER_SHARE = 0.9
+"""Share of the cast's remaining time the owner may wait for mailbox room."""
 
 
 async def send_cast(router: Router, spec: KindSpec, key: str, method: str, payload: bytes,
@@ -71,8 +73,10 @@ async def send_cast(router: Router, spec: KindSpec, key: str, method: str, paylo
             raise CallTimeout(f"cast {where}: no connection to {address} within "
                               f"{timeout_s:g}s (request {request_id})", definite=True,
                               request_id=request_id) from None
+        # The owner gives up waiting for room a little before we stop waiting for its
+        # answer, so a full mailbox comes back as a definite Overloaded, not a timeout.
         frame = Cast(request_id, spec.name, key, method, payload, headers,
-                     max(1, int(remaining * 1000)))
+                     max(1, int(remaining * OWNER_SHARE * 1000)))
         try:
             answer = await conn.request(frame, remaining)
         except (ConnectionBroken, ConnectionClosed) as exc:

@@ -225,13 +225,15 @@ class AgentRuntime:
 
     async def cast(
         self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...],
-        kwargs: dict[str, Any], timeout: float | None = None,
+        kwargs: dict[str, Any], timeout: float | None = None, *,
+        acknowledged: bool = True,
     ) -> None:
         """Queue a message without waiting for its result.
 
         Returns once the message is in the agent's mailbox, on this node or (acknowledged
         by it) on the owner's. A full mailbox is waited on, up to ``timeout`` (default
-        ``call_timeout_s``), before ``Overloaded``.
+        ``call_timeout_s``), before ``Overloaded``. Without ``acknowledged`` a remote
+        cast returns once queued to send (``MethodRef.cast_unacknowledged``).
         """
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         method_spec = self._method(spec, method)
@@ -248,7 +250,7 @@ class AgentRuntime:
             await router.keep_order(spec, key, cast(str | None, address), True)
             if address is not None:
                 await router.cast(spec, key, method, payload, request_id, cast(str, address),
-                                  timeout_s)
+                                  timeout_s, acknowledged=acknowledged)
                 return
         if not self.hosts_agents:
             raise _no_host(spec, key)

@@ -201,7 +201,10 @@ class AgentSubscriber(Subscriber):
     async def deliver(self, msg: Message) -> bool:
         try:
             # Raw bytes are spliced into the cast's arguments as they are: no re-encoding.
-            await getattr(self.ref, self.method).cast(msgspec.Raw(msg.raw))
+            # Unacknowledged: pub/sub is best effort (a refusal at a remote owner is
+            # counted there as a dropped message), and one round trip per message
+            # would bound a node's fan-out to agents by the network's latency.
+            await getattr(self.ref, self.method).cast_unacknowledged(msgspec.Raw(msg.raw))
         except PhoenixError as exc:
             self.pubsub.agent_refused(msg, self.ref, self.method, exc)
             return False
