@@ -20,7 +20,7 @@ import msgspec
 
 from .._placement.policies import Policy, check_policy
 from ..errors import AgentNotFound, ConfigError
-from .arguments import parameter_checks, value_check
+from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value_check
 
 if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
@@ -51,8 +51,8 @@ class MethodSpec:
     and the return annotation with msgspec; they are built once per method.
     """
 
-    __slots__ = ("checks", "fn", "is_async", "name", "parameters", "result_check",
-                 "result_decoder")
+    __slots__ = ("checks", "conversions", "exact_signature", "fn", "is_async", "name",
+                 "parameters", "result_check", "result_decoder")
 
     def __init__(self, name: str, fn: Callable[..., Any]) -> None:
         self.name = name
@@ -60,6 +60,10 @@ class MethodSpec:
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = _type_hints(fn)
         self.parameters, self.checks = parameter_checks(fn, hints)
+        # The caller checks every annotated argument; the agent converts only what msgpack
+        # does not decode to exactly (a Struct arrives as a dict, an int for a float).
+        self.conversions = tuple(c for c in self.checks if c.exact not in DECODED_EXACTLY)
+        self.exact_signature = exact_signature(self.parameters, self.checks)
         result = hints.get("return", Any)
         self.result_check = value_check("return value", 0, result)
         self.result_decoder: msgspec.msgpack.Decoder[Any] = (

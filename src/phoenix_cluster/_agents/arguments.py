@@ -27,12 +27,14 @@ import msgspec
 from ..errors import SerializationError
 
 __all__ = [
+    "DECODED_EXACTLY",
     "ENCODE_ERRORS",
     "ValueCheck",
     "check_arguments",
     "convert_arguments",
     "encode_arguments",
     "encode_result",
+    "exact_signature",
     "parameter_checks",
     "value_check",
 ]
@@ -117,6 +119,21 @@ def parameter_checks(fn: Callable[..., Any], hints: dict[str, Any]
             if check is not None:
                 checks.append(check)
     return tuple(names), tuple(checks)
+
+
+DECODED_EXACTLY: tuple[type | None, ...] = (int, str, bool, bytes, list, dict, type(None))
+"""Classes msgpack decodes to exactly: arguments of these need no conversion at the agent
+(they were checked at the caller)."""
+
+
+def exact_signature(names: tuple[str, ...], checks: tuple[ValueCheck, ...]
+                    ) -> tuple[type, ...] | None:
+    """The argument classes of a call that passes every check at a glance: each positional
+    parameter's exact class, when every one has one (else ``None``: always check)."""
+    exact = {c.name: c.exact for c in checks if c.position < KEYWORD_ONLY}
+    if len(exact) != len(names) or any(exact[n] is None for n in names):
+        return None
+    return tuple(t for n in names if (t := exact[n]) is not None)
 
 
 def _wrong(kind: str, method: str, name: str, exc: Exception) -> SerializationError:

@@ -64,6 +64,12 @@ class RoomWaiters:
     def __init__(self) -> None:
         self._by_key: dict[str, deque[asyncio.Future[None]]] = {}
 
+    @property
+    def by_key(self) -> dict[str, deque[asyncio.Future[None]]]:
+        """Waiters by agent key; empty (falsy) when nobody waits: the drain loop tests
+        it once per message, so it must cost no Python call."""
+        return self._by_key
+
     def __bool__(self) -> bool:
         return bool(self._by_key)
 

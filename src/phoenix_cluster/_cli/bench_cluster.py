@@ -18,8 +18,9 @@ What is measured, and how (sizes are divided by 10 with ``quick``):
 - pipelined call throughput: 100 and 1,000 concurrent callers on the client, each
   calling its own agent (distinct keys), 50,000 calls in all, over a 1-member and over a
   3-member cluster (keys spread by the hash ring);
-- cast throughput: 100,000 casts to one agent, and to 1,000 agents round-robin, on one
-  member, timed until every cast has been handled: calls that read the agents' counters
+- cast throughput: 100,000 ``await ref.touch.cast()`` (each acknowledged by the node once
+  queued) to one agent, and to 1,000 agents round-robin, on one member, timed until every
+  cast has been handled: calls that read the agents' counters
   end the run (a connection keeps each sender's order, so they run after the casts). A
   node whose inbound slots are all taken by casts refuses such a call with
   ``Overloaded``; it is retried after 1 ms and counted in ``cast_final_call_refusals``.
@@ -258,8 +259,11 @@ async def _throughput(session: _Session, sizes: ClusterBenchSizes, callers: int)
     return callers * per_caller / elapsed
 
 
-async def _casts(session: _Session, sizes: ClusterBenchSizes, agents: int) -> tuple[float, int]:
-    """Casts round-robin over ``agents`` agents, timed until every one was handled.
+async def _casts(session: _Session, sizes: ClusterBenchSizes, agents: int,
+                 senders: int = 1) -> tuple[float, int]:
+    """``await ref.touch.cast()`` round-robin over ``agents`` agents from ``senders``
+    concurrent tasks, timed until every one was handled. Each cast returns once the
+    node acknowledged it is in the agent's mailbox (default ``mailbox_limit``).
 
     Returns:
         Casts per second, and how many times the final reading calls were refused
@@ -269,14 +273,18 @@ async def _casts(session: _Session, sizes: ClusterBenchSizes, agents: int) -> tu
     refs = [client.ref(BenchTarget, f"c{i}") for i in range(agents)]
     await asyncio.gather(*(r.inc(0) for r in refs))
     touches = [r.touch for r in refs]
-    per_agent = max(1, sizes.casts // agents)
+    per_agent = max(1, sizes.casts // agents // senders) * senders
     total = per_agent * agents
     refusals = 0
+
+    async def sender() -> None:
+        for _ in range(per_agent // senders):
+            for touch in touches:
+                await touch.cast()
+
     gc.collect()
     started = time.perf_counter()
-    for _ in range(per_agent):
-        for touch in touches:
-            await touch.cast()
+    await asyncio.gather(*(sender() for _ in range(senders)))
     # The counters are read by calls sent behind the casts on the same connection, so
     # they see every cast at once, unless the node refused them (``Overloaded``: its
     # inbound slots were all taken by casts still being handed to the agents).
