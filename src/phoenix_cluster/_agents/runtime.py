@@ -208,11 +208,13 @@ class AgentRuntime:
             msg = Message(method, payload, future, self.clock.monotonic() + timeout_s,
                           request_id)
             kr = self.kind(spec)
+            wait_s = timeout_s
             if not self._try_enqueue(kr, key, msg):
                 await self._enqueue_when_room(kr, key, msg, timeout_s)
+                wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
             if self.tracer is not None:
                 self.tracer.local_call(spec.name, key, method, request_id, future)
-            timer = self.clock.call_later(timeout_s, partial(_expire, future, msg, spec, key))
+            timer = self.clock.call_later(wait_s, partial(_expire, future, msg, spec, key))
             try:
                 result = await future
             except PhoenixError as exc:
