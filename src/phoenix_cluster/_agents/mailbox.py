@@ -103,6 +103,18 @@ class Activation:
     def busy(self) -> bool:
         return self.task is not None
 
+    def try_put(self, msg: Message, limit: int) -> bool | None:
+        """Queue ``msg`` unless ``limit`` messages are already waiting (then ``None``);
+        ``True`` if a drain task must be started."""
+        queue = self.queue
+        if queue is None:
+            self.queue = deque((msg,))
+            return self.task is None
+        if len(queue) >= limit:
+            return None
+        queue.append(msg)
+        return self.task is None
+
     def put_nowait(self, msg: Message, limit: int) -> bool:
         """Queue ``msg``; return ``True`` if a drain task must be started.
 

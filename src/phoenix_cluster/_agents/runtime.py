@@ -240,10 +240,10 @@ class AgentRuntime:
         ``call_timeout_s``), before ``Overloaded``. Without ``acknowledged`` a remote
         cast returns once queued to send (``MethodRef.cast_unacknowledged``).
         """
-        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         method_spec = self._method(spec, method)
         payload = self._arguments(spec, method_spec, args, kwargs)
         request_id = next(self._request_ids)
+        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         router = self.router
         if router is not None:
             address = router.remote_address(spec, key)
@@ -448,11 +448,10 @@ class AgentRuntime:
         act = kr.activations.get(key)
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
-        elif act.queue is not None and len(act.queue) >= kr.mailbox_limit:
-            return False
-        if act.put_nowait(msg, kr.mailbox_limit):
+        start = act.try_put(msg, kr.mailbox_limit)
+        if start:
             act.task = asyncio.get_running_loop().create_task(self._drain(act))
-        return True
+        return start is not None
 
     def _overloaded(self, kr: KindRuntime, key: str) -> None:
         if self.bus.has_handlers(events.AGENT_OVERLOADED):
