@@ -8,6 +8,7 @@ import pytest
 
 import phoenix_cluster as phx
 from phoenix_cluster.testing import wait_until
+from phoenix_cluster.testing._local_cluster import DROPPED_LINE
 
 
 class Tally(phx.Agent, kind="tests.flow.tally"):
@@ -81,7 +82,9 @@ async def test_a_cast_gives_up_with_overloaded_after_its_timeout() -> None:
 
 
 @pytest.mark.drops_messages
-async def test_casts_still_queued_when_the_node_stops_are_counted_as_dropped() -> None:
+async def test_casts_still_queued_when_the_node_stops_are_counted_as_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     dropped: list[tuple[float, dict[str, object]]] = []
     phx.telemetry.attach("flow-drops", [phx.telemetry.MESSAGE_DROPPED],
                          lambda _e, m, md: dropped.append((m["messages"], dict(md))))
@@ -96,3 +99,6 @@ async def test_casts_still_queued_when_the_node_stops_are_counted_as_dropped() -
     assert dropped == [(3.0, {"node": node.name, "reason": "node_stopped",
                               "kind": "tests.flow.valve", "key": "stopping",
                               "method": "take"})]
+    # One log line, the one LocalCluster's ClusterNode.dropped_messages() looks for.
+    lines = [r.getMessage() for r in caplog.records if DROPPED_LINE.search(r.getMessage())]
+    assert len(lines) == 1 and "tests.flow.valve/stopping.take (node_stopped)" in lines[0]

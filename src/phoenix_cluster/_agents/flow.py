@@ -125,7 +125,7 @@ class RoomWaiters:
 def report_drop(bus: TelemetryBus, node: str, reason: DropReason, kind: str, key: str,
                 method: str, why: str, count: int = 1) -> None:
     """Say that ``count`` accepted messages were lost with nobody to tell: log and count."""
-    _log.warning("%d message(s) %s/%s.%s dropped (%s): %s", count, kind, key, method,
+    _log.warning("dropped %d message(s) to %s/%s.%s (%s): %s", count, kind, key, method,
                  reason, why)
     if bus.has_handlers(events.MESSAGE_DROPPED):
         bus.execute(events.MESSAGE_DROPPED, {"messages": float(count)},

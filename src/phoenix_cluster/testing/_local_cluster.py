@@ -45,6 +45,9 @@ __all__ = ["ClusterNode", "LocalCluster", "Member", "free_port"]
 
 _log = logging.getLogger("phoenix_cluster.testing")
 
+DROPPED_LINE = re.compile(r"dropped \d+ message\(s\) to ")
+"""The WARNING a node logs for messages it dropped (``_agents/flow.py``)."""
+
 Member: TypeAlias = "int | str | Node"
 """Who a fault applies to: a node index, a :class:`~phoenix_cluster.Node` made by
 :meth:`LocalCluster.client`, a node or client name, ``"client"`` (every client of the
@@ -90,6 +93,11 @@ class ClusterNode:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def dropped_messages(self) -> list[str]:
+        """The node's log lines about accepted messages it lost with nobody to tell (each
+        also counted in ``phoenix_messages_dropped_total``); a healthy run has none."""
+        return [line for line in self.log().splitlines() if DROPPED_LINE.search(line)]
 
 
 class _Firewall:
