@@ -8,7 +8,7 @@
     │   ├── NotLeader                 this node does not (or no longer) lead the key's partition
     │   ├── StorageError              the durable replica store is corrupt, foreign or failing
     │   ├── NameTaken                 the registry name is registered to something else
-    │   ├── Overloaded                mailbox full or node shedding load; the message was refused
+    │   ├── Overloaded                mailbox stayed full for the timeout; the message was refused
     │   ├── SerializationError        an argument or result cannot be encoded, has the wrong
     │   │                             type, or is over ``max_message_bytes``; nothing ran
     │   ├── AuthenticationError       the peer does not know the cluster secret
@@ -214,9 +214,13 @@ class StorageError(DefiniteError):
 
 
 class Overloaded(DefiniteError):
-    """The message was refused to protect the node: a mailbox is at ``mailbox_limit``.
+    """The message was refused to protect the node, and nothing was queued.
 
-    Nothing was queued. Back off and retry; Phoenix never drops an accepted message.
+    You get it when an agent's mailbox stayed at ``mailbox_limit`` for the whole timeout
+    of the call or cast (a message to a full mailbox first waits for room), or when a
+    connection's send queue or a node's inbound slots stayed full. Back off and retry;
+    Phoenix never drops an accepted message without saying so (see
+    ``phoenix_messages_dropped_total``).
     """
 
     code = "overloaded"

@@ -187,8 +187,8 @@ class Agent:
             ``phx.Scored(resources=, affinity=, latency=, load=)`` (weighted node score).
             See ``docs/distributed-agents.md``.
         replicas: copies of the state in the cluster (default 3).
-        mailbox_limit: messages waiting before new ones fail with ``phx.Overloaded``.
-            Default: the node's ``mailbox_limit``.
+        mailbox_limit: messages waiting before new ones wait for room (up to their
+            timeout, then ``phx.Overloaded``). Default: the node's ``mailbox_limit``.
         consistency: ``"fenced"`` (default: one leader per partition, state changes
             committed to a quorum, fenced by epochs) or ``"crdt"`` (active-active: every
             state field is a ``phx.crdt`` type, mutated with ``replica=self.replica``;

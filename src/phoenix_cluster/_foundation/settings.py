@@ -147,8 +147,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (its state is kept). Kinds override it with ``idle_timeout=``."""
 
     mailbox_limit: PositiveInt = 10_000
-    """Default bound of an agent's mailbox; past it messages fail fast with
-    ``Overloaded``. Kinds override it with ``mailbox_limit=``."""
+    """Default bound of an agent's mailbox; past it a call or cast waits for room, up to
+    its timeout, then fails with ``Overloaded`` (nothing queued). Kinds override it with
+    ``mailbox_limit=``."""
 
     passivation_sweep_s: PositiveFloat = 1.0
     """How often idle activations are looked for. One sweep per node, not a timer per

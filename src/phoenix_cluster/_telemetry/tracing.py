@@ -120,6 +120,15 @@ class _Inbound(Protocol):
 _F = TypeVar("_F", bound=_Inbound)
 
 
+def _is_cast(frame: _Inbound) -> bool:
+    """Whether an inbound frame is a Cast (its span starts when it runs, not on arrival).
+
+    By name: the wire layer sits above this one, and a Cast has a ``timeout_ms`` of its
+    own now (for its acknowledgement), so no attribute tells it from a Call.
+    """
+    return type(frame).__name__ == "Cast"
+
+
 class _Pending:
     """A message's trace while it waits in a mailbox: a started span, or a parent."""
 
@@ -327,7 +336,7 @@ class NodeTracer:
         if frame.kind.startswith("$"):  # node services (gossip) are not traced
             return try_now(peer, frame, answer)
         rid = frame.request_id
-        if not hasattr(frame, "timeout_ms"):  # a cast: its span starts when it runs
+        if _is_cast(frame):  # a cast: its span starts when it runs
             self._put(self._pending, rid, _Pending(None, self._remote_parent(frame)))
             return try_now(peer, frame, answer)
         entry = self._server_entry(peer, frame)
@@ -352,7 +361,7 @@ class NodeTracer:
         if frame.kind.startswith("$"):
             return await handle(peer, frame)
         rid = frame.request_id
-        if not hasattr(frame, "timeout_ms"):
+        if _is_cast(frame):
             parent = self._remote_parent(frame)
             self._put(self._pending, rid, _Pending(None, parent))
             token = self._attach(parent)  # a cast forwarded to the owner keeps its trace
