@@ -41,7 +41,7 @@ from ._replication.service import ReplicationSettings, Replicator
 from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash
-from ._ring.partitions import PartitionTable
+from ._ring.partitions import PARTITIONS, PartitionTable
 from ._ring.ring import HashRing
 from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
@@ -385,9 +385,15 @@ class Node:
         self._resolver.update(self._membership.snapshot())
         self._resolver.start()
 
-    def _declared_dead(self, incarnation: int, by: str) -> None:
-        # Woken from a pause (or back from a cut) to find the others removed us: our
-        # agents live elsewhere now, so do not refute our way back with stale ones.
+    def _declared_dead(self, incarnation: int, by: str, downed: bool) -> None:
+        if not downed:
+            # Only the others' failure detector: membership refutes and the node stays
+            # (only a split-brain decision downs). Its keys may have moved meanwhile, so
+            # its agents reload from their replicas, whose leaders confirm first.
+            for partition in range(PARTITIONS):
+                self._runtime.partition_lost(partition, "declared dead")
+            return
+        # A split-brain decision removed this life: its agents live elsewhere now.
         resolver = self._resolver
         if resolver is not None and self._declared_task is None:
             self._declared_task = asyncio.get_running_loop().create_task(
@@ -404,6 +410,8 @@ class Node:
                 self._downed_members[name] = known.get(name, 0)
             self._replicator.members_lost(
                 decision.down, after_s=self.settings.split_brain_stable_after_s)
+        if self._membership is not None and decision.down:
+            self._membership.down(decision.down)  # they cannot refute their way back
 
     def _downed(self, reason: str) -> None:
         # The losing side of a partition stops serving at once and exits (DOWNED_PREFIX

@@ -53,7 +53,7 @@ SERVE_DEADLINE_S = 20.0
 CALL_TIMEOUT_S = 1.0
 # Not served yet: no owner answers, or the partition cannot elect yet (its downed
 # replicas count as lost only once they have had stable_after to stop).
-UNREACHABLE = (phx.NodeUnavailable, phx.CallTimeout, phx.NoQuorum)
+UNREACHABLE = (phx.NodeUnavailable, phx.CallTimeout, phx.NoQuorum, phx.NotLeader)
 DECISION = "split-brain decision at "
 
 
@@ -414,3 +414,127 @@ async def test_an_isolated_node_downs_itself_even_with_a_short_stable_after() ->
         cluster.isolate(0)
         assert await cluster.wait(0, timeout_s=2 * DOWN_DEADLINE_S) == EXIT_DOWNED
         assert "DOWN_SELF" in decisions(cluster, 0)[-1]
+
+
+# ------------------------------------------------- healed before the decision: nobody downs
+
+DEAD = "membership {observer}: {name} is dead"
+
+
+def declared_dead_by(cluster: LocalCluster, name: str, observers: Iterable[int]) -> bool:
+    return all(DEAD.format(observer=cluster.nodes[i].name, name=name) in cluster.nodes[i].log()
+               for i in observers)
+
+
+def some_declared_dead(cluster: LocalCluster, names: Iterable[int],
+                       observers: Iterable[int]) -> bool:
+    """Whether some observer declared some of the nodes ``names`` dead."""
+    return any(declared_dead_by(cluster, f"node-{n}", [i]) for n in names for i in observers)
+
+
+async def assert_nobody_downs(cluster: LocalCluster, client: phx.Node,
+                              keys: dict[str, list[str]], written: dict[str, int], *,
+                              stable_after_s: float = STABLE_AFTER_S) -> None:
+    """For longer than a decision would take, every node runs and none decides; then the
+    cluster converges, every key answers from its old owner with its state."""
+    await keep_running(cluster, range(len(cluster.nodes)), stable_after_s + 3)
+    for i in range(len(cluster.nodes)):
+        assert decisions(cluster, i) == [], tails(cluster)
+    await cluster.wait_converged()
+    assert await served_by(client, list(written), excluded=set()) == {
+        k: v for k, v in by_key(keys).items() if k in written}
+    for key, total in written.items():
+        assert await add_surely(client, key) == total + 1, key
+
+
+async def add_surely(client: phx.Node, key: str) -> int:
+    """``add(1)``, again while it is turned away unrun (a definite error: a partition may
+    still change hands after a heal); an indefinite outcome fails the test."""
+    deadline = time.monotonic() + SERVE_DEADLINE_S
+    while True:
+        try:
+            return int(await tally(client, key).add(1))
+        except phx.PhoenixError as exc:
+            if not exc.definite or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+async def test_a_node_cut_past_its_suspicion_and_healed_before_the_decision_downs_nobody(
+) -> None:
+    """Reachability is not downing: node 0 is cut off until both others declared it dead,
+    plus a second, then healed, all well before stable_after. It hears of its death,
+    refutes it (its failure detector's verdict, no decision) and stays; nobody downs;
+    its keys keep their committed state."""
+    require_network_faults()
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+        written = {key: 10 for key in by_key(keys)}
+        for key in written:
+            assert await tally(client, key).add(10) == 10
+
+        started = time.monotonic()
+        cluster.isolate(0)
+        await wait_until(lambda: declared_dead_by(cluster, "node-0", (1, 2)),
+                         timeout=SERVE_DEADLINE_S, what="node-1 and node-2 to declare node-0 dead")
+        await asyncio.sleep(1.0)  # the cut lasts past the suspicion time, by a second
+        cluster.heal()
+        assert time.monotonic() - started < STABLE_AFTER_S, "too slow to test the heal"
+
+        await assert_nobody_downs(cluster, client, keys, written)
+        assert "by failure detection only" in cluster.nodes[0].log()
+
+
+async def test_a_2_3_split_healed_after_both_sides_declared_deaths_downs_nobody() -> None:
+    """The former known issue: a 2|3 split lasts until each side declared the other dead,
+    then heals before stable_after. Every member hears of its own death; none downs (no
+    decision was taken), and every key answers from its owner with its state.
+
+    The two on the minority side learn their losses slowly (Lifeguard slows the probing
+    of a node whose probes fail: 5-15 s here), so stable_after is 20 s in this test."""
+    require_network_faults()
+    stable_after_s = 20.0
+    env = {"PHX_SPLIT_BRAIN_STABLE_AFTER_S": str(stable_after_s)}
+    async with LocalCluster(nodes=5, imports=["cluster_agents"], env=env) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster, per_node=1)
+        written = {key: 10 for key in by_key(keys)}
+        for key in written:
+            assert await tally(client, key).add(10) == 10
+
+        started = time.monotonic()
+        cluster.partition([0, 1], [2, 3, 4, client])
+        await wait_until(lambda: some_declared_dead(cluster, (0, 1), (2, 3, 4))
+                         and some_declared_dead(cluster, (2, 3, 4), (0, 1)),
+                         timeout=stable_after_s, what="both sides to declare the other dead")
+        cluster.heal()
+        assert time.monotonic() - started < stable_after_s, "too slow to test the heal"
+
+        await assert_nobody_downs(cluster, client, keys, written,
+                                  stable_after_s=stable_after_s)
+
+
+async def test_a_node_paused_past_its_suspicion_and_resumed_before_the_decision_stays(
+) -> None:
+    """SIGSTOP until the others declared node 2 dead, plus a second, then SIGCONT: it
+    refutes, stays, and its keys keep their state (no split-brain decision was taken)."""
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+        written = {key: 10 for key in by_key(keys)}
+        for key in written:
+            assert await tally(client, key).add(10) == 10
+
+        started = time.monotonic()
+        cluster.pause(2)
+        try:
+            await wait_until(lambda: declared_dead_by(cluster, "node-2", (0, 1)),
+                             timeout=SERVE_DEADLINE_S, what="the others to declare node-2 dead")
+            await asyncio.sleep(1.0)
+        finally:
+            cluster.resume(2)
+        assert time.monotonic() - started < STABLE_AFTER_S, "too slow to test the resume"
+
+        await assert_nobody_downs(cluster, client, keys, written)
+        assert "by failure detection only" in cluster.nodes[2].log()

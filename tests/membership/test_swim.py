@@ -460,6 +460,74 @@ def test_accusations_about_itself_are_refuted_never_applied() -> None:
     assert p.statistics().refutations == 4
 
 
+def declared(out: list[Action]) -> list[tuple[str, bool]]:
+    return [(e.kind, e.downed) for e in out
+            if isinstance(e, MemberEvent) and e.kind == "declared_dead"]
+
+
+def test_a_death_by_detection_is_refuted_and_a_downing_is_final() -> None:
+    """Reachability is not downing: ``dead`` from the failure detector is refuted (the
+    node stays); ``dead`` with ``downed`` (a split-brain decision) is reported as such
+    and not refuted."""
+    p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
+    out = p.receive(Gossip(0, "z", (Update("me", "me:1", 50, "dead", by="z"),)), "z:1", 0.0)
+    assert declared(out) == [("declared_dead", False)]
+    assert p.incarnation == 51
+    # A late copy of the refuted declaration is no news.
+    out = p.receive(Gossip(0, "z", (Update("me", "me:1", 50, "dead", by="y"),)), "z:1", 0.0)
+    assert declared(out) == [] and p.incarnation == 51
+    # The decision: reported as downed, not refuted.
+    downing = Update("me", "me:1", 50, "dead", by="z", downed=True)
+    out = p.receive(Gossip(0, "z", (downing,)), "z:1", 0.0)
+    assert declared(out) == [("declared_dead", True)]
+    assert p.incarnation == 51
+
+
+def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None:
+    net = SimNet(seed=4)
+    net.cluster(3)
+    net.run_until(lambda: same_view(net) and len(net.live()[0].members()) == 3, 10)
+    judge, victim = net.by_name["n0"], net.by_name["n2"]
+    life = victim.incarnation
+    net.events.clear()
+    net._handle(judge, judge.down(["n2"], net.now))
+    net.run_until(lambda: all(p.member("n2") is not None and p.member("n2").status == "dead"
+                              for p in (judge, net.by_name["n1"])), 5)
+    # The victim hears it was downed (gossip, or the ack to its next probe) ...
+    net.run_until(lambda: any(n == "n2" and e.kind == "declared_dead" and e.downed
+                              for _, n, e in net.events), 5)
+    assert not [e for _, n, e in net.events
+                if n == "n2" and e.kind == "declared_dead" and not e.downed]
+    # ... and whatever it sends as this life is refused everywhere.
+    refutation = Update("n2", victim.address, life + 5, "alive")
+    for p in (judge, net.by_name["n1"]):
+        p.receive(Gossip(0, "n2", (refutation,)), victim.address, net.now)
+        member = p.member("n2")
+        assert member is not None and member.status == "dead"
+    # A restarted process is a newer life: a member again.
+    net.crash("n2")
+    net.add("n2", incarnation=life + 60_000, seeds=["n0:7100"])
+    net.run_until(lambda: all(p.member("n2") is not None and p.member("n2").status == "alive"
+                              for p in (judge, net.by_name["n1"])), 15)
+
+
+def test_a_downing_by_a_downed_member_is_ignored() -> None:
+    """A node cut off alone may decide on a partial view before it downs itself; its
+    verdicts about the majority must not take the majority down after the heal: about
+    others they do not count, about oneself they are refuted like a detector's word."""
+    p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
+    for name in ("a", "b"):
+        p.receive(Gossip(0, name, (Update(name, f"{name}:1", 7, "alive"),)), f"{name}:1", 0.0)
+    p.down(["a"], 1.0)
+    about_me = Update("me", "me:1", 50, "dead", by="a", downed=True)
+    about_b = Update("b", "b:1", 7, "dead", by="a", downed=True)
+    out = p.receive(Gossip(0, "a", (about_me, about_b)), "a:1", 2.0)
+    assert declared(out) == [("declared_dead", False)]
+    assert p.incarnation == 51  # refuted
+    b = p.member("b")
+    assert b is not None and b.status == "alive"
+
+
 # ---------------------------------------------------------------- protocol details
 
 

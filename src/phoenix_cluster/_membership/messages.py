@@ -78,6 +78,9 @@ class Update(msgspec.Struct, frozen=True, array_like=True):
         status: ``alive``, ``suspect``, ``dead`` or ``left``.
         role: ``member`` or ``client``.
         by: who suspected or declared it dead (Lifeguard counts distinct accusers).
+        downed: with ``dead``: a split-brain decision removed this life of the member
+            (not only the failure detector): it cannot refute its way back, it must go
+            (exit, or rejoin as a new life). Appended field, default ``False``.
     """
 
     name: _Name
@@ -86,6 +89,7 @@ class Update(msgspec.Struct, frozen=True, array_like=True):
     status: UpdateStatus
     role: Literal["member", "client"] = "member"
     by: _Address = ""
+    downed: bool = False
 
 
 class Ping(msgspec.Struct, frozen=True, array_like=True, tag="ping"):

@@ -151,9 +151,11 @@ class MembershipService:
         self._resolved: dict[str, tuple[str, int] | None] = {}
         self._log_times: dict[str, float] = {}
         self._subscribers: list[SnapshotCallback] = []
-        self.on_declared_dead: Callable[[int, str], object] | None = None
-        """Called with ``(incarnation, by)`` when peers declared this node dead (it was
-        paused or cut off while they decided); the node's split-brain layer decides."""
+        self.on_declared_dead: Callable[[int, str, bool], object] | None = None
+        """Called with ``(incarnation, by, downed)`` when peers declared this node's
+        current life dead (it was paused or cut off): ``downed`` if a split-brain decision
+        removed it (the node must go), else only their failure detector did (it refutes
+        and stays; the node drops what went stale)."""
         self._snapshot = MembershipSnapshot(self._swim.version, self._swim.members())
         self._leave_waiter: asyncio.Future[None] | None = None
         self._n = dict.fromkeys(
@@ -206,6 +208,12 @@ class MembershipService:
         self._run(self._swim.join(self._seeds, now))
         _log.info("membership %s gossips on udp %s, seeds %s", self.name, udp,
                   ", ".join(self._seeds) or "none")
+
+    def down(self, names: Iterable[str]) -> None:
+        """A split-brain decision removed ``names``: refuse their refutations and tell
+        them (see :meth:`SwimProtocol.down`)."""
+        if self._state in (_State.RUNNING, _State.LEAVING):
+            self._run(self._swim.down(names, self._clock.monotonic()))
 
     def join(self, seeds: Iterable[str]) -> None:
         """Use ``seeds`` (TCP addresses) from now on, e.g. when discovery finds new ones.
@@ -461,10 +469,13 @@ class MembershipService:
     def _emit(self, event: MemberEvent) -> None:
         member = event.member
         if event.kind == "declared_dead":
+            how = ("downed by a split-brain decision" if event.downed
+                   else "by failure detection only, no split-brain decision: it refutes")
             _log.warning("membership %s: the cluster declared this node dead (incarnation %d, "
-                         "reported by %s)", self.name, member.incarnation, event.by or "a peer")
+                         "reported by %s), %s", self.name, member.incarnation,
+                         event.by or "a peer", how)
             if self.on_declared_dead is not None:
-                self.on_declared_dead(member.incarnation, event.by)
+                self.on_declared_dead(member.incarnation, event.by, event.downed)
             return
         if member.name == self.name:
             return

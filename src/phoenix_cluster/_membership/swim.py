@@ -62,6 +62,10 @@ Role = Literal["member", "client"]
 _LIVE = ("alive", "suspect")
 _RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
 _MAX_RELAYS = 1024  # ping-reqs helped at once; beyond this a (buggy) peer is ignored
+SAME_LIFE = 1_000
+"""Incarnations within this distance above a downed one are the same process's life (its
+refutations, +1 each); a restarted process starts at its start time in milliseconds,
+seconds past any incarnation of a life that lived long enough to be downed."""
 _MAX_RELAY_WAIT_S = 10.0
 
 
@@ -189,8 +193,10 @@ class MemberEvent:
     ``kind`` is ``joined`` (new, or back after dead/left as a newer incarnation),
     ``suspected``, ``alive`` (a suspicion was refuted), ``updated`` (a newer incarnation
     or a detail changed, status unchanged), ``dead`` or ``left``; ``declared_dead`` is
-    about this node itself: the others declared it dead (it refutes, but its agents have
-    moved on: the node decides whether to stay).
+    about this node itself: the others declared its current life dead. Without
+    ``downed`` only their failure detector did (it refutes; its keys may have moved
+    meanwhile, so the node drops its stale agents); with ``downed`` a split-brain decision
+    removed it, which no refutation undoes (the node must go, or rejoin as a new life).
     """
 
     kind: MemberEventKind
@@ -198,6 +204,8 @@ class MemberEvent:
     previous: Member | None
     by: str = ""
     """Who suspected it or declared it dead (empty for other kinds)."""
+    downed: bool = False
+    """``declared_dead`` or ``dead`` by a split-brain decision, not only by detection."""
 
 
 Action: TypeAlias = Send | StartSync | MemberEvent
@@ -257,7 +265,8 @@ class _Suspicion:
 
 
 class _Record:
-    __slots__ = ("address", "incarnation", "name", "role", "since", "status", "suspicion")
+    __slots__ = ("address", "downed", "incarnation", "name", "role", "since", "status",
+                 "suspicion")
 
     def __init__(self, name: str, address: str, incarnation: int, status: UpdateStatus,
                  role: Role, since: float) -> None:
@@ -268,12 +277,14 @@ class _Record:
         self.role: Role = role
         self.since = since
         self.suspicion: _Suspicion | None = None
+        self.downed = False  # dead by a split-brain decision: this life cannot come back
 
     def member(self) -> Member:
         return Member(self.name, self.address, self.status, self.incarnation, self.role)
 
     def update(self, by: str = "") -> Update:
-        return Update(self.name, self.address, self.incarnation, self.status, self.role, by)
+        return Update(self.name, self.address, self.incarnation, self.status, self.role, by,
+                      self.downed)
 
 
 class _Probe:
@@ -320,8 +331,12 @@ class SwimProtocol:
         self._random = random
         self._me = _Record(name, address, incarnation, "alive", role, now)
         self._first_incarnation = incarnation  # this process's life starts here
+        self._declared_at = -1  # the newest incarnation of ours reported declared dead
         self._members: dict[str, _Record] = {}
         self._tombstones: dict[str, int] = {}
+        # name -> the incarnation at which a split-brain decision downed that life: its
+        # refutations (same life) are refused; a new process (a newer life) is welcome.
+        self._downed: dict[str, int] = {}
         self._live_others = 0
         self._suspects: set[str] = set()
         self._queue: DisseminationBuffer[Update] = DisseminationBuffer(
@@ -529,7 +544,8 @@ class SwimProtocol:
         """Merge a peer's full table (its push-pull answer or request).
 
         A remote ``dead`` about a member we know only makes us suspect it: we check for
-        ourselves (memberlist does the same).
+        ourselves (memberlist does the same). A ``downed`` one is a split-brain decision,
+        not an observation: it is applied as it is.
 
         Raises:
             ProtocolError: ``payload`` is not a valid sync state; nothing was merged.
@@ -537,7 +553,7 @@ class SwimProtocol:
         state = decode_sync_state(payload)
         out: list[Action] = []
         for u in state.members:
-            if u.status == "dead" and u.name in self._members:
+            if u.status == "dead" and u.name in self._members and not u.downed:
                 u = msgspec.structs.replace(u, status="suspect", by=u.by or state.source)
             self._apply(u, now, out)
         self._n["syncs_merged"] += 1
@@ -647,6 +663,12 @@ class SwimProtocol:
         if u.name == self._me.name:
             self._about_me(u, out)
             return
+        if u.downed and u.status == "dead":
+            if not self._downed_by_downed(u):
+                self._apply_downed(u, now, out)
+            return  # a downed member's verdicts about others do not count
+        if u.status in _LIVE and self._is_downed(u.name, u.incarnation):
+            return  # a downed life refuting: it must go, or come back as a new one
         rec = self._members.get(u.name)
         if rec is None:
             self._learn(u, now, out)
@@ -682,6 +704,54 @@ class SwimProtocol:
             return
         self._declare(rec, u.incarnation, u.status, u.by, now, out)
 
+    def down(self, names: Iterable[str], now: float) -> list[Action]:
+        """A split-brain decision removed ``names`` (their current lives): declare them
+        dead for good. Their refutations are refused from now on, and they learn it from
+        the next exchange with this node (the ``downed`` flag); a restarted process, a
+        newer life, is a member again."""
+        out: list[Action] = []
+        for name in names:
+            rec = self._members.get(name)
+            if rec is None or name == self._me.name:
+                continue
+            self._apply_downed(rec.update(self._me.name), now, out)
+        return out
+
+    def _downed_by_downed(self, u: Update) -> bool:
+        """Whether the decision ``u`` was taken by a member that was downed itself: a
+        node cut off from most of the cluster may decide on a partial view before it
+        downs itself, and its verdicts must not take the majority down after a heal."""
+        decider = self._members.get(u.by)
+        return decider is not None and decider.downed
+
+    def _is_downed(self, name: str, incarnation: int) -> bool:
+        downed = self._downed.get(name)
+        return downed is not None and incarnation < downed + SAME_LIFE
+
+    def _apply_downed(self, u: Update, now: float, out: list[Action]) -> None:
+        rec = self._members.get(u.name)
+        if rec is None:
+            self._downed[u.name] = max(u.incarnation, self._downed.get(u.name, 0))
+            self._learn(u, now, out)  # remembers the tombstone
+            return
+        if u.incarnation + SAME_LIFE <= rec.incarnation:
+            return  # about an older life: this one is a newer process
+        if rec.downed and rec.incarnation >= u.incarnation:
+            return
+        self._downed[u.name] = max(u.incarnation, rec.incarnation,
+                                   self._downed.get(u.name, 0))
+        rec.downed = True
+        incarnation = max(u.incarnation, rec.incarnation)
+        if rec.status in _LIVE:
+            self._declare(rec, incarnation, "dead", u.by, now, out, downed=True)
+            return
+        # Already dead or left by detection: the decision is news all the same.
+        previous = rec.member()
+        rec.incarnation = incarnation
+        self._changed()
+        out.append(MemberEvent("updated", rec.member(), previous, u.by, downed=True))
+        self._broadcast(rec, by=u.by)
+
     def _learn(self, u: Update, now: float, out: list[Action]) -> None:
         tomb = self._tombstones.get(u.name)
         if tomb is not None and u.incarnation <= tomb:
@@ -705,6 +775,9 @@ class SwimProtocol:
     def _revive(self, rec: _Record, u: Update, now: float, out: list[Action]) -> None:
         previous = rec.member()
         was = rec.status
+        if rec.downed:  # a newer life of a downed member (the old one is refused)
+            rec.downed = False
+            self._downed.pop(rec.name, None)
         rec.incarnation, rec.address, rec.role = u.incarnation, u.address, u.role
         rec.status, rec.since, rec.suspicion = "alive", now, None
         self._suspects.discard(rec.name)
@@ -732,7 +805,7 @@ class SwimProtocol:
         self._broadcast(rec, by=by)
 
     def _declare(self, rec: _Record, incarnation: int, status: UpdateStatus, by: str,
-                 now: float, out: list[Action]) -> None:
+                 now: float, out: list[Action], *, downed: bool = False) -> None:
         previous = rec.member()
         if rec.status in _LIVE:
             self._live_others -= 1
@@ -740,7 +813,7 @@ class SwimProtocol:
         self._suspects.discard(rec.name)
         self._changed()
         out.append(MemberEvent("left" if status == "left" else "dead", rec.member(), previous,
-                              by))
+                              by, downed))
         self._broadcast(rec, by=by)
 
     def _about_me(self, u: Update, out: list[Action]) -> None:
@@ -754,10 +827,17 @@ class SwimProtocol:
                 self._n["name_conflicts"] += 1
             return
         if u.status == "dead" and u.incarnation >= self._first_incarnation:
-            # Someone declared *this* life dead, even if we refuted an earlier suspicion
-            # since: the others may have moved our keys already. Report it every time;
-            # the node decides (and the first report is what counts).
-            out.append(MemberEvent("declared_dead", me.member(), None, u.by))
+            if u.downed and not self._downed_by_downed(u):
+                # A split-brain decision removed this life: no refutation brings it back.
+                out.append(MemberEvent("declared_dead", me.member(), None, u.by, True))
+                return
+            if u.incarnation > self._declared_at:
+                # The others' failure detector declared this life dead, even if we
+                # refuted a suspicion since: they may have moved our keys. Refute, and
+                # let the node drop what went stale (once per declared incarnation: the
+                # rumour goes round a few times).
+                self._declared_at = u.incarnation
+                out.append(MemberEvent("declared_dead", me.member(), None, u.by))
         if u.incarnation < me.incarnation:
             return
         self.health.refuted()

@@ -17,8 +17,14 @@ Any change of the reachable or unreachable set restarts the stability timer, so 
 flapping link never produces a decision. The periodic check also watches its own
 wake-ups: when it wakes far later than scheduled (the process was SIGSTOPped or the loop
 was stuck) it restarts the timer, because the membership view it holds predates the gap.
-And when the membership hears that the others declared this node dead, it calls
-``declared_dead``: the node downs itself rather than refute its way back.
+And when the membership hears that the others' decision *downed* this node (not
+merely that their failure detector declared it dead, which it refutes), it calls
+``declared_dead``: the node downs itself rather than come back with stale agents.
+
+Reachability is separate from downing (Akka's model): the failure detector only makes
+members unreachable (``suspect``, ``dead``); nobody leaves the cluster but by a decision
+taken here on a view stable for ``stable_after_s``. A partition that heals before that
+downs nobody: each member refutes the deaths it hears of and carries on.
 
 Contract with the membership service: ``dead`` members must stay in the snapshots (as
 ``dead``) until this resolver has decided; removing them is the resolver's ``keep``
@@ -427,23 +433,25 @@ class SplitBrainResolver:
         )
 
     async def declared_dead(self, *, incarnation: int, by: str | None = None) -> Decision | None:
-        """Down this node because the others declared it dead; the membership calls this.
+        """Down this node because the others' split-brain decision removed it; the
+        membership calls this when it hears it was *downed* (not merely declared dead by
+        the failure detector: that one it refutes, and nobody downs).
 
         A node that was paused (SIGSTOP, a stuck loop) or cut off while the others
-        decided has already been removed by them: its agents live elsewhere now. When it
-        wakes it usually does not see a partition at all — it hears ``dead`` about itself
-        and could refute its way back with stale agents. Instead it downs itself (exit, or
-        rejoin as a fresh incarnation), with the same log line, event and ``on_down``
-        (still at most once) as a ``down_self`` decision. Returns that decision, or
-        ``None`` if this node was already downed or the resolver is closed.
+        decided has been removed by them: its agents live elsewhere now. When it wakes it
+        usually does not see a partition at all, and it cannot refute its way back (the
+        others refuse this life). It downs itself (exit, or rejoin as a fresh
+        incarnation), with the same log line, event and ``on_down`` (still at most once)
+        as a ``down_self`` decision. Returns that decision, or ``None`` if this node was
+        already downed or the resolver is closed.
         """
         if self._state in ("downed", "closed"):
             return None
         source = f", reported by {by}" if by else ""
         decision = Decision.down_self(
             f"{self.strategy.name}: the cluster declared {self.self_name} dead (incarnation "
-            f"{incarnation}{source}) while it could not answer; the others removed it, so "
-            f"it downs itself rather than come back with stale agents"
+            f"{incarnation}{source}) and a split-brain decision removed it while it could "
+            f"not answer, so it downs itself rather than come back with stale agents"
         )
         view = self._view or PartitionView(
             self.self_name,
