@@ -518,7 +518,8 @@ async def test_a_2_3_split_healed_after_both_sides_declared_deaths_downs_nobody(
 async def test_a_node_paused_past_its_suspicion_and_resumed_before_the_decision_stays(
 ) -> None:
     """SIGSTOP until the others declared node 2 dead, plus a second, then SIGCONT: it
-    refutes, stays, and its keys keep their state (no split-brain decision was taken)."""
+    refutes, stays, and its keys keep their state (no split-brain decision was taken).
+    Needs no iptables."""
     async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
         client = await cluster.client()
         keys = await keys_by_owner(client, cluster)
@@ -536,5 +537,6 @@ async def test_a_node_paused_past_its_suspicion_and_resumed_before_the_decision_
             cluster.resume(2)
         assert time.monotonic() - started < STABLE_AFTER_S, "too slow to test the resume"
 
+        # (It may refute a suspicion before it hears of its death, then never hears it:
+        # either way it stays.)
         await assert_nobody_downs(cluster, client, keys, written)
-        assert "by failure detection only" in cluster.nodes[2].log()
