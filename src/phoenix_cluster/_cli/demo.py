@@ -1,4 +1,4 @@
-"""``phx demo``: what Phoenix is for, in about a minute.
+"""``phx demo``: what Phoenix is for, in about half a minute.
 
 By default: a three-node cluster on loopback (real processes), a workload of 10,000
 agents from a client, one node killed and restarted, every acknowledged write verified
