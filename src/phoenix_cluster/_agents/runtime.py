@@ -947,8 +947,10 @@ class AgentRuntime:
 
     def _fail_queued(self, act: Activation, error: Exception,
                      reason: DropReason = "node_stopped") -> None:
-        """Fail every queued message with ``error``; casts, with nobody to tell, are
-        reported as dropped."""
+        """Fail every queued message with ``error``. Casts have nobody to tell: when the
+        agent's partition is changing hands (``turned_away``: nothing ran) they are
+        routed again, in order, as :meth:`_stop_here` does; otherwise they are reported
+        as dropped."""
         queue = act.queue
         casts: list[Message] = []
         while queue:
@@ -958,7 +960,9 @@ class AgentRuntime:
                     msg.future.set_exception(error)
             elif msg.fn is None:
                 casts.append(msg)
-        if casts:
+        if casts and turned_away(error) and not self._closing:
+            self._route_again(act.kind, act.key, casts)
+        elif casts:
             report_drop(self.bus, self.node_name, reason, act.kind.spec.name, act.key,
                         casts[0].method, str(error), len(casts))
 
