@@ -143,6 +143,14 @@ def test_new_decoder_fills_default_for_missing_field() -> None:
     assert msgspec.msgpack.decode(body, type=PingV2) == PingV2(seq=3)
 
 
+def test_a_cast_from_before_acknowledgements_decodes_as_fire_and_forget() -> None:
+    old = msgspec.msgpack.encode(["cast", 5, "k", "key", "m", b"p", {}])
+    cast = WireCodec().decode(old)
+    assert isinstance(cast, m.Cast) and cast.timeout_ms == 0
+    acked = m.Cast(5, "k", "key", "m", b"p", {}, 250)
+    assert WireCodec().decode(WireCodec().encode(acked)) == acked
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 
