@@ -17,6 +17,7 @@ from web_agents import Meter
 from web_helpers import get
 
 import phoenix_cluster as phx
+from phoenix_cluster._agents.flow import DROP_REASONS, report_drop
 from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus, default_bus
 from phoenix_cluster._web.histogram import Buckets, quantile
@@ -229,3 +230,14 @@ def test_quantile_is_nearest_rank(values: list[float], q: float) -> None:
 
 def test_quantile_of_nothing_is_none() -> None:
     assert quantile([], 0.5) is None
+
+
+async def test_dropped_messages_are_exposed_by_reason_from_zero(node: phx.Node) -> None:
+    s = await scrape(node)
+    for reason in DROP_REASONS:  # every reason is there from the start, at 0
+        assert value(s, "phoenix_messages_dropped_total", reason=reason) == 0
+    report_drop(node.telemetry, node.name, "refused", "k", "key", "m", "full", count=2)
+    report_drop(node.telemetry, "another-node", "refused", "k", "key", "m", "full")
+    s = await scrape(node)
+    assert value(s, "phoenix_messages_dropped_total", reason="refused") == 2
+    assert value(s, "phoenix_messages_dropped_total", reason="node_stopped") == 0
