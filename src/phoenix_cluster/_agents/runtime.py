@@ -245,23 +245,33 @@ class AgentRuntime:
         request_id = next(self._request_ids)
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         router = self.router
-        if router is not None:
-            address = router.remote_address(spec, key)
-            if address is PLACE:
-                address = await router.resolve(spec, key)
-            await router.keep_order(spec, key, cast(str | None, address), True)
-            if address is not None:
-                await router.cast(spec, key, method, payload, request_id, cast(str, address),
-                                  timeout_s, acknowledged=acknowledged)
-                return
-        if not self.hosts_agents:
-            raise _no_host(spec, key)
         msg = Message(method, payload, None, 0.0, request_id)
-        kr = self.kind(spec)
-        if not self._try_enqueue(kr, key, msg):
-            await self._enqueue_when_room(kr, key, msg, timeout_s)
-        if self.tracer is not None:
-            self.tracer.local_cast(request_id)
+        for attempt in itertools.count():
+            if router is not None:
+                address = router.remote_address(spec, key)
+                if address is PLACE:
+                    address = await router.resolve(spec, key)
+                await router.keep_order(spec, key, cast(str | None, address), True)
+                if address is not None:
+                    await router.cast(spec, key, method, payload, request_id,
+                                      cast(str, address), timeout_s,
+                                      acknowledged=acknowledged)
+                    return
+            if not self.hosts_agents:
+                raise _no_host(spec, key)
+            kr = self.kind(spec)
+            if not self._try_enqueue(kr, key, msg):
+                try:
+                    await self._enqueue_when_room(kr, key, msg, timeout_s)
+                except PhoenixError as exc:
+                    # The agent moved away while we waited for room: route it again.
+                    if not turned_away(exc) or attempt >= MAX_REROUTES:
+                        raise
+                    await self.clock.sleep(reroute_delay(attempt))
+                    continue
+            if self.tracer is not None:
+                self.tracer.local_cast(request_id)
+            return
 
     async def submit_cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
                           request_id: int, timeout_s: float) -> None:
@@ -326,11 +336,27 @@ class AgentRuntime:
                                      dedup=True)
             except Overloaded:
                 if await kr.room.wait(key, clock, deadline - clock.monotonic()):
+                    self._check_still_here(kr, key)
                     continue
                 self._overloaded(kr, key)
                 raise
             assert future is not None
             return future
+
+    def _check_still_here(self, kr: KindRuntime, key: str) -> None:
+        """After a wait for room: the agent must still be active here, or the message
+        goes to wherever it went (a migration or a lost partition stopped it here).
+
+        Raises:
+            NodeClosed: this node is shutting down.
+            NotLeader: (definite) the agent left this node while the message waited;
+                callers route it again.
+        """
+        if self._closing:
+            raise NodeClosed(f"node {self.node_name} is shutting down")
+        if self.placement is not None and key not in kr.activations:
+            raise NotLeader(f"{kr.spec.name}/{key} left {self.node_name} while a message "
+                            "waited for room in its mailbox; send it again", definite=True)
 
     async def _enqueue_when_room(self, kr: KindRuntime, key: str, msg: Message,
                                  timeout_s: float) -> None:
@@ -342,8 +368,7 @@ class AgentRuntime:
         clock = self.clock
         deadline = clock.monotonic() + timeout_s
         while await kr.room.wait(key, clock, deadline - clock.monotonic()):
-            if self._closing:
-                raise NodeClosed(f"node {self.node_name} is shutting down")
+            self._check_still_here(kr, key)
             if self._try_enqueue(kr, key, msg):
                 return
         self._overloaded(kr, key)
