@@ -102,3 +102,18 @@ async def test_casts_still_queued_when_the_node_stops_are_counted_as_dropped(
     # One log line, the one LocalCluster's ClusterNode.dropped_messages() looks for.
     lines = [r.getMessage() for r in caplog.records if DROPPED_LINE.search(r.getMessage())]
     assert len(lines) == 1 and "tests.flow.valve/stopping.take (node_stopped)" in lines[0]
+
+
+async def test_an_unacknowledged_cast_never_waits() -> None:
+    async with phx.Node() as node:
+        ref = node.ref(Valve, "nowait")
+        await ref.take.cast_unacknowledged(0)
+        await wait_until(lambda: node.statistics().agents.busy_agents == 1)
+        await wait_until(lambda: node.statistics().agents.queued_messages == 0)
+        for n in range(1, 4):
+            await ref.take.cast_unacknowledged(n)
+        await wait_until(lambda: node.statistics().agents.queued_messages == 3)
+        with pytest.raises(phx.Overloaded, match="is full"):
+            await ref.take.cast_unacknowledged(4)  # refused at once: it never waits
+        Valve.gates["nowait"].set()
+        assert await ref.seen_list() == [0, 1, 2, 3]

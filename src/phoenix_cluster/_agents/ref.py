@@ -64,8 +64,9 @@ class MethodRef:
         """Send the message without waiting for the owner to acknowledge it (fire and
         forget): for fan-out where throughput matters more than knowing each arrived.
 
-        On the agent's own node it is :meth:`cast` (it waits for mailbox room). To
-        another node it returns once the message is queued to send: a remote owner that
+        It never waits for the agent. On the agent's own node it queues the message, or
+        fails at once with ``Overloaded`` if the mailbox is full. To another node it
+        returns once the message is queued to send: a remote owner that
         refuses it (full mailbox, unknown method, shutting down) or a connection lost on
         the way loses it without telling you. The owner logs such a refusal and counts it
         in ``phoenix_messages_dropped_total{reason="refused"}``; a lost connection is not

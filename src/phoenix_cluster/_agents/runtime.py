@@ -237,8 +237,10 @@ class AgentRuntime:
 
         Returns once the message is in the agent's mailbox, on this node or (acknowledged
         by it) on the owner's. A full mailbox is waited on, up to ``timeout`` (default
-        ``call_timeout_s``), before ``Overloaded``. Without ``acknowledged`` a remote
-        cast returns once queued to send (``MethodRef.cast_unacknowledged``).
+        ``call_timeout_s``), before ``Overloaded``. Without ``acknowledged``
+        (``MethodRef.cast_unacknowledged``) it never waits: a remote cast returns once
+        queued to send, a local one fails at once with ``Overloaded`` when the mailbox
+        is full.
         """
         method_spec = self._method(spec, method)
         payload = self._arguments(spec, method_spec, args, kwargs)
@@ -261,6 +263,11 @@ class AgentRuntime:
                 raise _no_host(spec, key)
             kr = self.kind(spec)
             if not self._try_enqueue(kr, key, msg):
+                if not acknowledged:  # fire and forget never waits
+                    self._overloaded(kr, key)
+                    raise Overloaded(f"mailbox of {spec.name}/{key} is full (mailbox_limit "
+                                     f"{kr.mailbox_limit:,}); nothing was queued",
+                                     request_id=request_id)
                 try:
                     await self._enqueue_when_room(kr, key, msg, timeout_s)
                 except PhoenixError as exc:
