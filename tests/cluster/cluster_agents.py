@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 import phoenix_cluster as phx
 
@@ -49,3 +50,19 @@ class Sink(phx.Agent, kind="cluster.sink", mailbox_limit=20):
 
     async def total(self) -> int:
         return self.count
+
+
+class Latch(phx.Agent, kind="cluster.latch", mailbox_limit=1):
+    """A one-message mailbox whose handler waits for a gate (in-process tests only)."""
+
+    gates: ClassVar[dict[str, asyncio.Event]] = {}
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def take(self, n: int) -> None:
+        await Latch.gates.setdefault(self.key, asyncio.Event()).wait()
+        self.seen.append(n)
+
+    async def seen_list(self) -> list[int]:
+        return self.seen

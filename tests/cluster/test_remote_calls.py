@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from cluster_agents import Tally
+from cluster_agents import Latch, Tally
 
 import phoenix_cluster as phx
 from phoenix_cluster._transport.peers import PeerManager
@@ -300,3 +300,29 @@ async def test_a_restarted_member_is_not_kept_away_by_its_old_breaker(
             await again.aclose()
     finally:
         await client.aclose()
+
+
+async def test_a_cast_waiting_for_room_follows_its_agent_when_it_moves(
+    trio_nodes: list[phx.Node],
+) -> None:
+    """A cast waits for room in a full mailbox on its own node; the agent migrates away
+    meanwhile: the cast is routed to the new host, not re-activated on the old one."""
+    here = trio_nodes[0]
+    keys = [f"latch{i}" for i in range(200)]
+    key = [k for k in keys if await here.where(here.ref(Latch, k)) == here.name][0]
+    ref = here.ref(Latch, key)
+    await ref.take.cast(0)  # runs, waits for the gate
+    await wait_until(lambda: here.statistics().agents.busy_agents == 1)
+    await ref.take.cast(1)  # the mailbox (1) is full
+    waiting = asyncio.ensure_future(ref.take.cast(2))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    target = trio_nodes[1].name
+    moving = asyncio.ensure_future(here.migrate(ref, to=target))
+    await asyncio.sleep(0.05)
+    Latch.gates[key].set()
+    await moving
+    await waiting
+    assert await here.where(ref) == target
+    assert await ref.seen_list() == [0, 1, 2]
+    assert not here._runtime.holds(Latch._phx_spec, key)
