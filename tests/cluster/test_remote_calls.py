@@ -308,8 +308,11 @@ async def test_a_cast_waiting_for_room_follows_its_agent_when_it_moves(
     """A cast waits for room in a full mailbox on its own node; the agent migrates away
     meanwhile: the cast is routed to the new host, not re-activated on the old one."""
     here = trio_nodes[0]
-    keys = [f"latch{i}" for i in range(200)]
-    key = [k for k in keys if await here.where(here.ref(Latch, k)) == here.name][0]
+    key = ""
+    for i in range(200):  # a key whose home is this node, so the cast stays local
+        key = f"latch{i}"
+        if await here.where(here.ref(Latch, key)) == here.name:
+            break
     ref = here.ref(Latch, key)
     await ref.take.cast(0)  # runs, waits for the gate
     await wait_until(lambda: here.statistics().agents.busy_agents == 1)
