@@ -159,8 +159,13 @@ def _run(block: Block, scratch: Path) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, check=False)
 
 
-@pytest.mark.parametrize("block", [b for b in PYTHON_BLOCKS if b.mark != "not-run"],
-                         ids=lambda b: b.id)
+def _param(block: Block) -> object:
+    # A block that starts node processes is a multi-process test, like the others so marked.
+    starts_nodes = "LocalCluster" in block.program() or "phx_cluster" in block.program()
+    return pytest.param(block, id=block.id, marks=[pytest.mark.slow] if starts_nodes else [])
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in PYTHON_BLOCKS if b.mark != "not-run"])
 def test_python_block_runs(block: Block, tmp_path: Path) -> None:
     done = _run(block, tmp_path)
     assert done.returncode == 0, f"{block.id}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
