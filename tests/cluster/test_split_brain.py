@@ -540,3 +540,28 @@ async def test_a_node_paused_past_its_suspicion_and_resumed_before_the_decision_
         # (It may refute a suspicion before it hears of its death, then never hears it:
         # either way it stays.)
         await assert_nobody_downs(cluster, client, keys, written)
+
+
+async def test_a_downed_node_rejoins_as_a_new_incarnation_in_the_same_process() -> None:
+    """``on_downed = rejoin`` (phx node's default): paused until the others downed it,
+    node 2 hears so on waking, stops serving and joins again as a new incarnation without
+    exiting; every key then answers with its replicated state and the survivor's write."""
+    env = {**ENV, "PHX_ON_DOWNED": "rejoin"}
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=env) as cluster:
+        a = await cluster.client(seeds=[cluster.addresses[0]])
+        b = await cluster.client(seeds=[cluster.addresses[1]])
+        process = cluster.nodes[2].process
+        assert process is not None
+        before = {m.name: m.incarnation for m in a.members()}["node-2"]
+        keys, _ = await pause_until_rehomed(cluster, a, b)
+
+        await wait_until(lambda: "rejoining as a new incarnation" in cluster.nodes[2].log(),
+                         timeout=WAKE_DOWN_DEADLINE_S, what="node-2 to rejoin")
+        await cluster.wait_converged(timeout_s=SERVE_DEADLINE_S)
+        assert cluster.nodes[2].process is process and process.returncode is None
+        after = {m.name: m.incarnation for m in a.members()}["node-2"]
+        assert after >= before + 1_000, (before, after)  # a new life, not a refutation
+        owners = await owners_agree(a, b, keys, timeout=SERVE_DEADLINE_S + 2 * STABLE_AFTER_S)
+        for key in keys:
+            assert await tally(a, key).read() == [100, 1], (key, owners[key])
+        assert all(n.running for n in cluster.nodes)

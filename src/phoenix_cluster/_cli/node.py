@@ -8,9 +8,10 @@ process with exit code 2 and exactly one line on stderr naming the key and the e
 form, never a traceback.
 
 Exit codes: 0 after a signal-initiated graceful shutdown, 1 when the node stopped on its
-own (its services failed) or could not start, 2 for configuration errors, 3 when it
-downed itself on the losing side of a network partition, 4 when it joined no cluster
-within ``join_timeout_s`` (every seed unreachable, or a wrong cookie).
+own (its services failed) or could not start, 2 for configuration errors, 3 when
+split-brain resolution downed it and ``on_downed`` is ``exit`` (by default it rejoins as
+a new incarnation in the same process), 4 when it joined no cluster within
+``join_timeout_s`` (every seed unreachable, or a wrong cookie).
 
 READY is printed only once the node has joined its cluster or formed one (see
 ``_membership/joining.py``): a supervisor that waits for it gets a node that serves.
@@ -144,8 +145,8 @@ def exit_code_for(stop_reason: str) -> int:
     """The process exit code for a node that stopped with ``stop_reason``.
 
     ``0`` when a signal asked it to stop (a graceful shutdown is success); ``3`` when
-    it was on the losing side of a partition and downed itself (restart it to rejoin
-    as a new incarnation); ``4`` when it joined no cluster within ``join_timeout_s``;
+    split-brain resolution downed it (with ``on_downed = rejoin`` the process rejoins
+    instead of exiting); ``4`` when it joined no cluster within ``join_timeout_s``;
     ``1`` for anything else, e.g. ``services failed: ...``.
     """
     if stop_reason.startswith("signal"):
@@ -308,21 +309,48 @@ async def _serve(node: Node, kinds: int) -> str:
 
 
 def _run(node: Node, kinds: int) -> int:
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            reason = runner.run(_serve(node, kinds))
-    except KeyboardInterrupt:  # SIGINT before the handlers were installed
-        return 130
-    except ConfigError as exc:  # e.g. a port taken since _check_ports looked
-        _OneLineError(_config_error_line(exc)).show()
-        return EXIT_CONFIG
-    except Exception as exc:
-        _log.error("phx node %s failed: %s: %s", node.name, type(exc).__name__, exc)
-        return EXIT_FAILED
-    code = exit_code_for(reason)
-    if code not in (EXIT_OK, EXIT_NOT_JOINED):  # not joined: _wait_joined said why
-        _log.error("phx node %s exiting with code %d: %s", node.name, code, reason)
-    return code
+    while True:
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                reason = runner.run(_serve(node, kinds))
+        except KeyboardInterrupt:  # SIGINT before the handlers were installed
+            return 130
+        except ConfigError as exc:  # e.g. a port taken since _check_ports looked
+            _OneLineError(_config_error_line(exc)).show()
+            return EXIT_CONFIG
+        except Exception as exc:
+            _log.error("phx node %s failed: %s: %s", node.name, type(exc).__name__, exc)
+            return EXIT_FAILED
+        code = exit_code_for(reason)
+        if code == EXIT_DOWNED and node.settings.on_downed == "rejoin":
+            again = _rejoining(node, reason)
+            if again is not None:
+                node = again
+                continue
+        if code not in (EXIT_OK, EXIT_NOT_JOINED):  # not joined: _wait_joined said why
+            _log.error("phx node %s exiting with code %d: %s", node.name, code, reason)
+        return code
+
+
+def _rejoining(node: Node, reason: str) -> Node | None:
+    """The node that takes over after ``node`` was downed (``on_downed = rejoin``): same
+    name and settings, a new incarnation, empty agents and replicas, seeded with the
+    members ``node`` knew. It only joins, never forms a cluster of its own (its own
+    address is no seed), so a node downed on a cut-off side waits for the heal.
+    ``None`` (then it exits with code 3) when it knew nobody to rejoin through."""
+    own = {node.address, node.settings.listen}
+    seeds = [m.address for m in node.members()
+             if m.role == "member" and m.name != node.name and m.address not in own]
+    why = reason.removeprefix(DOWNED_PREFIX)
+    if not seeds:
+        _log.error("phx node %s was downed (%s) and knows no other member to rejoin"
+                   " through", node.name, why)
+        return None
+    _log.warning("phx node %s was downed (%s); rejoining as a new incarnation through %s"
+                 " (--on-downed=exit to exit with code 3 instead)", node.name, why,
+                 ", ".join(seeds))
+    settings = msgspec.structs.replace(node.settings, name=node.name, seeds=seeds)
+    return Node(settings=settings)
 
 
 @click.command(cls=_NodeCommand)
@@ -375,6 +403,9 @@ def _run(node: Node, kinds: int) -> int:
 @click.option("--join-timeout-s", "--join-timeout", "join_timeout_s", type=float,
               metavar="SECONDS", help="Give up (exit 4) if no cluster is joined or formed "
               "in this time (default 60).")
+@click.option("--on-downed", type=click.Choice(["rejoin", "exit"]),
+              help="When split-brain resolution downs this node: rejoin as a new "
+              "incarnation in this process (default), or exit with code 3.")
 def node(
     *,
     name: str | None,
@@ -403,6 +434,7 @@ def node(
     call_timeout_s: float | None,
     shutdown_timeout_s: float | None,
     join_timeout_s: float | None,
+    on_downed: str | None,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave the cluster gracefully.
 
@@ -416,7 +448,8 @@ def node(
       0  graceful shutdown after SIGTERM or SIGINT
       1  the node failed (its services failed, or it could not start)
       2  configuration error (one line on stderr)
-      3  downed itself on the losing side of a network partition
+      3  downed by split-brain resolution, with --on-downed=exit (by default
+         it rejoins the cluster as a new incarnation instead)
       4  joined no cluster within --join-timeout-s (seeds unreachable, wrong cookie)
     """
     overrides: dict[str, Any] = {
@@ -444,6 +477,7 @@ def node(
         "call_timeout_s": call_timeout_s,
         "shutdown_timeout_s": shutdown_timeout_s,
         "join_timeout_s": join_timeout_s,
+        "on_downed": on_downed,
     }
     try:
         settings = load_settings(overrides, config_file=config_file)

@@ -114,6 +114,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     split_brain_quorum_size: PositiveInt | None = None
     """For ``static-quorum``: members a side needs to survive."""
 
+    on_downed: Literal["rejoin", "exit"] = "rejoin"
+    """What ``phx node`` does when split-brain resolution downed it: ``rejoin`` stops
+    serving, drops its agents and replicas and joins again through the members it knew,
+    as a new incarnation in the same process (its replicas re-sync from the majority);
+    ``exit`` ends the process with code 3, for orchestrators that prefer to restart it."""
+
     http: HostPort | None = None
     """Address of the read-only HTTP endpoint (metrics, health, dashboard); off by default."""
 

@@ -260,7 +260,9 @@ class LocalCluster:
         nodes: how many member processes.
         imports: modules each node imports (``--import``) so it can host their kinds.
         node_args: extra ``phx node`` flags for every node.
-        env: extra environment variables for the node processes.
+        env: extra environment variables for the node processes. Nodes run with
+            ``PHX_ON_DOWNED=exit`` (a downed node exits with code 3, which tests
+            observe) unless ``env`` sets it, e.g. to ``rejoin``, ``phx node``'s default.
         startup_timeout_s: how long each node may take to print its READY line.
         loopback_prefix: the first three octets of the nodes' addresses (e.g.
             ``"127.0.0"``: node ``i`` on ``127.0.0.{10+i}``); default a random
@@ -290,7 +292,10 @@ class LocalCluster:
         self.tag = f"{_TAG_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         """The comment on every iptables rule of this cluster."""
         self._dir = tempfile.TemporaryDirectory(prefix="phx-cluster-")
-        self._env = {**os.environ, **(env or {}), "PHX_COOKIE": self.cookie}
+        # A downed node exits (code 3) here unless ``env`` says PHX_ON_DOWNED=rejoin:
+        # tests observe downing as an exit, and the nemesis restarts what exited.
+        self._env = {**os.environ, "PHX_ON_DOWNED": "exit", **(env or {}),
+                     "PHX_COOKIE": self.cookie}
         # The node processes import the caller's modules the way the caller does.
         self._env["PYTHONPATH"] = os.pathsep.join(
             p for p in [os.getcwd(), *sys.path, self._env.get("PYTHONPATH", "")] if p
