@@ -22,8 +22,9 @@ from phoenix_cluster.testing import LocalCluster, free_port
 pytestmark = pytest.mark.slow
 
 # Longer than detection (2.35 s median, 3.76 s worst measured) plus a failover election,
-# so the keys move while the node is still hung.
-BLOCK_S = 12.0
+# so the keys move while the node is still hung; and than the others' split-brain decision
+# (about 1 s to suspect it + stable_after, 7 s), so it is downed, not just declared dead.
+BLOCK_S = 14.0
 # Detection plus the first successful call on a survivor (recovery 2.3-3.7 s measured),
 # with a margin for a loaded machine.
 FAILOVER_BOUND_S = 8.0
@@ -71,10 +72,10 @@ async def test_a_blocked_loop_is_suspected_its_keys_fail_over_and_the_others_sta
         watcher = asyncio.create_task(watch())
         try:
             loop = asyncio.get_running_loop()
+            blocked_at = loop.time()
             # Unacknowledged: node-2 would acknowledge the cast only after its loop
             # unblocks (the handler starts before the answer is written).
             await tally.block.cast_unacknowledged(BLOCK_S)
-            blocked_at = loop.time()
 
             async def failed_over() -> bool:
                 try:
