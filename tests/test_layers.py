@@ -84,3 +84,54 @@ def test_pure_modules_never_import_asyncio(rel: str) -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {"asyncio", "socket", "selectors"} & names
+
+
+# Modules that import the top-level package from inside it (written like user code: demos,
+# benchmarks, chaos tooling). This list only shrinks: a new importer fails, and so does a
+# listed module that no longer imports it.
+KNOWN_TOP_LEVEL_IMPORTERS = {
+    "_cli/bench_agents.py", "_cli/bench_cluster.py", "_cli/bench_local.py",
+    "_cli/bench_membership.py", "_cli/bench_placement.py", "_cli/bench_registry.py",
+    "_cli/bench_replication.py", "_cli/bench_startup.py", "_cli/demo_agents.py",
+    "_cli/demo_cluster.py", "_cli/demo_single.py", "testing/chaos.py",
+    "testing/chaos_agents.py",
+}
+
+
+def _imports_top_level(path: Path) -> bool:
+    """Whether ``path`` imports ``phoenix_cluster`` itself (absolute or relative), as
+    opposed to one of its modules."""
+    depth = len(path.relative_to(PKG).parts) - 1
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            if any(alias.name == "phoenix_cluster" for alias in node.names):
+                return True
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module == "phoenix_cluster":
+                return True
+            # ``from .. import x`` reaching the package root: x may be a module
+            if node.level and node.level - 1 == depth and not node.module and any(
+                    not (PKG / alias.name).exists() and not (PKG / f"{alias.name}.py").exists()
+                    for alias in node.names):
+                return True
+    return False
+
+
+def test_no_module_imports_the_top_level_package() -> None:
+    offenders = {str(p.relative_to(PKG)) for p in SOURCES
+                 if p.name != "__init__.py" or p.parent != PKG
+                 if _imports_top_level(p)}
+    assert not offenders - KNOWN_TOP_LEVEL_IMPORTERS, sorted(offenders - KNOWN_TOP_LEVEL_IMPORTERS)
+    assert not KNOWN_TOP_LEVEL_IMPORTERS - offenders, (
+        "these no longer import phoenix_cluster: remove them from KNOWN_TOP_LEVEL_IMPORTERS: "
+        f"{sorted(KNOWN_TOP_LEVEL_IMPORTERS - offenders)}")
+
+
+LOWER_THAN_AGENTS = sorted(p for p in SOURCES if LAYERS[_top(p)] < LAYERS["_agents"])
+
+
+@pytest.mark.parametrize("path", LOWER_THAN_AGENTS, ids=lambda p: str(p.relative_to(PKG)))
+def test_no_lower_layer_imports_the_agent_layer(path: Path) -> None:
+    """RPC lives in the transport layer: membership, replication, CRDT sync and placement
+    never reach the agent layer (the layer table would allow a mistake in LAYERS)."""
+    assert "_agents" not in _imports(path), f"{path.relative_to(PKG)} imports _agents"

@@ -11,12 +11,13 @@ Standard library only: the endpoint checks it before the HTTP stack is imported.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from pathlib import Path
 
 from .._foundation.settings import Settings
 from ..errors import ConfigError
 
-__all__ = ["OPEN_PATHS", "authorized", "load_http_token"]
+__all__ = ["OPEN_PATHS", "authorized", "is_loopback", "load_http_token"]
 
 OPEN_PATHS = frozenset({"/metrics", "/health/live", "/health/ready"})
 """Routes answered without the token: probes and scrapes carry no credentials. They show
@@ -67,3 +68,13 @@ def authorized(path: str, header: str | None, token: str | None) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) only accepts local connections."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address

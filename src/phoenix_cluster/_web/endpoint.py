@@ -7,12 +7,11 @@ so nodes without ``http`` never load it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .auth import load_http_token
+from .auth import is_loopback, load_http_token
 from .view import NodeView
 
 if TYPE_CHECKING:
@@ -21,16 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["HttpEndpoint", "check_http_address", "is_loopback"]
 
 _log = logging.getLogger("phoenix_cluster.web")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an IP address or ``localhost``) only accepts local connections."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # any other name may resolve to a public address
 
 
 def check_http_address(address: str, public: bool = False) -> tuple[str, int]:

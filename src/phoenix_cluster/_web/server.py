@@ -28,8 +28,7 @@ import msgspec
 from aiohttp import web
 
 from .api import agents_view, cluster_view
-from .auth import authorized
-from .endpoint import is_loopback
+from .auth import authorized, is_loopback
 from .feed import Feed, sse
 from .health import readiness
 from .metrics import NodeMetrics
