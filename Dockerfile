@@ -14,9 +14,10 @@ ARG PYTHON_VERSION=3.12
 # stage copies whole: no compiler, pip cache or source tree reaches the final image.
 FROM python:${PYTHON_VERSION}-slim AS build
 
-# Extras from pyproject.toml: dns for the DNS SRV discovery the Kubernetes manifests use,
-# fast for uvloop. Add http2, quic, otel as needed (--build-arg EXTRAS=dns,fast,otel).
-ARG EXTRAS=dns,fast
+# Extras from pyproject.toml: cli for `phx node`, web for the HTTP endpoint the
+# HEALTHCHECK asks, dns for the DNS SRV discovery the Kubernetes manifests use (uvloop
+# comes with the core). Add http2, quic, otel as needed (--build-arg EXTRAS=cli,web,dns,otel).
+ARG EXTRAS=cli,web,dns
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

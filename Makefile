@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# What each target installs: the demo needs the `demo` extra (CLI and web endpoint);
+# lint, typecheck, pytest and bench install `test`, which includes `all` (every extra).
+STAMP      := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint typecheck pytest system-deps bench clean
 
@@ -12,15 +15,23 @@ $(BIN)/python:
 	@if command -v uv >/dev/null 2>&1; then uv venv --python $(PYTHON) $(VENV); \
 	else $(PYTHON) -m venv $(VENV); fi
 
-# Reinstall whenever pyproject.toml changes.
-$(STAMP): $(BIN)/python pyproject.toml
+# Reinstall whenever pyproject.toml changes. $(1): the extras to install.
+define install
 	@if command -v uv >/dev/null 2>&1; then \
-		VIRTUAL_ENV=$(VENV) uv pip install --python $(BIN)/python -e '.[test]'; \
+		VIRTUAL_ENV=$(VENV) uv pip install --python $(BIN)/python -e '.[$(1)]'; \
 	else $(BIN)/python -m pip install --quiet --upgrade pip && \
-		$(BIN)/python -m pip install --quiet -e '.[test]'; fi
-	@touch $(STAMP)
+		$(BIN)/python -m pip install --quiet -e '.[$(1)]'; fi
+endef
 
-demo: $(STAMP)
+$(STAMP): $(BIN)/python pyproject.toml
+	$(call install,test)
+	@touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(call install,demo)
+	@touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/phx demo
 
 lint: $(STAMP)

@@ -287,7 +287,7 @@ SHELL_BLOCKS = [b for page in PAGES for b in blocks_of(page)
 
 
 def test_shell_blocks_name_real_commands_and_flags() -> None:
-    from phoenix_cluster._cli.main import cli
+    from phoenix_cluster._cli.commands import cli
 
     assert len(SHELL_BLOCKS) >= 10
     wrong = []

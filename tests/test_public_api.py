@@ -5,6 +5,23 @@ from __future__ import annotations
 import phoenix_cluster as phx
 from phoenix_cluster import errors, telemetry
 
+# What users call, and nothing else: internals (placement loads, the time seam, method
+# handles) stay in their modules; Env is public as phoenix_cluster.testing.Env.
+PUBLIC = [
+    "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
+    "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError", "IndefiniteError", "Member",
+    "NameConflict", "NameTaken", "NoQuorum", "Node", "NodeClosed", "NodeUnavailable",
+    "NotLeader", "Overloaded", "PhoenixError", "PhoenixInternalError", "ProtocolError",
+    "Registration", "Scored", "SerializationError", "Settings", "StorageError", "Supervisor",
+    "SupervisorEscalation", "__version__", "crdt", "telemetry",
+]
+
+
+def test_all_is_exactly_the_public_surface() -> None:
+    assert phx.__all__ == PUBLIC
+    for internal in ("NodeLoad", "Env", "MethodRef"):
+        assert not hasattr(phx, internal), internal
+
 
 def test_all_is_sorted_and_complete() -> None:
     assert phx.__all__ == sorted(phx.__all__)

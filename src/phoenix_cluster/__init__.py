@@ -22,12 +22,9 @@ from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
 from ._agents.mailbox import AgentTimer as AgentTimer
 from ._agents.ref import AgentRef as AgentRef
-from ._agents.ref import MethodRef as MethodRef
-from ._foundation.env import Env as Env
 from ._foundation.settings import Settings as Settings
 from ._membership.snapshot import Member as Member
 from ._node import Node as Node
-from ._placement.policies import NodeLoad as NodeLoad
 from ._placement.policies import Scored as Scored
 from ._registry.registry import NameConflict as NameConflict
 from ._registry.registry import Registration as Registration
@@ -65,16 +62,13 @@ __all__ = [
     "ChildSpec",
     "ConfigError",
     "DefiniteError",
-    "Env",
     "IndefiniteError",
     "Member",
-    "MethodRef",
     "NameConflict",
     "NameTaken",
     "NoQuorum",
     "Node",
     "NodeClosed",
-    "NodeLoad",
     "NodeUnavailable",
     "NotLeader",
     "Overloaded",

@@ -133,6 +133,8 @@ def test_installed_extras_exist_in_pyproject() -> None:
     (line,) = [a for w, a in instructions() if w == "ARG" and a.startswith("EXTRAS=")]
     names = line.removeprefix("EXTRAS=").split(",")
     assert "dns" in names  # the manifests discover peers through DNS SRV
+    assert "cli" in names  # the image runs `phx node`
+    assert "web" in names  # with PHX_HTTP: the endpoint the HEALTHCHECK asks
     for name in names:
         assert name in extras, f"Dockerfile installs extra {name!r}, pyproject has {sorted(extras)}"
 

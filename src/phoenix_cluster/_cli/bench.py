@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from .._foundation.extras import require_extra
+
 if TYPE_CHECKING:
     from .bench_local import LoopName
 
@@ -60,7 +62,11 @@ def _measure(module: Any, run: Callable[[Progress], Any], json_path: Path | None
 
 @click.group()
 def bench() -> None:
-    """Measure Phoenix on this machine (see docs/benchmarks.md)."""
+    """Measure Phoenix on this machine (see docs/benchmarks.md).
+
+    Needs the ``bench`` extra: pip install 'phoenix-cluster[bench]'.
+    """
+    require_extra("bench", "phx bench")
 
 
 @bench.command("local")

@@ -16,6 +16,8 @@ import sys
 
 import click
 
+from .._foundation.extras import require_extra
+
 __all__ = ["demo"]
 
 
@@ -49,8 +51,10 @@ def demo(single: bool, quick: bool, agents: int | None, seconds: float | None,
     again from the survivors, then the node restarted and the agents rebalanced back to
     it. At the end every agent is read and the acknowledged writes are verified: each was
     committed to a majority of its agent's replicas before the reply, so none may be
-    missing, the killed node's included. Exit status 0 when every one is present.
+    missing, the killed node's included. Exit status 0 when every one is present; 2 when
+    the ``demo`` extra is not installed (pip install 'phoenix-cluster[demo]').
     """
+    require_extra("demo", "phx demo")
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
     if single:
         from .demo_single import run_single

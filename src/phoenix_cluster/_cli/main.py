@@ -1,35 +1,42 @@
 """``phx``: run nodes, the demo and the benchmarks.
 
-Each subcommand lives in its own module; this one only assembles the group.
+The entry point imports nothing optional itself: the command group (``commands.py``)
+needs the ``cli`` extra, and some commands need more (``phx demo`` the ``demo`` extra,
+``phx node --http`` the ``web`` extra). When one is missing, ``phx`` prints one line
+naming the extra to install and exits with code 2 -- never a traceback.
 """
 
 from __future__ import annotations
 
-import click
+import sys
 
-from .._version import __version__
-from .bench import bench
-from .chaos import chaos
-from .demo import demo
-from .node import node
-from .status import status
+from .._foundation.extras import MissingExtra, extra_of_module
 
-__all__ = ["cli", "main"]
+__all__ = ["EXIT_MISSING_EXTRA", "main"]
+
+EXIT_MISSING_EXTRA = 2
+"""Exit code when an optional part Phoenix needs for the command is not installed."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-V", prog_name="phx")
-def cli() -> None:
-    """Phoenix: a distributed-native agent runtime for Python."""
-
-
-cli.add_command(node)
-cli.add_command(demo)
-cli.add_command(bench)
-cli.add_command(status)
-cli.add_command(chaos)
+def _missing_extra_line(exc: ImportError) -> str | None:
+    if isinstance(exc, MissingExtra):
+        return f"phx: error: {exc}"
+    extra = extra_of_module(exc.name) if isinstance(exc, ModuleNotFoundError) else None
+    if extra is None:
+        return None
+    return (f"phx: error: this command needs the '{extra}' extra ({exc.name} is not "
+            f"installed): pip install 'phoenix-cluster[{extra}]'")
 
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="phx")
+    try:
+        from .commands import cli
+
+        cli(prog_name="phx")
+    except ImportError as exc:
+        line = _missing_extra_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        sys.exit(EXIT_MISSING_EXTRA)

@@ -44,7 +44,7 @@ from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
 from .._transport.tcp import parse_address
 from .._transport.tls import tls_contexts
-from .._web import check_http_address, is_loopback
+from .._web import check_http_address, check_web_extra, is_loopback
 from .._web.auth import load_http_token
 from ..errors import ConfigError
 from .logging_setup import configure_logging
@@ -489,6 +489,11 @@ def node(
         # A client cannot form a cluster: without a way to find one it could never join.
         raise _OneLineError("bad setting seeds: a client node needs --seed or --discovery "
                             "to find its cluster; expected HOST:PORT")
+    if settings.http is not None:
+        try:
+            check_web_extra()
+        except ConfigError as exc:  # the form of the address is not what is wrong
+            raise _OneLineError(str(exc)) from None
     try:
         tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca,  # fail early
                      verify_hostname=settings.tls_verify_hostname)

@@ -8,9 +8,8 @@ import sys
 
 import click
 import msgspec
-from rich.console import Console
-from rich.table import Table
 
+from .._foundation.extras import require_extra
 from .._node import Node, NodeStatus
 from .._ring.ring import HashRing
 from ..errors import ConfigError, PhoenixError
@@ -40,6 +39,7 @@ async def _status(seed: str, cookie_file: str | None, timeout_s: float) -> NodeS
 def status(seed: str, cookie_file: str | None, timeout_s: float, as_json: bool) -> None:
     """Show the cluster SEED belongs to: members, state, incarnation, ring share and the
     last split-brain decision, as SEED sees them."""
+    require_extra("cli", "phx status")
     # This command reports a failure in one line of its own; the client node's log
     # (e.g. "cannot join through seed ...") would only repeat it.
     logging.getLogger("phoenix_cluster").setLevel(logging.CRITICAL)
@@ -61,6 +61,9 @@ def status(seed: str, cookie_file: str | None, timeout_s: float, as_json: bool) 
         out["ring_share"] = shares
         click.echo(msgspec.json.encode(out).decode())
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"cluster seen from {view.name} ({seed})")
     for column in ("name", "address", "status", "incarnation", "role", "ring share"):
         table.add_column(column, justify="right" if column in ("incarnation",

@@ -3,6 +3,6 @@
 Only the light handle is imported here; the HTTP stack loads when an endpoint starts.
 """
 
-from .endpoint import HttpEndpoint, check_http_address, is_loopback
+from .endpoint import HttpEndpoint, check_http_address, check_web_extra, is_loopback
 
-__all__ = ["HttpEndpoint", "check_http_address", "is_loopback"]
+__all__ = ["HttpEndpoint", "check_http_address", "check_web_extra", "is_loopback"]

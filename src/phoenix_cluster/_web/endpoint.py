@@ -2,7 +2,8 @@
 
 Constructed with the node (so a bad ``http`` setting fails before anything starts);
 the HTTP stack (aiohttp, prometheus-client) is imported only when the endpoint starts,
-so nodes without ``http`` never load it.
+so nodes without ``http`` never load it, and the core library installs without it.
+Asking for ``http`` without the ``web`` extra fails at construction, naming the extra.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .._foundation.extras import missing_module
 from ..errors import ConfigError
 from .auth import is_loopback, load_http_token
 from .view import NodeView
@@ -17,7 +19,7 @@ from .view import NodeView
 if TYPE_CHECKING:
     from .server import WebServer
 
-__all__ = ["HttpEndpoint", "check_http_address", "is_loopback"]
+__all__ = ["HttpEndpoint", "check_http_address", "check_web_extra", "is_loopback"]
 
 _log = logging.getLogger("phoenix_cluster.web")
 
@@ -47,19 +49,30 @@ def check_http_address(address: str, public: bool = False) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_web_extra() -> None:
+    """Raise :class:`ConfigError` (key ``http``) unless the ``web`` extra is installed."""
+    missing = missing_module("web")
+    if missing is not None:
+        raise ConfigError(
+            f"bad setting http: the HTTP endpoint needs the 'web' extra ({missing} is not "
+            "installed): pip install 'phoenix-cluster[web]'", key="http")
+
+
 class HttpEndpoint:
     """Serves ``/metrics``, health, the JSON API and the dashboard for one node.
 
     Raises:
         ConfigError: ``node.settings.http`` is malformed or not allowed (see
             :func:`check_http_address`), or the bearer token is missing or unreadable
-            (see :func:`~phoenix_cluster._web.auth.load_http_token`).
+            (see :func:`~phoenix_cluster._web.auth.load_http_token`), or the ``web``
+            extra (aiohttp, prometheus-client) is not installed.
     """
 
     def __init__(self, node: NodeView) -> None:
         address = node.settings.http
         if address is None:
             raise ConfigError("bad setting http: the endpoint needs an address", key="http")
+        check_web_extra()
         self._node = node
         self._host, self._port = check_http_address(address, node.settings.http_public)
         self._token = load_http_token(node.settings, public=not is_loopback(self._host))
