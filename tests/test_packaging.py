@@ -179,3 +179,14 @@ def test_missing_extra_is_one_line_naming_it(tmp_path: Path, hide: tuple[str, ..
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stderr.splitlines() == [line]
     assert proc.stdout == ""
+
+
+def test_local_cluster_without_the_cli_extra_names_it(tmp_path: Path) -> None:
+    code = ("from phoenix_cluster.testing import LocalCluster\n"
+            "try:\n    LocalCluster(1)\n"
+            "except ImportError as exc:\n    print(type(exc).__name__, exc.name, exc)\n")
+    proc = _run_hidden(tmp_path, ("click",), "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "MissingExtra click LocalCluster (it runs phx node processes) needs the 'cli' extra "
+        "(click is not installed): pip install 'phoenix-cluster[cli]'")

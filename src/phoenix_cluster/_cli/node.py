@@ -447,7 +447,7 @@ def node(
     Exit codes:
       0  graceful shutdown after SIGTERM or SIGINT
       1  the node failed (its services failed, or it could not start)
-      2  configuration error (one line on stderr)
+      2  configuration error, or --http without the web extra (one line on stderr)
       3  downed by split-brain resolution, with --on-downed=exit (by default
          it rejoins the cluster as a new incarnation instead)
       4  joined no cluster within --join-timeout-s (seeds unreachable, wrong cookie)

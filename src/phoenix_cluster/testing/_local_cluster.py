@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, TypeAlias
 
+from .._foundation.extras import require_extra
 from .._membership.messages import SyncState, decode_sync_state, encode_sync_state
 from .._node import Node
 from .._transport.tcp import parse_address
@@ -268,6 +269,9 @@ class LocalCluster:
             ``"127.0.0"``: node ``i`` on ``127.0.0.{10+i}``); default a random
             ``127.A.B``. Where only 127.0.0.1 can be bound (macOS), every node uses it
             and network faults are unavailable.
+
+    Raises:
+        MissingExtra: the ``cli`` extra (which ``phx node`` needs) is not installed.
     """
 
     def __init__(
@@ -285,6 +289,8 @@ class LocalCluster:
         if nodes > _FIRST_CLIENT_OCTET - _FIRST_NODE_OCTET:
             raise ValueError(f"at most {_FIRST_CLIENT_OCTET - _FIRST_NODE_OCTET} nodes,"
                              f" got {nodes}")
+        # Its nodes are `phx node` processes: say so now, not in each node's exit line.
+        require_extra("cli", "LocalCluster (it runs phx node processes)")
         self.cookie = secrets.token_hex(32)
         self.imports = list(imports)
         self.node_args = list(node_args)
