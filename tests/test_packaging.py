@@ -190,3 +190,24 @@ def test_local_cluster_without_the_cli_extra_names_it(tmp_path: Path) -> None:
     assert proc.stdout.strip() == (
         "MissingExtra click LocalCluster (it runs phx node processes) needs the 'cli' extra "
         "(click is not installed): pip install 'phoenix-cluster[cli]'")
+
+
+@pytest.mark.parametrize(("hide", "flags", "extra"), [
+    (("dns",), ["--discovery", "dns:srv:phoenix.local"], "dns"),
+    (("aiohttp",), ["--discovery", "etcd:http://127.0.0.1:2379/phx"], "etcd"),
+    (("h2",), ["--transports", "http2"], "http2"),
+    (("aioquic",), ["--transports", "quic"], "quic"),
+    (("opentelemetry",), ["--otlp-endpoint", "http://127.0.0.1:4318"], "otel"),
+])
+def test_node_names_each_missing_extra(tmp_path: Path, hide: tuple[str, ...],
+                                       flags: list[str], extra: str) -> None:
+    (tmp_path / "cookie").write_text("a-test-cookie-of-enough-length-0123456789")
+    (tmp_path / "cookie").chmod(0o600)
+    proc = _run_hidden(tmp_path, hide, "-m", "phoenix_cluster", "node", "--name", "n1",
+                       "--listen", "127.0.0.1:0", "--cookie-file", str(tmp_path / "cookie"),
+                       *flags)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("phx node: error: "), proc.stderr
+    assert f"pip install 'phoenix-cluster[{extra}]'" in last
