@@ -52,6 +52,7 @@ from ._telemetry.tracing import start_node_tracer
 from ._transport.cookie import resolve_secret
 from ._transport.fallback import FallbackTransport, parse_chain
 from ._transport.peers import PeerManager
+from ._transport.rpc import Inbound, RpcClient, Services
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
 from ._web import HttpEndpoint
@@ -186,6 +187,10 @@ class Node:
         self._declared_task: asyncio.Task[Any] | None = None
         self._transport: TcpTransport | FallbackTransport | None = None
         self._peers: PeerManager | FallbackTransport | None = None
+        self._node_services = Services()
+        """What peers reach as ``$<service>`` (``_transport/rpc.py``)."""
+        self._rpc: RpcClient | None = None
+        """Calls other nodes' services (``None``: an embedded node)."""
         self._ring: HashRing | None = None
         self._membership: MembershipService | None = None
         self._observer: MembershipObserver | None = None
@@ -305,11 +310,13 @@ class Node:
         ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca,
                                               verify_hostname=s.tls_verify_hostname)
         chain = parse_chain(s.transports)
+        services = self._node_services
+        inbound = Inbound(services, _AgentInbound(self._runtime))
         transport: TcpTransport | FallbackTransport
         if chain == ("tcp",):
             transport = TcpTransport(
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
-                max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
+                max_frame_bytes=s.max_frame_bytes, handler=inbound, role=s.role,
                 ssl_server=ssl_server, ssl_client=ssl_client,
                 handshake_timeout_s=s.handshake_timeout_s,
             )
@@ -317,13 +324,17 @@ class Node:
         else:
             transport = FallbackTransport(
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
-                max_frame_bytes=s.max_frame_bytes, handler=_Inbound(self._runtime), role=s.role,
+                max_frame_bytes=s.max_frame_bytes, handler=inbound, role=s.role,
                 chain=chain, ssl_server=ssl_server, ssl_client=ssl_client,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, tls_ca=s.tls_ca,
                 handshake_timeout_s=s.handshake_timeout_s,
             )
             self._peers = transport
         self._transport = transport
+        rpc = self._rpc = RpcClient(self._peers, self.env.clock, self._runtime.next_request_id,
+                                   address_of=self._address_of)
+        services.register("membership", self._membership_call)
+        services.register("node", self._node_call)
         if s.listen is not None:
             self.address = await transport.start(s.listen)
         self._join = JoinPlan(s.seeds, (self.address or "", s.listen or ""), role=s.role,
@@ -331,21 +342,20 @@ class Node:
         self._formed_alone = self._join.forms_at_once
         placement = self._placement = PlacementService(
             self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
-            fallback=self._fallback_address,
+            fallback=self._fallback_address, rpc=rpc,
         )
-        router = Router(self._runtime, self._peers, self_name=self.name, placement=placement)
+        services.register("placement", placement.handle)
+        router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,
+                        rpc=rpc)
         placement.router = router
-        router.system["membership"] = self._membership_call
-        router.system["node"] = self._node_call
-        self._services.attach(router)
-        router.system["placement"] = placement.handle
+        self._services.attach(rpc, services)
         self._runtime.router = router
         self._runtime.placement = placement
         if s.role == "member":
             self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
             if self.address is not None:
-                await self._start_replication(router, secret)
-                await self._start_crdt_sync(router)
+                await self._start_replication(rpc, secret)
+                await self._start_crdt_sync(rpc)
         if self.address is not None:
             self._membership = MembershipService(
                 self.name, self.address, self.incarnation, secret, sync=self._sync,
@@ -419,7 +429,7 @@ class Node:
         _log.error("node %s downs itself: %s", self.name, reason)
         self.request_shutdown(f"{DOWNED_PREFIX}{reason}")
 
-    async def _start_replication(self, router: Router, secret: bytes) -> None:
+    async def _start_replication(self, rpc: RpcClient, secret: bytes) -> None:
         """Quorum replication of agent state (``docs/design/replication.md``)."""
         storage = None
         data_dir = self.settings.data_dir
@@ -429,32 +439,26 @@ class Node:
             storage = SqliteStorage(storage_path(data_dir, self.name), cluster=cluster,
                                     node=self.name)
         replicator = Replicator(
-            self.name, partial(self._system_rpc, "replication"), self.env,
+            self.name, partial(rpc.call_node, "replication"), self.env,
             incarnation=self.incarnation,
             bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
             settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
-        router.system["replication"] = replicator.handle
+        self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
 
-    async def _system_rpc(self, service: str, name: str, method: str, payload: bytes,
-                          timeout_s: float) -> bytes:
-        """Call ``service.method`` on the member ``name`` (replication, crdt sync)."""
-        address = self._addresses.get(name)
-        router = self._runtime.router
-        if not address or router is None:
-            raise NodeUnavailable(f"no address known for node {name!r}", definite=True)
-        return await router.system_call(address, service, method, payload, timeout_s)
+    def _address_of(self, name: str) -> str | None:
+        return self._addresses.get(name)
 
-    async def _start_crdt_sync(self, router: Router) -> None:
+    async def _start_crdt_sync(self, rpc: RpcClient) -> None:
         """Merge replication of ``consistency="crdt"`` kinds (``_replication/crdt_sync.py``)."""
         active = self._runtime.active_active
-        sync = CrdtSync(self.name, partial(self._system_rpc, "crdt"), self.env,
+        sync = CrdtSync(self.name, partial(rpc.call_node, "crdt"), self.env,
                         schema_of=active.schema,
                         on_merged=active.merged, known=self._known_members)
         await sync.start()
-        router.system["crdt"] = sync.handle
+        self._node_services.register("crdt", sync.handle)
         self._crdt_sync = active.sync = sync
 
     def _known_members(self) -> list[str]:
@@ -581,10 +585,10 @@ class Node:
             self._membership.join([*self.settings.seeds, *others])
 
     async def _sync(self, address: str, payload: bytes) -> bytes:
-        router = self._runtime.router
-        assert router is not None
+        rpc = self._rpc
+        assert rpc is not None
         try:
-            reply = await router.system_call(address, "membership", "sync", payload, 5.0)
+            reply = await rpc.call(address, "membership", "sync", payload, 5.0)
         except Exception as exc:
             join = self._join
             if join is not None and not self._joined.is_set():
@@ -834,11 +838,11 @@ class Node:
             NodeUnavailable: this node talks to no peers, or the member did not answer.
             TimeoutError: no answer within ``timeout_s``.
         """
-        router = self._runtime.router
-        if router is None:
+        rpc = self._rpc
+        if rpc is None:
             raise NodeUnavailable(f"node {self.name} talks to no peers", definite=True)
         async with asyncio.timeout(timeout_s):
-            reply = await router.system_call(address, "node", "status", b"", timeout_s)
+            reply = await rpc.call(address, "node", "status", b"", timeout_s)
         return msgspec.msgpack.decode(reply, type=NodeStatus)
 
     def __repr__(self) -> str:
@@ -846,8 +850,9 @@ class Node:
         return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"
 
 
-class _Inbound:
-    """The transport's inbound handler: the router's async path and its fast path.
+class _AgentInbound:
+    """Agent messages from peers (``Inbound`` sends it every frame that is not a node
+    service): the router's async path and its fast path.
 
     The router is created after the transport (it needs the connections), hence the
     late lookup.

@@ -241,16 +241,16 @@ async def test_agents_hosted_off_their_home_keep_acknowledged_writes_when_their_
         assert set(hits) == {host}
         # Only the host the directory names may commit through the home: a forged commit
         # is refused (definite), a malformed one is a protocol error, nothing changes.
-        router = client._runtime.router
-        assert router is not None
+        rpc = client._rpc
+        assert rpc is not None
         home_address = cluster.addresses[names.index(home)]
         forged = handoff.encode(handoff.RemoteCommit(
             Ledger._phx_spec.name, "off-home", home, b"\x80"))
         with pytest.raises(phx.NotLeader) as refused:
-            await router.system_call(home_address, "placement", "rcommit", forged, 5.0)
+            await rpc.call(home_address, "placement", "rcommit", forged, 5.0)
         assert refused.value.definite and f"hosted by {host}" in str(refused.value)
         with pytest.raises(phx.ProtocolError):
-            await router.system_call(home_address, "placement", "rcommit", b"\xc1", 5.0)
+            await rpc.call(home_address, "placement", "rcommit", b"\xc1", 5.0)
         assert len((await moved.read())["calls"]) == 20
         cluster.kill(names.index(host))
 

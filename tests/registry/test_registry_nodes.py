@@ -247,19 +247,19 @@ async def test_the_registry_service_refuses_bad_input_over_the_wire(
     four: list[phx.Node],
 ) -> None:
     client, m0 = four[4], four[0]
-    router = client._runtime.router
-    assert router is not None and m0.address is not None
+    rpc = client._rpc
+    assert rpc is not None and m0.address is not None
     with pytest.raises(phx.AgentNotFound, match="no registry method 'drop_all'"):
-        await router.system_call(m0.address, "registry", "drop_all", b"", 2.0)
+        await rpc.call(m0.address, "registry", "drop_all", b"", 2.0)
     with pytest.raises(phx.ProtocolError, match="malformed"):
-        await router.system_call(m0.address, "registry", "register", b"\xff\x00", 2.0)
+        await rpc.call(m0.address, "registry", "register", b"\xff\x00", 2.0)
     bad = msgspec.msgpack.encode(["handoff", [["x", "h", "not-an-int", 0, 1]], []])
     with pytest.raises(phx.ProtocolError):
-        await router.system_call(m0.address, "registry", "store", bad, 2.0)
+        await rpc.call(m0.address, "registry", "store", bad, 2.0)
     with pytest.raises(phx.ProtocolError):
-        await router.system_call(m0.address, "pubsub", "publish_confirm", b"\x01", 2.0)
+        await rpc.call(m0.address, "pubsub", "publish_confirm", b"\x01", 2.0)
     with pytest.raises(phx.AgentNotFound):
-        await router.system_call(m0.address, "groups", "join", b"", 2.0)
+        await rpc.call(m0.address, "groups", "join", b"", 2.0)
     # Nothing broke: the node still serves names.
     await client.registry.register("still-fine", 1)
     assert await m0.registry.lookup("still-fine") == 1

@@ -67,15 +67,15 @@ async def test_names_registered_anywhere_resolve_everywhere() -> None:
         assert client.registry.statistics()["stored"] == 0
 
         # Bad input to a member's $registry gets a typed error; the member keeps serving.
-        router = client._runtime.router
-        assert router is not None
+        rpc = client._rpc
+        assert rpc is not None
         address = cluster.nodes[0].address
         with pytest.raises(phx.AgentNotFound):
-            await router.system_call(address, "registry", "format_disk", b"", 2.0)
+            await rpc.call(address, "registry", "format_disk", b"", 2.0)
         with pytest.raises(phx.ProtocolError):
-            await router.system_call(address, "registry", "register", b"\x93\x01", 2.0)
+            await rpc.call(address, "registry", "register", b"\x93\x01", 2.0)
         with pytest.raises(phx.ProtocolError):
-            await router.system_call(address, "registry", "store", b"\xc1", 2.0)
+            await rpc.call(address, "registry", "store", b"\xc1", 2.0)
         assert await probes[0].lookup("config", False) == {"value": {"port": 7}}
         assert "Traceback" not in cluster.nodes[0].log()
 

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._telemetry import tracing
 from .._telemetry.tracing import NO_HEADERS
 from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
+from .._transport.rpc import RpcClient
 from .._transport.tasks import fail_after
+from .._wire.errors import error_frame, error_from_frame
 from .._wire.messages import Call, Cast, Error, Redirect, Reply
 from ..errors import (
-    AgentNotFound,
     CallTimeout,
     NodeUnavailable,
     Overloaded,
@@ -44,7 +45,6 @@ from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
 from .runtime import MAX_REROUTES, reroute_delay, turned_away
-from .wire_errors import error_frame, error_from_frame
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -55,13 +55,9 @@ class Peers(Protocol):
 
     async def connection(self, address: str) -> PeerConnection: ...
 
-__all__ = ["Router", "error_frame", "error_from_frame"]
+__all__ = ["Router"]
 
 _log = logging.getLogger("phoenix_cluster.dispatch")
-
-SystemHandler = Callable[[str, bytes], Awaitable[bytes]]
-"""A node service reachable by peers as the reserved kind ``$<service>``:
-``handler(method, payload) -> reply payload`` (e.g. membership push-pull)."""
 
 MAX_REDIRECTS = 4
 MAX_RESENDS = 3
@@ -81,6 +77,7 @@ class Router:
         peers: connections to other nodes.
         self_name: this node's name.
         placement: where agents live (homes, directory, tombstones).
+        rpc: calls other nodes' services (``$placement.flush``).
     """
 
     def __init__(
@@ -90,12 +87,13 @@ class Router:
         *,
         self_name: str,
         placement: PlacementService,
+        rpc: RpcClient,
     ) -> None:
         self.runtime = runtime
         self.peers = peers
         self.self_name = self_name
         self.placement = placement
-        self.system: dict[str, SystemHandler] = {}
+        self.rpc = rpc
         self._clock = runtime.clock
         self.redirects_followed = 0
         self.resends = 0
@@ -137,8 +135,8 @@ class Router:
             del self.cast_paths[k]
             if previous:
                 try:
-                    await self.system_call(previous, "placement", "flush",
-                                           self.placement.flush_request(spec, key), 5.0)
+                    await self.rpc.call(previous, "placement", "flush",
+                                        self.placement.flush_request(spec, key), 5.0)
                 except PhoenixError as exc:
                     _log.info("could not flush casts to %s/%s at %s: %s", spec.name, key,
                               previous, exc.message)
@@ -148,21 +146,6 @@ class Router:
             if len(self.cast_paths) >= 100_000:
                 self.cast_paths.clear()
             self.cast_paths[k] = target
-
-    async def system_call(self, address: str, service: str, method: str, payload: bytes,
-                          timeout_s: float) -> bytes:
-        """Call a peer's node service ``$service`` (not an agent); returns its reply."""
-        conn = await self.peers.connection(address)
-        answer = await conn.request(
-            Call(self.runtime.next_request_id(), f"${service}", "", method, payload,
-                 max(1, int(timeout_s * 1000))),
-            timeout_s,
-        )
-        if isinstance(answer, Reply):
-            return answer.payload
-        if isinstance(answer, Redirect):
-            raise NodeUnavailable(f"{address} redirected a ${service} call", definite=True)
-        raise error_from_frame(answer)
 
     # ----------------------------------------------------------------- outbound
 
@@ -361,10 +344,9 @@ class Router:
     async def handle_inbound(
         self, peer: PeerConnection, frame: Call | Cast
     ) -> Reply | Error | Redirect | None:
-        """Serve a Call or Cast from a peer (the transport runs each in its own task)."""
+        """Serve a Call or Cast for an agent from a peer (the transport runs each in its
+        own task; node services never come here: ``_transport/rpc.py``)."""
         try:
-            if frame.kind.startswith("$"):
-                return await self._system(frame)
             spec = lookup_kind(frame.kind)
             placement = self.placement
             forwarded: asyncio.Future[None] | None = None
@@ -422,11 +404,9 @@ class Router:
         """The transport's fast path: take a frame for a local agent without a task.
 
         Queues the message in the agent's mailbox on the spot and answers from a callback
-        on its result. Returns ``False`` for what needs the async path (system calls,
-        casts to forward to another owner).
+        on its result. Returns ``False`` for what needs the async path (casts to forward
+        to another owner, a full mailbox).
         """
-        if frame.kind.startswith("$"):
-            return False
         rid = frame.request_id
         answers = isinstance(frame, Call) or frame.timeout_ms > 0
         try:
@@ -492,13 +472,6 @@ class Router:
 
         future.add_done_callback(done)
         return True
-
-    async def _system(self, frame: Call | Cast) -> Reply | None:
-        handler = self.system.get(frame.kind[1:])
-        if handler is None:
-            raise AgentNotFound(f"this node has no service {frame.kind!r}")
-        reply = await handler(frame.method, frame.payload)
-        return Reply(frame.request_id, reply) if isinstance(frame, Call) else None
 
 
 def _acknowledge(request_id: int, answer: Callable[[Reply | Error | Redirect], None],

@@ -27,6 +27,7 @@ from .._ring.partitions import PARTITIONS, partition_of, partition_point
 from .._ring.ring import HashRing
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
+from .._transport.rpc import RpcClient
 from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
 from .agent import KindSpec, lookup_kind
@@ -96,6 +97,7 @@ class PlacementService:
         window_s: how long after a table change a new home pulls from previous holders.
         tombstone_s: how long a handed-off agent's tombstone redirects.
         rpc_timeout_s: timeout of one placement request to a peer.
+        rpc: calls other nodes' ``$placement`` service (``None``: an embedded node).
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class PlacementService:
         window_s: float = 60.0,
         tombstone_s: float = 60.0,
         rpc_timeout_s: float = 5.0,
+        rpc: RpcClient | None = None,
     ) -> None:
         self.runtime = runtime
+        self.rpc = rpc
         self.router: Router | None = None
         self.self_name = self_name
         self.clock = clock
@@ -359,15 +363,15 @@ class PlacementService:
         self, k: Key, channel: tuple[deque[_Forward], asyncio.Event],
     ) -> None:
         queue, done = channel
-        router = self.router
-        assert router is not None
+        rpc = self.rpc
+        assert rpc is not None
         try:
             while queue:
                 forward = queue[0]
                 deliver, acked = forward.deliver, forward.done
                 try:
-                    await router.system_call(forward.address, "placement", "deliver",
-                                             wire.encode(deliver), self.rpc_timeout_s)
+                    await rpc.call(forward.address, "placement", "deliver",
+                                   wire.encode(deliver), self.rpc_timeout_s)
                 except PhoenixError as exc:
                     if acked is None:
                         report_drop(self.bus, self.self_name, "forward_failed", k[0], k[1],
@@ -775,11 +779,11 @@ class PlacementService:
 
     async def _rpc(self, name: str, method: str, payload: bytes,
                    timeout_s: float | None = None) -> bytes:
-        router = self.router
-        if router is None:
+        rpc = self.rpc
+        if rpc is None:
             raise NodeUnavailable("this node has no cluster transport", definite=True)
-        return await router.system_call(self.address(name), "placement", method, payload,
-                                        timeout_s or self.rpc_timeout_s)
+        return await rpc.call(self.address(name), "placement", method, payload,
+                              timeout_s or self.rpc_timeout_s)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 from .._telemetry.tracing import NO_HEADERS
 from .._transport.base import ConnectionBroken, ConnectionClosed
 from .._transport.tasks import fail_after
+from .._wire.errors import error_from_frame
 from .._wire.messages import Cast, Redirect, Reply
 from ..errors import CallTimeout, NodeUnavailable
 from .placement import PLACE
 from .runtime import MAX_REROUTES, reroute_delay, turned_away
-from .wire_errors import error_from_frame
 
 if TYPE_CHECKING:
     from .agent import KindSpec

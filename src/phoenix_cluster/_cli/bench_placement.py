@@ -94,9 +94,9 @@ async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
 
 
 async def _hosted(client: phx.Node, address: str) -> int:
-    router = client._runtime.router
-    assert router is not None
-    reply = await router.system_call(address, "node", "status", b"", 2.0)
+    rpc = client._rpc
+    assert rpc is not None
+    reply = await rpc.call(address, "node", "status", b"", 2.0)
     return int(msgspec.msgpack.decode(reply)["agents"])
 
 

@@ -21,10 +21,10 @@ async def _status(seed: str, cookie_file: str | None, timeout_s: float) -> NodeS
     node = Node(role="client", seeds=[seed], cookie_file=cookie_file)
     await node.start()
     try:
-        router = node._runtime.router
-        assert router is not None
+        rpc = node._rpc
+        assert rpc is not None
         async with asyncio.timeout(timeout_s):
-            reply = await router.system_call(seed, "node", "status", b"", timeout_s)
+            reply = await rpc.call(seed, "node", "status", b"", timeout_s)
         return msgspec.msgpack.decode(reply, type=NodeStatus)
     finally:
         await node.aclose()

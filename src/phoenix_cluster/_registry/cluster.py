@@ -2,7 +2,8 @@
 
 A :class:`ClusterLink` holds this node's membership view (fed by the node on every
 membership change), reads the node's current hash ring, and calls a service ``$name`` of
-another node through the router, or of this node directly. An embedded node (no router)
+another node through the RPC client (``_transport/rpc.py``), or of this node directly.
+An embedded node (no RPC client)
 is a cluster of one: it owns every name and every call stays local. A client node hosts
 nothing, so it owns no names; it still reaches the members that do.
 """
@@ -12,13 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .._agents.dispatch import Router, SystemHandler
 from .._foundation.env import Env
 from .._membership.snapshot import Member, MembershipSnapshot
 from .._ring.ring import HashRing
 from .._transport.base import TransportError
+from .._transport.rpc import RpcClient, ServiceHandler
 from .._transport.tasks import fail_after
-from .._wire.messages import Cast
 from ..errors import CallTimeout, NodeUnavailable, PhoenixError
 from .entries import replica_set
 
@@ -48,8 +48,8 @@ class ClusterLink:
         self.role = role
         self.clock = env.clock
         self._ring = ring
-        self.router: Router | None = None
-        self.local: dict[str, SystemHandler] = {}
+        self.rpc: RpcClient | None = None
+        self.local: dict[str, ServiceHandler] = {}
         """This node's own services, called directly instead of over a socket."""
         self._members: dict[str, Member] = {}
 
@@ -57,8 +57,8 @@ class ClusterLink:
 
     @property
     def clustered(self) -> bool:
-        """Whether this node talks to others (it has a router)."""
-        return self.router is not None
+        """Whether this node talks to others (it has an RPC client)."""
+        return self.rpc is not None
 
     def update(self, snapshot: MembershipSnapshot) -> tuple[list[str], list[str]]:
         """Take a new membership view.
@@ -135,13 +135,13 @@ class ClusterLink:
         """
         if node == self.self_name:
             return await self.local[service](method, payload)
-        router = self.router
+        rpc = self.rpc
         address = self.address(node)
-        if router is None or address is None:
+        if rpc is None or address is None:
             raise NodeUnavailable(f"no known address for node {node}", definite=True)
         try:
             async with fail_after(self.clock, timeout_s):
-                return await router.system_call(address, service, method, payload, timeout_s)
+                return await rpc.call(address, service, method, payload, timeout_s)
         except TimeoutError:
             raise CallTimeout(f"${service}.{method} on {node} gave no answer within "
                               f"{timeout_s}s") from None
@@ -160,16 +160,13 @@ class ClusterLink:
                 _log.warning("local $%s.%s failed: %s", service, method, exc.message)
                 return False
             return True
-        router = self.router
+        rpc = self.rpc
         address = self.address(node)
-        if router is None or address is None:
+        if rpc is None or address is None:
             return False
-        frame = Cast(router.runtime.next_request_id(), f"${service}", "", method, payload)
         try:
-            async with fail_after(self.clock, timeout_s):
-                conn = await router.peers.connection(address)
-                await conn.send(frame)
-        except (TimeoutError, PhoenixError) as exc:
+            await rpc.cast(address, service, method, payload, timeout_s)
+        except PhoenixError as exc:
             _log.debug("$%s.%s to %s not sent: %r", service, method, node, exc)
             return False
         return True

@@ -2,7 +2,7 @@
 
 The node makes one :class:`ClusterServices` when it is created (an embedded node uses
 the services as they are, a cluster of one), calls :meth:`~ClusterServices.attach` once
-its router exists, forwards every membership snapshot, and closes it before its transport.
+its RPC client exists, forwards every membership snapshot, and closes it before its transport.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .._agents.dispatch import Router
 from .._agents.ref import AgentRef
 from .._foundation.env import Env
 from .._membership.snapshot import MembershipSnapshot
 from .._ring.ring import HashRing
 from .._telemetry.bus import TelemetryBus
+from .._transport.rpc import RpcClient, Services
 from .cluster import ClusterLink
 from .groups import Groups
 from .pubsub import PubSub
@@ -59,10 +59,12 @@ class ClusterServices:
         self.link.local.update(registry=self.registry.handle, groups=self.groups.handle,
                                pubsub=self.pubsub.handle)
 
-    def attach(self, router: Router) -> None:
-        """Offer the services to peers (``$registry``, ``$groups``, ``$pubsub``)."""
-        self.link.router = router
-        router.system.update(self.link.local)
+    def attach(self, rpc: RpcClient, services: Services) -> None:
+        """Offer the services to peers (``$registry``, ``$groups``, ``$pubsub``) and
+        reach theirs through ``rpc``."""
+        self.link.rpc = rpc
+        for name, handler in self.link.local.items():
+            services.register(name, handler)
         self.registry.start()
 
     def on_membership(self, snapshot: MembershipSnapshot) -> None:

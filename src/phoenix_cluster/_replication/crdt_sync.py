@@ -312,7 +312,7 @@ class CrdtSync:
     # ----------------------------------------------------------------- serving peers
 
     async def handle(self, method: str, payload: bytes) -> bytes:
-        """Serve a peer (register as ``router.system["crdt"]``): ``push`` joins states,
+        """Serve a peer (register as the service ``crdt``): ``push`` joins states,
         ``hashes`` answers the digests of agents whose fingerprint differs, ``fetch``
         answers whole states.
 

@@ -9,7 +9,7 @@ How the runtime uses it::
                             node=node.name) if data_dir else None
     replicator = Replicator(node.name, rpc, env, incarnation=node.incarnation,
                             bus=bus, storage=storage, on_lost=on_lost)
-    router.system["replication"] = replicator.handle     # peers' batches arrive here
+    services.register("replication", replicator.handle)  # peers' batches arrive here
     await replicator.start()                             # loads data_dir (StorageError)
     replicator.update(table, alive)                      # on every membership change
 
@@ -22,8 +22,8 @@ How the runtime uses it::
 The contract:
 
 - ``rpc(node_name, method, payload, timeout_s) -> bytes`` calls ``handle(method,
-  payload)`` on the peer ``node_name`` (``router.system_call(address, "replication",
-  method, payload, timeout_s)``); any exception counts as "no answer".
+  payload)`` on the peer ``node_name`` (``partial(rpc.call_node, "replication")`` of
+  ``_transport/rpc.py``); any exception counts as "no answer".
 - ``update(table, alive)``: ``table`` is ``PartitionTable.build(ring of the hosting
   members)`` (``replicas=3``), ``alive`` the names of the members it was built from.
   Keys are served by their partition's leader, which must be in the partition's
@@ -780,7 +780,7 @@ class Replicator:
     # ----------------------------------------------------------------- serving peers
 
     async def handle(self, method: str, payload: bytes) -> bytes:
-        """Serve a peer's ``batch`` (register as ``router.system["replication"]``).
+        """Serve a peer's ``batch`` (register as the service ``replication``).
 
         Raises:
             ProtocolError: unknown method or malformed batch; nothing was applied.

@@ -455,8 +455,8 @@ class LocalCluster:
             self._probe = Node(name=f"probe-{secrets.token_hex(3)}", role="client",
                                seeds=self.addresses, cookie=self.cookie)
             await self._probe.start()
-        router = self._probe._runtime.router
-        assert router is not None
+        rpc = self._probe._rpc
+        assert rpc is not None
         empty = encode_sync_state(SyncState(self._probe.name, ()))
         running = [n for n in self.nodes if n.running]
         names = {n.name for n in running}
@@ -466,7 +466,7 @@ class LocalCluster:
         while True:
             for n in running:
                 try:
-                    reply = await router.system_call(n.address, "membership", "sync", empty, 2.0)
+                    reply = await rpc.call(n.address, "membership", "sync", empty, 2.0)
                 except PhoenixError:
                     views[n.name] = set()
                     continue

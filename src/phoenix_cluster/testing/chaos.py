@@ -193,13 +193,13 @@ class _Nemesis:
             return
 
     async def _partitions_led(self) -> int:
-        router = self.client._runtime.router
-        assert router is not None
+        rpc = self.client._rpc
+        assert rpc is not None
         led = 0
         self._silent = []
         for node in self.cluster.nodes:
             try:
-                reply = await router.system_call(node.address, "node", "status", b"", 2.0)
+                reply = await rpc.call(node.address, "node", "status", b"", 2.0)
             except phx.PhoenixError as exc:
                 self._silent.append(f"{node.name}: {exc.message}")
                 continue

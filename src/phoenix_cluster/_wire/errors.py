@@ -1,10 +1,10 @@
-"""Typed errors to and from the wire: an :class:`~.._wire.messages.Error` record, never a
-pickle. Used by every sender and receiver of agent messages."""
+"""Typed errors to and from the wire: an :class:`~.messages.Error` record, never a
+pickle. Used by every sender and receiver of agent messages and node-service calls."""
 
 from __future__ import annotations
 
-from .._wire.messages import Error
 from ..errors import AgentError, NodeClosed, NodeUnavailable, PhoenixError, error_from_code
+from .messages import Error
 
 __all__ = ["error_frame", "error_from_frame"]
 

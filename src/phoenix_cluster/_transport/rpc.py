@@ -1,0 +1,223 @@
+"""Node services over the transport: a service multiplexer and an RPC client.
+
+Every subsystem below the agents (membership sync, replication, CRDT sync) and beside
+them (registry, groups, pub/sub, placement, ``$node.status``) talks to its peers here,
+never through the agent router: a service registers ``handler(method, payload) -> reply``
+under its name with :class:`Services`, and calls a peer's service with
+:meth:`RpcClient.call` (request/response, with a deadline) or :meth:`RpcClient.cast`
+(one way). Payloads are bytes the service encodes itself.
+
+On the wire a service call is an ordinary ``Call``/``Cast`` frame whose ``kind`` is the
+reserved name ``$<service>`` (no agent kind starts with ``$``) and whose ``key`` is empty,
+exactly as before this module existed, so nodes of either version talk to each other
+(``docs/design/wire.md``). :class:`Inbound` is the transport's handler: it sends
+``$`` frames to :class:`Services` and everything else to the agent layer's handler.
+
+Request ids: service calls and agent calls share the connections, whose replies are
+matched by request id, so the node gives the client the same id sequence its agent
+runtime uses (``next_request_id``).
+
+Errors are typed (``phoenix_cluster.errors``): what a handler raised comes back as the
+same error (an ``Error`` frame, never a pickle); no handler by that name is a definite
+:class:`~phoenix_cluster.errors.AgentNotFound`; a call that outlives its deadline is a
+:class:`~phoenix_cluster.errors.CallTimeout`, definite when nothing was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .._foundation.env import Clock
+from .._wire.errors import error_frame, error_from_frame
+from .._wire.messages import Call, Cast, Error, Redirect, Reply
+from ..errors import AgentNotFound, CallTimeout, NodeUnavailable, PhoenixError
+from .base import PeerConnection
+from .tasks import fail_after
+
+__all__ = ["SERVICE_PREFIX", "Inbound", "RpcClient", "ServiceHandler", "Services"]
+
+_log = logging.getLogger("phoenix_cluster.transport")
+
+SERVICE_PREFIX = "$"
+"""Frames whose kind starts with this are node-service calls, not agent messages."""
+
+ServiceHandler = Callable[[str, bytes], Awaitable[bytes]]
+"""A node service: ``handler(method, payload) -> reply payload``. It raises a
+:class:`~phoenix_cluster.errors.PhoenixError` to answer with that error."""
+
+
+class Peers(Protocol):
+    """Where connections come from: ``PeerManager`` or ``FallbackTransport``."""
+
+    async def connection(self, address: str) -> PeerConnection: ...
+
+
+class Services:
+    """This node's services by name: what peers reach as ``$<name>``."""
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, ServiceHandler] = {}
+
+    def register(self, name: str, handler: ServiceHandler) -> None:
+        """Offer ``handler`` to peers as ``$name``.
+
+        Raises:
+            ValueError: ``name`` is taken (two subsystems would answer one name).
+        """
+        if name in self._handlers:
+            raise ValueError(f"service {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    async def serve(self, frame: Call | Cast) -> Reply | Error | None:
+        """Answer a peer's ``$service`` frame: a Reply or typed Error for a Call (or an
+        acknowledged Cast), ``None`` for a plain Cast (a failure is logged)."""
+        answers = isinstance(frame, Call) or frame.timeout_ms > 0
+        try:
+            reply = await self._handler(frame.kind[len(SERVICE_PREFIX):])(frame.method,
+                                                                         frame.payload)
+        except PhoenixError as exc:
+            if answers:
+                return error_frame(frame.request_id, exc)
+            _log.warning("%s.%s (a cast) failed: %s", frame.kind, frame.method, exc.message)
+            return None
+        return Reply(frame.request_id, reply) if answers else None
+
+    def _handler(self, name: str) -> ServiceHandler:
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise AgentNotFound(f"this node has no service '{SERVICE_PREFIX}{name}'")
+        return handler
+
+    def __repr__(self) -> str:
+        return f"<Services [{', '.join(sorted(self._handlers))}]>"
+
+
+class Inbound:
+    """The transport's inbound handler: node services here, agent messages to ``agents``.
+
+    ``agents`` is the agent layer's handler (an ``InboundHandler`` object, with or
+    without the ``try_now`` fast path); ``None`` until the agent layer is up, or on a
+    node that hosts none, and then agent messages get a definite ``NodeUnavailable``.
+    """
+
+    __slots__ = ("agents", "services")
+
+    def __init__(self, services: Services, agents: Any = None) -> None:
+        self.services = services
+        self.agents: Any = agents
+
+    async def __call__(self, peer: PeerConnection,
+                       frame: Call | Cast) -> Reply | Error | Redirect | None:
+        if frame.kind.startswith(SERVICE_PREFIX):
+            return await self.services.serve(frame)
+        agents = self.agents
+        if agents is None:
+            return error_frame(frame.request_id, NodeUnavailable(
+                "this node serves no agent messages yet", definite=True))
+        answer: Reply | Error | Redirect | None = await agents(peer, frame)
+        return answer
+
+    def try_now(self, peer: PeerConnection, frame: Call | Cast,
+                answer: Callable[[Reply | Error | Redirect], None]) -> bool:
+        if frame.kind.startswith(SERVICE_PREFIX):
+            return False  # services run in their own task
+        try_now = getattr(self.agents, "try_now", None)
+        return try_now is not None and bool(try_now(peer, frame, answer))
+
+
+class RpcClient:
+    """Calls other nodes' services.
+
+    Args:
+        peers: connections to other nodes.
+        clock: the node's clock (deadlines).
+        next_request_id: the node's request-id sequence (shared with agent calls, since
+            both ride the same connections).
+        address_of: the address of a member by name (``None``: unknown), for
+            :meth:`call_node`.
+    """
+
+    __slots__ = ("_address_of", "_clock", "_next_id", "peers")
+
+    def __init__(self, peers: Peers, clock: Clock, next_request_id: Callable[[], int], *,
+                 address_of: Callable[[str], str | None] = lambda name: None) -> None:
+        self.peers = peers
+        self._clock = clock
+        self._next_id = next_request_id
+        self._address_of = address_of
+
+    async def call_node(self, service: str, node: str, method: str, payload: bytes,
+                        timeout_s: float) -> bytes:
+        """:meth:`call` the member named ``node`` (replication and CRDT sync address
+        members by name).
+
+        Raises:
+            NodeUnavailable: no address is known for ``node`` (definite), or as
+                :meth:`call`.
+        """
+        address = self._address_of(node)
+        if not address:
+            raise NodeUnavailable(f"no address known for node {node!r}", definite=True)
+        return await self.call(address, service, method, payload, timeout_s)
+
+    async def call(self, address: str, service: str, method: str, payload: bytes,
+                   timeout_s: float) -> bytes:
+        """Call ``$service.method`` on the node at ``address``; its reply payload.
+
+        Raises:
+            CallTimeout: no answer within ``timeout_s`` (definite when the request never
+                left this node: no connection in time).
+            NodeUnavailable, TransportError: the node could not be reached, or the
+                connection broke (``definite`` says whether the request may have run).
+            PhoenixError: what the service raised there (``AgentNotFound`` for a service
+                that node does not have).
+        """
+        request_id = self._next_id()
+        deadline = self._clock.monotonic() + timeout_s
+        try:
+            async with fail_after(self._clock, timeout_s):
+                conn = await self.peers.connection(address)
+        except TimeoutError:
+            raise CallTimeout(f"${service}.{method}: no connection to {address} within "
+                              f"{timeout_s}s", definite=True, request_id=request_id) from None
+        remaining = max(deadline - self._clock.monotonic(), 0.001)
+        answer = await conn.request(
+            Call(request_id, f"{SERVICE_PREFIX}{service}", "", method, payload,
+                 max(1, int(remaining * 1000))),
+            remaining,
+        )
+        if isinstance(answer, Reply):
+            return answer.payload
+        if isinstance(answer, Redirect):  # a service is never redirected: a confused peer
+            raise NodeUnavailable(f"{address} redirected a ${service} call", definite=True,
+                                  request_id=request_id)
+        raise error_from_frame(answer)
+
+    async def cast(self, address: str, service: str, method: str, payload: bytes,
+                   timeout_s: float) -> None:
+        """Send ``$service.method`` to the node at ``address`` without an answer; returns
+        once it is queued on the connection (casts to one node arrive in order).
+
+        Raises:
+            CallTimeout: not queued within ``timeout_s`` (definite: nothing was sent).
+            NodeUnavailable, TransportError: no connection to that node.
+        """
+        frame = Cast(self._next_id(), f"{SERVICE_PREFIX}{service}", "", method, payload)
+        try:
+            async with fail_after(self._clock, timeout_s):
+                conn = await self.peers.connection(address)
+                await conn.send(frame)
+        except TimeoutError:
+            raise CallTimeout(f"${service}.{method} to {address} not sent within "
+                              f"{timeout_s}s", definite=True,
+                              request_id=frame.request_id) from None
+
+    def __repr__(self) -> str:
+        return f"<RpcClient via {type(self.peers).__name__}>"

@@ -1,0 +1,180 @@
+"""Node services over the transport (``_transport/rpc.py``): two real transports on
+loopback, a service multiplexer on one side and the RPC client on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from transport_helpers import MakeTransport, echo
+
+from phoenix_cluster._foundation.env import Env
+from phoenix_cluster._transport.base import PeerConnection
+from phoenix_cluster._transport.peers import PeerManager
+from phoenix_cluster._transport.rpc import Inbound, RpcClient, Services
+from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
+from phoenix_cluster.errors import (
+    AgentNotFound,
+    CallTimeout,
+    NodeUnavailable,
+    NotLeader,
+    ProtocolError,
+)
+
+
+@dataclass
+class Pair:
+    server: Services
+    inbound: Inbound
+    client: RpcClient
+    address: str
+    ids: itertools.count[int]
+
+
+@pytest.fixture
+async def pair(make_transport: MakeTransport) -> AsyncIterator[Pair]:
+    services = Services()
+    inbound = Inbound(services)
+    server = make_transport("server", handler=inbound)
+    address = await server.start("127.0.0.1:0")
+    peers = PeerManager(make_transport("client"), env=Env())
+    ids = itertools.count(100)
+    client = RpcClient(peers, Env().clock, lambda: next(ids),
+                       address_of={"server": address}.get)
+    yield Pair(services, inbound, client, address, ids)
+    await peers.aclose()
+
+
+async def test_a_call_reaches_its_service_and_returns_the_reply(pair: Pair) -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    async def upper(method: str, payload: bytes) -> bytes:
+        seen.append((method, payload))
+        return payload.upper()
+
+    pair.server.register("upper", upper)
+    assert await pair.client.call(pair.address, "upper", "shout", b"hi", 5.0) == b"HI"
+    assert await pair.client.call_node("upper", "server", "again", b"yo", 5.0) == b"YO"
+    assert seen == [("shout", b"hi"), ("again", b"yo")]
+    assert next(pair.ids) == 102  # each call took one id from the node's sequence
+
+
+async def test_a_service_error_comes_back_typed(pair: Pair) -> None:
+    async def refuse(method: str, payload: bytes) -> bytes:
+        if method == "lead":
+            raise NotLeader("not the leader here")
+        raise ProtocolError(f"no method {method!r}")
+
+    pair.server.register("refuse", refuse)
+    with pytest.raises(NotLeader, match="not the leader here") as lead:
+        await pair.client.call(pair.address, "refuse", "lead", b"", 5.0)
+    assert lead.value.definite
+    with pytest.raises(ProtocolError, match="no method 'other'"):
+        await pair.client.call(pair.address, "refuse", "other", b"", 5.0)
+
+
+async def test_an_unknown_service_is_a_definite_agent_not_found(pair: Pair) -> None:
+    with pytest.raises(AgentNotFound, match=r"no service '\$nothing'") as info:
+        await pair.client.call(pair.address, "nothing", "m", b"", 5.0)
+    assert info.value.definite
+
+
+async def test_an_unknown_member_is_a_definite_node_unavailable(pair: Pair) -> None:
+    with pytest.raises(NodeUnavailable, match="no address known for node 'ghost'") as info:
+        await pair.client.call_node("placement", "ghost", "m", b"", 5.0)
+    assert info.value.definite
+
+
+async def test_a_call_that_outlives_its_deadline_times_out(pair: Pair) -> None:
+    release = asyncio.Event()
+
+    async def stuck(method: str, payload: bytes) -> bytes:
+        await release.wait()
+        return b""
+
+    pair.server.register("stuck", stuck)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(CallTimeout):
+        await pair.client.call(pair.address, "stuck", "m", b"", 0.2)
+    assert loop.time() - started < 2.0
+    release.set()
+
+
+async def test_casts_arrive_in_the_order_sent(pair: Pair) -> None:
+    got: list[bytes] = []
+    all_in = asyncio.Event()
+
+    async def note(method: str, payload: bytes) -> bytes:
+        got.append(payload)
+        if len(got) == 50:
+            all_in.set()
+        return b""
+
+    pair.server.register("note", note)
+    for i in range(50):
+        await pair.client.cast(pair.address, "note", "m", str(i).encode(), 5.0)
+    await asyncio.wait_for(all_in.wait(), 10.0)
+    assert got == [str(i).encode() for i in range(50)]
+
+
+async def test_agent_messages_go_to_the_agent_handler_only(pair: Pair) -> None:
+    """Frames whose kind has no ``$`` never reach a service, and without an agent layer
+    they get a definite NodeUnavailable (nothing ran)."""
+    calls: list[str] = []
+
+    async def svc(method: str, payload: bytes) -> bytes:
+        calls.append(method)
+        return b""
+
+    pair.server.register("counter", svc)  # same name as the agent kind below
+    conn = await pair.client.peers.connection(pair.address)
+    answer = await conn.request(Call(1, "counter", "k", "m", b"x", 5_000), 5.0)
+    assert isinstance(answer, Error) and answer.code == NodeUnavailable.code
+    assert answer.definite
+    pair.inbound.agents = echo
+    answer = await conn.request(Call(2, "counter", "k", "m", b"x", 5_000), 5.0)
+    assert isinstance(answer, Reply) and answer.payload == b"x"
+    assert calls == []
+
+
+async def test_the_wire_format_is_a_call_of_the_reserved_kind(
+        make_transport: MakeTransport) -> None:
+    """Peers of older versions serve ``$service`` Call frames with an empty key: the
+    client must send exactly that."""
+    frames: list[Call | Cast] = []
+
+    async def record(peer: PeerConnection, frame: Call | Cast) -> Reply | Error | Redirect | None:
+        frames.append(frame)
+        return Reply(frame.request_id, b"ok")
+
+    old = make_transport("old", handler=record)
+    address = await old.start("127.0.0.1:0")
+    peers = PeerManager(make_transport("new"), env=Env())
+    ids: Callable[[], int] = itertools.count(7).__next__
+    try:
+        client = RpcClient(peers, Env().clock, ids)
+        assert await client.call(address, "membership", "sync", b"p", 5.0) == b"ok"
+        (frame,) = frames
+        assert isinstance(frame, Call)
+        assert (frame.request_id, frame.kind, frame.key, frame.method, frame.payload) == (
+            7, "$membership", "", "sync", b"p")
+        assert 0 < frame.timeout_ms <= 5_000
+    finally:
+        await peers.aclose()
+
+
+def test_a_service_name_is_registered_once() -> None:
+    services = Services()
+
+    async def handler(method: str, payload: bytes) -> bytes:
+        return b""
+
+    services.register("crdt", handler)
+    with pytest.raises(ValueError, match="'crdt' is already registered"):
+        services.register("crdt", handler)
+    assert "crdt" in services and repr(services) == "<Services [crdt]>"
+
