@@ -107,17 +107,27 @@ class Inbound:
     node that hosts none, and then agent messages get a definite ``NodeUnavailable``.
     """
 
-    __slots__ = ("agents", "services")
+    __slots__ = ("_agents", "_try_now", "services")
 
     def __init__(self, services: Services, agents: Any = None) -> None:
         self.services = services
-        self.agents: Any = agents
+        self.agents = agents
+
+    @property
+    def agents(self) -> Any:
+        return self._agents
+
+    @agents.setter
+    def agents(self, handler: Any) -> None:
+        self._agents = handler
+        # Looked up once: try_now runs for every inbound agent message.
+        self._try_now: Callable[..., bool] | None = getattr(handler, "try_now", None)
 
     async def __call__(self, peer: PeerConnection,
                        frame: Call | Cast) -> Reply | Error | Redirect | None:
         if frame.kind.startswith(SERVICE_PREFIX):
             return await self.services.serve(frame)
-        agents = self.agents
+        agents = self._agents
         if agents is None:
             return error_frame(frame.request_id, NodeUnavailable(
                 "this node serves no agent messages yet", definite=True))
@@ -126,10 +136,10 @@ class Inbound:
 
     def try_now(self, peer: PeerConnection, frame: Call | Cast,
                 answer: Callable[[Reply | Error | Redirect], None]) -> bool:
-        if frame.kind.startswith(SERVICE_PREFIX):
+        try_now = self._try_now
+        if try_now is None or frame.kind.startswith(SERVICE_PREFIX):
             return False  # services run in their own task
-        try_now = getattr(self.agents, "try_now", None)
-        return try_now is not None and bool(try_now(peer, frame, answer))
+        return try_now(peer, frame, answer)
 
 
 class RpcClient:
