@@ -26,8 +26,6 @@ KNOWN_CYCLES: list[frozenset[str]] = [
     frozenset(f"phoenix_cluster._agents.{m}" for m in (
         "active_active", "agent", "dispatch", "mailbox", "placement", "remote_cast",
         "runtime")),
-    # stores.py names the Crdt type only for annotations (TYPE_CHECKING)
-    frozenset({"phoenix_cluster._crdt.base", "phoenix_cluster._crdt.stores"}),
     # the view names the demo only for annotations (TYPE_CHECKING)
     frozenset({"phoenix_cluster._cli.demo_cluster", "phoenix_cluster._cli.demo_cluster_view"}),
 ]

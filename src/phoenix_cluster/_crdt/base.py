@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import msgspec
 
 from .dots import CausalContext, Dot
-from .stores import StoreOps
+from .stores import Keep, StoreOps
 
-__all__ = ["Crdt", "Digest", "Keyed"]
+__all__ = ["NESTED", "Crdt", "Digest", "Keyed"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -207,3 +207,35 @@ class Keyed(Crdt, Generic[K]):
 
 def _only(dot: Dot) -> Callable[[Dot], bool]:
     return lambda d: d == dot
+
+
+class _Nested:
+    """A whole CRDT object as the store under a DotMap key (its own context unused).
+
+    Here rather than in ``stores.py``, which ``Crdt`` itself imports.
+    """
+
+    def join(self, a: Crdt, ca: CausalContext, b: Crdt, cb: CausalContext) -> tuple[Crdt, bool]:
+        if type(a) is not type(b):  # pragma: no cover - DotMaps key nested values by tag
+            raise TypeError(f"cannot join {type(a).__name__} with {type(b).__name__}")
+        a.entries, lost = a._ops.join(a.entries, ca, b.entries, cb)
+        return a, lost
+
+    def discard(self, a: Crdt, cb: CausalContext) -> tuple[Crdt, bool]:
+        a.entries, lost = a._ops.discard(a.entries, cb)
+        return a, lost
+
+    def restrict(self, a: Crdt, keep: Keep) -> Crdt:
+        return type(a)(entries=a._ops.restrict(a.entries, keep))
+
+    def copy(self, a: Crdt) -> Crdt:
+        return type(a)(entries=a._ops.copy(a.entries))
+
+    def dots(self, a: Crdt) -> Iterable[Dot]:
+        return a._ops.dots(a.entries)
+
+    def is_empty(self, a: Crdt) -> bool:
+        return a._ops.is_empty(a.entries)
+
+
+NESTED: StoreOps[Crdt] = _Nested()

@@ -21,12 +21,12 @@ from typing import Any, Generic, TypeVar, Union
 
 import msgspec
 
-from .base import Crdt, Keyed
+from .base import NESTED, Crdt, Keyed
 from .counters import GCounter, PNCounter
 from .dots import CausalContext, Dot
 from .registers import LWWRegister, MVRegister, _check_timestamp, lww_winner
 from .sets import GSet, ORSet, TwoPSet
-from .stores import DOTFUN, NESTED, DotMap
+from .stores import DOTFUN, DotMap
 
 __all__ = ["LWWMap", "ORMap"]
 

@@ -21,14 +21,11 @@ Pure: no I/O, no asyncio.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .dots import CausalContext, Dot
 
-if TYPE_CHECKING:
-    from .base import Crdt
-
-__all__ = ["DOTFUN", "DOTSET", "NESTED", "DotMap", "StoreOps"]
+__all__ = ["DOTFUN", "DOTSET", "DotMap", "Keep", "StoreOps"]
 
 S = TypeVar("S")
 K = TypeVar("K")
@@ -116,35 +113,8 @@ class _DotFun:
         return not a
 
 
-class _Nested:
-    """A whole CRDT object as the store under a DotMap key (its own context unused)."""
-
-    def join(self, a: Crdt, ca: CausalContext, b: Crdt, cb: CausalContext) -> tuple[Crdt, bool]:
-        if type(a) is not type(b):  # pragma: no cover - DotMaps key nested values by tag
-            raise TypeError(f"cannot join {type(a).__name__} with {type(b).__name__}")
-        a.entries, lost = a._ops.join(a.entries, ca, b.entries, cb)
-        return a, lost
-
-    def discard(self, a: Crdt, cb: CausalContext) -> tuple[Crdt, bool]:
-        a.entries, lost = a._ops.discard(a.entries, cb)
-        return a, lost
-
-    def restrict(self, a: Crdt, keep: Keep) -> Crdt:
-        return type(a)(entries=a._ops.restrict(a.entries, keep))
-
-    def copy(self, a: Crdt) -> Crdt:
-        return type(a)(entries=a._ops.copy(a.entries))
-
-    def dots(self, a: Crdt) -> Iterable[Dot]:
-        return a._ops.dots(a.entries)
-
-    def is_empty(self, a: Crdt) -> bool:
-        return a._ops.is_empty(a.entries)
-
-
 DOTSET: StoreOps[set[Dot]] = _DotSet()
 DOTFUN: StoreOps[dict[Dot, Any]] = _DotFun()
-NESTED: StoreOps[Crdt] = _Nested()
 
 # Enumerate the other side's context to find the keys it can touch only while that costs
 # less than visiting every key.
