@@ -189,6 +189,8 @@ class Node:
         self._peers: PeerManager | FallbackTransport | None = None
         self._node_services = Services()
         """What peers reach as ``$<service>`` (``_transport/rpc.py``)."""
+        self._inbound = Inbound(self._node_services)
+        """The transport's handler: services, then agent messages once the router is up."""
         self._rpc: RpcClient | None = None
         """Calls other nodes' services (``None``: an embedded node)."""
         self._ring: HashRing | None = None
@@ -242,6 +244,8 @@ class Node:
                 await self._http.start()
             self._runtime.tracer = start_node_tracer(self.settings.otlp_endpoint, self.name,
                                                      self.telemetry)
+            if self._runtime.tracer is not None and self._runtime.router is not None:
+                self._serve_agents(self._runtime.router)  # now under the tracer's spans
         except BaseException:
             self._state = NodeState.STOPPED
             self._stopped.set()
@@ -310,8 +314,7 @@ class Node:
         ssl_server, ssl_client = tls_contexts(s.tls_cert, s.tls_key, s.tls_ca,
                                               verify_hostname=s.tls_verify_hostname)
         chain = parse_chain(s.transports)
-        services = self._node_services
-        inbound = Inbound(services, _AgentInbound(self._runtime))
+        services, inbound = self._node_services, self._inbound
         transport: TcpTransport | FallbackTransport
         if chain == ("tcp",):
             transport = TcpTransport(
@@ -331,8 +334,7 @@ class Node:
             )
             self._peers = transport
         self._transport = transport
-        rpc = self._rpc = RpcClient(self._peers, self.env.clock, self._runtime.next_request_id,
-                                   address_of=self._address_of)
+        rpc = self._rpc = RpcClient(self._peers, self.env.clock, self._runtime.next_request_id)
         services.register("membership", self._membership_call)
         services.register("node", self._node_call)
         if s.listen is not None:
@@ -348,6 +350,7 @@ class Node:
         router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,
                         rpc=rpc)
         placement.router = router
+        self._serve_agents(router)
         self._services.attach(rpc, services)
         self._runtime.router = router
         self._runtime.placement = placement
@@ -448,8 +451,14 @@ class Node:
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
 
-    def _address_of(self, name: str) -> str | None:
-        return self._addresses.get(name)
+    def _serve_agents(self, router: Router) -> None:
+        """Hand the transport's agent messages to ``router`` (traced when tracing is on)."""
+        tracer = self._runtime.tracer
+        if tracer is None:
+            self._inbound.serve_agents(router.handle_inbound, router.try_now)
+        else:
+            self._inbound.serve_agents(partial(tracer.serve, router.handle_inbound),
+                                       partial(tracer.serve_now, router.try_now))
 
     async def _start_crdt_sync(self, rpc: RpcClient) -> None:
         """Merge replication of ``consistency="crdt"`` kinds (``_replication/crdt_sync.py``)."""
@@ -472,6 +481,8 @@ class Node:
         self._reset_breakers_of_restarted(self._snapshot, snapshot)
         self._snapshot = snapshot
         self._addresses = {m.name: m.address for m in snapshot.members}
+        if self._rpc is not None:
+            self._rpc.addresses = self._addresses
         if self._downed_members:
             self._note_members_back(snapshot)
         self._services.on_membership(snapshot)  # registry caches, released holders
@@ -848,30 +859,3 @@ class Node:
     def __repr__(self) -> str:
         s = self._runtime.statistics()
         return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"
-
-
-class _AgentInbound:
-    """Agent messages from peers (``Inbound`` sends it every frame that is not a node
-    service): the router's async path and its fast path.
-
-    The router is created after the transport (it needs the connections), hence the
-    late lookup.
-    """
-
-    __slots__ = ("_runtime",)
-
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self._runtime = runtime
-
-    async def __call__(self, peer: Any, frame: Any) -> Any:
-        router = self._runtime.router
-        assert router is not None
-        if self._runtime.tracer is not None:
-            return await self._runtime.tracer.serve(router.handle_inbound, peer, frame)
-        return await router.handle_inbound(peer, frame)
-
-    def try_now(self, peer: Any, frame: Any, answer: Any) -> bool:
-        router = self._runtime.router
-        if router is not None and self._runtime.tracer is not None:
-            return self._runtime.tracer.serve_now(router.try_now, peer, frame, answer)
-        return router is not None and router.try_now(peer, frame, answer)

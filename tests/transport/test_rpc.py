@@ -42,8 +42,8 @@ async def pair(make_transport: MakeTransport) -> AsyncIterator[Pair]:
     address = await server.start("127.0.0.1:0")
     peers = PeerManager(make_transport("client"), env=Env())
     ids = itertools.count(100)
-    client = RpcClient(peers, Env().clock, lambda: next(ids),
-                       address_of={"server": address}.get)
+    client = RpcClient(peers, Env().clock, lambda: next(ids))
+    client.addresses = {"server": address}
     yield Pair(services, inbound, client, address, ids)
     await peers.aclose()
 
@@ -135,7 +135,7 @@ async def test_agent_messages_go_to_the_agent_handler_only(pair: Pair) -> None:
     answer = await conn.request(Call(1, "counter", "k", "m", b"x", 5_000), 5.0)
     assert isinstance(answer, Error) and answer.code == NodeUnavailable.code
     assert answer.definite
-    pair.inbound.agents = echo
+    pair.inbound.serve_agents(echo)
     answer = await conn.request(Call(2, "counter", "k", "m", b"x", 5_000), 5.0)
     assert isinstance(answer, Reply) and answer.payload == b"x"
     assert calls == []

@@ -26,8 +26,8 @@ same error (an ``Error`` frame, never a pickle); no handler by that name is a de
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from .._foundation.env import Clock
 from .._wire.errors import error_frame, error_from_frame
@@ -36,7 +36,15 @@ from ..errors import AgentNotFound, CallTimeout, NodeUnavailable, PhoenixError
 from .base import PeerConnection
 from .tasks import fail_after
 
-__all__ = ["SERVICE_PREFIX", "Inbound", "RpcClient", "ServiceHandler", "Services"]
+__all__ = [
+    "SERVICE_PREFIX",
+    "AgentFastPath",
+    "AgentHandler",
+    "Inbound",
+    "RpcClient",
+    "ServiceHandler",
+    "Services",
+]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
@@ -99,29 +107,31 @@ class Services:
         return f"<Services [{', '.join(sorted(self._handlers))}]>"
 
 
-class Inbound:
-    """The transport's inbound handler: node services here, agent messages to ``agents``.
+AgentHandler = Callable[[PeerConnection, Call | Cast],
+                        Awaitable[Reply | Error | Redirect | None]]
+AgentFastPath = Callable[[PeerConnection, Call | Cast,
+                          Callable[[Reply | Error | Redirect], None]], bool]
 
-    ``agents`` is the agent layer's handler (an ``InboundHandler`` object, with or
-    without the ``try_now`` fast path); ``None`` until the agent layer is up, or on a
-    node that hosts none, and then agent messages get a definite ``NodeUnavailable``.
+
+class Inbound:
+    """The transport's inbound handler: node services here, agent messages to the agent
+    layer's handlers once :meth:`serve_agents` installed them.
+
+    Until then (or on a node that hosts no agent layer) an agent message gets a definite
+    ``NodeUnavailable``: nothing ran.
     """
 
     __slots__ = ("_agents", "_try_now", "services")
 
-    def __init__(self, services: Services, agents: Any = None) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.agents = agents
+        self._agents: AgentHandler | None = None
+        self._try_now: AgentFastPath | None = None
 
-    @property
-    def agents(self) -> Any:
-        return self._agents
-
-    @agents.setter
-    def agents(self, handler: Any) -> None:
-        self._agents = handler
-        # Looked up once: try_now runs for every inbound agent message.
-        self._try_now: Callable[..., bool] | None = getattr(handler, "try_now", None)
+    def serve_agents(self, handle: AgentHandler, try_now: AgentFastPath | None = None) -> None:
+        """Send agent messages to ``handle`` (in a task per message) and first offer them
+        to ``try_now``, the fast path (see ``InboundHandler`` in ``base.py``)."""
+        self._agents, self._try_now = handle, try_now
 
     async def __call__(self, peer: PeerConnection,
                        frame: Call | Cast) -> Reply | Error | Redirect | None:
@@ -131,8 +141,7 @@ class Inbound:
         if agents is None:
             return error_frame(frame.request_id, NodeUnavailable(
                 "this node serves no agent messages yet", definite=True))
-        answer: Reply | Error | Redirect | None = await agents(peer, frame)
-        return answer
+        return await agents(peer, frame)
 
     def try_now(self, peer: PeerConnection, frame: Call | Cast,
                 answer: Callable[[Reply | Error | Redirect], None]) -> bool:
@@ -150,18 +159,17 @@ class RpcClient:
         clock: the node's clock (deadlines).
         next_request_id: the node's request-id sequence (shared with agent calls, since
             both ride the same connections).
-        address_of: the address of a member by name (``None``: unknown), for
-            :meth:`call_node`.
     """
 
-    __slots__ = ("_address_of", "_clock", "_next_id", "peers")
+    __slots__ = ("_clock", "_next_id", "addresses", "peers")
 
-    def __init__(self, peers: Peers, clock: Clock, next_request_id: Callable[[], int], *,
-                 address_of: Callable[[str], str | None] = lambda name: None) -> None:
+    def __init__(self, peers: Peers, clock: Clock, next_request_id: Callable[[], int]) -> None:
         self.peers = peers
         self._clock = clock
         self._next_id = next_request_id
-        self._address_of = address_of
+        self.addresses: Mapping[str, str] = {}
+        """Members' addresses by name, for :meth:`call_node` (the node replaces it on
+        every membership change)."""
 
     async def call_node(self, service: str, node: str, method: str, payload: bytes,
                         timeout_s: float) -> bytes:
@@ -172,7 +180,7 @@ class RpcClient:
             NodeUnavailable: no address is known for ``node`` (definite), or as
                 :meth:`call`.
         """
-        address = self._address_of(node)
+        address = self.addresses.get(node)
         if not address:
             raise NodeUnavailable(f"no address known for node {node!r}", definite=True)
         return await self.call(address, service, method, payload, timeout_s)
