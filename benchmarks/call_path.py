@@ -64,7 +64,8 @@ async def _walk(client: phx.Node, key: str, method: str) -> set[str]:
     return seen
 
 
-async def main(runs: int) -> None:
+async def walks(runs: int = 5) -> dict[str, set[str]]:
+    """The files seen in every one of ``runs`` walks: ``{"read": ..., "add": ...}``."""
     cookie = "call-path-cookie"
     first = phx.Node(name="m0", listen=f"127.0.0.1:{_port()}", cookie=cookie)
     await first.start()
@@ -80,28 +81,37 @@ async def main(runs: int) -> None:
                           seeds=[first.address], cookie=cookie)
         await client.start()
         nodes.append(client)
-        for _ in range(200):  # until every member sees three alive members
+        for _ in range(300):  # until every node sees three alive members
             if all(sum(m.status == "alive" and m.role == "member" for m in n.members()) == 3
                    for n in nodes):
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("the members did not see each other within 30 s")
         key = "walk"
         for _ in range(20):  # warm up: activation, placement, connections
             await client.ref(Counter, key).add(1)
             await client.ref(Counter, key).read()
+        found: dict[str, set[str]] = {}
         for method in ("read", "add"):
             common: set[str] | None = None
             for _ in range(runs):
                 seen = await _walk(client, key, method)
                 common = seen if common is None else common & seen
             assert common is not None
-            label = "remote call" if method == "read" else "remote call + quorum commit"
-            print(f"{label}: {len(common)} files")
-            for name in sorted(common):
-                print(f"  {name}")
+            found[method] = common
+        return found
     finally:
         for node in reversed(nodes):
             await node.aclose()
+
+
+async def main(runs: int) -> None:
+    found = await walks(runs)
+    for method, label in (("read", "remote call"), ("add", "remote call + quorum commit")):
+        print(f"{label}: {len(found[method])} files")
+        for name in sorted(found[method]):
+            print(f"  {name}")
 
 
 if __name__ == "__main__":

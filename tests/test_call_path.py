@@ -1,0 +1,36 @@
+"""How many source files one remote call and one quorum commit pass through
+(``benchmarks/call_path.py``, ``docs/design/architecture.md``). The ceilings only go
+down: issue 14 aims at 8 files or fewer for a remote call."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "call_path.py"
+
+REMOTE_CALL_CEILING = 19
+QUORUM_COMMIT_CEILING = 25
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("call_path", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_a_remote_call_and_a_quorum_commit_stay_within_their_file_counts() -> None:
+    found = await _load().walks(runs=5)
+    read, add = found["read"], found["add"]
+    # The walks really are a remote call and a commit: both cross the transport, only
+    # the write reaches replication.
+    assert {"_agents/dispatch.py", "_transport/connection.py", "_wire/codec.py"} <= read
+    assert not any(f.startswith("_replication/") for f in read)
+    assert {"_replication/service.py", "_replication/replica.py"} <= add
+    # The node is the composition root: it is not on the path of a message.
+    assert "_node.py" not in add
+    assert len(read) <= REMOTE_CALL_CEILING, sorted(read)
+    assert len(add) <= QUORUM_COMMIT_CEILING, sorted(add)
