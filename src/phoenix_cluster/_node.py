@@ -660,8 +660,17 @@ class Node:
         if placement is None or rebalancer is None or len(placement.alive - {self.name}) == 0:
             return
         placement.leaving = True
+        budget = self.settings.shutdown_timeout_s
+        replicator, ring = self._replicator, self._ring
+        if replicator is not None and ring is not None and len(ring.members) > 1:
+            # Leadership first: the next primaries elect themselves while this node still
+            # answers (it shows them every write it committed), so the agents moved
+            # below are replicated at their new home from their first message.
+            table = PartitionTable.build(ring.without_member(self.name), 3)
+            handed = await replicator.hand_over(table, budget / 2)
+            _log.info("node %s handed over %d partitions before leaving", self.name, handed)
         try:
-            async with asyncio.timeout(self.settings.shutdown_timeout_s):
+            async with asyncio.timeout(budget):
                 moved = await rebalancer.follow_homes()
         except TimeoutError:
             _log.warning("node %s: handing off its agents took longer than %.1fs; the rest "
@@ -706,6 +715,23 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def lagging_partitions(self) -> int:
+        """How many partitions this member replicates but has not been caught up on
+        since it started (0 on clients and embedded nodes). A restarted member may lack
+        committed writes until each partition's leader has caught it up: until then it
+        is not ready (``/health/ready``, ``phx node``'s READY line), so a rolling
+        restart never takes the next node while a partition has a single up-to-date
+        copy (docs/design/replication.md, "Rolling restarts")."""
+        replicator = self._replicator
+        return 0 if replicator is None else len(replicator.lagging())
+
+    async def wait_caught_up(self, poll_s: float = 0.05) -> bool:
+        """Wait until :attr:`lagging_partitions` is 0; ``False`` if the node stopped."""
+        while self.lagging_partitions and self._state is NodeState.RUNNING:
+            await self.env.clock.sleep(poll_s)
+        return self._state is NodeState.RUNNING
 
     async def wait_stopped(self) -> str:
         """Wait until the node has stopped; returns the reason."""

@@ -573,14 +573,14 @@ class AgentRuntime:
                     del kr.activations[act.key]
                 self._fail_queued(act, exc, "activation_failed")
                 return False
-            if (record is not None and record.pinned and record.state is not None
-                    and (stored is None or stored.state != record.state)):
-                # Handed over by a host off its home: it committed through the home (then
-                # the replicas agree already), or, seen off its home only in passing, it
-                # did not replicate and its state is newer than the replicas: they take
-                # it first. (A record from a host at its home is never newer than the
-                # replicas, and may be older if that host was fenced: the replicas win
-                # then, below.)
+            if stored is not None:
+                # The replicas' newest committed state wins over any handed-over copy:
+                # every host replicates what it acknowledges, so a copy is never newer,
+                # and it is older when its host was fenced.
+                state, replies = stored.state, stored.replies
+            elif record is not None and record.pinned and record.state is not None:
+                # Nothing committed yet, but the host off its home held a state: keep it
+                # (committed first, so the replicas have it before this host serves).
                 try:
                     window = tuple(record.recent[-REPLICATED_REPLIES:])
                     await self._commit_record(spec, act.key, Record(record.state, window),
@@ -591,9 +591,6 @@ class AgentRuntime:
                         del kr.activations[act.key]
                     self._fail_queued(act, exc, "activation_failed")
                     return False
-            elif stored is not None:
-                # The replicas' newest committed state wins over any local copy.
-                state, replies = stored.state, stored.replies
             elif record is not None and not record.pinned:
                 state = None  # nothing committed: what the old host held never was
         agent: Agent = spec.cls.__new__(spec.cls)
@@ -723,23 +720,26 @@ class AgentRuntime:
 
     def _replication_route(self, spec: KindSpec, key: str) -> str | None:
         """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
-        the key's partition), the name of the key's home (agents hosted here away from
-        it: a policy-placed kind, or a hash agent moved here by ``migrate``; the home
-        leads the partition and checks this node is the host), or ``None``: not
-        replicated (``durability="none"``, crdt kinds, no replicator, or a hash agent
-        seen off its home only while views of the ring disagree, in passing)."""
-        if (self.replicator is None or spec.durability == "none"
-                or spec.consistency == "crdt"):
+        the key's partition, or elects itself), the name of the key's home (agents
+        hosted here away from it: a policy-placed kind, or a hash agent moved here by
+        ``migrate``; the home leads the partition and checks this node is the host), or
+        ``None``: not replicated (``durability="none"``, crdt kinds, no replicator).
+
+        A hash agent handed here while views of the ring disagree (a join or a leave in
+        progress: this node does not see itself as the home yet) commits through this
+        node's replicator when this node is one of the key's replicas, else through the
+        home: an acknowledged change is always on a majority of replicas."""
+        replicator = self.replicator
+        if replicator is None or spec.durability == "none" or spec.consistency == "crdt":
             return None
         placement = self.placement
         if placement is None:
             return LOCAL
         k = (spec.name, key)
-        if spec.hashed:
-            if k not in placement.pinned_here:
-                return LOCAL
-            if k not in placement.proxied:
-                return None
+        if spec.hashed and (k not in placement.pinned_here
+                            or (k not in placement.proxied
+                                and replicator.replicates(spec.name, key))):
+            return LOCAL
         home = placement.home(spec.name, key)
         return LOCAL if home is None or home == placement.self_name else home
 

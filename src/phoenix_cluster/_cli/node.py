@@ -297,6 +297,10 @@ async def _serve(node: Node, kinds: int) -> str:
     node.install_signal_handlers()
     if not await _wait_joined(node):
         return await node.wait_stopped()
+    # Ready means serving with every replica caught up: a rolling restart takes the
+    # next node when this line appears.
+    if not await node.wait_caught_up():
+        return await node.wait_stopped()
     s = node.settings
     _log.info(
         "phx node %s ready (listen %s, role %s, %d kind%s imported)",

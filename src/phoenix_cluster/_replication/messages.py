@@ -68,9 +68,15 @@ class Mark(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
 
 
 class Probe(msgspec.Struct, frozen=True, array_like=True, tag="probe"):
-    """What does a node know of ``partition``? (Read only.)"""
+    """What does a node know of ``partition``? (Read only.)
+
+    ``catch_up``: the sender is a replica of the partition that has not been caught up
+    since it started (a restart, a rejoin); a receiver that leads the partition
+    re-elects it, which catches every member of its set up and marks them.
+    """
 
     partition: int
+    catch_up: bool = False
 
 
 Item = Prepare | Accept | Mark | Probe
@@ -127,6 +133,8 @@ class Known(msgspec.Struct, frozen=True, array_like=True, tag="known"):
     synced: bool
     records: int
     amnesiac: bool = False
+    leads: bool = False
+    """The replying node leads the partition (it re-elects on a ``catch_up`` probe)."""
 
 
 Reply = Promise | Ack | Known

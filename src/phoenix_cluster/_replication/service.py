@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+import msgspec
+
 from .._foundation.env import Env, TimerHandle
 from .._ring.hashing import key_hash
 from .._ring.partitions import PARTITIONS, PartitionTable, partition_of
@@ -74,6 +76,7 @@ from .messages import (
     Ack,
     BatchReply,
     Item,
+    Known,
     Mark,
     Probe,
     Promise,
@@ -86,7 +89,7 @@ from .replica import ReplicaStatistics, ReplicaStore
 from .sending import Rpc, Sender, deciding, item_size, result_of, retrieve
 from .settings import ReplicationSettings
 from .storage import SqliteStorage
-from .types import Config, Entry, Epoch, Record, config_union
+from .types import Config, Entry, Epoch, Record, config_members, config_union
 
 __all__ = [
     "Durability",
@@ -218,6 +221,11 @@ class Replicator:
         self._seen: dict[int, int] = {}
         self._async: set[asyncio.Future[None]] = set()
         self._catch_ups: dict[int, float] = {}
+        self._fresh: set[int] = set()
+        """Partitions this process was caught up on: it took a leader's mark naming it,
+        or won an election (see :meth:`lagging`)."""
+        self._catch_up_task: asyncio.Task[None] | None = None
+        self._leaving = False
         self._tasks = TaskSet(f"replication {name}")
         self._sender = Sender(name, rpc, self._clock, self._tasks,
                               batch_max_bytes=self.settings.batch_max_bytes,
@@ -306,6 +314,9 @@ class Replicator:
         previous = self._table
         self._table = table
         self._alive = frozenset(alive) | {self.name}
+        self._table_changed_at = self._clock.monotonic()
+        if self._catch_up_task is None:
+            self._catch_up_task = self._tasks.spawn(self._catch_up_loop(), name="catch-up")
         if previous is not None and previous.replicas is not table.replicas:
             for move in previous.moves(table):
                 p = move.partition
@@ -322,7 +333,6 @@ class Replicator:
             mine = [p for p in range(PARTITIONS) if table.replicas[p][0] == self.name]
             mine.sort(key=lambda p: store.partition(p) is None)
             self._eager_pending = mine
-            self._table_changed_at = self._clock.monotonic()
             if self._eager_task is None or self._eager_task.done():
                 self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
 
@@ -377,6 +387,80 @@ class Replicator:
             self._relead(p, lead)
 
     # ----------------------------------------------------------------- the runtime's API
+
+    def replicates(self, kind: str, key: str) -> bool:
+        """Whether this node's table names it in the replica set of ``(kind, key)``."""
+        table = self._table
+        return table is not None and self.name in table.replicas[partition_for(kind, key)]
+
+    def lagging(self) -> list[int]:
+        """Partitions whose replica set (in this node's table) names this node but that
+        no leader has caught up since this process started: until a leader marks it,
+        this replica may lack committed writes (it restarted without its data, or with
+        a file older than the partition's majority). A node is ready to serve, and an
+        orchestrator may take the next node down, only once this is empty (a rolling
+        restart must never leave a partition with one up-to-date copy). Everything
+        while the node has no table yet."""
+        table = self._table
+        if table is None:
+            return list(range(PARTITIONS))
+        name, fresh, leads = self.name, self._fresh, self._leads
+        return [p for p, members in enumerate(table.replicas)
+                if name in members and p not in fresh and p not in leads]
+
+    async def hand_over(self, table: PartitionTable, timeout_s: float) -> int:
+        """A graceful leave: hand every partition this node leads to its primary in
+        ``table`` (the table without this node) before the node stops serving.
+
+        Each next primary is asked (a catch-up probe) to elect itself now, while this
+        node still answers: this node promises the new epoch (which fences its own
+        writes) and shows everything it committed, so the next leader adopts it all and
+        copies it to a majority before it serves. From here on this node starts no
+        election (``load`` raises a definite ``NotLeader``: callers route again).
+        Returns how many partitions were handed over; those still led after
+        ``timeout_s`` are left to the elections that follow the leave (logged).
+        """
+        self._leaving = True
+        self._eager_pending = []
+        handed = set(self._leads)
+        deadline = self._clock.monotonic() + timeout_s
+        asked_at = -1e18
+        while self._leads and not self._closed:
+            now = self._clock.monotonic()
+            if now >= deadline:
+                _log.warning("node %s leaves still leading %d partitions (no successor "
+                             "took them within %.1f s)", self.name, len(self._leads),
+                             timeout_s)
+                break
+            if now - asked_at >= self.settings.retry_s:
+                asked_at = now
+                for p in list(self._leads):
+                    target = table.replicas[p][0]
+                    if target != self.name and target in self._alive:
+                        self._sender.send(target, Probe(p, catch_up=True)).add_done_callback(
+                            retrieve)
+            await self._clock.sleep(0.02)
+        return len(handed) - len(handed & set(self._leads))
+
+    async def _catch_up_loop(self) -> None:
+        """Ask the primaries of lagging partitions to catch this replica up (a ``Probe``
+        with ``catch_up``; the primary re-elects). Most need no asking: a rejoin changes
+        the table, and primaries whose set changed re-elect on their own."""
+        settings = self.settings
+        while not self._closed:
+            await self._clock.sleep(settings.retry_s)
+            table = self._table
+            if (table is None or self._leaving
+                    or self._clock.monotonic() - self._table_changed_at
+                    < settings.catch_up_after_s):
+                continue
+            for p in self.lagging():
+                primary = table.replicas[p][0]
+                if primary == self.name:
+                    self._maybe_elect(p)
+                elif primary in self._alive:
+                    self._sender.send(primary, Probe(p, catch_up=True)).add_done_callback(
+                        retrieve)
 
     def leads(self, partition: int) -> Epoch | None:
         """The epoch this node leads ``partition`` at, or ``None``."""
@@ -556,15 +640,17 @@ class Replicator:
         # A replica that restarted without its data refuses writes until an election
         # catches it up; run one (also when the quorum was decided without it).
         reply = result_of(fut)
-        if (isinstance(reply, Ack) and reply.reason == "unsynced"
-                and self._leads.get(p) is lead and not self._closed):
-            now = self._clock.monotonic()
-            if now - self._catch_ups.get(p, -1e18) >= self.settings.retry_s:
-                # At most one catch-up per partition per retry_s: a replica that stays
-                # unsynced (its promise keeps getting lost) must not cause an election
-                # per write.
-                self._catch_ups[p] = now
-                self._relead(p, lead)
+        if isinstance(reply, Ack) and reply.reason == "unsynced" and self._leads.get(p) is lead:
+            self._catch_up(p, lead)
+
+    def _catch_up(self, p: int, lead: _Lead) -> None:
+        """Re-elect ``p`` to catch its replicas up (an unsynced refusal, a catch-up
+        probe), at most once per partition per ``retry_s``: a replica that stays behind
+        (its promise keeps getting lost) must not cause an election per write."""
+        now = self._clock.monotonic()
+        if not self._closed and now - self._catch_ups.get(p, -1e18) >= self.settings.retry_s:
+            self._catch_ups[p] = now
+            self._relead(p, lead)
 
     def _check_record(self, kind: str, key: str, record: Record) -> None:
         size = len(record.state) + sum(len(r) for _, r in record.replies)
@@ -603,7 +689,7 @@ class Replicator:
                 await asyncio.sleep(0)
 
     def _maybe_elect(self, p: int) -> None:
-        if p in self._leads or p in self._elections or self._closed:
+        if p in self._leads or p in self._elections or self._closed or self._leaving:
             return
         fut = self._start_election(p)
         fut.add_done_callback(partial(self._eager_done, p))
@@ -627,6 +713,9 @@ class Replicator:
         """Lead ``p``: at once if leading, else after the (shared) election."""
         if self._closed:
             raise NodeClosed(f"node {self.name} is closed")
+        if self._leaving and p not in self._leads:
+            raise NotLeader(f"node {self.name} is leaving: it leads no new partition",
+                            partition=p, definite=True)
         lead = await self._settled(p)
         if lead is not None:
             return lead
@@ -724,6 +813,7 @@ class Replicator:
         won = await Campaign(self._ctx, p, tuple(sorted(order)), extra).run()
         lead = _Lead(won.epoch, won.target, won.plan.next_seq, started)
         self._leads[p] = lead
+        self._fresh.add(p)
         left = tuple(s for s in self._old.get(p, ()) if s not in won.config)
         if left:
             self._old[p] = left
@@ -798,25 +888,41 @@ class Replicator:
             raise
         replies: list[Reply] = []
         for item in batch.items:
-            reply = self._store.handle(item)
-            replies.append(reply)
-            self._observe(item, reply)
+            replies.append(self._observe(item, self._store.handle(item)))
         await self._persist()
         return encode(BatchReply(tuple(replies)))
 
-    def _observe(self, item: Item, reply: Reply) -> None:
-        """Step down when another leader's item was accepted over this node's epoch."""
+    def _observe(self, item: Item, reply: Reply) -> Reply:
+        """Step down when another leader's item was accepted over this node's epoch;
+        note marks (caught up, or released); re-elect on a catch-up probe."""
         if isinstance(item, Probe):
-            return
+            p = item.partition
+            lead = self._leads.get(p)
+            if lead is None:
+                # A replica that needs catching up, or a leaving leader handing over:
+                # elect it here if this node is in its set (the election does both).
+                table = self._table
+                if item.catch_up and table is not None and self.name in table.replicas[p]:
+                    self._maybe_elect(p)
+                return reply
+            if item.catch_up:
+                self._catch_up(p, lead)
+            return msgspec.structs.replace(reply, leads=True) if isinstance(reply, Known) \
+                else reply
         p = item.partition
         self._note_seen(p, item.epoch)
         if not (isinstance(reply, Promise | Ack) and reply.ok):
-            return
+            return reply
         if isinstance(item, Mark):
             self._old.pop(p, None)
+            if self.name in config_members(item.config):
+                self._fresh.add(p)
+            else:
+                self._fresh.discard(p)
         lead = self._leads.get(p)
         if lead is not None and item.epoch > lead.epoch:
             self._lose(p, "deposed")
+        return reply
 
     # ----------------------------------------------------------------- storage
 

@@ -33,6 +33,11 @@ class ReplicationSettings:
             first, with one round trip: a leader deposed while it was paused or cut off
             learns it before it activates an agent with stale state. Shorter: fresher
             activations, more round trips on quiet partitions.
+        catch_up_after_s: a replica of a partition that no leader has caught up (marked)
+            since this process started asks the partition's primary to do it, once the
+            table has been stable this long, and again every ``retry_s``. The table
+            change that a (re)joining member causes makes most primaries re-elect on
+            their own; this covers the rest (a restart nobody noticed, a quiet partition).
     """
 
     rpc_timeout_s: float = 2.0
@@ -46,3 +51,4 @@ class ReplicationSettings:
     eager: bool = True
     eager_settle_s: float = 1.0
     confirm_after_s: float = 0.5
+    catch_up_after_s: float = 1.0

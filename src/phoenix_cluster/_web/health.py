@@ -1,8 +1,9 @@
 """Liveness and readiness of a node, as a load balancer or an orchestrator asks.
 
 *Live*: the process answers (its event loop runs). *Ready*: the node is running, has
-joined its cluster or formed one (``Node.joined``), holds its share of the ring and was
-not downed by split-brain resolution: it serves. A node that is not ready says why.
+joined its cluster or formed one (``Node.joined``), holds its share of the ring, has been
+caught up on every partition it replicates (``Node.lagging_partitions``) and was not
+downed by split-brain resolution: it serves. A node that is not ready says why.
 
 What other members look like changes neither. A suspect or unreachable peer is that
 peer's problem (the failure detector and the split-brain resolver deal with it); if it
@@ -42,4 +43,7 @@ def readiness(node: NodeView) -> Readiness:
     if settings.role == "member" and node.address is not None and (
             ring is None or node.name not in ring):
         return Readiness(False, "not on the hash ring yet")
+    lagging = node.lagging_partitions
+    if lagging:
+        return Readiness(False, f"replicas not caught up yet: {lagging} partitions")
     return Readiness(True, "ready")

@@ -7,6 +7,7 @@ recorded with its outcome — ``ok`` (acknowledged), ``failed`` (a definite erro
 happened) or ``unknown`` (an indefinite one). The check at the end, per agent:
 
 - every acknowledged add is present (no committed write lost);
+- every item present was sent by some client (no phantom);
 - no add is present twice (no duplicate, no two activations both committing);
 - no add that failed definitely is present;
 - the counter lies in [acknowledged, acknowledged + unknown];
@@ -33,7 +34,17 @@ from .._ring.partitions import PARTITIONS
 from ._local_cluster import LocalCluster
 from .chaos_agents import ChaosCounter
 
-__all__ = ["CHAOS_IMPORTS", "ChaosReport", "History", "check", "run_chaos", "workload"]
+__all__ = [
+    "CHAOS_IMPORTS",
+    "ChaosReport",
+    "History",
+    "Verdict",
+    "check",
+    "judge",
+    "run_chaos",
+    "verdict",
+    "workload",
+]
 
 LEADERS_WAIT_S = 20.0
 """How long a heal waits for every partition to have a leader before striking again."""
@@ -110,14 +121,42 @@ async def _read(client: phx.Node, key: str, deadline_s: float) -> dict[str, obje
             await asyncio.sleep(0.1)
 
 
+@dataclass
+class Verdict:
+    """What the end-of-run read found against the history."""
+
+    violations: list[str] = field(default_factory=list)
+    lost: int = 0
+    """Acknowledged adds missing (committed writes lost)."""
+    phantoms: int = 0
+    """Items present that no client ever sent (made up or corrupted state)."""
+
+
 async def check(client: phx.Node, keys: list[str], history: History) -> list[str]:
     """The end-of-run checks; returns the violations found (empty: all hold)."""
-    violations: list[str] = []
+    return (await verdict(client, keys, history)).violations
+
+
+async def verdict(client: phx.Node, keys: list[str], history: History) -> Verdict:
+    """Read every key (retrying until it answers, up to 30 s) and judge the history."""
+    states: dict[str, dict[str, object] | str] = {}
     for key in keys:
         try:
-            state = await _read(client, key, 30.0)
+            states[key] = await _read(client, key, 30.0)
         except phx.PhoenixError as exc:
-            violations.append(f"{key}: never answered after the heal ({exc.message})")
+            states[key] = exc.message
+    return judge(states, history)
+
+
+def judge(states: dict[str, dict[str, object] | str], history: History) -> Verdict:
+    """The checks of the module docstring on the final ``states`` (per key, the agent's
+    ``read()`` or the message of the error that kept it from answering)."""
+    out = Verdict()
+    sent = {item for outcomes in (history.ok, history.unknown, history.failed)
+            for items in outcomes.values() for item in items}
+    for key, state in states.items():
+        if isinstance(state, str):
+            out.violations.append(f"{key}: never answered after the heal ({state})")
             continue
         items = state["items"]
         total = state["total"]
@@ -126,17 +165,24 @@ async def check(client: phx.Node, keys: list[str], history: History) -> list[str
         acked = history.ok.get(key, [])
         missing = [i for i in acked if i not in present]
         if missing:
-            violations.append(f"{key}: {len(missing)} acknowledged adds lost, e.g. {missing[:3]}")
+            out.lost += len(missing)
+            out.violations.append(
+                f"{key}: {len(missing)} acknowledged adds lost, e.g. {missing[:3]}")
+        phantoms = sorted(present - sent)
+        if phantoms:
+            out.phantoms += len(phantoms)
+            out.violations.append(f"{key}: {len(phantoms)} items nobody added, e.g. "
+                                  f"{phantoms[:3]}")
         if len(items) != len(present):
-            violations.append(f"{key}: {len(items) - len(present)} adds applied twice")
+            out.violations.append(f"{key}: {len(items) - len(present)} adds applied twice")
         ran = [i for i in history.failed.get(key, []) if i in present]
         if ran:
-            violations.append(f"{key}: {len(ran)} adds that failed definitely are present")
+            out.violations.append(f"{key}: {len(ran)} adds that failed definitely are present")
         unknown = len(history.unknown.get(key, []))
         if not len(acked) <= total <= len(acked) + unknown:
-            violations.append(f"{key}: total {total} outside [{len(acked)}, "
-                              f"{len(acked) + unknown}]")
-    return violations
+            out.violations.append(f"{key}: total {total} outside [{len(acked)}, "
+                                  f"{len(acked) + unknown}]")
+    return out
 
 
 class _Nemesis:
