@@ -172,6 +172,36 @@ def replication(json_path: Path | None, quick: bool) -> None:
         quick=quick, progress=progress), json_path)
 
 
+@bench.command("roll")
+@_json_option
+@click.option("--nodes", type=click.IntRange(3, 9), default=3, show_default=True)
+@click.option("--rolls", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many times every node is restarted in turn.")
+@click.option("--data-dir", "durable", is_flag=True,
+              help="Each node keeps its replicas in a data_dir (a temporary directory).")
+@click.option("--keys", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 1_000), default=8, show_default=True,
+              help="Concurrent writers in the client.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def roll(json_path: Path | None, nodes: int, rolls: int, durable: bool, keys: int,
+         workers: int, seed: int) -> None:
+    """Rolling restarts under load: acknowledged writes, lost, failed calls, durations.
+
+    Each node in turn gets SIGTERM, is started again at once under the same name and
+    address, and the next one is taken when it prints READY. Exits 1 if any
+    acknowledged write was lost or any other check failed.
+    """
+    from . import bench_roll
+
+    results = bench_roll.run_roll_bench(nodes=nodes, rolls=rolls, durable=durable,
+                                        keys=keys, workers=workers, seed=seed)
+    bench_roll.print_report(results)
+    if json_path is not None:
+        bench_roll.save_json(results, json_path)
+    if results["violations"]:
+        raise SystemExit(1)
+
+
 @bench.command("registry")
 @_json_option
 @_quick_option()

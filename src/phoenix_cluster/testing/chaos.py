@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -62,6 +63,10 @@ class History:
     ok: dict[str, list[str]] = field(default_factory=dict)
     unknown: dict[str, list[str]] = field(default_factory=dict)
     failed: dict[str, list[str]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    """Failed operations by error type (what the callers saw)."""
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    """The first few messages of each error type."""
 
     def record(self, outcome: str, key: str, item: str) -> None:
         getattr(self, outcome).setdefault(key, []).append(item)
@@ -103,6 +108,11 @@ async def workload(client: phx.Node, keys: list[str], history: History,
             await client.ref(ChaosCounter, key).options(timeout=2.0).add(1, item)
         except phx.PhoenixError as exc:
             history.record("failed" if exc.definite else "unknown", key, item)
+            name = type(exc).__name__
+            history.errors[name] += 1
+            seen = history.samples.setdefault(name, [])
+            if len(seen) < 5:
+                seen.append(exc.message)
             await asyncio.sleep(0.02)
         else:
             history.record("ok", key, item)

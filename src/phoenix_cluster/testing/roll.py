@@ -45,6 +45,8 @@ class RollReport:
     """Wall time of each roll (every node stopped and back READY)."""
     failed_during_rolls: int = 0
     """Calls that failed (definite or not) while a roll was under way."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Failed calls by error type."""
 
     @property
     def ok(self) -> bool:
@@ -98,7 +100,7 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
                 for node in cluster.nodes:
                     shutil.copy(node.log_path, f"{log_dir}/{node.name}.log")
     return RollReport(nodes, rolls, durable, history.counts(), judged.lost,
-                      judged.violations, durations, failed_during)
+                      judged.violations, durations, failed_during, dict(history.errors))
 
 
 def _failures(history: History) -> int:
