@@ -4,6 +4,7 @@ counts as ready, and a leaving leader handing its partitions over (replication.m
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -134,3 +135,28 @@ async def test_a_leaving_leaders_late_writes_are_fenced_not_lost(
     await cluster.kill("a")
     cluster.update()
     assert await read(cluster, key) == "before"
+
+
+async def test_a_member_restarted_with_an_emptied_data_dir_is_forgetful(
+        make: Callable[..., ReplicaCluster], tmp_path: Path) -> None:
+    """A lost volume: the new file vouches for nothing that came before, so the member
+    counts as amnesiac (like one without a data_dir) until leaders catch it up."""
+    cluster = make(data_dir=tmp_path, clock=SystemClock(), settings=LAZY)
+    await cluster.start_all("abc")
+    assert all(r.store.amnesiac for r in cluster.nodes.values())  # first start: new files
+    keys = [f"k{i}" for i in range(20)]
+    await write_all(cluster, keys, "v1")
+    await cluster.kill("c")
+    await cluster.kill("b")
+    b = await cluster.start("b")  # its file is back: trusted
+    assert not b.store.amnesiac
+    for path in os.listdir(tmp_path):
+        if path.startswith("replication-c.sqlite3"):
+            os.unlink(tmp_path / path)
+    c = await cluster.start("c")
+    cluster.update()
+    assert c.store.amnesiac
+    await settle(cluster, lambda: not c.lagging(), 60)
+    for key in keys:
+        entry = c.store.get(partition_for(KIND, key), KIND, key)
+        assert entry is not None and entry.record.state == b"v1"

@@ -1,8 +1,9 @@
 """``phx chaos``: the Jepsen-style checker on a local cluster, for as long as you like.
 
-Real node processes on loopback; the nemesis kills, pauses and isolates nodes (isolation
-needs root and iptables) while clients add to counters; at the end every acknowledged
-write must be present exactly once (see :mod:`phoenix_cluster.testing.chaos`).
+Real node processes on loopback; the nemesis kills, pauses, gracefully restarts, rolls
+and isolates nodes (isolation needs root and iptables) while clients add to counters; at
+the end every acknowledged write must be present exactly once (see
+:mod:`phoenix_cluster.testing.chaos`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = ["chaos"]
               help="Nodes keep their replicas here (restarts reload them).")
 def chaos(minutes: float, seed: int | None, nodes: int, keys: int, workers: int,
           data_dir: str | None) -> None:
-    """Check that no acknowledged write is lost while nodes are killed, paused and cut off.
+    """Check that no acknowledged write is lost while nodes are killed, paused, restarted
+    (SIGTERM, one node or a roll of all) and cut off.
 
     Exits 0 when every check holds, 1 on any violation (each is printed).
     """

@@ -208,8 +208,8 @@ class Replicator:
         self._storage = storage
         self.settings = settings or ReplicationSettings()
         self.on_lost = on_lost
-        # A durable store is trusted: what its file lacks, this node never held (the
-        # data_dir must not be wiped under a name still in use; docs: Storage).
+        # A durable store is trusted: what its file lacks, this node never held, once the
+        # file exists (a new file is amnesiac: ``start``; docs: Storage).
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
         self._table: PartitionTable | None = None
         self._alive: frozenset[str] = frozenset({name})
@@ -271,6 +271,12 @@ class Replicator:
             stats = self._store.statistics()
             _log.info("node %s loaded %d partitions (%d records) from %s", self.name,
                       stats.partitions, stats.records, self._storage.path)
+            if self._storage.created:
+                # A new file under a name that may have been in the cluster before (a
+                # lost or emptied volume): it cannot vouch for what this node promised or
+                # held, so it counts as forgetful until leaders catch it up, like a node
+                # without a data_dir. From now on the file is trusted.
+                self._store.amnesiac = True
 
     async def aclose(self) -> None:
         """Stop leading, cancel elections and sends, close the store. Idempotent."""

@@ -106,6 +106,8 @@ class SqliteStorage:
         if fsync not in ("full", "normal"):
             raise ValueError(f"fsync must be 'full' or 'normal', got {fsync!r}")
         self.path = Path(path)
+        self.created = False
+        """:meth:`open` found no file and made a new one (set by ``open``)."""
         self.cluster = cluster
         self.node = node
         self.fsync = fsync
@@ -219,6 +221,7 @@ class SqliteStorage:
         finally:
             db.close()
         os.replace(tmp, self.path)
+        self.created = True
         _log.info("created replica store %s for node %s", self.path, self.node)
 
     def _check_sync(self, db: sqlite3.Connection) -> None:

@@ -1,8 +1,10 @@
 """A Jepsen-style checker: a workload of counters and sets under a nemesis.
 
 Clients add numbered items to :class:`ChaosCounter` agents on a :class:`LocalCluster`
-while a nemesis kills (-9) and restarts nodes, pauses them (SIGSTOP) and cuts one off the
-network (when ``iptables`` is usable), healing after each fault. Every operation is
+while a nemesis kills (-9) and restarts nodes, restarts them gracefully (SIGTERM, one node
+or a roll of every node, each started again at once and the next taken as soon as it is
+READY), pauses them (SIGSTOP) and cuts one off the network (when ``iptables`` is
+usable), healing after each fault. Every operation is
 recorded with its outcome — ``ok`` (acknowledged), ``failed`` (a definite error: nothing
 happened) or ``unknown`` (an indefinite one). The check at the end, per agent:
 
@@ -262,9 +264,16 @@ class _Nemesis:
             led += msgspec.msgpack.decode(reply, type=NodeStatus).leading
         return led
 
+    async def _restart_gracefully(self, index: int) -> None:
+        cluster = self.cluster
+        code = await cluster.stop(index, timeout_s=60.0)
+        if code != 0:
+            self.say(f"nemesis: {cluster.nodes[index].name} exited {code} on SIGTERM")
+        await cluster.start_node(index)
+
     async def strike(self) -> None:
         cluster, rng = self.cluster, self.rng
-        kinds = ["kill", "pause"] + (["isolate"] if self.network else [])
+        kinds = ["kill", "pause", "restart", "roll"] + (["isolate"] if self.network else [])
         kind = rng.choice(kinds)
         index = rng.randrange(len(cluster.nodes))
         name = cluster.nodes[index].name
@@ -272,7 +281,14 @@ class _Nemesis:
         self.faults.append(f"{kind} {name} {hold:.1f}s")
         self.say(f"nemesis: {kind} {name} for {hold:.1f} s")
         try:
-            if kind == "kill":
+            if kind == "restart":
+                # A graceful restart (SIGTERM, start again at once under the same name).
+                await self._restart_gracefully(index)
+            elif kind == "roll":
+                # Every node in turn, the next as soon as the last one is READY.
+                for i in range(len(cluster.nodes)):
+                    await self._restart_gracefully((index + i) % len(cluster.nodes))
+            elif kind == "kill":
                 cluster.kill(index)
                 await asyncio.sleep(hold)
             elif kind == "pause":
