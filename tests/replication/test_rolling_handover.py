@@ -141,7 +141,7 @@ async def test_a_member_restarted_with_an_emptied_data_dir_is_forgetful(
         make: Callable[..., ReplicaCluster], tmp_path: Path) -> None:
     """A lost volume: the new file vouches for nothing that came before, so the member
     counts as amnesiac (like one without a data_dir) until leaders catch it up."""
-    cluster = make(data_dir=tmp_path, clock=SystemClock(), settings=LAZY)
+    cluster = make(data_dir=tmp_path, clock=SystemClock())
     await cluster.start_all("abc")
     assert all(r.store.amnesiac for r in cluster.nodes.values())  # first start: new files
     keys = [f"k{i}" for i in range(20)]

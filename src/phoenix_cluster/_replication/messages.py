@@ -72,11 +72,15 @@ class Probe(msgspec.Struct, frozen=True, array_like=True, tag="probe"):
 
     ``catch_up``: the sender is a replica of the partition that has not been caught up
     since it started (a restart, a rejoin); a receiver that leads the partition
-    re-elects it, which catches every member of its set up and marks them.
+    re-elects it, which catches every member of its set up and marks them, and one that
+    is the partition's primary in its own table but does not lead it elects it.
+    ``take_over``: the sender leads the partition and is leaving; a receiver in the
+    partition's replica set elects it now, while the sender still answers.
     """
 
     partition: int
     catch_up: bool = False
+    take_over: bool = False
 
 
 Item = Prepare | Accept | Mark | Probe

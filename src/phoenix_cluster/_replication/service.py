@@ -111,6 +111,8 @@ Durability = Literal["quorum", "async"]
 
 EAGER_BATCH = 64
 """Eager elections run at most this many at a time."""
+CATCH_UP_BACKOFF_MAX_S = 30.0
+"""Longest wait between two catch-up probes of one lagging partition."""
 
 
 def partition_for(kind: str, key: str) -> int:
@@ -225,6 +227,8 @@ class Replicator:
         """Partitions this process was caught up on: it took a leader's mark naming it,
         or won an election (see :meth:`lagging`)."""
         self._catch_up_task: asyncio.Task[None] | None = None
+        self._catch_up_backoff: dict[int, tuple[float, float]] = {}
+        """Lagging partition -> (when to ask its primary again, the next interval)."""
         self._leaving = False
         self._tasks = TaskSet(f"replication {name}")
         self._sender = Sender(name, rpc, self._clock, self._tasks,
@@ -321,7 +325,9 @@ class Replicator:
         self._table = table
         self._alive = frozenset(alive) | {self.name}
         self._table_changed_at = self._clock.monotonic()
-        if self._catch_up_task is None:
+        if self._catch_up_task is None and self.settings.eager:
+            # Without eager elections (tests, simulations) partitions are elected by
+            # their traffic only, and so are catch-ups.
             self._catch_up_task = self._tasks.spawn(self._catch_up_loop(), name="catch-up")
         if previous is not None and previous.replicas is not table.replicas:
             for move in previous.moves(table):
@@ -443,7 +449,7 @@ class Replicator:
                 for p in list(self._leads):
                     target = table.replicas[p][0]
                     if target != self.name and target in self._alive:
-                        self._sender.send(target, Probe(p, catch_up=True)).add_done_callback(
+                        self._sender.send(target, Probe(p, take_over=True)).add_done_callback(
                             retrieve)
             await self._clock.sleep(0.02)
         return len(handed) - len(handed & set(self._leads))
@@ -460,7 +466,15 @@ class Replicator:
                     or self._clock.monotonic() - self._table_changed_at
                     < settings.catch_up_after_s):
                 continue
+            now = self._clock.monotonic()
+            backoff = self._catch_up_backoff
             for p in self.lagging():
+                at, interval = backoff.get(p, (now, settings.retry_s))
+                if now < at:
+                    continue
+                # Ask again later, less and less often: a primary that cannot elect (no
+                # majority yet) must not be asked every second by every lagging replica.
+                backoff[p] = (now + interval, min(interval * 2, CATCH_UP_BACKOFF_MAX_S))
                 primary = table.replicas[p][0]
                 if primary == self.name:
                     self._maybe_elect(p)
@@ -905,10 +919,14 @@ class Replicator:
             p = item.partition
             lead = self._leads.get(p)
             if lead is None:
-                # A replica that needs catching up, or a leaving leader handing over:
-                # elect it here if this node is in its set (the election does both).
+                # A leaving leader handing over: elect it here if this node is in its
+                # set. A replica that needs catching up: elect it if this node is its
+                # primary (as an eager election would); a member that is not must not
+                # depose the leader everyone else routes to.
                 table = self._table
-                if item.catch_up and table is not None and self.name in table.replicas[p]:
+                if table is not None and (
+                        (item.take_over and self.name in table.replicas[p])
+                        or (item.catch_up and table.replicas[p][0] == self.name)):
                     self._maybe_elect(p)
                 return reply
             if item.catch_up:
@@ -923,6 +941,7 @@ class Replicator:
             self._old.pop(p, None)
             if self.name in config_members(item.config):
                 self._fresh.add(p)
+                self._catch_up_backoff.pop(p, None)
             else:
                 self._fresh.discard(p)
         lead = self._leads.get(p)

@@ -38,6 +38,7 @@ class ReplicationSettings:
             table has been stable this long, and again every ``retry_s``. The table
             change that a (re)joining member causes makes most primaries re-elect on
             their own; this covers the rest (a restart nobody noticed, a quiet partition).
+            Only with ``eager``: without it, partitions are elected by their traffic alone.
     """
 
     rpc_timeout_s: float = 2.0
