@@ -424,7 +424,7 @@ class Replicator:
         """A graceful leave: hand every partition this node leads to its primary in
         ``table`` (the table without this node) before the node stops serving.
 
-        Each next primary is asked (a catch-up probe) to elect itself now, while this
+        Each next primary is asked (a ``take_over`` probe) to elect itself now, while this
         node still answers: this node promises the new epoch (which fences its own
         writes) and shows everything it committed, so the next leader adopts it all and
         copies it to a majority before it serves. From here on this node starts no
@@ -456,8 +456,9 @@ class Replicator:
 
     async def _catch_up_loop(self) -> None:
         """Ask the primaries of lagging partitions to catch this replica up (a ``Probe``
-        with ``catch_up``; the primary re-elects). Most need no asking: a rejoin changes
-        the table, and primaries whose set changed re-elect on their own."""
+        with ``catch_up``: the primary re-elects), each less and less often. Most need
+        no asking: a rejoin changes the table, and primaries whose set changed re-elect
+        on their own."""
         settings = self.settings
         while not self._closed:
             await self._clock.sleep(settings.retry_s)
