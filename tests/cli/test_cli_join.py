@@ -182,7 +182,7 @@ def test_help_lists_every_exit_code() -> None:
     assert result.returncode == 0
     text = result.stdout
     for code, meaning in [(0, "graceful"), (1, "failed"), (2, "configuration"),
-                          (3, "partition"), (4, "joined no cluster")]:
+                          (3, "downed by split-brain"), (4, "joined no cluster")]:
         assert any(line.strip().startswith(f"{code} ") and meaning in line
                    for line in text.splitlines()), (code, text)
     assert "--join-timeout" in text
