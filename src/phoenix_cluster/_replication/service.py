@@ -690,7 +690,8 @@ class Replicator:
         # tables disagree on primaries and eager candidates would depose each other:
         # wait until this node's table has been stable for a moment. Calls still elect
         # their own partition at once.
-        settle = self.settings.eager_settle_s
+        # Alone, nobody can depose this node's candidates: no need to wait.
+        settle = 0.0 if self._alive == {self.name} else self.settings.eager_settle_s
         while (wait := self._table_changed_at + settle - self._clock.monotonic()) > 0:
             await self._clock.sleep(wait)
         while self._eager_pending and not self._closed:
