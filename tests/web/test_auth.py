@@ -25,6 +25,7 @@ async def node() -> AsyncIterator[phx.Node]:
     # exercises the same guard a non-loopback bind gets.
     async with phx.Node(name="auth-a", listen="127.0.0.1:0", http="127.0.0.1:0",
                         http_token=TOKEN, telemetry=TelemetryBus()) as n:
+        await n.wait_caught_up()  # ready: every partition elected
         yield n
 
 

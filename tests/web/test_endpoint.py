@@ -22,6 +22,7 @@ COOKIE = "web-endpoint-test-cookie"
 async def node() -> AsyncIterator[phx.Node]:
     async with phx.Node(name="web-a", listen="127.0.0.1:0", http="127.0.0.1:0",
                         cookie=COOKIE, telemetry=TelemetryBus()) as n:
+        await n.wait_caught_up()  # ready: every partition elected
         yield n
 
 
@@ -177,6 +178,9 @@ async def test_two_nodes_ready_with_agents_from_both(node: phx.Node) -> None:
                          == {"web-a", "web-b"}, timeout=20, what="web-b to see web-a")
         for i in range(40):
             await node.ref(Meter, f"k{i}").add(1)
+        # The join made web-a's partitions move and re-elect: ready once caught up.
+        await wait_until(lambda: node.lagging_partitions == 0, timeout=30,
+                         what="web-a caught up after the join")
         status, _, body = await get(url(node, "/health/ready"))
         assert status == 200, body
         cluster = await get_json(url(node, "/api/cluster"))
@@ -187,3 +191,16 @@ async def test_two_nodes_ready_with_agents_from_both(node: phx.Node) -> None:
         assert by_name["web-b"]["agents"] == other.statistics().agents.active_agents
         assert by_name["web-a"]["agents"] + by_name["web-b"]["agents"] == 40
         assert by_name["web-b"]["agents"] > 0
+
+
+async def test_not_ready_until_every_partition_is_led_or_caught_up() -> None:
+    async with phx.Node(name="fresh", listen="127.0.0.1:0", http="127.0.0.1:0",
+                        cookie=COOKIE, telemetry=TelemetryBus()) as fresh:
+        # Right after start the eager elections of its 4,096 partitions are under way.
+        status, _, body = await get(url(fresh, "/health/ready"))
+        assert status == 503
+        assert b"replicas not caught up yet" in body
+        assert fresh.lagging_partitions > 0
+        await fresh.wait_caught_up()
+        status, _, body = await get(url(fresh, "/health/ready"))
+        assert status == 200, body
