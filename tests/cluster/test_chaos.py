@@ -1,7 +1,8 @@
 """The Jepsen-style check (``phoenix_cluster.testing.chaos``) in a short, seeded run:
 kills, pauses, graceful restarts, whole-cluster rolls and an isolated node while clients
-add to counters; every acknowledged add must survive, none may run twice. Isolation needs root and iptables: without them the
-test skips (a failure under CI, see tests/testing/ci_gate.py)."""
+add to counters; every acknowledged add must survive, none may run twice. Isolation needs
+root and iptables: without them the test skips (a failure under CI, see
+tests/testing/ci_gate.py)."""
 
 from __future__ import annotations
 
