@@ -678,6 +678,22 @@ class Node:
             return
         _log.info("node %s handed off %d agents before leaving", self.name, moved)
 
+    async def _drain_inbound(self, limit_s: float = 1.0) -> None:
+        """After a graceful leave, let the requests peers sent before they heard of it
+        finish before the connections close (each gets its answer: a reply, or a
+        definite ``NodeClosed`` that callers route again), rather than cutting them off
+        with an unknown outcome. Bounded by ``limit_s``."""
+        connections = getattr(self._transport, "connections", None)
+        if connections is None:
+            return
+        clock = self.env.clock
+        deadline = clock.monotonic() + limit_s
+        quiet = 0
+        while quiet < 2 and clock.monotonic() < deadline:
+            busy = any(c.statistics().inbound_tasks for c in connections())
+            quiet = 0 if busy else quiet + 1
+            await clock.sleep(0.05)
+
     async def _close_cluster(self) -> None:
         if self._seed_timer is not None:
             self._seed_timer.cancel()
@@ -692,7 +708,10 @@ class Node:
         if self._observer is not None:
             await self._observer.aclose()
         if self._membership is not None:
-            await self._membership.aclose(leave=not self._stop_reason.startswith(DOWNED_PREFIX))
+            leave = not self._stop_reason.startswith(DOWNED_PREFIX)
+            await self._membership.aclose(leave=leave)
+            if leave:
+                await self._drain_inbound()
         if self._placement is not None:
             await self._placement.aclose()
         if self._replicator is not None:

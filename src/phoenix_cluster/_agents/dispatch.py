@@ -44,7 +44,7 @@ from .agent import KindSpec, MethodSpec, lookup_kind
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
-from .runtime import MAX_REROUTES, reroute_delay, turned_away
+from .runtime import MAX_REROUTES, reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -269,7 +269,7 @@ class Router:
                     self.placement.learn(spec, key, answer.owner)
                 continue
             error = error_from_frame(answer)
-            if turned_away(error) and reroutes < MAX_REROUTES:
+            if turned_away_by_peer(error) and reroutes < MAX_REROUTES:
                 # Nothing ran (the agent's partition is changing hands): route it again
                 # from a fresh view.
                 self.placement.forget(spec, key)

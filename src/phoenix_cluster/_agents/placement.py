@@ -798,6 +798,10 @@ class PlacementService:
                 del self.tombstones[k]
 
     async def aclose(self) -> None:
+        # Relays of calls and casts that were queued here when their agent moved finish
+        # first (bounded): cancelled, their senders would learn nothing but an error.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

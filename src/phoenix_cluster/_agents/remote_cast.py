@@ -27,7 +27,7 @@ from .._wire.errors import error_from_frame
 from .._wire.messages import Cast, Redirect, Reply
 from ..errors import CallTimeout, NodeUnavailable
 from .placement import PLACE
-from .runtime import MAX_REROUTES, reroute_delay, turned_away
+from .runtime import MAX_REROUTES, reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .agent import KindSpec
@@ -104,7 +104,7 @@ async def send_cast(router: Router, spec: KindSpec, key: str, method: str, paylo
             address = answer.address
             continue
         error = error_from_frame(answer)
-        if not turned_away(error) or reroutes >= MAX_REROUTES:
+        if not turned_away_by_peer(error) or reroutes >= MAX_REROUTES:
             raise error
         # Nothing was queued (the agent's partition is changing hands): route it again.
         router.placement.forget(spec, key)

@@ -82,6 +82,13 @@ def turned_away(exc: BaseException) -> bool:
     return isinstance(exc, NotLeader | NoQuorum) and exc.definite
 
 
+def turned_away_by_peer(exc: BaseException) -> bool:
+    """:func:`turned_away`, or the peer is shutting down (``NodeClosed``, definite: it
+    ran nothing and its keys belong to others now). For answers from other nodes only:
+    a node's own ``NodeClosed`` means its caller is shutting down too."""
+    return turned_away(exc) or isinstance(exc, NodeClosed)
+
+
 def reroute_delay(attempt: int) -> float:
     """Backoff before the ``attempt``-th re-route (seconds): 20 ms doubling, at most 0.5 s."""
     return float(min(0.02 * 2.0 ** attempt, 0.5))

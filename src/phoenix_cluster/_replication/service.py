@@ -436,23 +436,56 @@ class Replicator:
         self._eager_pending = []
         handed = set(self._leads)
         deadline = self._clock.monotonic() + timeout_s
-        asked_at = -1e18
-        while self._leads and not self._closed:
-            now = self._clock.monotonic()
-            if now >= deadline:
-                _log.warning("node %s leaves still leading %d partitions (no successor "
-                             "took them within %.1f s)", self.name, len(self._leads),
-                             timeout_s)
-                break
-            if now - asked_at >= self.settings.retry_s:
-                asked_at = now
-                for p in list(self._leads):
-                    target = table.replicas[p][0]
-                    if target != self.name and target in self._alive:
-                        self._sender.send(target, Probe(p, take_over=True)).add_done_callback(
-                            retrieve)
-            await self._clock.sleep(0.02)
+        # Hold new writes of every partition it leads and let the running ones finish:
+        # the successor's promise then fences nothing in flight. A write that waited
+        # finds the partition gone and fails definite (nothing stored: routed again).
+        holds = self._hold_writes()
+        try:
+            while (any(lead.inflight for lead, _ in holds.values())
+                   and self._clock.monotonic() < deadline and not self._closed):
+                await self._clock.sleep(0.01)
+            asked_at = -1e18
+            while self._leads and not self._closed:
+                for p in [p for p in holds if p not in self._leads]:
+                    self._release_hold(holds.pop(p))
+                now = self._clock.monotonic()
+                if now >= deadline:
+                    _log.warning("node %s leaves still leading %d partitions (no successor "
+                                 "took them within %.1f s)", self.name, len(self._leads),
+                                 timeout_s)
+                    break
+                if now - asked_at >= self.settings.retry_s:
+                    asked_at = now
+                    for p in list(self._leads):
+                        target = table.replicas[p][0]
+                        if target != self.name and target in self._alive:
+                            self._sender.send(target, Probe(p, take_over=True)) \
+                                .add_done_callback(retrieve)
+                await self._clock.sleep(0.02)
+        finally:
+            for hold in holds.values():
+                self._release_hold(hold)
         return len(handed) - len(handed & set(self._leads))
+
+    def _hold_writes(self) -> dict[int, tuple[_Lead, asyncio.Future[None]]]:
+        """Make new writes of every partition led here wait (as during a re-election)."""
+        loop = asyncio.get_running_loop()
+        holds = {}
+        for p, lead in self._leads.items():
+            if lead.electing is None:
+                fut: asyncio.Future[None] = loop.create_future()
+                fut.add_done_callback(retrieve)
+                lead.electing = fut
+                holds[p] = (lead, fut)
+        return holds
+
+    @staticmethod
+    def _release_hold(hold: tuple[_Lead, asyncio.Future[None]]) -> None:
+        lead, fut = hold
+        if lead.electing is fut:
+            lead.electing = None
+        if not fut.done():
+            fut.set_result(None)
 
     async def _catch_up_loop(self) -> None:
         """Ask the primaries of lagging partitions to catch this replica up (a ``Probe``
