@@ -52,4 +52,4 @@ class ReplicationSettings:
     eager: bool = True
     eager_settle_s: float = 1.0
     confirm_after_s: float = 0.5
-    catch_up_after_s: float = 1.0
+    catch_up_after_s: float = 3.0
