@@ -45,6 +45,7 @@ __all__ = [
     "check",
     "judge",
     "run_chaos",
+    "start_writers",
     "verdict",
     "workload",
 ]
@@ -118,6 +119,14 @@ async def workload(client: phx.Node, keys: list[str], history: History,
             await asyncio.sleep(0.02)
         else:
             history.record("ok", key, item)
+
+
+def start_writers(client: phx.Node, keys: list[str], history: History, stop: asyncio.Event,
+                  rng: random.Random, workers: int) -> list[asyncio.Task[None]]:
+    """``workers`` concurrent :func:`workload` writers, each seeded from ``rng``."""
+    return [asyncio.create_task(workload(client, keys, history, stop,
+                                         random.Random(rng.random()), w))
+            for w in range(workers)]
 
 
 async def _read(client: phx.Node, key: str, deadline_s: float) -> dict[str, object]:
@@ -321,9 +330,7 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
     async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
         client = await cluster.client(listen=None)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(workload(client, names, history, stop,
-                                               random.Random(rng.random()), w))
-                 for w in range(workers)]
+        tasks = start_writers(client, names, history, stop, rng, workers)
         nemesis = _Nemesis(cluster, client, random.Random(rng.random()), tell)
         if nemesis.no_network_faults is not None:
             tell(f"nemesis: kills and pauses only, no isolation: {nemesis.no_network_faults}")

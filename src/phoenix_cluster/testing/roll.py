@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._local_cluster import LocalCluster
-from .chaos import CHAOS_IMPORTS, History, verdict, workload
+from .chaos import CHAOS_IMPORTS, History, start_writers, verdict
 
 __all__ = ["RollReport", "run_rolls"]
 
@@ -71,9 +71,7 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
         async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
             client = await cluster.client(listen=None)
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(workload(client, names, history, stop,
-                                                   random.Random(rng.random()), w))
-                     for w in range(workers)]
+            tasks = start_writers(client, names, history, stop, rng, workers)
             durations: list[float] = []
             failed_before = _failures(history)
             try:
