@@ -228,6 +228,7 @@ class Replicator:
         or won an election (see :meth:`lagging`)."""
         self._catch_up_task: asyncio.Task[None] | None = None
         self._catch_up_backoff: dict[int, tuple[float, float]] = {}
+        self._table_updated = asyncio.Event()
         """Lagging partition -> (when to ask its primary again, the next interval)."""
         self._leaving = False
         self._tasks = TaskSet(f"replication {name}")
@@ -325,6 +326,7 @@ class Replicator:
         self._table = table
         self._alive = frozenset(alive) | {self.name}
         self._table_changed_at = self._clock.monotonic()
+        self._table_updated.set()
         if self._catch_up_task is None and self.settings.eager:
             # Without eager elections (tests, simulations) partitions are elected by
             # their traffic only, and so are catch-ups.
@@ -500,9 +502,15 @@ class Replicator:
                     or self._clock.monotonic() - self._table_changed_at
                     < settings.catch_up_after_s):
                 continue
+            lagging = self.lagging()
+            if not lagging:
+                # Caught up: nothing to do until the next table change.
+                self._table_updated.clear()
+                await self._table_updated.wait()
+                continue
             now = self._clock.monotonic()
             backoff = self._catch_up_backoff
-            for p in self.lagging():
+            for p in lagging:
                 at, interval = backoff.get(p, (now, settings.retry_s))
                 if now < at:
                     continue
