@@ -88,6 +88,9 @@ async def walks(runs: int = 5) -> dict[str, set[str]]:
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError("the members did not see each other within 30 s")
+        # Ready as an orchestrator means it: every partition elected and every replica
+        # caught up, so no election runs in the background of the walks.
+        await asyncio.wait_for(asyncio.gather(*(n.wait_caught_up() for n in nodes)), 60)
         key = "walk"
         for _ in range(20):  # warm up: activation, placement, connections
             await client.ref(Counter, key).add(1)
