@@ -133,6 +133,10 @@ def test_a_search_that_runs_out_of_steps_is_undecided_not_linearizable() -> None
     assert "undecided" in result.explanation
 
 
+KINDS: list[OpKind] = ["read", "write", "cas"]
+OUTCOMES: list[Outcome] = ["ok", "fail", "info"]
+
+
 def sequential_history(seed: int, n: int, clients: int, info_share: float = 0.05,
                        fail_share: float = 0.05) -> list[Op]:
     """``clients`` clients each running operations one after another on one real
@@ -152,8 +156,8 @@ def sequential_history(seed: int, n: int, clients: int, info_share: float = 0.05
     ops: list[Op] = []
     shares = [1 - info_share - fail_share, fail_share, info_share]
     for _, i, client, start, end in planned:
-        kind: OpKind = rng.choice(["read", "write", "cas"])
-        outcome: Outcome = rng.choices(["ok", "fail", "info"], shares)[0]
+        kind = rng.choice(KINDS)
+        outcome = rng.choices(OUTCOMES, shares)[0]
         applied = outcome == "ok" or (outcome == "info" and rng.random() < 0.5)
         until = end if outcome != "info" else None
         if kind == "read":
