@@ -51,6 +51,7 @@ from ._telemetry.bus import TelemetryBus, default_bus
 from ._telemetry.tracing import start_node_tracer
 from ._transport.cookie import resolve_secret
 from ._transport.fallback import FallbackTransport, parse_chain
+from ._transport.memory import MemoryNetwork, MemoryTransport
 from ._transport.peers import PeerManager
 from ._transport.rpc import Inbound, RpcClient, Services
 from ._transport.tcp import TcpTransport
@@ -142,6 +143,10 @@ class Node:
         ConfigError: a setting has the wrong form.
     """
 
+    _memory_network: MemoryNetwork | None = None
+    """Set (before ``start``) by ``phoenix_cluster.testing.memory``: the node talks through
+    this in-process network instead of sockets (unit tests)."""
+
     def __init__(
         self,
         name: str | None = None,
@@ -185,7 +190,7 @@ class Node:
         self._stop_reason = ""
         self._shutdown_task: asyncio.Task[None] | None = None
         self._declared_task: asyncio.Task[Any] | None = None
-        self._transport: TcpTransport | FallbackTransport | None = None
+        self._transport: TcpTransport | FallbackTransport | MemoryTransport | None = None
         self._peers: PeerManager | FallbackTransport | None = None
         self._node_services = Services()
         """What peers reach as ``$<service>`` (``_transport/rpc.py``)."""
@@ -315,8 +320,14 @@ class Node:
                                               verify_hostname=s.tls_verify_hostname)
         chain = parse_chain(s.transports)
         services, inbound = self._node_services, self._inbound
-        transport: TcpTransport | FallbackTransport
-        if chain == ("tcp",):
+        transport: TcpTransport | FallbackTransport | MemoryTransport
+        network = self._memory_network
+        if network is not None:
+            transport = network.transport(
+                self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
+                max_frame_bytes=s.max_frame_bytes, handler=inbound, role=s.role)
+            self._peers = PeerManager(transport, env=self.env)
+        elif chain == ("tcp",):
             transport = TcpTransport(
                 self.name, self.incarnation, secret, env=self.env, bus=self.telemetry,
                 max_frame_bytes=s.max_frame_bytes, handler=inbound, role=s.role,
@@ -366,6 +377,7 @@ class Node:
                 settings=SwimSettings(probe_interval_s=s.probe_interval_s,
                                       probe_timeout_s=s.probe_timeout_s,
                                       suspicion_mult=s.suspicion_mult),
+                datagrams=None if network is None else network.open_datagram_endpoint,
             )
             self._membership.subscribe(self._on_membership)
             self._on_membership(self._membership.snapshot())

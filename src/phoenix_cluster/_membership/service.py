@@ -47,6 +47,7 @@ __all__ = [
     "MembershipStatistics",
     "SnapshotCallback",
     "SwimSettings",
+    "DatagramOpener",
     "SyncCall",
     "gossip_address",
 ]
@@ -56,6 +57,10 @@ _log = logging.getLogger("phoenix_cluster.membership")
 SyncCall = Callable[[str, bytes], Awaitable[bytes]]
 """``sync(tcp_address, my_state) -> their_state``: one push-pull exchange over TCP."""
 SnapshotCallback = Callable[[MembershipSnapshot], None]
+DatagramOpener = Callable[[tuple[str, int], Callable[[], asyncio.DatagramProtocol]],
+                          Awaitable[asyncio.DatagramTransport]]
+"""``open(local_addr, protocol_factory) -> endpoint``: binds the gossip endpoint (UDP by
+default; an in-memory network in unit tests, ``_transport/memory.py``)."""
 
 _LOG_EVERY_S = 10.0  # at most one warning per source per this many seconds
 _LOG_SOURCES_MAX = 4096
@@ -122,13 +127,16 @@ class MembershipService:
         settings: timers and limits; see :class:`SwimSettings`.
         env: clock and randomness.
         bus: where telemetry goes (default: the process-wide bus).
+        datagrams: binds the gossip endpoint (default: a UDP socket).
     """
 
     def __init__(self, name: str, address: str, incarnation: int, secret: bytes, *,
                  sync: SyncCall, seeds: Iterable[str] = (),
                  role: Literal["member", "client"] = "member",
                  settings: SwimSettings | None = None, env: Env | None = None,
-                 bus: TelemetryBus | None = None) -> None:
+                 bus: TelemetryBus | None = None,
+                 datagrams: DatagramOpener | None = None) -> None:
+        self._datagrams = datagrams
         self.settings = settings if settings is not None else SwimSettings()
         self.env = env if env is not None else Env()
         self.bus = bus if bus is not None else default_bus
@@ -192,10 +200,12 @@ class MembershipService:
             raise RuntimeError(f"membership service is {self._state.value}; start it once")
         udp = self.gossip_address
         host, port = parse_address(udp)
-        loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Endpoint(self), local_addr=(host, port))
+            if self._datagrams is not None:
+                transport = await self._datagrams((host, port), lambda: _Endpoint(self))
+            else:
+                transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: _Endpoint(self), local_addr=(host, port))
         except OSError as exc:
             raise ConfigError(f"cannot bind the gossip UDP socket at {udp}:"
                               f" {exc.strerror or exc}", key="listen") from exc
