@@ -13,9 +13,11 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
 LAYERS = {
     "errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
     "_crdt": 0,
+    "_coordination": 7,
     "_wire": 1, "_transport": 2, "_membership": 3, "_ring": 4, "_splitbrain": 4,
     "_replication": 5, "_placement": 5, "_agents": 6, "_registry": 7, "_node": 8,
-    "_web": 7, "_cli": 9, "testing": 9, "telemetry": 9, "crdt": 9, "__init__": 10,
+    "_web": 7, "_cli": 9, "testing": 9, "telemetry": 9, "crdt": 9,
+    "coordination": 9, "__init__": 10,
     "__main__": 10,
 }
 
@@ -30,7 +32,8 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py",
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",
         "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
-        "_membership/joining.py"]
+        "_membership/joining.py", "_coordination/permits.py",
+        "_coordination/barrier_state.py"]
 
 
 def _top(module: Path) -> str:

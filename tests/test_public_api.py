@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import phoenix_cluster as phx
-from phoenix_cluster import errors, telemetry
+from phoenix_cluster import coordination, errors, telemetry
 
 # What users call, and nothing else: internals (placement loads, the time seam, method
 # handles) stay in their modules; Env is public as phoenix_cluster.testing.Env.
 PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
-    "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError", "IndefiniteError", "Member",
-    "NameConflict", "NameTaken", "NoQuorum", "Node", "NodeClosed", "NodeUnavailable",
-    "NotLeader", "Overloaded", "PhoenixError", "PhoenixInternalError", "ProtocolError",
-    "Registration", "Scored", "SerializationError", "Settings", "StorageError", "Supervisor",
-    "SupervisorEscalation", "__version__", "crdt", "telemetry",
+    "BarrierMismatch", "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError",
+    "IndefiniteError", "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoQuorum", "Node",
+    "NodeClosed", "NodeUnavailable", "NotHolder", "NotLeader", "Overloaded", "PhoenixError",
+    "PhoenixInternalError", "ProtocolError", "Registration", "Scored", "SemaphoreMismatch",
+    "SerializationError", "Settings", "StaleToken", "StorageError", "Supervisor",
+    "SupervisorEscalation", "__version__", "coordination", "crdt", "telemetry",
+]
+
+# phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers.
+COORDINATION = [
+    "BarrierAgent", "FencedResource", "LeaderElection", "Lease", "LeaseAgent", "Refs",
+    "SemaphoreAgent", "acquire", "acquire_permit", "barrier", "check_token", "elect", "lock",
 ]
 
 
@@ -63,6 +70,19 @@ def test_errors_round_trip_through_their_wire_code() -> None:
     unknown = errors.error_from_code("from_the_future", "hi")
     assert type(unknown) is phx.PhoenixError
     assert "from_the_future" in str(unknown)
+
+
+def test_coordination_namespace() -> None:
+    assert coordination.__all__ == COORDINATION
+    for name in COORDINATION:
+        assert hasattr(coordination, name), name
+    # every node process imports phoenix_cluster, so every node can host these kinds
+    assert coordination.LeaseAgent._phx_spec.name == "phoenix.coordination.lease"
+    for cls in (phx.LeaseHeld, phx.NotHolder, phx.StaleToken, phx.SemaphoreMismatch,
+                phx.BarrierMismatch):
+        assert issubclass(cls, phx.DefiniteError)
+        assert cls("x").definite is True
+        assert type(errors.error_from_code(cls.code, "m")) is cls
 
 
 def test_telemetry_namespace() -> None:

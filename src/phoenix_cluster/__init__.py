@@ -17,6 +17,7 @@
 
 import msgspec as _msgspec
 
+from . import coordination as coordination
 from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
@@ -35,20 +36,25 @@ from ._version import __version__ as __version__
 from .errors import AgentError as AgentError
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AuthenticationError as AuthenticationError
+from .errors import BarrierMismatch as BarrierMismatch
 from .errors import CallTimeout as CallTimeout
 from .errors import ConfigError as ConfigError
 from .errors import DefiniteError as DefiniteError
 from .errors import IndefiniteError as IndefiniteError
+from .errors import LeaseHeld as LeaseHeld
 from .errors import NameTaken as NameTaken
 from .errors import NodeClosed as NodeClosed
 from .errors import NodeUnavailable as NodeUnavailable
 from .errors import NoQuorum as NoQuorum
+from .errors import NotHolder as NotHolder
 from .errors import NotLeader as NotLeader
 from .errors import Overloaded as Overloaded
 from .errors import PhoenixError as PhoenixError
 from .errors import PhoenixInternalError as PhoenixInternalError
 from .errors import ProtocolError as ProtocolError
+from .errors import SemaphoreMismatch as SemaphoreMismatch
 from .errors import SerializationError as SerializationError
+from .errors import StaleToken as StaleToken
 from .errors import StorageError as StorageError
 
 __all__ = [
@@ -58,11 +64,13 @@ __all__ = [
     "AgentRef",
     "AgentTimer",
     "AuthenticationError",
+    "BarrierMismatch",
     "CallTimeout",
     "ChildSpec",
     "ConfigError",
     "DefiniteError",
     "IndefiniteError",
+    "LeaseHeld",
     "Member",
     "NameConflict",
     "NameTaken",
@@ -70,6 +78,7 @@ __all__ = [
     "Node",
     "NodeClosed",
     "NodeUnavailable",
+    "NotHolder",
     "NotLeader",
     "Overloaded",
     "PhoenixError",
@@ -77,12 +86,15 @@ __all__ = [
     "ProtocolError",
     "Registration",
     "Scored",
+    "SemaphoreMismatch",
     "SerializationError",
     "Settings",
+    "StaleToken",
     "StorageError",
     "Supervisor",
     "SupervisorEscalation",
     "__version__",
+    "coordination",
     "crdt",
     "telemetry",
 ]

@@ -14,6 +14,11 @@
     │   ├── AuthenticationError       the peer does not know the cluster secret
     │   ├── ProtocolError             malformed or oversized frame, wrong protocol version
     │   ├── NodeClosed                this node is shutting down and accepts no new work
+    │   ├── LeaseHeld                 the lease (or every permit) is held by others
+    │   ├── NotHolder                 renew/release by a caller that does not hold the lease
+    │   ├── StaleToken                a fencing token older than one the resource has seen
+    │   ├── SemaphoreMismatch         a semaphore used with another limit than its holders'
+    │   ├── BarrierMismatch           a barrier awaited with another party count than its own
     │   └── ConfigError (ValueError)  a setting has the wrong form
     ├── IndefiniteError               it may have happened; retry with the same request id
     │   ├── CallTimeout (TimeoutError)
@@ -37,20 +42,25 @@ __all__ = [
     "AgentError",
     "AgentNotFound",
     "AuthenticationError",
+    "BarrierMismatch",
     "CallTimeout",
     "ConfigError",
     "DefiniteError",
     "IndefiniteError",
+    "LeaseHeld",
     "NameTaken",
     "NoQuorum",
     "NodeClosed",
     "NodeUnavailable",
+    "NotHolder",
     "NotLeader",
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
+    "SemaphoreMismatch",
     "SerializationError",
+    "StaleToken",
     "StorageError",
     "error_from_code",
 ]
@@ -282,6 +292,53 @@ class NodeClosed(DefiniteError):
     code = "node_closed"
 
 
+class LeaseHeld(DefiniteError):
+    """The lease is held by someone else (for a semaphore: every permit is held), and
+    stayed so for as long as the caller was willing to wait; nothing was acquired.
+
+    Attributes:
+        holders: the holders at the last attempt (may be empty in a message that
+            crossed the wire).
+    """
+
+    code = "lease_held"
+
+    def __init__(self, message: str = "", *, holders: list[str] | None = None,
+                 definite: bool | None = None, request_id: int | None = None) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.holders = holders or []
+
+
+class NotHolder(DefiniteError):
+    """A renewal or release came from a caller that does not hold the lease with that
+    token (it never did, its lease expired, or a later token was issued); nothing
+    changed. A holder that gets this has lost the lease and must stop acting on it."""
+
+    code = "not_holder"
+
+
+class StaleToken(DefiniteError):
+    """A fenced resource refused a fencing token older than the newest it has seen:
+    the caller's lease was lost and someone else has held it since. Nothing was done."""
+
+    code = "stale_token"
+
+
+class SemaphoreMismatch(DefiniteError):
+    """A semaphore was acquired with another ``limit`` than the one its current holders
+    use; nothing was acquired. Every user of one semaphore name must pass one limit."""
+
+    code = "semaphore_mismatch"
+
+
+class BarrierMismatch(DefiniteError):
+    """A barrier was awaited with another party count than the one its current round
+    waits for; the caller was not counted. Every party of one barrier name must pass
+    the same count."""
+
+    code = "barrier_mismatch"
+
+
 class ConfigError(DefiniteError, ValueError):
     """A configuration value has the wrong form.
 
@@ -339,6 +396,11 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         AuthenticationError,
         ProtocolError,
         NodeClosed,
+        LeaseHeld,
+        NotHolder,
+        StaleToken,
+        SemaphoreMismatch,
+        BarrierMismatch,
         ConfigError,
         CallTimeout,
         NodeUnavailable,
