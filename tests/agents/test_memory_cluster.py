@@ -1,18 +1,33 @@
-"""Agents on several whole nodes in one process: routing, replication, rollback and
-failover on the in-memory network, in virtual time (``phoenix_cluster.testing.memory``).
+"""Agents on several whole nodes in one process: routing, de-duplication, replication,
+rollback, casts and failover on the in-memory network, in virtual time
+(``phoenix_cluster.testing.memory``).
 
-Each test starts its own cluster; a test takes well under a second of wall time although
-the cluster lives through tens of virtual seconds (probes, elections, timeouts).
+Tests that leave the cluster as they found it share one cluster (``shared``); a test
+that kills a node starts its own. A cluster lives through tens of virtual seconds
+(probes, elections, timeouts) in about a second of wall time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
 import phoenix_cluster as phx
-from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
+from phoenix_cluster._transport.memory import MemoryTransport
+from phoenix_cluster._wire.codec import decode_payload, encode_payload
+from phoenix_cluster._wire.messages import Call, Reply
+from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop, run_virtual, wait_for
+
+REPLICATED_REPLIES = 32
+"""The replies committed with each state change (``REPLICATED_REPLIES`` of the agent
+runtime): a call resent after a failover is answered from them instead of running again."""
+
+GATE = asyncio.Event()
+"""Holds ``Gate.hold`` (the nodes share this process, so a test can open it)."""
 
 
 class Tally(phx.Agent, kind="tests.memory.tally"):
@@ -37,66 +52,213 @@ class Tally(phx.Agent, kind="tests.memory.tally"):
         return str(self.node.name)
 
 
-async def key_hosted_by(node: phx.Node, owner: str, prefix: str = "k") -> str:
-    """A key of ``Tally`` whose home is the node named ``owner``."""
+class Gate(phx.Agent, kind="tests.memory.gate", mailbox_limit=1):
+    def __init__(self) -> None:
+        self.notes: list[int] = []
+
+    async def hold(self) -> None:
+        await GATE.wait()
+
+    async def note(self, n: int) -> None:
+        self.notes.append(n)
+
+    async def seen(self) -> list[int]:
+        return self.notes
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Shared:
+    """One cluster on one virtual-time loop for a whole module."""
+
+    def __init__(self) -> None:
+        self.loop = VirtualTimeLoop()
+        self.cluster = MemoryCluster(3)
+        self.loop.run_until_complete(self.cluster.__aenter__())
+
+    def run(self, scenario: Callable[[MemoryCluster], Coroutine[Any, Any, None]]) -> None:
+        self.loop.run_until_complete(asyncio.wait_for(scenario(self.cluster), 600.0))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.cluster.aclose())
+        finally:
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Shared]:
+    cluster = Shared()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+async def key_hosted_by(node: phx.Node, owner: str, prefix: str = "k",
+                        kind: type[phx.Agent] = Tally) -> str:
+    """A key of ``kind`` whose home is the node named ``owner``."""
     for i in range(1000):
         key = f"{prefix}{i}"
-        if await node.where(node.ref(Tally, key)) == owner:
+        if await node.where(node.ref(kind, key)) == owner:
             return key
     raise AssertionError(f"no key of 1000 lives on {owner}")
 
 
-def test_a_call_runs_on_the_owner_another_node() -> None:
-    async def main() -> None:
-        async with MemoryCluster(3) as cluster:
-            n1, n2, _ = cluster.nodes
-            key = await key_hosted_by(n1, "n2")
-            tally = n1.ref(Tally, key)
-            assert await tally.add(2) == 2
-            assert await tally.add(3) == 5
-            assert await tally.host() == "n2"
-            assert n1.statistics().agents.active_agents == 0  # nothing ran on the caller
-            assert n2.statistics().agents.active_agents == 1
-            # Any node reaches the same activation.
-            assert await cluster.nodes[2].ref(Tally, key).read() == [5, 2]
-
-    run_virtual(main())
+_request_ids = itertools.count(7 << 50)  # far from any node's own sequence
 
 
-def test_a_killed_node_s_keys_fail_over_with_their_state() -> None:
+async def send_add(probe: MemoryTransport, node: phx.Node, key: str, n: int,
+                   request_id: int) -> int:
+    """``Tally(key).add(n)`` as a hand-made frame with ``request_id``, to ``node``."""
+    conn = await probe.connect(node.address or "")
+    call = Call(request_id=request_id, kind="tests.memory.tally", key=key, method="add",
+                payload=encode_payload([[n], {}]), timeout_ms=5000)
+    answer = await conn.request(call, 5.0)
+    assert isinstance(answer, Reply), answer
+    result: int = decode_payload(answer.payload, int)
+    return result
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def test_a_call_runs_on_the_owner_another_node(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1, n2, n3 = cluster.nodes
+        key = await key_hosted_by(n1, "n2", prefix="route-")
+        tally = n1.ref(Tally, key)
+        here, there = n1.statistics().agents.active_agents, n2.statistics().agents.active_agents
+        assert await tally.add(2) == 2
+        assert await tally.add(3) == 5
+        assert await tally.host() == "n2"
+        assert n1.statistics().agents.active_agents == here  # nothing ran on the caller
+        assert n2.statistics().agents.active_agents == there + 1
+        # Any node reaches the same activation.
+        assert await n3.ref(Tally, key).read() == [5, 2]
+
+    shared.run(scenario)
+
+
+def test_a_resent_request_id_runs_once_on_the_owner(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n3", prefix="dedup-")
+        owner = cluster.node("n3")
+        probe = cluster.wire_client("probe-dedup")
+        rid = next(_request_ids)
+        assert await send_add(probe, owner, key, 5, rid) == 5
+        assert await send_add(probe, owner, key, 5, rid) == 5  # the first run's answer
+        assert await send_add(probe, owner, key, 1, next(_request_ids)) == 6  # a new id runs
+        assert await n1.ref(Tally, key).read() == [6, 2]
+        await probe.aclose()
+
+    shared.run(scenario)
+
+
+def test_a_handler_that_raises_is_rolled_back_on_the_owner(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n2", prefix="raise-")
+        tally = n1.ref(Tally, key)
+        assert await tally.add(1) == 1
+        with pytest.raises(phx.AgentError) as info:
+            await tally.add_then_fail(100)
+        assert info.value.remote_type.endswith("ValueError")
+        assert info.value.definite is True
+        assert await tally.read() == [1, 1]  # neither the total nor the run counter moved
+        assert await tally.add(1) == 2  # and the agent still serves
+
+    shared.run(scenario)
+
+
+# ----------------------------------------------------------------------------- casts
+
+
+def test_a_remote_cast_is_acknowledged_once_queued_or_refused_when_full(
+        shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n2", prefix="cast-", kind=Gate)
+        gate = n1.ref(Gate, key).options(timeout=0.5)
+        GATE.clear()
+        try:
+            await gate.hold.cast()  # acknowledged: queued on n2; it starts and blocks
+            await gate.note.cast(1)  # acknowledged: waits in the mailbox (limit 1)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(phx.Overloaded) as info:
+                await gate.note.cast(2)  # no room within the timeout: refused
+            assert info.value.definite is True  # never queued, never runs
+            assert 0.3 < loop.time() - started <= 0.5  # it waited for room, up to the timeout
+        finally:
+            GATE.set()
+        assert await gate.seen() == [1]
+        await gate.note.cast(3)
+        assert await gate.seen() == [1, 3]
+
+    shared.run(scenario)
+
+
+def test_a_cast_to_a_method_the_kind_lacks_is_refused_before_sending(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n3", prefix="nomethod-", kind=Gate)
+        with pytest.raises(phx.AgentNotFound):
+            await n1.ref(Gate, key).missing.cast()
+        assert await n1.ref(Gate, key).seen() == []
+
+    shared.run(scenario)
+
+
+# ----------------------------------------------------------------------------- failover
+
+
+def test_a_killed_node_s_keys_fail_over_with_their_committed_state() -> None:
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
             keys = [await key_hosted_by(n1, "n3", prefix=f"f{i}-") for i in range(3)]
             for i, key in enumerate(keys):
                 assert await n1.ref(Tally, key).add(10 + i) == 10 + i
+            with pytest.raises(phx.AgentError):
+                await n1.ref(Tally, keys[0]).add_then_fail(1000)
             cluster.kill("n3")
             await cluster.wait_settled()
             for i, key in enumerate(keys):
                 tally = n1.ref(Tally, key)
                 assert await n1.where(tally) in ("n1", "n2")
-                # The committed state survived; the handler did not run again.
+                # The committed state survived, the rolled-back change was never
+                # replicated, and nothing ran twice.
                 assert await tally.read() == [10 + i, 1]
                 assert await tally.host() in ("n1", "n2")
 
     run_virtual(main())
 
 
-def test_a_handler_that_raises_leaves_no_trace_here_or_on_the_replicas() -> None:
+def test_a_call_resent_after_failover_is_answered_from_the_replicated_window() -> None:
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
-            key = await key_hosted_by(n1, "n2")
-            tally = n1.ref(Tally, key)
-            assert await tally.add(1) == 1
-            with pytest.raises(phx.AgentError) as info:
-                await tally.add_then_fail(100)
-            assert info.value.remote_type.endswith("ValueError")
-            assert info.value.definite is True
-            assert await tally.read() == [1, 1]  # rolled back on the owner
-            cluster.kill("n2")
+            key = await key_hosted_by(n1, "n3", prefix="window-")
+            probe = cluster.wire_client()
+            calls = REPLICATED_REPLIES + 8
+            rids = [next(_request_ids) for _ in range(calls)]
+            for i, rid in enumerate(rids):
+                assert await send_add(probe, cluster.node("n3"), key, 1, rid) == i + 1
+            cluster.kill("n3")
             await cluster.wait_settled()
-            assert await tally.read() == [1, 1]  # and never committed to the replicas
+            new_owner = cluster.node(await n1.where(n1.ref(Tally, key)))
+            assert new_owner.name in ("n1", "n2")
+            # Every call in the window gets its first answer back and does not run again.
+            window = rids[-REPLICATED_REPLIES:]
+            for rid in reversed(window):
+                assert await send_add(probe, new_owner, key, 1, rid) == rids.index(rid) + 1
+            assert await n1.ref(Tally, key).read() == [calls, calls]
+            # Older than the window: the new owner cannot know it ran, so it runs again.
+            assert await send_add(probe, new_owner, key, 1, rids[0]) == calls + 1
+            await probe.aclose()
 
     run_virtual(main())
 
@@ -108,3 +270,15 @@ def test_wait_for_names_what_did_not_hold() -> None:
         assert asyncio.get_running_loop().time() == pytest.approx(5.0, abs=0.1)
 
     run_virtual(main())
+
+
+def test_virtual_time_runs_a_minute_of_timers_in_no_wall_time() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(60.0)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(30.0):
+                await asyncio.Event().wait()
+        return loop.time()
+
+    assert run_virtual(main()) == pytest.approx(90.0)

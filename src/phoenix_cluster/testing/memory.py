@@ -32,7 +32,11 @@ from typing import Any, TypeVar
 
 from .._foundation.env import Env, TimerHandle
 from .._node import Node
-from .._transport.memory import MemoryNetwork
+from .._telemetry.bus import TelemetryBus
+from .._transport.base import PeerConnection
+from .._transport.cookie import resolve_secret
+from .._transport.memory import MemoryNetwork, MemoryTransport
+from .._wire.messages import Call, Cast, Error
 
 __all__ = ["LoopClock", "MemoryCluster", "VirtualTimeLoop", "run_virtual"]
 
@@ -197,6 +201,15 @@ class MemoryCluster:
         for node in self.alive():
             await asyncio.wait_for(node.wait_caught_up(), timeout_s)
 
+    def wire_client(self, name: str = "probe") -> MemoryTransport:
+        """A bare transport on the network, with the cluster's secret: a test sends it
+        hand-made frames (a resend with a chosen request id, a malformed payload) to
+        any node's address. It hosts nothing: calls to it are refused."""
+        secret, _ = resolve_secret(self.options["cookie"], None, create=False)
+        return self.network.transport(name, 1, secret, env=Env(clock=LoopClock()),
+                                      bus=TelemetryBus(), max_frame_bytes=8 << 20,
+                                      handler=_refuse, role="client")
+
     def kill(self, name: str) -> Node:
         """Crash the node ``name``: the network cuts it off at once; its process-side
         tasks stop when the cluster closes (``aclose`` in the background)."""
@@ -210,3 +223,8 @@ class MemoryCluster:
         for node in self.nodes:
             self.network.kill(node.name)
         await asyncio.gather(*(node.aclose() for node in self.nodes))
+
+
+async def _refuse(peer: PeerConnection, msg: Call | Cast) -> Error:
+    return Error(request_id=msg.request_id, code="agent_not_found",
+                 message="a wire client hosts nothing", definite=True)
