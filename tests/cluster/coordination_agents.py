@@ -1,0 +1,31 @@
+"""An agent kind that holds a lease from inside a node process, for the coordination
+cluster tests and the lease failover benchmark (imported with --import)."""
+
+from __future__ import annotations
+
+import phoenix_cluster as phx
+from phoenix_cluster import coordination
+
+
+class LeaseWorker(phx.Agent, kind="cluster.lease_worker", idle_timeout=600):
+    """Acquires a lease as ``<node>/<key>`` and keeps it alive with a timer, the way a
+    worker process holds a lock for as long as it lives."""
+
+    def __init__(self) -> None:
+        self.token = 0
+
+    async def hold(self, name: str, ttl: float) -> int:
+        lease = await coordination.acquire(self.node, name, self._holder(), ttl=ttl)
+        self.token = lease.token
+        self.set_timer(ttl / 4, self._renew, name, ttl, repeat=True)
+        return lease.token
+
+    async def _renew(self, name: str, ttl: float) -> None:
+        # asking again as the same holder renews and keeps the token
+        await coordination.acquire(self.node, name, self._holder(), ttl=ttl)
+
+    def _holder(self) -> str:
+        return f"{self.node.name}/{self.key}"
+
+    async def where(self) -> str:
+        return str(self.node.name)
