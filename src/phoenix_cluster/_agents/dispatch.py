@@ -44,7 +44,7 @@ from .agent import KindSpec, MethodSpec, lookup_kind
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
-from .runtime import MAX_REROUTES, reroute_delay, turned_away_by_peer
+from .runtime import reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -252,12 +252,27 @@ class Router:
             if isinstance(answer, Redirect):
                 hops += 1
                 if hops > MAX_REDIRECTS:
-                    raise NodeUnavailable(
-                        f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
-                        f"(last to {answer.owner} at {answer.address}); the cluster's "
-                        "views disagree",
-                        definite=not sent, request_id=request_id,
-                    )
+                    # A loop: the members' views disagree while a join, a leave or a
+                    # failover spreads. Nothing ran; wait for them to converge and route
+                    # afresh from this node's own view, until the deadline.
+                    backoff = reroute_delay(reroutes, deadline - clock.monotonic())
+                    if backoff is None:
+                        raise NodeUnavailable(
+                            f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
+                            f"(last to {answer.owner} at {answer.address}); the cluster's "
+                            "views disagreed until the call's deadline",
+                            definite=not sent, request_id=request_id,
+                        )
+                    reroutes += 1
+                    self.placement.forget(spec, key)
+                    await clock.sleep(backoff)
+                    rerouted = await self._reroute(spec, key)
+                    if rerouted is None:
+                        return await self._serve_here(spec, key, self._call_frame(
+                            request_id, spec, key, method, payload, deadline, headers),
+                            deadline)
+                    address, hops = rerouted, 0
+                    continue
                 self.redirects_followed += 1
                 tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
                                                    "phoenix.redirect.address": answer.address})
@@ -269,11 +284,12 @@ class Router:
                     self.placement.learn(spec, key, answer.owner)
                 continue
             error = error_from_frame(answer)
-            if turned_away_by_peer(error) and reroutes < MAX_REROUTES:
+            backoff = reroute_delay(reroutes, deadline - clock.monotonic())
+            if turned_away_by_peer(error) and backoff is not None:
                 # Nothing ran (the agent's partition is changing hands): route it again
                 # from a fresh view.
                 self.placement.forget(spec, key)
-                await clock.sleep(reroute_delay(reroutes))
+                await clock.sleep(backoff)
                 reroutes += 1
                 rerouted = await self._reroute(spec, key)
                 if rerouted is not None:

@@ -27,7 +27,7 @@ from .._wire.errors import error_from_frame
 from .._wire.messages import Cast, Redirect, Reply
 from ..errors import CallTimeout, NodeUnavailable
 from .placement import PLACE
-from .runtime import MAX_REROUTES, reroute_delay, turned_away_by_peer
+from .runtime import reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .agent import KindSpec
@@ -93,22 +93,30 @@ async def send_cast(router: Router, spec: KindSpec, key: str, method: str, paylo
             continue
         if isinstance(answer, Reply):
             return
+        delay = reroute_delay(reroutes, deadline - clock.monotonic())
         if isinstance(answer, Redirect):
             hops += 1
-            if hops > MAX_HOPS or answer.owner == router.self_name:
+            if hops <= MAX_HOPS and answer.owner != router.self_name:
+                if answer.owner:
+                    router.placement.learn(spec, key, answer.owner)
+                address = answer.address
+                continue
+            # A loop (the views disagree while a membership change spreads), or the owner
+            # named is this node: route afresh from this node's own view, until the
+            # deadline.
+            if delay is None:
                 raise NodeUnavailable(f"cast {where}: redirected {hops} times (last to "
-                                      f"{answer.owner}); the cluster's views disagree",
+                                      f"{answer.owner}); the cluster's views disagreed "
+                                      "until the cast's deadline",
                                       definite=True, request_id=request_id)
-            if answer.owner:
-                router.placement.learn(spec, key, answer.owner)
-            address = answer.address
-            continue
-        error = error_from_frame(answer)
-        if not turned_away_by_peer(error) or reroutes >= MAX_REROUTES:
-            raise error
+            hops = 0
+        else:
+            error = error_from_frame(answer)
+            if not turned_away_by_peer(error) or delay is None:
+                raise error
         # Nothing was queued (the agent's partition is changing hands): route it again.
         router.placement.forget(spec, key)
-        await clock.sleep(reroute_delay(reroutes))
+        await clock.sleep(delay)
         reroutes += 1
         rerouted = router.remote_address(spec, key)
         if rerouted is PLACE:

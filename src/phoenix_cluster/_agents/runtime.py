@@ -71,8 +71,6 @@ __all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
 DEDUP_WINDOW = 256
 """Request ids of remote calls remembered per agent, so a resent call runs at most once."""
 
-MAX_REROUTES = 5
-"""Times a call turned away unrun (see :func:`turned_away`) is routed again."""
 
 
 def turned_away(exc: BaseException) -> bool:
@@ -89,9 +87,15 @@ def turned_away_by_peer(exc: BaseException) -> bool:
     return turned_away(exc) or isinstance(exc, NodeClosed)
 
 
-def reroute_delay(attempt: int) -> float:
-    """Backoff before the ``attempt``-th re-route (seconds): 20 ms doubling, at most 0.5 s."""
-    return float(min(0.02 * 2.0 ** attempt, 0.5))
+def reroute_delay(attempt: int, remaining_s: float) -> float | None:
+    """Backoff before the ``attempt``-th re-route of a message that did not run (turned
+    away, or redirected round a loop while the views converge): 20 ms doubling, at most
+    0.5 s. ``None`` when the message's ``remaining_s`` cannot cover it: the caller then
+    raises what turned the message away. A call keeps being routed until its deadline,
+    because a partition changing hands (a join, a leave, a failover) takes longer on a
+    loaded machine than any fixed number of tries covers."""
+    delay = min(0.02 * 2.0 ** attempt, 0.5)
+    return delay if delay < remaining_s else None
 
 
 LOCAL = ""
@@ -199,7 +203,9 @@ class AgentRuntime:
         method_spec = self._method(spec, method)
         payload = self._arguments(spec, method_spec, args, kwargs)
         router = self.router
+        deadline = self.clock.monotonic() + timeout_s
         for attempt in itertools.count():
+            remaining = max(deadline - self.clock.monotonic(), 0.001)
             if router is not None:
                 address = router.remote_address(spec, key)
                 if address is PLACE:
@@ -207,17 +213,16 @@ class AgentRuntime:
                 if router.cast_paths:
                     await router.keep_order(spec, key, cast(str | None, address), False)
                 if address is not None:
-                    return await router.call(spec, key, method_spec, payload, timeout_s,
+                    return await router.call(spec, key, method_spec, payload, remaining,
                                              request_id, cast(str, address))
             if not self.hosts_agents:
                 raise _no_host(spec, key)
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            msg = Message(method, payload, future, self.clock.monotonic() + timeout_s,
-                          request_id)
+            msg = Message(method, payload, future, deadline, request_id)
             kr = self.kind(spec)
-            wait_s = timeout_s
+            wait_s = remaining
             if not self._try_enqueue(kr, key, msg):
-                await self._enqueue_when_room(kr, key, msg, timeout_s)
+                await self._enqueue_when_room(kr, key, msg, remaining)
                 wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
             if self.tracer is not None:
                 self.tracer.local_call(spec.name, key, method, request_id, future)
@@ -226,9 +231,10 @@ class AgentRuntime:
                 result = await future
             except PhoenixError as exc:
                 # Nothing ran (the partition is changing hands): route it again.
-                if not turned_away(exc) or attempt >= MAX_REROUTES:
+                delay = reroute_delay(attempt, deadline - self.clock.monotonic())
+                if not turned_away(exc) or delay is None:
                     raise
-                await self.clock.sleep(reroute_delay(attempt))
+                await self.clock.sleep(delay)
                 continue
             finally:
                 timer.cancel()
@@ -255,7 +261,9 @@ class AgentRuntime:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         router = self.router
         msg = Message(method, payload, None, 0.0, request_id)
+        deadline = self.clock.monotonic() + timeout_s
         for attempt in itertools.count():
+            remaining = max(deadline - self.clock.monotonic(), 0.001)
             if router is not None:
                 address = router.remote_address(spec, key)
                 if address is PLACE:
@@ -263,7 +271,7 @@ class AgentRuntime:
                 await router.keep_order(spec, key, cast(str | None, address), True)
                 if address is not None:
                     await router.cast(spec, key, method, payload, request_id,
-                                      cast(str, address), timeout_s,
+                                      cast(str, address), remaining,
                                       acknowledged=acknowledged)
                     return
             if not self.hosts_agents:
@@ -276,12 +284,13 @@ class AgentRuntime:
                                      f"{kr.mailbox_limit:,}); nothing was queued",
                                      request_id=request_id)
                 try:
-                    await self._enqueue_when_room(kr, key, msg, timeout_s)
+                    await self._enqueue_when_room(kr, key, msg, remaining)
                 except PhoenixError as exc:
                     # The agent moved away while we waited for room: route it again.
-                    if not turned_away(exc) or attempt >= MAX_REROUTES:
+                    delay = reroute_delay(attempt, deadline - self.clock.monotonic())
+                    if not turned_away(exc) or delay is None:
                         raise
-                    await self.clock.sleep(reroute_delay(attempt))
+                    await self.clock.sleep(delay)
                     continue
             if self.tracer is not None:
                 self.tracer.local_cast(request_id)
@@ -388,7 +397,7 @@ class AgentRuntime:
         self._overloaded(kr, key)
         raise Overloaded(
             f"mailbox of {kr.spec.name}/{key} stayed full (mailbox_limit "
-            f"{kr.mailbox_limit:,}) for {timeout_s:g}s; nothing was queued",
+            f"{kr.mailbox_limit:,}) for {timeout_s:.3g}s; nothing was queued",
             request_id=msg.request_id,
         )
 
