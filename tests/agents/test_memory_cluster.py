@@ -19,7 +19,7 @@ import pytest
 import phoenix_cluster as phx
 from phoenix_cluster._transport.memory import MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
-from phoenix_cluster._wire.messages import Call, Reply
+from phoenix_cluster._wire.messages import Call, Error, Reply
 from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop, run_virtual, wait_for
 
 REPLICATED_REPLIES = 32
@@ -173,6 +173,22 @@ def test_a_handler_that_raises_is_rolled_back_on_the_owner(shared: Shared) -> No
     shared.run(scenario)
 
 
+def test_a_migrated_agent_keeps_its_state_and_calls_follow_it(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n2", prefix="migrate-")
+        tally = n1.ref(Tally, key)
+        assert await tally.add(4) == 4
+        await n1.migrate(tally, to="n3")
+        assert await n1.where(tally) == "n3"
+        assert await cluster.nodes[1].where(tally) == "n3"  # the old host knows too
+        assert await tally.host() == "n3"
+        assert await tally.read() == [4, 1]  # moved with its state, nothing re-ran
+        assert await tally.add(1) == 5
+
+    shared.run(scenario)
+
+
 # ----------------------------------------------------------------------------- casts
 
 
@@ -258,6 +274,40 @@ def test_a_call_resent_after_failover_is_answered_from_the_replicated_window() -
             assert await n1.ref(Tally, key).read() == [calls, calls]
             # Older than the window: the new owner cannot know it ran, so it runs again.
             assert await send_add(probe, new_owner, key, 1, rids[0]) == calls + 1
+            await probe.aclose()
+
+    run_virtual(main())
+
+
+def test_a_write_no_majority_stored_fails_indefinite_and_never_shows() -> None:
+    async def main() -> None:
+        async with MemoryCluster(3) as cluster:
+            n1 = cluster.nodes[0]
+            key = await key_hosted_by(n1, "n2", prefix="quorum-")
+            assert await n1.ref(Tally, key).add(1) == 1
+            probe = cluster.wire_client()  # on no side of the cut: it reaches n2
+            conn = await probe.connect(cluster.node("n2").address or "")
+            cluster.network.cut({"n2"}, {"n1", "n3"})
+            call = Call(request_id=next(_request_ids), kind="tests.memory.tally", key=key,
+                        method="add", payload=encode_payload([[5], {}]), timeout_ms=20_000)
+            answer = await conn.request(call, 20.0)
+            # Only n2 stored it: the caller learns the outcome is unknown.
+            assert isinstance(answer, Error), answer
+            assert (answer.code, answer.definite) == ("no_quorum", False)
+            # The majority removes n2 (split-brain resolution) before the cut heals...
+            def majority_downed_n2() -> bool:
+                decision = n1.status().last_decision
+                return decision is not None and "n2" in decision.down
+
+            await wait_for(majority_downed_n2, 60.0, what="n1 deciding to down n2")
+            cluster.network.heal()
+            # ...so n2, back in touch, learns it and stops rather than serve stale state.
+            reason = await cluster.node("n2").wait_stopped()
+            assert reason.startswith("downed by split-brain resolution")
+            await cluster.wait_settled()
+            tally = n1.ref(Tally, key)
+            assert await n1.where(tally) in ("n1", "n3")
+            assert await tally.read() == [1, 1]  # the minority's write never surfaced
             await probe.aclose()
 
     run_virtual(main())

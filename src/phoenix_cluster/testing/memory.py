@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .._foundation.env import Env, TimerHandle
-from .._node import Node
+from .._node import Node, NodeState
 from .._telemetry.bus import TelemetryBus
 from .._transport.base import PeerConnection
 from .._transport.cookie import resolve_secret
@@ -101,7 +101,7 @@ class LoopClock:
         return "<LoopClock>"
 
 
-def run_virtual(main: Coroutine[Any, Any, _T], *, limit_s: float = 3600.0) -> _T:
+def run_virtual(main: Coroutine[Any, Any, _T], *, limit_s: float = 600.0) -> _T:
     """Run ``main`` to completion on a fresh :class:`VirtualTimeLoop`.
 
     Raises:
@@ -187,7 +187,10 @@ class MemoryCluster:
         await self.aclose()
 
     def alive(self) -> list[Node]:
-        return [n for n in self.nodes if n.name not in self._killed]
+        """The nodes neither killed nor stopped (a node downed by split-brain
+        resolution stops by itself)."""
+        return [n for n in self.nodes
+                if n.name not in self._killed and n.state is NodeState.RUNNING]
 
     async def wait_settled(self, timeout_s: float = 120.0) -> None:
         """Wait until every live node has joined and sees exactly the live members."""
