@@ -19,7 +19,7 @@ import pytest
 import phoenix_cluster as phx
 from phoenix_cluster._transport.memory import MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
-from phoenix_cluster._wire.messages import Call, Error, Reply
+from phoenix_cluster._wire.messages import Call, Error, Redirect, Reply
 from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop, run_virtual, wait_for
 
 REPLICATED_REPLIES = 32
@@ -64,6 +64,26 @@ class Gate(phx.Agent, kind="tests.memory.gate", mailbox_limit=1):
 
     async def seen(self) -> list[int]:
         return self.notes
+
+
+RESETS: list[Callable[[], object]] = []
+"""What ``Flaky.add`` runs after changing its state (a test breaks a connection there)."""
+
+
+class Flaky(phx.Agent, kind="tests.memory.flaky"):
+    def __init__(self) -> None:
+        self.total = 0
+        self.runs = 0
+
+    async def add(self, n: int) -> int:
+        self.total += n
+        self.runs += 1
+        while RESETS:
+            RESETS.pop()()
+        return self.total
+
+    async def read(self) -> list[int]:
+        return [self.total, self.runs]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -152,6 +172,41 @@ def test_a_resent_request_id_runs_once_on_the_owner(shared: Shared) -> None:
         assert await send_add(probe, owner, key, 5, rid) == 5  # the first run's answer
         assert await send_add(probe, owner, key, 1, next(_request_ids)) == 6  # a new id runs
         assert await n1.ref(Tally, key).read() == [6, 2]
+        await probe.aclose()
+
+    shared.run(scenario)
+
+
+def test_a_call_whose_connection_breaks_is_resent_and_runs_once(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n2", prefix="reset-", kind=Flaky)
+        flaky = n1.ref(Flaky, key)
+        assert await flaky.add(1) == 1
+        # The handler runs, then the connection breaks before the reply leaves n2: the
+        # caller cannot know it ran, resends the same request id on a new connection,
+        # and the owner answers from its de-duplication window.
+        RESETS.append(lambda: cluster.network.disconnect("n1", "n2"))
+        assert await flaky.add(2) == 3
+        assert not RESETS  # the reset did happen
+        assert await flaky.read() == [3, 2]
+
+    shared.run(scenario)
+
+
+def test_a_call_sent_to_a_node_that_does_not_host_the_key_is_redirected(
+        shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1, n2, _ = cluster.nodes
+        key = await key_hosted_by(n1, "n2", prefix="redirect-")
+        probe = cluster.wire_client("probe-redirect")
+        conn = await probe.connect(n1.address or "")
+        call = Call(request_id=next(_request_ids), kind="tests.memory.tally", key=key,
+                    method="add", payload=encode_payload([[1], {}]), timeout_ms=5000)
+        answer = await conn.request(call, 5.0)
+        assert isinstance(answer, Redirect), answer
+        assert (answer.owner, answer.address) == ("n2", n2.address)
+        assert await n1.ref(Tally, key).read() == [0, 0]  # nothing ran anywhere
         await probe.aclose()
 
     shared.run(scenario)

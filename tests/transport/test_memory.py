@@ -157,3 +157,23 @@ def test_loss_and_delay_per_link() -> None:
             await conn.request(call(2), 1.0)
 
     run_virtual(main())
+
+
+def test_a_reset_breaks_one_connection_and_the_next_dial_makes_a_new_one() -> None:
+    async def main() -> None:
+        net = MemoryNetwork()
+        a, b = transport(net, "a"), transport(net, "b")
+        await a.start(net.address())
+        address_b = await b.start(net.address())
+        conn = await a.connect(address_b)
+        assert net.disconnect("a", "b") is True
+        assert not conn.is_open
+        with pytest.raises(ConnectionBroken):
+            await conn.request(call(1), 1.0)
+        again = await a.connect(address_b)
+        assert again is not conn
+        assert (await again.request(call(2), 1.0)).request_id == 2
+        assert b.statistics().accepted == 2
+        assert net.disconnect("a", "nobody") is False
+
+    run_virtual(main())

@@ -16,6 +16,8 @@ Faults the test injects, on the node names:
 - **loss** and **delay** per direction (:meth:`~MemoryNetwork.set_link`): a frame is
   lost with probability ``loss`` (from the network's seeded random source), or delivered
   ``delay_s`` later on the node's clock; order per connection is kept;
+- **resets** (:meth:`~MemoryNetwork.disconnect`): one connection breaks, as a TCP reset
+  does (pending requests fail with an unknown outcome; the next request dials again);
 - **kills** (:meth:`~MemoryNetwork.kill`): a crash; every connection of the node breaks
   at once (its peers' pending requests fail with an unknown outcome), it can be dialled
   no more and its datagrams go nowhere.
@@ -357,6 +359,10 @@ class MemoryTransport:
         peer._accepted += 1
         return ours
 
+    def peer_connection(self, peer_name: str) -> MemoryConnection | None:
+        """The open connection to ``peer_name``, if any."""
+        return self._conns.get(peer_name)
+
     def spawn_close(self, conn: MemoryConnection) -> None:
         if self._conns.get(conn.peer_name) is conn:
             del self._conns[conn.peer_name]
@@ -490,6 +496,18 @@ class MemoryNetwork:
             if transport.node_name == node_name:
                 del self._listening[address]
                 transport.crash()
+
+    def disconnect(self, a: str, b: str) -> bool:
+        """Break the connection between ``a`` and ``b`` (both ends, pending requests
+        fail with an unknown outcome), as a TCP reset does; the next request dials
+        again. Returns whether there was one."""
+        for transport in self._listening.values():
+            if transport.node_name == a:
+                conn = transport.peer_connection(b)
+                if conn is not None:
+                    conn.fail(f"connection between {a} and {b} reset")
+                    return True
+        return False
 
     def reachable(self, source: str, target: str) -> bool:
         if source in self._dead or target in self._dead:
