@@ -45,6 +45,11 @@ class Tally(phx.Agent, kind="tests.memory.tally"):
         self.runs += 1
         raise ValueError(f"refusing {n}")
 
+    async def add_unencodable(self, n: int) -> object:
+        self.total += n
+        self.runs += 1
+        return object()  # no wire format carries it
+
     async def read(self) -> list[int]:
         return [self.total, self.runs]
 
@@ -240,6 +245,41 @@ def test_a_migrated_agent_keeps_its_state_and_calls_follow_it(shared: Shared) ->
         assert await tally.host() == "n3"
         assert await tally.read() == [4, 1]  # moved with its state, nothing re-ran
         assert await tally.add(1) == 5
+
+    shared.run(scenario)
+
+
+@pytest.mark.parametrize("owner", ["n1", "n2"], ids=["local", "remote"])
+def test_a_result_that_cannot_be_encoded_is_definite_and_rolled_back(
+        shared: Shared, owner: str) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, owner, prefix=f"unencodable-{owner}-")
+        tally = n1.ref(Tally, key)
+        assert await tally.add(2) == 2
+        with pytest.raises(phx.SerializationError) as info:
+            await tally.add_unencodable(40)
+        assert info.value.definite is True
+        assert await tally.read() == [2, 1]
+
+    shared.run(scenario)
+
+
+def test_a_call_that_outlives_its_timeout_is_indefinite_and_still_runs(
+        shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n3", prefix="slow-", kind=Gate)
+        gate = n1.ref(Gate, key)
+        GATE.clear()
+        try:
+            with pytest.raises(phx.CallTimeout) as info:
+                await gate.options(timeout=0.5).hold()
+            assert info.value.definite is False  # it may have run (it is running)
+            await gate.note.cast(7)  # queued behind the running call
+        finally:
+            GATE.set()
+        assert await gate.seen() == [7]  # the timed-out call finished; the cast ran after
 
     shared.run(scenario)
 
