@@ -18,14 +18,22 @@ without sockets and without sleeping::
   every partition.
 - :func:`run_virtual` runs a coroutine on a :class:`VirtualTimeLoop`: whenever nothing
   is ready to run, the loop's clock jumps to its next timer, so probes, elections,
-  timeouts and ``asyncio.sleep`` cost no wall time and a run is the same every time.
-  The nodes' :class:`LoopClock` reads that time. Nothing may wait on a thread or a real
-  socket in such a run: time would jump past it.
+  timeouts and ``asyncio.sleep`` cost no wall time, and no wall-clock timing enters the
+  run (each node's random source is seeded from the cluster's ``seed`` and its name;
+  what is left to chance is Python's hash randomization of set order). The nodes'
+  :class:`LoopClock` reads that time. Nothing may wait on a thread or a real socket in
+  such a run: time would jump past it.
+
+Why not ``ManualClock(autojump=True)``: it jumps after a few idle loop turns whether or
+not work is still travelling between nodes, so under a whole cluster (a frame crosses
+several tasks and turns) it fires probe and call timeouts while answers are on their
+way. The virtual loop jumps only when asyncio itself has nothing ready to run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -138,7 +146,8 @@ class MemoryCluster:
 
     Args:
         size: members to start (the first is every other's seed).
-        network: the network (default: a new one, seed 0).
+        network: the network (default: a new one, seeded with ``seed``).
+        seed: seeds every node's random source (with its name) and the network's.
         **options: node settings for every node (``call_timeout_s=2.0``, ...).
 
     Attributes:
@@ -146,8 +155,9 @@ class MemoryCluster:
     """
 
     def __init__(self, size: int = 3, *, network: MemoryNetwork | None = None,
-                 **options: Any) -> None:
-        self.network = network if network is not None else MemoryNetwork()
+                 seed: int = 0, **options: Any) -> None:
+        self.network = network if network is not None else MemoryNetwork(seed=seed)
+        self.seed = seed
         self.size = size
         self.options: dict[str, Any] = {"cookie": "memory-cluster", **options}
         self.nodes: list[Node] = []
@@ -164,8 +174,11 @@ class MemoryCluster:
         """Start one more node (a member unless ``role="client"``) and return it."""
         name = name or f"n{len(self.nodes) + 1}"
         seeds = [self._seed] if self._seed is not None else []
+        # The node's index in the seed too: a name started again (a restart) must not
+        # draw the request ids of its last life, which the replicas' windows remember.
+        chance = random.Random(f"{self.seed}/{name}/{len(self.nodes)}")
         node = Node(name, listen=self.network.address(), seeds=seeds,
-                    env=Env(clock=LoopClock()), **{**self.options, **options})
+                    env=Env(clock=LoopClock(), random=chance), **{**self.options, **options})
         node._memory_network = self.network
         self.nodes.append(node)
         await node.start()
