@@ -374,6 +374,28 @@ def test_a_call_resent_after_failover_is_answered_from_the_replicated_window() -
     run_virtual(main())
 
 
+def test_a_joining_node_takes_over_its_keys_with_their_state() -> None:
+    async def main() -> None:
+        async with MemoryCluster(3) as cluster:
+            n1 = cluster.nodes[0]
+            keys = [f"move-{i}" for i in range(30)]
+            for i, key in enumerate(keys):
+                assert await n1.ref(Tally, key).add(i) == i
+            n4 = await cluster.add("n4")
+            await cluster.wait_settled()
+            joined = [key for key in keys if await n1.where(n1.ref(Tally, key)) == "n4"]
+            assert joined  # the ring gave the newcomer some of these keys
+            # The rebalancer hands them over (state included) before anyone calls them.
+            await wait_for(lambda: n4.statistics().agents.active_agents == len(joined),
+                           30.0, what="n4 taking over its keys")
+            for i, key in enumerate(keys):
+                tally = n1.ref(Tally, key)
+                assert await tally.read() == [i, 1], key  # the state moved; nothing re-ran
+                assert (await tally.host() == "n4") == (key in joined)
+
+    run_virtual(main())
+
+
 def test_a_write_no_majority_stored_fails_indefinite_and_never_shows() -> None:
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
