@@ -13,7 +13,7 @@ from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster._transport.base import ConnectionBroken, PeerConnection
 from phoenix_cluster._transport.memory import MemoryNetwork, MemoryTransport
 from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
-from phoenix_cluster.errors import AuthenticationError, CallTimeout, ProtocolError
+from phoenix_cluster.errors import AuthenticationError, CallTimeout, ConfigError, ProtocolError
 from phoenix_cluster.testing.memory import LoopClock, run_virtual
 
 Handler = Callable[[PeerConnection, Call | Cast], Awaitable[Reply | Error | Redirect | None]]
@@ -175,5 +175,42 @@ def test_a_reset_breaks_one_connection_and_the_next_dial_makes_a_new_one() -> No
         assert (await again.request(call(2), 1.0)).request_id == 2
         assert b.statistics().accepted == 2
         assert net.disconnect("a", "nobody") is False
+
+    run_virtual(main())
+
+
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, object]] = []
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.got.append((data, addr))
+
+
+def test_datagrams_reach_the_endpoint_at_a_node_s_address_unless_cut_or_killed() -> None:
+    async def main() -> None:
+        net = MemoryNetwork()
+        a, b = transport(net, "a"), transport(net, "b")
+        host_a, port_a = (await a.start(net.address())).split(":")
+        host_b, port_b = (await b.start(net.address())).split(":")
+        inbox_a, inbox_b = _Inbox(), _Inbox()
+        end_a = await net.open_datagram_endpoint((host_a, int(port_a)), lambda: inbox_a)
+        await net.open_datagram_endpoint((host_b, int(port_b)), lambda: inbox_b)
+        with pytest.raises(ConfigError):  # one endpoint per address, as with UDP
+            await net.open_datagram_endpoint((host_b, int(port_b)), _Inbox)
+        end_a.sendto(b"ping", (host_b, int(port_b)))
+        await asyncio.sleep(0.01)
+        assert inbox_b.got == [(b"ping", (host_a, int(port_a)))]  # with its source
+        net.cut({"a"})
+        end_a.sendto(b"lost", (host_b, int(port_b)))
+        net.heal()
+        net.kill("b")
+        end_a.sendto(b"lost too", (host_b, int(port_b)))
+        end_a.sendto(b"nobody there", ("10.99.0.1", 7946))
+        await asyncio.sleep(0.01)
+        assert len(inbox_b.got) == 1
+        assert net.datagrams_lost == 3
+        end_a.close()
+        assert end_a.is_closing()
 
     run_virtual(main())
