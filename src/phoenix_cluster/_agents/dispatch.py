@@ -44,7 +44,7 @@ from .agent import KindSpec, MethodSpec, lookup_kind
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
-from .runtime import reroute_delay, turned_away_by_peer
+from .reroute import reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime

@@ -59,31 +59,28 @@ class RoomWaiters:
     stopped): a woken sender tries again from the start (the agent may have moved).
     """
 
-    __slots__ = ("_by_key",)
+    __slots__ = ("by_key",)
 
     def __init__(self) -> None:
-        self._by_key: dict[str, deque[asyncio.Future[None]]] = {}
-
-    @property
-    def by_key(self) -> dict[str, deque[asyncio.Future[None]]]:
-        """Waiters by agent key; empty (falsy) when nobody waits: the drain loop tests
-        it once per message, so it must cost no Python call."""
-        return self._by_key
+        self.by_key: dict[str, deque[asyncio.Future[None]]] = {}
+        """Waiters by agent key; empty (falsy) when nobody waits. A plain attribute, not
+        a property: the drain loop tests it around every message, so it must cost no
+        Python call."""
 
     def __bool__(self) -> bool:
-        return bool(self._by_key)
+        return bool(self.by_key)
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._by_key.values())
+        return sum(len(q) for q in self.by_key.values())
 
     async def wait(self, key: str, clock: Clock, timeout_s: float) -> bool:
         """Wait until the mailbox of ``key`` may have room; ``False`` after ``timeout_s``."""
         if timeout_s <= 0:
             return False
         room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._by_key.get(key)
+        waiting = self.by_key.get(key)
         if waiting is None:
-            waiting = self._by_key[key] = deque()
+            waiting = self.by_key[key] = deque()
         waiting.append(room)
         timer = clock.call_later(timeout_s, room.cancel)
         try:
@@ -94,32 +91,32 @@ class RoomWaiters:
             return False
         finally:
             timer.cancel()
-            waiting = self._by_key.get(key)
+            waiting = self.by_key.get(key)
             if waiting is not None:
                 with contextlib.suppress(ValueError):
                     waiting.remove(room)
                 if not waiting:
-                    del self._by_key[key]
+                    del self.by_key[key]
         return True
 
     def wake_one(self, key: str) -> None:
-        waiting = self._by_key.get(key)
+        waiting = self.by_key.get(key)
         while waiting:
             room = waiting.popleft()
             if not room.done():
                 room.set_result(None)
                 break
         if waiting is not None and not waiting:
-            del self._by_key[key]
+            del self.by_key[key]
 
     def wake_all(self, key: str) -> None:
-        waiting = self._by_key.pop(key, None)
+        waiting = self.by_key.pop(key, None)
         for room in waiting or ():
             if not room.done():
                 room.set_result(None)
 
     def __repr__(self) -> str:
-        return f"<RoomWaiters [{len(self)} waiting for {len(self._by_key)} agents]>"
+        return f"<RoomWaiters [{len(self)} waiting for {len(self.by_key)} agents]>"
 
 
 def report_drop(bus: TelemetryBus, node: str, reason: DropReason, kind: str, key: str,

@@ -27,7 +27,7 @@ from .._wire.errors import error_from_frame
 from .._wire.messages import Cast, Redirect, Reply
 from ..errors import CallTimeout, NodeUnavailable
 from .placement import PLACE
-from .runtime import reroute_delay, turned_away_by_peer
+from .reroute import reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .agent import KindSpec

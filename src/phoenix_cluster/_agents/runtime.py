@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +37,6 @@ from ..errors import (
     ConfigError,
     NodeClosed,
     NodeUnavailable,
-    NoQuorum,
     NotLeader,
     Overloaded,
     PhoenixError,
@@ -54,55 +52,23 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
+from .dedup import DEDUP_WINDOW, REPLICATED_REPLIES, answered, install_handoff, install_replies
 from .flow import DropReason, RoomWaiters, report_drop
 from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
 from .placement import PLACE
+from .reroute import reroute_delay, turned_away
+from .state import StateStore
 
 if TYPE_CHECKING:
-    from .._replication.service import Durability, Replicator
+    from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
     from .agent import Agent
     from .dispatch import Router
     from .placement import PlacementService
 
-__all__ = ["DEDUP_WINDOW", "AgentRuntime", "KindRuntime", "RuntimeStatistics"]
+__all__ = ["AgentRuntime", "KindRuntime", "RuntimeStatistics"]
 
-DEDUP_WINDOW = 256
-"""Request ids of remote calls remembered per agent, so a resent call runs at most once."""
-
-
-
-def turned_away(exc: BaseException) -> bool:
-    """Whether a call failed without running because its agent's partition is changing
-    hands: its old host stopped it (``NotLeader``) or its new leader is still being
-    elected (``NoQuorum``), both definite. Routing it again shortly is safe."""
-    return isinstance(exc, NotLeader | NoQuorum) and exc.definite
-
-
-def turned_away_by_peer(exc: BaseException) -> bool:
-    """:func:`turned_away`, or the peer is shutting down (``NodeClosed``, definite: it
-    ran nothing and its keys belong to others now). For answers from other nodes only:
-    a node's own ``NodeClosed`` means its caller is shutting down too."""
-    return turned_away(exc) or isinstance(exc, NodeClosed)
-
-
-def reroute_delay(attempt: int, remaining_s: float) -> float | None:
-    """Backoff before the ``attempt``-th re-route of a message that did not run (turned
-    away, or redirected round a loop while the views converge): 20 ms doubling, at most
-    0.5 s. ``None`` when the message's ``remaining_s`` cannot cover it: the caller then
-    raises what turned the message away. A call keeps being routed until its deadline,
-    because a partition changing hands (a join, a leave, a failover) takes longer on a
-    loaded machine than any fixed number of tries covers."""
-    delay = min(0.02 * 2.0 ** attempt, 0.5)
-    return delay if delay < remaining_s else None
-
-
-LOCAL = ""
-"""A replication route: this node's own replicator (a node name is never empty)."""
-REPLICATED_REPLIES = 32
-"""Request ids (with replies) of the dedup window committed with each state change, so a
-call resent after a failover still runs at most once."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
 
@@ -164,17 +130,34 @@ class AgentRuntime:
         self.hosts_agents = settings.role == "member"
         self.router: Router | None = None
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
-        self.placement: PlacementService | None = None
-        self.replicator: Replicator | None = None
-        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
         self.active_active = ActiveActive(self)
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
+        self.state = StateStore(self.active_active, self._decode)
+        """Where agent state commits, and its load, commit and rollback (``state.py``)."""
         self._lost_partitions: dict[int, str] = {}
         self._closing = False
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
         self._activations = 0
         self._passivations = 0
+
+    @property
+    def placement(self) -> PlacementService | None:
+        """Homes, pins and moves of agents (``None`` on an embedded node)."""
+        return self.state.placement
+
+    @placement.setter
+    def placement(self, placement: PlacementService | None) -> None:
+        self.state.placement = placement
+
+    @property
+    def replicator(self) -> Replicator | None:
+        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
+        return self.state.replicator
+
+    @replicator.setter
+    def replicator(self, replicator: Replicator | None) -> None:
+        self.state.replicator = replicator
 
     # ----------------------------------------------------------------- calling in
 
@@ -547,7 +530,7 @@ class AgentRuntime:
             if act.queue is queue and not queue:
                 act.queue = None
             act.last_used = self.clock.monotonic()
-            if act.kind.room:
+            if act.kind.room.by_key:
                 # Emptied, moved or stopped: whoever waits for room tries again.
                 act.kind.room.wake_all(act.key)
 
@@ -574,12 +557,12 @@ class AgentRuntime:
             if record is not None:
                 state = record.state
         replies: tuple[tuple[int, bytes], ...] = ()
-        route = self._replication_route(spec, act.key)
+        route = self.state.route(spec, act.key)
         if spec.consistency == "crdt":
             state = await self.active_active.load(spec, act.key, state)
         elif route is not None:
             try:
-                stored = await self._load_committed(spec, act.key, route)
+                stored = await self.state.load(spec, act.key, route)
             except PhoenixError as exc:
                 if record is not None and record.state is not None:
                     kr.passive[act.key] = record.state  # keep the handed-over state
@@ -599,7 +582,7 @@ class AgentRuntime:
                 # (committed first, so the replicas have it before this host serves).
                 try:
                     window = tuple(record.recent[-REPLICATED_REPLIES:])
-                    await self._commit_record(spec, act.key, Record(record.state, window),
+                    await self.state.commit(spec, act.key, Record(record.state, window),
                                               route)
                 except PhoenixError as exc:
                     kr.passive[act.key] = record.state
@@ -614,7 +597,7 @@ class AgentRuntime:
         try:
             agent.__init__()  # type: ignore[misc]
             if state is not None:
-                self._restore(agent, state)
+                self.state.restore(agent, state)
             if spec.consistency == "crdt":
                 self.active_active.fields(spec, agent)  # every field a CRDT, or ConfigError
             if spec.has_on_activate:
@@ -632,9 +615,9 @@ class AgentRuntime:
             return False
         act.agent = agent
         if replies:
-            self._install_replies(act, replies)
+            install_replies(act, replies)
         if record is not None:
-            self._install(act, record)
+            install_handoff(act, record, self.clock.monotonic())
         self._activations += 1
         if self.bus.has_handlers(events.AGENT_STARTED):
             self.bus.execute(
@@ -679,16 +662,16 @@ class AgentRuntime:
                                     self.max_message_bytes)
             state = self._encode(agent.snapshot())
         except asyncio.CancelledError:
-            self._rollback(act)
+            self.state.rollback(act)
             if future is not None and not future.done():
                 future.set_exception(NodeClosed(f"node {self.node_name} stopped mid-message"))
             raise
         except SerializationError as exc:
-            self._rollback(act)
+            self.state.rollback(act)
             self._refuse(act, msg, exc)
             return
         except Exception as exc:
-            self._rollback(act)
+            self.state.rollback(act)
             self._report_failure(act, msg, exc)
             return
         if state != act.committed:
@@ -718,7 +701,7 @@ class AgentRuntime:
                 await result
             state = self._encode(agent.snapshot())
         except Exception as exc:
-            self._rollback(act)
+            self.state.rollback(act)
             self._report_failure(act, msg, exc)
             return
         if state != act.committed and act.kind.spec.consistency == "crdt":
@@ -734,52 +717,6 @@ class AgentRuntime:
 
     # ----------------------------------------------------------------- replication
 
-    def _replication_route(self, spec: KindSpec, key: str) -> str | None:
-        """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
-        the key's partition, or elects itself), the name of the key's home (agents
-        hosted here away from it: a policy-placed kind, or a hash agent moved here by
-        ``migrate``; the home leads the partition and checks this node is the host), or
-        ``None``: not replicated (``durability="none"``, crdt kinds, no replicator).
-
-        A hash agent handed here while views of the ring disagree (a join or a leave in
-        progress: this node does not see itself as the home yet) commits through this
-        node's replicator when this node is one of the key's replicas, else through the
-        home: an acknowledged change is always on a majority of replicas."""
-        replicator = self.replicator
-        if replicator is None or spec.durability == "none" or spec.consistency == "crdt":
-            return None
-        placement = self.placement
-        if placement is None:
-            return LOCAL
-        k = (spec.name, key)
-        if spec.hashed and (k not in placement.pinned_here
-                            or (k not in placement.proxied
-                                and replicator.replicates(spec.name, key))):
-            return LOCAL
-        home = placement.home(spec.name, key)
-        return LOCAL if home is None or home == placement.self_name else home
-
-    def _replicated_here(self, spec: KindSpec, key: str) -> bool:
-        """Replicated, and through this node's own replicator (it leads the partition)."""
-        return self._replication_route(spec, key) == LOCAL
-
-    async def _load_committed(self, spec: KindSpec, key: str, route: str) -> Record | None:
-        if route == LOCAL:
-            assert self.replicator is not None
-            return await self.replicator.load(spec.name, key)
-        assert self.placement is not None
-        return await self.placement.remote_load(route, spec.name, key)
-
-    async def _commit_record(self, spec: KindSpec, key: str, record: Record,
-                             route: str) -> None:
-        durability: Durability = "async" if spec.durability == "async" else "quorum"
-        if route == LOCAL:
-            assert self.replicator is not None
-            await self.replicator.commit(spec.name, key, record, durability)
-        else:
-            assert self.placement is not None
-            await self.placement.remote_commit(route, spec.name, key, record, durability)
-
     async def _commit(self, act: Activation, state: bytes, request_id: int, reply: bytes,
                       future: asyncio.Future[bytes] | None, msg: Message | None) -> bool:
         """Commit ``state`` (and the dedup window) before the message's effects show.
@@ -793,15 +730,15 @@ class AgentRuntime:
         that is not replicated.
         """
         spec = act.kind.spec
-        route = self._replication_route(spec, act.key)
+        route = self.state.route(spec, act.key)
         if route is None:
             return True  # not replicated: the state stays in this activation
-        replies = self._window(act, request_id, reply)
+        replies = self.state.window(act, request_id, reply)
         try:
-            await self._commit_record(spec, act.key, Record(state, replies), route)
+            await self.state.commit(spec, act.key, Record(state, replies), route)
         except PhoenixError as exc:
             _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
-            self._rollback(act)
+            self.state.rollback(act)
             again = [msg] if msg is not None and future is None and exc.definite else []
             self._stop_here(act, "its state could not be committed", again)
             if future is not None and not future.done():
@@ -809,50 +746,6 @@ class AgentRuntime:
                 future.set_exception(exc)
             return False
         return True
-
-    def _window(self, act: Activation, request_id: int,
-                reply: bytes) -> tuple[tuple[int, bytes], ...]:
-        """The last ``REPLICATED_REPLIES`` answered request ids, this message's included."""
-        recent = act.recent
-        if not recent:
-            return ()
-        out: list[tuple[int, bytes]] = []
-        if request_id in recent:
-            out.append((request_id, reply))
-        for rid in reversed(recent):
-            if len(out) >= REPLICATED_REPLIES:
-                break
-            f = recent[rid]
-            if rid != request_id and f.done() and not f.cancelled() and f.exception() is None:
-                out.append((rid, f.result()))
-        out.reverse()
-        return tuple(out)
-
-    def _install_replies(self, act: Activation, replies: tuple[tuple[int, bytes], ...]) -> None:
-        """Restore the replicated dedup window, and answer from it the resent calls that
-        queued while the agent was activating (they ran before the failover)."""
-        loop = asyncio.get_running_loop()
-        recent = act.recent if act.recent is not None else {}
-        answered = dict(replies)
-        for rid, reply in replies:
-            done: asyncio.Future[bytes] = loop.create_future()
-            done.set_result(reply)
-            recent[rid] = done
-        act.recent = recent
-        queue = act.queue
-        if not queue:
-            return
-        kept = []
-        for m in queue:
-            future = m.future
-            if m.fn is None and future is not None and m.request_id in answered:
-                if not future.done():
-                    future.set_result(answered[m.request_id])
-                continue
-            kept.append(m)
-        if len(kept) != len(queue):
-            queue.clear()
-            queue.extend(kept)
 
     def _stop_here(self, act: Activation, why: str, again: list[Message] | None = None) -> None:
         """Stop an agent here without keeping its state (the replicas have it). Calls
@@ -919,7 +812,7 @@ class AgentRuntime:
                 continue
             for key in [*kr.activations, *kr.passive]:
                 reason = lost.get(partition_of(key_hash(spec.name, key)))
-                if reason is None or not self._replicated_here(spec, key):
+                if reason is None or not self.state.replicated_here(spec, key):
                     continue
                 if reason == "moved" and placement is not None and not placement.leaving:
                     # The rebalancer hands it to its new home (a migration, which keeps
@@ -944,25 +837,10 @@ class AgentRuntime:
         try:
             await self.active_active.commit(act, agent, act.committed)
         except ConfigError as exc:
-            self._rollback(act)
+            self.state.rollback(act)
             self._report_failure(act, msg, exc)
             return False
         return True
-
-    def _restore(self, agent: Agent, state: bytes) -> None:
-        spec = agent._phx_act.kind.spec
-        if spec.consistency == "crdt":
-            self.active_active.restore(agent, spec, state)
-        else:
-            agent.restore(self._decode(state))
-
-    def _rollback(self, act: Activation) -> None:
-        agent = act.agent
-        assert agent is not None
-        try:
-            self._restore(agent, act.committed)
-        except Exception:  # pragma: no cover - restore() of a user override broke
-            _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
 
     def _report_failure(self, act: Activation, msg: Message, exc: Exception) -> None:
         error = AgentError.from_exception(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
@@ -1090,7 +968,7 @@ class AgentRuntime:
                 await act.agent.on_deactivate()
                 act.committed = self._encode(act.agent.snapshot())
             except Exception as exc:
-                self._rollback(act)
+                self.state.rollback(act)
                 _log.warning("on_deactivate of %s/%s failed: %r", kr.spec.name, act.key, exc)
             self._finish_passivation(act, reason)
 
@@ -1185,10 +1063,7 @@ class AgentRuntime:
         if queue:
             queue.clear()
         now = self.clock.monotonic()
-        recent = [
-            (rid, f.result()) for rid, f in (act.recent or {}).items()
-            if f.done() and not f.cancelled() and f.exception() is None
-        ]
+        recent = answered(act)
         queued: list[QueuedMessage] = []
         waiters: list[Message] = []
         for m in pending:
@@ -1218,51 +1093,6 @@ class AgentRuntime:
             )
         return waiters
 
-    def _install(self, act: Activation, record: HandoffRecord) -> None:
-        """Continue an agent handed over from another node: its dedup window, then its
-        queued messages ahead of those that reached this node directly (which are merged
-        with them when they carry the same request id)."""
-        loop = asyncio.get_running_loop()
-        now = self.clock.monotonic()
-        recent = act.recent if act.recent is not None else {}
-        results: dict[int, bytes] = {}
-        for rid, reply in record.recent:
-            done: asyncio.Future[bytes] = loop.create_future()
-            done.set_result(reply)
-            recent[rid] = done
-            results[rid] = reply
-        transferred: list[Message] = []
-        by_id: dict[int, asyncio.Future[bytes]] = {}
-        for q in record.queued:
-            future: asyncio.Future[bytes] | None = None
-            if q.wants_reply:
-                future = loop.create_future()
-                by_id[q.request_id] = recent[q.request_id] = future
-            transferred.append(Message(q.method, q.payload, future,
-                                       now + q.timeout_ms / 1000, q.request_id))
-        if recent:
-            act.recent = recent
-        queue = act.queue
-        if queue is None:
-            if transferred:
-                act.queue = deque(transferred)
-            return
-        kept: list[Message] = []
-        for m in queue:
-            future = m.future
-            if future is not None and m.fn is None:
-                first = by_id.get(m.request_id)
-                if first is not None:
-                    _chain(first, future)
-                    continue
-                if m.request_id in results:
-                    if not future.done():
-                        future.set_result(results[m.request_id])
-                    continue
-            kept.append(m)
-        queue.clear()
-        queue.extend(transferred)
-        queue.extend(kept)
 
     # ----------------------------------------------------------------- shutdown
 
@@ -1338,22 +1168,6 @@ def _stopper(runtime: AgentRuntime, act: Activation, reason: str) -> Callable[[]
 
 def _noop() -> None:
     """The message that only makes an agent active (``ensure_active``)."""
-
-
-def _chain(first: asyncio.Future[bytes], second: asyncio.Future[bytes]) -> None:
-    """Settle ``second`` as ``first`` settles (one run answers a duplicate request)."""
-
-    def copy(done: asyncio.Future[bytes]) -> None:
-        if second.done():
-            return
-        if done.cancelled():
-            second.cancel()
-        elif (exc := done.exception()) is not None:
-            second.set_exception(exc)
-        else:
-            second.set_result(done.result())
-
-    first.add_done_callback(copy)
 
 
 def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: str) -> None:

@@ -1,0 +1,37 @@
+"""When a message turned away by a changing partition is routed again, and how soon.
+
+A partition changes hands on a join, a leave or a failover. A call that reaches the old
+host or a leader still being elected is refused before it runs (definite), so the sender
+may route it again: the caller side (``runtime.py``), the router (``dispatch.py``) and
+remote casts (``remote_cast.py``) share these rules. Imports nothing of the agent layer.
+"""
+
+from __future__ import annotations
+
+from ..errors import NodeClosed, NoQuorum, NotLeader
+
+__all__ = ["reroute_delay", "turned_away", "turned_away_by_peer"]
+
+def turned_away(exc: BaseException) -> bool:
+    """Whether a call failed without running because its agent's partition is changing
+    hands: its old host stopped it (``NotLeader``) or its new leader is still being
+    elected (``NoQuorum``), both definite. Routing it again shortly is safe."""
+    return isinstance(exc, NotLeader | NoQuorum) and exc.definite
+
+
+def turned_away_by_peer(exc: BaseException) -> bool:
+    """:func:`turned_away`, or the peer is shutting down (``NodeClosed``, definite: it
+    ran nothing and its keys belong to others now). For answers from other nodes only:
+    a node's own ``NodeClosed`` means its caller is shutting down too."""
+    return turned_away(exc) or isinstance(exc, NodeClosed)
+
+
+def reroute_delay(attempt: int, remaining_s: float) -> float | None:
+    """Backoff before the ``attempt``-th re-route of a message that did not run (turned
+    away, or redirected round a loop while the views converge): 20 ms doubling, at most
+    0.5 s. ``None`` when the message's ``remaining_s`` cannot cover it: the caller then
+    raises what turned the message away. A call keeps being routed until its deadline,
+    because a partition changing hands (a join, a leave, a failover) takes longer on a
+    loaded machine than any fixed number of tries covers."""
+    delay = min(0.02 * 2.0 ** attempt, 0.5)
+    return delay if delay < remaining_s else None

@@ -1,0 +1,144 @@
+"""Agent state: where it commits, and how it is loaded, committed and rolled back.
+
+An activation's ``committed`` bytes are the codec's encoding of the agent's state after
+the last message that succeeded. This module is the seam between those bytes and
+whatever keeps them beyond the activation:
+
+- :meth:`StateStore.route`: whether a kind's changes replicate, and through which node
+  (this node's replicator, or the key's home for an agent hosted away from it);
+- :meth:`StateStore.load` / :meth:`StateStore.commit`: the replicas' newest record, and
+  a new one (state plus the replicated reply window, :meth:`StateStore.window`);
+- :meth:`StateStore.restore` / :meth:`StateStore.rollback`: put bytes back into an agent
+  (a failed handler returns to its committed state; crdt kinds merge instead,
+  ``active_active.py``).
+
+What a message's outcome does with a failed commit (stop the agent here, fail or route
+its queued messages again) is the host's decision (``runtime.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._replication.types import Record
+from .active_active import ActiveActive
+from .agent import Agent, KindSpec
+from .dedup import REPLICATED_REPLIES
+from .mailbox import Activation
+
+if TYPE_CHECKING:
+    from .._replication.service import Durability, Replicator
+    from .placement import PlacementService
+
+__all__ = ["LOCAL", "StateStore"]
+
+LOCAL = ""
+"""A replication route: this node's own replicator (a node name is never empty)."""
+
+_log = logging.getLogger("phoenix_cluster.agents")
+
+
+class StateStore:
+    """Loads, commits, restores and rolls back the state of this node's agents."""
+
+    __slots__ = ("_decode", "active_active", "placement", "replicator")
+
+    def __init__(self, active_active: ActiveActive, decode: Callable[[bytes], Any]) -> None:
+        self.active_active = active_active
+        self._decode = decode
+        self.replicator: Replicator | None = None
+        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
+        self.placement: PlacementService | None = None
+        """Homes and pins of agents (a node that talks to others; ``None`` embedded)."""
+
+    def route(self, spec: KindSpec, key: str) -> str | None:
+        """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
+        the key's partition, or elects itself), the name of the key's home (agents
+        hosted here away from it: a policy-placed kind, or a hash agent moved here by
+        ``migrate``; the home leads the partition and checks this node is the host), or
+        ``None``: not replicated (``durability="none"``, crdt kinds, no replicator).
+
+        A hash agent handed here while views of the ring disagree (a join or a leave in
+        progress: this node does not see itself as the home yet) commits through this
+        node's replicator when this node is one of the key's replicas, else through the
+        home: an acknowledged change is always on a majority of replicas."""
+        replicator = self.replicator
+        if replicator is None or spec.durability == "none" or spec.consistency == "crdt":
+            return None
+        placement = self.placement
+        if placement is None:
+            return LOCAL
+        k = (spec.name, key)
+        if spec.hashed and (k not in placement.pinned_here
+                            or (k not in placement.proxied
+                                and replicator.replicates(spec.name, key))):
+            return LOCAL
+        home = placement.home(spec.name, key)
+        return LOCAL if home is None or home == placement.self_name else home
+
+    def replicated_here(self, spec: KindSpec, key: str) -> bool:
+        """Replicated, and through this node's own replicator (it leads the partition)."""
+        return self.route(spec, key) == LOCAL
+
+    async def load(self, spec: KindSpec, key: str, route: str) -> Record | None:
+        """The newest committed record of the agent (``None``: nothing committed yet)."""
+        if route == LOCAL:
+            assert self.replicator is not None
+            return await self.replicator.load(spec.name, key)
+        assert self.placement is not None
+        return await self.placement.remote_load(route, spec.name, key)
+
+    async def commit(self, spec: KindSpec, key: str, record: Record, route: str) -> None:
+        """Commit ``record`` through ``route`` (a quorum of replicas, or their leader's
+        log for ``durability="async"``).
+
+        Raises:
+            PhoenixError: not committed (``NoQuorum``, ``NotLeader``, ...; each says
+                whether anything may have been stored).
+        """
+        durability: Durability = "async" if spec.durability == "async" else "quorum"
+        if route == LOCAL:
+            assert self.replicator is not None
+            await self.replicator.commit(spec.name, key, record, durability)
+        else:
+            assert self.placement is not None
+            await self.placement.remote_commit(route, spec.name, key, record, durability)
+
+    @staticmethod
+    def window(act: Activation, request_id: int,
+               reply: bytes) -> tuple[tuple[int, bytes], ...]:
+        """The last ``REPLICATED_REPLIES`` answered request ids, this message's included
+        (committed with the state, so a call resent after a failover runs once)."""
+        recent = act.recent
+        if not recent:
+            return ()
+        out: list[tuple[int, bytes]] = []
+        if request_id in recent:
+            out.append((request_id, reply))
+        for rid in reversed(recent):
+            if len(out) >= REPLICATED_REPLIES:
+                break
+            f = recent[rid]
+            if rid != request_id and f.done() and not f.cancelled() and f.exception() is None:
+                out.append((rid, f.result()))
+        out.reverse()
+        return tuple(out)
+
+    def restore(self, agent: Agent, state: bytes) -> None:
+        """Put committed ``state`` into ``agent`` (crdt kinds: field by field)."""
+        spec = agent._phx_act.kind.spec
+        if spec.consistency == "crdt":
+            self.active_active.restore(agent, spec, state)
+        else:
+            agent.restore(self._decode(state))
+
+    def rollback(self, act: Activation) -> None:
+        """Return ``act``'s agent to its committed state (after a failed message)."""
+        agent = act.agent
+        assert agent is not None
+        try:
+            self.restore(agent, act.committed)
+        except Exception:  # pragma: no cover - restore() of a user override broke
+            _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
