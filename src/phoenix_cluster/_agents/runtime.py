@@ -43,6 +43,7 @@ from ..errors import (
     PhoenixInternalError,
     SerializationError,
 )
+from .activation import Activator
 from .active_active import ActiveActive
 from .agent import KindSpec, MethodSpec
 from .arguments import (
@@ -52,7 +53,7 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
-from .dedup import DEDUP_WINDOW, REPLICATED_REPLIES, answered, install_handoff, install_replies
+from .dedup import DEDUP_WINDOW, answered
 from .flow import DropReason, RoomWaiters, report_drop
 from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
@@ -63,7 +64,6 @@ from .state import StateStore
 if TYPE_CHECKING:
     from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
-    from .agent import Agent
     from .dispatch import Router
     from .placement import PlacementService
 
@@ -134,11 +134,13 @@ class AgentRuntime:
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
         self.state = StateStore(self.active_active, self._decode)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
+        self.activator = Activator(self.state, self.clock, bus, self.node_name, self._encode,
+                                   self._fail_queued, self._cancel_timers)
+        """Creates and restores agents (``activation.py``)."""
         self._lost_partitions: dict[int, str] = {}
         self._closing = False
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
-        self._activations = 0
         self._passivations = 0
 
     @property
@@ -498,7 +500,7 @@ class AgentRuntime:
         """Run queued messages one at a time until the mailbox is empty, then exit."""
         queue = act.queue
         try:
-            if act.agent is None and not await self._activate(act):
+            if act.agent is None and not await self.activator.activate(act):
                 return
             room = act.kind.room
             waiting = room.by_key
@@ -534,99 +536,6 @@ class AgentRuntime:
                 # Emptied, moved or stopped: whoever waits for room tries again.
                 act.kind.room.wake_all(act.key)
 
-    async def _activate(self, act: Activation) -> bool:
-        """Create or restore the agent; on failure, fail its queued messages."""
-        kr = act.kind
-        spec = kr.spec
-        started = self.clock.monotonic()
-        state = kr.passive.pop(act.key, None)
-        record: HandoffRecord | None = None
-        if state is None and self.placement is not None:
-            try:
-                record = await self.placement.before_activate(spec, act.key)
-            except PhoenixError as exc:
-                if spec.consistency != "crdt":
-                    if kr.activations.get(act.key) is act:
-                        del kr.activations[act.key]
-                    self._fail_queued(act, exc, "activation_failed")
-                    return False
-                # Merged, not fenced: a holder that did not answer may keep running its
-                # copy; anti-entropy joins the two.
-                _log.info("%s/%s activates without its last holder: %s",
-                          spec.name, act.key, exc.message)
-            if record is not None:
-                state = record.state
-        replies: tuple[tuple[int, bytes], ...] = ()
-        route = self.state.route(spec, act.key)
-        if spec.consistency == "crdt":
-            state = await self.active_active.load(spec, act.key, state)
-        elif route is not None:
-            try:
-                stored = await self.state.load(spec, act.key, route)
-            except PhoenixError as exc:
-                if record is not None and record.state is not None:
-                    kr.passive[act.key] = record.state  # keep the handed-over state
-                elif state is not None:
-                    kr.passive[act.key] = state
-                if kr.activations.get(act.key) is act:
-                    del kr.activations[act.key]
-                self._fail_queued(act, exc, "activation_failed")
-                return False
-            if stored is not None:
-                # The replicas' newest committed state wins over any handed-over copy:
-                # every host replicates what it acknowledges, so a copy is never newer,
-                # and it is older when its host was fenced.
-                state, replies = stored.state, stored.replies
-            elif record is not None and record.pinned and record.state is not None:
-                # Nothing committed yet, but the host off its home held a state: keep it
-                # (committed first, so the replicas have it before this host serves).
-                try:
-                    window = tuple(record.recent[-REPLICATED_REPLIES:])
-                    await self.state.commit(spec, act.key, Record(record.state, window),
-                                              route)
-                except PhoenixError as exc:
-                    kr.passive[act.key] = record.state
-                    if kr.activations.get(act.key) is act:
-                        del kr.activations[act.key]
-                    self._fail_queued(act, exc, "activation_failed")
-                    return False
-            elif record is not None and not record.pinned:
-                state = None  # nothing committed: what the old host held never was
-        agent: Agent = spec.cls.__new__(spec.cls)
-        agent._phx_act = act
-        try:
-            agent.__init__()  # type: ignore[misc]
-            if state is not None:
-                self.state.restore(agent, state)
-            if spec.consistency == "crdt":
-                self.active_active.fields(spec, agent)  # every field a CRDT, or ConfigError
-            if spec.has_on_activate:
-                await agent.on_activate()
-            act.committed = self._encode(agent.snapshot())
-        except Exception as exc:
-            if state is not None:
-                kr.passive[act.key] = state  # a failed activation must not lose state
-            if kr.activations.get(act.key) is act:
-                del kr.activations[act.key]
-            _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
-            where = f"activation of {spec.name}/{act.key}"
-            self._fail_queued(act, AgentError.from_exception(exc, where), "activation_failed")
-            self._cancel_timers(act)
-            return False
-        act.agent = agent
-        if replies:
-            install_replies(act, replies)
-        if record is not None:
-            install_handoff(act, record, self.clock.monotonic())
-        self._activations += 1
-        if self.bus.has_handlers(events.AGENT_STARTED):
-            self.bus.execute(
-                events.AGENT_STARTED,
-                {"duration": self.clock.monotonic() - started},
-                {"node": self.node_name, "kind": spec.name, "key": act.key,
-                 "restored": state is not None},
-            )
-        return True
 
     async def _handle(self, act: Activation, msg: Message) -> None:
         future = msg.future
@@ -1147,7 +1056,7 @@ class AgentRuntime:
             busy_agents=sum(1 for a in acts if a.task is not None),
             queued_messages=sum(len(a.queue) for a in acts if a.queue),
             messages_handled=self._messages_handled,
-            activations=self._activations,
+            activations=self.activator.count,
             passivations=self._passivations,
         )
 
