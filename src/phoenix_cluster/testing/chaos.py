@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -39,8 +39,10 @@ from .chaos_agents import ChaosCounter
 
 __all__ = [
     "CHAOS_IMPORTS",
+    "FAULTS",
     "ChaosReport",
     "History",
+    "Nemesis",
     "Verdict",
     "check",
     "judge",
@@ -206,9 +208,23 @@ def judge(states: dict[str, dict[str, object] | str], history: History) -> Verdi
     return out
 
 
-class _Nemesis:
+FAULTS = ("kill", "pause", "restart", "roll", "isolate")
+"""What the nemesis can do: SIGKILL, SIGSTOP, SIGTERM and start again, a roll of every
+node, cutting one node off the network (root and iptables only)."""
+
+
+class Nemesis:
+    """Strikes a :class:`LocalCluster` with one fault of ``kinds`` at a time and heals.
+
+    ``isolate`` is left out where network faults are unavailable (``no_network_faults``
+    says why)."""
+
     def __init__(self, cluster: LocalCluster, client: phx.Node, rng: random.Random,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], kinds: Sequence[str] = FAULTS) -> None:
+        unknown = set(kinds) - set(FAULTS)
+        if unknown or not kinds:
+            raise ValueError(f"faults must be some of {', '.join(FAULTS)}, got "
+                             f"{', '.join(sorted(unknown)) or 'none'}")
         self.cluster = cluster
         self.client = client
         self.rng = rng
@@ -218,6 +234,10 @@ class _Nemesis:
         self._silent: list[str] = []
         self.no_network_faults = LocalCluster.network_faults_unavailable()
         self.network = self.no_network_faults is None
+        self.kinds = [k for k in FAULTS if k in kinds and (k != "isolate" or self.network)]
+        if not self.kinds:
+            raise ValueError(f"isolate is the only fault asked for and it is unavailable: "
+                             f"{self.no_network_faults}")
 
     async def revive(self) -> None:
         """Restart every node that exited (killed, or downed by split-brain), heal."""
@@ -282,8 +302,7 @@ class _Nemesis:
 
     async def strike(self) -> None:
         cluster, rng = self.cluster, self.rng
-        kinds = ["kill", "pause", "restart", "roll"] + (["isolate"] if self.network else [])
-        kind = rng.choice(kinds)
+        kind = rng.choice(self.kinds)
         index = rng.randrange(len(cluster.nodes))
         name = cluster.nodes[index].name
         hold = rng.uniform(0.5, 3.0)
@@ -314,14 +333,30 @@ class _Nemesis:
         await self.revive()
         self.say("nemesis: healed")
 
+    async def run(self, seconds: float, pause_between_s: float,
+                  progress: Callable[[], str]) -> None:
+        """Strike, heal and wait ``pause_between_s``, again and again for ``seconds``;
+        after each heal say ``progress()``."""
+        if "isolate" not in self.kinds and self.no_network_faults is not None:
+            self.say(f"nemesis: no isolation: {self.no_network_faults}")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            await asyncio.sleep(pause_between_s)
+            if loop.time() >= end:
+                break
+            await self.strike()
+            self.say(progress())
+
 
 async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24,
                     workers: int = 8, pause_between_s: float = 2.0,
-                    data_dir: str | None = None,
+                    data_dir: str | None = None, faults: Sequence[str] = FAULTS,
                     say: Callable[[str], None] | None = None) -> ChaosReport:
     """Run the workload for ``seconds`` under the nemesis, heal, check; see the module
     docstring. ``seed`` fixes every random choice (keys, faults, victims, durations).
-    With ``data_dir`` the nodes keep their replicas there (restarts reload them)."""
+    With ``data_dir`` the nodes keep their replicas there (restarts reload them);
+    ``faults`` are the kinds the nemesis picks from (:data:`FAULTS`)."""
     rng = random.Random(seed)
     tell = say if say is not None else _log.info
     names = [f"chaos-{i}" for i in range(keys)]
@@ -331,18 +366,10 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
         client = await cluster.client(listen=None)
         stop = asyncio.Event()
         tasks = start_writers(client, names, history, stop, rng, workers)
-        nemesis = _Nemesis(cluster, client, random.Random(rng.random()), tell)
-        if nemesis.no_network_faults is not None:
-            tell(f"nemesis: kills and pauses only, no isolation: {nemesis.no_network_faults}")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
+        nemesis = Nemesis(cluster, client, random.Random(rng.random()), tell, faults)
         try:
-            while loop.time() < end:
-                await asyncio.sleep(pause_between_s)
-                if loop.time() >= end:
-                    break
-                await nemesis.strike()
-                tell(f"operations so far: {history.counts()}")
+            await nemesis.run(seconds, pause_between_s,
+                              lambda: f"operations so far: {history.counts()}")
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

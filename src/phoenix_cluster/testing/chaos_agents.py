@@ -1,10 +1,10 @@
-"""The agent kind the chaos checker drives (imported by the cluster's node processes)."""
+"""The agent kinds the chaos checkers drive (imported by the cluster's node processes)."""
 
 from __future__ import annotations
 
 import phoenix_cluster as phx
 
-__all__ = ["ChaosCounter"]
+__all__ = ["ChaosCounter", "ChaosRegister"]
 
 
 class ChaosCounter(phx.Agent, kind="phoenix.chaos.counter"):
@@ -21,3 +21,23 @@ class ChaosCounter(phx.Agent, kind="phoenix.chaos.counter"):
 
     async def read(self) -> dict[str, object]:
         return {"total": self.total, "items": self.items}
+
+
+class ChaosRegister(phx.Agent, kind="phoenix.chaos.register"):
+    """One register: read, write, compare-and-set (checked for linearizability)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    async def read(self) -> int | None:
+        return self.value
+
+    async def write(self, value: int) -> None:
+        self.value = value
+
+    async def cas(self, expected: int | None, new: int) -> bool:
+        """Set ``new`` if the value is ``expected``; whether it did."""
+        if self.value != expected:
+            return False
+        self.value = new
+        return True

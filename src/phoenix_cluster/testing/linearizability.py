@@ -294,4 +294,4 @@ def check_history(ops: Iterable[Op], *, initial: int | None = None,
     for op in ops:
         by_key.setdefault(op.key, []).append(op)
     return {key: check_key(key_ops, initial=initial, max_steps=max_steps)
-            for key, key_ops in sorted(by_key.items())}
+            for key, key_ops in by_key.items()}
