@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import phoenix_cluster as phx
-
+from .._node import Node
+from ..errors import PhoenixError
 from ._local_cluster import LocalCluster
 from .chaos import CHAOS_IMPORTS, FAULTS, Nemesis
 from .chaos_agents import ChaosRegister
@@ -145,7 +145,7 @@ def lost_writes(history: list[Op]) -> dict[str, int]:
 class RegisterWorkload:
     """Clients of ``slots`` registers at a time, each replaced after ``ops_per_key``."""
 
-    def __init__(self, client: phx.Node, *, slots: int, ops_per_key: int,
+    def __init__(self, client: Node, *, slots: int, ops_per_key: int,
                  timeout_s: float = 2.0) -> None:
         self.client = client
         self.ops_per_key = ops_per_key
@@ -186,7 +186,7 @@ class RegisterWorkload:
             else:
                 assert value is not None
                 output = await ref.cas(expected, value)
-        except phx.PhoenixError as exc:
+        except PhoenixError as exc:
             self.errors[type(exc).__name__] += 1
             # A definite error ends the operation; an indefinite one never does.
             complete = time.monotonic() - self._t0 if exc.definite else None
