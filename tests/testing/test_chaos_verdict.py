@@ -1,9 +1,12 @@
 """The chaos checker's verdict reports what it must: an injected loss, an injected
-phantom, a duplicate, a definitely failed add that ran, a total out of bounds."""
+phantom, a duplicate, a definitely failed add that ran, a total out of bounds; the
+nemesis refuses fault kinds it does not know."""
 
 from __future__ import annotations
 
-from phoenix_cluster.testing.chaos import History, judge
+import pytest
+
+from phoenix_cluster.testing.chaos import History, choose_faults, judge
 
 
 def history() -> History:
@@ -40,3 +43,12 @@ def test_duplicates_failed_adds_and_bad_totals_are_reported() -> None:
 def test_a_key_that_never_answered_is_a_violation() -> None:
     verdict = judge({"k": "no quorum"}, history())
     assert verdict.violations == ["k: never answered after the heal (no quorum)"]
+
+
+def test_the_nemesis_refuses_unknown_fault_kinds_and_skips_unavailable_isolation() -> None:
+    with pytest.raises(ValueError, match="faults must be some of kill, pause"):
+        choose_faults(["kill", "flood"], None)
+    assert choose_faults(["pause", "kill", "isolate"], None) == ["kill", "pause", "isolate"]
+    assert choose_faults(["pause", "isolate"], "no iptables") == ["pause"]
+    with pytest.raises(ValueError, match=r"isolate .* unavailable: no iptables"):
+        choose_faults(["isolate"], "no iptables")

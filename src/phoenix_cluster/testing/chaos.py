@@ -45,6 +45,7 @@ __all__ = [
     "Nemesis",
     "Verdict",
     "check",
+    "choose_faults",
     "judge",
     "run_chaos",
     "start_writers",
@@ -213,6 +214,24 @@ FAULTS = ("kill", "pause", "restart", "roll", "isolate")
 node, cutting one node off the network (root and iptables only)."""
 
 
+def choose_faults(kinds: Sequence[str], no_network_faults: str | None) -> list[str]:
+    """The fault kinds a nemesis uses, in :data:`FAULTS` order: ``kinds`` without
+    ``isolate`` when network faults are unavailable (``no_network_faults`` says why).
+
+    Raises:
+        ValueError: a kind that is not one of :data:`FAULTS`, or none left to use.
+    """
+    unknown = set(kinds) - set(FAULTS)
+    if unknown or not kinds:
+        raise ValueError(f"faults must be some of {', '.join(FAULTS)}, got "
+                         f"{', '.join(sorted(unknown)) or 'none'}")
+    chosen = [k for k in FAULTS if k in kinds and (k != "isolate" or no_network_faults is None)]
+    if not chosen:
+        raise ValueError(f"isolate is the only fault asked for and it is unavailable: "
+                         f"{no_network_faults}")
+    return chosen
+
+
 class Nemesis:
     """Strikes a :class:`LocalCluster` with one fault of ``kinds`` at a time and heals.
 
@@ -221,10 +240,6 @@ class Nemesis:
 
     def __init__(self, cluster: LocalCluster, client: phx.Node, rng: random.Random,
                  say: Callable[[str], None], kinds: Sequence[str] = FAULTS) -> None:
-        unknown = set(kinds) - set(FAULTS)
-        if unknown or not kinds:
-            raise ValueError(f"faults must be some of {', '.join(FAULTS)}, got "
-                             f"{', '.join(sorted(unknown)) or 'none'}")
         self.cluster = cluster
         self.client = client
         self.rng = rng
@@ -234,10 +249,7 @@ class Nemesis:
         self._silent: list[str] = []
         self.no_network_faults = LocalCluster.network_faults_unavailable()
         self.network = self.no_network_faults is None
-        self.kinds = [k for k in FAULTS if k in kinds and (k != "isolate" or self.network)]
-        if not self.kinds:
-            raise ValueError(f"isolate is the only fault asked for and it is unavailable: "
-                             f"{self.no_network_faults}")
+        self.kinds = choose_faults(kinds, self.no_network_faults)
 
     async def revive(self) -> None:
         """Restart every node that exited (killed, or downed by split-brain), heal."""

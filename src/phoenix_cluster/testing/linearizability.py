@@ -57,7 +57,7 @@ DEFAULT_MAX_STEPS = 2_000_000
 """Search steps per key before it is reported undecided (seconds of CPU, not minutes)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op:
     """One operation on a register, as a client saw it.
 
