@@ -33,7 +33,7 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",
         "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
         "_membership/joining.py", "_coordination/permits.py",
-        "_coordination/barrier_state.py"]
+        "_coordination/barrier_state.py", "_coordination/saga_state.py"]
 
 
 def _top(module: Path) -> str:

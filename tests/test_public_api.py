@@ -11,16 +11,19 @@ PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
     "BarrierMismatch", "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError",
     "IndefiniteError", "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoQuorum", "Node",
-    "NodeClosed", "NodeUnavailable", "NotHolder", "NotLeader", "Overloaded", "PhoenixError",
-    "PhoenixInternalError", "ProtocolError", "Registration", "Scored", "SemaphoreMismatch",
-    "SerializationError", "Settings", "StaleToken", "StorageError", "Supervisor",
-    "SupervisorEscalation", "__version__", "coordination", "crdt", "telemetry",
+    "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader", "Overloaded",
+    "PhoenixError", "PhoenixInternalError", "ProtocolError", "Registration", "SagaAborted",
+    "Scored", "SemaphoreMismatch", "SerializationError", "Settings", "StaleToken",
+    "StorageError", "Supervisor", "SupervisorEscalation", "__version__", "coordination",
+    "crdt", "telemetry",
 ]
 
-# phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers.
+# phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers, sagas.
 COORDINATION = [
     "BarrierAgent", "FencedResource", "LeaderElection", "Lease", "LeaseAgent", "Refs",
-    "SemaphoreAgent", "acquire", "acquire_permit", "barrier", "check_token", "elect", "lock",
+    "SagaAgent", "SagaReport", "SagaStep", "SemaphoreAgent", "StepLog", "acquire",
+    "acquire_permit",
+    "barrier", "check_token", "elect", "lock", "run_saga", "saga_status",
 ]
 
 
@@ -79,7 +82,7 @@ def test_coordination_namespace() -> None:
     # every node process imports phoenix_cluster, so every node can host these kinds
     assert coordination.LeaseAgent._phx_spec.name == "phoenix.coordination.lease"
     for cls in (phx.LeaseHeld, phx.NotHolder, phx.StaleToken, phx.SemaphoreMismatch,
-                phx.BarrierMismatch):
+                phx.BarrierMismatch, phx.NotIdempotent, phx.SagaAborted):
         assert issubclass(cls, phx.DefiniteError)
         assert cls("x").definite is True
         assert type(errors.error_from_code(cls.code, "m")) is cls

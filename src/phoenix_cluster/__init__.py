@@ -47,11 +47,13 @@ from .errors import NodeClosed as NodeClosed
 from .errors import NodeUnavailable as NodeUnavailable
 from .errors import NoQuorum as NoQuorum
 from .errors import NotHolder as NotHolder
+from .errors import NotIdempotent as NotIdempotent
 from .errors import NotLeader as NotLeader
 from .errors import Overloaded as Overloaded
 from .errors import PhoenixError as PhoenixError
 from .errors import PhoenixInternalError as PhoenixInternalError
 from .errors import ProtocolError as ProtocolError
+from .errors import SagaAborted as SagaAborted
 from .errors import SemaphoreMismatch as SemaphoreMismatch
 from .errors import SerializationError as SerializationError
 from .errors import StaleToken as StaleToken
@@ -79,12 +81,14 @@ __all__ = [
     "NodeClosed",
     "NodeUnavailable",
     "NotHolder",
+    "NotIdempotent",
     "NotLeader",
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
     "Registration",
+    "SagaAborted",
     "Scored",
     "SemaphoreMismatch",
     "SerializationError",

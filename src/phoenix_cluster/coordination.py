@@ -5,14 +5,16 @@
     async with coordination.lock(node, "orders-db", holder="worker-1", ttl=10) as lease:
         await db.write(row, fencing_token=lease.token)
 
-Each lease, semaphore or barrier name is one fenced agent whose state is committed to a
+Each lease, semaphore, barrier or saga name is one fenced agent whose state is committed to a
 quorum of replicas before it answers, so a fencing token survives the death of the node
 that issued it and is never issued twice. See docs/coordination.md.
 
 - :func:`acquire` / :func:`lock`: leases (locks) with fencing tokens;
 - :func:`check_token`, :class:`FencedResource`: refuse a holder whose lease was lost;
 - :func:`elect`, :class:`LeaderElection`: one leader per name, term = fencing token;
-- :func:`acquire_permit`: counting semaphores; :func:`barrier`: reusable barriers.
+- :func:`acquire_permit`: counting semaphores; :func:`barrier`: reusable barriers;
+- :func:`run_saga`, :class:`SagaStep`: steps over several agents with compensations,
+  resumed on a survivor when the saga's node dies.
 """
 
 from ._coordination.agents import BarrierAgent as BarrierAgent
@@ -28,6 +30,12 @@ from ._coordination.leases import acquire as acquire
 from ._coordination.leases import acquire_permit as acquire_permit
 from ._coordination.leases import check_token as check_token
 from ._coordination.leases import lock as lock
+from ._coordination.sagas import SagaAgent as SagaAgent
+from ._coordination.sagas import SagaReport as SagaReport
+from ._coordination.sagas import SagaStep as SagaStep
+from ._coordination.sagas import StepLog as StepLog
+from ._coordination.sagas import run_saga as run_saga
+from ._coordination.sagas import saga_status as saga_status
 
 __all__ = [
     "BarrierAgent",
@@ -36,11 +44,17 @@ __all__ = [
     "Lease",
     "LeaseAgent",
     "Refs",
+    "SagaAgent",
+    "SagaReport",
+    "SagaStep",
     "SemaphoreAgent",
+    "StepLog",
     "acquire",
     "acquire_permit",
     "barrier",
     "check_token",
     "elect",
     "lock",
+    "run_saga",
+    "saga_status",
 ]

@@ -19,6 +19,8 @@
     │   ├── StaleToken                a fencing token older than one the resource has seen
     │   ├── SemaphoreMismatch         a semaphore used with another limit than its holders'
     │   ├── BarrierMismatch           a barrier awaited with another party count than its own
+    │   ├── NotIdempotent             a saga step whose methods take no ``step_id``
+    │   ├── SagaAborted               a saga step failed; every step that ran was compensated
     │   └── ConfigError (ValueError)  a setting has the wrong form
     ├── IndefiniteError               it may have happened; retry with the same request id
     │   ├── CallTimeout (TimeoutError)
@@ -53,11 +55,13 @@ __all__ = [
     "NodeClosed",
     "NodeUnavailable",
     "NotHolder",
+    "NotIdempotent",
     "NotLeader",
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
     "ProtocolError",
+    "SagaAborted",
     "SemaphoreMismatch",
     "SerializationError",
     "StaleToken",
@@ -339,6 +343,29 @@ class BarrierMismatch(DefiniteError):
     code = "barrier_mismatch"
 
 
+class NotIdempotent(DefiniteError):
+    """A saga step's action or compensation takes no ``step_id`` argument, so it could
+    not recognise being called again after a failover; the saga was not started."""
+
+    code = "not_idempotent"
+
+
+class SagaAborted(DefiniteError):
+    """A saga step failed, and every step that had run was compensated: the saga's net
+    effect is nothing (as far as the compensations undo their steps).
+
+    Attributes:
+        failure: which step failed and why.
+    """
+
+    code = "saga_aborted"
+
+    def __init__(self, message: str = "", *, failure: str = "", definite: bool | None = None,
+                 request_id: int | None = None) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.failure = failure
+
+
 class ConfigError(DefiniteError, ValueError):
     """A configuration value has the wrong form.
 
@@ -401,6 +428,8 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         StaleToken,
         SemaphoreMismatch,
         BarrierMismatch,
+        NotIdempotent,
+        SagaAborted,
         ConfigError,
         CallTimeout,
         NodeUnavailable,

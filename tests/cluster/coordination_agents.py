@@ -3,6 +3,8 @@ cluster tests and the lease failover benchmark (imported with --import)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import phoenix_cluster as phx
 from phoenix_cluster import coordination
 
@@ -29,3 +31,29 @@ class LeaseWorker(phx.Agent, kind="cluster.lease_worker", idle_timeout=600):
 
     async def where(self) -> str:
         return str(self.node.name)
+
+
+class SagaAccount(phx.Agent, kind="cluster.saga_account", idle_timeout=600):
+    """A balance that saga steps move money in and out of, once per step id."""
+
+    steps: coordination.StepLog
+
+    def __init__(self) -> None:
+        self.balance = 100
+        self.steps = coordination.StepLog()
+
+    async def withdraw(self, amount: int, step_id: str) -> None:
+        if not self.steps.first_time(step_id):
+            return
+        if amount > self.balance:
+            raise ValueError(f"insufficient funds: {self.balance} < {amount}")
+        self.balance -= amount
+
+    async def deposit(self, amount: int, step_id: str, hold_s: float = 0.0) -> None:
+        if hold_s:
+            await asyncio.sleep(hold_s)  # a slow step: the saga's node dies during it
+        if self.steps.first_time(step_id):
+            self.balance += amount
+
+    async def read(self) -> int:
+        return self.balance

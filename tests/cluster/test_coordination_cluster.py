@@ -1,5 +1,5 @@
-"""Leases on real node processes: kill -9 of the node hosting a lock's agent, and of
-the node holding a lease.
+"""Leases and sagas on real node processes: kill -9 of the node hosting a lock's agent,
+of the node holding a lease, and of the node coordinating a saga.
 
 A lock's state (holder, newest token) is committed to a quorum of its replicas, so it
 survives its node's death: the holder keeps its lease and its token, and the next
@@ -9,10 +9,11 @@ lease one ttl after its last renewal, and the next holder's token is larger.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
-from coordination_agents import LeaseWorker
+from coordination_agents import LeaseWorker, SagaAccount
 
 import phoenix_cluster as phx
 from phoenix_cluster import coordination
@@ -90,3 +91,28 @@ async def test_a_dead_holders_lease_expires_and_the_next_token_is_larger() -> No
         assert lease.token == token + 1
         # one ttl after the last renewal (at most ttl / 4 before the kill): not before
         assert ttl / 2 < waited < ttl + 5.0
+
+
+async def test_a_transfer_saga_finishes_on_a_survivor_when_its_node_is_killed() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        steps = [
+            coordination.SagaStep(SagaAccount, "x", "withdraw", {"amount": 30},
+                                  compensation="deposit", compensation_args={"amount": 30}),
+            coordination.SagaStep(SagaAccount, "y", "deposit", {"amount": 30, "hold_s": 1.5},
+                                  compensation="withdraw", compensation_args={"amount": 30}),
+        ]
+        saga = client.ref(coordination.SagaAgent, "transfer-1")
+        host = await client.where(saga)
+        first = await saga.start([step.plan(client) for step in steps])
+        assert first.status == "running"
+        give_up = time.monotonic() + DEADLINE_S
+        while (await coordination.saga_status(client, "transfer-1")).done < 1:
+            assert time.monotonic() < give_up, "the first step never ran"
+            await asyncio.sleep(0.02)
+        cluster.kill(_index(host))              # mid-transfer: the deposit is under way
+        report = await coordination.run_saga(client, "transfer-1", steps, timeout=DEADLINE_S)
+        assert report.status == "committed"
+        assert await client.where(saga) != host
+        balances = [await client.ref(SagaAccount, k).read() for k in ("x", "y")]
+        assert balances == [70, 130]            # moved once: nothing lost, nothing doubled

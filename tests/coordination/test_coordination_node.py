@@ -15,6 +15,8 @@ from phoenix_cluster.testing import wait_until
 class Store(phx.Agent, kind="tests.coordination.store"):
     """A resource guarded by a lease: it refuses writes under a stale fencing token."""
 
+    fence: coordination.FencedResource   # annotated: typed again after a rollback
+
     def __init__(self) -> None:
         self.fence = coordination.FencedResource()
         self.rows: list[str] = []
@@ -80,6 +82,7 @@ async def test_a_resource_refuses_the_token_of_a_lost_lease() -> None:
             await store.write(old.token, "late w1")
         assert refused.value.remote_type == "phoenix_cluster.errors.StaleToken"
         assert await store.read() == ["from w1", "from w2"]   # the late write left no trace
+        await store.write(new.token, "w2 again")              # the fence survived the rollback
         with pytest.raises(phx.StaleToken):
             coordination.check_token(new.token, old.token)
         assert coordination.check_token(new.token, new.token) == new.token

@@ -285,8 +285,10 @@ def check_token(newest: int, token: int, *, name: str = "resource") -> int:
 class FencedResource(msgspec.Struct):
     """The newest fencing token seen per lease name, for a resource guarded by leases.
 
-    Keep one in an agent's state (it serializes) or in any object standing for a
-    resource, and call :meth:`admit` before each operation a lease holder asks for.
+    Keep one in an agent's state (it serializes; annotate the attribute at class level,
+    ``fence: FencedResource``, so it is typed again after a rollback) or in any object
+    standing for a resource, and call :meth:`admit` before each operation a lease
+    holder asks for.
     """
 
     newest: dict[str, int] = msgspec.field(default_factory=dict)
