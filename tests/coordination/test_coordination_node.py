@@ -90,8 +90,9 @@ async def test_a_resource_refuses_the_token_of_a_lost_lease() -> None:
 
 async def test_lock_renews_in_the_background_and_releases_at_the_end() -> None:
     async with phx.Node() as node:
-        async with coordination.lock(node, "cron", "w1", ttl=0.3, margin=0.05) as lease:
-            await asyncio.sleep(0.6)            # two ttls: only renewals keep it
+        # (ttl 1 s: renewals every 0.33 s survive the event-loop lag of a loaded machine)
+        async with coordination.lock(node, "cron", "w1", ttl=1.0, margin=0.1) as lease:
+            await asyncio.sleep(2.1)            # two ttls: only renewals keep it
             assert lease.valid and not lease.lost.is_set()
             with pytest.raises(phx.LeaseHeld):
                 await coordination.acquire(node, "cron", "w2", ttl=1.0)
