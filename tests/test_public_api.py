@@ -10,20 +10,22 @@ from phoenix_cluster import coordination, errors, telemetry
 PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
     "BarrierMismatch", "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError",
-    "IndefiniteError", "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoQuorum", "Node",
-    "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader", "Overloaded",
+    "IndefiniteError", "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoBids", "NoQuorum",
+    "Node", "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader",
+    "Overloaded",
     "PhoenixError", "PhoenixInternalError", "ProtocolError", "Registration", "SagaAborted",
     "Scored", "SemaphoreMismatch", "SerializationError", "Settings", "StaleToken",
     "StorageError", "Supervisor", "SupervisorEscalation", "__version__", "coordination",
     "crdt", "telemetry",
 ]
 
-# phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers, sagas.
+# phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers, sagas,
+# task allocation.
 COORDINATION = [
-    "BarrierAgent", "FencedResource", "LeaderElection", "Lease", "LeaseAgent", "Refs",
-    "SagaAgent", "SagaReport", "SagaStep", "SemaphoreAgent", "StepLog", "acquire",
-    "acquire_permit",
-    "barrier", "check_token", "elect", "lock", "run_saga", "saga_status",
+    "Award", "AwardAgent", "BarrierAgent", "FencedResource", "LeaderElection", "Lease",
+    "LeaseAgent", "Refs", "SagaAgent", "SagaReport", "SagaStep", "SemaphoreAgent", "StepLog",
+    "acquire", "acquire_permit", "allocate", "barrier", "check_token", "elect", "lock",
+    "run_saga", "saga_status",
 ]
 
 
@@ -82,7 +84,7 @@ def test_coordination_namespace() -> None:
     # every node process imports phoenix_cluster, so every node can host these kinds
     assert coordination.LeaseAgent._phx_spec.name == "phoenix.coordination.lease"
     for cls in (phx.LeaseHeld, phx.NotHolder, phx.StaleToken, phx.SemaphoreMismatch,
-                phx.BarrierMismatch, phx.NotIdempotent, phx.SagaAborted):
+                phx.BarrierMismatch, phx.NotIdempotent, phx.SagaAborted, phx.NoBids):
         assert issubclass(cls, phx.DefiniteError)
         assert cls("x").definite is True
         assert type(errors.error_from_code(cls.code, "m")) is cls

@@ -43,6 +43,7 @@ from .errors import DefiniteError as DefiniteError
 from .errors import IndefiniteError as IndefiniteError
 from .errors import LeaseHeld as LeaseHeld
 from .errors import NameTaken as NameTaken
+from .errors import NoBids as NoBids
 from .errors import NodeClosed as NodeClosed
 from .errors import NodeUnavailable as NodeUnavailable
 from .errors import NoQuorum as NoQuorum
@@ -76,6 +77,7 @@ __all__ = [
     "Member",
     "NameConflict",
     "NameTaken",
+    "NoBids",
     "NoQuorum",
     "Node",
     "NodeClosed",

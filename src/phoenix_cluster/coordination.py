@@ -14,13 +14,17 @@ that issued it and is never issued twice. See docs/coordination.md.
 - :func:`elect`, :class:`LeaderElection`: one leader per name, term = fencing token;
 - :func:`acquire_permit`: counting semaphores; :func:`barrier`: reusable barriers;
 - :func:`run_saga`, :class:`SagaStep`: steps over several agents with compensations,
-  resumed on a survivor when the saga's node dies.
+  resumed on a survivor when the saga's node dies;
+- :func:`allocate`: contract-net task allocation (announce, bid, award, once).
 """
 
 from ._coordination.agents import BarrierAgent as BarrierAgent
 from ._coordination.agents import LeaseAgent as LeaseAgent
 from ._coordination.agents import SemaphoreAgent as SemaphoreAgent
 from ._coordination.barriers import barrier as barrier
+from ._coordination.contracts import Award as Award
+from ._coordination.contracts import AwardAgent as AwardAgent
+from ._coordination.contracts import allocate as allocate
 from ._coordination.election import LeaderElection as LeaderElection
 from ._coordination.election import elect as elect
 from ._coordination.leases import FencedResource as FencedResource
@@ -38,6 +42,8 @@ from ._coordination.sagas import run_saga as run_saga
 from ._coordination.sagas import saga_status as saga_status
 
 __all__ = [
+    "Award",
+    "AwardAgent",
     "BarrierAgent",
     "FencedResource",
     "LeaderElection",
@@ -51,6 +57,7 @@ __all__ = [
     "StepLog",
     "acquire",
     "acquire_permit",
+    "allocate",
     "barrier",
     "check_token",
     "elect",

@@ -21,6 +21,7 @@
     │   ├── BarrierMismatch           a barrier awaited with another party count than its own
     │   ├── NotIdempotent             a saga step whose methods take no ``step_id``
     │   ├── SagaAborted               a saga step failed; every step that ran was compensated
+    │   ├── NoBids                    no contractor bid for a task (or took the award)
     │   └── ConfigError (ValueError)  a setting has the wrong form
     ├── IndefiniteError               it may have happened; retry with the same request id
     │   ├── CallTimeout (TimeoutError)
@@ -51,6 +52,7 @@ __all__ = [
     "IndefiniteError",
     "LeaseHeld",
     "NameTaken",
+    "NoBids",
     "NoQuorum",
     "NodeClosed",
     "NodeUnavailable",
@@ -366,6 +368,13 @@ class SagaAborted(DefiniteError):
         self.failure = failure
 
 
+class NoBids(DefiniteError):
+    """No contractor bid for a task within the timeout, or every bidder refused the
+    award; the task was not awarded to anyone."""
+
+    code = "no_bids"
+
+
 class ConfigError(DefiniteError, ValueError):
     """A configuration value has the wrong form.
 
@@ -430,6 +439,7 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         BarrierMismatch,
         NotIdempotent,
         SagaAborted,
+        NoBids,
         ConfigError,
         CallTimeout,
         NodeUnavailable,
