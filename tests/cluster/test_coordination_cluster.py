@@ -1,5 +1,6 @@
-"""Leases and sagas on real node processes: kill -9 of the node hosting a lock's agent,
-of the node holding a lease, and of the node coordinating a saga.
+"""Leases, elections and sagas on real node processes: kill -9 of the node hosting a
+lock's agent, of the node holding a lease, of a leader, and of the node coordinating
+sagas.
 
 A lock's state (holder, newest token) is committed to a quorum of its replicas, so it
 survives its node's death: the holder keeps its lease and its token, and the next
@@ -10,7 +11,9 @@ lease one ttl after its last renewal, and the next holder's token is larger.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
 import time
 
 import pytest
@@ -18,7 +21,7 @@ from coordination_agents import LeaseWorker, SagaAccount
 
 import phoenix_cluster as phx
 from phoenix_cluster import coordination
-from phoenix_cluster.testing import LocalCluster
+from phoenix_cluster.testing import LocalCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +147,53 @@ async def test_transfer_sagas_keep_the_sum_when_their_node_is_killed_mid_transfe
         balances = [await client.ref(SagaAccount, k).read() for k in accounts]
         assert sum(balances) == 100 * len(accounts), balances
         assert min(balances) >= 0
+
+
+# A candidate in a process of its own (a client node), so the test can kill -9 a leader.
+_CANDIDATE = """
+import asyncio, os, sys
+import phoenix_cluster as phx
+from phoenix_cluster import coordination
+
+async def main() -> None:
+    seeds = sys.argv[1].split(",")
+    async with phx.Node(role="client", seeds=seeds, cookie=os.environ["PHX_COOKIE"]) as node:
+        election = coordination.LeaderElection(
+            node, "primary", "outsider", ttl=2.0,
+            on_elected=lambda term: print(f"elected {term}", flush=True))
+        await election.run()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_leaders_successor_is_elected_with_a_larger_term() -> None:
+    async with LocalCluster(3, IMPORTS) as cluster:
+        client = await cluster.client()
+        outsider = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CANDIDATE, ",".join(cluster.addresses),
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PHX_COOKIE": cluster.cookie})
+        try:
+            assert outsider.stdout is not None
+            line = await asyncio.wait_for(outsider.stdout.readline(), DEADLINE_S)
+            assert line.startswith(b"elected "), line
+            outsider_term = int(line.split()[1])
+            terms: list[int] = []
+            insider = coordination.LeaderElection(client, "primary", "insider", ttl=2.0,
+                                                  on_elected=terms.append)
+            async with asyncio.TaskGroup() as group:
+                campaign = group.create_task(insider.run())
+                held = await _acquire_refused(client, "primary", "someone")
+                assert held.holders == ["outsider"] and not insider.is_leader
+                killed_at = time.monotonic()
+                outsider.kill()                 # kill -9 of the leader
+                await wait_until(lambda: insider.is_leader, timeout=DEADLINE_S,
+                                 what="the insider elected")
+                took = time.monotonic() - killed_at
+                campaign.cancel()
+            assert terms == [outsider_term + 1]  # the next term, and only one
+            assert took < 2.0 + 5.0
+        finally:
+            if outsider.returncode is None:
+                outsider.kill()
+            await outsider.wait()

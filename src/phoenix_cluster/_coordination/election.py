@@ -13,7 +13,7 @@ import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 
-from ..errors import IndefiniteError, LeaseHeld, NotHolder
+from ..errors import IndefiniteError, LeaseHeld, NoQuorum, NotHolder, NotLeader, Overloaded
 from .leases import Lease, Refs, acquire, check_name, check_seconds, keep_renewed, lock
 
 __all__ = ["LeaderElection", "elect"]
@@ -81,8 +81,8 @@ class LeaderElection:
                                      wait=self.ttl, margin=self.margin)
             except LeaseHeld:
                 continue
-            except IndefiniteError:  # the lease's node is failing over: ask again
-                await asyncio.sleep(_RETRY_S)
+            except (IndefiniteError, NotLeader, NoQuorum, Overloaded):
+                await asyncio.sleep(_RETRY_S)  # the lease's node is failing over: ask again
 
     async def _lead(self, lease: Lease) -> None:
         self.term = lease.token
