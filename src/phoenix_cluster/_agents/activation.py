@@ -31,6 +31,7 @@ from .flow import DropReason
 from .handoff import HandoffRecord
 from .mailbox import Activation
 from .state import StateStore
+from .timers import cancel_timers
 
 __all__ = ["Activator"]
 
@@ -50,14 +51,12 @@ class _Failed(Exception):
 class Activator:
     """Creates and restores this node's agents (``activate``) and counts them."""
 
-    __slots__ = ("_bus", "_cancel_timers", "_clock", "_encode", "_fail_queued", "_node_name",
-                 "_state", "count")
+    __slots__ = ("_bus", "_clock", "_encode", "_fail_queued", "_node_name", "_state", "count")
 
     def __init__(
         self, state: StateStore, clock: Clock, bus: TelemetryBus, node_name: str,
         encode: Callable[[Any], bytes],
         fail_queued: Callable[[Activation, Exception, DropReason], None],
-        cancel_timers: Callable[[Activation], None],
     ) -> None:
         self._state = state
         self._clock = clock
@@ -65,7 +64,6 @@ class Activator:
         self._node_name = node_name
         self._encode = encode
         self._fail_queued = fail_queued
-        self._cancel_timers = cancel_timers
         self.count = 0
         """Activations that succeeded on this node."""
 
@@ -83,7 +81,7 @@ class Activator:
             if kr.activations.get(act.key) is act:
                 del kr.activations[act.key]
             self._fail_queued(act, failed.error, "activation_failed")
-            self._cancel_timers(act)
+            cancel_timers(act)
             return False
         act.agent = agent
         if replies:

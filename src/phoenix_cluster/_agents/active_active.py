@@ -18,7 +18,6 @@ The merge service itself is ``_replication/crdt_sync.py``; the rules are
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -172,6 +171,6 @@ class ActiveActive:
         msg = Message(MERGE, b"", None, 0.0, 0, apply)
         try:
             if act.put_nowait(msg, 1 << 62):
-                act.task = asyncio.get_running_loop().create_task(runtime._drain(act))
+                runtime.start_drain(act)
         except Exception as exc:  # pragma: no cover - the mailbox refused an internal entry
             _log.warning("merge into %s/%s dropped (the replica has it): %r", kind, key, exc)

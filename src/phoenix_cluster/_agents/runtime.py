@@ -14,6 +14,7 @@ on a cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from .._ring.hashing import key_hash
 from .._ring.partitions import partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
+from .._transport.tasks import TaskSet
 from ..errors import (
     AgentError,
     AgentNotFound,
@@ -57,9 +59,11 @@ from .dedup import DEDUP_WINDOW, answered
 from .flow import DropReason, RoomWaiters, report_drop
 from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
+from .passivation import Passivation
 from .placement import PLACE
 from .reroute import reroute_delay, turned_away
 from .state import StateStore
+from .timers import AgentTimers, cancel_timers
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
@@ -135,13 +139,19 @@ class AgentRuntime:
         self.state = StateStore(self.active_active, self._decode)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
         self.activator = Activator(self.state, self.clock, bus, self.node_name, self._encode,
-                                   self._fail_queued, self._cancel_timers)
+                                   self._fail_queued)
         """Creates and restores agents (``activation.py``)."""
+        self.timers = AgentTimers(self.clock, bus, self.node_name, self.start_drain)
+        """Agents' timers, whose ticks run as messages (``timers.py``)."""
+        self.passivation = Passivation(self._kinds, self.state, self.clock, bus,
+                                       self.node_name, self._encode, self.start_drain)
+        """Deactivation of idle agents, keeping their state (``passivation.py``)."""
         self._lost_partitions: dict[int, str] = {}
         self._closing = False
+        self._drains = TaskSet(f"agents of {self.node_name}")
+        """The drain tasks of busy activations (one per mailbox with messages)."""
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
-        self._passivations = 0
 
     @property
     def placement(self) -> PlacementService | None:
@@ -473,7 +483,7 @@ class AgentRuntime:
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
         if act.put_nowait(msg, kr.mailbox_limit):
-            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+            self.start_drain(act)
         return act
 
     def _try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool:
@@ -483,7 +493,7 @@ class AgentRuntime:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
         start = act.try_put(msg, kr.mailbox_limit)
         if start:
-            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+            self.start_drain(act)
         return start is not None
 
     def _overloaded(self, kr: KindRuntime, key: str) -> None:
@@ -495,6 +505,12 @@ class AgentRuntime:
             )
 
     # ----------------------------------------------------------------- running
+
+    def start_drain(self, act: Activation) -> None:
+        """Start the task that runs ``act``'s mailbox; it ends once the mailbox is empty
+        (the caller queued the first message). The runtime owns it: ``aclose`` cancels
+        what is still running."""
+        act.task = self._drains.spawn(self._drain(act), name="phx-agent-drain")
 
     async def _drain(self, act: Activation) -> None:
         """Run queued messages one at a time until the mailbox is empty, then exit."""
@@ -666,7 +682,7 @@ class AgentRuntime:
         pending = [*(again or ()), *(queue or ())]
         if queue:
             queue.clear()
-        self._cancel_timers(act)
+        cancel_timers(act)
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
         kr.passive.pop(act.key, None)
@@ -733,7 +749,7 @@ class AgentRuntime:
                     continue
                 msg = Message(HANDOFF, b"", None, 0.0, 0, _stopper(self, act, reason))
                 if act.put_nowait(msg, 1 << 62):
-                    act.task = asyncio.get_running_loop().create_task(self._drain(act))
+                    self.start_drain(act)
 
     # ----------------------------------------------------------------- active-active
 
@@ -801,112 +817,20 @@ class AgentRuntime:
             report_drop(self.bus, self.node_name, reason, act.kind.spec.name, act.key,
                         casts[0].method, str(error), len(casts))
 
-    # ----------------------------------------------------------------- timers
+    # ----------------------------------------------------------------- timers, passivation
 
-    def start_timer(
-        self,
-        act: Activation,
-        delay_s: float,
-        callback: Callable[..., Any],
-        args: tuple[Any, ...],
-        repeat: bool,
-    ) -> AgentTimer:
-        if not delay_s > 0:
-            raise ValueError(f"timer delay must be > 0 seconds, got {delay_s!r}")
-        timer = AgentTimer(act, delay_s, callback, args, repeat)
-        if act.timers is None:
-            act.timers = []
-        act.timers.append(timer)
-        timer.handle = self.clock.call_later(delay_s, lambda: self._timer_fired(timer))
-        return timer
-
-    def _timer_fired(self, timer: AgentTimer) -> None:
-        act = timer.activation
-        if timer.cancelled or self._closing:
-            return
-        if timer.repeat:
-            timer.handle = self.clock.call_later(timer.interval, lambda: self._timer_fired(timer))
-        else:
-            timer.cancel()
-        msg = Message("<timer>", b"", None, 0.0, 0, timer.callback, timer.args)
-        last_used = act.last_used  # ticks do not keep an idle agent alive
-        try:
-            if act.put_nowait(msg, act.kind.mailbox_limit):
-                act.task = asyncio.get_running_loop().create_task(self._drain(act))
-        except Exception as exc:
-            report_drop(self.bus, self.node_name, "timer_overloaded", act.kind.spec.name,
-                        act.key, "<timer>", str(exc))
-        act.last_used = last_used
-
-    def _cancel_timers(self, act: Activation) -> None:
-        for timer in list(act.timers or ()):
-            timer.cancel()
-        act.timers = None
-
-    # ----------------------------------------------------------------- passivation
+    def start_timer(self, act: Activation, delay_s: float, callback: Callable[..., Any],
+                    args: tuple[Any, ...], repeat: bool) -> AgentTimer:
+        """``Agent.start_timer`` (``timers.py``)."""
+        return self.timers.start(act, delay_s, callback, args, repeat)
 
     def sweep_idle(self) -> int:
-        """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many.
-
-        One sweep per node instead of a timer per agent keeps idle agents free of timers.
-        """
-        now = self.clock.monotonic()
-        count = 0
-        for kr in list(self._kinds.values()):
-            cutoff = now - kr.idle_timeout_s
-            idle = [
-                act
-                for act in kr.activations.values()
-                if act.task is None and act.agent is not None and act.last_used <= cutoff
-            ]
-            for act in idle:
-                self.passivate(act, reason="idle")
-                count += 1
-        return count
+        """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many."""
+        return self.passivation.sweep_idle()
 
     def passivate(self, act: Activation, *, reason: str) -> None:
-        """Deactivate ``act`` keeping its state; in mailbox order if it has ``on_deactivate``."""
-        kr = act.kind
-        if not kr.spec.has_on_deactivate and act.task is None:
-            self._finish_passivation(act, reason)
-            return
-
-        async def step() -> None:
-            assert act.agent is not None
-            try:
-                await act.agent.on_deactivate()
-                act.committed = self._encode(act.agent.snapshot())
-            except Exception as exc:
-                self.state.rollback(act)
-                _log.warning("on_deactivate of %s/%s failed: %r", kr.spec.name, act.key, exc)
-            self._finish_passivation(act, reason)
-
-        msg = Message(PASSIVATE, b"", None, 0.0, 0, step)
-        if act.put_nowait(msg, 1 << 62):
-            act.task = asyncio.get_running_loop().create_task(self._drain(act))
-
-    def _finish_passivation(self, act: Activation, reason: str) -> None:
-        kr = act.kind
-        self._cancel_timers(act)
-        kr.passive[act.key] = act.committed
-        if kr.activations.get(act.key) is act:
-            del kr.activations[act.key]
-        act.agent = None
-        self._passivations += 1
-        left = act.queue
-        if left:
-            # Messages that arrived behind the passivation go to a fresh activation, in
-            # order, which restores the state just stored.
-            act.queue = None
-            fresh = kr.activations[act.key] = Activation(kr, act.key, self.clock.monotonic())
-            fresh.queue = left
-            fresh.task = asyncio.get_running_loop().create_task(self._drain(fresh))
-        if self.bus.has_handlers(events.AGENT_DEACTIVATED):
-            self.bus.execute(
-                events.AGENT_DEACTIVATED,
-                {},
-                {"node": self.node_name, "kind": kr.spec.name, "key": act.key, "reason": reason},
-            )
+        """Deactivate ``act`` keeping its state (``passivation.py``)."""
+        self.passivation.passivate(act, reason=reason)
 
     # ----------------------------------------------------------------- moving agents
 
@@ -962,7 +886,7 @@ class AgentRuntime:
 
         msg = Message(HANDOFF, b"", cast("asyncio.Future[bytes]", done), 0.0, 0, step)
         if act.put_nowait(msg, 1 << 62):
-            act.task = asyncio.get_running_loop().create_task(self._drain(act))
+            self.start_drain(act)
         return await done
 
     def _freeze_now(self, act: Activation, to: str) -> list[Message]:
@@ -984,7 +908,7 @@ class AgentRuntime:
             if wants:
                 waiters.append(m)
         record = HandoffRecord(kr.spec.name, act.key, act.committed or None, recent, queued)
-        self._cancel_timers(act)
+        cancel_timers(act)
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
         act.agent = None
@@ -1017,6 +941,7 @@ class AgentRuntime:
         if self._closing:
             return
         self._closing = True
+        self.timers.stopped = True
         busy = [a.task for a in self._iter_activations() if a.task is not None]
         if busy:
             _, pending = await asyncio.wait(busy, timeout=timeout_s)
@@ -1039,7 +964,12 @@ class AgentRuntime:
                                      kr.spec.name, act.key, exc)
                 self._fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
                 act.queue = None
-                self._finish_passivation(act, "shutdown")
+                self.passivation.finish(act, "shutdown")
+        # Whatever still runs (a handler that ignored its cancellation, an internal step
+        # queued meanwhile) is cancelled, and waited for as long as above.
+        self._drains.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drains.wait(), 1.0)
 
     # ----------------------------------------------------------------- introspection
 
@@ -1057,7 +987,7 @@ class AgentRuntime:
             queued_messages=sum(len(a.queue) for a in acts if a.queue),
             messages_handled=self._messages_handled,
             activations=self.activator.count,
-            passivations=self._passivations,
+            passivations=self.passivation.count,
         )
 
     def __repr__(self) -> str:

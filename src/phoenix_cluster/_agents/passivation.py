@@ -1,0 +1,111 @@
+"""Passivation: an idle agent leaves memory, keeping its committed state on this node.
+
+One sweep per node (``sweep_idle``, driven by the node's housekeeping loop) instead of a
+timer per agent keeps idle agents free of timers. An agent with ``on_deactivate`` is
+passivated in mailbox order (an internal message runs the hook after the messages
+queued before it); messages that arrive behind it go to a fresh activation, in order,
+which restores the state just stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._foundation.env import Clock
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus
+from .mailbox import PASSIVATE, Activation, Message
+from .state import StateStore
+from .timers import cancel_timers
+
+if TYPE_CHECKING:
+    from .runtime import KindRuntime
+
+__all__ = ["Passivation"]
+
+_log = logging.getLogger("phoenix_cluster.agents")
+
+
+class Passivation:
+    """Deactivates this node's agents keeping their state, and counts them."""
+
+    __slots__ = ("_bus", "_clock", "_encode", "_kinds", "_node_name", "_start_drain",
+                 "_state", "count")
+
+    def __init__(self, kinds: dict[str, KindRuntime], state: StateStore, clock: Clock,
+                 bus: TelemetryBus, node_name: str, encode: Callable[[Any], bytes],
+                 start_drain: Callable[[Activation], None]) -> None:
+        self._kinds = kinds
+        self._state = state
+        self._clock = clock
+        self._bus = bus
+        self._node_name = node_name
+        self._encode = encode
+        self._start_drain = start_drain
+        self.count = 0
+        """Passivations on this node (idle, asked for, or at shutdown)."""
+
+    def sweep_idle(self) -> int:
+        """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many."""
+        now = self._clock.monotonic()
+        count = 0
+        for kr in list(self._kinds.values()):
+            cutoff = now - kr.idle_timeout_s
+            idle = [
+                act
+                for act in kr.activations.values()
+                if act.task is None and act.agent is not None and act.last_used <= cutoff
+            ]
+            for act in idle:
+                self.passivate(act, reason="idle")
+                count += 1
+        return count
+
+    def passivate(self, act: Activation, *, reason: str) -> None:
+        """Deactivate ``act`` keeping its state; in mailbox order if it has ``on_deactivate``."""
+        kr = act.kind
+        if not kr.spec.has_on_deactivate and act.task is None:
+            self.finish(act, reason)
+            return
+
+        async def step() -> None:
+            assert act.agent is not None
+            try:
+                await act.agent.on_deactivate()
+                act.committed = self._encode(act.agent.snapshot())
+            except Exception as exc:
+                self._state.rollback(act)
+                _log.warning("on_deactivate of %s/%s failed: %r", kr.spec.name, act.key, exc)
+            self.finish(act, reason)
+
+        msg = Message(PASSIVATE, b"", None, 0.0, 0, step)
+        if act.put_nowait(msg, 1 << 62):
+            self._start_drain(act)
+
+    def finish(self, act: Activation, reason: str) -> None:
+        """Store ``act``'s committed state as passive and drop the activation (its
+        ``on_deactivate``, if any, has run)."""
+        kr = act.kind
+        cancel_timers(act)
+        kr.passive[act.key] = act.committed
+        if kr.activations.get(act.key) is act:
+            del kr.activations[act.key]
+        act.agent = None
+        self.count += 1
+        left = act.queue
+        if left:
+            # Messages that arrived behind the passivation go to a fresh activation, in
+            # order, which restores the state just stored.
+            act.queue = None
+            fresh = kr.activations[act.key] = Activation(kr, act.key, self._clock.monotonic())
+            fresh.queue = left
+            self._start_drain(fresh)
+        if self._bus.has_handlers(events.AGENT_DEACTIVATED):
+            self._bus.execute(
+                events.AGENT_DEACTIVATED,
+                {},
+                {"node": self._node_name, "kind": kr.spec.name, "key": act.key,
+                 "reason": reason},
+            )
