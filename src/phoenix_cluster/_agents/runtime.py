@@ -27,8 +27,6 @@ import msgspec
 from .._foundation.env import Env
 from .._foundation.settings import Settings
 from .._replication.types import Record
-from .._ring.hashing import key_hash
-from .._ring.partitions import partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import TaskSet
@@ -55,9 +53,9 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
-from .dedup import DEDUP_WINDOW, answered
+from .dedup import DEDUP_WINDOW
+from .departures import Departures
 from .flow import DropReason, RoomWaiters, report_drop
-from .handoff import HandoffRecord, QueuedMessage
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
 from .passivation import Passivation
 from .placement import PLACE
@@ -146,7 +144,9 @@ class AgentRuntime:
         self.passivation = Passivation(self._kinds, self.state, self.clock, bus,
                                        self.node_name, self._encode, self.start_drain)
         """Deactivation of idle agents, keeping their state (``passivation.py``)."""
-        self._lost_partitions: dict[int, str] = {}
+        self.departures = Departures(self._kinds, self.state, self.clock, bus, self.node_name,
+                                     self.start_drain, self._stop_here)
+        """Agents leaving for another node or a lost partition (``departures.py``)."""
         self._closing = False
         self._drains = TaskSet(f"agents of {self.node_name}")
         """The drain tasks of busy activations (one per mailbox with messages)."""
@@ -715,42 +715,6 @@ class AgentRuntime:
                 report_drop(self.bus, self.node_name, "reroute_failed", kr.spec.name, key,
                             m.method, str(exc))
 
-    def partition_lost(self, partition: int, reason: str) -> None:
-        """The replicator's ``on_lost``: this node no longer leads ``partition``.
-
-        Its agents stop here after the message they are running: those whose home moved
-        are left to the rebalancer, which hands them to the new home (a migration); the
-        others are dropped and activate from the replicas on their next message.
-        Batched, because a join loses many partitions at once and one pass over the
-        agents serves them all.
-        """
-        if not self._lost_partitions:
-            asyncio.get_running_loop().call_soon(self._release_lost)
-        self._lost_partitions[partition] = reason
-
-    def _release_lost(self) -> None:
-        lost, self._lost_partitions = self._lost_partitions, {}
-        placement = self.placement
-        for kr in list(self._kinds.values()):
-            spec = kr.spec
-            if spec.durability == "none" or not spec.hashed:
-                continue
-            for key in [*kr.activations, *kr.passive]:
-                reason = lost.get(partition_of(key_hash(spec.name, key)))
-                if reason is None or not self.state.replicated_here(spec, key):
-                    continue
-                if reason == "moved" and placement is not None and not placement.leaving:
-                    # The rebalancer hands it to its new home (a migration, which keeps
-                    # its queued messages); until then a commit here fails cleanly.
-                    continue
-                act = kr.activations.get(key)
-                if act is None:
-                    kr.passive.pop(key, None)
-                    continue
-                msg = Message(HANDOFF, b"", None, 0.0, 0, _stopper(self, act, reason))
-                if act.put_nowait(msg, 1 << 62):
-                    self.start_drain(act)
-
     # ----------------------------------------------------------------- active-active
 
     async def _commit_crdt(self, act: Activation, msg: Message) -> bool:
@@ -862,70 +826,13 @@ class AgentRuntime:
         await future
 
     async def freeze(self, spec: KindSpec, key: str, to: str) -> list[Message]:
-        """Stop the agent here at a message boundary for a move to node ``to``.
+        """Stop the agent here for a move to node ``to`` (``departures.py``)."""
+        return await self.departures.freeze(spec, key, to)
 
-        The placement service's ``frozen`` hook gets the :class:`HandoffRecord` the
-        moment the agent stops (it leaves the tombstone). Returns the queued calls whose
-        callers wait here: the placement service relays their answers from ``to``.
-        """
-        placement = self.placement
-        assert placement is not None
-        kr = self._kinds.get(spec.name)
-        act = kr.activations.get(key) if kr is not None else None
-        if kr is None or act is None:
-            state = kr.passive.pop(key, None) if kr is not None else None
-            placement.frozen(spec, key, to, None if state is None else
-                             HandoffRecord(spec.name, key, state))
-            return []
-        done: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-
-        async def step() -> None:
-            waiters = self._freeze_now(act, to)
-            if not done.done():
-                done.set_result(waiters)
-
-        msg = Message(HANDOFF, b"", cast("asyncio.Future[bytes]", done), 0.0, 0, step)
-        if act.put_nowait(msg, 1 << 62):
-            self.start_drain(act)
-        return await done
-
-    def _freeze_now(self, act: Activation, to: str) -> list[Message]:
-        kr = act.kind
-        queue = act.queue
-        pending = list(queue) if queue else []
-        if queue:
-            queue.clear()
-        now = self.clock.monotonic()
-        recent = answered(act)
-        queued: list[QueuedMessage] = []
-        waiters: list[Message] = []
-        for m in pending:
-            if m.fn is not None or (m.future is not None and m.future.done()):
-                continue  # timer ticks and passivation die with the activation here
-            wants = m.future is not None
-            timeout_ms = max(1, int((m.deadline - now) * 1000)) if wants else 0
-            queued.append(QueuedMessage(m.method, m.payload, m.request_id, timeout_ms, wants))
-            if wants:
-                waiters.append(m)
-        record = HandoffRecord(kr.spec.name, act.key, act.committed or None, recent, queued)
-        cancel_timers(act)
-        if kr.activations.get(act.key) is act:
-            del kr.activations[act.key]
-        act.agent = None
-        assert self.placement is not None
-        self.placement.frozen(kr.spec, act.key, to, record)
-        for m in pending:
-            if m.fn is not None and m.future is not None and not m.future.done():
-                # A second release, or an ensure_active: nothing is left here for them.
-                m.future.set_result(cast(bytes, []))
-        if self.bus.has_handlers(events.AGENT_DEACTIVATED):
-            self.bus.execute(
-                events.AGENT_DEACTIVATED, {},
-                {"node": self.node_name, "kind": kr.spec.name, "key": act.key,
-                 "reason": f"migrated to {to}"},
-            )
-        return waiters
-
+    def partition_lost(self, partition: int, reason: str) -> None:
+        """The replicator's ``on_lost``: this node no longer leads ``partition``
+        (``departures.py``)."""
+        self.departures.partition_lost(partition, reason)
 
     # ----------------------------------------------------------------- shutdown
 
@@ -996,13 +903,6 @@ class AgentRuntime:
             f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
             f"{s.passive_agents} passive, {s.queued_messages} queued]>"
         )
-
-
-def _stopper(runtime: AgentRuntime, act: Activation, reason: str) -> Callable[[], Any]:
-    async def step() -> None:
-        runtime._stop_here(act, f"this node stopped leading its partition: {reason}")
-
-    return step
 
 
 def _noop() -> None:
