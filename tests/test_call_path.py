@@ -10,7 +10,7 @@ from types import ModuleType
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "call_path.py"
 
-REMOTE_CALL_CEILING = 19
+REMOTE_CALL_CEILING = 18
 QUORUM_COMMIT_CEILING = 25
 
 
