@@ -167,3 +167,30 @@ def test_a_party_that_leaves_is_not_counted() -> None:
     assert barrier.arrive("b", 2).status == "waiting"
     assert barrier.arrive("a", 2).status == "passed"
     assert barrier.leave("b", 0).status == "passed"  # too late to leave: it passed
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_ops)
+def test_at_most_one_leader_per_term_and_terms_never_overlap(
+    ops: list[tuple[str, str, float]],
+) -> None:
+    """An election is a lease of one holder, its term the token: each term has one
+    leader, and the agent never sees two terms live at once."""
+    table, now = PermitTable(), 0.0
+    leader_of: dict[int, str] = {}
+    for op, candidate, arg in ops:
+        if op == "acquire":
+            out = table.acquire(candidate, 1, arg, now)
+            if out.status == "granted":
+                assert leader_of.setdefault(out.token, candidate) == candidate
+        elif op == "renew":
+            table.renew(candidate, int(arg), 1.0, now)
+        elif op == "release":
+            table.release(candidate, int(arg), now)
+        elif op == "sleep":
+            now += arg
+        else:
+            now += 100.0
+            table.restart_clocks(now)
+        live_terms = {p.token for p in table.permits if p.expires_at > now}
+        assert len(live_terms) <= 1
