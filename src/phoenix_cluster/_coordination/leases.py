@@ -60,12 +60,12 @@ def check_name(what: str, value: object) -> str:
 
 
 def check_seconds(what: str, value: object, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{what} must be a finite number of seconds {bound}, got {value!r}",
-                          key=what)
-    return float(value)  # type: ignore[arg-type]
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and (value > 0 or (allow_zero and value == 0))):
+        return float(value)
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ConfigError(f"{what} must be a finite number of seconds {bound}, got {value!r}",
+                      key=what)
 
 
 def check_wait(wait: object) -> float | None:
