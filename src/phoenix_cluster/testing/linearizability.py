@@ -22,7 +22,11 @@ with the search of Wing and Gong as improved by Lowe ("Testing for linearizabili
   the ``info`` operations that would write one are interchangeable within their class
   (writes; compare-and-sets from the same expected value): the search only ever applies
   the earliest one still pending of each class. Without this symmetry every timed-out
-  write would double the configurations to explore.
+  write would double the configurations to explore;
+- an ``info`` operation is applied only on the way to an acknowledged operation it makes
+  legal (any order that applies one and then something that did not need it can apply
+  it later, or never), so timed-out operations are not tried at every point of the
+  search.
 
 Outcomes follow Jepsen: ``ok`` (the operation happened and returned ``output``), ``fail``
 (a definite error: it did not happen, so it is dropped) and ``info`` (an indefinite
@@ -107,6 +111,9 @@ class KeyResult:
 
 _UNSEEN = object()
 """The one state every unseen value becomes (see the module docstring)."""
+
+_NO_CHAIN = object()
+"""No info operation applied since the last acknowledged one."""
 
 
 @dataclass(frozen=True)
@@ -208,10 +215,13 @@ def check_key(ops: Iterable[Op], *, initial: int | None = None,
 
     remaining_ok = counts["ok"]
     state: object = initial
+    # The state before the info operations applied since the last acknowledged one.
+    chain_from: object = _NO_CHAIN
     linearized = 0
-    cache: set[tuple[int, object]] = set()
-    # (call position, state before it, forced): a forced step dominated its alternatives.
-    stack: list[tuple[int, object, bool]] = []
+    cache: set[tuple[int, object, object]] = set()
+    # (call position, state before it, chain_from before it, forced): a forced step
+    # dominated its alternatives.
+    stack: list[tuple[int, object, object, bool]] = []
     best: tuple[int, int] = (-1, -1)  # (ok ops linearized, return position that blocked)
     steps = 0
     entry = nxt[0]
@@ -231,18 +241,28 @@ def check_key(ops: Iterable[Op], *, initial: int | None = None,
                 continue
             move = moves[i]
             legal, after = move.step(state)
+            if legal and move.info:
+                # An info operation that would change nothing is kept for later; an info
+                # write makes the info operations before it useless, so it starts a chain.
+                legal = after != state and (move.kind != "write" or chain_from is _NO_CHAIN)
+                then = chain_from if chain_from is not _NO_CHAIN else state
+            elif legal:
+                # After info operations, only an acknowledged one they made legal may
+                # follow: any order that applies info operations and then something
+                # that did not need them can apply them later, or never.
+                legal = chain_from is _NO_CHAIN or not move.step(chain_from)[0]
+                then = _NO_CHAIN
             # An acknowledged operation that never changes the state (a read, a refused
             # compare-and-set) is placed as soon as it is legal and never taken back:
             # placing it later can only be harder. (Not a write that happens to change
-            # nothing now: later it might.) An info operation that would change nothing
-            # is kept for later, where it may matter.
+            # nothing now: later it might.)
             forced = legal and move.passive
-            if legal and (after != state or not move.info):
+            if legal:
                 marked = linearized | (1 << i)
-                if (marked, after) not in cache:
-                    cache.add((marked, after))
-                    stack.append((entry, state, forced))
-                    state, linearized = after, marked
+                if (marked, after, then) not in cache:
+                    cache.add((marked, after, then))
+                    stack.append((entry, state, chain_from, forced))
+                    state, linearized, chain_from = after, marked, then
                     lift(entry)
                     if kin is not None:
                         pending[kin].pop(0)
@@ -264,7 +284,7 @@ def check_key(ops: Iterable[Op], *, initial: int | None = None,
             if not stack:
                 return KeyResult(key, False, counts, steps,
                                  _explain(live, ev_op, best, counts))
-            entry, state, forced = stack.pop()
+            entry, state, chain_from, forced = stack.pop()
             i = ev_op[entry]
             linearized &= ~(1 << i)
             if ret_of[i] != -1:
