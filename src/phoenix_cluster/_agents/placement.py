@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -28,6 +28,7 @@ from .._ring.ring import HashRing
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.rpc import RpcClient
+from .._transport.tasks import TaskSet
 from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
 from .agent import KindSpec, lookup_kind
@@ -144,7 +145,8 @@ class PlacementService:
         self._loads: dict[str, NodeLoad] = {}
         self._loads_at = -1e18
         self._loads_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"placement of {self_name}")
+        """Relays of messages queued here when their agent moved, and load polls."""
         self._admissions: dict[Key, list[Any]] = {}
         self._forwarding: dict[Key, tuple[deque[_Forward], asyncio.Event]] = {}
         self.on_change: Callable[[], None] | None = None
@@ -483,8 +485,8 @@ class PlacementService:
         if self.clock.monotonic() - self._loads_at > 1.0:
             task = self._loads_task
             if task is None or task.done():
-                task = self._loads_task = asyncio.get_running_loop().create_task(
-                    self._poll_loads())
+                task = self._loads_task = self._tasks.spawn(self._poll_loads(),
+                                                             name="phx-placement-loads")
             await asyncio.shield(task)
         return self._loads
 
@@ -785,10 +787,8 @@ class PlacementService:
         return await rpc.call(self.address(name), "placement", method, payload,
                               timeout_s or self.rpc_timeout_s)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro, name="phx-placement-relay")
 
     def sweep(self) -> None:
         """Drop expired tombstones (the passivation sweep calls this)."""
@@ -800,12 +800,11 @@ class PlacementService:
     async def aclose(self) -> None:
         # Relays of calls and casts that were queued here when their agent moved finish
         # first (bounded): cancelled, their senders would learn nothing but an error.
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tasks.wait(), 1.0)
+        self._tasks.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tasks.wait(), 1.0)
 
 
 def _owners(ring: HashRing) -> list[str]:

@@ -165,12 +165,11 @@ class Rebalancer:
             finally:
                 gate.release()
 
-        tasks = []
-        for spec, key, to in moves:
-            await gate.acquire()
-            tasks.append(asyncio.get_running_loop().create_task(one(spec, key, to)))
-            await self.clock.sleep(interval)
-        await asyncio.gather(*tasks)
+        async with asyncio.TaskGroup() as moving:  # the batch owns its moves
+            for spec, key, to in moves:
+                await gate.acquire()
+                moving.create_task(one(spec, key, to))
+                await self.clock.sleep(interval)
         self.moved += moved
         if failures:  # one line for the batch, not one per agent
             _log.info("moved %d of %d agents (%s); %d failed, e.g. %s", moved, len(moves),
