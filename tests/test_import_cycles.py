@@ -25,7 +25,7 @@ ROOT = "phoenix_cluster"
 KNOWN_CYCLES: list[frozenset[str]] = [
     frozenset(f"phoenix_cluster._agents.{m}" for m in (
         "activation", "active_active", "agent", "dedup", "departures", "dispatch", "mailbox",
-        "passivation", "placement", "remote_cast", "runtime", "state", "timers")),
+        "outcomes", "passivation", "placement", "remote_cast", "runtime", "state", "timers")),
     # the view names the demo only for annotations (TYPE_CHECKING)
     frozenset({"phoenix_cluster._cli.demo_cluster", "phoenix_cluster._cli.demo_cluster_view"}),
 ]

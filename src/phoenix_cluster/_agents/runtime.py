@@ -31,7 +31,6 @@ from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import TaskSet
 from ..errors import (
-    AgentError,
     AgentNotFound,
     CallTimeout,
     ConfigError,
@@ -55,13 +54,14 @@ from .arguments import (
 )
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
-from .flow import DropReason, RoomWaiters, report_drop
+from .flow import RoomWaiters
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
+from .outcomes import FailedMessages
 from .passivation import Passivation
 from .placement import PLACE
 from .reroute import reroute_delay, turned_away
 from .state import StateStore
-from .timers import AgentTimers, cancel_timers
+from .timers import AgentTimers
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
@@ -136,8 +136,11 @@ class AgentRuntime:
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
         self.state = StateStore(self.active_active, self._decode)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
+        self.failed = FailedMessages(self.state, bus, self.node_name, self._enqueue,
+                                     lambda: self._closing)
+        """How messages that will not run here, or failed, end (``outcomes.py``)."""
         self.activator = Activator(self.state, self.clock, bus, self.node_name, self._encode,
-                                   self._fail_queued)
+                                   self.failed.fail_queued)
         """Creates and restores agents (``activation.py``)."""
         self.timers = AgentTimers(self.clock, bus, self.node_name, self.start_drain)
         """Agents' timers, whose ticks run as messages (``timers.py``)."""
@@ -145,7 +148,7 @@ class AgentRuntime:
                                        self.node_name, self._encode, self.start_drain)
         """Deactivation of idle agents, keeping their state (``passivation.py``)."""
         self.departures = Departures(self._kinds, self.state, self.clock, bus, self.node_name,
-                                     self.start_drain, self._stop_here)
+                                     self.start_drain, self.failed.stop_here)
         """Agents leaving for another node or a lost partition (``departures.py``)."""
         self._closing = False
         self._drains = TaskSet(f"agents of {self.node_name}")
@@ -538,11 +541,11 @@ class AgentRuntime:
                 else:
                     await self._run_internal(act, msg)
         except asyncio.CancelledError:
-            self._fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
+            self.failed.fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
             raise
         except BaseException as exc:  # pragma: no cover - a bug in this module
             _log.exception("agent drain loop of %s/%s broke", act.kind.spec.name, act.key)
-            self._fail_queued(act, PhoenixInternalError(f"drain loop broke: {exc!r}"))
+            self.failed.fail_queued(act, PhoenixInternalError(f"drain loop broke: {exc!r}"))
         finally:
             act.task = None
             if act.queue is queue and not queue:
@@ -593,11 +596,11 @@ class AgentRuntime:
             raise
         except SerializationError as exc:
             self.state.rollback(act)
-            self._refuse(act, msg, exc)
+            self.failed.refuse(act, msg, exc)
             return
         except Exception as exc:
             self.state.rollback(act)
-            self._report_failure(act, msg, exc)
+            self.failed.report_failure(act, msg, exc)
             return
         if state != act.committed:
             if spec.consistency == "crdt":
@@ -627,7 +630,7 @@ class AgentRuntime:
             state = self._encode(agent.snapshot())
         except Exception as exc:
             self.state.rollback(act)
-            self._report_failure(act, msg, exc)
+            self.failed.report_failure(act, msg, exc)
             return
         if state != act.committed and act.kind.spec.consistency == "crdt":
             if not await self._commit_crdt(act, msg):
@@ -665,55 +668,12 @@ class AgentRuntime:
             _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
             self.state.rollback(act)
             again = [msg] if msg is not None and future is None and exc.definite else []
-            self._stop_here(act, "its state could not be committed", again)
+            self.failed.stop_here(act, "its state could not be committed", again)
             if future is not None and not future.done():
                 exc.request_id = request_id
                 future.set_exception(exc)
             return False
         return True
-
-    def _stop_here(self, act: Activation, why: str, again: list[Message] | None = None) -> None:
-        """Stop an agent here without keeping its state (the replicas have it). Calls
-        waiting in its mailbox fail with a definite ``NotLeader`` (nothing of them ran;
-        their callers route them again); casts, which have nobody to tell, are routed
-        again here, in order, after ``again``."""
-        kr = act.kind
-        queue = act.queue
-        pending = [*(again or ()), *(queue or ())]
-        if queue:
-            queue.clear()
-        cancel_timers(act)
-        if kr.activations.get(act.key) is act:
-            del kr.activations[act.key]
-        kr.passive.pop(act.key, None)
-        act.agent = None
-        casts: list[Message] = []
-        for m in pending:
-            if m.fn is not None:
-                continue
-            if m.future is None:
-                casts.append(m)
-            elif not m.future.done():
-                m.future.set_exception(NotLeader(
-                    f"{kr.spec.name}/{act.key} stopped on {self.node_name} before this "
-                    f"message ran ({why}); send it again", definite=True))
-        if casts:
-            self._route_again(kr, act.key, casts)
-
-    def _route_again(self, kr: KindRuntime, key: str, casts: list[Message]) -> None:
-        placement = self.placement
-        address = placement.route(kr.spec, key) if placement is not None else None
-        if isinstance(address, str) and placement is not None:
-            for m in casts:
-                placement.forward_cast(kr.spec, key, m.request_id, m.method, m.payload,
-                                       address)
-            return
-        for m in casts:
-            try:
-                self._enqueue(kr, key, m)
-            except PhoenixError as exc:
-                report_drop(self.bus, self.node_name, "reroute_failed", kr.spec.name, key,
-                            m.method, str(exc))
 
     # ----------------------------------------------------------------- active-active
 
@@ -727,59 +687,9 @@ class AgentRuntime:
             await self.active_active.commit(act, agent, act.committed)
         except ConfigError as exc:
             self.state.rollback(act)
-            self._report_failure(act, msg, exc)
+            self.failed.report_failure(act, msg, exc)
             return False
         return True
-
-    def _report_failure(self, act: Activation, msg: Message, exc: Exception) -> None:
-        error = AgentError.from_exception(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
-        error.request_id = msg.request_id
-        future = msg.future
-        if future is not None:
-            if not future.done():
-                future.set_exception(error)
-        else:
-            # A cast or a timer tick has nobody to tell: say it in the log.
-            _log.warning("%s; state rolled back (no caller to tell)", error.message)
-        if self.bus.has_handlers(events.AGENT_CALL_EXCEPTION):
-            self.bus.execute(
-                events.AGENT_CALL_EXCEPTION,
-                {},
-                {"node": self.node_name, "kind": act.kind.spec.name, "key": act.key,
-                 "method": msg.method, "error": error.remote_type},
-            )
-
-    def _refuse(self, act: Activation, msg: Message, error: SerializationError) -> None:
-        """A message whose arguments or result could not cross the API boundary: the
-        caller gets the typed error (definite: the state was rolled back)."""
-        error.request_id = msg.request_id
-        if msg.future is not None:
-            if not msg.future.done():
-                msg.future.set_exception(error)
-        else:
-            _log.warning("cast %s/%s.%s refused: %s", act.kind.spec.name, act.key,
-                         msg.method, error.message)
-
-    def _fail_queued(self, act: Activation, error: Exception,
-                     reason: DropReason = "node_stopped") -> None:
-        """Fail every queued message with ``error``. Casts have nobody to tell: when the
-        agent's partition is changing hands (``turned_away``: nothing ran) they are
-        routed again, in order, as :meth:`_stop_here` does; otherwise they are reported
-        as dropped."""
-        queue = act.queue
-        casts: list[Message] = []
-        while queue:
-            msg = queue.popleft()
-            if msg.future is not None:
-                if not msg.future.done():
-                    msg.future.set_exception(error)
-            elif msg.fn is None:
-                casts.append(msg)
-        if casts and turned_away(error) and not self._closing:
-            self._route_again(act.kind, act.key, casts)
-        elif casts:
-            report_drop(self.bus, self.node_name, reason, act.kind.spec.name, act.key,
-                        casts[0].method, str(error), len(casts))
 
     # ----------------------------------------------------------------- timers, passivation
 
@@ -869,7 +779,7 @@ class AgentRuntime:
                     except Exception as exc:
                         _log.warning("on_deactivate of %s/%s failed: %r",
                                      kr.spec.name, act.key, exc)
-                self._fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
+                self.failed.fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
                 act.queue = None
                 self.passivation.finish(act, "shutdown")
         # Whatever still runs (a handler that ignored its cancellation, an internal step
