@@ -16,7 +16,7 @@ run of one register.
 As in Jepsen's independent keys, each key takes ``ops_per_key`` operations and is then
 replaced by a fresh one: the search is exponential in the worst case, and short
 histories per key keep every verdict decided while the run as a whole goes on for as
-long as you like. Used by ``tests/cluster/test_linearizability.py`` and
+long as you like. Used by ``tests/cluster/test_register_chaos.py`` and
 ``phx chaos --workload register``.
 """
 
