@@ -71,10 +71,33 @@ class Activator:
         """Create or restore the agent of ``act``; ``False``: it failed, its queued
         messages failed with the error, and the activation is gone."""
         kr = act.kind
+        spec = kr.spec
         started = self._clock.monotonic()
+        state = kr.passive.pop(act.key, None)
+        record: HandoffRecord | None = None
+        replies: tuple[tuple[int, bytes], ...] = ()
         try:
-            state, record, replies = await self._load(act, kr.passive.pop(act.key, None))
-            agent = await self._construct(act, state)
+            if (self._state.placement is not None or self._state.replicator is not None
+                    or spec.consistency == "crdt"):
+                # (on an embedded node there is nothing to load: no coroutine for it,
+                # since each one per activation shows in the memory of idle agents)
+                state, record, replies = await self._load(act, state)
+            agent: Agent = spec.cls.__new__(spec.cls)
+            agent._phx_act = act
+            try:
+                agent.__init__()  # type: ignore[misc]
+                if state is not None:
+                    self._state.restore(agent, state)
+                if spec.consistency == "crdt":
+                    # every field a CRDT, or ConfigError
+                    self._state.active_active.fields(spec, agent)
+                if spec.has_on_activate:
+                    await agent.on_activate()
+                act.committed = self._encode(agent.snapshot())
+            except Exception as exc:
+                _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
+                where = f"activation of {spec.name}/{act.key}"
+                raise _Failed(AgentError.from_exception(exc, where), state) from exc
         except _Failed as failed:
             if failed.keep is not None:
                 kr.passive[act.key] = failed.keep  # a failed activation must not lose state
@@ -93,7 +116,7 @@ class Activator:
             self._bus.execute(
                 events.AGENT_STARTED,
                 {"duration": self._clock.monotonic() - started},
-                {"node": self._node_name, "kind": kr.spec.name, "key": act.key,
+                {"node": self._node_name, "kind": spec.name, "key": act.key,
                  "restored": state is not None},
             )
         return True
@@ -149,29 +172,3 @@ class Activator:
             elif record is not None and not record.pinned:
                 state = None  # nothing committed: what the old host held never was
         return state, record, replies
-
-    async def _construct(self, act: Activation, state: bytes | None) -> Agent:
-        """A new instance of the agent, restored to ``state``, after its ``on_activate``.
-
-        Raises:
-            _Failed: ``__init__``, the restore or ``on_activate`` raised (an
-                ``AgentError`` for the queued calls).
-        """
-        spec = act.kind.spec
-        agent: Agent = spec.cls.__new__(spec.cls)
-        agent._phx_act = act
-        try:
-            agent.__init__()  # type: ignore[misc]
-            if state is not None:
-                self._state.restore(agent, state)
-            if spec.consistency == "crdt":
-                # every field a CRDT, or ConfigError
-                self._state.active_active.fields(spec, agent)
-            if spec.has_on_activate:
-                await agent.on_activate()
-            act.committed = self._encode(agent.snapshot())
-        except Exception as exc:
-            _log.warning("activation of %s/%s failed: %r", spec.name, act.key, exc)
-            where = f"activation of {spec.name}/{act.key}"
-            raise _Failed(AgentError.from_exception(exc, where), state) from exc
-        return agent

@@ -14,7 +14,6 @@ on a cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from .._foundation.settings import Settings
 from .._replication.types import Record
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from .._transport.tasks import TaskSet
 from ..errors import (
     AgentNotFound,
     CallTimeout,
@@ -151,8 +149,6 @@ class AgentRuntime:
                                      self.start_drain, self.failed.stop_here)
         """Agents leaving for another node or a lost partition (``departures.py``)."""
         self._closing = False
-        self._drains = TaskSet(f"agents of {self.node_name}")
-        """The drain tasks of busy activations (one per mailbox with messages)."""
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
 
@@ -511,9 +507,12 @@ class AgentRuntime:
 
     def start_drain(self, act: Activation) -> None:
         """Start the task that runs ``act``'s mailbox; it ends once the mailbox is empty
-        (the caller queued the first message). The runtime owns it: ``aclose`` cancels
-        what is still running."""
-        act.task = self._drains.spawn(self._drain(act), name="phx-agent-drain")
+        (the caller queued the first message). Every drain task belongs to its busy
+        activation (``act.task``, cleared when it ends), and ``aclose`` waits for the
+        busy ones and cancels those still running at its deadline. No separate task set:
+        one starts per burst of messages, and a set's add and discard made a local call
+        about 5 % slower (``phx bench local``)."""
+        act.task = asyncio.get_running_loop().create_task(self._drain(act))
 
     async def _drain(self, act: Activation) -> None:
         """Run queued messages one at a time until the mailbox is empty, then exit."""
@@ -782,11 +781,6 @@ class AgentRuntime:
                 self.failed.fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
                 act.queue = None
                 self.passivation.finish(act, "shutdown")
-        # Whatever still runs (a handler that ignored its cancellation, an internal step
-        # queued meanwhile) is cancelled, and waited for as long as above.
-        self._drains.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drains.wait(), 1.0)
 
     # ----------------------------------------------------------------- introspection
 
