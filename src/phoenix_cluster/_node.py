@@ -23,10 +23,11 @@ import msgspec
 
 from ._agents.agent import Agent, kind_spec
 from ._agents.dispatch import Router
+from ._agents.mailbox import KindRuntime
 from ._agents.placement import PlacementService
 from ._agents.rebalance import Rebalancer
 from ._agents.ref import AgentRef
-from ._agents.runtime import AgentRuntime, KindRuntime, RuntimeStatistics
+from ._agents.runtime import AgentRuntime, RuntimeStatistics
 from ._foundation.env import Env, TimerHandle
 from ._foundation.settings import Settings, load_settings
 from ._membership.discovery_poller import DiscoveryPoller

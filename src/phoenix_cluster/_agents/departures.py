@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .._foundation.env import Clock
 from .._ring.hashing import key_hash
@@ -22,12 +22,9 @@ from .._telemetry.bus import TelemetryBus
 from .agent import KindSpec
 from .dedup import answered
 from .handoff import HandoffRecord, QueuedMessage
-from .mailbox import HANDOFF, Activation, Message
+from .mailbox import HANDOFF, Activation, KindRuntime, Message
 from .state import StateStore
 from .timers import cancel_timers
-
-if TYPE_CHECKING:
-    from .runtime import KindRuntime
 
 __all__ = ["Departures"]
 

@@ -1,4 +1,4 @@
-"""Activations and their mailboxes.
+"""Activations and their mailboxes, and each kind's activations on this node.
 
 An :class:`Activation` is the record of one live agent. While the agent is idle it is a
 passive record: no task, no queue, no timer of its own (the node's passivation sweep
@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import Overloaded
+from .flow import RoomWaiters
 
 if TYPE_CHECKING:
     from .._foundation.env import TimerHandle
+    from .._foundation.settings import Settings
     from .agent import Agent, KindSpec
-    from .runtime import AgentRuntime, KindRuntime
 
-__all__ = ["HANDOFF", "PASSIVATE", "Activation", "AgentTimer", "Message"]
+__all__ = ["HANDOFF", "PASSIVATE", "Activation", "AgentHost", "AgentTimer", "KindRuntime",
+           "Message"]
 
 
 class Message:
@@ -92,7 +94,7 @@ class Activation:
         self.recent: dict[int, asyncio.Future[bytes]] | None = None
 
     @property
-    def runtime(self) -> AgentRuntime:
+    def runtime(self) -> AgentHost:
         return self.kind.runtime
 
     @property
@@ -176,3 +178,41 @@ class AgentTimer:
         mode = "every" if self.repeat else "once after"
         state = " cancelled" if self.cancelled else ""
         return f"<AgentTimer {what} {mode} {self.interval}s{state}>"
+
+
+class AgentHost(Protocol):
+    """What an agent reaches through its activation: the node (``Agent.node``) and the
+    runtime's timers (``Agent.start_timer``)."""
+
+    @property
+    def node(self) -> Any: ...
+
+    def start_timer(self, act: Activation, delay_s: float, callback: Callable[..., Any],
+                    args: tuple[Any, ...], repeat: bool) -> AgentTimer: ...
+
+
+class KindRuntime:
+    """One kind's activations on this node, and the state of its passivated agents.
+
+    ``runtime`` is the node's agent runtime, seen only as what an agent calls on it.
+    """
+
+    __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "room", "runtime",
+                 "spec")
+
+    def __init__(self, runtime: AgentHost, spec: KindSpec, settings: Settings) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.activations: dict[str, Activation] = {}
+        # Passivated agents: key -> committed state bytes (in memory until replication).
+        self.passive: dict[str, bytes] = {}
+        self.idle_timeout_s = spec.idle_timeout_s or settings.idle_timeout_s
+        self.mailbox_limit = spec.mailbox_limit or settings.mailbox_limit
+        self.room = RoomWaiters()
+        """Casts waiting for room in this kind's full mailboxes (``flow.py``)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<KindRuntime {self.spec.name} [{len(self.activations)} active, "
+            f"{len(self.passive)} passive]>"
+        )

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from ..errors import AgentError, NotLeader, PhoenixError, SerializationError
 from .flow import DropReason, report_drop
-from .mailbox import Activation, Message
+from .mailbox import Activation, KindRuntime, Message
 from .reroute import turned_away
 from .state import StateStore
 from .timers import cancel_timers
-
-if TYPE_CHECKING:
-    from .runtime import KindRuntime
 
 __all__ = ["FailedMessages"]
 

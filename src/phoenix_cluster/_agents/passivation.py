@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._foundation.env import Clock
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from .mailbox import PASSIVATE, Activation, Message
+from .mailbox import PASSIVATE, Activation, KindRuntime, Message
 from .state import StateStore
 from .timers import cancel_timers
-
-if TYPE_CHECKING:
-    from .runtime import KindRuntime
 
 __all__ = ["Passivation"]
 

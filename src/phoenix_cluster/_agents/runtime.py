@@ -52,8 +52,7 @@ from .arguments import (
 )
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
-from .flow import RoomWaiters
-from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, Message
+from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
 from .placement import PLACE
@@ -67,34 +66,10 @@ if TYPE_CHECKING:
     from .dispatch import Router
     from .placement import PlacementService
 
-__all__ = ["AgentRuntime", "KindRuntime", "RuntimeStatistics"]
+__all__ = ["AgentRuntime", "RuntimeStatistics"]
 
 
 _log = logging.getLogger("phoenix_cluster.agents")
-
-
-class KindRuntime:
-    """One kind's activations on this node, and the state of its passivated agents."""
-
-    __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "room", "runtime",
-                 "spec")
-
-    def __init__(self, runtime: AgentRuntime, spec: KindSpec, settings: Settings) -> None:
-        self.runtime = runtime
-        self.spec = spec
-        self.activations: dict[str, Activation] = {}
-        # Passivated agents: key -> committed state bytes (in memory until replication).
-        self.passive: dict[str, bytes] = {}
-        self.idle_timeout_s = spec.idle_timeout_s or settings.idle_timeout_s
-        self.mailbox_limit = spec.mailbox_limit or settings.mailbox_limit
-        self.room = RoomWaiters()
-        """Casts waiting for room in this kind's full mailboxes (``flow.py``)."""
-
-    def __repr__(self) -> str:
-        return (
-            f"<KindRuntime {self.spec.name} [{len(self.activations)} active, "
-            f"{len(self.passive)} passive]>"
-        )
 
 
 @dataclass(frozen=True, slots=True)

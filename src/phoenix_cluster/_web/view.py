@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from .._agents.runtime import KindRuntime, RuntimeStatistics
+from .._agents.mailbox import KindRuntime
+from .._agents.runtime import RuntimeStatistics
 from .._foundation.env import Env
 from .._foundation.settings import Settings
 from .._membership.snapshot import Member
