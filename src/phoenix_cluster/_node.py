@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from ._agents.agent import Agent, kind_spec
+from ._agents.agent import Agent, kind_spec, lookup_kind
 from ._agents.dispatch import Router
 from ._agents.mailbox import KindRuntime
 from ._agents.placement import PlacementService
@@ -38,6 +38,7 @@ from ._membership.service import MembershipService, SwimSettings
 from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._registry.services import ClusterServices
 from ._replication.crdt_sync import CrdtSync
+from ._replication.export import BackupService, KindStatus
 from ._replication.service import ReplicationSettings, Replicator
 from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
@@ -463,6 +464,9 @@ class Node:
         await replicator.start()
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
+        backup = BackupService(replicator, _kind_status,
+                               partial(self._runtime.partition_lost, reason="restored"))
+        self._node_services.register("backup", backup.handle)  # phx backup / restore
 
     def _serve_agents(self, router: Router) -> None:
         """Hand the transport's agent messages to ``router`` (traced when tracing is on)."""
@@ -917,3 +921,12 @@ class Node:
     def __repr__(self) -> str:
         s = self._runtime.statistics()
         return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"
+
+
+def _kind_status(name: str) -> KindStatus:
+    """Whether this process hosts kind ``name`` with replicated state (``phx restore``)."""
+    try:
+        spec = lookup_kind(name)
+    except AgentNotFound:
+        return "missing"
+    return "unreplicated" if spec.durability == "none" or spec.consistency == "crdt" else "ok"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from .backup import backup
 from .bench import bench
 from .chaos import chaos
 from .demo import demo
 from .node import node
+from .restore import restore
 from .status import status
 
 __all__ = ["cli"]
@@ -29,4 +31,6 @@ cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(status)
 cli.add_command(chaos)
+cli.add_command(backup)
+cli.add_command(restore)
 

@@ -529,6 +529,36 @@ class Replicator:
         lead = self._leads.get(partition)
         return None if lead is None else lead.epoch
 
+    def primary(self, partition: int) -> str | None:
+        """The member this node's table names first for ``partition`` (who should lead
+        it), or ``None`` before the first table."""
+        table = self._table
+        return None if table is None else table.replicas[partition][0]
+
+    async def committed(self, partition: int) -> list[WireEntry]:
+        """Every record of ``partition`` a majority of its replicas stored, leading the
+        partition first (an election, as :meth:`load`), for a backup.
+
+        The records are read from this node's store, which as the leader's holds every
+        committed record and, for a moment, the writes still in flight. A round sent
+        after those writes (an accept with no entries) settles them: replicas answer one
+        batch at a time, in order, so a majority that took the round took the earlier
+        writes too, unless one of them failed, which makes this node step down.
+
+        Raises:
+            NotLeader: this node is not in the partition's replica set (definite), or it
+                stepped down while reading (definite: nothing was written).
+            NoQuorum: too few replicas answered.
+        """
+        lead = await self._ensure(partition)
+        state = self._store.partition(partition)
+        records = [] if state is None else list(state.wire_entries())
+        await asyncio.shield(self._group(partition, lead).outcome)
+        if self._leads.get(partition) is not lead:
+            raise NotLeader(f"node {self.name} stopped leading partition {partition} while "
+                            "reading it", partition=partition, definite=True)
+        return records
+
     async def load(self, kind: str, key: str) -> Record | None:
         """The newest committed record of ``(kind, key)``, leading its partition first.
 
