@@ -19,6 +19,7 @@ The merge service itself is ``_replication/crdt_sync.py``; the rules are
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -35,11 +36,10 @@ from .._replication.merging import (
 )
 from ..errors import ConfigError
 from .agent import Agent, KindSpec, _type_hints, lookup_kind
-from .mailbox import Activation, Message
+from .mailbox import Activation, KindRuntime, Message
 
 if TYPE_CHECKING:
     from .._replication.crdt_sync import CrdtSync
-    from .runtime import AgentRuntime
 
 __all__ = ["ActiveActive", "MERGE"]
 
@@ -52,8 +52,10 @@ _log = logging.getLogger("phoenix_cluster.agents")
 class ActiveActive:
     """Loads, commits and merges for the crdt kinds of one node's runtime."""
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, kinds: dict[str, KindRuntime],
+                 start_drain: Callable[[Activation], None]) -> None:
+        self._kinds = kinds
+        self._start_drain = start_drain
         self.sync: CrdtSync | None = None
         """The node's merge service (``None`` on an embedded node: state stays here)."""
         self._schemas: dict[str, Schema] = {}
@@ -148,8 +150,7 @@ class ActiveActive:
     def merged(self, kind: str, key: str, fields: Fields) -> None:
         """``on_merged`` of the sync service: join into the live activation, if any,
         after the message it is running (mailbox order)."""
-        runtime = self.runtime
-        kr = runtime._kinds.get(kind)
+        kr = self._kinds.get(kind)
         act = kr.activations.get(key) if kr is not None else None
         if act is None:
             return  # passivated or never active here: the next activation loads it
@@ -171,6 +172,6 @@ class ActiveActive:
         msg = Message(MERGE, b"", None, 0.0, 0, apply)
         try:
             if act.put_nowait(msg, 1 << 62):
-                runtime.start_drain(act)
+                self._start_drain(act)
         except Exception as exc:  # pragma: no cover - the mailbox refused an internal entry
             _log.warning("merge into %s/%s dropped (the replica has it): %r", kind, key, exc)

@@ -57,14 +57,13 @@ from .outcomes import FailedMessages
 from .passivation import Passivation
 from .placement import PLACE
 from .reroute import reroute_delay, turned_away
-from .state import StateStore
+from .state import Homes, StateStore
 from .timers import AgentTimers
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
     from .dispatch import Router
-    from .placement import PlacementService
 
 __all__ = ["AgentRuntime", "RuntimeStatistics"]
 
@@ -105,7 +104,7 @@ class AgentRuntime:
         self.hosts_agents = settings.role == "member"
         self.router: Router | None = None
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
-        self.active_active = ActiveActive(self)
+        self.active_active = ActiveActive(self._kinds, self.start_drain)
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
         self.state = StateStore(self.active_active, self._decode)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
@@ -128,12 +127,12 @@ class AgentRuntime:
         self._load_mark = (self.clock.monotonic(), 0)
 
     @property
-    def placement(self) -> PlacementService | None:
+    def placement(self) -> Homes | None:
         """Homes, pins and moves of agents (``None`` on an embedded node)."""
         return self.state.placement
 
     @placement.setter
-    def placement(self, placement: PlacementService | None) -> None:
+    def placement(self, placement: Homes | None) -> None:
         self.state.placement = placement
 
     @property

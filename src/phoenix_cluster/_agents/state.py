@@ -20,24 +20,59 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._replication.types import Record
 from .active_active import ActiveActive
 from .agent import Agent, KindSpec
 from .dedup import REPLICATED_REPLIES
+from .handoff import HandoffRecord
 from .mailbox import Activation
 
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
-    from .placement import PlacementService
 
-__all__ = ["LOCAL", "StateStore"]
+__all__ = ["LOCAL", "Homes", "StateStore"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
+
+
+class Homes(Protocol):
+    """What the agent runtime asks of the placement service (``placement.py``): homes
+    and pins of agents, pulls and handoffs, forwarding, commits through the home."""
+
+    @property
+    def self_name(self) -> str: ...
+
+    @property
+    def leaving(self) -> bool: ...
+
+    @property
+    def pinned_here(self) -> AbstractSet[tuple[str, str]]: ...
+
+    @property
+    def proxied(self) -> AbstractSet[tuple[str, str]]: ...
+
+    def home(self, kind: str, key: str) -> str | None: ...
+
+    def route(self, spec: KindSpec, key: str) -> object: ...
+
+    async def before_activate(self, spec: KindSpec, key: str) -> HandoffRecord | None: ...
+
+    def frozen(self, spec: KindSpec, key: str, to: str,
+               record: HandoffRecord | None) -> None: ...
+
+    def forward_cast(self, spec: KindSpec, key: str, request_id: int, method: str,
+                     payload: bytes, address: str) -> object: ...
+
+    async def remote_load(self, home: str, kind: str, key: str) -> Record | None: ...
+
+    async def remote_commit(self, home: str, kind: str, key: str, record: Record,
+                            durability: str) -> None: ...
 
 
 class StateStore:
@@ -50,7 +85,7 @@ class StateStore:
         self._decode = decode
         self.replicator: Replicator | None = None
         """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
-        self.placement: PlacementService | None = None
+        self.placement: Homes | None = None
         """Homes and pins of agents (a node that talks to others; ``None`` embedded)."""
 
     def route(self, spec: KindSpec, key: str) -> str | None:
