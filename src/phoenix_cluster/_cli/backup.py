@@ -55,13 +55,14 @@ class _Export:
         """Read every partition, asking each member for its share, until all are done.
 
         Raises:
-            PhoenixError, TimeoutError, OSError: some partition could not be read within
-                ``timeout_s`` of its first failure (the last error).
+            PhoenixError, TimeoutError, OSError: for ``timeout_s``, no partition left
+                could be read (the last error).
         """
         pending = list(range(PARTITIONS))
         first_failure: float | None = None
         loop = asyncio.get_running_loop()
         while pending:
+            before = (self.done, self.writer.records)
             table = self.cluster.table()
             shares: dict[str, list[int]] = {}
             for p in pending:
@@ -71,7 +72,8 @@ class _Export:
             pending = sorted(p for share in left for p in share)
             if pending:
                 now = loop.time()
-                first_failure = now if first_failure is None else first_failure
+                if first_failure is None or (self.done, self.writer.records) != before:
+                    first_failure = now  # failing since this round
                 if now - first_failure > timeout_s:
                     assert self.error is not None
                     raise self.error
