@@ -26,6 +26,7 @@ from .backup_client import (
     Cluster,
     Progress,
     connect,
+    count,
     fail,
     size,
 )
@@ -125,7 +126,7 @@ async def _backup(seed: str, out: str, cookie_file: str | None, timeout_s: float
             await _Export(cluster, writer, progress).run(timeout_s)
             writer.finish()
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(writer.kinds.items()))
-    return (f"{writer.records:,} agents of {len(writer.kinds)} kinds"
+    return (f"{count(writer.records, 'agent')} of {count(len(writer.kinds), 'kind')}"
             f"{f' ({kinds})' if kinds else ''}, {size(writer.bytes_written)} written to "
             f"{out} in {progress.elapsed_s:.1f} s")
 

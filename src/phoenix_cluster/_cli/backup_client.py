@@ -28,6 +28,7 @@ __all__ = [
     "Cluster",
     "Progress",
     "connect",
+    "count",
     "fail",
     "size",
 ]
@@ -131,6 +132,11 @@ def fail(command: str, code: int, message: str) -> None:
     """Print one error line and exit with ``code``."""
     click.echo(f"phx {command}: error: {message}", err=True)
     sys.exit(code)
+
+
+def count(n: int, noun: str) -> str:
+    """``1 agent``, ``2 agents``, ``20,000 agents``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def size(n: int) -> str:

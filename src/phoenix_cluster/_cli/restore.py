@@ -36,6 +36,7 @@ from .backup_client import (
     Cluster,
     Progress,
     connect,
+    count,
     fail,
     size,
 )
@@ -176,8 +177,9 @@ async def _restore(seed: str, path: str, summary: BackupSummary, cookie_file: st
             raise RestoreFailed(f"cannot restore into the cluster of {seed}: {exc}; "
                                 f"{load.restored:,} of {summary.records:,} agents were "
                                 "restored (run phx restore again: it is idempotent)") from exc
-    return (f"restored {load.restored:,} agents of {len(summary.kinds)} kinds "
-            f"({size(load.state_bytes)} of state) into {members} members in "
+    return (f"restored {count(load.restored, 'agent')} of "
+            f"{count(len(summary.kinds), 'kind')} ({size(load.state_bytes)} of state) into "
+            f"{count(members, 'member')} in "
             f"{progress.elapsed_s:.1f} s")
 
 
