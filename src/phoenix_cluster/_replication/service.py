@@ -44,7 +44,8 @@ The contract:
   next activation calls ``load`` again. ``leads(partition)`` is the epoch this node
   leads at, or ``None``.
 - ``partition_for(kind, key)``, ``statistics()``, ``store`` (read only) for
-  introspection.
+  introspection; ``primary(partition)`` and ``committed(partition)`` (every committed
+  record of a partition, read on its leader) for ``phx backup`` (``export.py``).
 
 Every task belongs to the replicator's :class:`TaskSet` and ends in :meth:`aclose`.
 """
