@@ -134,10 +134,13 @@ async def test_transfer_sagas_keep_the_sum_when_their_node_is_killed_mid_transfe
             mid_transfer = []
             while not mid_transfer:   # a saga of the victim between its two steps
                 assert time.monotonic() < give_up, "no saga of the victim got under way"
-                for saga_id in (s for s, h in hosts.items() if h == victim):
-                    report = await coordination.saga_status(client, saga_id)
-                    if report.status == "running" and report.done == 1:
-                        mid_transfer.append(saga_id)
+                # All at once: on a loaded machine, asking one saga after another
+                # can miss every saga's window between its steps.
+                theirs = [s for s, h in hosts.items() if h == victim]
+                reports = await asyncio.gather(
+                    *(coordination.saga_status(client, saga_id) for saga_id in theirs))
+                mid_transfer.extend(saga_id for saga_id, report in zip(theirs, reports, strict=True)
+                                    if report.status == "running" and report.done == 1)
                 await asyncio.sleep(0.01)
             cluster.kill(_index(victim))
         results = {saga_id: task.result() for saga_id, task in outcomes.items()}
