@@ -45,8 +45,13 @@ system-deps:
 
 # CI=1 makes the suite fail, not skip, when a system dependency or privilege is missing
 # (tests/testing/ci_gate.py); system-deps already stops here when it cannot install one.
+# Two pytest workers (pytest-xdist), each taking the next test when it is free: most of
+# the suite's time is cluster tests waiting on failure detectors and split-brain timers,
+# not using the CPU, so two at once halve the run on 2 cores. PYTEST_WORKERS=0 runs
+# everything in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP) system-deps
-	CI="$${CI:-1}" $(BIN)/pytest
+	CI="$${CI:-1}" $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 test: lint typecheck pytest
 
