@@ -22,6 +22,7 @@ DETECTION_BOUND_S = 6.0
 RECOVERY_BOUND_S = 8.0
 
 
+@pytest.mark.timeout(300)  # 90 s beside another worker; its bounds are on the figures
 def test_bench_membership_quick_saves_sane_figures(tmp_path: Path) -> None:
     out = tmp_path / "results" / "membership.json"
     proc = subprocess.run(
