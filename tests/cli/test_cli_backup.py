@@ -155,6 +155,10 @@ def test_backup_and_restore_of_an_unreachable_cluster_exit_1_in_one_line(
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "cannot back up the cluster of" in done.stderr
     assert list(tmp_path.iterdir()) == [], "a failed backup leaves no file"
+    nowhere = phx("backup", "--seed", seed, "--out", str(tmp_path / "no" / "b.phxb"),
+                  cookie="x")
+    assert nowhere.returncode == 2, nowhere.stderr
+    assert "is not a writable folder" in nowhere.stderr
     with BackupWriter(out, source="s") as writer:
         writer.finish()
     done = phx("restore", "--seed", seed, str(out), "--timeout-s", "1", cookie="x")

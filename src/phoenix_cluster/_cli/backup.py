@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 
 import click
 
@@ -151,6 +153,9 @@ def backup(seed: str, out: str, cookie_file: str | None, timeout_s: float) -> No
     """
     require_extra("cli", "phx backup")
     logging.getLogger("phoenix_cluster").setLevel(logging.CRITICAL)
+    folder = Path(out).absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        fail("backup", EXIT_USAGE, f"cannot write {out}: {folder} is not a writable folder")
     try:
         summary = asyncio.run(_backup(seed, out, cookie_file, timeout_s))
     except ConfigError as exc:
