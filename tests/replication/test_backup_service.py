@@ -22,7 +22,7 @@ from phoenix_cluster._replication.export import (
 from phoenix_cluster._replication.service import ReplicationSettings, partition_for
 from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock, table_of
 from phoenix_cluster._replication.types import Record
-from phoenix_cluster.errors import NotLeader, ProtocolError
+from phoenix_cluster.errors import NoQuorum, NotLeader, ProtocolError
 
 KIND = "counter"
 LAZY = ReplicationSettings(eager=False)
@@ -153,3 +153,26 @@ async def test_kinds_names_the_missing_and_the_unreplicated(source: ReplicaClust
     reply = await call(service(source, "a"), "kinds",
                        KindsRequest(("counter", "ghost", "cache", "alien")), KindsReply)
     assert reply == KindsReply(missing=("alien", "ghost"), unreplicated=("cache",))
+
+
+async def test_a_write_not_on_a_majority_is_never_exported(source: ReplicaCluster) -> None:
+    a = source.nodes["a"]
+    mine = set(partitions_of("a", "abc"))
+    key = next(f"w{i}" for i in range(10_000) if partition_for(KIND, f"w{i}") in mine)
+    p = partition_for(KIND, key)
+    await a.load(KIND, key)
+    await a.commit(KIND, key, Record(b"committed"))
+    source.net.isolate("a", "bc")
+    # Stored on the leader alone, on its way to replicas it cannot reach.
+    await a.commit(KIND, key, Record(b"only on the leader"), "async")
+    with pytest.raises((NoQuorum, NotLeader)):
+        await service(source, "a").handle("export", msgspec.msgpack.encode(
+            ExportRequest((p,))))
+    source.net.heal()
+    # b, the next primary once a is gone, leads the partition with the committed state.
+    source.update(view="bc")
+    b = source.nodes["b"] if table_of("bc").replicas[p][0] == "b" else source.nodes["c"]
+    page = await call(BackupService(b, kinds, lambda _: None), "export",
+                      ExportRequest((p,)), ExportPage)
+    assert isinstance(page, ExportPage)
+    assert [(r.key, r.state) for r in page.records] == [(key, b"committed")]
