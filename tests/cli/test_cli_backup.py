@@ -103,6 +103,14 @@ async def test_backup_of_3_nodes_restores_into_1_2_and_3_nodes_key_by_key(
     async with LocalCluster(3, ["backup_agents"]) as target:
         client = await target.client()
         restore(target, path)
+        twice = phx("restore", "--seed", target.addresses[0], str(path), cookie=target.cookie)
+        assert twice.returncode == 2, twice.stderr
+        assert len(twice.stderr.strip().splitlines()) == 1, twice.stderr
+        assert "already holds state of kinds in the backup" in twice.stderr
+        assert "records of backup_tests.account" in twice.stderr
+        done = phx("restore", "--seed", target.addresses[0], str(path), "--overwrite",
+                   cookie=target.cookie)
+        assert done.returncode == 0, done.stderr
         target.kill(2)  # kill -9 right after the restore: every record is on a majority
         await target.wait(2)
         await target.wait_converged()  # the others declared it dead

@@ -12,6 +12,7 @@ from phoenix_cluster._replication.export import (
     BackupService,
     ExportPage,
     ExportRequest,
+    HeldReply,
     KindsReply,
     KindsRequest,
     KindStatus,
@@ -153,6 +154,26 @@ async def test_kinds_names_the_missing_and_the_unreplicated(source: ReplicaClust
     reply = await call(service(source, "a"), "kinds",
                        KindsRequest(("counter", "ghost", "cache", "alien")), KindsReply)
     assert reply == KindsReply(missing=("alien", "ghost"), unreplicated=("cache",))
+
+
+async def test_held_counts_the_records_of_the_kinds_asked_on_every_replica(
+        source: ReplicaCluster) -> None:
+    a = source.nodes["a"]
+    mine = set(partitions_of("a", "abc"))
+    keys = [k for k in (f"h{i}" for i in range(200)) if partition_for(KIND, k) in mine][:5]
+    for key in keys:
+        await a.load(KIND, key)
+        await a.commit(KIND, key, Record(b"x"))
+    held = {}
+    for name in "abc":
+        reply = await call(service(source, name), "held", KindsRequest((KIND, "ghost")),
+                           HeldReply)
+        assert isinstance(reply, HeldReply)
+        assert set(reply.records) <= {KIND}
+        held[name] = reply.records.get(KIND, 0)
+    # The leader holds each record, and a majority of each replica set (a and b or c).
+    assert held["a"] == 5
+    assert held["b"] + held["c"] >= 5
 
 
 async def test_a_write_not_on_a_majority_is_never_exported(source: ReplicaCluster) -> None:

@@ -40,7 +40,8 @@ Exit codes:
   0  done
   1  the cluster could not be reached, or a read or write failed
   2  usage or configuration: bad options, no cluster secret, a backup file that
-     is not whole and intact, kinds the target cluster does not import"""
+     is not whole and intact, kinds the target cluster does not import, state
+     the target holds already (phx restore without --overwrite)"""
 
 RETRYABLE = (PhoenixError, TimeoutError, OSError)
 """Failures of one call that a fresh view of the cluster may cure (a leader changing,

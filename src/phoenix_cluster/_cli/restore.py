@@ -1,13 +1,14 @@
 """``phx restore``: load a ``phx backup`` file into a cluster of any size.
 
 Before anything is written, the whole file is checked (``backup_file.validate``) and
-every member is asked whether it hosts each kind of the file with replicated state.
-Then the file is read a second time, as a stream, and each record is sent to the
-primary of its partition in the target's table (``$backup.restore``,
-``_replication/export.py``), which commits it through the quorum path as a new write.
-A batch refused because the table moved is split by the new primaries and sent again;
-writing the same state twice is harmless, so a restore that failed half way can simply
-be run again.
+every member is asked whether it hosts each kind of the file with replicated state and,
+unless ``--overwrite``, whether its replicas hold state of those kinds already. Then the
+file is read a second time, as a stream, and each record is sent to the primary of its
+partition in the target's table (``$backup.restore``, ``_replication/export.py``), which
+commits it through the quorum path as a new write. A batch refused because the table
+moved is split by the new primaries and sent again; writing the same state twice is
+harmless, so a restore that failed half way can simply be run again (with
+``--overwrite``: what it wrote is state the target now holds).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import click
 
 from .._foundation.extras import require_extra
 from .._replication.export import (
+    HeldReply,
     KindsReply,
     KindsRequest,
     RestoredRecord,
@@ -52,7 +54,8 @@ RETRY_S = 0.5
 
 
 class MissingKinds(Exception):
-    """Members of the target cannot host some kinds of the backup (nothing written)."""
+    """The target cannot take the backup as it is (nothing written): members that do not
+    host some of its kinds, or that hold state of them already."""
 
 
 class RestoreFailed(Exception):
@@ -92,6 +95,26 @@ async def check_kinds(cluster: Cluster, kinds: list[str]) -> None:
             f"{kind} (on {', '.join(on)})" for kind, on in sorted(unreplicated.items())))
     if problems:
         raise MissingKinds("; ".join(problems) + "; nothing was written")
+
+
+async def check_empty(cluster: Cluster, kinds: list[str]) -> None:
+    """Ask every alive member whether its replicas hold state of ``kinds``.
+
+    Raises:
+        MissingKinds: some do (the message names the kinds and the members).
+    """
+    members = cluster.members()
+    replies = await asyncio.gather(*(cluster.call(m, "held", KindsRequest(tuple(kinds)),
+                                                  HeldReply) for m in members))
+    held = {member: reply.records for member, reply in zip(members, replies, strict=True)
+            if reply.records}
+    if held:
+        where = "; ".join(f"{member}: " + ", ".join(
+            f"{count(n, 'record')} of {kind}" for kind, n in sorted(records.items()))
+            for member, records in sorted(held.items()))
+        raise MissingKinds(f"the target cluster already holds state of kinds in the backup "
+                           f"({where}); restore into a new cluster, or pass --overwrite to "
+                           "replace those agents' state; nothing was written")
 
 
 class _Load:
@@ -162,10 +185,12 @@ class _Load:
 
 
 async def _restore(seed: str, path: str, summary: BackupSummary, cookie_file: str | None,
-                   timeout_s: float) -> str:
+                   timeout_s: float, overwrite: bool) -> str:
     progress = Progress("restore")
     async with connect(seed, cookie_file, timeout_s) as cluster:
         await check_kinds(cluster, sorted(summary.kinds))
+        if not overwrite:
+            await check_empty(cluster, sorted(summary.kinds))
         members = len(cluster.members())
         load = _Load(cluster, progress, timeout_s)
         try:
@@ -176,7 +201,8 @@ async def _restore(seed: str, path: str, summary: BackupSummary, cookie_file: st
                 raise
             raise RestoreFailed(f"cannot restore into the cluster of {seed}: {exc}; "
                                 f"{load.restored:,} of {summary.records:,} agents were "
-                                "restored (run phx restore again: it is idempotent)") from exc
+                                "restored (run phx restore again with --overwrite: "
+                                "writing the same state twice is harmless)") from exc
     return (f"restored {count(load.restored, 'agent')} of "
             f"{count(len(summary.kinds), 'kind')} ({size(load.state_bytes)} of state) into "
             f"{count(members, 'member')} in "
@@ -191,16 +217,20 @@ async def _restore(seed: str, path: str, summary: BackupSummary, cookie_file: st
               help="File holding the target cluster's secret (or set PHX_COOKIE).")
 @click.option("--timeout-s", default=30.0, show_default=True, metavar="SECONDS",
               help="How long to wait to join, and for a partition without a leader.")
-def restore(seed: str, file: str, cookie_file: str | None, timeout_s: float) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Write over agents of the backup's kinds that already have state "
+                   "(refused without it).")
+def restore(seed: str, file: str, cookie_file: str | None, timeout_s: float,
+            overwrite: bool) -> None:
     """Load a `phx backup` FILE into the cluster SEED belongs to (of any size).
 
     The whole file is checked first (format version, every frame's checksum, the
     trailer's counts and digest), then every member is asked whether it imports each
-    kind in it: a damaged file or a missing kind is refused before anything is written.
-    Each agent's state is then committed on its partition's leader through a quorum of
-    replicas, as a new version. Restore into a cluster whose agents of those kinds are
-    idle (a new one): an agent busy during the restore may write over its restored
-    state.
+    kind in it, and whether it holds state of those kinds already: a damaged file, a
+    missing kind or existing state (without --overwrite) is refused before anything is
+    written. Each agent's state is then committed on its partition's leader through a
+    quorum of replicas, as a new version. With --overwrite, restore while agents of those
+    kinds are idle: an agent busy during the restore may write over its restored state.
     """
     require_extra("cli", "phx restore")
     logging.getLogger("phoenix_cluster").setLevel(logging.CRITICAL)
@@ -209,7 +239,7 @@ def restore(seed: str, file: str, cookie_file: str | None, timeout_s: float) -> 
     except (BackupFileError, OSError) as exc:
         fail("restore", EXIT_USAGE, f"{file}: {exc}; nothing was written")
     try:
-        line = asyncio.run(_restore(seed, file, summary, cookie_file, timeout_s))
+        line = asyncio.run(_restore(seed, file, summary, cookie_file, timeout_s, overwrite))
     except (ConfigError, MissingKinds) as exc:
         fail("restore", EXIT_USAGE, str(exc))
     except RestoreFailed as exc:

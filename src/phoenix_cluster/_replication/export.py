@@ -13,6 +13,9 @@ through the agent router:
   node are stopped after the write, so their next message loads the restored state.
 - ``kinds``: which of some kind names this node cannot host with replicated state (not
   imported, or not replicated: ``durability="none"`` or crdt kinds).
+- ``held``: how many records of some kinds this node's replica store holds, in any
+  partition (a record that exists is on a majority of its replicas, so asking every
+  member finds it): ``phx restore`` refuses to write over existing state unless told to.
 
 A node answers ``export`` and ``restore`` only for partitions its table names it the
 primary of: anything else is a definite :class:`~phoenix_cluster.errors.NotLeader`, and
@@ -39,6 +42,7 @@ __all__ = [
     "ExportPage",
     "ExportRequest",
     "ExportedRecord",
+    "HeldReply",
     "KindStatus",
     "KindsReply",
     "KindsRequest",
@@ -106,6 +110,12 @@ class KindsReply(msgspec.Struct, frozen=True):
     unreplicated: tuple[str, ...] = ()
 
 
+class HeldReply(msgspec.Struct, frozen=True):
+    """Records of the requested kinds in this node's replica store, by kind."""
+
+    records: dict[str, int]
+
+
 def decode_reply(payload: bytes, type_: type[_T]) -> _T:
     """A reply of this service (``ProtocolError`` if it is malformed)."""
     return _decode(payload, type_, "reply")
@@ -128,7 +138,7 @@ class BackupService:
         self._on_restored = on_restored
 
     async def handle(self, method: str, payload: bytes) -> bytes:
-        """Answer ``export``, ``restore`` or ``kinds``.
+        """Answer ``export``, ``restore``, ``kinds`` or ``held``.
 
         Raises:
             ProtocolError: unknown method or malformed request (nothing done).
@@ -144,8 +154,10 @@ class BackupService:
             return msgspec.msgpack.encode(RestoreReply(restored))
         if method == "kinds":
             return msgspec.msgpack.encode(self._kinds(_decode(payload, KindsRequest)))
+        if method == "held":
+            return msgspec.msgpack.encode(self._held(_decode(payload, KindsRequest)))
         raise ProtocolError(f"backup has no method {method!r} "
-                            "(expected 'export', 'restore' or 'kinds')")
+                            "(expected 'export', 'restore', 'kinds' or 'held')")
 
     def _check_primary(self, partition: int) -> None:
         if not 0 <= partition < PARTITIONS:
@@ -210,6 +222,15 @@ class BackupService:
             missing=tuple(sorted(k for k, s in status.items() if s == "missing")),
             unreplicated=tuple(sorted(k for k, s in status.items() if s == "unreplicated")),
         )
+
+    def _held(self, request: KindsRequest) -> HeldReply:
+        wanted = set(request.kinds)
+        held: dict[str, int] = {}
+        for _, state in self._replicator.store.partitions():
+            for kind, _key in state.records:
+                if kind in wanted:
+                    held[kind] = held.get(kind, 0) + 1
+        return HeldReply(held)
 
     def __repr__(self) -> str:
         return f"<BackupService of {self._replicator.name}>"
