@@ -216,6 +216,7 @@ class Node:
         self.pubsub = self._services.pubsub
         """Topics with subscribers on every node (``docs/registry.md``)."""
         self._placement: PlacementService | None = None
+        self._router: Router | None = None
         self._rebalancer: Rebalancer | None = None
         self._replicator: Replicator | None = None
         self._crdt_sync: CrdtSync | None = None
@@ -251,8 +252,8 @@ class Node:
                 await self._http.start()
             self._runtime.tracer = start_node_tracer(self.settings.otlp_endpoint, self.name,
                                                      self.telemetry)
-            if self._runtime.tracer is not None and self._runtime.router is not None:
-                self._serve_agents(self._runtime.router)  # now under the tracer's spans
+            if self._runtime.tracer is not None and self._router is not None:
+                self._serve_agents(self._router)  # now under the tracer's spans
         except BaseException:
             self._state = NodeState.STOPPED
             self._stopped.set()
@@ -365,7 +366,7 @@ class Node:
         placement.router = router
         self._serve_agents(router)
         self._services.attach(rpc, services)
-        self._runtime.router = router
+        self._runtime.router = self._router = router
         self._runtime.placement = placement
         if s.role == "member":
             self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
@@ -886,8 +887,7 @@ class Node:
             state=self._state.value,
             agents=self._runtime.statistics(),
             restarts=self._supervisor.statistics().total_restarts,
-            calls_retried=0 if self._runtime.router is None
-            else self._runtime.router.calls_retried,
+            calls_retried=0 if self._router is None else self._router.calls_retried,
         )
 
     @property

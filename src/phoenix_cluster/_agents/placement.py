@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -35,6 +35,7 @@ from .agent import KindSpec, lookup_kind
 from .flow import report_drop
 from .handoff import HandoffRecord
 from .mailbox import Message
+from .reroute import PLACE, Place
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
@@ -49,14 +50,6 @@ Key = tuple[str, str]
 Redirect = tuple[str, str]
 """``(node name, address)`` a message should go to instead."""
 
-
-class _Place:
-    def __repr__(self) -> str:
-        return "PLACE"
-
-
-PLACE: Final = _Place()
-"""Routing answer: the home must choose a host first (an async step)."""
 
 MAX_ROUTES = 100_000
 """Learnt routes kept by a caller before the cache starts over."""
@@ -217,7 +210,7 @@ class PlacementService:
 
     # ----------------------------------------------------------------- routing
 
-    def route(self, spec: KindSpec, key: str) -> str | _Place | None:
+    def route(self, spec: KindSpec, key: str) -> str | Place | None:
         """Where a message sent from this node goes: an address, ``None`` (here) or
         :data:`PLACE` (this node is the home and must choose a host first)."""
         k = (spec.name, key)
@@ -253,7 +246,7 @@ class PlacementService:
     def forget(self, spec: KindSpec, key: str) -> None:
         self.routes.pop((spec.name, key), None)
 
-    def admit(self, spec: KindSpec, key: str) -> Redirect | _Place | None:
+    def admit(self, spec: KindSpec, key: str) -> Redirect | Place | None:
         """Inbound, synchronous: serve here (``None``), redirect, or :data:`PLACE` (take
         the async path: :meth:`admit_async`)."""
         k = (spec.name, key)

@@ -1,4 +1,6 @@
-"""When a message turned away by a changing partition is routed again, and how soon.
+"""Routing answers shared by the caller side, the router and remote casts: ``PLACE``
+(the home must choose a host first), and when a message turned away by a changing
+partition is routed again, and how soon.
 
 A partition changes hands on a join, a leave or a failover. A call that reaches the old
 host or a leader still being elected is refused before it runs (definite), so the sender
@@ -8,9 +10,22 @@ remote casts (``remote_cast.py``) share these rules. Imports nothing of the agen
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..errors import NodeClosed, NoQuorum, NotLeader
 
-__all__ = ["reroute_delay", "turned_away", "turned_away_by_peer"]
+__all__ = ["PLACE", "Place", "reroute_delay", "turned_away", "turned_away_by_peer"]
+
+
+class Place:
+    """The type of :data:`PLACE`."""
+
+    def __repr__(self) -> str:
+        return "PLACE"
+
+
+PLACE: Final = Place()
+"""Routing answer: the home must choose a host first (an async step)."""
 
 def turned_away(exc: BaseException) -> bool:
     """Whether a call failed without running because its agent's partition is changing

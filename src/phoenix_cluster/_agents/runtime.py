@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
@@ -55,20 +55,39 @@ from .departures import Departures
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
-from .placement import PLACE
-from .reroute import reroute_delay, turned_away
+from .reroute import PLACE, reroute_delay, turned_away
 from .state import Homes, StateStore
 from .timers import AgentTimers
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
-    from .dispatch import Router
 
-__all__ = ["AgentRuntime", "RuntimeStatistics"]
+__all__ = ["AgentRuntime", "Outbound", "RuntimeStatistics"]
 
 
 _log = logging.getLogger("phoenix_cluster.agents")
+
+
+class Outbound(Protocol):
+    """What the caller side asks of the agent router (``dispatch.py``)."""
+
+    @property
+    def cast_paths(self) -> Mapping[tuple[str, str], str]: ...
+
+    def remote_address(self, spec: KindSpec, key: str) -> str | object | None: ...
+
+    async def resolve(self, spec: KindSpec, key: str) -> str | None: ...
+
+    async def keep_order(self, spec: KindSpec, key: str, address: str | None,
+                         is_cast: bool) -> None: ...
+
+    async def call(self, spec: KindSpec, key: str, method: MethodSpec, payload: bytes,
+                   timeout_s: float, request_id: int, address: str) -> Any: ...
+
+    async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
+                   request_id: int, address: str, timeout_s: float, *,
+                   acknowledged: bool = True) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +121,8 @@ class AgentRuntime:
         # 23-bit node prefix above a 40-bit counter.
         self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
         self.hosts_agents = settings.role == "member"
-        self.router: Router | None = None
+        self.router: Outbound | None = None
+        """The agent router (``dispatch.py``) on a node that talks to others."""
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
         self.active_active = ActiveActive(self._kinds, self.start_drain)
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
