@@ -591,3 +591,30 @@ async def test_a_downed_node_rejoins_as_a_new_incarnation_in_the_same_process() 
         for key in keys:
             assert await tally(a, key).read() == [100, 1], (key, owners[key])
         assert all(n.running for n in cluster.nodes)
+
+
+async def test_one_way_loss_between_two_nodes_downs_nobody_and_every_key_answers() -> None:
+    """Asymmetric loss (Akka's SurviveNetworkInstabilitySpec): every packet from node 0
+    to node 1 is dropped for three times the suspicion time; the way back works. Each
+    of the two fails its direct probes of the other, but node 2 relays the indirect
+    probes, so nobody is declared dead and nobody decides; the keys keep answering and
+    taking writes (a quorum does not need the broken pair), and keep their state."""
+    require_network_faults()
+    async with LocalCluster(nodes=3, imports=["cluster_agents"], env=ENV) as cluster:
+        client = await cluster.client()
+        keys = await keys_by_owner(client, cluster)
+        written = {key: 10 for key in by_key(keys)}
+        for key in written:
+            assert await tally(client, key).add(10) == 10
+
+        cluster.cut_one_way(0, 1)
+        until = time.monotonic() + 3 * 3.0  # suspicion: about 3 s with the defaults
+        while time.monotonic() < until:
+            for key in written:
+                written[key] = await add_surely(client, key)
+            await asyncio.sleep(0.2)
+        assert not any(declared_dead_by(cluster, f"node-{a}", [b])
+                       for a in range(3) for b in range(3) if a != b), tails(cluster)
+        cluster.heal()
+
+        await assert_nobody_downs(cluster, client, keys, written)

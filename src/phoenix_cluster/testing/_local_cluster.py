@@ -569,6 +569,26 @@ class LocalCluster:
         self._firewall.insert(specs)
         _log.info("cluster %s isolated %s", self.tag, ",".join(sorted(hosts)))
 
+    def cut_one_way(self, source: Sequence[Member] | Member,
+                    destination: Sequence[Member] | Member) -> None:
+        """Drop every packet (TCP and UDP) from ``source`` to ``destination``; the other
+        direction keeps working: asymmetric loss. Gossip sees it as one-way (pings one
+        way arrive, their acks never do); a TCP connection between the two breaks both
+        ways (its acknowledgements are lost). Cuts add up until :meth:`heal`.
+
+        Raises:
+            RuntimeError, ValueError: as :meth:`partition`.
+        """
+        self._check_faults()
+        sources = self._side(_as_group(source))
+        destinations = self._side(_as_group(destination))
+        if not sources or not destinations or sources & destinations:
+            raise ValueError("cut_one_way() needs two disjoint, non-empty sides")
+        fw = self._firewall
+        fw.insert([fw.drop(x, y) for x in sorted(sources) for y in sorted(destinations)])
+        _log.info("cluster %s: packets from %s to %s dropped", self.tag,
+                  ",".join(sorted(sources)), ",".join(sorted(destinations)))
+
     def heal(self) -> None:
         """Remove every network fault of this cluster (no-op if none was injected).
 

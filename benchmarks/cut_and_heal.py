@@ -1,0 +1,198 @@
+"""Cut one node for its suspicion time plus a second, heal, again and again: nobody may be
+downed, and no call may fail for longer than the cut.
+
+Reachability is not downing (docs/design/splitbrain.md): failure detection only marks a
+member unreachable, and only a split-brain decision, on a view stable for
+``stable_after``, downs anyone. A cut healed before that decision must leave every node
+running. Each trial, on one ``LocalCluster`` of real node processes with the default
+settings:
+
+1. node ``trial % nodes`` is isolated (iptables: no packet to or from it);
+2. the cut lasts until every other node has declared it dead, plus one second;
+3. the cut is healed, and the trial ends once every key answers again.
+
+Meanwhile one writer per key adds 1 to it, one call after another (``timeout`` 1 s). The
+figures: nodes downed and split-brain decisions (must be 0), the cut's length, how long
+after the heal every key answered again, each key's longest run of failing calls against
+the cut it fell in, and acknowledged adds lost (read back at the end: every counter must
+hold at least its acknowledged adds and at most those plus its calls of unknown outcome).
+
+Needs root and iptables. Run:
+``PYTHONPATH=src python benchmarks/cut_and_heal.py [--trials 100] [--keys 30] [--json F]``
+(the figures in ``docs/benchmarks.md`` come from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import phoenix_cluster as phx
+from phoenix_cluster.testing import LocalCluster, wait_until
+
+CALL_TIMEOUT_S = 1.0
+DEAD = "membership {observer}: {name} is dead"
+DECISION = "split-brain decision at "
+
+
+class CutCounter(phx.Agent, kind="bench.cut_counter", idle_timeout=3600):
+    """A counter: what the writers add to and the verdict reads back."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    async def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+    async def read(self) -> int:
+        return self.total
+
+
+@dataclass
+class Writer:
+    """Adds 1 to one key, call after call; remembers its outcomes and failing runs."""
+
+    ref: phx.AgentRef
+    acked: int = 0
+    unknown: int = 0
+    failed: int = 0
+    failing_since: float | None = None
+    runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) failing
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.ref.add(1)
+            except phx.PhoenixError as exc:
+                if exc.definite:
+                    self.failed += 1
+                else:
+                    self.unknown += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                await asyncio.sleep(0.05)
+                continue
+            self.acked += 1
+            if self.failing_since is not None:
+                self.runs.append((self.failing_since, time.monotonic()))
+                self.failing_since = None
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+
+def _count(cluster: LocalCluster, text: str) -> int:
+    return sum(node.log().count(text) for node in cluster.nodes)
+
+
+def _declared_dead(cluster: LocalCluster, victim: int, before: dict[int, int]) -> bool:
+    name = cluster.nodes[victim].name
+    return all(
+        cluster.nodes[i].log().count(DEAD.format(observer=cluster.nodes[i].name, name=name))
+        > before[i]
+        for i in range(len(cluster.nodes)) if i != victim)
+
+
+async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> dict[str, float]:
+    name = cluster.nodes[victim].name
+    before = {i: cluster.nodes[i].log().count(DEAD.format(observer=cluster.nodes[i].name,
+                                                          name=name))
+              for i in range(len(cluster.nodes))}
+    started = time.monotonic()
+    cluster.isolate(victim)
+    try:
+        await wait_until(lambda: _declared_dead(cluster, victim, before), timeout=60,
+                         what=f"the others to declare {name} dead")
+        detected = time.monotonic()
+        await asyncio.sleep(1.0)
+    finally:
+        cluster.heal()
+    healed = time.monotonic()
+    await wait_until(lambda: not any(w.failing for w in writers), timeout=60,
+                     what="every key to answer again after the heal")
+    answered = time.monotonic()
+    # Let the refuted suspicions settle before the next cut.
+    await cluster.wait_converged(timeout_s=60)
+    return {"victim": victim, "detection_s": detected - started, "cut_s": healed - started,
+            "answered_after_heal_s": answered - healed, "started": started, "healed": healed}
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+            "max_s": round(ordered[-1], 3)}
+
+
+async def main(trials: int, nodes: int, keys: int) -> dict[str, object]:
+    if (why := LocalCluster.network_faults_unavailable()) is not None:
+        raise SystemExit(f"cut_and_heal: {why}")
+    async with LocalCluster(nodes, ["cut_and_heal"]) as cluster:
+        client = await cluster.client()
+        writers = [Writer(client.ref(CutCounter, f"cut-{i}").options(timeout=CALL_TIMEOUT_S))
+                   for i in range(keys)]
+        stop = asyncio.Event()
+        results: list[dict[str, float]] = []
+        async with asyncio.TaskGroup() as group:
+            for w in writers:
+                group.create_task(w.run(stop))
+            try:
+                for n in range(trials):
+                    results.append(await _trial(cluster, writers, n % nodes))
+                    print(f"trial {n + 1}/{trials}: cut {results[-1]['cut_s']:.2f} s, every "
+                          f"key answered {results[-1]['answered_after_heal_s']:.2f} s after "
+                          "the heal", file=sys.stderr, flush=True)
+            finally:
+                stop.set()
+        exited = [node.name for node in cluster.nodes if not node.running]
+        decisions = _count(cluster, DECISION)
+        totals = [await w.ref.read() for w in writers]
+
+    # Each failing run against the cut it overlaps: how much longer than the cut it lasted.
+    beyond: list[float] = []
+    for w in writers:
+        for start, end in w.runs:
+            cut = next((r for r in results if r["started"] - 2 <= start <= r["healed"]), None)
+            beyond.append(end - start - (cut["cut_s"] if cut else 0.0))
+    lost = sum(max(0, w.acked - total) for w, total in zip(writers, totals, strict=True))
+    phantom = sum(max(0, total - w.acked - w.unknown)
+                  for w, total in zip(writers, totals, strict=True))
+    return {
+        "trials": trials, "nodes": nodes, "keys": keys,
+        "nodes_downed": len(exited), "split_brain_decisions": decisions,
+        "detection": _stats([r["detection_s"] for r in results]),
+        "cut": _stats([r["cut_s"] for r in results]),
+        "answered_after_heal": _stats([r["answered_after_heal_s"] for r in results]),
+        "failing_runs": len(beyond),
+        "failing_runs_longer_than_their_cut": sum(1 for b in beyond if b > 0),
+        "longest_beyond_cut_s": round(max(beyond, default=0.0), 3),
+        "calls_acknowledged": sum(w.acked for w in writers),
+        "calls_failed_definite": sum(w.failed for w in writers),
+        "calls_unknown_outcome": sum(w.unknown for w in writers),
+        "acknowledged_adds_lost": lost, "adds_beyond_acknowledged_and_unknown": phantom,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=30)
+    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = parser.parse_args()
+    report = asyncio.run(main(args.trials, args.nodes, args.keys))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    clean = (report["nodes_downed"] == 0 and report["split_brain_decisions"] == 0
+             and report["acknowledged_adds_lost"] == 0)
+    sys.exit(0 if clean else 1)
