@@ -63,6 +63,7 @@ class Writer:
     unknown: int = 0
     failed: int = 0
     failing_since: float | None = None
+    last_error: str = ""
     runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) failing
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -70,6 +71,7 @@ class Writer:
             try:
                 await self.ref.add(1)
             except phx.PhoenixError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 if exc.definite:
                     self.failed += 1
                 else:
@@ -108,15 +110,31 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> d
     started = time.monotonic()
     cluster.isolate(victim)
     try:
-        await wait_until(lambda: _declared_dead(cluster, victim, before), timeout=60,
-                         what=f"the others to declare {name} dead")
+        try:
+            await wait_until(lambda: _declared_dead(cluster, victim, before), timeout=60,
+                             what=f"the others to declare {name} dead")
+        except TimeoutError:
+            for node in cluster.nodes:
+                tail = "\n    ".join(node.log().splitlines()[-15:])
+                print(f"  {node.name} (running: {node.running}):\n    {tail}",
+                      file=sys.stderr, flush=True)
+            raise
         detected = time.monotonic()
         await asyncio.sleep(1.0)
     finally:
         cluster.heal()
     healed = time.monotonic()
-    await wait_until(lambda: not any(w.failing for w in writers), timeout=60,
-                     what="every key to answer again after the heal")
+    try:
+        await wait_until(lambda: not any(w.failing for w in writers), timeout=5,
+                         what="every key to answer again after the heal")
+    except TimeoutError:
+        # Slow: say which keys still fail and why, then keep waiting.
+        for w in writers:
+            if w.failing:
+                print(f"  {w.ref.key} still failing 5 s after the heal: {w.last_error}",
+                      file=sys.stderr, flush=True)
+        await wait_until(lambda: not any(w.failing for w in writers), timeout=120,
+                         what="every key to answer again after the heal")
     answered = time.monotonic()
     # Let the refuted suspicions settle before the next cut.
     await cluster.wait_converged(timeout_s=60)
