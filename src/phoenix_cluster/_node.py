@@ -679,6 +679,8 @@ class Node:
             return
         placement.leaving = True
         budget = self.settings.shutdown_timeout_s
+        clock = self.env.clock
+        started = clock.monotonic()
         replicator, ring = self._replicator, self._ring
         if replicator is not None and ring is not None and len(ring.members) > 1:
             # Leadership first: the next primaries elect themselves while this node still
@@ -686,7 +688,8 @@ class Node:
             # below are replicated at their new home from their first message.
             table = PartitionTable.build(ring.without_member(self.name), 3)
             handed = await replicator.hand_over(table, budget / 2)
-            _log.info("node %s handed over %d partitions before leaving", self.name, handed)
+            _log.info("node %s handed over %d partitions in %.2fs before leaving",
+                      self.name, handed, clock.monotonic() - started)
         try:
             async with asyncio.timeout(budget):
                 moved = await rebalancer.follow_homes()
@@ -694,7 +697,8 @@ class Node:
             _log.warning("node %s: handing off its agents took longer than %.1fs; the rest "
                          "stop here", self.name, self.settings.shutdown_timeout_s)
             return
-        _log.info("node %s handed off %d agents before leaving", self.name, moved)
+        _log.info("node %s handed off %d agents before leaving (%.2fs since it began to "
+                  "leave)", self.name, moved, clock.monotonic() - started)
 
     async def _drain_inbound(self, limit_s: float = 1.0) -> None:
         """After a graceful leave, let the requests peers sent before they heard of it

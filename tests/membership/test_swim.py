@@ -63,6 +63,7 @@ class SimNet:
         self.by_name: dict[str, SwimProtocol] = {}
         self.crashed: set[str] = set()  # addresses
         self.mute: set[str] = set()  # addresses whose outbound datagrams are lost
+        self.cut: set[str] = set()  # addresses cut off: nothing in or out, no sync either
         self.events: list[tuple[float, str, MemberEvent]] = []
         self.sent: list[tuple[str, Send]] = []  # (sender name, datagram)
         self.record_sends = False
@@ -160,13 +161,15 @@ class SimNet:
                 assert size <= self.settings.max_datagram_bytes
                 if self.record_sends:
                     self.sent.append((proto.name, action))
-                if proto.address in self.mute or self.rng.random() < self.loss:
+                if (proto.address in self.mute or self.rng.random() < self.loss
+                        or {proto.address, action.address} & self.cut):
                     continue
                 delay = self.rng.uniform(*self.latency)
                 self._push(self.now + delay, (action.address, proto.address, action.body))
             elif isinstance(action, StartSync):
                 peer = self.nodes.get(action.address)
-                if peer is None or action.address in self.crashed:
+                if (peer is None or action.address in self.crashed
+                        or {proto.address, action.address} & self.cut):
                     continue  # connection refused
                 reply, peer_actions = peer.handle_sync(proto.local_state(), self.now)
                 self._handle(peer, peer_actions)
@@ -481,6 +484,27 @@ def test_a_death_by_detection_is_refuted_and_a_downing_is_final() -> None:
     out = p.receive(Gossip(0, "z", (downing,)), "z:1", 0.0)
     assert declared(out) == [("declared_dead", True)]
     assert p.incarnation == 51
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_cut_node_declared_dead_refutes_within_a_reconnect_interval_of_the_heal(
+        seed: int) -> None:
+    """A node cut off until the others declared it dead, plus a second, then healed:
+    they reach out to it (a push-pull each ``reconnect_interval_s``), it hears of its
+    death and refutes, well within a split-brain ``stable_after_s`` (7 s by default).
+    Without the reconnects it waited for its own Lifeguard-slowed probes or the next
+    ``sync_interval_s``."""
+    net = SimNet(seed=seed)
+    net.cluster(3)
+    net.run_until(lambda: same_view(net) and len(net.live()[0].members()) == 3, 10)
+    victim = net.by_name["n0"]  # the seed: it has no seeds of its own to retry
+    net.cut.add(victim.address)
+    net.run_until(lambda: all(net.status(o, "n0") == "dead" for o in ("n1", "n2")), 15)
+    net.run(1.0)
+    net.cut.clear()
+    took = net.run_until(lambda: all(net.status(o, "n0") == "alive" for o in ("n1", "n2")),
+                         10)
+    assert took <= 2.5, took  # two reconnect intervals and a round trip
 
 
 def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None:

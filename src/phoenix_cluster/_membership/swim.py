@@ -93,6 +93,11 @@ class SwimSettings:
             repairs whatever gossip lost. Each round also tries one dead member, to merge
             the views again after a partition heals.
         sync_timeout_s: how long one push-pull exchange may take.
+        reconnect_interval_s: how often (at most once per probe round) a push-pull goes
+            to one member declared dead by failure detection alone (not downed): a cut
+            or pause that ends is noticed within about this long, and the member
+            refutes, well before a split-brain decision (``stable_after_s``) could down
+            it. Every ``sync_interval_s`` one dead member of any kind is tried as well.
         join_retry_s: while no other member is known, push-pull to a random seed this
             often, so nodes may start in any order.
         max_datagram_bytes: the largest datagram sent, seal included: below a 1,500-byte
@@ -114,6 +119,7 @@ class SwimSettings:
     retransmit_mult: int = 4
     sync_interval_s: float = 10.0
     sync_timeout_s: float = 5.0
+    reconnect_interval_s: float = 1.0
     join_retry_s: float = 1.0
     max_datagram_bytes: int = 1400
     health_max_multiplier: int = 8
@@ -124,7 +130,8 @@ class SwimSettings:
 
     def __post_init__(self) -> None:
         for key in ("probe_interval_s", "probe_timeout_s", "sync_interval_s",
-                    "sync_timeout_s", "join_retry_s", "lag_check_interval_s",
+                    "sync_timeout_s", "reconnect_interval_s", "join_retry_s",
+                    "lag_check_interval_s",
                     "leave_timeout_s", "forget_after_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)!r}", key=key)
@@ -352,6 +359,7 @@ class SwimProtocol:
         self._relays: dict[int, _Relay] = {}
         self._seeds: tuple[str, ...] = ()
         self._next_sync_at = now + self.settings.sync_interval_s
+        self._next_reconnect_at = now + self.settings.reconnect_interval_s
         self._next_reap_at = now + self.settings.forget_after_s / 10
         self._leaving = False
         self._leave_pending: dict[int, str] = {}
@@ -468,6 +476,8 @@ class SwimProtocol:
             if probe is not None:
                 self._finish_probe(probe, now, out)
             self._start_probe(now, out)
+            if now >= self._next_reconnect_at:
+                self._reconnect(now, out)
         for name in list(self._suspects):
             rec = self._members[name]
             if rec.suspicion is not None and now >= rec.suspicion.deadline():
@@ -867,6 +877,16 @@ class SwimProtocol:
         dead = [r for r in self._members.values() if r.status == "dead"]
         if dead:  # reconnect: heals the views after a partition
             out.append(StartSync(self._random.choice(dead).address))
+
+    def _reconnect(self, now: float, out: list[Action]) -> None:
+        """A push-pull with one member declared dead by failure detection only: if the
+        cut or pause has ended, it hears of its death at once and refutes it (a member
+        that is not probed would otherwise wait for its own next sync, up to
+        ``sync_interval_s``, while the split-brain timer runs)."""
+        self._next_reconnect_at = now + self.settings.reconnect_interval_s
+        unreachable = [r for r in self._members.values() if r.status == "dead" and not r.downed]
+        if unreachable:
+            out.append(StartSync(self._random.choice(unreachable).address))
 
     def _send_leave(self, out: list[Action], now: float) -> None:
         me = self._me.update()
