@@ -591,12 +591,15 @@ class Node:
         # A member alive again as a new incarnation answers at its address: the failures
         # of the old one must not keep callers (and migrations) away until the breaker's
         # cool-down ends.
+        # One back after it was declared dead (a cut or a pause that ended) gets a new
+        # connection too: the old one may sit out TCP's retransmission backoff.
         if before is None or self._peers is None:
             return
-        known = {m.name: m.incarnation for m in before.members}
+        known = {m.name: m for m in before.members}
         for m in now.members:
-            if m.status == "alive" and known.get(m.name, m.incarnation) != m.incarnation:
-                self._peers.reset(m.address)
+            was = known.get(m.name)
+            if m.status == "alive" and was is not None and was.incarnation != m.incarnation:
+                self._peers.reset(m.address, redial=was.status == "dead")
 
     def _note_members_back(self, snapshot: MembershipSnapshot) -> None:
         # A downed member back as a newer incarnation answers for itself again.

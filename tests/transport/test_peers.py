@@ -225,3 +225,27 @@ async def test_manager_over_tcp_reports_auth_errors_and_reaches_good_peers(
         assert "cluster-secret" in rows[bad_addr].last_error
     finally:
         await pm.aclose()
+
+
+async def test_reset_with_redial_closes_the_connection_and_the_next_one_is_fresh(
+    make_transport: MakeTransport,
+) -> None:
+    """A peer back after it was declared dead: ``reset(redial=True)`` closes the old
+    connection (it may be waiting out TCP's retransmission backoff) and the next
+    request dials a new one; a plain ``reset`` keeps a working connection."""
+    peer = make_transport("peer")
+    address = await peer.start("127.0.0.1:0")
+    pm = PeerManager(make_transport("me"), env=Env())
+    try:
+        first = await pm.connection(address)
+        pm.reset(address)
+        assert await pm.connection(address) is first and first.is_open
+        pm.reset(address, redial=True)
+        assert not first.is_open
+        second = await pm.connection(address)
+        assert second is not first
+        assert (await second.request(make_call(7), timeout_s=5)).request_id == 7
+        assert {r.address: r for r in pm.statistics()}[address].connects == 2
+    finally:
+        await pm.aclose()
+        await peer.aclose()

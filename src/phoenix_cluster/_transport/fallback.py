@@ -462,14 +462,18 @@ class FallbackTransport:
         peer = self._peers.get(address)
         return peer.protocol if peer is not None else None
 
-    def reset(self, address: str) -> None:
+    def reset(self, address: str, *, redial: bool = False) -> None:
         """A new incarnation answers at ``address``: close its breakers, so the old one's
-        failures do not keep callers away from the restarted node."""
+        failures do not keep callers away from the restarted node; ``redial``: also
+        close the current connection (as :meth:`PeerManager.reset`)."""
         peer = self._peers.get(address)
         if peer is not None:
             now = self._env.clock.monotonic()
             for breaker in peer.breakers.values():
                 breaker.record_success(now)
+            if redial and peer.conn is not None:
+                peer.conn.close()
+                peer.conn = None
 
     def forget(self, address: str) -> None:
         """Drop what is known about ``address`` and stop probing it (it left the cluster)."""

@@ -179,12 +179,21 @@ class PeerManager:
             await conn.wait_closed()
             _log.info("connection to %s (%s) lost; reconnecting", conn.peer_name, peer.address)
 
-    def reset(self, address: str) -> None:
+    def reset(self, address: str, *, redial: bool = False) -> None:
         """A new incarnation answers at ``address``: forget the old one's failures, so
-        its tripped breaker does not keep callers away from the restarted node."""
+        its tripped breaker does not keep callers away from the restarted node.
+
+        ``redial``: also close the current connection (its pending requests fail at
+        once, to be resent), so the next request dials afresh. For a peer back after it
+        was declared dead: a TCP connection that lost packets for seconds waits out its
+        retransmission backoff (it doubles, to many seconds) before it carries
+        anything again, while a new one works at once."""
         peer = self._peers.get(address)
         if peer is not None:
             peer.breaker.record_success(self._env.clock.monotonic())
+            if redial and peer.conn is not None:
+                peer.conn.close()
+                peer.conn = None
 
     def breaker(self, address: str) -> CircuitBreaker:
         """The breaker guarding ``address`` (created on first use)."""
