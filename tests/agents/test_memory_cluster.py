@@ -218,12 +218,12 @@ def test_a_call_sent_to_a_node_that_does_not_host_the_key_is_redirected(
 
 
 @pytest.mark.parametrize(("payload", "method", "codes"), [
-    # Today the owner reports both as the handler's failure (agent_error); a typed
-    # serialization error would say more, hence the set.
-    (b"\xc1", "add", {"agent_error", "serialization_error"}),  # not msgpack at all
-    (encode_payload([["five"], {}]), "add", {"agent_error", "serialization_error"}),
+    # The owner checks what a peer sends before queueing it (check_payload).
+    (b"\xc1", "add", {"serialization_error"}),  # not msgpack at all
+    (encode_payload([["five"], {}]), "add", {"serialization_error"}),  # add(n: int)
+    (encode_payload({"n": 1}), "add", {"serialization_error"}),  # not [args, kwargs]
     (encode_payload([[1], {}]), "no_such_method", {"agent_not_found"}),
-], ids=["garbage", "wrong-type", "unknown-method"])
+], ids=["garbage", "wrong-type", "not-args-kwargs", "unknown-method"])
 def test_a_malformed_call_gets_a_definite_error_and_the_owner_keeps_serving(
         shared: Shared, payload: bytes, method: str, codes: set[str]) -> None:
     async def scenario(cluster: MemoryCluster) -> None:

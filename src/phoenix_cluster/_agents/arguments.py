@@ -2,7 +2,8 @@
 
 Every annotated parameter and return type of an agent method is checked with msgspec:
 at the caller before anything is queued or sent (so a cast with a wrong argument fails
-at its sender, not in a log), and again at the agent, which converts what msgpack
+at its sender, not in a log), at the owner before it queues what a peer sent
+(:func:`check_payload`), and again at the agent, which converts what msgpack
 cannot represent exactly (a Struct arrives as a dict, a tuple as a list). A value that
 msgpack cannot encode is named, and one size limit, ``max_message_bytes``, applies to
 the encoded arguments and to the result, on an embedded node as on a cluster. Every
@@ -31,6 +32,7 @@ __all__ = [
     "ENCODE_ERRORS",
     "ValueCheck",
     "check_arguments",
+    "check_payload",
     "convert_arguments",
     "encode_arguments",
     "encode_result",
@@ -163,6 +165,31 @@ def check_arguments(kind: str, method: str, checks: tuple[ValueCheck, ...],
             check.convert(value)
         except (msgspec.ValidationError, TypeError, ValueError) as exc:
             raise _wrong(kind, method, check.name, exc) from None
+
+
+def check_payload(kind: str, method: str, checks: tuple[ValueCheck, ...], payload: bytes,
+                  decode: Callable[[bytes], Any]) -> None:
+    """Check arguments that arrived from another node, before they are queued: they
+    must decode as msgpack ``[args, kwargs]`` and match the method's annotations. A
+    well-behaved caller checked them already (:func:`check_arguments`); this catches a
+    peer that did not (another version, a hand-made frame), so a mistyped argument is a
+    :class:`SerializationError` at the caller, not a surprise in the handler.
+
+    Raises:
+        SerializationError: not msgpack, not ``[args, kwargs]``, or an argument does not
+            match its annotation; nothing was queued.
+    """
+    try:
+        decoded = decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise SerializationError(f"the arguments of {kind}.{method} are not msgpack: {exc}",
+                                 kind=kind, method=method) from None
+    if not (isinstance(decoded, list) and len(decoded) == 2
+            and isinstance(decoded[0], list) and isinstance(decoded[1], dict)):
+        raise SerializationError(f"the arguments of {kind}.{method} are not [args, kwargs]",
+                                 kind=kind, method=method)
+    if checks:
+        check_arguments(kind, method, checks, decoded[0], decoded[1])
 
 
 def convert_arguments(kind: str, method: str, checks: tuple[ValueCheck, ...],

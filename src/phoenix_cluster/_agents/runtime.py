@@ -46,6 +46,7 @@ from .agent import KindSpec, MethodSpec
 from .arguments import (
     ENCODE_ERRORS,
     check_arguments,
+    check_payload,
     convert_arguments,
     encode_arguments,
     encode_result,
@@ -292,11 +293,21 @@ class AgentRuntime:
         Raises:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
         """
-        self._method(spec, method)
+        self._from_peer(spec, method, payload)
         kr = self.kind(spec)
         msg = Message(method, payload, None, 0.0, request_id)
         if not self._try_enqueue(kr, key, msg):
             await self._enqueue_when_room(kr, key, msg, timeout_s)
+
+    def _from_peer(self, spec: KindSpec, method: str, payload: bytes) -> None:
+        """The method exists and the arguments from another node are well formed.
+
+        Raises:
+            AgentNotFound: no such method.
+            SerializationError: arguments that do not decode or match the annotations.
+        """
+        method_spec = self._method(spec, method)
+        check_payload(spec.name, method, method_spec.checks, payload, self._decode)
 
     def _arguments(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> bytes:
@@ -327,7 +338,7 @@ class AgentRuntime:
         Raises:
             AgentNotFound, NodeClosed: refused; nothing was queued.
         """
-        self._method(spec, method)
+        self._from_peer(spec, method, payload)
         return self._try_enqueue(self.kind(spec), key,
                                  Message(method, payload, None, 0.0, request_id))
 
@@ -409,7 +420,7 @@ class AgentRuntime:
         Raises:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
         """
-        self._method(spec, method)
+        self._from_peer(spec, method, payload)
         kr = self.kind(spec)
         if dedup:
             act = kr.activations.get(key)
