@@ -114,10 +114,7 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> d
             await wait_until(lambda: _declared_dead(cluster, victim, before), timeout=60,
                              what=f"the others to declare {name} dead")
         except TimeoutError:
-            for node in cluster.nodes:
-                tail = "\n    ".join(node.log().splitlines()[-15:])
-                print(f"  {node.name} (running: {node.running}):\n    {tail}",
-                      file=sys.stderr, flush=True)
+            _print_tails(cluster)
             raise
         detected = time.monotonic()
         await asyncio.sleep(1.0)
@@ -142,6 +139,13 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> d
             "answered_after_heal_s": answered - healed, "started": started, "healed": healed}
 
 
+def _print_tails(cluster: LocalCluster, lines: int = 40) -> None:
+    for node in cluster.nodes:
+        tail = "\n    ".join(node.log().splitlines()[-lines:])
+        print(f"  {node.name} (running: {node.running}):\n    {tail}", file=sys.stderr,
+              flush=True)
+
+
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50_s": round(statistics.median(ordered), 3),
@@ -163,7 +167,11 @@ async def main(trials: int, nodes: int, keys: int) -> dict[str, object]:
                 group.create_task(w.run(stop))
             try:
                 for n in range(trials):
-                    results.append(await _trial(cluster, writers, n % nodes))
+                    try:
+                        results.append(await _trial(cluster, writers, n % nodes))
+                    except Exception:
+                        _print_tails(cluster)
+                        raise
                     print(f"trial {n + 1}/{trials}: cut {results[-1]['cut_s']:.2f} s, every "
                           f"key answered {results[-1]['answered_after_heal_s']:.2f} s after "
                           "the heal", file=sys.stderr, flush=True)
