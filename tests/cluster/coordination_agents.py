@@ -42,7 +42,11 @@ class SagaAccount(phx.Agent, kind="cluster.saga_account", idle_timeout=600):
         self.balance = 100
         self.steps = coordination.StepLog()
 
-    async def withdraw(self, amount: int, step_id: str) -> None:
+    async def withdraw(self, amount: int, step_id: str, hold_s: float = 0.0) -> None:
+        if hold_s:
+            # A slow first step: the saga's agent runs its steps as messages, so a
+            # status asked during this one is answered right after it (done == 1).
+            await asyncio.sleep(hold_s)
         if not self.steps.first_time(step_id):
             return
         if amount > self.balance:

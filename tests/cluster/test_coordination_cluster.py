@@ -99,7 +99,7 @@ async def test_a_dead_holders_lease_expires_and_the_next_token_is_larger() -> No
 
 def _transfer(source: str, target: str, amount: int) -> list[coordination.SagaStep]:
     return [
-        coordination.SagaStep(SagaAccount, source, "withdraw", {"amount": amount},
+        coordination.SagaStep(SagaAccount, source, "withdraw", {"amount": amount, "hold_s": 0.3},
                               compensation="deposit", compensation_args={"amount": amount}),
         # a slow deposit: the kill falls while sagas are between their two steps
         coordination.SagaStep(SagaAccount, target, "deposit", {"amount": amount, "hold_s": 0.5},
