@@ -307,7 +307,17 @@ class AgentRuntime:
             SerializationError: arguments that do not decode or match the annotations.
         """
         method_spec = self._method(spec, method)
-        check_payload(spec.name, method, method_spec.checks, payload, self._decode)
+        # Fast path, as at the caller: [args, kwargs] of exactly the annotated classes.
+        # Anything else goes to check_payload, which converts or names the problem.
+        try:
+            decoded = self._decode(payload)
+        except (msgspec.DecodeError, ValueError):
+            decoded = None
+        if (type(decoded) is not list or len(decoded) != 2 or type(decoded[0]) is not list
+                or type(decoded[1]) is not dict
+                or (method_spec.checks and (decoded[1] or method_spec.exact_signature
+                                            != tuple(map(type, decoded[0]))))):
+            check_payload(spec.name, method, method_spec.checks, payload, self._decode)
 
     def _arguments(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> bytes:
