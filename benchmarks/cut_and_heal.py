@@ -133,10 +133,31 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> d
         await wait_until(lambda: not any(w.failing for w in writers), timeout=120,
                          what="every key to answer again after the heal")
     answered = time.monotonic()
-    # Let the refuted suspicions settle before the next cut.
+    # Let the refuted suspicions settle before the next cut: the views agree, and no
+    # node has logged a suspicion or a death for QUIET_S (each trial starts from a
+    # settled cluster, as the scenario assumes).
     await cluster.wait_converged(timeout_s=60)
+    await _quiet(cluster)
     return {"victim": victim, "detection_s": detected - started, "cut_s": healed - started,
             "answered_after_heal_s": answered - healed, "started": started, "healed": healed}
+
+
+QUIET_S = 8.0
+_UNREST = (" is suspected by ", " is dead")
+
+
+async def _quiet(cluster: LocalCluster, limit_s: float = 60.0) -> None:
+    def unrest() -> int:
+        return sum(node.log().count(word) for node in cluster.nodes for word in _UNREST)
+
+    give_up = time.monotonic() + limit_s
+    seen, since = unrest(), time.monotonic()
+    while time.monotonic() - since < QUIET_S:
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"membership still restless {limit_s:.0f} s after a heal")
+        await asyncio.sleep(0.5)
+        if (now := unrest()) != seen:
+            seen, since = now, time.monotonic()
 
 
 def _print_tails(cluster: LocalCluster, lines: int = 40) -> None:
