@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci_gate import pytest_make_collect_report as pytest_make_collect_report
 from ci_gate import pytest_runtest_makereport as pytest_runtest_makereport
 from transport_helpers import certs_with_cryptography, certs_with_openssl
 

@@ -18,7 +18,7 @@ from collections.abc import Generator
 import pytest
 
 
-def _skip_reason(report: pytest.TestReport) -> str:
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2]).removeprefix("Skipped: ")
@@ -31,6 +31,21 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("CI"):
+        report.outcome = "failed"
+        report.longrepr = (f"missing in CI (CI={os.environ['CI']!r}, so this is not a skip):"
+                           f" {_skip_reason(report)}")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A module skipped while it is collected (``pytest.importorskip`` at module level:
+    an optional package missing) never reaches :func:`pytest_runtest_makereport`; under
+    ``CI`` it is a collection error with the same one line."""
+    report = yield
+    if report.skipped and os.environ.get("CI"):
         report.outcome = "failed"
         report.longrepr = (f"missing in CI (CI={os.environ['CI']!r}, so this is not a skip):"
                            f" {_skip_reason(report)}")

@@ -56,6 +56,38 @@ def test_under_ci_a_missing_command_fails_with_one_line(tmp_path: Path, ci: str)
     assert "1 xfailed" in done.stdout and "skipped" not in done.stdout
 
 
+MODULE_SKIP = '''
+import pytest
+pytest.importorskip("no_such_optional_package_phx")
+
+def test_never_collected():
+    pass
+'''
+
+
+@pytest.mark.parametrize(("ci", "code", "seen"), [
+    (None, 5, "1 skipped"),  # 5: pytest ran no test
+    ("1", 2, "missing in CI (CI='1', so this is not a skip): could not import"),
+])
+def test_a_module_skipped_at_collection_fails_under_ci(
+        tmp_path: Path, ci: str | None, code: int, seen: str) -> None:
+    """``pytest.importorskip`` at module level skips during collection, where the
+    per-test hook never looks: under ``CI`` that is a failure too."""
+    (tmp_path / "test_sample.py").write_text(MODULE_SKIP)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    if ci is not None:
+        env["CI"] = ci
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent),
+                                         env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "ci_gate", "-p", "no:cacheprovider", "-rA",
+         "-q", "test_sample.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert seen in done.stdout, done.stdout
+
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps.sh"
 
 
