@@ -465,6 +465,8 @@ class Node:
         await replicator.start()
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
+        self._runtime.reminders.replicator = replicator
+        replicator.on_led = self._runtime.reminders.partition_led
         backup = BackupService(replicator, _kind_status,
                                partial(self._runtime.partition_lost, reason="restored"))
         self._node_services.register("backup", backup.handle)  # phx backup / restore

@@ -25,8 +25,8 @@ from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value
 if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
 
-__all__ = ["Agent", "Consistency", "Durability", "KindSpec", "MethodSpec", "kind_spec",
-           "lookup_kind"]
+__all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
+           "kind_spec", "lookup_kind"]
 
 Durability = Literal["quorum", "async", "none"]
 _DURABILITIES = ("quorum", "async", "none")
@@ -42,6 +42,10 @@ _KINDS: dict[str, KindSpec] = {}
 _REF_ATTRIBUTES = frozenset({"kind", "options"})
 
 _untyped_decoder = msgspec.msgpack.Decoder()
+
+REMINDER_METHOD = "<reminder>"
+"""The message a reminder tick arrives as (``Agent.on_reminder``); not a Python name, so
+no method of a kind can take it, and a reference has no attribute for it."""
 
 
 class MethodSpec:
@@ -146,6 +150,8 @@ class KindSpec:
                     key=attr,
                 )
             self.methods[attr] = MethodSpec(attr, fn)
+        if cls.on_reminder is not Agent.on_reminder:
+            self.methods[REMINDER_METHOD] = MethodSpec(REMINDER_METHOD, cls.on_reminder)
         self.has_on_activate = cls.on_activate is not Agent.on_activate
         self.has_on_deactivate = cls.on_deactivate is not Agent.on_deactivate
         hints = _type_hints(cls)
@@ -327,6 +333,46 @@ class Agent:
             A handle whose ``cancel()`` stops the timer.
         """
         return self._phx_act.runtime.start_timer(self._phx_act, delay_s, callback, args, repeat)
+
+    async def remind(self, name: str, *, every: float, first: float | None = None) -> None:
+        """Register (or replace) the durable reminder ``name`` of this agent: its
+        :meth:`on_reminder` runs ``first`` seconds from now (default ``every``), then
+        every ``every`` seconds, until :meth:`cancel_reminder`.
+
+        Unlike a timer, a reminder is stored with the cluster (committed to a quorum of
+        replicas before this returns), outlives the activation (a passivated agent is
+        activated for its tick) and keeps firing after its node fails. Delivery is at
+        least once: handlers de-duplicate by the tick number. Registration is not part
+        of the handler's state: it stays even if the handler then fails and rolls back.
+        See docs/reminders.md.
+
+        Raises:
+            ConfigError: the kind has no ``on_reminder``, or ``every``/``first`` are out
+                of range (nothing was stored).
+            PhoenixError: the registration could not be committed (each error says
+                whether it may have been stored).
+        """
+        await self._phx_act.runtime.remind(self._phx_act, name, every, first)
+
+    async def cancel_reminder(self, name: str) -> bool:
+        """Stop the reminder ``name`` of this agent. ``False``: there was none.
+
+        A tick already on its way may still arrive once (at-least-once delivery).
+
+        Raises:
+            PhoenixError: the cancellation could not be committed.
+        """
+        return await self._phx_act.runtime.cancel_reminder(self._phx_act, name)
+
+    async def on_reminder(self, name: str, tick: int) -> None:
+        """Called for each tick of a durable reminder of this agent (:meth:`remind`).
+
+        ``tick`` numbers the periods from the first due time (``0`` for the first
+        firing); a tick may arrive more than once (after a failover), so compare it with
+        the last one handled. It runs as a message: one at a time with the others, its
+        state change committed, and rolled back if it raises (the error is logged; the
+        next tick arrives as planned). Override it to use reminders.
+        """
 
 
 _RESERVED = frozenset(name for name in dir(Agent) if not name.startswith("_"))

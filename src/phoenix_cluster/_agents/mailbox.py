@@ -18,7 +18,7 @@ from ..errors import Overloaded
 from .flow import RoomWaiters
 
 if TYPE_CHECKING:
-    from .._foundation.env import TimerHandle
+    from .._foundation.env import Clock, TimerHandle
     from .._foundation.settings import Settings
     from .agent import Agent, KindSpec
 
@@ -181,11 +181,23 @@ class AgentTimer:
 
 
 class AgentHost(Protocol):
-    """What an agent reaches through its activation: the node (``Agent.node``) and the
-    runtime's timers (``Agent.start_timer``)."""
+    """What an agent reaches through its activation: the node (``Agent.node``), the
+    node's clock, the runtime's timers (``Agent.start_timer``) and durable reminders
+    (``Agent.remind``, ``reminders.py``)."""
 
     @property
     def node(self) -> Any: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    async def remind(self, act: Activation, name: str, every_s: float,
+                     first_s: float | None) -> None: ...
+
+    async def cancel_reminder(self, act: Activation, name: str) -> bool: ...
+
+    def deliver_reminder(self, kind: str, key: str, name: str, tick: int,
+                         until: float) -> None: ...
 
     def start_timer(self, act: Activation, delay_s: float, callback: Callable[..., Any],
                     args: tuple[Any, ...], repeat: bool) -> AgentTimer: ...

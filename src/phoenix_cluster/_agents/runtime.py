@@ -56,6 +56,7 @@ from .departures import Departures
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
+from .reminders import Reminders
 from .reroute import PLACE, reroute_delay, turned_away
 from .state import Homes, StateStore
 from .timers import AgentTimers
@@ -143,6 +144,8 @@ class AgentRuntime:
         self.departures = Departures(self._kinds, self.state, self.clock, bus, self.node_name,
                                      self.start_drain, self.failed.stop_here)
         """Agents leaving for another node or a lost partition (``departures.py``)."""
+        self.reminders = Reminders(self.call, self.clock, self.node_name)
+        """Durable reminders: registration, re-arming and delivery (``reminders.py``)."""
         self._closing = False
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
@@ -712,6 +715,20 @@ class AgentRuntime:
         """``Agent.start_timer`` (``timers.py``)."""
         return self.timers.start(act, delay_s, callback, args, repeat)
 
+    async def remind(self, act: Activation, name: str, every_s: float,
+                     first_s: float | None) -> None:
+        """``Agent.remind`` (``reminders.py``)."""
+        await self.reminders.put(act.kind.spec, act.key, name, every_s, first_s)
+
+    async def cancel_reminder(self, act: Activation, name: str) -> bool:
+        """``Agent.cancel_reminder`` (``reminders.py``)."""
+        return await self.reminders.cancel(act.kind.spec, act.key, name)
+
+    def deliver_reminder(self, kind: str, key: str, name: str, tick: int,
+                         until: float) -> None:
+        """A reminder table's tick is due: deliver it (``reminders.py``)."""
+        self.reminders.deliver(kind, key, name, tick, until)
+
     def sweep_idle(self) -> int:
         """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many."""
         return self.passivation.sweep_idle()
@@ -773,6 +790,7 @@ class AgentRuntime:
             return
         self._closing = True
         self.timers.stopped = True
+        await self.reminders.aclose()
         busy = [a.task for a in self._iter_activations() if a.task is not None]
         if busy:
             _, pending = await asyncio.wait(busy, timeout=timeout_s)

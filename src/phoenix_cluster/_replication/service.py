@@ -43,6 +43,10 @@ The contract:
   runtime deactivates those agents before it runs another message for them; their
   next activation calls ``load`` again. ``leads(partition)`` is the epoch this node
   leads at, or ``None``.
+- ``on_led(partition)`` (optional) is called synchronously each time this node wins an
+  election of ``partition`` (a first election or a re-election); ``keys_of(partition,
+  kind)`` lists the keys of one kind this node's store holds in it. The runtime re-arms
+  the durable reminders of the partition from them (``_agents/reminders.py``).
 - ``partition_for(kind, key)``, ``statistics()``, ``store`` (read only) for
   introspection; ``primary(partition)`` and ``committed(partition)`` (every committed
   record of a partition, read on its leader) for ``phx backup`` (``export.py``).
@@ -211,6 +215,8 @@ class Replicator:
         self._storage = storage
         self.settings = settings or ReplicationSettings()
         self.on_lost = on_lost
+        self.on_led: Callable[[int], None] | None = None
+        """Called when this node wins an election of a partition (set by the node)."""
         # A durable store is trusted: what its file lacks, this node never held, once the
         # file exists (a new file is amnesiac: ``start``; docs: Storage).
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
@@ -407,6 +413,14 @@ class Replicator:
         """Whether this node's table names it in the replica set of ``(kind, key)``."""
         table = self._table
         return table is not None and self.name in table.replicas[partition_for(kind, key)]
+
+    def keys_of(self, partition: int, kind: str) -> list[str]:
+        """The keys of ``kind`` this node's store holds in ``partition`` (on its
+        leader: every committed one)."""
+        state = self._store.partition(partition)
+        if state is None:
+            return []
+        return [key for (k, key) in state.records if k == kind]
 
     def lagging(self) -> list[int]:
         """Partitions whose replica set (in this node's table) names this node but that
@@ -927,6 +941,11 @@ class Replicator:
             )
         if previous is not None and plan.stale:
             self._notify_lost(p, "stale", won.epoch)
+        if self.on_led is not None:
+            try:
+                self.on_led(p)
+            except Exception:  # pragma: no cover - a bug in the hook
+                _log.exception("on_led(%d) of node %s failed", p, self.name)
         return lead
 
     def _next_epoch(self, p: int) -> Epoch:
