@@ -106,11 +106,13 @@ class KindSpec:
         "hashed",
         "idle_timeout_s",
         "mailbox_limit",
+        "max_workers",
         "methods",
         "name",
         "placement",
         "replicas",
         "state_types",
+        "stateless",
     )
 
     def __init__(
@@ -124,6 +126,7 @@ class KindSpec:
         replicas: int,
         mailbox_limit: int | None,
         consistency: Consistency = "fenced",
+        max_workers: int = 0,
     ) -> None:
         self.cls = cls
         self.consistency = consistency
@@ -136,6 +139,11 @@ class KindSpec:
         """``True`` for hash placement: the agent lives at its home, no directory entry."""
         self.replicas = replicas
         self.mailbox_limit = mailbox_limit
+        self.max_workers = max_workers
+        """Activations of one key on one node (``placement="stateless"``; 0 otherwise)."""
+        self.stateless = max_workers > 0
+        """``placement="stateless"``: served on any member by up to ``max_workers``
+        activations per key per node; no state is replicated (``workers.py``)."""
         self.methods: dict[str, MethodSpec] = {}
         for attr in dir(cls):
             if attr.startswith("_") or attr in _RESERVED:
@@ -191,7 +199,12 @@ class Agent:
         placement: ``"hash"`` (default: the key's home on the ring), ``"local"`` (the
             node of the first caller), ``"least_loaded"``, ``"scored"`` or
             ``phx.Scored(resources=, affinity=, latency=, load=)`` (weighted node score).
-            See ``docs/distributed-agents.md``.
+            See ``docs/distributed-agents.md``. ``"stateless"``: a stateless worker,
+            served on the caller's node (a client's calls go to some member) by up to
+            ``max_workers`` activations per key at once; its state is per activation
+            and volatile, never replicated (``docs/stateless-workers.md``).
+        max_workers: with ``placement="stateless"``: activations of one key per node
+            (default 4).
         replicas: copies of the state in the cluster (default 3).
         mailbox_limit: messages waiting before new ones wait for room (up to their
             timeout, then ``phx.Overloaded``). Default: the node's ``mailbox_limit``.
@@ -216,12 +229,13 @@ class Agent:
         cls,
         *,
         kind: str | None = None,
-        durability: Durability = "quorum",
+        durability: Durability | None = None,
         idle_timeout: float | None = None,
-        placement: Policy = "hash",
+        placement: Policy | Literal["stateless"] = "hash",
         replicas: int = 3,
         mailbox_limit: int | None = None,
         consistency: Consistency = "fenced",
+        max_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -229,6 +243,11 @@ class Agent:
         where = f"agent kind {name!r}"
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: kind must be a non-empty string", key="kind")
+        workers = _stateless_workers(where, placement, max_workers, durability, consistency)
+        if workers:
+            placement, durability = "hash", "none"
+        elif durability is None:
+            durability = "quorum"
         if durability not in _DURABILITIES:
             raise ConfigError(
                 f"{where}: durability must be one of {_DURABILITIES}, got {durability!r}",
@@ -267,6 +286,7 @@ class Agent:
             replicas=replicas,
             mailbox_limit=mailbox_limit,
             consistency=consistency,
+            max_workers=workers,
         )
         cls._phx_spec = spec
         # A later definition under the same name wins, as a re-imported module would.
@@ -275,7 +295,10 @@ class Agent:
     @property
     def key(self) -> str:
         """This agent's key (read-only; not part of the state)."""
-        return self._phx_act.key
+        act = self._phx_act
+        if act.kind.spec.stateless:
+            return worker_of(act.key)
+        return act.key
 
     @property
     def node(self) -> Any:
@@ -373,6 +396,46 @@ class Agent:
         state change committed, and rolled back if it raises (the error is logged; the
         next tick arrives as planned). Override it to use reminders.
         """
+
+
+WORKER_SEPARATOR = "\x00"
+"""Between a stateless worker's key and its number in the activation's key (``key\x000``)."""
+
+def worker_of(activation_key: str) -> str:
+    """The caller's key of a stateless worker's activation key (``key\x000`` -> ``key``)."""
+    return activation_key.rpartition(WORKER_SEPARATOR)[0]
+
+
+DEFAULT_MAX_WORKERS = 4
+"""Activations of one stateless key per node when ``max_workers`` is not given."""
+
+
+def _stateless_workers(where: str, placement: object, max_workers: object,
+                       durability: object, consistency: object) -> int:
+    """``max_workers`` of a ``placement="stateless"`` kind (0 for any other kind).
+
+    Raises:
+        ConfigError: ``max_workers`` without ``placement="stateless"`` or not an int
+            >= 1; a stateless kind with a durability other than ``"none"`` or with
+            ``consistency="crdt"`` (it keeps no replicated state).
+    """
+    if placement != "stateless":
+        if max_workers is not None:
+            raise ConfigError(f"{where}: max_workers needs placement='stateless', got "
+                              f"placement={placement!r}", key="max_workers")
+        return 0
+    if max_workers is None:
+        max_workers = DEFAULT_MAX_WORKERS
+    if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+        raise ConfigError(f"{where}: max_workers must be an int >= 1, got {max_workers!r}",
+                          key="max_workers")
+    if durability not in (None, "none"):
+        raise ConfigError(f"{where}: a placement='stateless' kind replicates no state, so "
+                          f"its durability is 'none'; got {durability!r}", key="durability")
+    if consistency != "fenced":
+        raise ConfigError(f"{where}: a placement='stateless' kind has no consistency "
+                          f"option; got consistency={consistency!r}", key="consistency")
+    return max_workers
 
 
 _RESERVED = frozenset(name for name in dir(Agent) if not name.startswith("_"))

@@ -210,7 +210,7 @@ class KindRuntime:
     """
 
     __slots__ = ("activations", "idle_timeout_s", "mailbox_limit", "passive", "room", "runtime",
-                 "spec")
+                 "spec", "workers")
 
     def __init__(self, runtime: AgentHost, spec: KindSpec, settings: Settings) -> None:
         self.runtime = runtime
@@ -222,6 +222,8 @@ class KindRuntime:
         self.mailbox_limit = spec.mailbox_limit or settings.mailbox_limit
         self.room = RoomWaiters()
         """Casts waiting for room in this kind's full mailboxes (``flow.py``)."""
+        self.workers = spec.max_workers
+        """Activations per key of a stateless kind (``workers.py``); 0 for any other."""
 
     def __repr__(self) -> str:
         return (

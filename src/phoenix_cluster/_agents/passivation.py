@@ -86,7 +86,8 @@ class Passivation:
         ``on_deactivate``, if any, has run)."""
         kr = act.kind
         cancel_timers(act)
-        kr.passive[act.key] = act.committed
+        if not kr.workers:  # a stateless worker's state is volatile
+            kr.passive[act.key] = act.committed
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
         act.agent = None

@@ -145,6 +145,8 @@ class PlacementService:
         self.on_change: Callable[[], None] | None = None
         """Called after each table change (the rebalancer listens)."""
         self.migrations = 0
+        self._stateless_turn = 0
+        """Calls of stateless kinds this client spread over the members."""
 
     # ----------------------------------------------------------------- the view
 
@@ -213,6 +215,8 @@ class PlacementService:
     def route(self, spec: KindSpec, key: str) -> str | Place | None:
         """Where a message sent from this node goes: an address, ``None`` (here) or
         :data:`PLACE` (this node is the home and must choose a host first)."""
+        if spec.stateless:
+            return self._stateless_route(spec, key)
         k = (spec.name, key)
         tomb = self.tombstones.get(k)
         if tomb is not None:
@@ -232,6 +236,17 @@ class PlacementService:
             return None if pin == self.self_name else self.address(pin)
         return None if spec.hashed else PLACE
 
+    def _stateless_route(self, spec: KindSpec, key: str) -> str | None:
+        """A stateless worker is served here on a member; a client spreads its calls
+        over the members in turn (a leaving member's callers go elsewhere too)."""
+        if self.runtime.hosts_agents and not self.leaving:
+            return None
+        hosts = sorted(self.alive - {self.self_name})
+        if not hosts:
+            return self.fallback(spec.name, key)
+        self._stateless_turn += 1
+        return self.address(hosts[self._stateless_turn % len(hosts)])
+
     async def resolve(self, spec: KindSpec, key: str) -> str | None:
         """Finish :meth:`route`'s :data:`PLACE`: choose and pin a host; its address or None."""
         host = await self._place(spec, key, self.self_name)
@@ -249,6 +264,8 @@ class PlacementService:
     def admit(self, spec: KindSpec, key: str) -> Redirect | Place | None:
         """Inbound, synchronous: serve here (``None``), redirect, or :data:`PLACE` (take
         the async path: :meth:`admit_async`)."""
+        if spec.stateless:
+            return None  # any member serves a stateless worker
         k = (spec.name, key)
         tomb = self.tombstones.get(k)
         if tomb is not None:

@@ -78,6 +78,8 @@ class Rebalancer:
 
     def _held(self) -> Iterator[tuple[KindSpec, str]]:
         for kr in list(self.runtime._kinds.values()):
+            if kr.workers:
+                continue  # stateless workers serve where they are; nothing to move
             for key in [*kr.activations, *kr.passive]:
                 yield kr.spec, key
 

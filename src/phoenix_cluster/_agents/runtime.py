@@ -42,7 +42,7 @@ from ..errors import (
 )
 from .activation import Activator
 from .active_active import ActiveActive
-from .agent import KindSpec, MethodSpec
+from .agent import KindSpec, MethodSpec, worker_of
 from .arguments import (
     ENCODE_ERRORS,
     check_arguments,
@@ -60,6 +60,7 @@ from .reminders import Reminders
 from .reroute import PLACE, reroute_delay, turned_away
 from .state import Homes, StateStore
 from .timers import AgentTimers
+from .workers import pick_worker, recent_reply
 
 if TYPE_CHECKING:
     from .._replication.service import Replicator
@@ -389,7 +390,7 @@ class AgentRuntime:
         """
         if self._closing:
             raise NodeClosed(f"node {self.node_name} is shutting down")
-        if self.placement is not None and key not in kr.activations:
+        if self.placement is not None and not kr.workers and key not in kr.activations:
             raise NotLeader(f"{kr.spec.name}/{key} left {self.node_name} while a message "
                             "waited for room in its mailbox; send it again", definite=True)
 
@@ -436,6 +437,10 @@ class AgentRuntime:
         self._from_peer(spec, method, payload)
         kr = self.kind(spec)
         if dedup:
+            if kr.workers:
+                seen = recent_reply(kr, key, request_id)
+                if seen is not None:
+                    return seen
             act = kr.activations.get(key)
             recent = act.recent if act is not None else None
             if recent is not None and request_id in recent:
@@ -496,6 +501,8 @@ class AgentRuntime:
         return method_spec
 
     def _enqueue(self, kr: KindRuntime, key: str, msg: Message) -> Activation:
+        if kr.workers:
+            key = pick_worker(kr, key)
         act = kr.activations.get(key)
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
@@ -505,6 +512,8 @@ class AgentRuntime:
 
     def _try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool:
         """Queue ``msg`` unless the agent's mailbox is full."""
+        if kr.workers:
+            key = pick_worker(kr, key)
         act = kr.activations.get(key)
         if act is None:
             act = kr.activations[key] = Activation(kr, key, self.clock.monotonic())
@@ -543,7 +552,7 @@ class AgentRuntime:
             while queue:
                 msg = queue.popleft()
                 if waiting:
-                    room.wake_one(act.key)
+                    room.wake_one(_room_key(act))
                 if msg.fn is None:
                     if self.tracer is None:
                         await self._handle(act, msg)
@@ -570,7 +579,7 @@ class AgentRuntime:
             act.last_used = self.clock.monotonic()
             if act.kind.room.by_key:
                 # Emptied, moved or stopped: whoever waits for room tries again.
-                act.kind.room.wake_all(act.key)
+                act.kind.room.wake_all(_room_key(act))
 
 
     async def _handle(self, act: Activation, msg: Message) -> None:
@@ -840,6 +849,14 @@ class AgentRuntime:
             f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
             f"{s.passive_agents} passive, {s.queued_messages} queued]>"
         )
+
+
+def _room_key(act: Activation) -> str:
+    """The key that messages waiting for room in ``act``'s mailbox wait under: the
+    caller's key (a stateless worker's, without its number: any worker's room will do)."""
+    if act.kind.workers:
+        return worker_of(act.key)
+    return act.key
 
 
 def _noop() -> None:
