@@ -9,11 +9,13 @@ from phoenix_cluster import coordination, errors, telemetry
 # handles) stay in their modules; Env is public as phoenix_cluster.testing.Env.
 PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
-    "BarrierMismatch", "CallTimeout", "ChildSpec", "ConfigError", "DefiniteError",
-    "IndefiniteError", "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoBids", "NoQuorum",
+    "BarrierMismatch", "CallInfo", "CallRejected", "CallTimeout", "ChildSpec", "ConfigError",
+    "DefiniteError", "IndefiniteError", "Interceptor", "LeaseHeld", "Member", "NameConflict",
+    "NameTaken", "NoBids", "NoQuorum",
     "Node", "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader",
     "Overloaded",
-    "PhoenixError", "PhoenixInternalError", "ProtocolError", "Registration", "SagaAborted",
+    "PhoenixError", "PhoenixInternalError", "Proceed", "ProtocolError", "Registration",
+    "SagaAborted",
     "Scored", "SemaphoreMismatch", "SerializationError", "Settings", "StaleToken",
     "StorageError", "Supervisor", "SupervisorEscalation", "__version__", "coordination",
     "crdt", "telemetry",

@@ -21,6 +21,9 @@ from . import coordination as coordination
 from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
+from ._agents.interceptors import CallInfo as CallInfo
+from ._agents.interceptors import Interceptor as Interceptor
+from ._agents.interceptors import Proceed as Proceed
 from ._agents.mailbox import AgentTimer as AgentTimer
 from ._agents.ref import AgentRef as AgentRef
 from ._foundation.settings import Settings as Settings
@@ -37,6 +40,7 @@ from .errors import AgentError as AgentError
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AuthenticationError as AuthenticationError
 from .errors import BarrierMismatch as BarrierMismatch
+from .errors import CallRejected as CallRejected
 from .errors import CallTimeout as CallTimeout
 from .errors import ConfigError as ConfigError
 from .errors import DefiniteError as DefiniteError
@@ -68,11 +72,14 @@ __all__ = [
     "AgentTimer",
     "AuthenticationError",
     "BarrierMismatch",
+    "CallInfo",
+    "CallRejected",
     "CallTimeout",
     "ChildSpec",
     "ConfigError",
     "DefiniteError",
     "IndefiniteError",
+    "Interceptor",
     "LeaseHeld",
     "Member",
     "NameConflict",
@@ -88,6 +95,7 @@ __all__ = [
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
+    "Proceed",
     "ProtocolError",
     "Registration",
     "SagaAborted",

@@ -14,6 +14,7 @@ import enum
 import hashlib
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -23,6 +24,7 @@ import msgspec
 
 from ._agents.agent import Agent, kind_spec, lookup_kind
 from ._agents.dispatch import Router
+from ._agents.interceptors import Interceptor
 from ._agents.mailbox import KindRuntime
 from ._agents.placement import PlacementService
 from ._agents.rebalance import Rebalancer
@@ -136,6 +138,8 @@ class Node:
             ``phx.telemetry.attach`` uses).
         config_file: a ``phoenix.toml`` to read (default: ``./phoenix.toml`` if present).
         settings: a ready :class:`Settings`; when given, the other options are ignored.
+        interceptors: hooks around the agent calls this node sends and runs, in this
+            order (``phx.Interceptor``; see ``docs/interceptors.md``).
         **options: any other setting by name, e.g. ``call_timeout_s=1.0``.
 
     Settings precedence: arguments, then ``PHX_*`` environment variables, then
@@ -163,6 +167,7 @@ class Node:
         telemetry: TelemetryBus | None = None,
         config_file: str | None = None,
         settings: Settings | None = None,
+        interceptors: Sequence[Interceptor] = (),
         **options: Any,
     ) -> None:
         if settings is None:
@@ -178,6 +183,8 @@ class Node:
         self.telemetry = telemetry if telemetry is not None else default_bus
         self._state = NodeState.NEW
         self._runtime = AgentRuntime(self, settings, self.env, self.telemetry)
+        for interceptor in interceptors:
+            self._runtime.interceptors.add(interceptor)
         self._supervisor = Supervisor(
             [ChildSpec("passivation", self._passivation_loop)],
             strategy="one_for_one",
@@ -837,6 +844,15 @@ class Node:
         return interval
 
     # ----------------------------------------------------------------- agents
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Add a call interceptor after (inside) those this node has; it sees the calls
+        that start from now on (``docs/interceptors.md``).
+
+        Raises:
+            TypeError: ``interceptor`` is not a ``phx.Interceptor``.
+        """
+        self._runtime.interceptors.add(interceptor)
 
     def ref(self, kind: type[Agent] | str, key: str) -> AgentRef:
         """A reference to the agent ``key`` of ``kind`` (a class, or a kind name).

@@ -4,6 +4,8 @@
     ├── DefiniteError                 nothing happened; safe to retry or give up
     │   ├── AgentNotFound             unknown kind or method
     │   ├── AgentError                the handler raised; the agent's state was rolled back
+    │   ├── CallRejected              a node's interceptor refused the call (indefinite once
+    │   │                             the handler had run)
     │   ├── NoQuorum                  not enough replicas to commit
     │   ├── NotLeader                 this node does not (or no longer) lead the key's partition
     │   ├── StorageError              the durable replica store is corrupt, foreign or failing
@@ -46,6 +48,7 @@ __all__ = [
     "AgentNotFound",
     "AuthenticationError",
     "BarrierMismatch",
+    "CallRejected",
     "CallTimeout",
     "ConfigError",
     "DefiniteError",
@@ -175,6 +178,19 @@ class AgentError(DefiniteError):
         )
         error._traceback_source = exc
         return error
+
+
+class CallRejected(DefiniteError):
+    """An interceptor (``phx.Interceptor``) raised instead of passing the call on.
+
+    ``definite`` is ``True`` when the call had not run (an outgoing interceptor refused it
+    before it was sent, an incoming one before the handler); it is ``False`` when the
+    interceptor raised after the call or handler ran (the agent's state was rolled back,
+    but what the handler did elsewhere may have happened). The message names the node,
+    the agent, and the exception the interceptor raised.
+    """
+
+    code = "call_rejected"
 
 
 class NoQuorum(DefiniteError):
@@ -423,6 +439,7 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         IndefiniteError,
         AgentNotFound,
         AgentError,
+        CallRejected,
         NoQuorum,
         NameTaken,
         NotLeader,

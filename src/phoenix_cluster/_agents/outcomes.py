@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from ..errors import AgentError, NotLeader, PhoenixError, SerializationError
+from ..errors import AgentError, CallRejected, NotLeader, PhoenixError, SerializationError
 from .flow import DropReason, report_drop
 from .mailbox import Activation, KindRuntime, Message
 from .reroute import turned_away
@@ -67,9 +67,11 @@ class FailedMessages:
                  "method": msg.method, "error": error.remote_type},
             )
 
-    def refuse(self, act: Activation, msg: Message, error: SerializationError) -> None:
-        """A message whose arguments or result could not cross the API boundary: the
-        caller gets the typed error (definite: the state was rolled back)."""
+    def refuse(self, act: Activation, msg: Message,
+               error: SerializationError | CallRejected) -> None:
+        """A message whose arguments or result could not cross the API boundary, or that
+        an interceptor refused: the caller gets the typed error (the state was rolled
+        back)."""
         error.request_id = msg.request_id
         if msg.future is not None:
             if not msg.future.done():

@@ -30,6 +30,7 @@ from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from ..errors import (
     AgentNotFound,
+    CallRejected,
     CallTimeout,
     ConfigError,
     NodeClosed,
@@ -53,6 +54,7 @@ from .arguments import (
 )
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
+from .interceptors import CallInfo, Interceptors
 from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
@@ -145,7 +147,9 @@ class AgentRuntime:
         self.departures = Departures(self._kinds, self.state, self.clock, bus, self.node_name,
                                      self.start_drain, self.failed.stop_here)
         """Agents leaving for another node or a lost partition (``departures.py``)."""
-        self.reminders = Reminders(self.call, self.clock, self.node_name)
+        self.interceptors = Interceptors()
+        """The node's call interceptors (``interceptors.py``)."""
+        self.reminders = Reminders(self._call, self.clock, self.node_name)
         """Durable reminders: registration, re-arming and delivery (``reminders.py``)."""
         self._closing = False
         self._messages_handled = 0
@@ -191,6 +195,22 @@ class AgentRuntime:
         timeout: float | None,
     ) -> Any:
         """Send a call and wait for its result (decoded with the method's result type)."""
+        if self.interceptors.outgoing:
+            return await self.interceptors.run(
+                CallInfo(spec.name, key, method, args, kwargs, self.node_name, "outgoing",
+                         False),
+                partial(self._call, spec, key, method, args, kwargs, timeout))
+        return await self._call(spec, key, method, args, kwargs, timeout)
+
+    async def _call(
+        self,
+        spec: KindSpec,
+        key: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
         method_spec = self._method(spec, method)
@@ -248,6 +268,18 @@ class AgentRuntime:
         queued to send, a local one fails at once with ``Overloaded`` when the mailbox
         is full.
         """
+        if self.interceptors.outgoing:
+            await self.interceptors.run(
+                CallInfo(spec.name, key, method, args, kwargs, self.node_name, "outgoing",
+                         True),
+                partial(self._cast, spec, key, method, args, kwargs, timeout, acknowledged))
+            return
+        await self._cast(spec, key, method, args, kwargs, timeout, acknowledged)
+
+    async def _cast(
+        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...],
+        kwargs: dict[str, Any], timeout: float | None, acknowledged: bool,
+    ) -> None:
         method_spec = self._method(spec, method)
         payload = self._arguments(spec, method_spec, args, kwargs)
         request_id = next(self._request_ids)
@@ -601,7 +633,9 @@ class AgentRuntime:
             args, kwargs = self._decode(msg.payload)
             if method.conversions:
                 convert_arguments(spec.name, msg.method, method.conversions, args, kwargs)
-            if method.is_async:
+            if self.interceptors.incoming:
+                result = await self._intercepted(act, msg, method, agent, args, kwargs)
+            elif method.is_async:
                 result = await method.fn(agent, *args, **kwargs)
             else:
                 result = method.fn(agent, *args, **kwargs)
@@ -620,7 +654,7 @@ class AgentRuntime:
             if future is not None and not future.done():
                 future.set_exception(NodeClosed(f"node {self.node_name} stopped mid-message"))
             raise
-        except SerializationError as exc:
+        except (SerializationError, CallRejected) as exc:
             self.state.rollback(act)
             self.failed.refuse(act, msg, exc)
             return
@@ -644,6 +678,19 @@ class AgentRuntime:
                 {"duration": self.clock.monotonic() - started},
                 {"node": self.node_name, "kind": spec.name, "method": msg.method},
             )
+
+    async def _intercepted(self, act: Activation, msg: Message, method: MethodSpec,
+                           agent: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run the handler inside the node's incoming interceptors."""
+        async def handler() -> Any:
+            if method.is_async:
+                return await method.fn(agent, *args, **kwargs)
+            return method.fn(agent, *args, **kwargs)
+
+        key = act.key if not act.kind.workers else worker_of(act.key)
+        info = CallInfo(act.kind.spec.name, key, msg.method, tuple(args), kwargs,
+                        self.node_name, "incoming", msg.future is None)
+        return await self.interceptors.run(info, handler)
 
     async def _run_internal(self, act: Activation, msg: Message) -> None:
         """A timer tick: run the callback as a message, with rollback on failure."""
