@@ -15,7 +15,7 @@ LAYERS = {
     "_crdt": 0,
     "_coordination": 7,
     "_wire": 1, "_transport": 2, "_membership": 3, "_ring": 4, "_splitbrain": 4,
-    "_replication": 5, "_placement": 5, "_agents": 6, "_registry": 7, "_node": 8,
+    "_replication": 5, "_placement": 5, "_stores": 5, "_agents": 6, "_registry": 7, "_node": 8,
     "_web": 7, "_cli": 9, "testing": 9, "telemetry": 9, "crdt": 9,
     "coordination": 9, "__init__": 10,
     "__main__": 10,

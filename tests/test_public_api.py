@@ -9,15 +9,15 @@ from phoenix_cluster import coordination, errors, telemetry
 # handles) stay in their modules; Env is public as phoenix_cluster.testing.Env.
 PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
-    "BarrierMismatch", "CallInfo", "CallRejected", "CallTimeout", "ChildSpec", "ConfigError",
-    "DefiniteError", "IndefiniteError", "Interceptor", "LeaseHeld", "Member", "NameConflict",
-    "NameTaken", "NoBids", "NoQuorum",
-    "Node", "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader",
-    "Overloaded",
-    "PhoenixError", "PhoenixInternalError", "Proceed", "ProtocolError", "Registration",
-    "SagaAborted",
-    "Scored", "SemaphoreMismatch", "SerializationError", "Settings", "StaleToken",
-    "StorageError", "Supervisor", "SupervisorEscalation", "__version__", "coordination",
+    "BarrierMismatch", "CallInfo", "CallRejected", "CallTimeout", "ChildSpec",
+    "ConfigError", "DefiniteError", "EventSourcedAgent", "IndefiniteError", "Interceptor",
+    "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoBids", "NoQuorum", "Node",
+    "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader",
+    "Overloaded", "PhoenixError", "PhoenixInternalError", "PostgresStore", "Proceed",
+    "ProtocolError", "Registration", "SagaAborted", "Scored", "SemaphoreMismatch",
+    "SerializationError", "Settings", "SqliteStore", "StaleToken", "StateStore",
+    "StateVersionError", "StorageError", "StoreUnavailable", "StoredEvents", "StoredState",
+    "Supervisor", "SupervisorEscalation", "WriteConflict", "__version__", "coordination",
     "crdt", "telemetry",
 ]
 

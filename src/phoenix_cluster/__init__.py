@@ -21,6 +21,7 @@ from . import coordination as coordination
 from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
+from ._agents.events import EventSourcedAgent as EventSourcedAgent
 from ._agents.interceptors import CallInfo as CallInfo
 from ._agents.interceptors import Interceptor as Interceptor
 from ._agents.interceptors import Proceed as Proceed
@@ -35,6 +36,11 @@ from ._registry.registry import Registration as Registration
 from ._resilience.supervisor import ChildSpec as ChildSpec
 from ._resilience.supervisor import Supervisor as Supervisor
 from ._resilience.supervisor import SupervisorEscalation as SupervisorEscalation
+from ._stores.base import StateStore as StateStore
+from ._stores.base import StoredEvents as StoredEvents
+from ._stores.base import StoredState as StoredState
+from ._stores.postgres import PostgresStore as PostgresStore
+from ._stores.sqlite import SqliteStore as SqliteStore
 from ._version import __version__ as __version__
 from .errors import AgentError as AgentError
 from .errors import AgentNotFound as AgentNotFound
@@ -62,7 +68,10 @@ from .errors import SagaAborted as SagaAborted
 from .errors import SemaphoreMismatch as SemaphoreMismatch
 from .errors import SerializationError as SerializationError
 from .errors import StaleToken as StaleToken
+from .errors import StateVersionError as StateVersionError
 from .errors import StorageError as StorageError
+from .errors import StoreUnavailable as StoreUnavailable
+from .errors import WriteConflict as WriteConflict
 
 __all__ = [
     "Agent",
@@ -78,6 +87,7 @@ __all__ = [
     "ChildSpec",
     "ConfigError",
     "DefiniteError",
+    "EventSourcedAgent",
     "IndefiniteError",
     "Interceptor",
     "LeaseHeld",
@@ -95,6 +105,7 @@ __all__ = [
     "Overloaded",
     "PhoenixError",
     "PhoenixInternalError",
+    "PostgresStore",
     "Proceed",
     "ProtocolError",
     "Registration",
@@ -103,10 +114,17 @@ __all__ = [
     "SemaphoreMismatch",
     "SerializationError",
     "Settings",
+    "SqliteStore",
     "StaleToken",
+    "StateStore",
+    "StateVersionError",
     "StorageError",
+    "StoreUnavailable",
+    "StoredEvents",
+    "StoredState",
     "Supervisor",
     "SupervisorEscalation",
+    "WriteConflict",
     "__version__",
     "coordination",
     "crdt",

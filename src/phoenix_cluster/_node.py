@@ -14,7 +14,7 @@ import enum
 import hashlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -50,6 +50,7 @@ from ._ring.ring import HashRing
 from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
 from ._splitbrain.view import Decision
+from ._stores.base import StateStore
 from ._telemetry import events
 from ._telemetry.bus import TelemetryBus, default_bus
 from ._telemetry.tracing import start_node_tracer
@@ -133,6 +134,9 @@ class Node:
         name: the node's cluster-wide name (default ``node-<random hex>``).
         listen, seeds, cookie, role, http, data_dir: cluster settings (see
             ``docs/configuration.md``); a single embedded node needs none of them.
+        stores: state stores by name for kinds declared with ``store="NAME"``: a URL
+            (``sqlite:///PATH``, ``postgresql://...``) or a :class:`StateStore` object
+            (docs/state-stores.md).
         env: the clock and random source (tests pass a ``ManualClock``).
         telemetry: the event bus to report to (default: the process-wide one that
             ``phx.telemetry.attach`` uses).
@@ -163,6 +167,7 @@ class Node:
         role: str | None = None,
         http: str | None = None,
         data_dir: str | None = None,
+        stores: Mapping[str, str | StateStore] | None = None,
         env: Env | None = None,
         telemetry: TelemetryBus | None = None,
         config_file: str | None = None,
@@ -170,10 +175,11 @@ class Node:
         interceptors: Sequence[Interceptor] = (),
         **options: Any,
     ) -> None:
+        urls = {n: u for n, u in (stores or {}).items() if isinstance(u, str)}
         if settings is None:
             overrides = dict(
                 name=name, listen=listen, seeds=seeds, cookie=cookie, role=role,
-                http=http, data_dir=data_dir, **options,
+                http=http, data_dir=data_dir, stores=urls or None, **options,
             )
             settings = load_settings(overrides, config_file=config_file)
         self.env = env if env is not None else Env()
@@ -185,6 +191,7 @@ class Node:
         self._runtime = AgentRuntime(self, settings, self.env, self.telemetry)
         for interceptor in interceptors:
             self._runtime.interceptors.add(interceptor)
+        self._runtime.state.stored.configure({**settings.stores, **(stores or {})})
         self._supervisor = Supervisor(
             [ChildSpec("passivation", self._passivation_loop)],
             strategy="one_for_one",
@@ -297,6 +304,7 @@ class Node:
             if not reason.startswith(DOWNED_PREFIX):
                 await self._hand_off_all()
             await self._runtime.aclose(self.settings.shutdown_timeout_s)
+            await self._runtime.state.stored.aclose()
             await self._close_cluster()
             await self._supervisor.aclose()
             watcher = self._watcher

@@ -9,6 +9,8 @@
     │   ├── NoQuorum                  not enough replicas to commit
     │   ├── NotLeader                 this node does not (or no longer) lead the key's partition
     │   ├── StorageError              the durable replica store is corrupt, foreign or failing
+    │   ├── WriteConflict             another activation committed the agent's state first
+    │   ├── StateVersionError         stored state of a version this code cannot read
     │   ├── NameTaken                 the registry name is registered to something else
     │   ├── Overloaded                mailbox stayed full for the timeout; the message was refused
     │   ├── SerializationError        an argument or result cannot be encoded, has the wrong
@@ -27,7 +29,8 @@
     │   └── ConfigError (ValueError)  a setting has the wrong form
     ├── IndefiniteError               it may have happened; retry with the same request id
     │   ├── CallTimeout (TimeoutError)
-    │   └── NodeUnavailable           the node hosting the agent went away
+    │   ├── NodeUnavailable           the node hosting the agent went away
+    │   └── StoreUnavailable          the agent's state store (a database) cannot be reached
     └── PhoenixInternalError          a bug in Phoenix itself; please report it
 
 Each error carries ``definite``. Where one name can go either way it is the truth:
@@ -70,7 +73,10 @@ __all__ = [
     "SemaphoreMismatch",
     "SerializationError",
     "StaleToken",
+    "StateVersionError",
     "StorageError",
+    "StoreUnavailable",
+    "WriteConflict",
     "error_from_code",
 ]
 
@@ -243,6 +249,24 @@ class StorageError(DefiniteError):
     """
 
     code = "storage_error"
+
+
+class WriteConflict(DefiniteError):
+    """A conditional write to a state store lost: the stored version is not the one this
+    activation read, so another activation of the same agent committed first (or still
+    runs). Nothing was written; the activation stops, and the agent's next message
+    activates it again from the store's newest state."""
+
+    code = "write_conflict"
+
+
+class StateVersionError(DefiniteError):
+    """Stored state has a ``state_version`` this code cannot read: older, with no
+    ``upgrade_state`` hook on the kind, or newer than the kind's ``state_version`` (a
+    newer release wrote it). The message names the kind, the key and both versions;
+    the agent does not activate and nothing is written."""
+
+    code = "state_version_error"
 
 
 class Overloaded(DefiniteError):
@@ -424,6 +448,18 @@ class NodeUnavailable(IndefiniteError):
     code = "node_unavailable"
 
 
+class StoreUnavailable(IndefiniteError):
+    """The agent's state store (``store=`` of its kind: a database) could not be used.
+
+    ``definite=True`` when nothing was written: the store was not reachable, or the
+    write's transaction failed before its commit was sent (the database rolls it back).
+    ``definite=False`` only when the connection broke while the commit itself was in
+    flight. Calls succeed again once the store is back; nothing needs restarting.
+    """
+
+    code = "store_unavailable"
+
+
 class PhoenixInternalError(PhoenixError):
     """An invariant inside Phoenix broke. This is a bug in Phoenix: please report it."""
 
@@ -444,6 +480,9 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         NameTaken,
         NotLeader,
         StorageError,
+        WriteConflict,
+        StateVersionError,
+        StoreUnavailable,
         Overloaded,
         SerializationError,
         AuthenticationError,

@@ -78,7 +78,8 @@ class Activator:
         replies: tuple[tuple[int, bytes], ...] = ()
         try:
             if ((self._state.placement is not None or self._state.replicator is not None
-                    or spec.consistency == "crdt") and not spec.stateless):
+                    or spec.consistency == "crdt" or spec.store is not None)
+                    and not spec.stateless):
                 # (on an embedded node there is nothing to load: no coroutine for it,
                 # since each one per activation shows in the memory of idle agents)
                 state, record, replies = await self._load(act, state)

@@ -103,6 +103,7 @@ class KindSpec:
         "durability",
         "has_on_activate",
         "has_on_deactivate",
+        "has_upgrade",
         "hashed",
         "idle_timeout_s",
         "mailbox_limit",
@@ -111,8 +112,11 @@ class KindSpec:
         "name",
         "placement",
         "replicas",
+        "snapshot_every",
         "state_types",
+        "state_version",
         "stateless",
+        "store",
     )
 
     def __init__(
@@ -127,8 +131,17 @@ class KindSpec:
         mailbox_limit: int | None,
         consistency: Consistency = "fenced",
         max_workers: int = 0,
+        store: str | None = None,
+        state_version: int = 1,
     ) -> None:
         self.cls = cls
+        self.store = store
+        """The name of the state store this kind commits to (``None``: its replicas)."""
+        self.state_version = state_version
+        """The version of the state this kind's code writes (``versions.py``)."""
+        self.snapshot_every: int = cls.__dict__.get("_phx_snapshot_every", 0)
+        """Event-sourced kinds (``events.py``): a snapshot every this many events;
+        ``0``: the kind stores its state, not events."""
         self.consistency = consistency
         """``"fenced"`` (one leader, quorum commits) or ``"crdt"`` (active-active, merged)."""
         self.name = name
@@ -145,8 +158,10 @@ class KindSpec:
         """``placement="stateless"``: served on any member by up to ``max_workers``
         activations per key per node; no state is replicated (``workers.py``)."""
         self.methods: dict[str, MethodSpec] = {}
+        # Framework methods of a base class below Agent (EventSourcedAgent's persist).
+        reserved: frozenset[str] = getattr(cls, "_phx_reserved", frozenset())
         for attr in dir(cls):
-            if attr.startswith("_") or attr in _RESERVED:
+            if attr.startswith("_") or attr in _RESERVED or attr in reserved:
                 continue
             fn = inspect.getattr_static(cls, attr)
             if isinstance(fn, (staticmethod, classmethod, property)) or not callable(fn):
@@ -162,6 +177,8 @@ class KindSpec:
             self.methods[REMINDER_METHOD] = MethodSpec(REMINDER_METHOD, cls.on_reminder)
         self.has_on_activate = cls.on_activate is not Agent.on_activate
         self.has_on_deactivate = cls.on_deactivate is not Agent.on_deactivate
+        self.has_upgrade = "upgrade_state" in {k for c in cls.__mro__[:-1]
+                                               if c is not Agent for k in vars(c)}
         hints = _type_hints(cls)
         self.state_types: dict[str, Any] = {
             k: v
@@ -213,6 +230,14 @@ class Agent:
             state field is a ``phx.crdt`` type, mutated with ``replica=self.replica``;
             replicas on both sides of a partition accept updates and merge after it
             heals). A crdt kind needs ``placement="hash"``. See docs/crdt.md.
+        store: the name of a state store (``phx node --store NAME=URL``,
+            ``Node(stores={NAME: URL})``) the kind commits its state to instead of its
+            replicas: SQLite or PostgreSQL, so the state survives a restart of the whole
+            cluster. Writes are conditional on the version read, so two activations of
+            one agent never both commit. See docs/state-stores.md.
+        state_version: the version of the state this code writes (default 1). Raise it
+            when the state's shape changes and define :meth:`upgrade_state`, so state
+            written by the previous release is read by the new one.
 
     State must serialize to msgpack (None, bool, int, float, str, bytes, list, dict,
     msgspec Structs). Annotate attributes at class level (``items: list[Item]``) to get
@@ -236,6 +261,8 @@ class Agent:
         mailbox_limit: int | None = None,
         consistency: Consistency = "fenced",
         max_workers: int | None = None,
+        store: str | None = None,
+        state_version: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -277,6 +304,19 @@ class Agent:
                 f"key's ring owners), got {placement!r}",
                 key="placement",
             )
+        if store is not None and (not isinstance(store, str) or not store):
+            raise ConfigError(f"{where}: store must be a non-empty store name, got {store!r}",
+                              key="store")
+        if store is not None and consistency == "crdt":
+            raise ConfigError(f"{where}: a crdt kind merges its replicas and cannot use a "
+                              f"store (store={store!r})", key="store")
+        if store is not None and workers:
+            raise ConfigError(f"{where}: a stateless worker keeps no state and cannot use a "
+                              f"store (store={store!r})", key="store")
+        if (not isinstance(state_version, int) or isinstance(state_version, bool)
+                or not 1 <= state_version < 2**32):
+            raise ConfigError(f"{where}: state_version must be an int from 1, got "
+                              f"{state_version!r}", key="state_version")
         spec = KindSpec(
             cls,
             name,
@@ -287,6 +327,8 @@ class Agent:
             mailbox_limit=mailbox_limit,
             consistency=consistency,
             max_workers=workers,
+            store=store,
+            state_version=state_version,
         )
         cls._phx_spec = spec
         # A later definition under the same name wins, as a re-imported module would.
@@ -337,6 +379,17 @@ class Agent:
         for name, value in state.items():
             tp = types.get(name)
             attrs[name] = value if tp is None else msgspec.convert(value, tp)
+
+    @classmethod
+    def upgrade_state(cls, old_version: int, state: Any) -> Any:
+        """Turn ``state`` (a decoded :meth:`snapshot` written when the kind's
+        ``state_version`` was ``old_version``) into the current version's state.
+
+        Define it once ``state_version`` is above 1; it must handle every older version
+        still stored (step through them in order). Without it, an agent whose stored
+        state is older than the code fails to activate with ``StateVersionError``.
+        """
+        raise NotImplementedError  # never called: has_upgrade is False without an override
 
     def set_timer(
         self,

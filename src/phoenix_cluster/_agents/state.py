@@ -5,9 +5,12 @@ the last message that succeeded. This module is the seam between those bytes and
 whatever keeps them beyond the activation:
 
 - :meth:`StateStore.route`: whether a kind's changes replicate, and through which node
-  (this node's replicator, or the key's home for an agent hosted away from it);
+  (this node's replicator, or the key's home for an agent hosted away from it), or go
+  to the kind's state store (``STORED``: a kind with ``store=``, ``stored.py``);
 - :meth:`StateStore.load` / :meth:`StateStore.commit`: the replicas' newest record, and
   a new one (state plus the replicated reply window, :meth:`StateStore.window`);
+- state versions (``versions.py``): committed state is tagged with the kind's
+  ``state_version`` and older state upgraded on load;
 - :meth:`StateStore.restore` / :meth:`StateStore.rollback`: put bytes back into an agent
   (a failed handler returns to its committed state; crdt kinds merge instead,
   ``active_active.py``).
@@ -29,14 +32,19 @@ from .agent import Agent, KindSpec
 from .dedup import REPLICATED_REPLIES
 from .handoff import HandoffRecord
 from .mailbox import Activation
+from .stored import StoredKinds
+from .versions import tag_state, untag_state, upgrade
 
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
 
-__all__ = ["LOCAL", "Homes", "StateStore"]
+__all__ = ["LOCAL", "STORED", "Homes", "StateStore"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
+
+STORED = "\x00store"
+"""The route of a kind with ``store=``: its state store (no node has this name)."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
 
@@ -78,7 +86,7 @@ class Homes(Protocol):
 class StateStore:
     """Loads, commits, restores and rolls back the state of this node's agents."""
 
-    __slots__ = ("_decode", "active_active", "placement", "replicator")
+    __slots__ = ("_decode", "active_active", "placement", "replicator", "stored")
 
     def __init__(self, active_active: ActiveActive, decode: Callable[[bytes], Any]) -> None:
         self.active_active = active_active
@@ -87,18 +95,23 @@ class StateStore:
         """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
         self.placement: Homes | None = None
         """Homes and pins of agents (a node that talks to others; ``None`` embedded)."""
+        self.stored = StoredKinds(decode)
+        """The node's state stores, for kinds with ``store=`` (``stored.py``)."""
 
     def route(self, spec: KindSpec, key: str) -> str | None:
         """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads
         the key's partition, or elects itself), the name of the key's home (agents
         hosted here away from it: a policy-placed kind, or a hash agent moved here by
         ``migrate``; the home leads the partition and checks this node is the host), or
-        ``None``: not replicated (``durability="none"``, crdt kinds, no replicator).
+        ``None``: not replicated (``durability="none"``, crdt kinds, no replicator), or
+        ``STORED``: the kind's state store (a kind with ``store=``, on any node).
 
         A hash agent handed here while views of the ring disagree (a join or a leave in
         progress: this node does not see itself as the home yet) commits through this
         node's replicator when this node is one of the key's replicas, else through the
         home: an acknowledged change is always on a majority of replicas."""
+        if spec.store is not None:
+            return STORED
         replicator = self.replicator
         if replicator is None or spec.durability == "none" or spec.consistency == "crdt":
             return None
@@ -118,12 +131,28 @@ class StateStore:
         return self.route(spec, key) == LOCAL
 
     async def load(self, spec: KindSpec, key: str, route: str) -> Record | None:
-        """The newest committed record of the agent (``None``: nothing committed yet)."""
+        """The newest committed record of the agent (``None``: nothing committed yet), at
+        the kind's current state version.
+
+        Raises:
+            StateVersionError: stored by a version this code cannot read.
+        """
+        if route == STORED:
+            return await self.stored.load(spec, key)
         if route == LOCAL:
             assert self.replicator is not None
-            return await self.replicator.load(spec.name, key)
-        assert self.placement is not None
-        return await self.placement.remote_load(route, spec.name, key)
+            record = await self.replicator.load(spec.name, key)
+        else:
+            assert self.placement is not None
+            record = await self.placement.remote_load(route, spec.name, key)
+        if record is None:
+            return None
+        version, state = untag_state(record.state)
+        if version != spec.state_version:
+            state = upgrade(spec, key, version, state, self._decode)
+        elif version == 1:
+            return record
+        return Record(state, record.replies)
 
     async def commit(self, spec: KindSpec, key: str, record: Record, route: str) -> None:
         """Commit ``record`` through ``route`` (a quorum of replicas, or their leader's
@@ -133,6 +162,11 @@ class StateStore:
             PhoenixError: not committed (``NoQuorum``, ``NotLeader``, ...; each says
                 whether anything may have been stored).
         """
+        if route == STORED:
+            await self.stored.commit(spec, key, record)
+            return
+        if spec.state_version != 1:
+            record = Record(tag_state(spec, record.state), record.replies)
         durability: Durability = "async" if spec.durability == "async" else "quorum"
         if route == LOCAL:
             assert self.replicator is not None
@@ -173,6 +207,8 @@ class StateStore:
         """Return ``act``'s agent to its committed state (after a failed message)."""
         agent = act.agent
         assert agent is not None
+        if act.kind.spec.snapshot_every:
+            self.stored.discard(act.kind.spec, act.key)
         try:
             self.restore(agent, act.committed)
         except Exception:  # pragma: no cover - restore() of a user override broke

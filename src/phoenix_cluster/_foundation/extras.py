@@ -29,6 +29,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "k8s": ("aiohttp",),
     "consul": ("aiohttp",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+    "postgres": ("asyncpg",),
 }
 
 

@@ -13,12 +13,13 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
 from ..errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "PHX_"
 
@@ -145,6 +146,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str | None = None
     """Directory for durable state; ``None`` keeps state in memory (and in replicas)."""
 
+    stores: dict[str, str] = {}
+    """State stores by name, for kinds declared with ``store="NAME"``: ``{"main":
+    "sqlite:///var/lib/phoenix/state.db"}`` or ``postgresql://USER:PASSWORD@HOST/DB``
+    (extra ``[postgres]``). Such a kind commits to its store instead of the replicas,
+    so its state survives a restart of the whole cluster (docs/state-stores.md).
+    ``PHX_STORES``: ``NAME=URL`` items separated by commas. Passwords never show in
+    a repr or a log line."""
+
     call_timeout_s: PositiveFloat = 5.0
     """Default timeout of a call; override per call with ``ref.options(timeout=...)``."""
 
@@ -184,9 +193,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def __repr__(self) -> str:
         # Secrets never reach a log line or a traceback through a repr.
+        values = msgspec.structs.asdict(self)
+        values["stores"] = {name: redact_url(url) for name, url in self.stores.items()}
         shown = ", ".join(
             f"{f}={'***' if f in _SECRET_FIELDS and v is not None else repr(v)}"
-            for f, v in msgspec.structs.asdict(self).items()
+            for f, v in values.items()
         )
         return f"Settings({shown})"
 
@@ -205,9 +216,25 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         if field_name == "seeds":
             out[field_name] = [s.strip() for s in raw.split(",") if s.strip()]
+        elif field_name == "stores":
+            items = [item.strip() for item in raw.split(",") if item.strip()]
+            out[field_name] = dict(item.partition("=")[::2] for item in items)
         else:
             out[field_name] = raw
     return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for reprs and log lines)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL at all: show nothing of it that could be secret
+        return "<unparsable URL>"
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

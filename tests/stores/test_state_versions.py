@@ -1,0 +1,118 @@
+"""State versions: state written by an older release is upgraded by the kind's hook,
+or refused with ``StateVersionError``; newer state than the code knows is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import phoenix_cluster as phx
+from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._agents.versions import tag_state, untag_state
+from phoenix_cluster._replication.types import Record
+from phoenix_cluster.testing.memory import MemoryCluster
+
+_encode = msgspec.msgpack.encode
+
+
+class ProfileV2(phx.Agent, kind="test-versions.profile", store="main", state_version=2):
+    def __init__(self) -> None:
+        self.first = ""
+        self.last = ""
+
+    @classmethod
+    def upgrade_state(cls, old_version: int, state: dict[str, Any]) -> dict[str, Any]:
+        assert old_version == 1
+        first, _, last = state.pop("name").partition(" ")
+        return {**state, "first": first, "last": last}
+
+    async def get(self) -> list[str]:
+        return [self.first, self.last]
+
+    async def rename(self, first: str) -> None:
+        self.first = first
+
+
+class NoHook(phx.Agent, kind="test-versions.nohook", store="main", state_version=3):
+    async def get(self) -> int:
+        return 0
+
+
+async def test_a_store_row_of_an_older_version_is_upgraded_and_written_back(
+        tmp_path: Path) -> None:
+    store = phx.SqliteStore(tmp_path / "s.db")
+    old = _encode(Record(_encode({"name": "Ada Lovelace"})))
+    await store.write("test-versions.profile", "ada", old, state_version=1, expected=0)
+    async with phx.Node(stores={"main": store}) as node:
+        assert await node.ref(ProfileV2, "ada").get() == ["Ada", "Lovelace"]
+        await node.ref(ProfileV2, "ada").rename("Augusta")
+    reopened = phx.SqliteStore(tmp_path / "s.db")
+    row = await reopened.read("test-versions.profile", "ada")
+    await reopened.aclose()
+    assert row is not None and (row.version, row.state_version) == (2, 2)
+
+
+async def test_older_without_a_hook_and_newer_than_the_code_are_refused(
+        tmp_path: Path) -> None:
+    store = phx.SqliteStore(tmp_path / "s.db")
+    await store.write("test-versions.nohook", "a", _encode(Record(_encode({}))),
+                      state_version=2, expected=0)
+    await store.write("test-versions.profile", "future", _encode(Record(_encode({}))),
+                      state_version=7, expected=0)
+    async with phx.Node(stores={"main": store}) as node:
+        with pytest.raises(phx.StateVersionError, match="defines no upgrade_state"):
+            await node.ref(NoHook, "a").get()
+        with pytest.raises(phx.StateVersionError, match="state_version 7, newer than"):
+            await node.ref(ProfileV2, "future").get()
+    # Nothing was written over either row.
+    reopened = phx.SqliteStore(tmp_path / "s.db")
+    assert (await reopened.read("test-versions.profile", "future")).version == 1  # type: ignore[union-attr]
+    await reopened.aclose()
+
+
+def test_replica_state_tags_round_trip_and_untagged_state_is_version_1() -> None:
+    spec = kind_spec(ProfileV2)
+    state = _encode({"first": "a"})
+    assert untag_state(state) == (1, state)
+    assert untag_state(tag_state(spec, state)) == (2, state)
+    for version in (1, 127, 128, 300, 70000):
+        tagged = b"\xc1" + _encode(version) + state
+        assert untag_state(tagged) == (version, state)
+
+
+class Replicated(phx.Agent, kind="test-versions.replicated", state_version=2):
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    @classmethod
+    def upgrade_state(cls, old_version: int, state: dict[str, Any]) -> dict[str, Any]:
+        return {"items": [state["item"]]}
+
+    async def get(self) -> list[str]:
+        return self.items
+
+
+async def test_replicas_holding_an_older_version_are_upgraded_on_activation() -> None:
+    async with MemoryCluster(1) as cluster:
+        node = cluster.nodes[0]
+        ref = node.ref(Replicated, "r")
+        await ref.get()  # activate on its home, then plant a version-1 record there
+        home = next(n for n in cluster.nodes
+                    if n._runtime.activation(kind_spec(Replicated), "r") is not None)
+        spec = kind_spec(Replicated)
+        await home._runtime.state.commit(
+            _v1(spec), "r", Record(_encode({"item": "x"})), "")
+        home._runtime.passivate(home._runtime.activation(spec, "r"), reason="test")  # type: ignore[arg-type]
+        home._runtime.kind(spec).passive.clear()
+        assert await ref.get() == ["x"]
+
+
+def _v1(spec: Any) -> Any:
+    """The spec as the previous release (state_version 1) had it."""
+    import copy
+    old = copy.copy(spec)
+    old.state_version = 1
+    return old
