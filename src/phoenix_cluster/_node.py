@@ -47,6 +47,7 @@ from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
 from ._ring.hashing import key_hash
 from ._ring.partitions import PARTITIONS, PartitionTable
 from ._ring.ring import HashRing
+from ._splitbrain.lease_spec import ClosableLease, checked_lease_spec, lease_from_spec
 from ._splitbrain.resolver import SplitBrainResolver
 from ._splitbrain.settings import SplitBrainSettings
 from ._splitbrain.view import Decision
@@ -218,6 +219,7 @@ class Node:
         self._membership: MembershipService | None = None
         self._observer: MembershipObserver | None = None
         self._resolver: SplitBrainResolver | None = None
+        self._lease: ClosableLease | None = None
         self._downed_members: dict[str, int] = {}  # name -> incarnation a keep downed
         self._discovery: DiscoveryPoller | None = None
         self._snapshot: MembershipSnapshot | None = None
@@ -416,11 +418,14 @@ class Node:
         s = self.settings
         settings = SplitBrainSettings(
             strategy=s.split_brain, stable_after_s=s.split_brain_stable_after_s,
-            quorum_size=s.split_brain_quorum_size,
+            quorum_size=s.split_brain_quorum_size, lease_ttl_s=s.split_brain_lease_ttl_s,
         )
+        spec = checked_lease_spec(s.split_brain, s.split_brain_lease)
+        if spec is not None:
+            self._lease = lease_from_spec(spec, env=self.env)
         self._resolver = SplitBrainResolver.from_settings(
             settings, env=self.env, bus=self.telemetry, self_name=self.name,
-            on_down=self._downed, on_keep=self._kept,
+            on_down=self._downed, on_keep=self._kept, lease=self._lease,
         )
         assert self._membership is not None
         self._membership.subscribe(self._resolver.update)
@@ -747,6 +752,8 @@ class Node:
             await self._discovery.aclose()
         if self._resolver is not None:
             await self._resolver.aclose()
+        if self._lease is not None:
+            await self._lease.aclose()
         if self._observer is not None:
             await self._observer.aclose()
         if self._membership is not None:

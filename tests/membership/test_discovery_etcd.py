@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from etcd_server import ETCD, MISSING, running_etcd
 
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._membership.discovery import DiscoveryError
@@ -28,20 +25,9 @@ from phoenix_cluster._membership.discovery_etcd import EtcdSeeds
 from phoenix_cluster._membership.discovery_poller import DiscoveryPoller
 from phoenix_cluster._membership.discovery_spec import discovery_from_spec
 from phoenix_cluster.errors import ConfigError
-from phoenix_cluster.testing import wait_until
+from phoenix_cluster.testing import free_port, wait_until
 
-ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
-
-pytestmark = pytest.mark.skipif(
-    ETCD is None,
-    reason="etcd binary not found: apt-get install etcd-server (scripts/ensure-system-deps.sh)",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
 
 
 def _post(url: str, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -54,51 +40,10 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _start_etcd(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    assert ETCD is not None
-    client, peer = _free_port(), _free_port()
-    url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [ETCD, "--name", "phx-test", "--data-dir", str(data_dir),
-             "--listen-client-urls", url, "--advertise-client-urls", url,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"phx-test={peer_url}", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-                if json.loads(resp.read()).get("health") == "true":
-                    return proc, url
-        except OSError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"etcd did not become healthy: {log_path.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    base = tmp_path_factory.mktemp("etcd")
-    for attempt in range(3):  # a free port may be taken between probing and binding
-        try:
-            proc, url = _start_etcd(base / f"data{attempt}", base / f"etcd{attempt}.log")
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-    try:
+    with running_etcd(tmp_path_factory.mktemp("etcd")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -197,7 +142,7 @@ async def test_pollers_register_and_find_each_other(etcd_url: str, prefix: str) 
 
 
 async def test_unreachable_etcd_is_a_clear_discovery_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with EtcdSeeds(url, "/phoenix/", timeout_s=2) as seeds:
         with pytest.raises(DiscoveryError, match=rf"etcd: POST {url}/v3/kv/range"):
             await seeds.seeds()

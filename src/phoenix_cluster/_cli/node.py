@@ -40,6 +40,7 @@ from .._membership.discovery_spec import discovery_from_spec
 from .._membership.messages import gossip_address
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
+from .._splitbrain.lease_spec import checked_lease_spec
 from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
 from .._transport.tcp import parse_address
@@ -380,7 +381,9 @@ def _rejoining(node: Node, reason: str) -> Node | None:
 @click.option("--discovery", metavar="SPEC", help="Find seeds with static:, dns:, etcd:, "
               "k8s: or consul: (docs/cluster-setup.md).")
 @click.option("--split-brain", type=click.Choice(["keep-majority", "static-quorum",
-              "keep-oldest", "down-all"]), help="Which side of a partition survives.")
+              "keep-oldest", "lease", "down-all"]), help="Which side of a partition survives.")
+@click.option("--split-brain-lease", metavar="SPEC", help="For --split-brain=lease: the lease "
+              "service, etcd:http://HOST:PORT/KEY or k8s:NAMESPACE/NAME.")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
 @click.option("--otlp-endpoint", metavar="URL", help="Send OpenTelemetry traces to this "
@@ -423,6 +426,7 @@ def node(
     transports: str | None,
     discovery: str | None,
     split_brain: str | None,
+    split_brain_lease: str | None,
     role: str | None,
     http: str | None,
     otlp_endpoint: str | None,
@@ -468,6 +472,7 @@ def node(
         "transports": transports,
         "discovery": discovery,
         "split_brain": split_brain,
+        "split_brain_lease": split_brain_lease,
         "role": role,
         "http": http,
         "otlp_endpoint": otlp_endpoint,
@@ -503,6 +508,7 @@ def node(
                      verify_hostname=settings.tls_verify_hostname)
         if settings.discovery is not None:
             discovery_from_spec(settings.discovery)
+        checked_lease_spec(settings.split_brain, settings.split_brain_lease)
         parse_chain(settings.transports)
         check_tracing(settings.otlp_endpoint)
         http_token = None

@@ -104,16 +104,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ``suspicion_mult`` intervals) before a suspect is declared dead, longer while this
     node's own event loop lags (Lifeguard)."""
 
-    split_brain: Literal["keep-majority", "static-quorum", "keep-oldest", "down-all"] = (
+    split_brain: Literal["keep-majority", "static-quorum", "keep-oldest", "lease", "down-all"] = (
         "keep-majority"
     )
-    """Which side of a partition keeps running; the other downs itself (exit code 3)."""
+    """Which side of a partition keeps running; the other downs itself (exit code 3).
+    ``lease`` needs ``split_brain_lease``."""
 
     split_brain_stable_after_s: PositiveFloat = 7.0
     """How long the set of unreachable members must stay unchanged before deciding."""
 
     split_brain_quorum_size: PositiveInt | None = None
     """For ``static-quorum``: members a side needs to survive."""
+
+    split_brain_lease: str | None = None
+    """For ``lease``: the lease service whose holder survives a partition,
+    ``etcd:http://HOST:PORT/KEY`` or ``k8s:NAMESPACE/NAME`` (a ``coordination.k8s.io``
+    Lease; in a pod the API server comes from ``KUBERNETES_SERVICE_*``). Every node of a
+    cluster names the same lease."""
+
+    split_brain_lease_ttl_s: PositiveFloat = 60.0
+    """For ``lease``: how long the winning side holds the lease; it must exceed the time
+    the losing side needs to decide (``split_brain_stable_after_s`` plus margin)."""
 
     on_downed: Literal["rejoin", "exit"] = "rejoin"
     """What ``phx node`` does when split-brain resolution downed it: ``rejoin`` stops

@@ -24,12 +24,92 @@ from phoenix_cluster.errors import ConfigError
 from .discovery import DiscoveryError, ProviderBase, join_host_port, unique_sorted
 from .discovery_http import HttpStatusError, JsonHttp, ssl_context
 
-__all__ = ["DEFAULT_CA_PATH", "DEFAULT_TOKEN_PATH", "KubernetesSeeds"]
+__all__ = ["DEFAULT_CA_PATH", "DEFAULT_TOKEN_PATH", "KubernetesApi", "KubernetesSeeds"]
 
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_TOKEN_PATH = f"{_SA_DIR}/token"
 DEFAULT_CA_PATH = f"{_SA_DIR}/ca.crt"
 _MAX_PAGES = 100
+
+
+class KubernetesApi:
+    """Authenticated JSON requests to the Kubernetes API server (seeds and leases).
+
+    The bearer token is read again on every request (kubelet rotates projected tokens).
+    ``token_path=None`` sends no token (``kubectl proxy``); a missing file at the default
+    path also sends none, a missing file elsewhere is a :class:`DiscoveryError`. ``ca_path``
+    (https only) is the CA that signed the API server's certificate; ``None`` or a missing
+    file at the default path uses the system's trust store.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        token_path: str | None = DEFAULT_TOKEN_PATH,
+        ca_path: str | None = DEFAULT_CA_PATH,
+        env: Env | None = None,
+        timeout_s: float = 5.0,
+        setting: str = "discovery",
+    ) -> None:
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"bad setting {setting}: Kubernetes API URL must be http(s)://…, got {api_url!r}",
+                key=setting,
+            )
+        self.url = api_url.rstrip("/")
+        self._token_path = token_path
+        self._ca_path = ca_path
+        self._clock = (env or Env()).clock
+        self._timeout_s = timeout_s
+        self._http: JsonHttp | None = None
+
+    def _client(self) -> JsonHttp:
+        if self._http is None:
+            ctx = None
+            ca = self._ca_path
+            if self.url.startswith("https://") and ca is not None and (
+                ca != DEFAULT_CA_PATH or os.path.exists(ca)
+            ):
+                ctx = ssl_context(ca)
+            self._http = JsonHttp("kubernetes", self.url, self._clock,
+                                  timeout_s=self._timeout_s, ssl=ctx)
+        return self._http
+
+    def _headers(self) -> dict[str, str]:
+        if self._token_path is None:
+            return {}
+        try:
+            with open(self._token_path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except FileNotFoundError:
+            if self._token_path == DEFAULT_TOKEN_PATH:
+                return {}
+            raise DiscoveryError(
+                f"kubernetes: token file {self._token_path} does not exist"
+            ) from None
+        except OSError as exc:
+            raise DiscoveryError(
+                f"kubernetes: cannot read token {self._token_path}: {exc}"
+            ) from exc
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """One request with the current token; errors as :meth:`JsonHttp.request`."""
+        return await self._client().request(
+            method, path, body=body, params=params, headers=self._headers()
+        )
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
 
 class KubernetesSeeds(ProviderBase):
@@ -64,11 +144,6 @@ class KubernetesSeeds(ProviderBase):
         timeout_s: float = 5.0,
         page_size: int = 500,
     ) -> None:
-        if not api_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"bad setting discovery: Kubernetes API URL must be http(s)://…, got {api_url!r}",
-                key="discovery",
-            )
         if not 0 < port <= 65535:
             raise ConfigError(
                 f"bad setting discovery: port must be in 1..65535, got {port}", key="discovery"
@@ -76,49 +151,14 @@ class KubernetesSeeds(ProviderBase):
         if not namespace or "/" in namespace:
             raise ConfigError(f"bad setting discovery: bad namespace {namespace!r}",
                               key="discovery")
-        self._api = api_url.rstrip("/")
+        self._api = KubernetesApi(api_url, token_path=token_path, ca_path=ca_path, env=env,
+                                  timeout_s=timeout_s)
         self._namespace = namespace
         self._selector = label_selector
         self._port = port
-        self._token_path = token_path
-        self._ca_path = ca_path
         self._page_size = page_size
-        self._clock = (env or Env()).clock
-        self._timeout_s = timeout_s
-        self._http: JsonHttp | None = None
-
-    def _client(self) -> JsonHttp:
-        if self._http is None:
-            ctx = None
-            ca = self._ca_path
-            if self._api.startswith("https://") and ca is not None and (
-                ca != DEFAULT_CA_PATH or os.path.exists(ca)
-            ):
-                ctx = ssl_context(ca)
-            self._http = JsonHttp("kubernetes", self._api, self._clock,
-                                  timeout_s=self._timeout_s, ssl=ctx)
-        return self._http
-
-    def _headers(self) -> dict[str, str]:
-        if self._token_path is None:
-            return {}
-        try:
-            with open(self._token_path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except FileNotFoundError:
-            if self._token_path == DEFAULT_TOKEN_PATH:
-                return {}
-            raise DiscoveryError(
-                f"kubernetes: token file {self._token_path} does not exist"
-            ) from None
-        except OSError as exc:
-            raise DiscoveryError(
-                f"kubernetes: cannot read token {self._token_path}: {exc}"
-            ) from exc
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def seeds(self) -> list[str]:
-        http = self._client()
         path = f"/api/v1/namespaces/{self._namespace}/pods"
         found: list[str] = []
         cont = ""
@@ -127,7 +167,7 @@ class KubernetesSeeds(ProviderBase):
             if cont:
                 params["continue"] = cont
             try:
-                page = await http.request("GET", path, params=params, headers=self._headers())
+                page = await self._api.request("GET", path, params=params)
             except HttpStatusError as exc:
                 raise DiscoveryError(_explain(exc, self._namespace)) from exc
             if not isinstance(page, dict) or page.get("kind") not in ("PodList", None):
@@ -143,11 +183,10 @@ class KubernetesSeeds(ProviderBase):
         return unique_sorted(found)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self._api.aclose()
 
     def __repr__(self) -> str:
-        return (f"<KubernetesSeeds {self._api} pods {self._selector!r} in {self._namespace}"
+        return (f"<KubernetesSeeds {self._api.url} pods {self._selector!r} in {self._namespace}"
                 f" port {self._port}>")
 
 
