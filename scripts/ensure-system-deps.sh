@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages that Phoenix's tests use and pip cannot provide.
 #
-#   etcd-server   /usr/bin/etcd, started by tests/membership/test_discovery_etcd.py
+#   etcd-server   /usr/bin/etcd, started by the etcd discovery and split-brain lease tests
+#                 (tests/testing/etcd_server.py)
 #   iptables      partitions between LocalCluster nodes (tests/cluster, fault injection)
 #   prometheus    /usr/bin/prometheus and promtool, scraping a real node (tests/web)
 #   chromium      /usr/bin/chromium, the headless browser of the dashboard test (tests/web)

@@ -140,3 +140,18 @@ def test_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path: Path, where: str)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"phx node: error: bad setting data_dir: cannot use {data_dir!r}")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--split-brain", "lease"], "split_brain = lease needs the lease service"),
+    (["--split-brain", "lease", "--split-brain-lease", "zk:host/key"], "unknown provider 'zk'"),
+])
+def test_a_lease_strategy_without_a_usable_lease_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    result = run_phx("node", "--listen", f"127.0.0.1:{free_port()}", *args, cwd=tmp_path,
+                     env=node_env(PHX_COOKIE="lease-cookie"))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("phx node: error: bad setting split_brain_lease: "), line
+    assert expected in line, line

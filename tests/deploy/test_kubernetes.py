@@ -300,3 +300,24 @@ async def test_three_nodes_started_with_the_statefulset_args_form_a_tls_cluster(
         assert status == 200
         assert body.count(b'"status":"alive"') == 3
         assert (await get(urls[1] + "/metrics"))[0] == 200
+
+
+def test_the_lease_strategy_wiring_in_rbac_lease_parses_and_the_role_covers_its_calls() -> None:
+    """rbac-lease.yaml's comment and docs/deployment.md give the same two arguments; they
+    build a Kubernetes Lease provider in a pod, and the Role grants what it calls."""
+    from phoenix_cluster._splitbrain.lease_spec import lease_from_spec
+
+    text = (KUBE / "rbac-lease.yaml").read_text(encoding="utf-8")
+    args = re.findall(r"^#\s+- (--split-brain\S*)$", text, flags=re.MULTILINE)
+    assert args == ["--split-brain=lease",
+                    "--split-brain-lease=k8s:$(POD_NAMESPACE)/phoenix-split-brain"]
+    guide = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert all(f"- {arg}\n" in guide for arg in args)
+    spec = args[1].split("=", 1)[1].replace("$(POD_NAMESPACE)", kustomization()["namespace"])
+    lease = lease_from_spec(spec, environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1",
+                                           "KUBERNETES_SERVICE_PORT": "443"})
+    assert repr(lease) == ("<KubernetesLease https://10.96.0.1:443 lease "
+                           "phoenix/phoenix-split-brain>")
+    (role, binding) = documents(KUBE / "rbac-lease.yaml")
+    assert set(role["rules"][0]["verbs"]) == {"get", "create", "update"}  # lease_k8s.py
+    assert binding["subjects"][0]["name"] == pod_spec(one("StatefulSet"))["serviceAccountName"]

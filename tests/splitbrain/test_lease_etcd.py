@@ -1,4 +1,4 @@
-"""The etcd split-brain lease against a real etcd started on 127.0.0.1 (tests/testing/etcd_server.py).
+"""The etcd split-brain lease against a real etcd on 127.0.0.1 (tests/testing/etcd_server.py).
 
 Acquire, re-entrant renew, refusal of another owner, loss on expiry measured on etcd's
 clock, a race for a free lease with exactly one winner, compare-and-delete release, and

@@ -10,9 +10,13 @@
   when the strategy needs one, logs the decision with its inputs in one line, emits
   ``partition_detected`` and, on ``down_self``, calls the node's ``on_down`` once.
 - ``settings`` is the typed :class:`~.settings.SplitBrainSettings` and ``make_strategy``.
+- ``lease_etcd`` and ``lease_k8s`` are the ``lease`` strategy's referees (a key in etcd, a
+  Kubernetes ``coordination.k8s.io`` Lease); ``lease_spec`` builds one from the node's
+  ``split_brain_lease`` setting, importing its module (and aiohttp) only then.
 
 Imports only the stdlib, msgspec, ``phoenix_cluster.errors``, ``_foundation``,
-``_telemetry`` and ``_membership.snapshot``. ``docs/design/splitbrain.md`` explains the
+``_telemetry``, ``_membership.snapshot`` and, for the lease providers, the JSON HTTP
+client of ``_membership``'s discovery providers. ``docs/design/splitbrain.md`` explains the
 strategies, their guarantees and their failure modes.
 """
 
