@@ -139,6 +139,34 @@ def remote(json_path: Path | None, quick: bool, transport: str) -> None:
         quick=quick, progress=progress), json_path)
 
 
+@bench.command("compare")
+@_json_option
+@_quick_option(help="A tenth of the sizes and one round (a smoke run).")
+@click.option("--rounds", type=click.IntRange(1, 20), default=None,
+              help="Rounds to take the medians over [default: 3; 1 with --quick].")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop of the client; asyncio also keeps the nodes and the baseline off uvloop.",
+)
+def compare(json_path: Path | None, quick: bool, rounds: int | None, loop: str) -> None:
+    """Phoenix side by side with the raw asyncio baseline (and Ray when importable).
+
+    In one run: bare request/response frames over loopback TCP; a quorum kind (the
+    default durability) and an unreplicated kind called from a client node on a 1-node
+    and on a 3-node cluster; Ray actors if ray is installed. Each gets p50/p95 of
+    sequential calls and calls/s with 256 in flight; prints medians of the rounds with
+    their spread, and the ratios. A full run takes a few minutes; --quick under one.
+    """
+    from . import bench_compare
+
+    _measure(bench_compare, lambda progress: bench_compare.run_compare(
+        quick=quick, rounds=rounds, loop=cast("LoopName", loop), progress=progress),
+        json_path)
+
+
 @bench.command("agents")
 @_json_option
 @_quick_option()
