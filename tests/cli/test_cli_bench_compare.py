@@ -24,7 +24,7 @@ def test_bench_compare_quick_measures_every_series_side_by_side(tmp_path: Path) 
     proc = phx("bench", "compare", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "quorum, 3 nodes" in proc.stdout
-    assert "ratios of the medians" in proc.stdout
+    assert "ratios, median of the rounds" in proc.stdout
 
     results = json.loads(out.read_text())
     assert results["sizes"]["rounds"] == 1

@@ -18,8 +18,8 @@ Each series gets the same two measures: call latency with one call in flight
 with 256 in flight (256 concurrent callers, each on its own key: distinct agents, or for
 Ray one actor, ``pipelined_calls`` in all), with the CPU the client and the nodes used
 meanwhile (from ``/proc``). Every figure is the median of the rounds, with its spread
-(max - min over the median); the ratios compare medians of the same invocation, so a
-loaded machine moves both sides of a ratio together.
+(max - min over the median). Each ratio is the median of the rounds' ratios, whose two
+sides were measured in the same round, so load that comes and goes moves both.
 
 This module is imported only when ``phx bench compare`` runs.
 """
@@ -197,23 +197,33 @@ def _aggregate(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, f
     return out
 
 
-def _ratios(median: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Each Phoenix series against raw, against the unreplicated kind and against Ray."""
-    raw, ray = median["raw"], median.get("ray")
+def _ratios_of(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each Phoenix series of one round against raw, the unreplicated kind and Ray."""
+    raw, ray = run["raw"], run.get("ray")
     out: dict[str, dict[str, float]] = {}
-    for series, v in median.items():
+    for series, v in run.items():
         if series in ("raw", "ray"):
             continue
         r = {"p95_of_raw": v["p95_us"] / raw["p95_us"],
              "calls_of_raw": v["calls_per_s"] / raw["calls_per_s"]}
         if series.startswith("quorum"):
-            r["calls_of_none"] = v["calls_per_s"] / median[series.replace("quorum", "none")][
-                "calls_per_s"]
+            none = run[series.replace("quorum", "none")]
+            r["calls_of_none"] = v["calls_per_s"] / none["calls_per_s"]
         if ray is not None:
             r["calls_of_ray"] = v["calls_per_s"] / ray["calls_per_s"]
             r["p95_better_than_ray"] = ray["p95_us"] / v["p95_us"]
         out[series] = r
     return out
+
+
+def _ratios(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The median over the rounds of each round's ratios: the two sides of a ratio were
+    measured minutes apart at most (the quorum and none kinds seconds apart, on the same
+    cluster), so load that comes and goes moves both."""
+    per_round = [_ratios_of(run) for run in runs]
+    return {series: {name: statistics.median(r[series][name] for r in per_round)
+                     for name in per_round[0][series]}
+            for series in per_round[0]}
 
 
 def run_compare(
@@ -278,7 +288,7 @@ def run_compare(
         "ray": "measured" if ray_present else "absent (ray is not importable)",
         "runs": runs,
         "median": median,
-        "ratios": _ratios(median),
+        "ratios": _ratios(runs),
     }
 
 
@@ -303,7 +313,7 @@ def print_report(results: dict[str, Any]) -> None:
             f"Medians of {sizes['rounds']} round(s), spread = (max - min) / median. "
             f"p50/p95: {sizes['latency_calls']:,} sequential calls; calls/s: "
             f"{sizes['pipelined_calls']:,} calls from {IN_FLIGHT} concurrent callers on "
-            "distinct keys; cores: CPU used meanwhile by the client / the nodes. "
+            "distinct keys; cores: CPU used meanwhile by the client + the nodes. "
             f"Ray: {results['ray']}."
         ),
         title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
@@ -311,10 +321,10 @@ def print_report(results: dict[str, Any]) -> None:
     figures.add_column("series", no_wrap=True)
     figures.add_column("p50", justify="right", no_wrap=True)
     figures.add_column("p95 (spread)", justify="right", no_wrap=True)
-    figures.add_column(f"calls/s @{IN_FLIGHT} (spread)", justify="right", no_wrap=True)
+    figures.add_column(f"calls/s @{IN_FLIGHT} (spr.)", justify="right", no_wrap=True)
     figures.add_column("cores", justify="right", no_wrap=True)
     for series, v in median.items():
-        cores = (f"{v['client_cores']:.2f}/{v['nodes_cores']:.2f}"
+        cores = (f"{v['client_cores']:.1f}+{v['nodes_cores']:.1f}"
                  if "client_cores" in v else "")
         figures.add_row(series, f"{v['p50_us']:,.0f} µs",
                         f"{v['p95_us']:,.0f} µs ({100 * v['p95_us_spread']:.0f} %)",
@@ -323,7 +333,7 @@ def print_report(results: dict[str, Any]) -> None:
     console.print(figures)
 
     ratios = Table(
-        title="ratios of the medians (goals of issue 18)",
+        title="ratios, median of the rounds' (goals of issue 18)",
         caption=(f"p95 x raw: Phoenix p95 / raw p95 (goal ≤ {GOAL_P95_OF_RAW:g}); of raw: "
                  f"Phoenix calls/s / raw calls/s (≥ {GOAL_CALLS_OF_RAW:g}); of none: quorum "
                  f"calls/s / the unreplicated kind's (≥ {GOAL_QUORUM_OF_NONE:g}); Ray: "
