@@ -6,6 +6,8 @@
 #   iptables      partitions between LocalCluster nodes (tests/cluster, fault injection)
 #   prometheus    /usr/bin/prometheus and promtool, scraping a real node (tests/web)
 #   chromium      /usr/bin/chromium, the headless browser of the dashboard test (tests/web)
+#   postgresql    initdb and pg_ctl (/usr/lib/postgresql/*/bin), the throwaway PostgreSQL
+#                 server of the state store tests (tests/stores)
 #
 # Quiet and idempotent when everything is present. As root with apt-get it installs what
 # is missing (running `apt-get update` only if the install fails without it). When it
@@ -18,15 +20,17 @@
 set -u
 
 # package:command pairs; a package counts as present when its command is found.
-read -r -a NEEDED <<<"${PHX_SYSTEM_DEPS:-etcd-server:etcd iptables:iptables prometheus:prometheus chromium:chromium}"
+read -r -a NEEDED <<<"${PHX_SYSTEM_DEPS:-etcd-server:etcd iptables:iptables prometheus:prometheus chromium:chromium postgresql:initdb}"
 
 missing_packages() {
     local entry pkg cmd
     for entry in "${NEEDED[@]}"; do
         pkg=${entry%%:*}
         cmd=${entry#*:}
+        # (Debian keeps PostgreSQL's server binaries off PATH, per major version.)
         if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/bin/$cmd" ] \
-            && [ ! -x "/usr/sbin/$cmd" ]; then
+            && [ ! -x "/usr/sbin/$cmd" ] \
+            && ! compgen -G "/usr/lib/postgresql/*/bin/$cmd" >/dev/null; then
             echo "$pkg"
         fi
     done

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import click
 import msgspec
@@ -41,6 +42,7 @@ from .._membership.messages import gossip_address
 from .._node import DOWNED_PREFIX, Node
 from .._splitbrain import EXIT_DOWNED
 from .._splitbrain.lease_spec import checked_lease_spec
+from .._stores.urls import check_store_url, parse_store_option
 from .._telemetry.tracing import check_available as check_tracing
 from .._transport.fallback import parse_chain
 from .._transport.tcp import parse_address
@@ -157,6 +159,33 @@ def exit_code_for(stop_reason: str) -> int:
     if stop_reason.startswith(NOT_JOINED_PREFIX):
         return EXIT_NOT_JOINED
     return EXIT_FAILED
+
+
+def _store_options(options: tuple[str, ...]) -> dict[str, str] | None:
+    """``--store NAME=URL`` flags as a dict (``None``: no flag).
+
+    Raises:
+        _OneLineError: a flag without ``=``, or a bad name or URL.
+    """
+    if not options:
+        return None
+    try:
+        return dict(parse_store_option(option) for option in options)
+    except ConfigError as exc:
+        raise _OneLineError(_config_error_line(exc)) from None
+
+
+def _store_passwords(settings: Settings) -> list[str]:
+    """The passwords in state store URLs, kept out of the log like the cookie."""
+    found = []
+    for url in settings.stores.values():
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password:
+            found.append(password)
+    return found
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -394,6 +423,11 @@ def _rejoining(node: Node, reason: str) -> Node | None:
               "--http requires on all but /metrics and /health/* (or set PHX_HTTP_TOKEN); "
               "mandatory on a non-loopback --http.")
 @click.option("--data-dir", metavar="DIR", help="Directory for durable state.")
+@click.option("--store", "stores", metavar="NAME=URL", multiple=True,
+              help="A state store for kinds declared with store=NAME: sqlite:///PATH or "
+              "postgresql://USER@HOST:PORT/DB (extra [postgres]); repeat for several. Put a "
+              "password in PHX_STORES or phoenix.toml, not on the command line "
+              "(docs/state-stores.md).")
 @click.option(
     "--import", "imports", metavar="MODULE", multiple=True,
     help="Import MODULE so its Agent kinds can be hosted; repeat for several.",
@@ -433,6 +467,7 @@ def node(
     http_public: bool | None,
     http_token_file: str | None,
     data_dir: str | None,
+    stores: tuple[str, ...],
     imports: tuple[str, ...],
     config_file: str | None,
     log_level: str | None,
@@ -479,6 +514,7 @@ def node(
         "http_public": http_public,
         "http_token_file": http_token_file,
         "data_dir": data_dir,
+        "stores": _store_options(stores),
         "log_level": log_level.lower() if log_level else None,
         "log_format": log_format,
         "idle_timeout_s": idle_timeout_s,
@@ -518,12 +554,15 @@ def node(
         _check_ports(settings)
         if settings.data_dir is not None:
             _check_data_dir(settings.data_dir)
+        for store_name, url in settings.stores.items():
+            check_store_url(store_name, url)
     except ConfigError as exc:
         raise _OneLineError(_config_error_line(exc)) from None
     # The Consul ACL token too: consul discovery reads it from the environment, and
     # an error a Consul agent sends back may quote it.
     consul_token = os.environ.get("CONSUL_HTTP_TOKEN", "").strip()
     secrets = [*_secrets(settings), *([http_token] if http_token else []),
+               *_store_passwords(settings),
                *([consul_token] if consul_token else [])]
     the_node = Node(settings=settings)
     configure_logging(settings.log_level, settings.log_format, the_node.name, secret=secrets)
