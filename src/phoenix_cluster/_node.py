@@ -24,6 +24,7 @@ import msgspec
 
 from ._agents.agent import Agent, kind_spec, lookup_kind
 from ._agents.dispatch import Router
+from ._agents.inspection import ClusterInspector, Inspector
 from ._agents.interceptors import Interceptor
 from ._agents.mailbox import KindRuntime
 from ._agents.placement import PlacementService
@@ -244,6 +245,11 @@ class Node:
         self._discovered: list[str] = []
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
+        local = Inspector(self.name, self.kinds, self.env.clock, lambda: self._replicator)
+        self.inspection = ClusterInspector(
+            local if settings.role == "member" else None, self._hosting_members,
+            self._ask_inspect)
+        """Agents on every member and one agent's state (``phx agents``, ``/api/agents/*``)."""
         self._http = HttpEndpoint(self) if settings.http is not None else None
 
     # ----------------------------------------------------------------- lifecycle
@@ -368,6 +374,7 @@ class Node:
         rpc = self._rpc = RpcClient(self._peers, self.env.clock, self._runtime.next_request_id)
         services.register("membership", self._membership_call)
         services.register("node", self._node_call)
+        services.register("inspect", self.inspection.handle)
         if s.listen is not None:
             self.address = await transport.start(s.listen)
         self._join = JoinPlan(s.seeds, (self.address or "", s.listen or ""), role=s.role,
@@ -915,6 +922,18 @@ class Node:
                 members.append(self._me())
             return sorted(members, key=lambda m: m.name)
         return [self._me()]
+
+    def _hosting_members(self) -> list[tuple[str, str]]:
+        """``(name, address)`` of the live members that host agents (this one too)."""
+        return [(m.name, m.address) for m in self.members()
+                if m.role == "member" and m.status in ("alive", "suspect")]
+
+    async def _ask_inspect(self, address: str, method: str, payload: bytes,
+                           timeout_s: float) -> bytes:
+        rpc = self._rpc
+        if rpc is None:
+            raise NodeUnavailable("this node talks to no other node", definite=True)
+        return await rpc.call(address, "inspect", method, payload, timeout_s)
 
     def _me(self) -> Member:
         status: MemberStatus = "alive" if self._state is NodeState.RUNNING else "left"

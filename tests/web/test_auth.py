@@ -16,7 +16,8 @@ from phoenix_cluster._web.auth import OPEN_PATHS, authorized, load_http_token
 from phoenix_cluster.errors import ConfigError
 
 TOKEN = "http-bearer-9f3c1e77a2"
-GUARDED = ["/", "/static/dashboard.js", "/api/cluster", "/api/agents", "/api/events"]
+GUARDED = ["/", "/static/dashboard.js", "/api/cluster", "/api/agents", "/api/events",
+           "/api/agents/show?kind=k&key=a"]
 
 
 @pytest.fixture

@@ -143,6 +143,27 @@ async def test_agents_per_kind(node: phx.Node) -> None:
     assert data["totals"]["activations"] == 4
 
 
+async def test_agents_list_and_show(node: phx.Node) -> None:
+    await node.ref(Meter, "m1").add(7)
+    listed = await get_json(url(node, "/api/agents/list?kind=web.meter"))
+    assert [(a["key"], a["node"], a["status"]) for a in listed["agents"]] == [
+        ("m1", "web-a", "active")]
+    assert listed["unreachable"] == [] and listed["truncated"] is False
+    shown = await get_json(url(node, "/api/agents/show?kind=web.meter&key=m1"))
+    assert shown["state"] == {"total": 7} and shown["owner"] == "web-a"
+    assert shown["replicas"] == ["web-a"] and shown["version"] is not None
+    for path, status, says in [
+        ("/api/agents/show?kind=web.meter&key=nobody", 404, b"not found"),
+        ("/api/agents/show?kind=no.such&key=m1", 404, b"unknown agent kind 'no.such'"),
+        ("/api/agents/list?kind=no.such", 404, b"unknown agent kind"),
+        ("/api/agents/list?node=elsewhere", 404, b"no live member is named 'elsewhere'"),
+        ("/api/agents/show?kind=web.meter", 400, b"kind=KIND&key=KEY"),
+        ("/api/agents/list?limit=0", 400, b"limit"),
+    ]:
+        got, _, body = await get(url(node, path))
+        assert (got, says in body) == (status, True), (path, body)
+
+
 async def test_single_node_is_ready_and_owns_the_ring(node: phx.Node) -> None:
     status, _, body = await get(url(node, "/health/ready"))
     assert status == 200, body

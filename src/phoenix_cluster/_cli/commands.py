@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from .agents import agents
 from .backup import backup
 from .bench import bench
 from .chaos import chaos
@@ -30,6 +31,7 @@ cli.add_command(node)
 cli.add_command(demo)
 cli.add_command(bench)
 cli.add_command(status)
+cli.add_command(agents)
 cli.add_command(chaos)
 cli.add_command(backup)
 cli.add_command(restore)

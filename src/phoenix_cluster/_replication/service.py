@@ -414,6 +414,12 @@ class Replicator:
         table = self._table
         return table is not None and self.name in table.replicas[partition_for(kind, key)]
 
+    def replica_set(self, partition: int) -> tuple[str, ...]:
+        """The members this node's table names as ``partition``'s replicas, the primary
+        first (empty before the first table)."""
+        table = self._table
+        return () if table is None else table.replica_set(partition)
+
     def keys_of(self, partition: int, kind: str) -> list[str]:
         """The keys of ``kind`` this node's store holds in ``partition`` (on its
         leader: every committed one)."""

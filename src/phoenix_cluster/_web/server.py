@@ -9,6 +9,8 @@ Routes (GET and HEAD only; any other method is 405, any other path 404)::
     /health/ready     200 when ready for traffic, else 503 with the reason
     /api/cluster      members, ring shares, agents per member, split-brain state
     /api/agents       agents per kind on this node, mailbox depth
+    /api/agents/list  the agents on every member (``?kind=K&node=N&limit=L``)
+    /api/agents/show  one agent: state, owner, replicas, version (``?kind=K&key=KEY``)
     /api/events       server-sent events: hello, sample, cluster, event
 
 Nothing here changes the node. On a loopback bind, requests must name a loopback host
@@ -27,6 +29,8 @@ from importlib import resources
 import msgspec
 from aiohttp import web
 
+from .._agents.inspection import ListRequest, ShowRequest, agent_json, listing_json
+from ..errors import PhoenixError
 from .api import agents_view, cluster_view
 from .auth import authorized, is_loopback
 from .feed import Feed, sse
@@ -67,6 +71,11 @@ def _json(data: object, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+def _unknown_kind(kind: str) -> str:
+    return (f"unknown agent kind {kind!r}: no member that answered imports it "
+            "(phx node --import MODULE)")
+
+
 class WebServer:
     """One node's HTTP server. Created and stopped by :class:`HttpEndpoint`."""
 
@@ -94,6 +103,8 @@ class WebServer:
             "/health/ready": self._ready,
             "/api/cluster": self._cluster,
             "/api/agents": self._agents,
+            "/api/agents/list": self._agents_list,
+            "/api/agents/show": self._agents_show,
             "/api/events": self._events,
         }
         for path, handler in routes.items():
@@ -186,6 +197,38 @@ class WebServer:
 
     async def _agents(self, request: web.Request) -> web.StreamResponse:
         return _json(agents_view(self._node))
+
+    async def _agents_list(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            limit = int(query.get("limit", "1000"))
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            return _json({"error": "limit must be a whole number >= 1"}, 400)
+        kind = query.get("kind", "")
+        try:
+            listing = await self._node.inspection.list_agents(
+                ListRequest(kind, query.get("node", ""), limit))
+        except PhoenixError as exc:
+            return _json({"error": exc.message}, 404)
+        if listing.unknown_kind:
+            return _json({"error": _unknown_kind(kind)}, 404)
+        return _json(listing_json(listing))
+
+    async def _agents_show(self, request: web.Request) -> web.StreamResponse:
+        kind, key = request.query.get("kind"), request.query.get("key")
+        if not kind or key is None:
+            return _json({"error": "give ?kind=KIND&key=KEY"}, 400)
+        reply = await self._node.inspection.show_agent(ShowRequest(kind, key))
+        if reply.unknown_kind:
+            return _json({"error": _unknown_kind(kind)}, 404)
+        body = agent_json(reply)
+        if body is None:
+            return _json({"error": f"agent {kind}/{key} not found: no member holds it "
+                          "and no replica has it committed",
+                          "unreachable": reply.unreachable}, 404)
+        return _json(body)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",

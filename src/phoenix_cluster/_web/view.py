@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from .._agents.inspection import ClusterInspector
 from .._agents.mailbox import KindRuntime
 from .._agents.runtime import RuntimeStatistics
 from .._foundation.env import Env
@@ -93,3 +94,5 @@ class NodeView(Protocol):
     def statistics(self) -> StatisticsView: ...
     def kinds(self) -> Mapping[str, KindRuntime]: ...
     async def peer_status(self, address: str, timeout_s: float) -> StatusView: ...
+    @property
+    def inspection(self) -> ClusterInspector: ...
