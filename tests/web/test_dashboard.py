@@ -95,6 +95,16 @@ async def test_dashboard_shows_members_charts_and_events(tmp_path: Path, chromiu
                 await page.wait_for_function(
                     "[...document.querySelectorAll('#members tr[data-role=member] td:last-child')]"
                     ".every(td => Number(td.textContent) > 0)", timeout=20_000)
+                # The agents table lists them from every member; a row shows its state.
+                await page.fill("#agents-kind", "web.meter")
+                await page.click("#agents-form button")
+                await page.wait_for_function(
+                    "document.querySelectorAll('#agents tbody tr').length > 0",
+                    timeout=10_000)
+                await page.locator("#agents tbody tr").first.click()
+                await page.wait_for_function(
+                    "document.getElementById('agent-detail').textContent"
+                    ".includes('\"kind\": \"web.meter\"')", timeout=10_000)
                 # A death and a rejoin show up as events.
                 cluster.kill(2)
                 await page.wait_for_function(

@@ -170,6 +170,64 @@ function renderEvents() {
   if (!state.events.length) list.append(el("li", { class: "muted" }, "no events yet"));
 }
 
+// ---------------------------------------------------------------- agents
+// /api/agents/list and /api/agents/show: what `phx agents list` and `show` print.
+
+const AGENTS_SHOWN = 200;
+
+async function listAgents() {
+  const kind = document.getElementById("agents-kind").value.trim();
+  const note = document.getElementById("agents-note");
+  const query = new URLSearchParams({ limit: String(AGENTS_SHOWN) });
+  if (kind) query.set("kind", kind);
+  const body = document.querySelector("#agents tbody");
+  let response, data;
+  try {
+    response = await fetch(`/api/agents/list?${query}`);
+    data = await response.json();
+  } catch (err) {
+    note.textContent = `cannot list agents: ${err}`;
+    return;
+  }
+  body.replaceChildren();
+  if (!response.ok) {
+    note.textContent = data.error;
+    return;
+  }
+  const now = Date.now() / 1000;
+  for (const a of data.agents.slice(0, AGENTS_SHOWN)) {
+    const row = el("tr", { "data-kind": a.kind, "data-key": a.key });
+    const status = a.status + (a.busy ? " (busy)" : "") +
+      (a.workers > 1 ? `, ${a.workers} workers` : "");
+    const ago = a.last_active === null ? "–" : `${seconds(Math.max(now - a.last_active, 0))} ago`;
+    row.append(el("td", {}, a.kind), el("td", { class: "mono" }, a.key), el("td", {}, a.node),
+      el("td", {}, status), el("td", { class: "num" }, count(a.mailbox_depth)),
+      el("td", {}, ago));
+    row.addEventListener("click", () => showAgent(a.kind, a.key));
+    body.append(row);
+  }
+  const missing = data.unreachable.length ? `; no answer from ${data.unreachable.join(", ")}` : "";
+  note.textContent = `${count(data.agents.length)} agents` +
+    (data.truncated || data.agents.length > AGENTS_SHOWN ? " (more not shown)" : "") + missing;
+}
+
+async function showAgent(kind, key) {
+  const query = new URLSearchParams({ kind, key });
+  const detail = document.getElementById("agent-detail");
+  try {
+    const response = await fetch(`/api/agents/show?${query}`);
+    const data = await response.json();
+    detail.textContent = response.ok ? JSON.stringify(data, null, 2) : data.error;
+  } catch (err) {
+    detail.textContent = `cannot show ${kind}/${key}: ${err}`;
+  }
+}
+
+document.getElementById("agents-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  listAgents();
+});
+
 // ---------------------------------------------------------------- stream
 
 function connect() {
@@ -207,3 +265,4 @@ function connect() {
 }
 
 connect();
+listAgents();
