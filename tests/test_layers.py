@@ -29,7 +29,7 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_registry/entries.py", "_registry/store.py", "_registry/messages.py",
         "_registry/settings.py", "_registry/ordering.py", "_placement/policies.py",
         "_crdt/dots.py", "_crdt/stores.py", "_crdt/base.py", "_crdt/counters.py",
-        "_crdt/sets.py", "_crdt/registers.py", "_crdt/maps.py", "_crdt/buffer.py",
+        "_crdt/sets.py", "_crdt/registers.py", "_crdt/batch.py", "_crdt/maps.py", "_crdt/buffer.py",
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",
         "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
         "_membership/joining.py", "_coordination/permits.py",
