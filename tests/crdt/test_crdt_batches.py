@@ -138,5 +138,5 @@ def test_batches_round_trip_through_msgpack_and_bad_ones_are_refused() -> None:
     with pytest.raises(ValueError, match="field 'items' is a ORSet, its delta a GCounter"):
         b.apply(wrong)
     assert b.applied == {"a": 1} and b.pending == 0  # refused whole: nothing applied
-    with pytest.raises(TypeError, match="must be a phx.crdt value"):
+    with pytest.raises(TypeError, match=r"must be a phx\.crdt value"):
         crdt.CausalFields({"n": 3})  # type: ignore[dict-item]
