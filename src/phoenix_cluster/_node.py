@@ -64,7 +64,7 @@ from ._transport.rpc import Inbound, RpcClient, Services
 from ._transport.tcp import TcpTransport
 from ._transport.tls import tls_contexts
 from ._web import HttpEndpoint
-from .errors import AgentNotFound, AuthenticationError, NodeUnavailable
+from .errors import AgentNotFound, AuthenticationError, ConfigError, NodeUnavailable
 
 __all__ = [
     "DOWNED_PREFIX",
@@ -896,7 +896,11 @@ class Node:
         Raises:
             NodeUnavailable: ``to`` is not a live member, or the agent's holder did not
                 answer (definite: the agent stayed where it was).
+            ConfigError: a ``placement="stateless"`` kind: it has no single host.
         """
+        if ref._spec.stateless:
+            raise ConfigError(f"{ref.kind}/{ref.key} is a stateless worker: every member "
+                              "serves it, there is no host to move", key="placement")
         placement = self._placement
         if placement is None:
             if to != self.name:
@@ -906,9 +910,10 @@ class Node:
         await placement.migrate(ref._spec, ref.key, to)
 
     async def where(self, ref: AgentRef) -> str:
-        """The name of the node that hosts (or will host) the agent ``ref``."""
+        """The name of the node that hosts (or will host) the agent ``ref``; for a
+        stateless worker, this node on a member, else one member that serves it."""
         placement = self._placement
-        if placement is None:
+        if placement is None or (ref._spec.stateless and self.settings.role == "member"):
             return self.name
         return await placement.locate(ref._spec, ref.key)
 

@@ -109,6 +109,9 @@ def test_members_serve_locally_and_clients_spread_over_members() -> None:
                 for key in ("k1", "k2", "k3"):
                     assert await node.ref(Resizer, key).where() == [key, node.name]
             await _parallel_on_one_node(b)
+            assert await b.where(b.ref(Resizer, "k1")) == b.name
+            with pytest.raises(phx.ConfigError, match="stateless worker"):
+                await a.migrate(a.ref(Resizer, "k1"), to=b.name)
             client = await cluster.add("client", role="client")
             await wait_for(lambda: client.joined, 30.0, what="the client joining")
             hosts = {(await client.ref(Resizer, "hot").where())[1] for _ in range(6)}
