@@ -116,3 +116,40 @@ def _v1(spec: Any) -> Any:
     old = copy.copy(spec)
     old.state_version = 1
     return old
+
+
+class DurableV1(phx.Agent, kind="test-versions.durable"):
+    def __init__(self) -> None:
+        self.item = ""
+
+    async def put(self, item: str) -> None:
+        self.item = item
+
+
+async def test_data_dir_state_of_the_previous_release_is_upgraded(tmp_path: Path) -> None:
+    """Release 1 commits to a single member with a data_dir; the member restarts under
+    release 2 (state_version 2), which reads the file's state through upgrade_state."""
+    async with MemoryCluster(1, data_dir=str(tmp_path)) as cluster:
+        await cluster.nodes[0].ref(DurableV1, "d").put("x")
+
+    class DurableV2(phx.Agent, kind="test-versions.durable", state_version=2):
+        def __init__(self) -> None:
+            self.items: list[str] = []
+
+        @classmethod
+        def upgrade_state(cls, old_version: int, state: dict[str, Any]) -> dict[str, Any]:
+            return {"items": [state["item"]]}
+
+        async def get(self) -> list[str]:
+            return self.items
+
+    try:
+        async with MemoryCluster(1, data_dir=str(tmp_path)) as cluster:
+            assert await cluster.nodes[0].ref(DurableV2, "d").get() == ["x"]
+    finally:
+        _restore_kind(DurableV1)  # the kind name goes back to release 1's class
+
+
+def _restore_kind(cls: type[phx.Agent]) -> None:
+    from phoenix_cluster._agents.agent import _KINDS
+    _KINDS[cls._phx_spec.name] = cls._phx_spec
