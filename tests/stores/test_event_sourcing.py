@@ -99,3 +99,27 @@ async def test_a_state_change_without_persist_is_refused(tmp_path: Path) -> None
     async with phx.Node(stores={"main": f"sqlite://{tmp_path / 'es.db'}"}) as node:
         with pytest.raises(phx.ConfigError, match="without persist"):
             await node.ref(Sloppy, "s").bump()
+
+
+class Picky(phx.EventSourcedAgent, kind="test-es.picky", store="main"):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def apply(self, event: int) -> None:
+        if event < 0:
+            raise ValueError(f"cannot apply {event}")
+        self.n += event
+
+    async def get(self) -> int:
+        return self.n
+
+
+async def test_an_event_that_does_not_apply_fails_the_activation_clearly(
+        tmp_path: Path) -> None:
+    store = phx.SqliteStore(tmp_path / "es.db")
+    await store.append("test-es.picky", "bad", [msgspec.msgpack.encode(-1)], expected=0)
+    await store.append("test-es.picky", "good", [msgspec.msgpack.encode(2)], expected=0)
+    async with phx.Node(stores={"main": store}) as node:
+        with pytest.raises(phx.AgentError, match=r"replay of test-es\.picky/bad"):
+            await node.ref(Picky, "bad").get()
+        assert await node.ref(Picky, "good").get() == 2  # the node keeps serving

@@ -111,14 +111,17 @@ class StoredKinds:
         self._versions[(spec.name, key)] = stored.version
         if stored.snapshot is None and not stored.events:
             return None
-        agent: Agent = spec.cls.__new__(spec.cls)
-        agent.__init__()  # type: ignore[misc]
+        decode_event: Callable[[bytes], Any] = spec.cls._phx_event_decoder  # type: ignore[attr-defined]
+        snapshot = None
         if stored.snapshot is not None:
             snap = stored.snapshot
-            agent.restore(self._decode(upgrade(spec, key, snap.state_version, snap.data,
-                                               self._decode)))
-        decode_event: Callable[[bytes], Any] = spec.cls._phx_event_decoder  # type: ignore[attr-defined]
+            snapshot = self._decode(upgrade(spec, key, snap.state_version, snap.data,
+                                            self._decode))
         try:
+            agent: Agent = spec.cls.__new__(spec.cls)
+            agent.__init__()  # type: ignore[misc]
+            if snapshot is not None:
+                agent.restore(snapshot)
             for event in stored.events:
                 agent.apply(decode_event(event))  # type: ignore[attr-defined]
         except Exception as exc:
