@@ -31,9 +31,12 @@ class Message:
 
     ``payload`` is the codec's bytes of ``[args, kwargs]``; internal steps (timer ticks,
     passivation) carry a Python callable in ``fn`` instead and never cross the wire.
+    ``decoded`` is ``[args, kwargs]`` already decoded from ``payload`` when the owner
+    checked a peer's arguments (the handler takes them instead of decoding again).
     """
 
-    __slots__ = ("args", "deadline", "fn", "future", "method", "payload", "request_id")
+    __slots__ = ("args", "deadline", "decoded", "fn", "future", "method", "payload",
+                 "request_id")
 
     def __init__(
         self,
@@ -44,7 +47,9 @@ class Message:
         request_id: int,
         fn: Callable[..., Any] | None = None,
         args: tuple[Any, ...] = (),
+        decoded: list[Any] | None = None,
     ) -> None:
+        self.decoded = decoded
         self.method = method
         self.payload = payload
         self.future = future

@@ -332,14 +332,18 @@ class AgentRuntime:
         Raises:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
         """
-        self._from_peer(spec, method, payload)
+        decoded = self._from_peer(spec, method, payload)
         kr = self.kind(spec)
-        msg = Message(method, payload, None, 0.0, request_id)
+        msg = Message(method, payload, None, 0.0, request_id, decoded=decoded)
         if not self._try_enqueue(kr, key, msg):
             await self._enqueue_when_room(kr, key, msg, timeout_s)
 
-    def _from_peer(self, spec: KindSpec, method: str, payload: bytes) -> None:
+    def _from_peer(self, spec: KindSpec, method: str, payload: bytes) -> list[Any] | None:
         """The method exists and the arguments from another node are well formed.
+
+        Returns:
+            ``[args, kwargs]`` decoded on the fast path (the message carries them to its
+            handler, which would otherwise decode the payload again), else ``None``.
 
         Raises:
             AgentNotFound: no such method.
@@ -357,6 +361,8 @@ class AgentRuntime:
                 or (method_spec.checks and (decoded[1] or method_spec.exact_signature
                                             != tuple(map(type, decoded[0]))))):
             check_payload(spec.name, method, method_spec.checks, payload, self._decode)
+            return None
+        return decoded
 
     def _arguments(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> bytes:
@@ -387,9 +393,9 @@ class AgentRuntime:
         Raises:
             AgentNotFound, NodeClosed: refused; nothing was queued.
         """
-        self._from_peer(spec, method, payload)
+        decoded = self._from_peer(spec, method, payload)
         return self._try_enqueue(self.kind(spec), key,
-                                 Message(method, payload, None, 0.0, request_id))
+                                 Message(method, payload, None, 0.0, request_id, decoded=decoded))
 
     async def submit_when_room(self, spec: KindSpec, key: str, method: str, payload: bytes,
                                deadline: float, request_id: int) -> asyncio.Future[bytes]:
@@ -469,7 +475,7 @@ class AgentRuntime:
         Raises:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
         """
-        self._from_peer(spec, method, payload)
+        decoded = self._from_peer(spec, method, payload)
         kr = self.kind(spec)
         if dedup:
             if kr.workers:
@@ -483,7 +489,8 @@ class AgentRuntime:
         future: asyncio.Future[bytes] | None = None
         if want_reply:
             future = asyncio.get_running_loop().create_future()
-        act = self._enqueue(kr, key, Message(method, payload, future, deadline, request_id))
+        act = self._enqueue(kr, key, Message(method, payload, future, deadline, request_id,
+                                             decoded=decoded))
         if dedup and future is not None:
             if act.recent is None:
                 act.recent = {}
@@ -633,7 +640,12 @@ class AgentRuntime:
         measure = self.bus.has_handlers(events.AGENT_CALL_STOP)
         started = self.clock.monotonic() if measure else 0.0
         try:
-            args, kwargs = self._decode(msg.payload)
+            decoded = msg.decoded
+            if decoded is None:
+                args, kwargs = self._decode(msg.payload)
+            else:
+                msg.decoded = None  # a message run again (rerouted) decodes its payload
+                args, kwargs = decoded
             if method.conversions:
                 convert_arguments(spec.name, msg.method, method.conversions, args, kwargs)
             if self.interceptors.incoming:

@@ -21,6 +21,7 @@ its queued messages again) is the host's decision (``runtime.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -186,12 +187,16 @@ class StateStore:
         out: list[tuple[int, bytes]] = []
         if request_id in recent:
             out.append((request_id, reply))
-        for rid in reversed(recent):
+        # On every commit of a replicated agent: one done() and one result() per future
+        # (result() raises for a cancelled or failed one, which the window leaves out).
+        for rid, f in reversed(recent.items()):
             if len(out) >= REPLICATED_REPLIES:
                 break
-            f = recent[rid]
-            if rid != request_id and f.done() and not f.cancelled() and f.exception() is None:
-                out.append((rid, f.result()))
+            if rid != request_id and f.done():
+                try:
+                    out.append((rid, f.result()))
+                except (asyncio.CancelledError, Exception):
+                    continue
         out.reverse()
         return tuple(out)
 

@@ -21,6 +21,7 @@ from .leader import Quorum
 from .messages import Accept, Ack, Batch, Item, Reply, decode_batch_reply, encode
 
 __all__ = [
+    "ACCEPT_OVERHEAD",
     "Rpc",
     "Sender",
     "decide",
@@ -208,9 +209,13 @@ def feed_quorum(quorum: Quorum, node: str, fut: asyncio.Future[Any]) -> None:
         quorum.fail(node)
 
 
+ACCEPT_OVERHEAD = 64
+"""What :func:`item_size` counts for an accept besides its entries."""
+
+
 def item_size(item: Accept) -> int:
     """Approximate wire size of an accept, for cutting batches."""
-    return 64 + sum(e.size() for _, _, e in item.entries)
+    return ACCEPT_OVERHEAD + sum(e.size() for _, _, e in item.entries)
 
 
 def _fail_all(futures: list[asyncio.Future[Reply]], error: BaseException) -> None:

@@ -91,7 +91,7 @@ from .messages import (
     encode,
 )
 from .replica import ReplicaStatistics, ReplicaStore
-from .sending import Rpc, Sender, deciding, item_size, result_of, retrieve
+from .sending import ACCEPT_OVERHEAD, Rpc, Sender, deciding, result_of, retrieve
 from .settings import ReplicationSettings
 from .storage import SqliteStorage
 from .types import Config, Entry, Epoch, Record, config_members, config_union
@@ -143,11 +143,12 @@ class ReplicationStatistics:
 class _Group:
     """Writes to one partition made in one loop iteration, replicated together."""
 
-    __slots__ = ("entries", "outcome", "started")
+    __slots__ = ("entries", "outcome", "size", "started")
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.entries: list[WireEntry] = []
+        self.size = ACCEPT_OVERHEAD  # sending.item_size of their accept, kept as they come
         self.outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
@@ -635,15 +636,17 @@ class Replicator:
         if lead is None:
             raise NotLeader(f"node {self.name} does not lead partition {p} of {kind}/{key}",
                             partition=p, definite=True)
-        self._check_record(kind, key, record)
+        reply_bytes = self._check_record(kind, key, record)
         lead.seq += 1
-        wire = (kind, key, Entry.of(record, lead.epoch, lead.seq))
+        entry = Entry.of(record, lead.epoch, lead.seq)
+        wire = (kind, key, entry)
         if not self._store.accept(Accept(p, lead.epoch, lead.config, (wire,))).ok:
             self._lose(p, "deposed")
             raise NotLeader(f"node {self.name} was deposed as leader of partition {p}",
                             partition=p, definite=True)
         group = self._group(p, lead)
         group.entries.append(wire)
+        group.size += entry.size_with(reply_bytes)
         if durability == "async":
             if group.outcome not in self._async:
                 self._async.add(group.outcome)
@@ -693,7 +696,7 @@ class Replicator:
         else:
             quorum.ack(self.name)
         item = Accept(p, lead.epoch, lead.config, tuple(group.entries))
-        size = item_size(item)
+        size = group.size
         for member in lead.members:
             if member == self.name:
                 continue
@@ -765,8 +768,12 @@ class Replicator:
             self._catch_ups[p] = now
             self._relead(p, lead)
 
-    def _check_record(self, kind: str, key: str, record: Record) -> None:
-        size = len(record.state) + sum(len(r) for _, r in record.replies)
+    def _check_record(self, kind: str, key: str, record: Record) -> int:
+        """The bytes of the record's replies (for sizes), after checking its limits."""
+        reply_bytes = 0
+        for _, reply in record.replies:
+            reply_bytes += len(reply)
+        size = len(record.state) + reply_bytes
         limit = self.settings.max_record_bytes
         if size > limit:
             raise ValueError(f"record of {kind}/{key} is {size:,} bytes, above "
@@ -774,6 +781,7 @@ class Replicator:
         if len(record.replies) > self.settings.max_replies:
             raise ValueError(f"record of {kind}/{key} carries {len(record.replies)} replies, "
                              f"above max_replies {self.settings.max_replies}")
+        return reply_bytes
 
     # ----------------------------------------------------------------- elections
 

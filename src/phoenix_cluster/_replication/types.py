@@ -92,7 +92,11 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     def size(self) -> int:
         """Approximate bytes this entry costs on the wire."""
-        return 32 + len(self.leader) + len(self.state) + sum(16 + len(r) for _, r in self.replies)
+        return self.size_with(sum(len(r) for _, r in self.replies))
+
+    def size_with(self, reply_bytes: int) -> int:
+        """:meth:`size`, given the summed length of the replies (known to the caller)."""
+        return 32 + len(self.leader) + len(self.state) + 16 * len(self.replies) + reply_bytes
 
 
 RecordKey = tuple[str, str]
