@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -145,3 +146,60 @@ async def test_bad_input_is_refused_and_the_service_keeps_working(net: Net) -> N
                      Push("cart", "k", msgspec.msgpack.encode(added("ok", "a@1")))))
     assert msgspec.msgpack.decode(await b.handle("push", msgspec.msgpack.encode(bad))) == 1
     assert items(b) == {"ok"}
+
+
+async def test_a_lost_push_travels_with_the_next_so_no_replica_sees_a_change_before_its_cause(
+) -> None:
+    """No anti-entropy here: only the pushes of commits carry changes."""
+    net = Net()
+    lost: set[tuple[str, str]] = set()
+    pushed: list[tuple[str, set[str]]] = []
+    for name in NAMES:
+        node = net.add(name)
+        handle = node.handle
+
+        async def recording(method: str, payload: bytes, *, to: str = name,
+                            handle: Any = handle) -> bytes:
+            if method == "push":
+                for item in msgspec.msgpack.decode(payload, type=PushBatch).items:
+                    state = msgspec.msgpack.decode(item.state, type=dict[str, crdt.ORSet[str]])
+                    pushed.append((to, set(state["items"].value)))
+            return await handle(method, payload)
+
+        node.handle = recording  # type: ignore[method-assign]
+    real = net.nodes["a"]._rpc
+
+    async def lossy(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        if method == "push" and ("a", dst) in lost:
+            lost.discard(("a", dst))
+            raise NodeUnavailable(f"{dst}: push lost", definite=False)
+        return await real(dst, method, payload, timeout_s)
+
+    net.nodes["a"]._rpc = lossy
+    net.view(NAMES)
+    a, b = net.nodes["a"], net.nodes["b"]
+    try:
+        lost.add(("a", "b"))
+        await a.commit("cart", "k", added("x", "a@1"))   # b never gets this push
+        assert items(b) == set() and items(net.nodes["c"]) == {"x"}
+        await a.commit("cart", "k", added("y", "a@2"))  # distinct ids: distinct dots
+        await wait_until(lambda: items(b) == {"x", "y"}, timeout=2, what="b to hold y")
+        # "y" arrived with its cause, never alone
+        assert [got for to, got in pushed if to == "b"] == [{"x", "y"}]
+        pushed.clear()
+        await a.commit("cart", "k", added("z", "a@3"))
+        await wait_until(lambda: len(pushed) == 2, timeout=2, what="both pushes of z")
+        assert sorted(pushed) == [("b", {"z"}), ("c", {"z"})]  # acknowledged: not resent
+        # A peer that drops out of the alive set loses its backlog; back, it gets the
+        # whole replica once, which holds every cause.
+        lost.add(("a", "b"))
+        await a.commit("cart", "k", added("v", "a@4"))
+        a.update(table_of(NAMES), ("a", "c"))
+        a.update(table_of(NAMES), NAMES)
+        pushed.clear()
+        await a.commit("cart", "k", added("u", "a@5"))
+        await wait_until(lambda: len(pushed) == 2, timeout=2, what="both pushes of u")
+        assert sorted(pushed) == [("b", {"x", "y", "z", "v", "u"}), ("c", {"u"})]
+    finally:
+        for node in net.nodes.values():
+            await node.aclose()

@@ -8,8 +8,13 @@ partition, and all converge once they exchange what they have. How state spreads
 - **Push.** After a message changed an agent's state, the runtime joins the change into
   the local replica (:meth:`CrdtSync.commit`) and pushes the delta to the other members
   of the key's replica set (the ``PartitionTable``'s 3 ring owners of its partition, as
-  this node sees the ring). ``commit`` returns once a majority of that set holds the
-  change (this node counts if it is in the set), or once every push answered or
+  this node sees the ring). Each push to a peer carries the join of every delta of that
+  agent the peer has not acknowledged yet (lost or still in flight), so a peer never
+  holds a message's change without the earlier messages' from this node: one handler's
+  change arrives whole, and in order after the ones before it. A peer that dropped out
+  of the alive set loses its backlog and gets the whole replica with its next push.
+  ``commit`` returns once a majority of that set holds the change (this node counts if
+  it is in the set), or once every push answered or
   ``ack_timeout_s`` passed, whichever comes first: a node cut off from the others still
   accepts updates, stored locally.
 - **Load.** Activation joins the local replica with what the reachable replicas answer
@@ -147,6 +152,16 @@ class _Replica:
         return self._hash
 
 
+class _Backlog:
+    """What one peer has not acknowledged of one agent: the join of those deltas."""
+
+    __slots__ = ("fields", "version")
+
+    def __init__(self) -> None:
+        self.fields: Fields = {}
+        self.version = 0
+
+
 class CrdtSync:
     """Merge replication of crdt agents on one node (see the module docstring).
 
@@ -170,6 +185,8 @@ class CrdtSync:
         self._on_merged = on_merged
         self._known = known
         self._store: dict[Address, _Replica] = {}
+        self._backlog: dict[str, dict[Address, _Backlog]] = {}  # peer -> unacknowledged
+        self._whole: dict[str, set[Address]] = {}  # peer -> agents to push whole next
         self._table: PartitionTable | None = None
         self._alive: frozenset[str] = frozenset()
         self._tasks = TaskSet(f"crdt-sync {name}")
@@ -215,6 +232,10 @@ class CrdtSync:
         """A new partition table (and its members): replica sets change; repair now."""
         self._table = table
         self._alive = frozenset(alive)
+        for peer in [p for p in self._backlog if p not in self._alive]:
+            # Gone (for now): its backlog would only grow. When it is back, the next push
+            # of each of those agents sends the whole replica, which holds every cause.
+            self._whole.setdefault(peer, set()).update(self._backlog.pop(peer))
         self._wake.set()
 
     # ----------------------------------------------------------------- the runtime's API
@@ -289,9 +310,8 @@ class CrdtSync:
         if not others or not delta:
             return acks
         needed = len(members) // 2 + 1
-        payload = _encoder.encode(PushBatch((Push(kind, key, encode_fields(delta)),)))
         self._pushes_sent += len(others)
-        pushes = [self._tasks.spawn(self._call(m, "push", payload, self.settings.rpc_timeout_s),
+        pushes = [self._tasks.spawn(self._push(m, (kind, key), delta),
                                     name=f"crdt-push {kind}/{key}") for m in others]
         if not wait:
             return acks
@@ -308,6 +328,25 @@ class CrdtSync:
         except TimeoutError:
             pass  # cut off (or slow): acknowledged as stored here; the pushes go on
         return acks
+
+    async def _push(self, peer: str, address: Address, delta: Fields) -> bytes | None:
+        """Push ``delta`` to ``peer`` joined with its unacknowledged backlog of the agent;
+        an acknowledgement clears the backlog unless a newer commit joined it meanwhile."""
+        backlog = self._backlog.setdefault(peer, {}).setdefault(address, _Backlog())
+        whole = self._whole.get(peer)
+        if whole is not None and address in whole:
+            whole.discard(address)
+            delta = self._store[address].fields
+        merge_into(backlog.fields, delta)
+        backlog.version += 1
+        version = backlog.version
+        kind, key = address
+        payload = _encoder.encode(PushBatch((Push(kind, key, encode_fields(backlog.fields)),)))
+        reply = await self._call(peer, "push", payload, self.settings.rpc_timeout_s)
+        pending = self._backlog.get(peer, {})
+        if reply is not None and pending.get(address) is backlog and backlog.version == version:
+            del pending[address]
+        return reply
 
     # ----------------------------------------------------------------- serving peers
 
@@ -391,6 +430,9 @@ class CrdtSync:
         (``every``: with every agent this node holds). Returns whether it answered."""
         mine = [address for address, replica in self._store.items()
                 if every or peer in self._members_of(replica.partition)]
+        covered = set(mine)
+        before = {a: b.version for a, b in self._backlog.get(peer, {}).items() if a in covered}
+        whole = covered.intersection(self._whole.get(peer, ()))
         step = self.settings.batch_items
         for start in range(0, len(mine), step):
             chunk = mine[start:start + step]
@@ -412,6 +454,13 @@ class CrdtSync:
                 if await self._call(peer, "push", _encoder.encode(PushBatch(batch)),
                                     self.settings.rpc_timeout_s) is None:
                     return False
+        # The peer now holds all this node held when the round began: what it had not
+        # acknowledged by then need not travel again.
+        backlog = self._backlog.get(peer, {})
+        for address, version in before.items():
+            if (entry := backlog.get(address)) is not None and entry.version == version:
+                del backlog[address]
+        self._whole.get(peer, set()).difference_update(whole)
         return True
 
     def _fix(self, wanted: Wanted) -> Push | None:
