@@ -113,3 +113,18 @@ async def test_an_unavailable_store_fails_definite_and_writes_nothing(tmp_path: 
 def test_kind_spec_records_the_store() -> None:
     spec = kind_spec(Wallet)
     assert (spec.store, spec.state_version, spec.snapshot_every) == ("main", 1, 0)
+
+
+async def test_passivation_forgets_the_version_and_reactivation_reads_the_store(
+        tmp_path: Path) -> None:
+    async with (phx.Node(stores={"main": _url(tmp_path)}) as one,
+                phx.Node(stores={"main": _url(tmp_path)}) as two):
+        assert await one.ref(Wallet, "p").add(1) == 1
+        stored = one._runtime.state.stored
+        assert stored._versions == {("test-stores.wallet", "p"): 1}
+        one._runtime.passivate(one._runtime.activation(Wallet._phx_spec, "p"),  # type: ignore[arg-type]
+                               reason="test")
+        assert stored._versions == {}  # nothing kept for agents not active here
+        assert await two.ref(Wallet, "p").add(10) == 11
+        # one's passivated copy (balance 1) is older than the store: the store wins.
+        assert await one.ref(Wallet, "p").add(100) == 111

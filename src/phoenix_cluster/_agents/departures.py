@@ -97,6 +97,8 @@ class Departures:
         cancel_timers(act)
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
+        if kr.spec.store is not None:
+            self._state.stored.forget(kr.spec, act.key)
         act.agent = None
         assert self._state.placement is not None
         self._state.placement.frozen(kr.spec, act.key, to, record)

@@ -115,6 +115,8 @@ class FailedMessages:
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
         kr.passive.pop(act.key, None)
+        if kr.spec.store is not None:
+            self._state.stored.forget(kr.spec, act.key)
         act.agent = None
         casts: list[Message] = []
         for m in pending:

@@ -90,6 +90,8 @@ class Passivation:
             kr.passive[act.key] = act.committed
         if kr.activations.get(act.key) is act:
             del kr.activations[act.key]
+        if kr.spec.store is not None:  # the next activation reads the store again
+            self._state.stored.forget(kr.spec, act.key)
         act.agent = None
         self.count += 1
         left = act.queue

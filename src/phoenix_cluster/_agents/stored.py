@@ -45,7 +45,8 @@ class StoredKinds:
         self._decode = decode
         self._stores: dict[str, StateStore] = {}
         self._versions: dict[tuple[str, str], int] = {}
-        """(kind, key) -> the version this node last read or wrote (what a write expects)."""
+        """(kind, key) -> the version this node's activation last read or wrote (what its
+        next write expects); only for agents active here (``forget``)."""
         self._pending: dict[tuple[str, str], list[bytes]] = {}
         """(kind, key) -> encoded events persisted by the running message, not committed."""
 
@@ -181,6 +182,13 @@ class StoredKinds:
     def persisted(self, spec: KindSpec, key: str, event: bytes) -> None:
         """An event-sourced agent persisted ``event`` in the running message."""
         self._pending.setdefault((spec.name, key), []).append(event)
+
+    def forget(self, spec: KindSpec, key: str) -> None:
+        """The agent left this node's memory (passivated, moved, stopped): what it read
+        is of no use to its next activation, which reads the store again."""
+        k = (spec.name, key)
+        self._versions.pop(k, None)
+        self._pending.pop(k, None)
 
     def discard(self, spec: KindSpec, key: str) -> None:
         """The running message failed: its persisted events are dropped with it."""
