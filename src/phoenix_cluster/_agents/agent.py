@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
 
 __all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
-           "kind_spec", "lookup_kind"]
+           "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind"]
 
 Durability = Literal["quorum", "async", "none"]
 _DURABILITIES = ("quorum", "async", "none")
@@ -101,6 +101,7 @@ class KindSpec:
         "cls",
         "consistency",
         "durability",
+        "foreign",
         "has_on_activate",
         "has_on_deactivate",
         "has_upgrade",
@@ -142,6 +143,9 @@ class KindSpec:
         self.snapshot_every: int = cls.__dict__.get("_phx_snapshot_every", 0)
         """Event-sourced kinds (``events.py``): a snapshot every this many events;
         ``0``: the kind stores its state, not events."""
+        self.foreign = False
+        """``True`` for the stand-in of a kind whose code this node lacks
+        (:func:`foreign_kind`): it routes and directs such agents, never runs them."""
         self.consistency = consistency
         """``"fenced"`` (one leader, quorum commits) or ``"crdt"`` (active-active, merged)."""
         self.name = name
@@ -517,4 +521,35 @@ def lookup_kind(name: str) -> KindSpec:
     spec = _KINDS.get(name)
     if spec is None:
         raise AgentNotFound(f"unknown agent kind {name!r} (is its module imported on this node?)")
+    return spec
+
+
+def find_kind(name: str) -> KindSpec | None:
+    """The spec registered under ``name``, or ``None``."""
+    return _KINDS.get(name)
+
+
+def hosted_kinds() -> tuple[str, ...]:
+    """The names of every kind defined in this process, sorted (what a member hosts)."""
+    return tuple(sorted(_KINDS))
+
+
+_FOREIGN: dict[str, KindSpec] = {}
+
+
+def foreign_kind(name: str) -> KindSpec:
+    """A stand-in spec for kind ``name``, whose code this node does not have.
+
+    A member that is the home of such an agent keeps its directory entry and its
+    replicated state, and sends its messages to a member that hosts the kind
+    (``docs/design/migration.md``, "Capabilities"); it never activates it. The stand-in
+    is placed like a policy kind (``hashed`` is ``False``) and has no methods.
+    """
+    spec = _FOREIGN.get(name)
+    if spec is None:
+        spec = KindSpec(Agent, name, durability="quorum", idle_timeout_s=None,
+                        placement="hash", replicas=3, mailbox_limit=None)
+        spec.foreign = True
+        spec.hashed = False
+        spec = _FOREIGN.setdefault(name, spec)
     return spec

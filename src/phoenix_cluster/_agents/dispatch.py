@@ -40,7 +40,7 @@ from ..errors import (
     PhoenixError,
     PhoenixInternalError,
 )
-from .agent import KindSpec, MethodSpec, lookup_kind
+from .agent import KindSpec, MethodSpec
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
@@ -363,8 +363,8 @@ class Router:
         """Serve a Call or Cast for an agent from a peer (the transport runs each in its
         own task; node services never come here: ``_transport/rpc.py``)."""
         try:
-            spec = lookup_kind(frame.kind)
             placement = self.placement
+            spec = placement.spec_for(frame.kind)
             forwarded: asyncio.Future[None] | None = None
             future: asyncio.Future[bytes] | None = None
             # Frames for one agent are admitted in arrival order, even when one of them
@@ -426,8 +426,8 @@ class Router:
         rid = frame.request_id
         answers = isinstance(frame, Call) or frame.timeout_ms > 0
         try:
-            spec = lookup_kind(frame.kind)
             placement = self.placement
+            spec = placement.spec_for(frame.kind)
             if placement.admitting(spec, frame.key):
                 return False  # queue behind the frame being admitted (order per agent)
             where = placement.admit(spec, frame.key)

@@ -123,6 +123,8 @@ class ClaimReply(msgspec.Struct, frozen=True):
     ok: bool
     host: str
     """When refused: the host the directory names (empty: the home itself)."""
+    foreign: bool = False
+    """The home does not host the kind: the claimer stands in for it (appended field)."""
 
 
 class RemoteLoad(msgspec.Struct, frozen=True):

@@ -31,7 +31,8 @@ from .._transport.rpc import RpcClient
 from .._transport.tasks import TaskSet
 from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
-from .agent import KindSpec, lookup_kind
+from .agent import KindSpec, find_kind, foreign_kind, hosted_kinds, lookup_kind
+from .capability import first_capable, no_member_hosts
 from .flow import report_drop
 from .handoff import HandoffRecord
 from .mailbox import Message
@@ -133,6 +134,12 @@ class PlacementService:
         self.proxied: set[Key] = set()
         """Hash agents moved here off their home by ``migrate``: they commit their state
         through the home (policy-placed agents always do)."""
+        self.stand_in: set[Key] = set()
+        """Hash agents hosted here because their home does not host their kind (it lacks
+        the code): they commit through the home and go to it once it hosts the kind."""
+        self.excluded_kinds: frozenset[str] = frozenset()
+        """Kinds defined in this process that this member does not host (nodes sharing
+        one process in tests; a real member hosts every kind it imported)."""
         self.routes: dict[Key, str] = {}
         self._incoming: dict[Key, str] = {}
         self._loads: dict[str, NodeLoad] = {}
@@ -221,6 +228,8 @@ class PlacementService:
         tomb = self.tombstones.get(k)
         if tomb is not None:
             return self.address(tomb.to)
+        if spec.name in self.excluded_kinds:
+            spec = foreign_kind(spec.name)
         if not self.leaving and self.runtime.holds(spec, key):
             return None
         learnt = self.routes.get(k)
@@ -249,7 +258,11 @@ class PlacementService:
 
     async def resolve(self, spec: KindSpec, key: str) -> str | None:
         """Finish :meth:`route`'s :data:`PLACE`: choose and pin a host; its address or None."""
+        if spec.name in self.excluded_kinds:
+            spec = foreign_kind(spec.name)
         host = await self._place(spec, key, self.self_name)
+        if host == self.self_name and spec.foreign:
+            raise no_member_hosts(spec.name)
         return None if host == self.self_name else self.address(host)
 
     def learn(self, spec: KindSpec, key: str, host: str) -> None:
@@ -261,6 +274,24 @@ class PlacementService:
     def forget(self, spec: KindSpec, key: str) -> None:
         self.routes.pop((spec.name, key), None)
 
+    def spec_for(self, kind: str) -> KindSpec:
+        """The spec of an inbound message's kind: a :func:`foreign_kind` stand-in when
+        this member does not host it (it directs the agent to a member that does).
+
+        Raises:
+            AgentNotFound: an unknown kind on a node outside any cluster.
+        """
+        spec = find_kind(kind)
+        if spec is not None and kind not in self.excluded_kinds:
+            return spec
+        if self.rpc is None:
+            return lookup_kind(kind)
+        return foreign_kind(kind)
+
+    def hosts(self, kind: str) -> bool:
+        """Whether this member runs agents of ``kind``."""
+        return find_kind(kind) is not None and kind not in self.excluded_kinds
+
     def admit(self, spec: KindSpec, key: str) -> Redirect | Place | None:
         """Inbound, synchronous: serve here (``None``), redirect, or :data:`PLACE` (take
         the async path: :meth:`admit_async`)."""
@@ -270,6 +301,8 @@ class PlacementService:
         tomb = self.tombstones.get(k)
         if tomb is not None:
             return tomb.to, self.address(tomb.to)
+        if spec.foreign:
+            return self._admit_foreign(spec, key)
         if self.runtime.holds(spec, key):
             return PLACE if self.leaving else None
         home = self.home(spec.name, key)
@@ -281,6 +314,18 @@ class PlacementService:
         if pin is not None:
             return None if pin == self.self_name else (pin, self.address(pin))
         return None if spec.hashed else PLACE
+
+    def _admit_foreign(self, spec: KindSpec, key: str) -> Redirect | Place:
+        """A kind this member does not host: its home directs it, others send it home."""
+        home = self.home(spec.name, key)
+        if home is None:
+            raise no_member_hosts(spec.name)
+        if home != self.self_name:
+            return home, self.address(home)
+        pin = self.pins.get((spec.name, key))
+        if pin is not None and pin != self.self_name and pin in self.alive:
+            return pin, self.address(pin)
+        return PLACE
 
     def admitting(self, spec: KindSpec, key: str) -> bool:
         """Whether a frame for this agent is being admitted on the slow path."""
@@ -317,16 +362,30 @@ class PlacementService:
         tomb = self.tombstones.get(k)
         if tomb is not None:
             return tomb.to, self.address(tomb.to)
+        if spec.foreign:
+            where = self._admit_foreign(spec, key)
+            if where is not PLACE:
+                assert isinstance(where, tuple)
+                return where
         home = self.home(spec.name, key)
         if home is None:
             return None
         if home == self.self_name:
             host = await self._place(spec, key, caller)
-            return None if host == self.self_name else (host, self.address(host))
+            if host != self.self_name:
+                return host, self.address(host)
+            if spec.foreign:  # never run a kind whose code this member lacks
+                raise no_member_hosts(spec.name)
+            return None
         answer = await self._claim(home, wire.Claim(spec.name, key, self.self_name))
         if answer.ok:
-            if not spec.hashed:
-                self.pinned_here.add(k)
+            self.pinned_here.add(k)
+            if spec.hashed:
+                # Pinned at its home although hashed: moved here on purpose, or its
+                # home lacks the kind's code. Either way it commits through the home.
+                self.proxied.add(k)
+                if answer.foreign:
+                    self.stand_in.add(k)
             return None
         target = answer.host or home
         if target == self.self_name:  # the views disagree: let the home decide next time
@@ -407,7 +466,7 @@ class PlacementService:
     async def _deliver(self, deliver: wire.Deliver) -> None:
         """A cast forwarded here: queue it (waiting for room), or pass it on; answer
         only once it is queued, so the forwarder (and the sender) learn of a refusal."""
-        spec = lookup_kind(deliver.kind)
+        spec = self.spec_for(deliver.kind)
         passed_on: asyncio.Future[None] | None = None
         async with self.admission(spec, deliver.key):
             where = self.admit(spec, deliver.key)
@@ -435,11 +494,16 @@ class PlacementService:
         if spec.hashed:
             return self.self_name
         loads = await self.loads()
-        hosts = [load for load in loads.values() if load.name in self.alive]
-        if not hosts:
-            return self.self_name
-        chosen = choose_host(spec.placement, hosts, key=key, caller=caller,
-                             tie=key_hash(spec.name, key) & 0xFFFF)
+        if spec.foreign:
+            assert self.ring is not None
+            chosen = first_capable(self.ring, loads, self.alive, spec.name, key)
+        else:
+            hosts = [load for load in loads.values()
+                     if load.name in self.alive and load.hosts(spec.name)]
+            if not hosts:
+                return self.self_name
+            chosen = choose_host(spec.placement, hosts, key=key, caller=caller,
+                                 tie=key_hash(spec.name, key) & 0xFFFF)
         pin = self.pins.setdefault(k, chosen)  # a concurrent placement may have won
         if pin == chosen:
             load = loads[chosen]
@@ -458,14 +522,15 @@ class PlacementService:
             if pin == claim.host:
                 del self.pins[k]
             return wire.ClaimReply(True, "")
+        foreign = not self.hosts(claim.kind)
         if claim.force or pin == claim.host:
             self.pins[k] = claim.host
-            return wire.ClaimReply(True, claim.host)
+            return wire.ClaimReply(True, claim.host, foreign)
         if pin is None:
-            spec = lookup_kind(claim.kind)
+            spec = self.spec_for(claim.kind)
             if not spec.hashed:
                 self.pins[k] = claim.host
-                return wire.ClaimReply(True, claim.host)
+                return wire.ClaimReply(True, claim.host, foreign)
             return wire.ClaimReply(False, "")
         return wire.ClaimReply(False, pin)
 
@@ -477,13 +542,18 @@ class PlacementService:
 
     async def locate(self, spec: KindSpec, key: str) -> str:
         """The node that holds (or will host) the agent, asking its home."""
+        if spec.name in self.excluded_kinds:
+            spec = foreign_kind(spec.name)
         if self.runtime.holds(spec, key):
             return self.self_name
         home = self.home(spec.name, key)
         if home is None:
             raise NodeUnavailable(f"no member can host {spec.name}/{key}", definite=True)
         if home == self.self_name:
-            return self.pins.get((spec.name, key), self.self_name)
+            pin = self.pins.get((spec.name, key))
+            if pin is None and spec.foreign:
+                pin = await self._place(spec, key, self.self_name)
+            return pin or self.self_name
         reply = await self._rpc(home, "locate",
                                 wire.encode(wire.Locate(spec.name, key, self.self_name, False)))
         return wire.decode(reply, wire.LocateReply).host or home
@@ -527,7 +597,15 @@ class PlacementService:
 
     def local_load(self) -> NodeLoad:
         stats = self.runtime.load()
-        return NodeLoad(self.self_name, stats[0], stats[1], stats[2])
+        kinds = tuple(n for n in hosted_kinds() if n not in self.excluded_kinds)
+        return NodeLoad(self.self_name, stats[0], stats[1], stats[2], kinds=kinds)
+
+    async def home_hosts(self, kind: str, home: str) -> bool:
+        """Whether member ``home`` reports hosting ``kind`` (from the polled loads)."""
+        if home == self.self_name:
+            return self.hosts(kind)
+        load = (await self.loads()).get(home)
+        return load is not None and load.hosts(kind)
 
     # ----------------------------------------------------------------- handoff
 
@@ -592,17 +670,18 @@ class PlacementService:
             record = msgspec.structs.replace(record, pinned=True)
         self.pinned_here.discard(k)
         self.proxied.discard(k)
+        self.stand_in.discard(k)
         self.tombstones[k] = Tombstone(to, record, self.clock.monotonic() + self.tombstone_s)
 
     async def release(self, request: wire.Release) -> wire.ReleaseReply:
         """Holder side of a pull: freeze the agent and hand over its record."""
-        spec = lookup_kind(request.kind)
         k = (request.kind, request.key)
         tomb = self.tombstones.get(k)
         if tomb is not None and tomb.to == request.to:
             return wire.ReleaseReply(tomb.record, tomb.record is not None)
-        if request.to == self.self_name:
-            return wire.ReleaseReply(None, False)
+        if request.to == self.self_name or not self.hosts(request.kind):
+            return wire.ReleaseReply(None, False)  # a kind not hosted here: held nowhere here
+        spec = lookup_kind(request.kind)
         self._incoming.pop(k, None)
         waiters = await self.runtime.freeze(spec, request.key, request.to)
         tomb = self.tombstones.get(k)
@@ -706,11 +785,11 @@ class PlacementService:
                 return wire.encode(self._claim_here(wire.decode(payload, wire.Claim)))
             if method == "locate":
                 request = wire.decode(payload, wire.Locate)
-                spec = lookup_kind(request.kind)
+                spec = self.spec_for(request.kind)
                 if self.runtime.holds(spec, request.key):
                     return wire.encode(wire.LocateReply(self.self_name))
                 host = self.pins.get((request.kind, request.key), "")
-                if not host and request.place and not spec.hashed:
+                if not host and (request.place or spec.foreign) and not spec.hashed:
                     host = await self._place(spec, request.key, request.caller)
                 return wire.encode(wire.LocateReply(host))
             if method == "load":
@@ -723,7 +802,7 @@ class PlacementService:
                 return b""
             if method == "flush":
                 request = wire.decode(payload, wire.Locate)
-                await self.forwarded(lookup_kind(request.kind), request.key)
+                await self.forwarded(self.spec_for(request.kind), request.key)
                 return b""
             if method == "deliver":
                 await self._deliver(wire.decode(payload, wire.Deliver))
@@ -759,7 +838,7 @@ class PlacementService:
                 is not the agent's host (definite: nothing was read or stored; the host
                 stops the agent).
         """
-        spec = lookup_kind(kind)
+        spec = self.spec_for(kind)
         k = (kind, key)
         home = self.home(kind, key)
         if home != self.self_name:

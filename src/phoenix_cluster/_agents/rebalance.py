@@ -93,29 +93,40 @@ class Rebalancer:
             home = placement.home(spec.name, key)
             if home is None or home == me:
                 continue
-            if (spec.name, key) in placement.pinned_here:
-                if not placement.leaving:
-                    await self._repin(spec, key, home)
+            k = (spec.name, key)
+            home_hosts = not spec.hashed or await placement.home_hosts(spec.name, home)
+            if k in placement.pinned_here or not home_hosts:
+                if not placement.leaving and (k not in placement.stand_in or not home_hosts):
+                    # Pinned here, or a hash agent whose new home lacks its kind: it
+                    # stays, registered with the home (as its stand-in).
+                    await self._repin(spec, key, home, stand_in=not home_hosts)
                     continue
-                if not spec.hashed:
-                    # A policy agent leaving with its node: its home places it again.
+                if not spec.hashed or not home_hosts:
+                    # Leaving with its node: its home places it again.
                     home = await self._new_host(spec, key, home)
             moves.append((spec, key, home))
         return await self._move(moves, "leave" if placement.leaving else "join")
 
-    async def _repin(self, spec: KindSpec, key: str, home: str) -> None:
+    async def _repin(self, spec: KindSpec, key: str, home: str, *, stand_in: bool) -> None:
         from .handoff import Claim
 
+        placement = self.placement
         try:
-            await self.placement._claim(home, Claim(spec.name, key, self.placement.self_name,
-                                                    force=True))
+            await placement._claim(home, Claim(spec.name, key, placement.self_name,
+                                               force=True))
+            if stand_in:
+                k = (spec.name, key)
+                placement.pinned_here.add(k)
+                placement.proxied.add(k)
+                placement.stand_in.add(k)
         except PhoenixError as exc:
             _log.info("could not register %s/%s with its home %s: %s", spec.name, key, home,
                       exc.message)
 
     async def _new_host(self, spec: KindSpec, key: str, home: str) -> str:
         loads = await self.placement.loads()
-        others = sorted((n for n in loads.values() if n.name != self.placement.self_name),
+        others = sorted((n for n in loads.values()
+                         if n.name != self.placement.self_name and n.hosts(spec.name)),
                         key=lambda n: (n.active_agents, n.name))
         return others[0].name if others else home
 
@@ -137,6 +148,7 @@ class Rebalancer:
         excess = int(me.active_agents - mean)
         target = min((n for n in loads.values() if n.name != placement.self_name),
                      key=lambda n: (n.active_agents, n.name))
+        mine = [(spec, key) for spec, key in mine if target.hosts(spec.name)]
         room = int(mean - target.active_agents)
         count = max(0, min(excess, room, len(mine)))
         if count == 0:

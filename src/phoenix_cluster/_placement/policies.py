@@ -41,6 +41,8 @@ class NodeLoad(msgspec.Struct, frozen=True):
         message_rate: messages handled per second, recently.
         loop_lag_s: its event loop's recent lag (a measure of spare CPU).
         rtt_s: round trip from the asking node (filled in by the asker).
+        kinds: the agent kinds it hosts (whose code it imported); ``None`` from a node
+            too old to say, taken to host every kind.
     """
 
     name: str
@@ -48,6 +50,11 @@ class NodeLoad(msgspec.Struct, frozen=True):
     message_rate: float = 0.0
     loop_lag_s: float = 0.0
     rtt_s: float = 0.0
+    kinds: tuple[str, ...] | None = None
+
+    def hosts(self, kind: str) -> bool:
+        """Whether this member can run agents of ``kind``."""
+        return self.kinds is None or kind in self.kinds
 
 
 @dataclass(frozen=True)
