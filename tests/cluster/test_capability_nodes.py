@@ -37,8 +37,8 @@ async def test_a_kind_runs_only_on_the_members_that_import_it() -> None:
 
         # A kind no member hosts fails at once, definite, naming the kind.
         started = time.monotonic()
-        with pytest.raises(phx.AgentNotFound, match="no member of the cluster hosts agent "
-                           "kind 'capability.unhosted'") as info:
+        with pytest.raises(phx.AgentNotFound, match=r"no member of the cluster hosts agent "
+                           r"kind 'capability\.unhosted'") as info:
             await client.ref(Unhosted, "x").options(timeout=10.0).ping()
         assert info.value.definite
         assert time.monotonic() - started < 2.0  # not at the timeout
