@@ -78,16 +78,16 @@ class _Staging(Mapping[str, Crdt]):
 class CausalFields:
     """Named CRDT fields changed by atomic, causally delivered batches (module docstring).
 
+        cart = CausalFields({"items": ORSet[str](), "total": PNCounter()})
+        b = cart.batch("n1", lambda f: (f["items"].add("tea", replica="n1"),
+                                        f["total"].increment(4, replica="n1")))
+        other.apply(b)                      # both fields, or (until its causes) neither
+
     Args:
         fields: the fields and their initial (usually empty) values; every replica starts
             with the same names and types. The values are owned by this object from now on.
         schema: the type to decode each field's deltas with (``ORSet[tuple[int, int]]``),
             where the value's own class is not precise enough.
-
-        cart = CausalFields({"items": ORSet[str](), "total": PNCounter()})
-        b = cart.batch("n1", lambda f: (f["items"].add("tea", replica="n1"),
-                                        f["total"].increment(4, replica="n1")))
-        other.apply(b)                      # both fields, or (until its causes) neither
     """
 
     def __init__(self, fields: Mapping[str, Crdt],
