@@ -414,6 +414,40 @@ async def test_lease_majority_wins_and_minority_downs() -> None:
     assert "lease holder None" in harnesses["a"].downs[0]
 
 
+async def test_the_side_that_reaches_the_lease_survives_even_as_the_minority() -> None:
+    """Akka's lease-majority: the referee decides, not the head count. The majority {c,
+    d, e} cannot reach the lease service; the minority {a, b} gets it after its head
+    start and keeps, the majority downs."""
+    clock = ManualClock(autojump=True)
+    lease = FakeLease(clock)
+
+    class CutOffFromMajority:
+        async def acquire(self, owner: str, ttl_s: float) -> bool:
+            if owner == "c":
+                raise OSError("lease service unreachable from c's side")
+            return await lease.acquire(owner, ttl_s)
+
+        async def release(self, owner: str) -> None:
+            await lease.release(owner)
+
+    sides = {"a": {"c", "d", "e"}, "b": {"c", "d", "e"}, "c": {"a", "b"}, "d": {"a", "b"},
+             "e": {"a", "b"}}
+    harnesses = {n: Harness(LeaseMajority(), self_name=n, clock=clock,
+                            lease=CutOffFromMajority()) for n in sides}
+    for n, h in harnesses.items():
+        h.resolver.update(h.snap(dict.fromkeys(sides[n], "suspect")))
+    clock.advance(7)
+    decisions = await asyncio.gather(*(h.resolver.check() for h in harnesses.values()))
+    actions = {n: d.action for n, d in zip(harnesses, decisions, strict=True) if d}
+    assert actions == {"a": "keep", "b": "keep", "c": "down_self", "d": "down_self",
+                       "e": "down_self"}
+    assert lease.holder == "a"
+    kept = harnesses["a"].resolver.last_decision
+    assert kept is not None and kept.down == frozenset({"c", "d", "e"})
+    assert "lease owner id a, lease holder a; this side holds the lease" in kept.reason
+    assert "lease owner id c, lease holder None" in harnesses["c"].downs[0]
+
+
 async def test_lease_service_down_means_down_self() -> None:
     clock = ManualClock(autojump=True)
     h = Harness(LeaseMajority(), clock=clock, lease=FakeLease(clock, fail=OSError("etcd")))
