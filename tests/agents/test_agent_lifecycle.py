@@ -307,6 +307,10 @@ def test_bad_kind_options_are_config_errors() -> None:
     with pytest.raises(phx.ConfigError, match="mailbox_limit"):
         class C(phx.Agent, mailbox_limit=0):
             pass
+    for count in (1, 5, 0):  # never silently given 3 replicas instead
+        with pytest.raises(phx.ConfigError, match=f"replicas={count} is not supported"):
+            class R(phx.Agent, replicas=count):
+                pass
     with pytest.raises(phx.ConfigError, match="cannot be named 'options'"):
         class D(phx.Agent):
             async def options(self) -> None: ...

@@ -226,7 +226,8 @@ class Agent:
             and volatile, never replicated (``docs/stateless-workers.md``).
         max_workers: with ``placement="stateless"``: activations of one key per node
             (default 4).
-        replicas: copies of the state in the cluster (default 3).
+        replicas: copies of the state in the cluster: 3 (the only count this release
+            supports; any other is a ``ConfigError``, never silently 3).
         mailbox_limit: messages waiting before new ones wait for room (up to their
             timeout, then ``phx.Overloaded``). Default: the node's ``mailbox_limit``.
         consistency: ``"fenced"`` (default: one leader per partition, state changes
@@ -290,8 +291,11 @@ class Agent:
                 key="idle_timeout",
             )
         policy = check_policy(placement, where)
-        if not isinstance(replicas, int) or replicas < 1:
-            raise ConfigError(f"{where}: replicas must be >= 1, got {replicas!r}", key="replicas")
+        if replicas != 3 or not isinstance(replicas, int):
+            # Every partition has 3 replicas today; a kind asking for another count
+            # would silently get 3, so it is refused until per-kind counts land.
+            raise ConfigError(f"{where}: replicas={replicas!r} is not supported: every kind "
+                              "has 3 replicas in this release", key="replicas")
         if mailbox_limit is not None and (not isinstance(mailbox_limit, int) or mailbox_limit < 1):
             raise ConfigError(
                 f"{where}: mailbox_limit must be an int >= 1, got {mailbox_limit!r}",
