@@ -9,7 +9,7 @@ from phoenix_cluster import coordination, errors, telemetry
 # handles) stay in their modules; Env is public as phoenix_cluster.testing.Env.
 PUBLIC = [
     "Agent", "AgentError", "AgentNotFound", "AgentRef", "AgentTimer", "AuthenticationError",
-    "BarrierMismatch", "CallInfo", "CallRejected", "CallTimeout", "ChildSpec",
+    "BarrierMismatch", "CallCycle", "CallInfo", "CallRejected", "CallTimeout", "ChildSpec",
     "ConfigError", "DefiniteError", "EventSourcedAgent", "IndefiniteError", "Interceptor",
     "LeaseHeld", "Member", "NameConflict", "NameTaken", "NoBids", "NoQuorum", "Node",
     "NodeClosed", "NodeUnavailable", "NotHolder", "NotIdempotent", "NotLeader",
@@ -18,7 +18,7 @@ PUBLIC = [
     "SerializationError", "Settings", "SqliteStore", "StaleToken", "StateStore",
     "StateVersionError", "StorageError", "StoreUnavailable", "StoredEvents", "StoredState",
     "Supervisor", "SupervisorEscalation", "WriteConflict", "__version__", "coordination",
-    "crdt", "telemetry",
+    "crdt", "reentrant", "telemetry",
 ]
 
 # phoenix_cluster.coordination: leases, locks, elections, semaphores, barriers, sagas,
@@ -55,7 +55,7 @@ def test_public_classes_name_their_public_module() -> None:
 
 
 def test_error_tree_splits_by_outcome() -> None:
-    definite = [phx.AgentNotFound, phx.AgentError, phx.NoQuorum, phx.Overloaded,
+    definite = [phx.AgentNotFound, phx.AgentError, phx.CallCycle, phx.NoQuorum, phx.Overloaded,
                 phx.AuthenticationError, phx.ProtocolError, phx.NodeClosed, phx.ConfigError]
     for cls in definite:
         assert issubclass(cls, phx.DefiniteError)

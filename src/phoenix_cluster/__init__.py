@@ -21,6 +21,7 @@ from . import coordination as coordination
 from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
+from ._agents.agent import reentrant as reentrant
 from ._agents.events import EventSourcedAgent as EventSourcedAgent
 from ._agents.interceptors import CallInfo as CallInfo
 from ._agents.interceptors import Interceptor as Interceptor
@@ -46,6 +47,7 @@ from .errors import AgentError as AgentError
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AuthenticationError as AuthenticationError
 from .errors import BarrierMismatch as BarrierMismatch
+from .errors import CallCycle as CallCycle
 from .errors import CallRejected as CallRejected
 from .errors import CallTimeout as CallTimeout
 from .errors import ConfigError as ConfigError
@@ -81,6 +83,7 @@ __all__ = [
     "AgentTimer",
     "AuthenticationError",
     "BarrierMismatch",
+    "CallCycle",
     "CallInfo",
     "CallRejected",
     "CallTimeout",
@@ -128,6 +131,7 @@ __all__ = [
     "__version__",
     "coordination",
     "crdt",
+    "reentrant",
     "telemetry",
 ]
 

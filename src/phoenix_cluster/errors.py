@@ -26,6 +26,8 @@
     │   ├── NotIdempotent             a saga step whose methods take no ``step_id``
     │   ├── SagaAborted               a saga step failed; every step that ran was compensated
     │   ├── NoBids                    no contractor bid for a task (or took the award)
+    │   ├── CallCycle                 a call to an agent that waits, up the same chain of
+    │   │                             calls, for this very call (it would never run)
     │   └── ConfigError (ValueError)  a setting has the wrong form
     ├── IndefiniteError               it may have happened; retry with the same request id
     │   ├── CallTimeout (TimeoutError)
@@ -51,6 +53,7 @@ __all__ = [
     "AgentNotFound",
     "AuthenticationError",
     "BarrierMismatch",
+    "CallCycle",
     "CallRejected",
     "CallTimeout",
     "ConfigError",
@@ -415,6 +418,27 @@ class NoBids(DefiniteError):
     code = "no_bids"
 
 
+class CallCycle(DefiniteError):
+    """A call to an agent whose handler is waiting, further up the same chain of calls,
+    for this very call: A calls B, which calls A while A's handler waits for B. A runs
+    one message at a time, so the call could never start; it fails at once instead of
+    at its timeout. Nothing ran. Mark the waiting handler (or its kind) reentrant to
+    let the call in (docs/reminders.md, "Reentrancy").
+
+    Attributes:
+        chain: the agents of the chain as ``kind/key``, outermost first, ending with the
+            one called again (empty when the error crossed the wire: the message names
+            them).
+    """
+
+    code = "call_cycle"
+
+    def __init__(self, message: str = "", *, chain: tuple[str, ...] = (),
+                 definite: bool | None = None, request_id: int | None = None) -> None:
+        super().__init__(message, definite=definite, request_id=request_id)
+        self.chain = chain
+
+
 class ConfigError(DefiniteError, ValueError):
     """A configuration value has the wrong form.
 
@@ -494,6 +518,7 @@ _BY_CODE: dict[str, type[PhoenixError]] = {
         SemaphoreMismatch,
         BarrierMismatch,
         NotIdempotent,
+        CallCycle,
         SagaAborted,
         NoBids,
         ConfigError,

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .mailbox import Activation, AgentTimer
 
 __all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
-           "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind"]
+           "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind",
+           "reentrant"]
 
 Durability = Literal["quorum", "async", "none"]
 _DURABILITIES = ("quorum", "async", "none")
@@ -43,6 +44,25 @@ _REF_ATTRIBUTES = frozenset({"kind", "options"})
 
 _untyped_decoder = msgspec.msgpack.Decoder()
 
+_F = typing.TypeVar("_F", bound=Callable[..., Any])
+
+
+def reentrant(method: _F) -> _F:
+    """Mark an agent method reentrant: while it awaits (a call to another agent, a
+    sleep), its agent may handle other messages, among them calls back into it from the
+    agent it waits for. Without it such a call back fails at once with
+    ``phx.CallCycle``. ``reentrant=True`` on the class marks every method.
+
+    A reentrant handler starts in mailbox order and runs until its first ``await``;
+    then the next messages run while it waits, and it may finish after them. Each
+    message that succeeds commits the agent's whole state, including changes a waiting
+    handler made before its ``await``, and a message that fails rolls the agent back to
+    the last commit, which undoes uncommitted changes of waiting handlers too: change
+    the state after the ``await`` where that matters (docs/reminders.md, "Reentrancy").
+    """
+    method._phx_reentrant = True  # type: ignore[attr-defined]
+    return method
+
 REMINDER_METHOD = "<reminder>"
 """The message a reminder tick arrives as (``Agent.on_reminder``); not a Python name, so
 no method of a kind can take it, and a reference has no attribute for it."""
@@ -56,11 +76,13 @@ class MethodSpec:
     """
 
     __slots__ = ("checks", "conversions", "exact_signature", "fn", "is_async", "name",
-                 "parameters", "result_check", "result_decoder")
+                 "parameters", "reentrant", "result_check", "result_decoder")
 
-    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+    def __init__(self, name: str, fn: Callable[..., Any], *, reentrant: bool = False) -> None:
         self.name = name
         self.fn = fn
+        self.reentrant = reentrant or bool(getattr(fn, "_phx_reentrant", False))
+        """Other messages may run while this handler awaits (``@phx.reentrant``)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = _type_hints(fn)
         self.parameters, self.checks = parameter_checks(fn, hints)
@@ -112,6 +134,8 @@ class KindSpec:
         "methods",
         "name",
         "placement",
+        "reentrant",
+        "reentrant_methods",
         "replicas",
         "snapshot_every",
         "state_types",
@@ -134,8 +158,11 @@ class KindSpec:
         max_workers: int = 0,
         store: str | None = None,
         state_version: int = 1,
+        reentrant: bool = False,
     ) -> None:
         self.cls = cls
+        self.reentrant = reentrant
+        """Every method of the kind is reentrant (``reentrant=True``)."""
         self.store = store
         """The name of the state store this kind commits to (``None``: its replicas)."""
         self.state_version = state_version
@@ -176,9 +203,12 @@ class KindSpec:
                     f"references use that name ({', '.join(sorted(_REF_ATTRIBUTES))})",
                     key=attr,
                 )
-            self.methods[attr] = MethodSpec(attr, fn)
+            self.methods[attr] = MethodSpec(attr, fn, reentrant=reentrant)
         if cls.on_reminder is not Agent.on_reminder:
-            self.methods[REMINDER_METHOD] = MethodSpec(REMINDER_METHOD, cls.on_reminder)
+            self.methods[REMINDER_METHOD] = MethodSpec(REMINDER_METHOD, cls.on_reminder,
+                                                       reentrant=reentrant)
+        self.reentrant_methods = any(m.reentrant for m in self.methods.values())
+        """Some method is reentrant: the drain looks for them (``runtime.py``)."""
         self.has_on_activate = cls.on_activate is not Agent.on_activate
         self.has_on_deactivate = cls.on_deactivate is not Agent.on_deactivate
         self.has_upgrade = "upgrade_state" in {k for c in cls.__mro__[:-1]
@@ -230,6 +260,10 @@ class Agent:
             supports; any other is a ``ConfigError``, never silently 3).
         mailbox_limit: messages waiting before new ones wait for room (up to their
             timeout, then ``phx.Overloaded``). Default: the node's ``mailbox_limit``.
+        reentrant: ``True``: every method is reentrant (``phx.reentrant``): while a
+            handler awaits, the agent may handle other messages. Default ``False``:
+            one message at a time, and a call back into a waiting agent fails at once
+            with ``phx.CallCycle``.
         consistency: ``"fenced"`` (default: one leader per partition, state changes
             committed to a quorum, fenced by epochs) or ``"crdt"`` (active-active: every
             state field is a ``phx.crdt`` type, mutated with ``replica=self.replica``;
@@ -268,6 +302,7 @@ class Agent:
         max_workers: int | None = None,
         store: str | None = None,
         state_version: int = 1,
+        reentrant: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -306,6 +341,9 @@ class Agent:
                 f"{where}: consistency must be one of {_CONSISTENCIES}, got {consistency!r}",
                 key="consistency",
             )
+        if not isinstance(reentrant, bool):
+            raise ConfigError(f"{where}: reentrant must be True or False, got {reentrant!r}",
+                              key="reentrant")
         if consistency == "crdt" and policy != "hash":
             raise ConfigError(
                 f"{where}: consistency='crdt' needs placement='hash' (its replicas are the "
@@ -337,6 +375,7 @@ class Agent:
             max_workers=workers,
             store=store,
             state_version=state_version,
+            reentrant=reentrant,
         )
         cls._phx_spec = spec
         # A later definition under the same name wins, as a re-imported module would.

@@ -41,6 +41,8 @@ from ..errors import (
     PhoenixInternalError,
 )
 from .agent import KindSpec, MethodSpec
+from .chain import CHAIN_HEADER, Link
+from .chain import encode as encode_chain
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
@@ -158,10 +160,12 @@ class Router:
         timeout_s: float,
         request_id: int,
         address: str,
+        chain: tuple[Link, ...] = (),
     ) -> Any:
-        """Run a call on the owner at ``address`` (following redirects); decode the result."""
+        """Run a call on the owner at ``address`` (following redirects); decode the result.
+        ``chain``: the agents waiting on it (``chain.py``), sent in a header."""
         reply = await self.call_raw(spec, key, method.name, payload, timeout_s, request_id,
-                                    address)
+                                    address, chain=chain)
         return method.result_decoder.decode(reply)
 
     async def call_raw(
@@ -174,6 +178,8 @@ class Router:
         request_id: int,
         address: str,
         headers: dict[str, str] | None = None,
+        *,
+        chain: tuple[Link, ...] = (),
     ) -> bytes:
         """Run a call on the owner at ``address`` (following redirects); the reply bytes.
 
@@ -185,9 +191,11 @@ class Router:
             if tracer is not None:
                 return await tracer.client_call(
                     lambda h: self.call_raw(spec, key, method, payload, timeout_s,
-                                            request_id, address, h),
+                                            request_id, address, h, chain=chain),
                     spec.name, key, method, request_id, address)
             headers = NO_HEADERS
+        if chain:
+            headers = {**headers, CHAIN_HEADER: encode_chain(chain)}
         clock = self._clock
         deadline = clock.monotonic() + timeout_s
         sent = False
@@ -316,7 +324,8 @@ class Router:
         if not spec.hashed:
             self.placement.pinned_here.add((spec.name, key))
         future = self.runtime.submit(spec, key, frame.method, frame.payload, True, deadline,
-                                     frame.request_id, dedup=True)
+                                     frame.request_id, dedup=True,
+                                     chain=frame.headers.get(CHAIN_HEADER))
         assert future is not None
         return await self.runtime.wait_result(
             future, max(deadline - self._clock.monotonic(), 0.001), frame)
@@ -394,7 +403,8 @@ class Router:
                 else:
                     future = await self.runtime.submit_when_room(
                         spec, frame.key, frame.method, frame.payload,
-                        self._clock.monotonic() + frame.timeout_ms / 1000, frame.request_id)
+                        self._clock.monotonic() + frame.timeout_ms / 1000, frame.request_id,
+                        frame.headers.get(CHAIN_HEADER))
             if isinstance(frame, Cast):
                 if forwarded is not None:
                     await forwarded
@@ -457,6 +467,7 @@ class Router:
             future = self.runtime.submit(
                 spec, frame.key, frame.method, frame.payload, True,
                 self._clock.monotonic() + frame.timeout_ms / 1000, rid, dedup=True,
+                chain=frame.headers.get(CHAIN_HEADER),
             )
         except Overloaded:
             if answers:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import Overloaded
@@ -22,8 +23,28 @@ if TYPE_CHECKING:
     from .._foundation.settings import Settings
     from .agent import Agent, KindSpec
 
-__all__ = ["HANDOFF", "PASSIVATE", "Activation", "AgentHost", "AgentTimer", "KindRuntime",
-           "Message"]
+__all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "AgentTimer",
+           "KindRuntime", "Link", "Message", "Running"]
+
+
+Link = tuple[str, str, bool]
+"""``(kind, key, reentrant)``: one agent of a call chain and whether its waiting handler
+lets other messages in (``chain.py``)."""
+
+
+class Running:
+    """The call chain of the handler running in this context (``chain.py``); ``done``
+    once it returned."""
+
+    __slots__ = ("chain", "done")
+
+    def __init__(self, chain: tuple[Link, ...]) -> None:
+        self.chain = chain
+        self.done = False
+
+
+CURRENT: ContextVar[Running | None] = ContextVar("phoenix_call_chain", default=None)
+"""The :class:`Running` chain of the handler this task runs, if any."""
 
 
 class Message:
@@ -35,8 +56,8 @@ class Message:
     checked a peer's arguments (the handler takes them instead of decoding again).
     """
 
-    __slots__ = ("args", "deadline", "decoded", "fn", "future", "method", "payload",
-                 "request_id")
+    __slots__ = ("args", "chain", "deadline", "decoded", "fn", "future", "method",
+                 "payload", "request_id")
 
     def __init__(
         self,
@@ -48,6 +69,7 @@ class Message:
         fn: Callable[..., Any] | None = None,
         args: tuple[Any, ...] = (),
         decoded: list[Any] | None = None,
+        chain: tuple[Link, ...] = (),
     ) -> None:
         self.decoded = decoded
         self.method = method
@@ -57,6 +79,8 @@ class Message:
         self.request_id = request_id
         self.fn = fn
         self.args = args
+        self.chain = chain
+        """The agents waiting on this call, outermost first (``chain.py``)."""
 
 
 PASSIVATE = "\x00passivate"
@@ -77,6 +101,7 @@ class Activation:
     __slots__ = (
         "agent",
         "committed",
+        "interleaved",
         "key",
         "kind",
         "last_used",
@@ -97,6 +122,8 @@ class Activation:
         self.timers: list[AgentTimer] | None = None
         # Remote calls' request id -> reply future (the dedup window), made on first use.
         self.recent: dict[int, asyncio.Future[bytes]] | None = None
+        # Reentrant handlers running apart from the drain (``runtime.py``), made on first use.
+        self.interleaved: set[asyncio.Task[None]] | None = None
 
     @property
     def runtime(self) -> AgentHost:
@@ -108,7 +135,7 @@ class Activation:
 
     @property
     def busy(self) -> bool:
-        return self.task is not None
+        return self.task is not None or bool(self.interleaved)
 
     def try_put(self, msg: Message, limit: int) -> bool | None:
         """Queue ``msg`` unless ``limit`` messages are already waiting (then ``None``);

@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from ..errors import AgentError, CallRejected, NotLeader, PhoenixError, SerializationError
+from ..errors import (
+    AgentError,
+    CallCycle,
+    CallRejected,
+    NotLeader,
+    PhoenixError,
+    SerializationError,
+)
 from .flow import DropReason, report_drop
 from .mailbox import Activation, KindRuntime, Message
 from .reroute import turned_away
@@ -49,8 +56,17 @@ class FailedMessages:
 
     def report_failure(self, act: Activation, msg: Message, exc: Exception) -> None:
         """A handler (or timer tick) raised ``exc``; its state was rolled back. The caller
-        gets an ``AgentError``; a cast or a tick has nobody to tell but the log."""
-        error = AgentError.from_exception(exc, f"{act.kind.spec.name}/{act.key}.{msg.method}")
+        gets an ``AgentError``; a cast or a tick has nobody to tell but the log.
+
+        A ``CallCycle`` the handler let through reaches the caller as itself (its state
+        rolled back, so definite like the original), and so on up the chain: every
+        caller of the cycle learns its type, not an ``AgentError`` wrapping it."""
+        error: PhoenixError
+        if isinstance(exc, CallCycle):
+            error = CallCycle(exc.message, chain=exc.chain)
+        else:
+            error = AgentError.from_exception(exc, f"{act.kind.spec.name}/{act.key}."
+                                                   f"{msg.method}")
         error.request_id = msg.request_id
         future = msg.future
         if future is not None:
@@ -64,7 +80,8 @@ class FailedMessages:
                 events.AGENT_CALL_EXCEPTION,
                 {},
                 {"node": self._node_name, "kind": act.kind.spec.name, "key": act.key,
-                 "method": msg.method, "error": error.remote_type},
+                 "method": msg.method,
+                 "error": error.remote_type if isinstance(error, AgentError) else "CallCycle"},
             )
 
     def refuse(self, act: Activation, msg: Message,

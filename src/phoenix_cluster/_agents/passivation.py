@@ -54,6 +54,7 @@ class Passivation:
                 act
                 for act in kr.activations.values()
                 if act.task is None and act.agent is not None and act.last_used <= cutoff
+                and not act.interleaved
             ]
             for act in idle:
                 self.passivate(act, reason="idle")

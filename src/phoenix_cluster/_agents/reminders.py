@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._transport.tasks import TaskSet
-from ..errors import AgentError, AgentNotFound, ConfigError, PhoenixError
+from ..errors import AgentError, AgentNotFound, CallCycle, ConfigError, PhoenixError
 from .agent import REMINDER_METHOD, Agent, KindSpec, kind_spec, lookup_kind
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class Reminders:
             try:
                 await self._call(spec, key, REMINDER_METHOD, (name, tick), {}, None)
                 return
-            except AgentError as exc:
+            except (AgentError, CallCycle) as exc:
                 _log.warning("%s failed: %s; the next tick arrives as planned", what,
                              exc.message)
                 return

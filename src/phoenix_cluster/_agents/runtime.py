@@ -52,6 +52,7 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
+from .chain import CURRENT, Link, Running, check, decode
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
 from .interceptors import CallInfo, Interceptors
@@ -88,7 +89,8 @@ class Outbound(Protocol):
                          is_cast: bool) -> None: ...
 
     async def call(self, spec: KindSpec, key: str, method: MethodSpec, payload: bytes,
-                   timeout_s: float, request_id: int, address: str) -> Any: ...
+                   timeout_s: float, request_id: int, address: str,
+                   chain: tuple[Link, ...] = ()) -> Any: ...
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
                    request_id: int, address: str, timeout_s: float, *,
@@ -217,6 +219,10 @@ class AgentRuntime:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
         method_spec = self._method(spec, method)
+        running = CURRENT.get()
+        chain = () if running is None or running.done else running.chain
+        if chain:
+            check(chain, spec.name, key)  # a cycle would wait for itself: CallCycle now
         payload = self._arguments(spec, method_spec, args, kwargs)
         router = self.router
         deadline = self.clock.monotonic() + timeout_s
@@ -230,11 +236,11 @@ class AgentRuntime:
                     await router.keep_order(spec, key, cast(str | None, address), False)
                 if address is not None:
                     return await router.call(spec, key, method_spec, payload, remaining,
-                                             request_id, cast(str, address))
+                                             request_id, cast(str, address), chain)
             if not self.hosts_agents:
                 raise _no_host(spec, key)
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            msg = Message(method, payload, future, deadline, request_id)
+            msg = Message(method, payload, future, deadline, request_id, chain=chain)
             kr = self.kind(spec)
             wait_s = remaining
             if not self._try_enqueue(kr, key, msg):
@@ -398,7 +404,8 @@ class AgentRuntime:
                                  Message(method, payload, None, 0.0, request_id, decoded=decoded))
 
     async def submit_when_room(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                               deadline: float, request_id: int) -> asyncio.Future[bytes]:
+                               deadline: float, request_id: int,
+                               chain: str | None = None) -> asyncio.Future[bytes]:
         """:meth:`submit` a call from a peer (with de-duplication), waiting until
         ``deadline`` for room in a full mailbox.
 
@@ -410,7 +417,7 @@ class AgentRuntime:
         while True:
             try:
                 future = self.submit(spec, key, method, payload, True, deadline, request_id,
-                                     dedup=True)
+                                     dedup=True, chain=chain)
             except Overloaded:
                 if await kr.room.wait(key, clock, deadline - clock.monotonic()):
                     self._check_still_here(kr, key)
@@ -466,16 +473,20 @@ class AgentRuntime:
         request_id: int,
         *,
         dedup: bool = False,
+        chain: str | None = None,
     ) -> asyncio.Future[bytes] | None:
         """Queue an already-encoded message for a local agent (the inbound path).
 
         With ``dedup``, a request id seen recently by this agent returns the future of
         its first delivery instead of running again: a resent call runs at most once.
+        ``chain`` is the call's ``phx-chain`` header (``chain.py``).
 
         Raises:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
+            SerializationError: a malformed chain header; nothing was queued.
         """
         decoded = self._from_peer(spec, method, payload)
+        links = decode(chain) if chain else ()
         kr = self.kind(spec)
         if dedup:
             if kr.workers:
@@ -490,7 +501,7 @@ class AgentRuntime:
         if want_reply:
             future = asyncio.get_running_loop().create_future()
         act = self._enqueue(kr, key, Message(method, payload, future, deadline, request_id,
-                                             decoded=decoded))
+                                             decoded=decoded, chain=links))
         if dedup and future is not None:
             if act.recent is None:
                 act.recent = {}
@@ -596,7 +607,9 @@ class AgentRuntime:
                 if waiting:
                     room.wake_one(_room_key(act))
                 if msg.fn is None:
-                    if self.tracer is None:
+                    if act.kind.spec.reentrant_methods and self._interleave(act, msg):
+                        await asyncio.sleep(0)  # it runs up to its first await first
+                    elif self.tracer is None:
                         await self._handle(act, msg)
                     else:
                         await self.tracer.handle(act.kind.spec.name, act.key, msg,
@@ -624,6 +637,31 @@ class AgentRuntime:
                 act.kind.room.wake_all(_room_key(act))
 
 
+    def _interleave(self, act: Activation, msg: Message) -> bool:
+        """Run a reentrant method's message in a task of its own, apart from the
+        drain, which goes on with the next messages while it awaits; ``False``: the
+        method is not reentrant (or unknown: ``_handle`` says so)."""
+        method = act.kind.spec.methods.get(msg.method)
+        if method is None or not method.reentrant:
+            return False
+        running = self._handle(act, msg)
+        if self.tracer is not None:
+            running = self.tracer.handle(act.kind.spec.name, act.key, msg, running)
+        task = asyncio.get_running_loop().create_task(running)
+        if act.interleaved is None:
+            act.interleaved = set()
+        act.interleaved.add(task)
+        task.add_done_callback(partial(self._interleaved_done, act))
+        return True
+
+    def _interleaved_done(self, act: Activation, task: asyncio.Task[None]) -> None:
+        if act.interleaved is not None:
+            act.interleaved.discard(task)
+        act.last_used = self.clock.monotonic()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("reentrant handler of %s/%s broke", act.kind.spec.name, act.key,
+                       exc_info=exc)  # pragma: no cover - _handle catches what handlers raise
+
     async def _handle(self, act: Activation, msg: Message) -> None:
         future = msg.future
         if future is not None and self.clock.monotonic() > msg.deadline:
@@ -648,12 +686,19 @@ class AgentRuntime:
                 args, kwargs = decoded
             if method.conversions:
                 convert_arguments(spec.name, msg.method, method.conversions, args, kwargs)
-            if self.interceptors.incoming:
-                result = await self._intercepted(act, msg, method, agent, args, kwargs)
-            elif method.is_async:
-                result = await method.fn(agent, *args, **kwargs)
-            else:
-                result = method.fn(agent, *args, **kwargs)
+            # The chain its calls carry (chain.py): who waits on this handler, and it.
+            running = Running((*msg.chain, (spec.name, act.key, method.reentrant)))
+            token = CURRENT.set(running)
+            try:
+                if self.interceptors.incoming:
+                    result = await self._intercepted(act, msg, method, agent, args, kwargs)
+                elif method.is_async:
+                    result = await method.fn(agent, *args, **kwargs)
+                else:
+                    result = method.fn(agent, *args, **kwargs)
+            finally:
+                running.done = True
+                CURRENT.reset(token)
             try:
                 out = self._encode(result)
             except ENCODE_ERRORS:
@@ -711,10 +756,17 @@ class AgentRuntime:
         """A timer tick: run the callback as a message, with rollback on failure."""
         agent = act.agent
         assert agent is not None and msg.fn is not None
+        spec = act.kind.spec
+        running = Running(((spec.name, act.key, spec.reentrant),))
+        token = CURRENT.set(running)
         try:
-            result = msg.fn(*msg.args)
-            if asyncio.iscoroutine(result):
-                await result
+            try:
+                result = msg.fn(*msg.args)
+                if asyncio.iscoroutine(result):
+                    await result
+            finally:
+                running.done = True
+                CURRENT.reset(token)
             state = self._encode(agent.snapshot())
         except Exception as exc:
             self.state.rollback(act)
@@ -863,6 +915,7 @@ class AgentRuntime:
         self.timers.stopped = True
         await self.reminders.aclose()
         busy = [a.task for a in self._iter_activations() if a.task is not None]
+        busy += [t for a in self._iter_activations() for t in a.interleaved or ()]
         if busy:
             _, pending = await asyncio.wait(busy, timeout=timeout_s)
             for task in pending:
