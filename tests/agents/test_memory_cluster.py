@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
+from shared_cluster import SharedCluster as Shared
+from shared_cluster import shared_cluster
 
 import phoenix_cluster as phx
 from phoenix_cluster._transport.memory import MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
 from phoenix_cluster._wire.messages import Call, Error, Redirect, Reply
-from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop, run_virtual, wait_for
+from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
 
 REPLICATED_REPLIES = 32
 """The replies committed with each state change (``REPLICATED_REPLIES`` of the agent
@@ -94,31 +95,9 @@ class Flaky(phx.Agent, kind="tests.memory.flaky"):
 # ----------------------------------------------------------------------------- helpers
 
 
-class Shared:
-    """One cluster on one virtual-time loop for a whole module."""
-
-    def __init__(self) -> None:
-        self.loop = VirtualTimeLoop()
-        self.cluster = MemoryCluster(3)
-        self.loop.run_until_complete(self.cluster.__aenter__())
-
-    def run(self, scenario: Callable[[MemoryCluster], Coroutine[Any, Any, None]]) -> None:
-        self.loop.run_until_complete(asyncio.wait_for(scenario(self.cluster), 600.0))
-
-    def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.cluster.aclose())
-        finally:
-            self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
-    cluster = Shared()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from shared_cluster(3)
 
 
 async def key_hosted_by(node: phx.Node, owner: str, prefix: str = "k",

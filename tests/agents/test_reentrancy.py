@@ -7,16 +7,18 @@ waiting reentrant handler's changes (docs/reminders.md, "Reentrancy")."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from shared_cluster import SharedCluster as Shared
+from shared_cluster import shared_cluster
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.chain import CHAIN_HEADER
 from phoenix_cluster._wire.codec import encode_payload
 from phoenix_cluster._wire.messages import Call, Error
-from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop
+from phoenix_cluster.testing.memory import MemoryCluster
 
 GATES: dict[str, asyncio.Event] = {}
 """Events a test opens to let a waiting handler go on (the nodes share this process)."""
@@ -74,26 +76,9 @@ class Ledger(phx.Agent, kind="tests.reentrancy.ledger", reentrant=True):
         return [self.log, self.total]
 
 
-class Shared:
-    def __init__(self) -> None:
-        self.loop = VirtualTimeLoop()
-        self.cluster = MemoryCluster(2)
-        self.loop.run_until_complete(self.cluster.__aenter__())
-
-    def run(self, scenario: Callable[[MemoryCluster], Coroutine[Any, Any, None]]) -> None:
-        self.loop.run_until_complete(asyncio.wait_for(scenario(self.cluster), 600.0))
-
-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
-    cluster = Shared()
-    try:
-        yield cluster
-    finally:
-        try:
-            cluster.loop.run_until_complete(cluster.cluster.aclose())
-        finally:
-            cluster.loop.close()
+    yield from shared_cluster(2)
 
 
 async def key_on(node: phx.Node, kind: type[phx.Agent], owner: str, prefix: str) -> str:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from shared_cluster import SharedCluster as Shared
+from shared_cluster import shared_cluster
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.reminders import TABLE_KIND, table_key
-from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop, run_virtual, wait_for
+from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
 
 TICKS: dict[str, list[tuple[str, int, str]]] = {}
 """key -> (reminder name, tick, node that ran it), in order of arrival (one process)."""
@@ -54,28 +55,9 @@ def ticks(key: str, name: str = "r") -> list[int]:
     return [t for n, t, _ in TICKS.get(key, []) if n == name]
 
 
-class Shared:
-    """One cluster on one virtual-time loop for the tests that leave it as it was."""
-
-    def __init__(self) -> None:
-        self.loop = VirtualTimeLoop()
-        self.cluster = MemoryCluster(3)
-        self.loop.run_until_complete(self.cluster.__aenter__())
-
-    def run(self, scenario: Callable[[MemoryCluster], Coroutine[Any, Any, None]]) -> None:
-        self.loop.run_until_complete(asyncio.wait_for(scenario(self.cluster), 600.0))
-
-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
-    cluster = Shared()
-    try:
-        yield cluster
-    finally:
-        try:
-            cluster.loop.run_until_complete(cluster.cluster.aclose())
-        finally:
-            cluster.loop.close()
+    yield from shared_cluster(3)
 
 
 def test_a_reminder_ticks_in_order_until_cancelled(shared: Shared) -> None:
