@@ -140,3 +140,20 @@ def test_batches_round_trip_through_msgpack_and_bad_ones_are_refused() -> None:
     assert b.applied == {"a": 1} and b.pending == 0  # refused whole: nothing applied
     with pytest.raises(TypeError, match=r"must be a phx\.crdt value"):
         crdt.CausalFields({"n": 3})  # type: ignore[dict-item]
+
+
+def test_a_whole_state_travels_and_a_new_replica_starts_from_it() -> None:
+    a, fresh = cart(), cart()
+    first = a.batch("a", add_item("a", "tea"))
+    second = a.batch("a", add_item("a", "milk", note="hi"))
+    copy = fresh.decode_state(a.encode())
+    assert copy == a and copy.value == a.value
+    fresh.merge(copy)
+    assert fresh.applied == {"a": 2} and fresh.apply(first) == [] and fresh.apply(second) == []
+    later = a.batch("a", add_item("a", "sugar"))
+    assert fresh.apply(later) == [later] and fresh == a
+    with pytest.raises(ValueError, match="malformed CausalFields state"):
+        fresh.decode_state(b"\x93junk")
+    other = crdt.CausalFields({"items": crdt.ORSet[str]()})
+    with pytest.raises(ValueError, match=r"state has fields \['items'\], expected"):
+        fresh.decode_state(other.encode())

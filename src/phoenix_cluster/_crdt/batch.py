@@ -55,6 +55,13 @@ class Batch(msgspec.Struct, frozen=True, omit_defaults=True):
     """Other origins' batches its writer had applied: ``{origin: last seq}``."""
 
 
+class _State(msgspec.Struct, frozen=True):
+    """The wire form of a whole :class:`CausalFields` (pending batches stay behind)."""
+
+    fields: dict[str, Any]
+    applied: dict[str, Seq]
+
+
 class _Staging(Mapping[str, Crdt]):
     """The fields as ``change`` sees them: each copied on first access."""
 
@@ -241,6 +248,31 @@ class CausalFields:
         twin._applied = dict(self._applied)
         twin._pending = dict(self._pending)
         return twin
+
+    def encode(self) -> bytes:
+        """This replica's fields and applied batches as msgpack, for :meth:`decode_state`
+        elsewhere (a new replica's start, a repair, an agent's snapshot). Parked batches
+        are not included: the receiver gets them again from their senders."""
+        return msgspec.msgpack.encode(_State(self._fields, self._applied))
+
+    def decode_state(self, data: bytes) -> CausalFields:
+        """A replica from :meth:`encode`'s bytes, with this one's fields and types; join it
+        with :meth:`merge`.
+
+        Raises:
+            ValueError: malformed data, or fields other than this replica's.
+        """
+        try:
+            raw = msgspec.msgpack.decode(data, type=_State)
+            if set(raw.fields) != set(self._fields):
+                raise ValueError(f"state has fields {sorted(raw.fields)}, expected "
+                                 f"{sorted(self._fields)}")
+            fields = {n: msgspec.convert(v, self._schema[n]) for n, v in raw.fields.items()}
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"malformed CausalFields state: {exc}") from None
+        state = CausalFields(fields, self._schema)
+        state._applied = dict(raw.applied)
+        return state
 
     def decode_batch(self, data: bytes) -> Batch:
         """A :class:`Batch` from its msgpack encoding, each delta with its field's type.
