@@ -51,6 +51,14 @@ class Silent(phx.Agent, kind="tests.reminders.silent"):
         await self.remind("x", every=1.0)
 
 
+class Worker(phx.Agent, kind="tests.reminders.worker", placement="stateless"):
+    async def start(self) -> None:
+        await self.remind("x", every=1.0)
+
+    async def on_reminder(self, name: str, tick: int) -> None:
+        pass
+
+
 def ticks(key: str, name: str = "r") -> list[int]:
     return [t for n, t, _ in TICKS.get(key, []) if n == name]
 
@@ -116,6 +124,8 @@ def test_bad_registrations_fail_with_a_typed_error_and_store_nothing(shared: Sha
         n1 = cluster.nodes[0]
         with pytest.raises(phx.AgentError, match="no on_reminder"):
             await n1.ref(Silent, "s").start()
+        with pytest.raises(phx.AgentError, match="is a stateless worker"):
+            await n1.ref(Worker, "w").start()
         alarm = n1.ref(Alarm, "bad")
         with pytest.raises(phx.AgentError, match="every must be at least"):
             await alarm.start("r", 0.0, 1.0)

@@ -184,8 +184,12 @@ class Reminders:
         """Register the reminder ``name`` of ``spec``/``key`` (``Agent.remind``).
 
         Raises:
-            ConfigError: no ``on_reminder``, or a bad period or first delay.
+            ConfigError: a stateless kind, no ``on_reminder``, or a bad period or first
+                delay.
         """
+        if spec.stateless:
+            raise ConfigError(f"agent kind {spec.name!r} is a stateless worker: it has no "
+                              "single activation for a reminder to wake", key="placement")
         if REMINDER_METHOD not in spec.methods:
             raise ConfigError(f"agent kind {spec.name!r} has no on_reminder(name, tick): "
                               "define it to use reminders", key="on_reminder")
