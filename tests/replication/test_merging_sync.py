@@ -203,3 +203,33 @@ async def test_a_lost_push_travels_with_the_next_so_no_replica_sees_a_change_bef
     finally:
         for node in net.nodes.values():
             await node.aclose()
+
+
+async def test_a_change_made_after_one_from_another_node_reaches_replicas_with_it() -> None:
+    """The agent moved from a to b between two messages; a's push to c was lost. b took
+    a's change in, so its own next push to c carries its whole replica. No anti-entropy."""
+    net = Net()
+    for name in NAMES:
+        net.add(name)
+    real = net.nodes["a"]._rpc
+    lost = {("a", "c")}
+
+    async def lossy(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        if method == "push" and ("a", dst) in lost:
+            lost.discard(("a", dst))
+            raise NodeUnavailable(f"{dst}: push lost", definite=False)
+        return await real(dst, method, payload, timeout_s)
+
+    net.nodes["a"]._rpc = lossy
+    net.view(NAMES)
+    a, b, c = (net.nodes[n] for n in NAMES)
+    try:
+        await a.commit("cart", "k", added("x", "a@1"))
+        await wait_until(lambda: items(b) == {"x"}, timeout=2, what="b to hold x")
+        assert items(c) == set()
+        await b.commit("cart", "k", added("y", "b@1"))
+        await wait_until(lambda: "y" in items(c), timeout=2, what="c to hold y")
+        assert items(c) == {"x", "y"}  # never y without x
+    finally:
+        for node in net.nodes.values():
+            await node.aclose()

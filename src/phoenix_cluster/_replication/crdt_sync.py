@@ -12,7 +12,10 @@ partition, and all converge once they exchange what they have. How state spreads
   agent the peer has not acknowledged yet (lost or still in flight), so a peer never
   holds a message's change without the earlier messages' from this node: one handler's
   change arrives whole, and in order after the ones before it. A peer that dropped out
-  of the alive set loses its backlog and gets the whole replica with its next push.
+  of the alive set loses its backlog and gets the whole replica with its next push; so
+  does every peer after this node took in a change made elsewhere (a push, a fetch at
+  activation), until an anti-entropy round has covered it: a change made here after
+  one made on another node never reaches a replica without it.
   ``commit`` returns once a majority of that set holds the change (this node counts if
   it is in the set), or once every push answered or
   ``ack_timeout_s`` passed, whichever comes first: a node cut off from the others still
@@ -186,7 +189,10 @@ class CrdtSync:
         self._known = known
         self._store: dict[Address, _Replica] = {}
         self._backlog: dict[str, dict[Address, _Backlog]] = {}  # peer -> unacknowledged
-        self._whole: dict[str, set[Address]] = {}  # peer -> agents to push whole next
+        # peer -> agents to push whole next (-> a mark number, so an anti-entropy round
+        # clears only the marks it has seen)
+        self._whole: dict[str, dict[Address, int]] = {}
+        self._marks = 0
         self._table: PartitionTable | None = None
         self._alive: frozenset[str] = frozenset()
         self._tasks = TaskSet(f"crdt-sync {name}")
@@ -235,7 +241,8 @@ class CrdtSync:
         for peer in [p for p in self._backlog if p not in self._alive]:
             # Gone (for now): its backlog would only grow. When it is back, the next push
             # of each of those agents sends the whole replica, which holds every cause.
-            self._whole.setdefault(peer, set()).update(self._backlog.pop(peer))
+            for address in self._backlog.pop(peer):
+                self._mark_whole(peer, address)
         self._wake.set()
 
     # ----------------------------------------------------------------- the runtime's API
@@ -256,12 +263,27 @@ class CrdtSync:
         replica = self._store.get((kind, key))
         return None if replica is None else replica.fields
 
-    def merge_local(self, kind: str, key: str, fields: Fields) -> bool:
-        """Join ``fields`` into this node's replica (no push, no notification)."""
+    def merge_local(self, kind: str, key: str, fields: Fields, *, foreign: bool = True) -> bool:
+        """Join ``fields`` into this node's replica (no push, no notification).
+
+        A ``foreign`` change (one this node did not make: a push, a fetched or handed-over
+        state) may not have reached the other replicas: until an anti-entropy round has
+        covered them, this node's next push of the agent to each sends the whole replica,
+        so a change made here after it never arrives without it.
+        """
         replica = self._store.get((kind, key))
         if replica is None:
             replica = self._store[(kind, key)] = _Replica(partition_of(key_hash(kind, key)))
-        return replica.merge(fields)
+        changed = replica.merge(fields)
+        if changed and foreign:
+            for member in self._members_of(replica.partition):
+                if member != self.name:
+                    self._mark_whole(member, (kind, key))
+        return changed
+
+    def _mark_whole(self, peer: str, address: Address) -> None:
+        self._marks += 1
+        self._whole.setdefault(peer, {})[address] = self._marks
 
     async def load(self, kind: str, key: str) -> Fields | None:
         """The join of this node's replica and what the other reachable replicas hold.
@@ -303,7 +325,7 @@ class CrdtSync:
         node included when it is in the set). Never fails: what did not arrive now
         arrives with anti-entropy.
         """
-        self.merge_local(kind, key, delta)
+        self.merge_local(kind, key, delta, foreign=False)
         members = self.replica_set(kind, key)
         acks = 1 if self.name in members else 0
         others = [m for m in members if m != self.name]
@@ -334,8 +356,7 @@ class CrdtSync:
         an acknowledgement clears the backlog unless a newer commit joined it meanwhile."""
         backlog = self._backlog.setdefault(peer, {}).setdefault(address, _Backlog())
         whole = self._whole.get(peer)
-        if whole is not None and address in whole:
-            whole.discard(address)
+        if whole is not None and whole.pop(address, None) is not None:
             delta = self._store[address].fields
         merge_into(backlog.fields, delta)
         backlog.version += 1
@@ -432,7 +453,7 @@ class CrdtSync:
                 if every or peer in self._members_of(replica.partition)]
         covered = set(mine)
         before = {a: b.version for a, b in self._backlog.get(peer, {}).items() if a in covered}
-        whole = covered.intersection(self._whole.get(peer, ()))
+        whole = {a: n for a, n in self._whole.get(peer, {}).items() if a in covered}
         step = self.settings.batch_items
         for start in range(0, len(mine), step):
             chunk = mine[start:start + step]
@@ -460,7 +481,10 @@ class CrdtSync:
         for address, version in before.items():
             if (entry := backlog.get(address)) is not None and entry.version == version:
                 del backlog[address]
-        self._whole.get(peer, set()).difference_update(whole)
+        marks = self._whole.get(peer, {})
+        for address, mark in whole.items():
+            if marks.get(address) == mark:
+                del marks[address]
         return True
 
     def _fix(self, wanted: Wanted) -> Push | None:
