@@ -148,11 +148,26 @@ async def test_bad_input_is_refused_and_the_service_keeps_working(net: Net) -> N
     assert items(b) == {"ok"}
 
 
+def losing_pushes(net: Net, source: str) -> set[tuple[str, str]]:
+    """Make ``source``'s next push to each ``(source, dst)`` put in the returned set fail
+    (once each), like a push lost on the way."""
+    real = net.nodes[source]._rpc
+    lost: set[tuple[str, str]] = set()
+
+    async def lossy(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        if method == "push" and (source, dst) in lost:
+            lost.discard((source, dst))
+            raise NodeUnavailable(f"{dst}: push lost", definite=False)
+        return await real(dst, method, payload, timeout_s)
+
+    net.nodes[source]._rpc = lossy
+    return lost
+
+
 async def test_a_lost_push_travels_with_the_next_so_no_replica_sees_a_change_before_its_cause(
 ) -> None:
     """No anti-entropy here: only the pushes of commits carry changes."""
     net = Net()
-    lost: set[tuple[str, str]] = set()
     pushed: list[tuple[str, set[str]]] = []
     for name in NAMES:
         node = net.add(name)
@@ -167,15 +182,7 @@ async def test_a_lost_push_travels_with_the_next_so_no_replica_sees_a_change_bef
             return await handle(method, payload)
 
         node.handle = recording  # type: ignore[method-assign]
-    real = net.nodes["a"]._rpc
-
-    async def lossy(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
-        if method == "push" and ("a", dst) in lost:
-            lost.discard(("a", dst))
-            raise NodeUnavailable(f"{dst}: push lost", definite=False)
-        return await real(dst, method, payload, timeout_s)
-
-    net.nodes["a"]._rpc = lossy
+    lost = losing_pushes(net, "a")
     net.view(NAMES)
     a, b = net.nodes["a"], net.nodes["b"]
     try:
@@ -211,16 +218,7 @@ async def test_a_change_made_after_one_from_another_node_reaches_replicas_with_i
     net = Net()
     for name in NAMES:
         net.add(name)
-    real = net.nodes["a"]._rpc
-    lost = {("a", "c")}
-
-    async def lossy(dst: str, method: str, payload: bytes, timeout_s: float) -> bytes:
-        if method == "push" and ("a", dst) in lost:
-            lost.discard(("a", dst))
-            raise NodeUnavailable(f"{dst}: push lost", definite=False)
-        return await real(dst, method, payload, timeout_s)
-
-    net.nodes["a"]._rpc = lossy
+    losing_pushes(net, "a").add(("a", "c"))
     net.view(NAMES)
     a, b, c = (net.nodes[n] for n in NAMES)
     try:
