@@ -58,6 +58,10 @@ TABLE_KIND = "phoenix.reminders"
 MIN_PERIOD_S = 0.01
 """Shortest period a reminder may have (a tick commits the table's state)."""
 
+ARM_RETRY_MIN_S = 0.2
+ARM_RETRY_MAX_S = 5.0
+"""Backoff between attempts to activate a table after winning its partition."""
+
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
 """Backoff between attempts to deliver one tick (until the next tick is due)."""
@@ -221,16 +225,27 @@ class Reminders:
             return
         keys = replicator.keys_of(partition, TABLE_KIND)
         if keys:
-            self._tasks.spawn(self._arm(keys), name=f"reminders-arm-{partition}")
+            self._tasks.spawn(self._arm(partition, keys), name=f"reminders-arm-{partition}")
 
-    async def _arm(self, keys: list[str]) -> None:
+    async def _arm(self, partition: int, keys: list[str]) -> None:
+        """Activate each table, retrying (a view of the ring still settling routes it
+        to a dead node) while this node leads the partition: after that, whoever leads
+        it arms them (its own ``on_led``)."""
         spec = kind_spec(ReminderTable)
         for key in keys:
-            try:
-                await self._call(spec, key, "arm", (), {}, None)
-            except PhoenixError as exc:
-                # Whoever leads the partition next arms it (its own on_led).
-                _log.info("reminders of %s not armed here: %s", key, exc.message)
+            backoff = ARM_RETRY_MIN_S
+            while not self.stopped:
+                try:
+                    await self._call(spec, key, "arm", (), {}, None)
+                    break
+                except PhoenixError as exc:
+                    replicator = self.replicator
+                    if (replicator is None or replicator.leads(partition) is None
+                            or backoff > ARM_RETRY_MAX_S):
+                        _log.info("reminders of %s not armed here: %s", key, exc.message)
+                        break
+                    await self._clock.sleep(backoff)
+                    backoff *= 2
 
     def deliver(self, kind: str, key: str, name: str, tick: int, until: float) -> None:
         """Deliver ``tick`` of reminder ``name`` to ``kind/key`` in a task of this node,
