@@ -158,6 +158,9 @@ class Node:
     _memory_network: MemoryNetwork | None = None
     """Set (before ``start``) by ``phoenix_cluster.testing.memory``: the node talks through
     this in-process network instead of sockets (unit tests)."""
+    _storage_class: type[SqliteStorage] = SqliteStorage
+    """What keeps ``data_dir``; the simulator sets a subclass that writes in the event
+    loop's own thread, so virtual time never runs past a write."""
 
     def __init__(
         self,
@@ -481,8 +484,8 @@ class Node:
         if data_dir is not None:
             # A data_dir belongs to one cluster: its secret's digest (never the secret).
             cluster = hashlib.blake2b(secret, digest_size=8, person=b"phx-data-dir").hexdigest()
-            storage = SqliteStorage(storage_path(data_dir, self.name), cluster=cluster,
-                                    node=self.name)
+            storage = self._storage_class(storage_path(data_dir, self.name),
+                                          cluster=cluster, node=self.name)
         replicator = Replicator(
             self.name, partial(rpc.call_node, "replication"), self.env,
             incarnation=self.incarnation,

@@ -16,6 +16,7 @@ from .chaos import chaos
 from .demo import demo
 from .node import node
 from .restore import restore
+from .simulate import simulate
 from .status import status
 
 __all__ = ["cli"]
@@ -35,4 +36,5 @@ cli.add_command(agents)
 cli.add_command(chaos)
 cli.add_command(backup)
 cli.add_command(restore)
+cli.add_command(simulate)
 

@@ -10,6 +10,15 @@ real state machines, unchanged; only the network and the clock are simulated:
   records and :meth:`SimulatedNetwork.run` checks);
 - a push-pull exchange (a :class:`~.swim.StartSync`, TCP in a real node) is instantaneous
   and lossless, refused when the peer is not running;
+- faults for the whole-system simulator (:mod:`phoenix_cluster.testing.simulation`):
+  ``duplicate`` delivers a datagram twice (each copy with its own latency, so copies and
+  datagrams overtake each other), :meth:`SimulatedNetwork.partition` loses everything
+  between sides and refuses push-pulls across them, :meth:`SimulatedNetwork.pause`
+  freezes a member (its timers and the datagrams sent to it wait until it wakes), and
+  :meth:`SimulatedNetwork.restart` brings a crashed member back with a higher incarnation;
+- ``trace``, when given, receives one line per event (a send, a loss, a delivery, a
+  push-pull, a suspicion or death) with the datagram's encoded bytes: the simulator
+  hashes them, so two runs compare byte for byte;
 - time jumps from one event (a delivery or a protocol deadline) to the next: 100 members
   run a minute of protocol time in about a second, 1,000 members about as fast as real
   time (one Python process runs them all).
@@ -51,9 +60,17 @@ class SimulatedNetwork:
     """
 
     def __init__(self, settings: SwimSettings, *, seed: int = 1, loss: float = 0.0,
-                 latency_s: tuple[float, float] = (0.0005, 0.003)) -> None:
+                 latency_s: tuple[float, float] = (0.0005, 0.003), duplicate: float = 0.0,
+                 trace: Callable[[str, bytes], None] | None = None) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError(f"loss must be in [0, 1), got {loss}")
+        if not 0.0 <= duplicate < 1.0:
+            raise ValueError(f"duplicate must be in [0, 1), got {duplicate}")
+        self.duplicate = duplicate
+        self.trace = trace
+        self.paused: dict[str, float] = {}
+        """Paused members: address -> the time they wake."""
+        self._side: dict[str, int] = {}  # address -> partition side
         self.settings = settings
         self.seed = seed
         self.loss = loss
@@ -63,6 +80,7 @@ class SimulatedNetwork:
         self.crashed: set[str] = set()  # addresses
         self.datagrams = 0
         self.lost = 0
+        self.duplicated = 0
         self.syncs = 0
         self.max_datagram_bytes = 0
         self.events: list[tuple[float, str, MemberEvent]] = []
@@ -114,6 +132,39 @@ class SimulatedNetwork:
     def crash(self, name: str) -> None:
         """Stop a member without a word: it neither sends nor receives from now on."""
         self.crashed.add(self.address_of(name))
+        self._note(f"crash {name}")
+
+    def restart(self, name: str, *, seeds: Iterable[str]) -> SwimProtocol:
+        """Start a crashed member again, one incarnation up (as a node that restarts
+        does: it refutes whatever the cluster last heard of it)."""
+        old = self.nodes[self.address_of(name)]
+        self._note(f"restart {name}")
+        return self.add(name, seeds=seeds, incarnation=old.incarnation + 1)
+
+    def pause(self, name: str, seconds: float) -> None:
+        """Freeze a member for ``seconds`` (a stopped process, a long GC pause)."""
+        self.paused[self.address_of(name)] = self.now + seconds
+        self._note(f"pause {name} {seconds!r}")
+
+    def partition(self, sides: Iterable[Iterable[str]]) -> None:
+        """Cut the network between ``sides`` (lists of names); unnamed members form one
+        more side."""
+        self._side = {self.address_of(name): i + 1
+                      for i, side in enumerate(sides) for name in side}
+        self._note(f"partition {len(self._side)}")
+
+    def heal(self) -> None:
+        """Remove the partition."""
+        self._side = {}
+        self._note("heal")
+
+    def reachable(self, source: str, target: str) -> bool:
+        """Whether the partition lets ``source`` reach ``target`` (addresses)."""
+        return self._side.get(source, 0) == self._side.get(target, 0)
+
+    def _note(self, line: str, body: bytes = b"") -> None:
+        if self.trace is not None:
+            self.trace(f"{self.now!r} {line}", body)
 
     def live(self) -> list[SwimProtocol]:
         return [p for a, p in self.nodes.items() if a not in self.crashed and not p.leaving]
@@ -173,6 +224,13 @@ class SimulatedNetwork:
         while heap and heap[0][0] <= limit:
             t, _, payload = heapq.heappop(heap)
             self.now = max(self.now, t)
+            address = payload.address if isinstance(payload, SwimProtocol) else payload[0]
+            wakes = self.paused.get(address)
+            if wakes is not None:
+                if wakes > self.now:  # frozen: the event waits until it wakes
+                    self._push(wakes, payload)
+                    continue
+                del self.paused[address]
             if isinstance(payload, SwimProtocol):  # a deadline
                 proto = payload
                 if proto.address in self.crashed or self.nodes.get(proto.address) is not proto:
@@ -187,6 +245,8 @@ class SimulatedNetwork:
                 dest = self.nodes.get(to)
                 if dest is None or to in self.crashed:
                     continue
+                if self.trace is not None:
+                    self._note(f"deliver {source} {to} {type(message).__name__}")
                 self._handle(dest, dest.receive(message, source, self.now))
                 self._arm(dest)
         self.now = max(self.now, limit)
@@ -208,23 +268,33 @@ class SimulatedNetwork:
                     raise AssertionError(f"{proto.name} sent a {size}-byte datagram")
                 self.max_datagram_bytes = max(self.max_datagram_bytes, size)
                 self.datagrams += 1
-                if self._rng.random() < self.loss:
+                if self.trace is not None:
+                    self._note(f"send {proto.address} {action.address}", action.body)
+                if (self._rng.random() < self.loss
+                        or not self.reachable(proto.address, action.address)):
                     self.lost += 1
                     continue
                 # The receiver gets the message object: its encoding was sized above.
-                delay = self._rng.uniform(*self.latency_s)
-                self._push(self.now + delay, (action.address, proto.address, action.message))
+                delivery = (action.address, proto.address, action.message)
+                self._push(self.now + self._rng.uniform(*self.latency_s), delivery)
+                if self.duplicate and self._rng.random() < self.duplicate:
+                    self.duplicated += 1
+                    self._push(self.now + self._rng.uniform(*self.latency_s), delivery)
             elif isinstance(action, StartSync):
                 peer = self.nodes.get(action.address)
-                if peer is None or action.address in self.crashed:
-                    continue  # connection refused
+                if (peer is None or action.address in self.crashed
+                        or action.address in self.paused
+                        or not self.reachable(proto.address, action.address)):
+                    continue  # connection refused (or timed out, on a frozen peer)
                 self.syncs += 1
+                self._note(f"sync {proto.address} {action.address}")
                 reply, peer_actions = peer.handle_sync(proto.local_state(), self.now)
                 self._handle(peer, peer_actions)
                 self._arm(peer)
                 self._handle(proto, proto.merge_state(reply, self.now))
             elif action.kind in ("suspected", "dead"):  # joins are too many to keep
                 self.events.append((self.now, proto.name, action))
+                self._note(f"{action.kind} {proto.name} {action.member.name}")
 
 
 # ---------------------------------------------------------------------- experiments

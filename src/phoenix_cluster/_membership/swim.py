@@ -345,7 +345,9 @@ class SwimProtocol:
         # refutations (same life) are refused; a new process (a newer life) is welcome.
         self._downed: dict[str, int] = {}
         self._live_others = 0
-        self._suspects: set[str] = set()
+        # A dict as an ordered set: deaths are declared in suspicion order, the same on
+        # every run (a set's order follows the process's string hash seed).
+        self._suspects: dict[str, None] = {}
         self._queue: DisseminationBuffer[Update] = DisseminationBuffer(
             self.settings.retransmit_mult)
         self._codec = GossipCodec()
@@ -790,7 +792,7 @@ class SwimProtocol:
             self._downed.pop(rec.name, None)
         rec.incarnation, rec.address, rec.role = u.incarnation, u.address, u.role
         rec.status, rec.since, rec.suspicion = "alive", now, None
-        self._suspects.discard(rec.name)
+        self._suspects.pop(rec.name, None)
         if was not in _LIVE:
             self._live_others += 1
             self._add_to_order(rec.name)
@@ -808,7 +810,7 @@ class SwimProtocol:
         scale = self.health.multiplier  # a sick node accuses later
         rec.status, rec.incarnation, rec.since = "suspect", incarnation, now
         rec.suspicion = _Suspicion(now, min_s * scale, max_s * scale, k, by)
-        self._suspects.add(rec.name)
+        self._suspects[rec.name] = None
         self._n["suspicions"] += 1
         self._changed()
         out.append(MemberEvent("suspected", rec.member(), previous, by))
@@ -820,7 +822,7 @@ class SwimProtocol:
         if rec.status in _LIVE:
             self._live_others -= 1
         rec.status, rec.incarnation, rec.since, rec.suspicion = status, incarnation, now, None
-        self._suspects.discard(rec.name)
+        self._suspects.pop(rec.name, None)
         self._changed()
         out.append(MemberEvent("left" if status == "left" else "dead", rec.member(), previous,
                               by, downed))

@@ -20,7 +20,14 @@ Faults the test injects, on the node names:
   does (pending requests fail with an unknown outcome; the next request dials again);
 - **kills** (:meth:`~MemoryNetwork.kill`): a crash; every connection of the node breaks
   at once (its peers' pending requests fail with an unknown outcome), it can be dialled
-  no more and its datagrams go nowhere.
+  no more and its datagrams go nowhere;
+- **jitter** and **duplication** of datagrams (``jitter_s``, ``duplicate``): each
+  datagram waits up to ``jitter_s`` more (so datagrams overtake each other) and is
+  delivered twice with probability ``duplicate``; frames keep their order and are never
+  duplicated, as on TCP.
+
+``trace``, when set, receives one line per frame and datagram sent (with its encoded
+bytes): the whole-system simulator hashes them (``phoenix_cluster.testing.simulation``).
 
 There is no handshake on the wire and no keepalive: the secret, name, incarnation and
 role are compared directly when a connection is made (a wrong secret is an
@@ -228,6 +235,9 @@ class MemoryConnection:
         self._sent += 1
         self._bytes_sent += len(body)
         net = self._owner.network
+        if net.trace is not None:
+            net.trace(f"{self._clock.monotonic()!r} frame {self._owner.node_name}"
+                      f" {self._peer_name}", body)
         if net.loses(self._owner.node_name, self._peer_name):
             return
         self._pipe.put(body, net.delay(self._owner.node_name, self._peer_name))
@@ -454,6 +464,9 @@ class MemoryNetwork:
         self._dead: set[str] = set()
         self._hosts = 0
         self.datagrams_delivered = self.datagrams_lost = 0
+        self.jitter_s = 0.0
+        self.duplicate = 0.0
+        self.trace: Callable[[str, bytes], None] | None = None
 
     def address(self) -> str:
         """A fresh ``host:port`` for the next node (10.77.x.y, one host per node)."""
@@ -579,17 +592,23 @@ class MemoryNetwork:
                       target: tuple[str, int]) -> None:
         src, dst = self._name_at(source.local), self._name_at(target)
         endpoint = self._endpoints.get(target)
+        loop = asyncio.get_running_loop()
+        if self.trace is not None:
+            self.trace(f"{loop.time()!r} datagram {src} {dst}", data)
         if (endpoint is None or src is None or dst is None or not self.reachable(src, dst)
                 or self.loses(src, dst)):
             self.datagrams_lost += 1
             return
-        delay = self.delay(src, dst)
-        loop = asyncio.get_running_loop()
         deliver = partial(self._deliver, endpoint, data, source.local)
-        if delay > 0:
-            loop.call_later(delay, deliver)
-        else:
-            loop.call_soon(deliver)
+        copies = 2 if self.duplicate and self.random.random() < self.duplicate else 1
+        for _ in range(copies):
+            delay = self.delay(src, dst)
+            if self.jitter_s:
+                delay += self.random.uniform(0.0, self.jitter_s)
+            if delay > 0:
+                loop.call_later(delay, deliver)
+            else:
+                loop.call_soon(deliver)
 
     def _deliver(self, endpoint: _MemoryDatagrams, data: bytes,
                  source: tuple[str, int]) -> None:

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from .._foundation.env import Env, TimerHandle
 from .._node import Node, NodeState
+from .._replication.storage import SqliteStorage
 from .._telemetry.bus import TelemetryBus
 from .._transport.base import PeerConnection
 from .._transport.cookie import resolve_secret
@@ -146,6 +147,7 @@ class MemoryCluster:
 
     Args:
         size: members to start (the first is every other's seed).
+        storage_class: what keeps a node's ``data_dir`` (default: the node's own).
         network: the network (default: a new one, seeded with ``seed``).
         seed: seeds every node's random source (with its name) and the network's.
         **options: node settings for every node (``call_timeout_s=2.0``, ...).
@@ -155,17 +157,20 @@ class MemoryCluster:
     """
 
     def __init__(self, size: int = 3, *, network: MemoryNetwork | None = None,
-                 seed: int = 0, **options: Any) -> None:
+                 seed: int = 0, storage_class: type[SqliteStorage] | None = None,
+                 **options: Any) -> None:
         self.network = network if network is not None else MemoryNetwork(seed=seed)
         self.seed = seed
         self.size = size
+        self.storage_class = storage_class
         self.options: dict[str, Any] = {"cookie": "memory-cluster", **options}
         self.nodes: list[Node] = []
         self._seed: str | None = None
-        self._killed: set[str] = set()
+        self._killed: set[Node] = set()
 
     def node(self, name: str) -> Node:
-        for node in self.nodes:
+        """The node ``name`` (its latest life, when a name was started again)."""
+        for node in reversed(self.nodes):
             if node.name == name:
                 return node
         raise KeyError(name)
@@ -180,6 +185,8 @@ class MemoryCluster:
         node = Node(name, listen=self.network.address(), seeds=seeds,
                     env=Env(clock=LoopClock(), random=chance), **{**self.options, **options})
         node._memory_network = self.network
+        if self.storage_class is not None:
+            node._storage_class = self.storage_class
         self.nodes.append(node)
         await node.start()
         if self._seed is None:
@@ -203,7 +210,7 @@ class MemoryCluster:
         """The nodes neither killed nor stopped (a node downed by split-brain
         resolution stops by itself)."""
         return [n for n in self.nodes
-                if n.name not in self._killed and n.state is NodeState.RUNNING]
+                if n not in self._killed and n.state is NodeState.RUNNING]
 
     async def wait_settled(self, timeout_s: float = 120.0) -> None:
         """Wait until every live node has joined and sees exactly the live members."""
@@ -229,9 +236,10 @@ class MemoryCluster:
     def kill(self, name: str) -> Node:
         """Crash the node ``name``: the network cuts it off at once; its process-side
         tasks stop when the cluster closes (``aclose`` in the background)."""
+        node = self.node(name)
         self.network.kill(name)
-        self._killed.add(name)
-        return self.node(name)
+        self._killed.add(node)
+        return node
 
     async def aclose(self) -> None:
         """Stop every node as a crash would (no leave, no hand-over: a test that wants
