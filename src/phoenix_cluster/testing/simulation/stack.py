@@ -225,7 +225,10 @@ class _Run:
                 except (DefiniteError, IndefiniteError):
                     await asyncio.sleep(1.0)
             ops = [op for op, _ in writes]
-            result.lost_acked_writes += len(set(self.acked.get(key, ())) - set(ops))
+            lost = sorted(set(self.acked.get(key, ())) - set(ops))
+            if lost:
+                self.note(f"LOST {key}: {lost}")
+            result.lost_acked_writes += len(lost)
             result.duplicate_writes += len(ops) - len(set(ops))
             result.duplicate_activations += history_violations(writes)
             hosts = [n.name for n in self.cluster.alive()
