@@ -1,11 +1,12 @@
 """Call chains: which agents wait on a call, so that a cycle fails at once.
 
-While a handler runs, :data:`CURRENT` (a context variable of the task running it) holds
-the chain of the message: the agents whose handlers wait, each for the next, down to
-this one, as links ``(kind, key, reentrant)``. A call made from the handler carries
-that chain: in its :class:`~.mailbox.Message` on this node, in the ``phx-chain`` header
-of its wire ``Call`` to another node (headers are a map every version ignores when it
-does not know a key, so the wire is unchanged).
+While a handler runs, :data:`~.mailbox.CURRENT` (a context variable of the task
+running it) holds its message, whose chain lists the agents whose handlers wait, each
+for the next, down to this one, as links ``(kind, key, reentrant)``. A call made from
+the handler carries that chain plus the handler's own link: in its
+:class:`~.mailbox.Message` on this node, in the ``phx-chain`` header of its wire
+``Call`` to another node (headers are a map every version ignores when it does not
+know a key, so the wire is unchanged).
 
 A call whose target is in its own chain, through a link that is not reentrant, could
 never run: that handler holds the target's mailbox while it waits. :func:`check` makes
@@ -13,10 +14,11 @@ it fail at once with :class:`~phoenix_cluster.errors.CallCycle`. A reentrant lin
 method marked ``@phx.reentrant`` or a kind with ``reentrant=True``) lets the call in:
 its handler runs apart from the mailbox (``runtime.py``), which goes on meanwhile.
 
-Tasks started by a handler inherit the context; the chain they see ends with the
-handler (``Running.done``), so a task that outlives it calls without a chain.
-(``Link``, ``Running`` and ``CURRENT`` live in ``mailbox.py``, which every call meets
-anyway: the runtime sets them per message without running code of this module.)
+Tasks started by a handler inherit the context, so they see its chain while it runs;
+once it returned (the message's ``handler`` is cleared), a task that outlives it calls
+without one. ``Link`` and ``CURRENT`` live in ``mailbox.py``, which every call meets
+anyway: the runtime keeps them per message without running code of this module, and
+builds a chain only when a handler calls another agent.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from __future__ import annotations
 import json
 
 from ..errors import CallCycle, SerializationError
-from .mailbox import CURRENT, Link, Running
+from .mailbox import CURRENT, Link
 
-__all__ = ["CHAIN_HEADER", "CURRENT", "Link", "Running", "check", "decode", "encode"]
+__all__ = ["CHAIN_HEADER", "CURRENT", "Link", "check", "decode", "encode"]
 
 CHAIN_HEADER = "phx-chain"
 """The ``Call.headers`` key of a call's chain (JSON ``[[kind, key, 0|1], ...]``)."""

@@ -21,10 +21,10 @@ from .flow import RoomWaiters
 if TYPE_CHECKING:
     from .._foundation.env import Clock, TimerHandle
     from .._foundation.settings import Settings
-    from .agent import Agent, KindSpec
+    from .agent import Agent, KindSpec, MethodSpec
 
 __all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "AgentTimer",
-           "KindRuntime", "Link", "Message", "Running"]
+           "KindRuntime", "Link", "Message"]
 
 
 Link = tuple[str, str, bool]
@@ -32,19 +32,11 @@ Link = tuple[str, str, bool]
 lets other messages in (``chain.py``)."""
 
 
-class Running:
-    """The call chain of the handler running in this context (``chain.py``); ``done``
-    once it returned."""
-
-    __slots__ = ("chain", "done")
-
-    def __init__(self, chain: tuple[Link, ...]) -> None:
-        self.chain = chain
-        self.done = False
-
-
-CURRENT: ContextVar[Running | None] = ContextVar("phoenix_call_chain", default=None)
-"""The :class:`Running` chain of the handler this task runs, if any."""
+CURRENT: ContextVar[Message | None] = ContextVar("phoenix_call_chain", default=None)
+"""The message whose handler this task runs, if any (its ``handler`` is ``None`` once
+that returned): the chain of a call made here (``chain.py``). A context variable rather
+than a dict keyed by ``asyncio.current_task()``, which cost about twice as much per
+message."""
 
 
 class Message:
@@ -56,8 +48,15 @@ class Message:
     checked a peer's arguments (the handler takes them instead of decoding again).
     """
 
-    __slots__ = ("args", "chain", "deadline", "decoded", "fn", "future", "method",
-                 "payload", "request_id")
+    __slots__ = ("act", "args", "chain", "deadline", "decoded", "fn", "future", "handler",
+                 "method", "payload", "request_id")
+
+    # Set by the runtime just before the handler runs (not here: nothing reads them
+    # before, and a message is made per call). ``handler``: the method (a timer tick:
+    # the kind), whose ``reentrant`` is the last link of the chain of calls made from
+    # it; ``None`` once it returned (``chain.py``).
+    act: Activation
+    handler: MethodSpec | KindSpec | None
 
     def __init__(
         self,

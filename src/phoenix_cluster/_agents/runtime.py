@@ -52,7 +52,7 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
-from .chain import CURRENT, Link, Running, check, decode
+from .chain import CURRENT, Link, check, decode
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
 from .interceptors import CallInfo, Interceptors
@@ -219,9 +219,11 @@ class AgentRuntime:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
         method_spec = self._method(spec, method)
-        running = CURRENT.get()
-        chain = () if running is None or running.done else running.chain
-        if chain:
+        running = CURRENT.get()  # the message whose handler makes this call, if any
+        chain: tuple[Link, ...] = ()
+        if running is not None and (handler := running.handler) is not None:
+            caller = running.act
+            chain = (*running.chain, (caller.kind.spec.name, caller.key, handler.reentrant))
             check(chain, spec.name, key)  # a cycle would wait for itself: CallCycle now
         payload = self._arguments(spec, method_spec, args, kwargs)
         router = self.router
@@ -600,6 +602,7 @@ class AgentRuntime:
         try:
             if act.agent is None and not await self.activator.activate(act):
                 return
+            interleaves = act.kind.spec.reentrant_methods
             room = act.kind.room
             waiting = room.by_key
             while queue:
@@ -607,7 +610,7 @@ class AgentRuntime:
                 if waiting:
                     room.wake_one(_room_key(act))
                 if msg.fn is None:
-                    if act.kind.spec.reentrant_methods and self._interleave(act, msg):
+                    if interleaves and self._interleave(act, msg):
                         await asyncio.sleep(0)  # it runs up to its first await first
                     elif self.tracer is None:
                         await self._handle(act, msg)
@@ -687,8 +690,8 @@ class AgentRuntime:
             if method.conversions:
                 convert_arguments(spec.name, msg.method, method.conversions, args, kwargs)
             # The chain its calls carry (chain.py): who waits on this handler, and it.
-            running = Running((*msg.chain, (spec.name, act.key, method.reentrant)))
-            token = CURRENT.set(running)
+            msg.act, msg.handler = act, method
+            token = CURRENT.set(msg)
             try:
                 if self.interceptors.incoming:
                     result = await self._intercepted(act, msg, method, agent, args, kwargs)
@@ -697,7 +700,7 @@ class AgentRuntime:
                 else:
                     result = method.fn(agent, *args, **kwargs)
             finally:
-                running.done = True
+                msg.handler = None
                 CURRENT.reset(token)
             try:
                 out = self._encode(result)
@@ -757,15 +760,15 @@ class AgentRuntime:
         agent = act.agent
         assert agent is not None and msg.fn is not None
         spec = act.kind.spec
-        running = Running(((spec.name, act.key, spec.reentrant),))
-        token = CURRENT.set(running)
+        msg.act, msg.handler = act, spec
+        token = CURRENT.set(msg)
         try:
             try:
                 result = msg.fn(*msg.args)
                 if asyncio.iscoroutine(result):
                     await result
             finally:
-                running.done = True
+                msg.handler = None
                 CURRENT.reset(token)
             state = self._encode(agent.snapshot())
         except Exception as exc:
