@@ -88,8 +88,8 @@ def test_history_check_counts_an_older_activation_writing_again() -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("none", FaultPlan()),
     ("loss=0.1,dup=0.02", FaultPlan(loss=0.1, duplicate=0.02)),
-    ("delay=1-20,partition,crash-disk",
-     FaultPlan(latency_ms=(1.0, 20.0), partition=True, crash_disk=True)),
+    ("delay=1-20,partition,crash-disk,overlap",
+     FaultPlan(latency_ms=(1.0, 20.0), partition=True, crash_disk=True, overlap=True)),
 ])
 def test_fault_plans_parse_and_print_back(text: str, expected: FaultPlan) -> None:
     plan = FaultPlan.parse(text)

@@ -34,7 +34,8 @@ def _plan(_ctx: click.Context, _param: click.Parameter, value: str | None) -> ob
               help="Run seeds SEED, SEED+1, ... (a soak); one report per run.")
 @click.option("--faults", default=None, callback=_plan, metavar="PLAN",
               help="Comma-separated: loss=P, dup=P, delay=LO-HI (ms), partition, pause, "
-                   "crash, crash-disk, or none. Default: "
+                   "crash, crash-disk, overlap (whole nodes: faults back to back), or "
+                   "none. Default: "
                    "loss=0.01,dup=0.01,delay=0.5-30,partition,pause,crash,crash-disk.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True),
               default=None, help="Write the event trace to this file (last run's).")

@@ -82,6 +82,9 @@ class SimulatedNetwork:
         self.lost = 0
         self.duplicated = 0
         self.syncs = 0
+        self.datagram_bytes = 0
+        self.sync_bytes = 0
+        """Push-pull payloads, both ways (TCP in a real node)."""
         self.max_datagram_bytes = 0
         self.events: list[tuple[float, str, MemberEvent]] = []
         """Suspicions and deaths: (time, observer, event)."""
@@ -268,6 +271,7 @@ class SimulatedNetwork:
                     raise AssertionError(f"{proto.name} sent a {size}-byte datagram")
                 self.max_datagram_bytes = max(self.max_datagram_bytes, size)
                 self.datagrams += 1
+                self.datagram_bytes += size
                 if self.trace is not None:
                     self._note(f"send {proto.address} {action.address}", action.body)
                 if (self._rng.random() < self.loss
@@ -288,7 +292,9 @@ class SimulatedNetwork:
                     continue  # connection refused (or timed out, on a frozen peer)
                 self.syncs += 1
                 self._note(f"sync {proto.address} {action.address}")
-                reply, peer_actions = peer.handle_sync(proto.local_state(), self.now)
+                request = proto.local_state()
+                reply, peer_actions = peer.handle_sync(request, self.now)
+                self.sync_bytes += len(request) + len(reply)
                 self._handle(peer, peer_actions)
                 self._arm(peer)
                 self._handle(proto, proto.merge_state(reply, self.now))

@@ -14,6 +14,8 @@ Python, so the one-line replay command of a failing run is the run itself::
 - ``pause``: members freeze (SIGSTOP, a long GC pause) and wake later;
 - ``crash``: members crash and come back without their disk (a new machine);
 - ``crash-disk``: members crash and come back with their disk (a process restart);
+- ``overlap``: the whole-node layer strikes its faults back to back instead of waiting
+  for the cluster to settle after each (two replicas of a partition may be down at once);
 - ``none``: no fault at all (latency stays at its default).
 """
 
@@ -28,7 +30,7 @@ __all__ = ["DEFAULT_FAULTS", "FaultPlan", "TraceRecorder"]
 DEFAULT_FAULTS = "loss=0.01,dup=0.01,delay=0.5-30,partition,pause,crash,crash-disk"
 """The plan ``phx simulate`` runs when ``--faults`` is not given: every kind of fault."""
 
-_SWITCHES = ("partition", "pause", "crash", "crash-disk")
+_SWITCHES = ("partition", "pause", "crash", "crash-disk", "overlap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class FaultPlan:
         latency_ms: one-way latency range of a datagram, milliseconds.
         partition, pause, crash, crash_disk: whether the run cuts the network, freezes
             members, crashes members that come back empty, or with their disk.
+        overlap: whether the whole-node layer's faults follow each other without
+            waiting for the cluster to settle.
     """
 
     loss: float = 0.0
@@ -50,6 +54,7 @@ class FaultPlan:
     pause: bool = False
     crash: bool = False
     crash_disk: bool = False
+    overlap: bool = False
 
     @classmethod
     def parse(cls, text: str) -> FaultPlan:

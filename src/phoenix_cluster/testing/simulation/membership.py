@@ -48,6 +48,9 @@ class MembershipRun:
         join_rounds, crash_rounds, convergence_rounds: rounds each phase took to
             converge (``None``: not within the limit).
         gossip_per_node_round: datagrams sent per member per round, over the run.
+        gossip_bytes_per_node_s, sync_bytes_per_node_s: bytes each member sends per
+            second in datagrams (seal included) and in push-pull exchanges (both ways,
+            counted once), over the run.
         max_datagram_bytes: the largest datagram sent.
         partitions_moved_join, partitions_moved_crash: partitions (of 4,096) whose
             replica set changes when one member joins or leaves.
@@ -59,6 +62,8 @@ class MembershipRun:
     crash_rounds: float | None = None
     convergence_rounds: float | None = None
     gossip_per_node_round: float = 0.0
+    gossip_bytes_per_node_s: float = 0.0
+    sync_bytes_per_node_s: float = 0.0
     datagrams: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -92,7 +97,7 @@ def simulate_membership(nodes: int, seed: int, plan: FaultPlan, trace: TraceReco
     run = MembershipRun(nodes=nodes)
     names = [p.name for p in net.add_converged(nodes)]
     net.run(period)  # the first probes spread over a period, as in a running cluster
-    start_datagrams, start_time = net.datagrams, net.now
+    start = (net.datagrams, net.datagram_bytes, net.sync_bytes, net.now)
 
     def rounds_until(condition: Any) -> float | None:
         took = net.run_until(condition, _PHASE_LIMIT_ROUNDS * period, check_every_s=period / 4)
@@ -121,9 +126,12 @@ def simulate_membership(nodes: int, seed: int, plan: FaultPlan, trace: TraceReco
     run.datagrams, run.lost, run.duplicated = net.datagrams, net.lost, net.duplicated
     run.syncs, run.max_datagram_bytes = net.syncs, net.max_datagram_bytes
     run.sim_seconds = net.now
-    rounds_run = (net.now - start_time) / period
+    seconds = max(net.now - start[3], period)
+    per_node_s = max(1, len(running)) * seconds
     run.gossip_per_node_round = round(
-        (net.datagrams - start_datagrams) / max(1, len(running)) / max(rounds_run, 1.0), 3)
+        (net.datagrams - start[0]) / per_node_s * period, 3)
+    run.gossip_bytes_per_node_s = round((net.datagram_bytes - start[1]) / per_node_s, 1)
+    run.sync_bytes_per_node_s = round((net.sync_bytes - start[2]) / per_node_s, 1)
     trace(f"{net.now!r} end {len(running)} running, view {_view_digest(net)}")
     return run
 

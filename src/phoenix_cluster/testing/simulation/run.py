@@ -121,8 +121,8 @@ def _failures(report: SimulationReport) -> list[str]:
         if rounds is None:
             out.append(f"membership did not converge after the {phase}")
     if s is not None:
-        if s.settle_rounds is None:
-            out.append("the node stacks did not settle after the heal")
+        for after in s.unsettled:
+            out.append(f"the node stacks did not settle after {after}")
         if s.lost_acked_writes:
             out.append(f"{s.lost_acked_writes} acknowledged writes lost")
         if s.duplicate_writes:

@@ -15,8 +15,10 @@ transport) in a :class:`~phoenix_cluster.testing.memory.MemoryCluster` on a
 - ``crash-disk``: one member is killed and started again on its ``data_dir`` (SQLite,
   written in the event loop's thread so that virtual time never passes a write).
 
-Then everything heals, members that split-brain resolution downed start again, the
-workload stops, and the checker reads every ledger.
+One fault at a time, in that order (after a member joins): after each one the run waits
+until the cluster settles, starting again the members that split-brain resolution
+downed (with ``overlap``, the faults follow each other and the run waits once, at the
+end). Then the workload stops and the checker reads every ledger.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..._node import Node
+from ..._node import Node, NodeState
 from ..._replication.storage import SqliteStorage
 from ...errors import DefiniteError, IndefiniteError
 from ..memory import MemoryCluster
@@ -43,6 +45,7 @@ PAUSE_S = 5.0
 _WORKERS = 4
 _KEYS = 12
 _DOWN_S = 6.0  # how long a crashed member stays down
+_SETTLE_LIMIT_S = 120.0
 
 
 class InlineSqliteStorage(SqliteStorage):
@@ -70,8 +73,9 @@ class StackRun:
         lost_acked_writes: acknowledged operations missing from their ledger.
         duplicate_writes: operations present twice in a ledger.
         duplicate_activations: see :mod:`.ledger`.
-        settle_rounds: probe periods from the heal until every node saw the same
-            members and led or followed every partition (``None``: not within the limit).
+        settle_rounds: the longest wait, in probe periods, after a fault until every
+            running node saw the same members and caught up with every partition
+            (``None``: some wait passed its limit; ``unsettled`` names the faults).
         sim_seconds: simulated time of the run.
     """
 
@@ -83,6 +87,7 @@ class StackRun:
     duplicate_writes: int = 0
     duplicate_activations: int = 0
     settle_rounds: float | None = None
+    unsettled: list[str] = dataclasses.field(default_factory=list)
     sim_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +117,7 @@ class _Run:
         self.cluster = MemoryCluster(nodes, seed=seed, storage_class=InlineSqliteStorage,
                                      **options)
         self.acked: dict[str, list[int]] = {}
+        self.settled = True
         self.stop = False
         self.next_op = 0
 
@@ -161,42 +167,71 @@ class _Run:
             await asyncio.sleep(chance.uniform(0.02, 0.2))
 
     async def nemesis(self, members: list[str]) -> None:
+        """One fault at a time, each followed by a wait until the cluster settles (three
+        replicas ride out one failure; two at once may make a partition unavailable,
+        which the workload sees as definite failures); with ``overlap``, back to back,
+        and one wait at the end."""
         cluster, net, plan, chance = self.cluster, self.cluster.network, self.plan, self.chance
         await asyncio.sleep(2.0)
         joiner = await cluster.add(f"n{len(members) + 1}", **self._disk())
         self.note(f"join {joiner.name}")
-        await cluster.wait_settled()
+        await self.settle("the join")
+        between = _nothing if plan.overlap else self.settle
         if plan.crash:
             await self.crash(chance.choice(members), disk=False)
+            await between("the crash")
         if plan.crash_disk:
             await self.crash(chance.choice(members), disk=True)
+            await between("the crash with disk")
         if plan.pause:
             paused = chance.choice(members)
             self.note(f"pause {paused}")
             net.cut([paused])
             await asyncio.sleep(PAUSE_S)
             net.heal()
+            self.note("heal")
+            await between("the pause")
         if plan.partition:
             side = chance.sample(members, max(1, len(members) // 3))
             self.note(f"partition {' '.join(side)}")
             net.cut(side)
             await asyncio.sleep(PARTITION_S)
             net.heal()
-        self.note("heal")
-        for node in list(cluster.nodes):  # members that split-brain resolution downed
-            if node.name != "client" and node is cluster.node(node.name) and \
-                    node not in cluster.alive() and not _killed(cluster, node):
-                await node.aclose()
-                await cluster.add(node.name, **self._disk())
-                self.note(f"restart downed {node.name}")
-        started = asyncio.get_running_loop().time()
-        try:
-            await cluster.wait_settled(timeout_s=300.0)
-        except TimeoutError:
-            self.note("not settled")
+            self.note("heal")
+            await between("the partition")
+        if plan.overlap:
+            await self.settle("the faults")
+
+    async def settle(self, after: str) -> None:
+        """Wait until every running node sees the same members and has caught up,
+        starting again the members that split-brain resolution downed meanwhile; the
+        rounds it took go into ``settle_rounds`` (the longest wait of the run)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while loop.time() - started < _SETTLE_LIMIT_S:
+            await self.restart_downed()
+            try:
+                await self.cluster.wait_settled(timeout_s=5.0)
+            except TimeoutError:
+                continue
+            rounds = (loop.time() - started) / _period(self.cluster)
+            self.note(f"settled after {after}: {rounds!r} rounds")
+            if self.settled:
+                self.result.settle_rounds = max(self.result.settle_rounds or 0.0, rounds)
             return
-        period = client_period(cluster)
-        self.result.settle_rounds = (asyncio.get_running_loop().time() - started) / period
+        self.note(f"not settled after {after}")
+        self.settled = False
+        self.result.settle_rounds = None
+        self.result.unsettled.append(after)
+
+    async def restart_downed(self) -> None:
+        cluster = self.cluster
+        for name in dict.fromkeys(n.name for n in cluster.nodes if n.name != "client"):
+            node = cluster.node(name)
+            if node.state is not NodeState.RUNNING and node not in cluster._killed:
+                await node.wait_stopped()
+                await cluster.add(name, **self._disk())
+                self.note(f"restart downed {name}")
 
     def _disk(self) -> dict[str, Any]:
         return {"data_dir": self.data_dir} if self.plan.crash_disk else {}
@@ -237,15 +272,15 @@ class _Run:
             self.note(f"ledger {key} {len(ops)} writes, hosts {hosts}")
 
 
-def _killed(cluster: MemoryCluster, node: Node) -> bool:
-    return node in cluster._killed
-
-
 def _active(node: Node, key: str) -> bool:
     kinds = node._runtime._kinds
     kr = kinds.get(Ledger._phx_spec.name)
     return kr is not None and key in kr.activations
 
 
-def client_period(cluster: MemoryCluster) -> float:
+async def _nothing(after: str) -> None:
+    pass
+
+
+def _period(cluster: MemoryCluster) -> float:
     return float(cluster.nodes[0].settings.probe_interval_s)
