@@ -535,6 +535,7 @@ class Node:
             self._rpc.addresses = self._addresses
         if self._downed_members:
             self._note_members_back(snapshot)
+        self._note_downed_elsewhere()
         self._services.on_membership(snapshot)  # registry caches, released holders
         # Most changes (a suspicion, a refutation, a client joining) leave the hosting
         # members as they are: rebuilding 160 vnodes per member each time would be waste.
@@ -641,6 +642,21 @@ class Node:
                 del self._downed_members[m.name]
                 if self._replicator is not None:
                     self._replicator.member_back(m.name)
+
+    def _note_downed_elsewhere(self) -> None:
+        # A split-brain decision another member took (gossiped, or in the state a join
+        # pulled) counts here as if taken here: a member that joined after a peer was
+        # downed never decides about it itself, and its elections would wait forever for
+        # that peer's memory (replication.md, "Lost members"). The margin starts when this
+        # node hears of it, which is after the decision.
+        membership, replicator = self._membership, self._replicator
+        if membership is None or replicator is None:
+            return
+        heard = {name: life for name, life in membership.downed().items()
+                 if name != self.name and name not in self._downed_members}
+        if heard:
+            self._downed_members.update(heard)
+            replicator.members_lost(heard, after_s=self.settings.split_brain_stable_after_s)
 
     def _on_discovered(self, seeds: list[str]) -> None:
         others = [a for a in seeds if a != self.address]

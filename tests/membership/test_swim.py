@@ -552,6 +552,24 @@ def test_a_downing_by_a_downed_member_is_ignored() -> None:
     assert b is not None and b.status == "alive"
 
 
+def test_a_downing_of_a_member_known_only_as_dead_is_news_to_subscribers() -> None:
+    """A node that joined after ``x`` died knows ``x`` only as a tombstone; a split-brain
+    decision about ``x`` heard later must still reach its subscribers (``downed()`` and a
+    new version), so its replication stops waiting for ``x``'s memory."""
+    p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
+    p.receive(Gossip(0, "a", (Update("a", "a:1", 7, "alive"),
+                              Update("x", "x:1", 9, "dead", by="a"))), "a:1", 0.0)
+    assert p.member("x") is None and p.downed() == {}
+    version = p.version
+    p.receive(Gossip(0, "a", (Update("x", "x:1", 9, "dead", by="a", downed=True),)), "a:1", 1.0)
+    assert p.downed() == {"x": 9}
+    assert p.version > version
+    # The same decision heard again is no news.
+    version = p.version
+    p.receive(Gossip(0, "a", (Update("x", "x:1", 9, "dead", by="a", downed=True),)), "a:1", 2.0)
+    assert p.version == version
+
+
 # ---------------------------------------------------------------- protocol details
 
 

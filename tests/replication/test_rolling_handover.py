@@ -4,6 +4,7 @@ counts as ready, and a leaving leader handing its partitions over (replication.m
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -160,3 +161,27 @@ async def test_a_member_restarted_with_an_emptied_data_dir_is_forgetful(
     for key in keys:
         entry = c.store.get(partition_for(KIND, key), KIND, key)
         assert entry is not None and entry.record.state == b"v1"
+
+
+async def test_a_leaving_leader_hands_over_past_a_successor_that_died(
+        make: Callable[..., ReplicaCluster]) -> None:
+    """``d`` dies, unnoticed, as ``a`` leaves: the partitions whose next primary is ``d``
+    go to their next replica once ``a``'s membership sees ``d`` dead. Asking only ``d``
+    left them led by nobody once ``a`` went, with one synced replica of the three."""
+    cluster = make(settings=LAZY)
+    await cluster.start_all("abcd")
+    keys = [f"k{i}" for i in range(200)]
+    await write_all(cluster, keys, "v1")
+    a = cluster.nodes["a"]
+    after = table_of("bcd")
+    led = {p for p in range(PARTITIONS) if a.leads(p)}
+    assert any(after.owner(p) == "d" for p in led)
+    await cluster.kill("d")
+    leaving = asyncio.create_task(a.hand_over(after, timeout_s=10.0))
+    await cluster.clock.sleep(1.5)  # the first asks went to d
+    cluster.update(view="abc")  # membership: d is dead
+    assert await leaving == len(led)
+    assert not any(a.leads(p) for p in range(PARTITIONS))
+    await cluster.kill("a")
+    cluster.update()
+    assert [await read(cluster, key) for key in keys] == ["v1"] * len(keys)

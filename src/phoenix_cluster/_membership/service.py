@@ -283,6 +283,11 @@ class MembershipService:
         """The current members, this node included; the version grows with every change."""
         return self._snapshot
 
+    def downed(self) -> dict[str, int]:
+        """Members a split-brain decision removed, here or elsewhere (name -> the
+        incarnation of the removed life; see :meth:`SwimProtocol.downed`)."""
+        return self._swim.downed()
+
     def subscribe(self, callback: SnapshotCallback) -> Callable[[], None]:
         """Call ``callback(snapshot)`` after every change; returns the unsubscribe function.
 

@@ -416,6 +416,12 @@ class SwimProtocol:
         rec = self._me if name == self._me.name else self._members.get(name)
         return None if rec is None else rec.member()
 
+    def downed(self) -> dict[str, int]:
+        """Members a split-brain decision removed (decided here or heard from peers, a
+        member this node never saw alive included), each with the incarnation of the
+        life it removed; a newer life of the member clears it."""
+        return dict(self._downed)
+
     def live_count(self) -> int:
         """Alive and suspect members, this node included."""
         return self._live_others + (0 if self._leaving else 1)
@@ -743,7 +749,12 @@ class SwimProtocol:
     def _apply_downed(self, u: Update, now: float, out: list[Action]) -> None:
         rec = self._members.get(u.name)
         if rec is None:
-            self._downed[u.name] = max(u.incarnation, self._downed.get(u.name, 0))
+            before = self._downed.get(u.name)
+            self._downed[u.name] = max(u.incarnation, before or 0)
+            if self._downed[u.name] != before:
+                # No member changed, but subscribers read ``downed()`` (a node that
+                # joined after the member died must learn of the decision too).
+                self._changed()
             self._learn(u, now, out)  # remembers the tombstone
             return
         if u.incarnation + SAME_LIFE <= rec.incarnation:

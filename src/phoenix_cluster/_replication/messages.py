@@ -74,8 +74,10 @@ class Probe(msgspec.Struct, frozen=True, array_like=True, tag="probe"):
     since it started (a restart, a rejoin); a receiver that leads the partition
     re-elects it, which catches every member of its set up and marks them, and one that
     is the partition's primary in its own table but does not lead it elects it.
-    ``take_over``: the sender leads the partition and is leaving; a receiver in the
-    partition's replica set elects it now, while the sender still answers.
+    ``take_over``: the sender is leaving and the partition needs it (it leads it, or a
+    member of its config died and the rest is no majority without the sender); a
+    receiver in the partition's replica set elects it now, while the sender still
+    answers. With ``catch_up`` as well, a receiver that leads it re-elects it.
     """
 
     partition: int

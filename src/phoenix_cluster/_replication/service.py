@@ -94,7 +94,7 @@ from .replica import ReplicaStatistics, ReplicaStore
 from .sending import ACCEPT_OVERHEAD, Rpc, Sender, deciding, result_of, retrieve
 from .settings import ReplicationSettings
 from .storage import SqliteStorage
-from .types import Config, Entry, Epoch, Record, config_members, config_union
+from .types import Config, Entry, Epoch, Record, config_members, config_union, majority
 
 __all__ = [
     "Durability",
@@ -469,27 +469,76 @@ class Replicator:
                    and self._clock.monotonic() < deadline and not self._closed):
                 await self._clock.sleep(0.01)
             asked_at = -1e18
-            while self._leads and not self._closed:
+            while not self._closed:
                 for p in [p for p in holds if p not in self._leads]:
                     self._release_hold(holds.pop(p))
+                needed = self._needed_here()
+                if not self._leads and not needed:
+                    break
                 now = self._clock.monotonic()
                 if now >= deadline:
-                    _log.warning("node %s leaves still leading %d partitions (no successor "
-                                 "took them within %.1f s)", self.name, len(self._leads),
-                                 timeout_s)
+                    _log.warning("node %s leaves still leading %d partitions and needed by %d "
+                                 "more (no successor took them within %.1f s)", self.name,
+                                 len(self._leads), len(needed), timeout_s)
                     break
                 if now - asked_at >= self.settings.retry_s:
                     asked_at = now
-                    for p in list(self._leads):
-                        target = table.replicas[p][0]
-                        if target != self.name and target in self._alive:
-                            self._sender.send(target, Probe(p, take_over=True)) \
-                                .add_done_callback(retrieve)
+                    self._ask_successors(table, needed)
                 await self._clock.sleep(0.02)
         finally:
             for hold in holds.values():
                 self._release_hold(hold)
         return len(handed) - len(handed & set(self._leads))
+
+    def _ask_successors(self, table: PartitionTable, needed: list[int]) -> None:
+        """Ask for the elections a leave needs: each partition led here from its next
+        primary; each partition led elsewhere that needs this node's copy from its
+        leader (a re-election: the new config has a majority without this node once
+        membership says who is gone), or from its next primary when the leader is gone."""
+        for p in list(self._leads):
+            target = self._successor(table, p)
+            if target is not None:
+                self._sender.send(target, Probe(p, take_over=True)).add_done_callback(retrieve)
+        for p in needed:
+            leader = self._store.promised(p).leader.rpartition("#")[0]
+            target = leader if leader in self._alive and leader != self.name \
+                else self._successor(table, p)
+            if target is not None:
+                self._sender.send(target, Probe(p, catch_up=True, take_over=True)) \
+                    .add_done_callback(retrieve)
+
+    def _needed_here(self) -> list[int]:
+        """Partitions led elsewhere whose marked config keeps no majority of alive
+        members without this node in some set (a member of it died): once this node is
+        gone, no election finds a synced majority there, and what only it and the dead
+        member hold would be lost. A set that has no alive majority even with this node
+        is left out: asking cannot help it."""
+        others = self._alive - {self.name}
+        needed = []
+        for p, state in self._store.partitions():
+            if p in self._leads:
+                continue
+            for members in state.config:
+                if (self.name in members and not self._alive.issuperset(members)
+                        and len(others.intersection(members)) + 1 == majority(members)):
+                    needed.append(p)
+                    break
+        return needed
+
+    def _successor(self, table: PartitionTable, p: int) -> str | None:
+        """Who should take ``p`` over from this leaving node: its first replica in
+        ``table`` (the table without this node) that is still alive in this node's view.
+
+        A member that died after the leave began (or before, undetected) is skipped
+        once membership says so: the ring walk without it names the same members in the
+        same order, so the next one is the primary of the table the others will build.
+        Asking only the dead primary would leave ``p`` led by nobody but this node when
+        it goes, with its records on one remaining replica (replication.md, "Rolling
+        restarts": a death during a leave)."""
+        for member in table.replicas[p]:
+            if member != self.name and member in self._alive:
+                return member
+        return None
 
     def _hold_writes(self) -> dict[int, tuple[_Lead, asyncio.Future[None]]]:
         """Make new writes of every partition led here wait (as during a re-election)."""
