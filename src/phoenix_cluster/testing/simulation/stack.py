@@ -73,6 +73,8 @@ class StackRun:
         lost_acked_writes: acknowledged operations missing from their ledger.
         duplicate_writes: operations present twice in a ledger.
         duplicate_activations: see :mod:`.ledger`.
+        unreadable_ledgers: ledgers that never answered a read after the last fault
+            (their writes are neither counted lost nor checked).
         settle_rounds: the longest wait, in probe periods, after a fault until every
             running node saw the same members and caught up with every partition
             (``None``: some wait passed its limit; ``unsettled`` names the faults).
@@ -86,6 +88,7 @@ class StackRun:
     lost_acked_writes: int = 0
     duplicate_writes: int = 0
     duplicate_activations: int = 0
+    unreadable_ledgers: int = 0
     settle_rounds: float | None = None
     unsettled: list[str] = dataclasses.field(default_factory=list)
     sim_seconds: float = 0.0
@@ -220,6 +223,10 @@ class _Run:
                 self.result.settle_rounds = max(self.result.settle_rounds or 0.0, rounds)
             return
         self.note(f"not settled after {after}")
+        for node in self.cluster.alive():  # what each node saw, for whoever replays it
+            ring = sorted(node.ring.members) if node.ring is not None else None
+            self.note(f"view {node.name}: joined {node.joined}, ring {ring},"
+                      f" lagging partitions {node.lagging_partitions}")
         self.settled = False
         self.result.settle_rounds = None
         self.result.unsettled.append(after)
@@ -252,13 +259,18 @@ class _Run:
         result = self.result
         for i in range(_KEYS):
             key = f"ledger-{i}"
-            writes: list[list[Any]] = []
+            writes: list[list[Any]] | None = None
             for _ in range(20):  # the ledger answers once its partition has a leader
                 try:
                     writes = await client.ref(Ledger, key).read()
                     break
-                except (DefiniteError, IndefiniteError):
+                except (DefiniteError, IndefiniteError) as exc:
+                    self.note(f"read {key} failed {type(exc).__name__}")
                     await asyncio.sleep(1.0)
+            if writes is None:  # not known to be lost: not known at all
+                result.unreadable_ledgers += 1
+                self.note(f"UNREADABLE {key}")
+                continue
             ops = [op for op, _ in writes]
             lost = sorted(set(self.acked.get(key, ())) - set(ops))
             if lost:
