@@ -75,8 +75,14 @@ def test_errors_round_trip_through_their_wire_code() -> None:
         assert type(err) is cls
         assert (err.message, err.request_id, err.definite) == ("msg", 7, cls("").definite)
     unknown = errors.error_from_code("from_the_future", "hi")
-    assert type(unknown) is phx.PhoenixError
+    assert type(unknown) is phx.DefiniteError and unknown.definite is True
     assert "from_the_future" in str(unknown)
+    # a transport error a peer passed on (found by phx simulate: a bare PhoenixError
+    # reached the caller, saying nothing of whether the call ran)
+    broken = errors.error_from_code("connection_broken", "n14 crashed", definite=False)
+    assert type(broken) is phx.IndefiniteError
+    refused = errors.error_from_code("connection_broken", "never sent", definite=True)
+    assert type(refused) is phx.DefiniteError and refused.definite is True
 
 
 def test_coordination_namespace() -> None:

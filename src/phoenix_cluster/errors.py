@@ -534,9 +534,14 @@ def error_from_code(
 ) -> PhoenixError:
     """Rebuild the error a peer reported as ``(code, message, definite)``.
 
-    Unknown codes (a newer peer) become :class:`PhoenixError` with the code in the message.
+    Unknown codes (a newer peer's, or a transport error a peer passed on, such as
+    ``connection_broken``) become :class:`IndefiniteError` when the record says the
+    call may have run (``definite=False``) and :class:`DefiniteError` otherwise (as a
+    bare ``PhoenixError`` did, ``definite=None`` means definite), with the code in the
+    message: the caller still learns whether the outcome is known.
     """
     cls = _BY_CODE.get(code)
     if cls is None:
-        return PhoenixError(f"[{code}] {message}", definite=definite, request_id=request_id)
+        unknown = IndefiniteError if definite is False else DefiniteError
+        return unknown(f"[{code}] {message}", definite=definite, request_id=request_id)
     return cls(message, definite=definite, request_id=request_id)

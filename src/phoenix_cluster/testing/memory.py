@@ -178,7 +178,7 @@ class MemoryCluster:
     async def add(self, name: str | None = None, **options: Any) -> Node:
         """Start one more node (a member unless ``role="client"``) and return it."""
         name = name or f"n{len(self.nodes) + 1}"
-        seeds = [self._seed] if self._seed is not None else []
+        seeds = self._seeds()
         # The node's index in the seed too: a name started again (a restart) must not
         # draw the request ids of its last life, which the replicas' windows remember.
         chance = random.Random(f"{self.seed}/{name}/{len(self.nodes)}")
@@ -192,6 +192,15 @@ class MemoryCluster:
         if self._seed is None:
             self._seed = node.address
         return node
+
+    def _seeds(self) -> list[str]:
+        """The first node, while it runs; once it is gone (killed, downed, started again
+        at a new address), up to three running members, as an operator lists several
+        seeds: a node started after the first one died must still find the cluster."""
+        live = [n for n in self.alive() if n.settings.role == "member" and n.address]
+        if self._seed is None or any(n.address == self._seed for n in live):
+            return [self._seed] if self._seed is not None else []
+        return [str(n.address) for n in live[:3]]
 
     async def __aenter__(self) -> MemoryCluster:
         try:

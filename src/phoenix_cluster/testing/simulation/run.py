@@ -127,6 +127,8 @@ def _failures(report: SimulationReport) -> list[str]:
             out.append(f"{s.lost_acked_writes} acknowledged writes lost")
         if s.duplicate_writes:
             out.append(f"{s.duplicate_writes} writes applied twice")
+        if s.untyped_errors:
+            out.append(f"{s.untyped_errors} calls failed with an untyped error")
         if s.unreadable_ledgers:
             out.append(f"{s.unreadable_ledgers} ledgers never answered after the faults")
         if s.duplicate_activations:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from ..._node import Node, NodeState
 from ..._replication.storage import SqliteStorage
-from ...errors import DefiniteError, IndefiniteError
+from ...errors import DefiniteError, IndefiniteError, PhoenixError
 from ..memory import MemoryCluster
 from .faults import FaultPlan, TraceRecorder
 from .ledger import Ledger, history_violations, reset_lives
@@ -75,6 +75,8 @@ class StackRun:
         duplicate_activations: see :mod:`.ledger`.
         unreadable_ledgers: ledgers that never answered a read after the last fault
             (their writes are neither counted lost nor checked).
+        untyped_errors: calls that failed with an error neither definite nor
+            indefinite (the caller cannot tell whether the call ran).
         settle_rounds: the longest wait, in probe periods, after a fault until every
             running node saw the same members and caught up with every partition
             (``None``: some wait passed its limit; ``unsettled`` names the faults).
@@ -89,6 +91,7 @@ class StackRun:
     duplicate_writes: int = 0
     duplicate_activations: int = 0
     unreadable_ledgers: int = 0
+    untyped_errors: int = 0
     settle_rounds: float | None = None
     unsettled: list[str] = dataclasses.field(default_factory=list)
     sim_seconds: float = 0.0
@@ -163,6 +166,9 @@ class _Run:
             except IndefiniteError as exc:
                 self.result.unknown_outcomes += 1
                 self.note(f"op {op} {key} unknown {type(exc).__name__}")
+            except PhoenixError as exc:  # neither: the caller cannot tell what happened
+                self.result.untyped_errors += 1
+                self.note(f"op {op} {key} UNTYPED {type(exc).__name__}: {exc}")
             else:
                 self.result.acknowledged += 1
                 self.acked.setdefault(key, []).append(op)
