@@ -468,21 +468,27 @@ class Replicator:
             while (any(lead.inflight for lead, _ in holds.values())
                    and self._clock.monotonic() < deadline and not self._closed):
                 await self._clock.sleep(0.01)
-            asked_at = -1e18
+            asked_at, asked_alive = -1e18, self._alive
+            needed: list[int] = []
+            checked_at = -1e18
             while not self._closed:
                 for p in [p for p in holds if p not in self._leads]:
                     self._release_hold(holds.pop(p))
-                needed = self._needed_here()
+                now = self._clock.monotonic()
+                moved = self._alive != asked_alive  # membership changed since the asks
+                if moved or now - checked_at >= 0.1:  # a scan of every partition
+                    needed, checked_at = self._needed_here(), now
                 if not self._leads and not needed:
                     break
-                now = self._clock.monotonic()
                 if now >= deadline:
                     _log.warning("node %s leaves still leading %d partitions and needed by %d "
                                  "more (no successor took them within %.1f s)", self.name,
                                  len(self._leads), len(needed), timeout_s)
                     break
-                if now - asked_at >= self.settings.retry_s:
-                    asked_at = now
+                # Again every retry_s, and at once when membership changed: a death
+                # noticed late in the budget leaves little time for the re-elections.
+                if moved or now - asked_at >= self.settings.retry_s:
+                    asked_at, asked_alive = now, self._alive
                     self._ask_successors(table, needed)
                 await self._clock.sleep(0.02)
         finally:
