@@ -231,3 +231,80 @@ async def test_a_change_made_after_one_from_another_node_reaches_replicas_with_i
     finally:
         for node in net.nodes.values():
             await node.aclose()
+
+
+def holding_pushes(net: Net, source: str, dst: str) -> tuple[list[set[str]], list[asyncio.Event]]:
+    """Hold each push from ``source`` to ``dst`` until its gate (in the second list) is
+    set; the first list gets the items each push carried, in the order sent."""
+    real = net.nodes[source]._rpc
+    sent: list[set[str]] = []
+    gates: list[asyncio.Event] = []
+
+    async def held(to: str, method: str, payload: bytes, timeout_s: float) -> bytes:
+        if method == "push" and to == dst:
+            (item,) = msgspec.msgpack.decode(payload, type=PushBatch).items
+            state = msgspec.msgpack.decode(item.state, type=dict[str, crdt.ORSet[str]])
+            sent.append(set(state["items"].value))
+            gate = asyncio.Event()
+            gates.append(gate)
+            await gate.wait()
+        return await real(to, method, payload, timeout_s)
+
+    net.nodes[source]._rpc = held
+    return sent, gates
+
+
+async def test_an_acknowledgement_drops_what_its_push_carried_though_later_ones_are_in_flight(
+) -> None:
+    """Under a steady stream of commits a push's acknowledgement comes after the next
+    commit: it must still drop what that push carried, or every push to a slow peer
+    would carry the agent's whole history. No anti-entropy."""
+    net = Net()
+    for name in NAMES:
+        net.add(name)
+    sent, gates = holding_pushes(net, "a", "b")
+    net.view(NAMES)
+    a, b = net.nodes["a"], net.nodes["b"]
+    try:
+        await a.commit("cart", "k", added("x", "a@1"))  # c answers; b's push waits
+        await a.commit("cart", "k", added("y", "a@2"))
+        gates[0].set()  # b acknowledges x while the push of y is in flight
+        await wait_until(lambda: items(b) == {"x"}, timeout=2, what="b to hold x")
+        await asyncio.sleep(0)  # the acknowledgement reaches a's push
+        await a.commit("cart", "k", added("z", "a@3"))
+        assert sent == [{"x"}, {"x", "y"}, {"y", "z"}]  # x is not sent again
+        for gate in gates:
+            gate.set()
+        await wait_until(lambda: items(b) == {"x", "y", "z"}, timeout=2, what="b to hold z")
+        await asyncio.sleep(0)
+        await a.commit("cart", "k", added("w", "a@4"))
+        gates[-1].set()
+        assert sent[-1] == {"w"}
+    finally:
+        for gate in gates:
+            gate.set()
+        for node in net.nodes.values():
+            await node.aclose()
+
+
+async def test_a_peer_that_stops_answering_costs_a_bounded_backlog() -> None:
+    """Still in the alive set but silent: past the backlog's limit a push carries the
+    whole replica (every cause) and the deltas it covers are dropped."""
+    net = Net()
+    for name in NAMES:
+        net.add(name)
+    sent, gates = holding_pushes(net, "a", "b")
+    net.view(NAMES)
+    a = net.nodes["a"]
+    a.merge_local("cart", "k", added("q", "c@1"), foreign=False)  # only a holds q
+    try:
+        for n in range(40):
+            await a.commit("cart", "k", added(f"i{n}", f"a@{n + 1}"))
+        assert len(sent) == 40
+        assert "q" not in sent[31] and "q" in sent[32]  # the 33rd: the whole replica
+        assert len(a._backlog["b"][("cart", "k")].deltas) <= 32
+    finally:
+        for gate in gates:
+            gate.set()
+        for node in net.nodes.values():
+            await node.aclose()

@@ -155,14 +155,43 @@ class _Replica:
         return self._hash
 
 
-class _Backlog:
-    """What one peer has not acknowledged of one agent: the join of those deltas."""
+_BACKLOG_LIMIT = 32
+"""Unacknowledged deltas kept per peer and agent; past it (a peer that stopped
+answering but is still in the alive set) the next push sends the whole replica."""
 
-    __slots__ = ("fields", "version")
+
+class _Backlog:
+    """What one peer has not acknowledged of one agent: each pushed delta by its number.
+
+    An acknowledgement of push ``n`` drops the deltas numbered ``n`` or less (that push
+    carried them all); the later ones, still in flight, stay. So under a steady stream
+    of commits the backlog holds only the pushes in flight, never the agent's history.
+    """
+
+    __slots__ = ("deltas", "last")
 
     def __init__(self) -> None:
-        self.fields: Fields = {}
-        self.version = 0
+        self.deltas: list[tuple[int, Fields]] = []
+        self.last = 0
+
+    def add(self, delta: Fields) -> int:
+        self.last += 1
+        self.deltas.append((self.last, delta))
+        return self.last
+
+    def joined(self) -> Fields:
+        """The join of the deltas (the only one itself: read it, do not mutate)."""
+        if len(self.deltas) == 1:
+            return self.deltas[0][1]
+        out: Fields = {}
+        for _, delta in self.deltas:
+            merge_into(out, delta)
+        return out
+
+    def acknowledged(self, upto: int) -> bool:
+        """Drop the deltas numbered ``upto`` or less; whether none is left."""
+        self.deltas = [(n, delta) for n, delta in self.deltas if n > upto]
+        return not self.deltas
 
 
 class CrdtSync:
@@ -353,19 +382,22 @@ class CrdtSync:
 
     async def _push(self, peer: str, address: Address, delta: Fields) -> bytes | None:
         """Push ``delta`` to ``peer`` joined with its unacknowledged backlog of the agent;
-        an acknowledgement clears the backlog unless a newer commit joined it meanwhile."""
-        backlog = self._backlog.setdefault(peer, {}).setdefault(address, _Backlog())
+        the acknowledgement drops what this push carried from the backlog."""
+        pending = self._backlog.setdefault(peer, {})
+        backlog = pending.setdefault(address, _Backlog())
         whole = self._whole.get(peer)
-        if whole is not None and whole.pop(address, None) is not None:
-            delta = self._store[address].fields
-        merge_into(backlog.fields, delta)
-        backlog.version += 1
-        version = backlog.version
+        if (whole is not None and whole.pop(address, None) is not None) \
+                or len(backlog.deltas) >= _BACKLOG_LIMIT:
+            # The whole replica holds every cause: nothing before it need travel again.
+            replica = self._store[address]
+            backlog.acknowledged(backlog.last)
+            delta = {name: value.copy() for name, value in replica.fields.items()}
+        number = backlog.add(delta)
         kind, key = address
-        payload = _encoder.encode(PushBatch((Push(kind, key, encode_fields(backlog.fields)),)))
+        payload = _encoder.encode(PushBatch((Push(kind, key, encode_fields(backlog.joined())),)))
         reply = await self._call(peer, "push", payload, self.settings.rpc_timeout_s)
-        pending = self._backlog.get(peer, {})
-        if reply is not None and pending.get(address) is backlog and backlog.version == version:
+        if reply is not None and pending.get(address) is backlog \
+                and backlog.acknowledged(number):
             del pending[address]
         return reply
 
@@ -452,7 +484,7 @@ class CrdtSync:
         mine = [address for address, replica in self._store.items()
                 if every or peer in self._members_of(replica.partition)]
         covered = set(mine)
-        before = {a: b.version for a, b in self._backlog.get(peer, {}).items() if a in covered}
+        before = {a: b.last for a, b in self._backlog.get(peer, {}).items() if a in covered}
         whole = {a: n for a, n in self._whole.get(peer, {}).items() if a in covered}
         step = self.settings.batch_items
         for start in range(0, len(mine), step):
@@ -478,8 +510,8 @@ class CrdtSync:
         # The peer now holds all this node held when the round began: what it had not
         # acknowledged by then need not travel again.
         backlog = self._backlog.get(peer, {})
-        for address, version in before.items():
-            if (entry := backlog.get(address)) is not None and entry.version == version:
+        for address, last in before.items():
+            if (entry := backlog.get(address)) is not None and entry.acknowledged(last):
                 del backlog[address]
         marks = self._whole.get(peer, {})
         for address, mark in whole.items():
