@@ -473,6 +473,12 @@ class MemoryNetwork:
         self._hosts += 1
         return f"10.77.{self._hosts // 250}.{self._hosts % 250 + 1}:7946"
 
+    def is_free(self, address: str) -> bool:
+        """Whether nobody listens at ``address`` (frames or gossip): a node started
+        again may take the address of its last life, as a restarted process does."""
+        return (address not in self._listening
+                and parse_address(address) not in self._endpoints)
+
     def transport(self, node_name: str, incarnation: int, secret: bytes, *, env: Env,
                   bus: TelemetryBus, max_frame_bytes: int, handler: InboundHandler,
                   role: str = "member") -> MemoryTransport:

@@ -167,6 +167,7 @@ class MemoryCluster:
         self.nodes: list[Node] = []
         self._seed: str | None = None
         self._killed: set[Node] = set()
+        self._addresses: dict[str, str] = {}  # name -> the address its lives listen at
 
     def node(self, name: str) -> Node:
         """The node ``name`` (its latest life, when a name was started again)."""
@@ -182,7 +183,12 @@ class MemoryCluster:
         # The node's index in the seed too: a name started again (a restart) must not
         # draw the request ids of its last life, which the replicas' windows remember.
         chance = random.Random(f"{self.seed}/{name}/{len(self.nodes)}")
-        node = Node(name, listen=self.network.address(), seeds=seeds,
+        # A restart keeps the address of the name's last life (the seeds of the nodes
+        # that joined meanwhile name it), unless that life still holds it.
+        address = self._addresses.get(name)
+        if address is None or not self.network.is_free(address):
+            address = self._addresses[name] = self.network.address()
+        node = Node(name, listen=address, seeds=seeds,
                     env=Env(clock=LoopClock(), random=chance), **{**self.options, **options})
         node._memory_network = self.network
         if self.storage_class is not None:
