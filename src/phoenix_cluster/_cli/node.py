@@ -36,6 +36,7 @@ import click
 import msgspec
 
 from .._agents.agent import Agent
+from .._foundation.gc_tuning import tune_for_serving
 from .._foundation.settings import Settings, load_settings
 from .._membership.discovery_spec import discovery_from_spec
 from .._membership.messages import gossip_address
@@ -336,6 +337,9 @@ async def _serve(node: Node, kinds: int) -> str:
         "phx node %s ready (listen %s, role %s, %d kind%s imported)",
         node.name, node.address or "-", s.role, kinds, "" if kinds == 1 else "s",
     )
+    # Startup's objects are never garbage; messages allocate short-lived containers by
+    # the thousand (docs/design/performance.md): collect less often from here on.
+    tune_for_serving()
     # Machine-readable readiness for supervisors and tests; flushed so pipes see it now.
     sys.stdout.write(f"READY {node.name} {node.address or '-'}\n")
     sys.stdout.flush()
