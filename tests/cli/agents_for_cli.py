@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 
@@ -30,13 +29,6 @@ class CliGreeter(phx.Agent, kind="cli_tests.greeter"):
 class CliLoudCounter(CliCounter, kind="cli_tests.loud_counter"):
     async def increment(self, by: int = 1) -> int:
         return await super().increment(by * 10)
-
-
-class CliProcessInfo(phx.Agent, kind="cli_tests.process_info"):
-    """Reports on the ``phx node`` process hosting it."""
-
-    async def gc_thresholds(self) -> list[int]:
-        return list(gc.get_threshold())
 
 
 # Lets a test check that the cookie never reaches the log, even if user code logs it.

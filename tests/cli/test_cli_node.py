@@ -397,12 +397,12 @@ def test_a_downed_node_that_knew_nobody_else_exits_instead_of_rejoining() -> Non
 
 @pytest.mark.slow
 async def test_a_serving_node_collects_garbage_less_often() -> None:
-    from agents_for_cli import CliProcessInfo
+    from process_agents import CliProcessInfo
 
     from phoenix_cluster._foundation.gc_tuning import OLDER_THRESHOLD, YOUNG_THRESHOLD
     from phoenix_cluster.testing import LocalCluster
 
-    async with LocalCluster(1, ["agents_for_cli"]) as cluster:
+    async with LocalCluster(1, ["process_agents"]) as cluster:
         client = await cluster.client()
         thresholds = await client.ref(CliProcessInfo, "node").gc_thresholds()
     assert thresholds == [YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD]
