@@ -36,7 +36,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import phoenix_cluster as phx
+from phoenix_cluster._agents.agent import Agent
+from phoenix_cluster._agents.ref import AgentRef
 
 from .bench_agents import NODE_LOOP_ENV, BenchQuorum, BenchVolatile
 from .bench_cluster import _run, _Session, _summarize, report_title
@@ -50,7 +51,7 @@ IN_FLIGHT = 256
 """Concurrent callers of the pipelined measure."""
 
 MEMBERS = (1, 3)
-KINDS: dict[str, type[phx.Agent]] = {"quorum": BenchQuorum, "none": BenchVolatile}
+KINDS: dict[str, type[Agent]] = {"quorum": BenchQuorum, "none": BenchVolatile}
 
 # Issue 18's goals, as ratios of medians measured in the same run.
 GOAL_P95_OF_RAW = 2.0          # Phoenix p95 <= 2x the raw p95
@@ -106,7 +107,7 @@ async def _phoenix(session: _Session, sizes: CompareSizes, round_no: int) -> dic
         await asyncio.gather(*(r.inc(0) for r in refs))  # activate, open connections
         per_caller = max(1, sizes.pipelined_calls // IN_FLIGHT)
 
-        async def caller(r: phx.AgentRef, calls: int = per_caller) -> None:
+        async def caller(r: AgentRef, calls: int = per_caller) -> None:
             call = r.inc
             for _ in range(calls):
                 await call(1)
