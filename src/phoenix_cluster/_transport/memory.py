@@ -464,6 +464,8 @@ class MemoryNetwork:
         self._dead: set[str] = set()
         self._hosts = 0
         self.datagrams_delivered = self.datagrams_lost = 0
+        self.default_link = (0.0, 0.0)
+        """``(loss, delay_s)`` of every link :meth:`set_link` did not set."""
         self.jitter_s = 0.0
         self.duplicate = 0.0
         self.trace: Callable[[str, bytes], None] | None = None
@@ -540,11 +542,11 @@ class MemoryNetwork:
         return True
 
     def loses(self, source: str, target: str) -> bool:
-        loss = self._links.get((source, target), (0.0, 0.0))[0]
+        loss = self._links.get((source, target), self.default_link)[0]
         return loss > 0.0 and self.random.random() < loss
 
     def delay(self, source: str, target: str) -> float:
-        return self._links.get((source, target), (0.0, 0.0))[1]
+        return self._links.get((source, target), self.default_link)[1]
 
     # --- what transports and gossip endpoints use ------------------------------------
 

@@ -137,11 +137,9 @@ class _Run:
             net.duplicate = plan.duplicate
             lo, hi = plan.latency_ms
             net.jitter_s = (hi - lo) / 1000
+            # every link, those of nodes started later included
+            net.default_link = (plan.loss, lo / 1000)
             members = [n.name for n in cluster.nodes]
-            for a in members:
-                for b in members:
-                    if a < b:
-                        net.set_link(a, b, loss=plan.loss, delay_s=lo / 1000)
             client = await cluster.add("client", role="client")
             async with asyncio.TaskGroup() as workers:
                 for i in range(_WORKERS):
