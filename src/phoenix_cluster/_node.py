@@ -385,7 +385,7 @@ class Node:
         self._formed_alone = self._join.forms_at_once
         placement = self._placement = PlacementService(
             self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
-            fallback=self._fallback_address, rpc=rpc,
+            fallback=self._fallback_address, rpc=rpc, app_version=s.app_version,
         )
         services.register("placement", placement.handle)
         router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._foundation.env import Clock
+from .._placement.app_version import version_key
 from .._placement.policies import NodeLoad, choose_host
 from .._replication.types import Record
 from .._ring.hashing import key_hash
@@ -32,7 +33,7 @@ from .._transport.tasks import TaskSet
 from ..errors import AgentNotFound, NodeUnavailable, NotLeader, PhoenixError
 from . import handoff as wire
 from .agent import KindSpec, find_kind, foreign_kind, hosted_kinds, lookup_kind
-from .capability import first_capable, no_member_hosts
+from .capability import first_capable, newest_capable, no_member_hosts
 from .flow import report_drop
 from .handoff import HandoffRecord
 from .mailbox import Message
@@ -93,6 +94,7 @@ class PlacementService:
         tombstone_s: how long a handed-off agent's tombstone redirects.
         rpc_timeout_s: timeout of one placement request to a peer.
         rpc: calls other nodes' ``$placement`` service (``None``: an embedded node).
+        app_version: the application version this member runs (rolling upgrades).
     """
 
     def __init__(
@@ -107,8 +109,14 @@ class PlacementService:
         tombstone_s: float = 60.0,
         rpc_timeout_s: float = 5.0,
         rpc: RpcClient | None = None,
+        app_version: str = "",
     ) -> None:
         self.runtime = runtime
+        self.app_version = app_version
+        self._version_key = version_key(app_version)
+        self._outdated: dict[str, bool] = {}
+        """Per kind, from the last load poll: a live member hosting it runs a newer
+        application version than this one (new activations go there)."""
         self.rpc = rpc
         self.router: Router | None = None
         self.self_name = self_name
@@ -164,6 +172,7 @@ class PlacementService:
             return
         self.ring = ring
         self.alive = frozenset(ring.members) if ring is not None else frozenset()
+        self._outdated.clear()
         self._prev_owners = self._owners
         self._owners = _owners(ring) if ring is not None else None
         self._solo_owners = None
@@ -173,6 +182,11 @@ class PlacementService:
             if host not in self.alive:
                 del self.pins[k]
         self._reclaim()
+        if self.rpc is not None and ring is not None and len(ring) > 1:
+            # Members joined or left: learn their kinds and versions before deciding
+            # where new activations go.
+            self._loads_at = -1e18
+            self._tasks.spawn(self._refresh_loads(), name="phx-placement-loads")
         if self.on_change is not None:
             self.on_change()
 
@@ -243,7 +257,7 @@ class PlacementService:
         pin = self.pins.get(k)
         if pin is not None:
             return None if pin == self.self_name else self.address(pin)
-        return None if spec.hashed else PLACE
+        return None if spec.hashed and not self.outdated(spec.name) else PLACE
 
     def _stateless_route(self, spec: KindSpec, key: str) -> str | None:
         """A stateless worker is served here on a member; a client spreads its calls
@@ -313,7 +327,7 @@ class PlacementService:
         pin = self.pins.get(k)
         if pin is not None:
             return None if pin == self.self_name else (pin, self.address(pin))
-        return None if spec.hashed else PLACE
+        return None if spec.hashed and not self.outdated(spec.name) else PLACE
 
     def _admit_foreign(self, spec: KindSpec, key: str) -> Redirect | Place:
         """A kind this member does not host: its home directs it, others send it home."""
@@ -491,15 +505,18 @@ class PlacementService:
         pin = self.pins.get(k)
         if pin is not None:
             return pin
-        if spec.hashed:
+        if spec.hashed and not self.outdated(spec.name):
             return self.self_name
         loads = await self.loads()
-        if spec.foreign:
+        if spec.foreign or spec.hashed:
+            # A home without the kind's code, or of an older application version.
             assert self.ring is not None
             chosen = first_capable(self.ring, loads, self.alive, spec.name, key)
         else:
+            newest, _ = newest_capable(loads, self.alive, spec.name)
             hosts = [load for load in loads.values()
-                     if load.name in self.alive and load.hosts(spec.name)]
+                     if load.name in self.alive and load.hosts(spec.name)
+                     and (load.name in newest or load.kinds is None)]
             if not hosts:
                 return self.self_name
             chosen = choose_host(spec.placement, hosts, key=key, caller=caller,
@@ -522,7 +539,7 @@ class PlacementService:
             if pin == claim.host:
                 del self.pins[k]
             return wire.ClaimReply(True, "")
-        foreign = not self.hosts(claim.kind)
+        foreign = not self.hosts(claim.kind) or self.outdated(claim.kind)
         if claim.force or pin == claim.host:
             self.pins[k] = claim.host
             return wire.ClaimReply(True, claim.host, foreign)
@@ -570,6 +587,30 @@ class PlacementService:
             await asyncio.shield(task)
         return self._loads
 
+    async def _refresh_loads(self) -> None:
+        with contextlib.suppress(PhoenixError):
+            await self.loads()
+
+    async def upgrade_target(self, spec: KindSpec, key: str) -> str | None:
+        """Where an agent goes when a newer application version hosts its kind: the
+        first member of the newest version clockwise from its partition."""
+        loads = await self.loads()
+        if self.ring is None:
+            return None
+        try:
+            return first_capable(self.ring, loads, self.alive, spec.name, key)
+        except AgentNotFound:
+            return None
+
+    def outdated(self, kind: str) -> bool:
+        """Whether a live member that hosts ``kind`` runs a newer application version
+        than this one (from the last load poll): new activations go there."""
+        known = self._outdated.get(kind)
+        if known is None:
+            _, newest = newest_capable(self._loads, self.alive, kind)
+            known = self._outdated[kind] = newest > self._version_key
+        return known
+
     async def _poll_loads(self) -> None:
         async def one(name: str) -> NodeLoad | None:
             if name == self.self_name:
@@ -594,18 +635,25 @@ class PlacementService:
                 loads[name] = known
         self._loads = loads
         self._loads_at = self.clock.monotonic()
+        self._outdated.clear()
 
     def local_load(self) -> NodeLoad:
         stats = self.runtime.load()
         kinds = tuple(n for n in hosted_kinds() if n not in self.excluded_kinds)
-        return NodeLoad(self.self_name, stats[0], stats[1], stats[2], kinds=kinds)
+        return NodeLoad(self.self_name, stats[0], stats[1], stats[2], kinds=kinds,
+                        app_version=self.app_version)
 
     async def home_hosts(self, kind: str, home: str) -> bool:
-        """Whether member ``home`` reports hosting ``kind`` (from the polled loads)."""
+        """Whether member ``home`` runs ``kind`` itself: it reports hosting the kind, at
+        the newest application version among the members that do (polled loads)."""
+        loads = await self.loads()
         if home == self.self_name:
-            return self.hosts(kind)
-        load = (await self.loads()).get(home)
-        return load is not None and load.hosts(kind)
+            return self.hosts(kind) and not self.outdated(kind)
+        load = loads.get(home)
+        if load is None or not load.hosts(kind):
+            return False
+        _, newest = newest_capable(loads, self.alive, kind)
+        return version_key(load.app_version) >= newest
 
     # ----------------------------------------------------------------- handoff
 
@@ -727,7 +775,7 @@ class PlacementService:
                 # Hosted off its home: pinned from the start, so its activation here
                 # neither pulls from nor elects over the home's replicas.
                 self.pinned_here.add(k)
-                if request.reason == "manual":
+                if request.reason in ("manual", "upgrade"):
                     self.proxied.add(k)  # it stays here: commit through the home
             try:
                 await self.runtime.ensure_active(spec, request.key)
@@ -741,8 +789,11 @@ class PlacementService:
                 self.proxied.discard(k)
             else:
                 self.pinned_here.add(k)
-                await self._claim(home, wire.Claim(spec.name, request.key, self.self_name,
-                                                   force=True))
+                reply = await self._claim(home, wire.Claim(spec.name, request.key,
+                                                           self.self_name, force=True))
+                if spec.hashed and reply.foreign:
+                    self.proxied.add(k)  # its home does not run it: stand in for it
+                    self.stand_in.add(k)
         self.migrations += 1
         if self.bus.has_handlers(events.AGENT_MIGRATED):
             self.bus.execute(

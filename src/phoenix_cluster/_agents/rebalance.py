@@ -9,6 +9,7 @@ never starves the messages the node is serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -89,9 +90,21 @@ class Rebalancer:
         placement = self.placement
         me = placement.self_name
         moves: list[tuple[KindSpec, str, str]] = []
+        upgrades: list[tuple[KindSpec, str, str]] = []
+        if placement.rpc is not None:
+            with contextlib.suppress(PhoenixError):
+                await placement.loads()  # the members' kinds and versions, as of now
         for spec, key in self._held():
             home = placement.home(spec.name, key)
-            if home is None or home == me:
+            if home is None:
+                continue
+            if spec.hashed and not placement.leaving and placement.outdated(spec.name):
+                # Members of a newer application version host this kind: hand it over.
+                to = await placement.upgrade_target(spec, key)
+                if to is not None and to != me:
+                    upgrades.append((spec, key, to))
+                    continue
+            if home == me:
                 continue
             k = (spec.name, key)
             home_hosts = not spec.hashed or await placement.home_hosts(spec.name, home)
@@ -105,7 +118,8 @@ class Rebalancer:
                     # Leaving with its node: its home places it again.
                     home = await self._new_host(spec, key, home)
             moves.append((spec, key, home))
-        return await self._move(moves, "leave" if placement.leaving else "join")
+        moved = await self._move(moves, "leave" if placement.leaving else "join")
+        return moved + await self._move(upgrades, "upgrade")
 
     async def _repin(self, spec: KindSpec, key: str, home: str, *, stand_in: bool) -> None:
         from .handoff import Claim

@@ -211,8 +211,10 @@ def replication(json_path: Path | None, quick: bool) -> None:
 @click.option("--workers", type=click.IntRange(1, 1_000), default=8, show_default=True,
               help="Concurrent writers in the client.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--upgrade", is_flag=True, help="Each roll is a rolling upgrade: nodes restart "
+              "with the next --app-version, so agents move to the newest members.")
 def roll(json_path: Path | None, nodes: int, rolls: int, durable: bool, keys: int,
-         workers: int, seed: int) -> None:
+         workers: int, seed: int, upgrade: bool) -> None:
     """Rolling restarts under load: acknowledged writes, lost, failed calls, durations.
 
     Each node in turn gets SIGTERM, is started again at once under the same name and
@@ -222,7 +224,8 @@ def roll(json_path: Path | None, nodes: int, rolls: int, durable: bool, keys: in
     from . import bench_roll
 
     results = bench_roll.run_roll_bench(nodes=nodes, rolls=rolls, durable=durable,
-                                        keys=keys, workers=workers, seed=seed)
+                                        keys=keys, workers=workers, seed=seed,
+                                        upgrade=upgrade)
     bench_roll.print_report(results)
     if json_path is not None:
         bench_roll.save_json(results, json_path)

@@ -27,14 +27,14 @@ __all__ = ["print_report", "run_roll_bench", "save_json"]
 
 
 def run_roll_bench(*, nodes: int, rolls: int, durable: bool, keys: int, workers: int,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, upgrade: bool = False) -> dict[str, Any]:
     started = time.monotonic()
 
     def say(text: str) -> None:
         click.echo(f"[{time.monotonic() - started:7.1f}s] {text}", err=True)
 
     report = asyncio.run(run_rolls(nodes=nodes, rolls=rolls, durable=durable, keys=keys,
-                                   workers=workers, seed=seed, say=say))
+                                   workers=workers, seed=seed, upgrade=upgrade, say=say))
     return _results(report, seed)
 
 
@@ -47,6 +47,7 @@ def _results(report: RollReport, seed: int) -> dict[str, Any]:
         "nodes": report.nodes,
         "rolls": report.rolls,
         "data_dir": report.durable,
+        "upgrade_to": report.app_version,
         "seed": seed,
         "acknowledged": report.counts["ok"],
         "unknown": report.counts["unknown"],
@@ -63,7 +64,8 @@ def _results(report: RollReport, seed: int) -> dict[str, Any]:
 def print_report(results: dict[str, Any]) -> None:
     storage = "data_dir" if results["data_dir"] else "memory only"
     echo = click.echo
-    echo(f"phx bench roll: {results['nodes']} nodes ({storage}), {results['rolls']} rolls, "
+    kind = f"upgrades to {results['upgrade_to']}" if results.get("upgrade_to") else "rolls"
+    echo(f"phx bench roll: {results['nodes']} nodes ({storage}), {results['rolls']} {kind}, "
          f"{results['cpu_count']} CPUs, CPython {results['python']}, seed {results['seed']}")
     durations = results["roll_seconds"]
     if durations:

@@ -85,6 +85,7 @@ _FORMS = {
     "http": "HOST:PORT",
     "otlp_endpoint": "an http:// or https:// URL, e.g. http://127.0.0.1:4318",
     "role": "member or client",
+    "app_version": "a version string such as 1.4.2",
     "cookie_file": "a readable file holding the cluster secret",
     "http_token_file": "a readable file holding the HTTP bearer token",
     "tls_cert": "a PEM certificate file, given with tls_key",
@@ -418,6 +419,8 @@ def _rejoining(node: Node, reason: str) -> Node | None:
 @click.option("--split-brain-lease", metavar="SPEC", help="For --split-brain=lease: the lease "
               "service, etcd:http://HOST:PORT/KEY or k8s:NAMESPACE/NAME.")
 @click.option("--role", type=click.Choice(["member", "client"]), help="client hosts no agents.")
+@click.option("--app-version", metavar="VERSION", help="The application version this member "
+              "runs; new activations prefer the newest (rolling upgrades).")
 @click.option("--http", metavar="HOST:PORT", help="Read-only HTTP endpoint (off by default).")
 @click.option("--otlp-endpoint", metavar="URL", help="Send OpenTelemetry traces to this "
               "OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (extra [otel]; docs/tracing.md).")
@@ -466,6 +469,7 @@ def node(
     split_brain: str | None,
     split_brain_lease: str | None,
     role: str | None,
+    app_version: str | None,
     http: str | None,
     otlp_endpoint: str | None,
     http_public: bool | None,
@@ -513,6 +517,7 @@ def node(
         "split_brain": split_brain,
         "split_brain_lease": split_brain_lease,
         "role": role,
+        "app_version": app_version,
         "http": http,
         "otlp_endpoint": otlp_endpoint,
         "http_public": http_public,

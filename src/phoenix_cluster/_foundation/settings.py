@@ -88,6 +88,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     role: Literal["member", "client"] = "member"
     """``client`` nodes route messages but host no agents."""
 
+    app_version: str = ""
+    """The version of the application this member runs (``1.4.2``, ``2026.12.1``...;
+    dotted numbers compare numerically). During a rolling upgrade new activations prefer
+    the members of the newest version, and members of an older one hand their agents
+    to them (docs/operations.md, "Rolling upgrades"). Empty: older than any version."""
+
     discovery: str | None = None
     """Where to find seeds besides ``seeds``: ``static:``, ``dns:``, ``etcd:``, ``k8s:`` or
     ``consul:`` spec (see docs/cluster-setup.md). Polled with backoff; never blocks."""

@@ -43,6 +43,7 @@ class NodeLoad(msgspec.Struct, frozen=True):
         rtt_s: round trip from the asking node (filled in by the asker).
         kinds: the agent kinds it hosts (whose code it imported); ``None`` from a node
             too old to say, taken to host every kind.
+        app_version: the application version it runs (``--app-version``).
     """
 
     name: str
@@ -51,6 +52,7 @@ class NodeLoad(msgspec.Struct, frozen=True):
     loop_lag_s: float = 0.0
     rtt_s: float = 0.0
     kinds: tuple[str, ...] | None = None
+    app_version: str = ""
 
     def hosts(self, kind: str) -> bool:
         """Whether this member can run agents of ``kind``."""

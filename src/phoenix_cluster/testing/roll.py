@@ -45,6 +45,8 @@ class RollReport:
     """Wall time of each roll (every node stopped and back READY)."""
     failed_during_rolls: int = 0
     """Calls that failed (definite or not) while a roll was under way."""
+    app_version: str = ""
+    """With ``upgrade``: the application version every node runs at the end."""
     errors: dict[str, int] = field(default_factory=dict)
     """Failed calls by error type."""
 
@@ -55,12 +57,15 @@ class RollReport:
 
 async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: int = 8,
                     durable: bool = False, seed: int = 0, log_dir: str | None = None,
+                    upgrade: bool = False,
                     say: Callable[[str], None] | None = None) -> RollReport:
     """Roll ``nodes`` nodes ``rolls`` times under a write load and check for loss.
 
     With ``durable`` every node keeps its replicas in a ``--data-dir`` (a temporary
     directory removed afterwards), as a StatefulSet with volumes would. With ``log_dir``
-    the nodes' logs are copied there at the end.
+    the nodes' logs are copied there at the end. With ``upgrade`` every roll is a rolling
+    upgrade: the nodes start at ``--app-version 1.0`` and roll ``r`` restarts each at
+    ``r + 2``.0, so agents move to the newest members as the roll goes.
     """
     tell = say if say is not None else _log.info
     rng = random.Random(seed)
@@ -68,6 +73,9 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
     history = History()
     with tempfile.TemporaryDirectory(prefix="phx-roll-") as data_dir:
         node_args = ["--data-dir", data_dir] if durable else []
+        version = "1.0" if upgrade else ""
+        if upgrade:
+            node_args += ["--app-version", version]
         async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
             client = await cluster.client(listen=None)
             stop = asyncio.Event()
@@ -78,11 +86,15 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
                 await asyncio.sleep(1.0)  # the load is running before the first leave
                 for roll in range(rolls):
                     started = time.monotonic()
+                    if upgrade:
+                        version = f"{roll + 2}.0"
                     for node in cluster.nodes:
                         code = await cluster.stop(node.index, timeout_s=60.0)
                         if code != 0:
                             raise RuntimeError(f"{node.name} exited {code} on SIGTERM:\n"
                                                f"{node.log()[-3000:]}")
+                        if upgrade:
+                            node.extra_args = ["--app-version", version]
                         await cluster.start_node(node.index)
                     durations.append(time.monotonic() - started)
                     tell(f"roll {roll + 1}/{rolls}: {durations[-1]:.1f} s, "
@@ -98,7 +110,8 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
                 for node in cluster.nodes:
                     shutil.copy(node.log_path, f"{log_dir}/{node.name}.log")
     return RollReport(nodes, rolls, durable, history.counts(), judged.lost,
-                      judged.violations, durations, failed_during, dict(history.errors))
+                      judged.violations, durations, failed_during, version,
+                      dict(history.errors))
 
 
 def _failures(history: History) -> int:
