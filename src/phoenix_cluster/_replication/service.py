@@ -470,6 +470,13 @@ class Replicator:
                 await self._clock.sleep(0.01)
             asked_at, asked_alive = -1e18, self._alive
             needed: list[int] = []
+            # Partitions that needed this node: re-marked without needing it, they are
+            # done only once the other members confirm they took the mark too (a
+            # majority of the new config may be this node and the leader alone, the
+            # third still catching up: without this node, no synced majority).
+            watched: set[int] = set()
+            confirmed: set[int] = set()
+            probed: set[int] = set()
             checked_at = -1e18
             while not self._closed:
                 for p in [p for p in holds if p not in self._leads]:
@@ -478,18 +485,25 @@ class Replicator:
                 moved = self._alive != asked_alive  # membership changed since the asks
                 if moved or now - checked_at >= 0.1:  # a scan of every partition
                     needed, checked_at = self._needed_here(), now
-                if not self._leads and not needed:
+                    confirmed.difference_update(needed)
+                    watched.update(needed)
+                    watched -= confirmed
+                if not self._leads and not needed and not watched:
                     break
                 if now >= deadline:
                     _log.warning("node %s leaves still leading %d partitions and needed by %d "
                                  "more (no successor took them within %.1f s)", self.name,
-                                 len(self._leads), len(needed), timeout_s)
+                                 len(self._leads), len(watched.union(needed)), timeout_s)
                     break
                 # Again every retry_s, and at once when membership changed: a death
                 # noticed late in the budget leaves little time for the re-elections.
                 if moved or now - asked_at >= self.settings.retry_s:
                     asked_at, asked_alive = now, self._alive
-                    self._ask_successors(table, needed)
+                    # Probed last round and still unconfirmed: a member missed the mark.
+                    missed = sorted(probed & watched - confirmed - set(needed))
+                    self._ask_successors(table, needed + missed)
+                    probed = watched.difference(needed, missed)
+                    self._confirm_marks(sorted(probed), confirmed)
                 await self._clock.sleep(0.02)
         finally:
             for hold in holds.values():
@@ -512,6 +526,31 @@ class Replicator:
             if target is not None:
                 self._sender.send(target, Probe(p, catch_up=True, take_over=True)) \
                     .add_done_callback(retrieve)
+
+    def _confirm_marks(self, partitions: list[int], confirmed: set[int]) -> None:
+        """Probe the other alive members of each partition's config (read only); a
+        partition joins ``confirmed`` once all of them report the mark this node took,
+        synced. One that did not take it (its catch-up was fenced by a later election)
+        is caught up by its leader's re-election, which the next round asks for."""
+        for p in partitions:
+            state = self._store.partition(p)
+            if state is None:
+                confirmed.add(p)
+                continue
+            others = sorted((config_members(state.config) & self._alive) - {self.name})
+            replies = [self._sender.send(member, Probe(p)) for member in others]
+
+            def check(_: object, p: int = p, marked: Epoch = state.marked,
+                      replies: list[asyncio.Future[Reply]] = replies) -> None:
+                if all(f.done() for f in replies) and all(
+                        isinstance(r := result_of(f), Known) and r.marked >= marked
+                        and r.synced for f in replies):
+                    confirmed.add(p)
+
+            if not replies:
+                confirmed.add(p)
+            for fut in replies:
+                fut.add_done_callback(check)
 
     def _needed_here(self) -> list[int]:
         """Partitions led elsewhere whose marked config keeps no majority of alive
