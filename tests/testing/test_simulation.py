@@ -80,6 +80,18 @@ def test_whole_node_stacks_lose_no_acknowledged_write_through_a_crash() -> None:
     assert data["replay"].startswith("phx simulate --nodes 3 --stack-nodes 3 --seed 2 ")
 
 
+def test_whole_node_stacks_give_the_same_trace_for_the_same_seed() -> None:
+    """Every node's membership, ring, placement, replication and agent host in one
+    process: the same seed replays byte for byte (frames, datagrams, the workload)."""
+    plan = FaultPlan.parse("loss=0.01,dup=0.01,delay=0.5-30")
+    first = simulate(3, 4, plan, stack_nodes=3)
+    again = simulate(3, 4, plan, stack_nodes=3)
+    assert first.stack is not None and first.stack.acknowledged > 100
+    assert first.trace_sha256 == again.trace_sha256
+    assert first.trace_events == again.trace_events
+    assert first.stack == again.stack
+
+
 def test_history_check_counts_an_older_activation_writing_again() -> None:
     assert history_violations([[1, "a/1"], [2, "a/1"], [3, "b/1"], [4, "b/1"]]) == 0
     assert history_violations([[1, "a/1"], [2, "b/1"], [3, "a/1"], [4, "b/1"]]) == 1
