@@ -63,7 +63,7 @@ def test_bench_membership_quick_saves_sane_figures(tmp_path: Path) -> None:
 
     sim = results["simulation"]
     for name in ("join_spread", "cold_start"):
-        assert set(sim[name]) == {"10", "100", "1000"}
+        assert set(sim[name]) == {"10", "100"}  # --quick leaves out 1,000
         for n, run in sim[name].items():
             assert run["rounds_p50"] > 0, (name, n, run)
             assert run["rounds_per_log2_n"] > 0

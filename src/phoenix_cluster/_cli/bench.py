@@ -251,7 +251,7 @@ def registry(json_path: Path | None, quick: bool) -> None:
 
 @bench.command("membership")
 @_json_option
-@_quick_option("2 trials, 10 s of load, one seed per size.")
+@_quick_option("2 trials, 10 s of load, one seed per size, simulated 10 and 100 members.")
 def membership(json_path: Path | None, quick: bool) -> None:
     """Membership figures: cold start, failure detection, false positives, SWIM rounds.
 
