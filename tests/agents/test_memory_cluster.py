@@ -18,9 +18,11 @@ from shared_cluster import SharedCluster as Shared
 from shared_cluster import shared_cluster
 
 import phoenix_cluster as phx
+from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._transport.base import PeerConnection
 from phoenix_cluster._transport.memory import MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
-from phoenix_cluster._wire.messages import Call, Error, Redirect, Reply
+from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
 
 REPLICATED_REPLIES = 32
@@ -174,6 +176,46 @@ def test_a_call_whose_connection_breaks_is_resent_and_runs_once(shared: Shared) 
         assert await flaky.add(2) == 3
         assert not RESETS  # the reset did happen
         assert await flaky.read() == [3, 2]
+
+    shared.run(scenario)
+
+
+def test_a_definite_refusal_after_a_resend_is_reported_as_indefinite(
+    shared: Shared,
+) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        # A scripted owner (a bare transport on the network, nothing distributed about
+        # it): the first attempt reaches it and the connection breaks before the answer,
+        # as when the owner ran the call and then paused or crashed; the resend is
+        # refused definitely (Overloaded: this attempt queued nothing). The caller must
+        # not report "nothing happened": the first attempt may have run.
+        attempts: list[int] = []
+
+        async def owner(peer: PeerConnection, msg: Call | Cast) -> Error | None:
+            attempts.append(msg.request_id)
+            if len(attempts) == 1:
+                peer.fail("reset after the call arrived")
+                return None
+            return Error(request_id=msg.request_id, code="overloaded",
+                         message="mailbox full", definite=True)
+
+        probe = cluster.wire_client("scripted-owner")
+        fake = cluster.network.transport("scripted-owner", 1, probe.secret, env=probe.env,
+                                         bus=probe.bus, max_frame_bytes=8 << 20,
+                                         handler=owner)
+        address = await fake.start("127.0.0.1:0")
+        n1 = cluster.nodes[0]
+        router = n1._runtime.router
+        assert router is not None
+        spec = kind_spec(Tally)
+        rid = n1._runtime.next_request_id()
+        with pytest.raises(phx.Overloaded) as caught:
+            await router.call(spec, "scripted", spec.methods["add"],
+                              encode_payload([[1], {}]), 5.0, rid, address)
+        assert attempts == [rid, rid]  # the same request id, resent once
+        assert caught.value.definite is False
+        assert "may have run" in caught.value.message
+        await fake.aclose()
 
     shared.run(scenario)
 

@@ -200,112 +200,119 @@ class Router:
         deadline = clock.monotonic() + timeout_s
         sent = False
         hops = resends = dials = reroutes = 0
-        while True:
-            remaining = deadline - clock.monotonic()
-            if remaining <= 0:
-                raise CallTimeout(
-                    f"call {spec.name}/{key}.{method} timed out (request {request_id})",
-                    request_id=request_id,
-                )
-            try:
-                async with fail_after(clock, remaining):
-                    conn = await self._connect(address, sent, request_id)
-            except NodeUnavailable as exc:
-                if not exc.definite:
-                    raise
-                # Nothing was sent. Retry within the deadline, routed afresh: our view (or
-                # that of the member that redirected us) may still hold a node that died,
-                # until the membership moves its keys; or a member sees a restarted node
-                # our view has not caught up with, and redirects us there again.
-                delay = retry_delay(dials)
-                if remaining <= delay:
-                    raise NodeUnavailable(
-                        f"{exc.message} (tried {dials + 1} times within the call's timeout)",
-                        definite=True, request_id=request_id) from exc
-                if not dials:
-                    self.calls_retried += 1
-                dials += 1
-                self.placement.forget(spec, key)
-                await clock.sleep(delay)
-                rerouted = await self._reroute(spec, key)
-                if rerouted is None:
-                    return await self._serve_here(spec, key, self._call_frame(
-                        request_id, spec, key, method, payload, deadline, headers), deadline)
-                address, hops = rerouted, 0
-                continue
-            except TimeoutError:
-                raise CallTimeout(
-                    f"call {spec.name}/{key}.{method}: no connection to {address} "
-                    f"within the call's timeout (request {request_id})",
-                    definite=not sent, request_id=request_id,
-                ) from None
-            frame = Call(request_id, spec.name, key, method, payload,
-                         max(1, int(remaining * 1000)), headers)
-            try:
-                answer = await conn.request(frame, remaining)
-            except (ConnectionBroken, ConnectionClosed) as exc:
-                sent = sent or not exc.definite
-                resends += 1
-                if resends > MAX_RESENDS:
-                    raise NodeUnavailable(
-                        f"{address} lost the connection {resends} times during "
-                        f"{spec.name}/{key}.{method}: {exc.message}",
-                        definite=not sent, request_id=request_id,
-                    ) from exc
-                self.resends += 1
-                tracing.event("phoenix.resend", {"phoenix.error": exc.message})
-                continue
-            if isinstance(answer, Reply):
-                return answer.payload
-            if isinstance(answer, Redirect):
-                hops += 1
-                if hops > MAX_REDIRECTS:
-                    # A loop: the members' views disagree while a join, a leave or a
-                    # failover spreads. Nothing ran; wait for them to converge and route
-                    # afresh from this node's own view, until the deadline.
-                    backoff = reroute_delay(reroutes, deadline - clock.monotonic())
-                    if backoff is None:
+        try:
+            while True:
+                remaining = deadline - clock.monotonic()
+                if remaining <= 0:
+                    raise CallTimeout(
+                        f"call {spec.name}/{key}.{method} timed out (request {request_id})",
+                        request_id=request_id,
+                    )
+                try:
+                    async with fail_after(clock, remaining):
+                        conn = await self._connect(address, sent, request_id)
+                except NodeUnavailable as exc:
+                    if not exc.definite:
+                        raise
+                    # Nothing was sent. Retry within the deadline, routed afresh: our view (or
+                    # that of the member that redirected us) may still hold a node that died,
+                    # until the membership moves its keys; or a member sees a restarted node
+                    # our view has not caught up with, and redirects us there again.
+                    delay = retry_delay(dials)
+                    if remaining <= delay:
                         raise NodeUnavailable(
-                            f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
-                            f"(last to {answer.owner} at {answer.address}); the cluster's "
-                            "views disagreed until the call's deadline",
-                            definite=not sent, request_id=request_id,
-                        )
-                    reroutes += 1
+                            f"{exc.message} (tried {dials + 1} times within the call's timeout)",
+                            definite=True, request_id=request_id) from exc
+                    if not dials:
+                        self.calls_retried += 1
+                    dials += 1
                     self.placement.forget(spec, key)
-                    await clock.sleep(backoff)
+                    await clock.sleep(delay)
                     rerouted = await self._reroute(spec, key)
                     if rerouted is None:
                         return await self._serve_here(spec, key, self._call_frame(
-                            request_id, spec, key, method, payload, deadline, headers),
-                            deadline)
+                            request_id, spec, key, method, payload, deadline, headers), deadline)
                     address, hops = rerouted, 0
                     continue
-                self.redirects_followed += 1
-                tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
-                                                   "phoenix.redirect.address": answer.address})
-                address = answer.address
-                if answer.owner == self.self_name:
-                    # The home placed the agent on this very node.
-                    return await self._serve_here(spec, key, frame, deadline)
-                if answer.owner:
-                    self.placement.learn(spec, key, answer.owner)
-                continue
-            error = error_from_frame(answer)
-            backoff = reroute_delay(reroutes, deadline - clock.monotonic())
-            if turned_away_by_peer(error) and backoff is not None:
-                # Nothing ran (the agent's partition is changing hands): route it again
-                # from a fresh view.
-                self.placement.forget(spec, key)
-                await clock.sleep(backoff)
-                reroutes += 1
-                rerouted = await self._reroute(spec, key)
-                if rerouted is not None:
-                    address = rerouted
+                except TimeoutError:
+                    raise CallTimeout(
+                        f"call {spec.name}/{key}.{method}: no connection to {address} "
+                        f"within the call's timeout (request {request_id})",
+                        definite=not sent, request_id=request_id,
+                    ) from None
+                frame = Call(request_id, spec.name, key, method, payload,
+                             max(1, int(remaining * 1000)), headers)
+                try:
+                    answer = await conn.request(frame, remaining)
+                except (ConnectionBroken, ConnectionClosed) as exc:
+                    sent = sent or not exc.definite
+                    resends += 1
+                    if resends > MAX_RESENDS:
+                        raise NodeUnavailable(
+                            f"{address} lost the connection {resends} times during "
+                            f"{spec.name}/{key}.{method}: {exc.message}",
+                            definite=not sent, request_id=request_id,
+                        ) from exc
+                    self.resends += 1
+                    tracing.event("phoenix.resend", {"phoenix.error": exc.message})
                     continue
-                return await self._serve_here(spec, key, self._call_frame(
-                    request_id, spec, key, method, payload, deadline, headers), deadline)
-            raise error
+                if isinstance(answer, Reply):
+                    return answer.payload
+                if isinstance(answer, Redirect):
+                    hops += 1
+                    if hops > MAX_REDIRECTS:
+                        # A loop: the members' views disagree while a join, a leave or a
+                        # failover spreads. Nothing ran; wait for them to converge and route
+                        # afresh from this node's own view, until the deadline.
+                        backoff = reroute_delay(reroutes, deadline - clock.monotonic())
+                        if backoff is None:
+                            raise NodeUnavailable(
+                                f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
+                                f"(last to {answer.owner} at {answer.address}); the cluster's "
+                                "views disagreed until the call's deadline",
+                                definite=not sent, request_id=request_id,
+                            )
+                        reroutes += 1
+                        self.placement.forget(spec, key)
+                        await clock.sleep(backoff)
+                        rerouted = await self._reroute(spec, key)
+                        if rerouted is None:
+                            return await self._serve_here(spec, key, self._call_frame(
+                                request_id, spec, key, method, payload, deadline, headers),
+                                deadline)
+                        address, hops = rerouted, 0
+                        continue
+                    self.redirects_followed += 1
+                    tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
+                                                       "phoenix.redirect.address": answer.address})
+                    address = answer.address
+                    if answer.owner == self.self_name:
+                        # The home placed the agent on this very node.
+                        return await self._serve_here(spec, key, frame, deadline)
+                    if answer.owner:
+                        self.placement.learn(spec, key, answer.owner)
+                    continue
+                error = error_from_frame(answer)
+                backoff = reroute_delay(reroutes, deadline - clock.monotonic())
+                if turned_away_by_peer(error) and backoff is not None:
+                    # Nothing ran (the agent's partition is changing hands): route it again
+                    # from a fresh view.
+                    self.placement.forget(spec, key)
+                    await clock.sleep(backoff)
+                    reroutes += 1
+                    rerouted = await self._reroute(spec, key)
+                    if rerouted is not None:
+                        address = rerouted
+                        continue
+                    return await self._serve_here(spec, key, self._call_frame(
+                        request_id, spec, key, method, payload, deadline, headers), deadline)
+                raise error
+        except PhoenixError as exc:
+            if sent and exc.definite:
+                # This attempt did nothing, but an earlier one reached the owner before
+                # its connection broke and may have run: the outcome is unknown.
+                raise _maybe_ran(exc) from None
+            raise
 
     async def _reroute(self, spec: KindSpec, key: str) -> str | None:
         """Where ``key`` lives in this node's current view: an address, or ``None`` when
@@ -512,3 +519,14 @@ def _acknowledge(request_id: int, answer: Callable[[Reply | Error | Redirect], N
         answer(error_frame(request_id, error))
     else:
         answer(Reply(request_id, b""))
+
+
+def _maybe_ran(exc: PhoenixError) -> PhoenixError:
+    """``exc`` (definite for the attempt that raised it) made indefinite for the call: an
+    earlier attempt of the same request may have run. Same type, so handlers that catch
+    ``NotLeader`` or ``Overloaded`` still do; ``definite`` says the outcome is unknown."""
+    exc.definite = False
+    exc.message = (f"{exc.message} (an earlier attempt of this request reached the owner "
+                   "before its connection broke and may have run)")
+    exc.args = (exc.message,)
+    return exc
