@@ -25,6 +25,7 @@ from typing import Any
 import phoenix_cluster as phx
 from phoenix_cluster.testing import free_port
 
+from .._foundation.parent_death import PARENT_PID_ENV
 from .bench_agents import BenchTarget
 from .bench_cluster import report_title
 from .bench_local import machine_info, save_json
@@ -48,7 +49,7 @@ async def _trial(cookie: str) -> tuple[float, float]:
         address, "--seed", address, "--import", "phoenix_cluster._cli.bench_agents",
         "--log-level", "warning", stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
-        env={**_environ(), "PHX_COOKIE": cookie})
+        env={**_environ(), "PHX_COOKIE": cookie, PARENT_PID_ENV: str(os.getpid())})
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(_DEADLINE_S):

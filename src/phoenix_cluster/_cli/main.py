@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from .._foundation.extras import MissingExtra, extra_of_module
+from .._foundation.parent_death import exit_with_parent_from_env
 
 __all__ = ["EXIT_MISSING_EXTRA", "main"]
 
@@ -30,6 +31,8 @@ def _missing_extra_line(exc: ImportError) -> str | None:
 
 def main() -> None:
     """Console-script entry point."""
+    # First, before the imports: a harness that started this process may die any moment.
+    exit_with_parent_from_env()
     try:
         from .commands import cli
 

@@ -8,7 +8,8 @@ two clusters on one machine never share an address and the network between any t
 nodes can be cut. Faults are injected the way they happen in production: ``kill`` sends
 SIGKILL, ``stop`` SIGTERM, ``pause`` SIGSTOP (``resume`` SIGCONT), and ``partition``,
 ``isolate`` and ``flap`` drop packets in the kernel with ``iptables`` rules (root only),
-which ``heal`` and ``aclose`` remove again.
+which ``heal`` and ``aclose`` remove again. The nodes die with the process that started
+them, also when it is killed without cleaning up (``_foundation/parent_death.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeAlias
 
 from .._foundation.extras import require_extra
+from .._foundation.parent_death import PARENT_PID_ENV
 from .._membership.messages import SyncState, decode_sync_state, encode_sync_state
 from .._node import Node
 from .._transport.tcp import parse_address
@@ -300,8 +302,9 @@ class LocalCluster:
         self._dir = tempfile.TemporaryDirectory(prefix="phx-cluster-")
         # A downed node exits (code 3) here unless ``env`` says PHX_ON_DOWNED=rejoin:
         # tests observe downing as an exit, and the nemesis restarts what exited.
+        # Nodes die with this process (PARENT_PID_ENV), even when it is killed -9.
         self._env = {**os.environ, "PHX_ON_DOWNED": "exit", **(env or {}),
-                     "PHX_COOKIE": self.cookie}
+                     "PHX_COOKIE": self.cookie, PARENT_PID_ENV: str(os.getpid())}
         # The node processes import the caller's modules the way the caller does.
         self._env["PYTHONPATH"] = os.pathsep.join(
             p for p in [os.getcwd(), *sys.path, self._env.get("PYTHONPATH", "")] if p
