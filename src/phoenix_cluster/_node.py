@@ -28,6 +28,7 @@ from ._agents.inspection import ClusterInspector, Inspector
 from ._agents.interceptors import Interceptor
 from ._agents.mailbox import KindRuntime
 from ._agents.placement import PlacementService
+from ._agents.placement_server import PlacementServer
 from ._agents.rebalance import Rebalancer
 from ._agents.ref import AgentRef
 from ._agents.runtime import AgentRuntime, RuntimeStatistics
@@ -387,10 +388,9 @@ class Node:
             self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
             fallback=self._fallback_address, rpc=rpc, app_version=s.app_version,
         )
-        services.register("placement", placement.handle)
         router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,
                         rpc=rpc)
-        placement.router = router
+        services.register("placement", PlacementServer(placement, router).handle)
         self._serve_agents(router)
         self._services.attach(rpc, services)
         self._runtime.router = self._router = router

@@ -41,8 +41,8 @@ def lack(node: Node, *kinds: str) -> None:
     """Make ``node`` a member that does not host ``kinds``."""
     placement = node._placement
     assert placement is not None
-    placement.excluded_kinds = frozenset(kinds)
-    placement._loads_at = -1e18  # members report their kinds at the next poll
+    placement.members.excluded_kinds = frozenset(kinds)
+    placement.members.expire()  # members report their kinds at the next poll
 
 
 async def homes(node: Node, kind: type[phx.Agent], keys: list[str]) -> dict[str, str]:

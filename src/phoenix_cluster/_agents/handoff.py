@@ -1,4 +1,5 @@
-"""Wire records of the placement service ``$placement`` (handoff, directory, load).
+"""The placement service ``$placement`` on the wire: its records (handoff, directory,
+load) and :class:`PlacementClient`, which calls it on a member by name.
 
 See ``docs/design/migration.md``. Every record is a msgspec Struct encoded with msgpack;
 nothing here is pickled.
@@ -6,11 +7,14 @@ nothing here is pickled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
 
 from .._placement.policies import NodeLoad
+from .._transport.rpc import RpcClient
+from ..errors import NodeUnavailable
 
 __all__ = [
     "Adopt",
@@ -20,6 +24,7 @@ __all__ = [
     "HandoffRecord",
     "Locate",
     "LocateReply",
+    "PlacementClient",
     "QueuedMessage",
     "Release",
     "RemoteCommit",
@@ -176,3 +181,36 @@ def decode(data: bytes, tp: type[_T]) -> _T:
         msgspec.ValidationError, msgspec.DecodeError: malformed input.
     """
     return msgspec.msgpack.decode(data, type=tp)
+
+
+class PlacementClient:
+    """Calls the ``$placement`` service of another member, by name.
+
+    Args:
+        rpc: the node's RPC client (``None``: an embedded node, which calls nobody).
+        address: a member's address by name (raises ``NodeUnavailable`` if unknown).
+        timeout_s: the default timeout of one request.
+    """
+
+    __slots__ = ("address", "rpc", "timeout_s")
+
+    def __init__(self, rpc: RpcClient | None, address: Callable[[str], str],
+                 timeout_s: float) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.timeout_s = timeout_s
+
+    async def call(self, name: str, method: str, payload: bytes,
+                   timeout_s: float | None = None) -> bytes:
+        """Run ``$placement.<method>`` on member ``name``; its reply.
+
+        Raises:
+            NodeUnavailable: this node has no cluster transport, or ``name`` is unknown
+                or unreachable.
+            PhoenixError: whatever the member answered.
+        """
+        rpc = self.rpc
+        if rpc is None:
+            raise NodeUnavailable("this node has no cluster transport", definite=True)
+        return await rpc.call(self.address(name), "placement", method, payload,
+                              timeout_s or self.timeout_s)

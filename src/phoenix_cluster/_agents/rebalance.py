@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .._foundation.env import Clock
 from ..errors import PhoenixError
 from .agent import KindSpec
+from .handoff import Claim
 
 if TYPE_CHECKING:
     from .placement import PlacementService
@@ -88,28 +89,29 @@ class Rebalancer:
         """Move every unpinned hash agent held here whose home is another node; re-pin
         pinned agents at their (possibly new) home. Returns how many moved."""
         placement = self.placement
+        members, directory = placement.members, placement.directory
         me = placement.self_name
         moves: list[tuple[KindSpec, str, str]] = []
         upgrades: list[tuple[KindSpec, str, str]] = []
         if placement.rpc is not None:
             with contextlib.suppress(PhoenixError):
-                await placement.loads()  # the members' kinds and versions, as of now
+                await members.loads()  # the members' kinds and versions, as of now
         for spec, key in self._held():
             home = placement.home(spec.name, key)
             if home is None:
                 continue
-            if spec.hashed and not placement.leaving and placement.outdated(spec.name):
+            if spec.hashed and not placement.leaving and members.outdated(spec.name):
                 # Members of a newer application version host this kind: hand it over.
-                to = await placement.upgrade_target(spec, key)
+                to = await members.upgrade_target(spec, key)
                 if to is not None and to != me:
                     upgrades.append((spec, key, to))
                     continue
             if home == me:
                 continue
             k = (spec.name, key)
-            home_hosts = not spec.hashed or await placement.home_hosts(spec.name, home)
-            if k in placement.pinned_here or not home_hosts:
-                if not placement.leaving and (k not in placement.stand_in or not home_hosts):
+            home_hosts = not spec.hashed or await members.home_hosts(spec.name, home)
+            if k in directory.pinned_here or not home_hosts:
+                if not placement.leaving and (k not in directory.stand_in or not home_hosts):
                     # Pinned here, or a hash agent whose new home lacks its kind: it
                     # stays, registered with the home (as its stand-in).
                     await self._repin(spec, key, home, stand_in=not home_hosts)
@@ -122,23 +124,20 @@ class Rebalancer:
         return moved + await self._move(upgrades, "upgrade")
 
     async def _repin(self, spec: KindSpec, key: str, home: str, *, stand_in: bool) -> None:
-        from .handoff import Claim
-
-        placement = self.placement
+        directory = self.placement.directory
         try:
-            await placement._claim(home, Claim(spec.name, key, placement.self_name,
-                                               force=True))
+            await directory.claim(home, Claim(spec.name, key, directory.self_name, force=True))
             if stand_in:
                 k = (spec.name, key)
-                placement.pinned_here.add(k)
-                placement.proxied.add(k)
-                placement.stand_in.add(k)
+                directory.pinned_here.add(k)
+                directory.proxied.add(k)
+                directory.stand_in.add(k)
         except PhoenixError as exc:
             _log.info("could not register %s/%s with its home %s: %s", spec.name, key, home,
                       exc.message)
 
     async def _new_host(self, spec: KindSpec, key: str, home: str) -> str:
-        loads = await self.placement.loads()
+        loads = await self.placement.members.loads()
         others = sorted((n for n in loads.values()
                          if n.name != self.placement.self_name and n.hosts(spec.name)),
                         key=lambda n: (n.active_agents, n.name))
@@ -152,7 +151,7 @@ class Rebalancer:
                 if not spec.hashed and key in self.runtime._kinds[spec.name].activations]
         if not mine or len(placement.alive) < 2:
             return 0
-        loads = await placement.loads()
+        loads = await placement.members.loads()
         if len(loads) < 2:
             return 0
         mean = sum(n.active_agents for n in loads.values()) / len(loads)

@@ -18,22 +18,22 @@ routed again from a fresh view, like a call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._telemetry.tracing import NO_HEADERS
-from .._transport.base import ConnectionBroken, ConnectionClosed
+from .._transport.base import ConnectionBroken, ConnectionClosed, PeerConnection
 from .._transport.tasks import fail_after
 from .._wire.errors import error_from_frame
 from .._wire.messages import Cast, Redirect, Reply
 from ..errors import CallTimeout, NodeUnavailable
-from .placement import PLACE
-from .reroute import reroute_delay, turned_away_by_peer
+from .reroute import PLACE, reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .agent import KindSpec
-    from .dispatch import Router
+    from .placement import PlacementService
+    from .runtime import AgentRuntime
 
-__all__ = ["send_cast"]
+__all__ = ["CastRouter", "send_cast"]
 
 MAX_HOPS = 4
 """Redirects followed by one cast (owners forward casts, so they rarely redirect)."""
@@ -43,7 +43,26 @@ OWNER_SHARE = 0.9
 """Share of the cast's remaining time the owner may wait for mailbox room."""
 
 
-async def send_cast(router: Router, spec: KindSpec, key: str, method: str, payload: bytes,
+class CastRouter(Protocol):
+    """What a cast asks of the agent router (``dispatch.py``): connections, routes."""
+
+    @property
+    def self_name(self) -> str: ...
+
+    @property
+    def runtime(self) -> AgentRuntime: ...
+
+    @property
+    def placement(self) -> PlacementService: ...
+
+    def remote_address(self, spec: KindSpec, key: str) -> str | object | None: ...
+
+    async def resolve(self, spec: KindSpec, key: str) -> str | None: ...
+
+    async def connect(self, address: str, sent: bool, request_id: int) -> PeerConnection: ...
+
+
+async def send_cast(router: CastRouter, spec: KindSpec, key: str, method: str, payload: bytes,
                     request_id: int, address: str, timeout_s: float) -> None:
     """Queue a cast at the owner at ``address``; return once the owner acknowledged it.
 
