@@ -19,17 +19,6 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
 ROOT = "phoenix_cluster"
 
-# Cycles on main when this test was written (issue 14), each as its sorted modules. This
-# list only shrinks: a new cycle fails the test, and so does a listed one that is gone
-# (remove it). The agent layer is being split so that its dependencies point one way.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # An agent and its activation name each other's types, for annotations only
-    # (TYPE_CHECKING).
-    frozenset({"phoenix_cluster._agents.agent", "phoenix_cluster._agents.mailbox"}),
-    # the view names the demo only for annotations (TYPE_CHECKING)
-    frozenset({"phoenix_cluster._cli.demo_cluster", "phoenix_cluster._cli.demo_cluster_view"}),
-]
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PKG).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -158,14 +147,6 @@ def test_cycles_are_found() -> None:
     assert cycles(graph) == [frozenset({"a", "b", "c"})]
 
 
-def test_no_new_import_cycles() -> None:
+def test_no_import_cycles() -> None:
     found = cycles(import_graph())
-    new = [c for c in found if c not in KNOWN_CYCLES]
-    assert not new, "import cycles: " + "; ".join(_short(c) for c in new)
-
-
-def test_known_cycles_are_still_there() -> None:
-    found = cycles(import_graph())
-    gone = [c for c in KNOWN_CYCLES if c not in found]
-    assert not gone, ("these cycles are gone or changed, update KNOWN_CYCLES: "
-                      + "; ".join(_short(c) for c in gone))
+    assert not found, "import cycles: " + "; ".join(_short(c) for c in found)

@@ -14,16 +14,17 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
 from .._placement.policies import Policy, check_policy
 from ..errors import AgentNotFound, ConfigError
+from .agent_timer import AgentTimer
 from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value_check
 
 if TYPE_CHECKING:
-    from .mailbox import Activation, AgentTimer
+    from .._foundation.env import Clock
 
 __all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
            "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind",
@@ -104,9 +105,7 @@ def _type_hints(obj: Any) -> dict[str, Any]:
     # The base class's own annotations name things that its public module
     # (``phoenix_cluster``, its ``__module__``) does not define, among them a class
     # imported for type checking only: supply them, or no kind's hints would resolve.
-    from .mailbox import Activation, AgentTimer
-
-    names = {"Activation": Activation, "AgentTimer": AgentTimer, "ClassVar": ClassVar,
+    names = {"Seat": Seat, "AgentTimer": AgentTimer, "ClassVar": ClassVar,
              "KindSpec": KindSpec}
     try:
         return typing.get_type_hints(obj, localns=names)
@@ -224,6 +223,42 @@ class KindSpec:
         return f"<KindSpec {self.name} [{len(self.methods)} methods, {self.durability}]>"
 
 
+class SeatHost(Protocol):
+    """The node's agent runtime as an agent sees it (``runtime.py``; the runtime's side
+    is ``mailbox.AgentHost``)."""
+
+    @property
+    def node(self) -> Any: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def deliver_reminder(self, kind: str, key: str, name: str, tick: int,
+                         until: float) -> None: ...
+
+
+class Seat(Protocol):
+    """An agent's activation as the agent sees it (``mailbox.Activation``): its key and
+    kind, the runtime, and the runtime's services run for this agent. A protocol, so
+    that this module never imports the mailbox that holds agents."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def spec(self) -> KindSpec: ...
+
+    @property
+    def runtime(self) -> SeatHost: ...
+
+    def start_timer(self, delay_s: float, callback: Callable[..., Any],
+                    args: tuple[Any, ...], repeat: bool) -> AgentTimer: ...
+
+    async def remind(self, name: str, every_s: float, first_s: float | None) -> None: ...
+
+    async def cancel_reminder(self, name: str) -> bool: ...
+
+
 class Agent:
     """Base class of agent kinds.
 
@@ -285,7 +320,7 @@ class Agent:
     """
 
     __slots__ = ("_phx_act",)
-    _phx_act: Activation
+    _phx_act: Seat
 
     _phx_spec: ClassVar[KindSpec]
 
@@ -385,7 +420,7 @@ class Agent:
     def key(self) -> str:
         """This agent's key (read-only; not part of the state)."""
         act = self._phx_act
-        if act.kind.spec.stateless:
+        if act.spec.stateless:
             return worker_of(act.key)
         return act.key
 
@@ -455,7 +490,7 @@ class Agent:
         Returns:
             A handle whose ``cancel()`` stops the timer.
         """
-        return self._phx_act.runtime.start_timer(self._phx_act, delay_s, callback, args, repeat)
+        return self._phx_act.start_timer(delay_s, callback, args, repeat)
 
     async def remind(self, name: str, *, every: float, first: float | None = None) -> None:
         """Register (or replace) the durable reminder ``name`` of this agent: its
@@ -475,7 +510,7 @@ class Agent:
             PhoenixError: the registration could not be committed (each error says
                 whether it may have been stored).
         """
-        await self._phx_act.runtime.remind(self._phx_act, name, every, first)
+        await self._phx_act.remind(name, every, first)
 
     async def cancel_reminder(self, name: str) -> bool:
         """Stop the reminder ``name`` of this agent. ``False``: there was none.
@@ -485,7 +520,7 @@ class Agent:
         Raises:
             PhoenixError: the cancellation could not be committed.
         """
-        return await self._phx_act.runtime.cancel_reminder(self._phx_act, name)
+        return await self._phx_act.cancel_reminder(name)
 
     async def on_reminder(self, name: str, tick: int) -> None:
         """Called for each tick of a durable reminder of this agent (:meth:`remind`).

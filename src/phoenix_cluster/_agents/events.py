@@ -92,7 +92,7 @@ class EventSourcedAgent(Agent):
         act = self._phx_act
         # The agent runtime (what act.runtime is at run time) owns the stores.
         runtime: Any = act.runtime
-        runtime.state.stored.persisted(act.kind.spec, act.key, data)
+        runtime.state.stored.persisted(act.spec, act.key, data)
 
     def snapshot(self) -> Any:
         state = super().snapshot()

@@ -16,15 +16,16 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import Overloaded
+from .agent_timer import AgentTimer
 from .flow import RoomWaiters
 
 if TYPE_CHECKING:
-    from .._foundation.env import Clock, TimerHandle
+    from .._foundation.env import Clock
     from .._foundation.settings import Settings
     from .agent import Agent, KindSpec, MethodSpec
 
-__all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "AgentTimer",
-           "KindRuntime", "Link", "Message"]
+__all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "KindRuntime",
+           "Link", "Message"]
 
 
 Link = tuple[str, str, bool]
@@ -132,6 +133,18 @@ class Activation:
     def spec(self) -> KindSpec:
         return self.kind.spec
 
+    # What its agent asks of it (``agent.Seat``): the runtime's services for this agent.
+
+    def start_timer(self, delay_s: float, callback: Callable[..., Any],
+                    args: tuple[Any, ...], repeat: bool) -> AgentTimer:
+        return self.kind.runtime.start_timer(self, delay_s, callback, args, repeat)
+
+    async def remind(self, name: str, every_s: float, first_s: float | None) -> None:
+        await self.kind.runtime.remind(self, name, every_s, first_s)
+
+    async def cancel_reminder(self, name: str) -> bool:
+        return await self.kind.runtime.cancel_reminder(self, name)
+
     @property
     def busy(self) -> bool:
         return self.task is not None or bool(self.interleaved)
@@ -173,48 +186,12 @@ class Activation:
         return f"<Activation {self.kind.spec.name}/{self.key} {state} [{queued} queued]>"
 
 
-class AgentTimer:
-    """A timer owned by an activation. ``cancel()`` stops it; passivation cancels it."""
-
-    __slots__ = ("activation", "args", "callback", "cancelled", "handle", "interval", "repeat")
-
-    def __init__(
-        self,
-        activation: Activation,
-        interval: float,
-        callback: Callable[..., Any],
-        args: tuple[Any, ...],
-        repeat: bool,
-    ) -> None:
-        self.activation = activation
-        self.interval = interval
-        self.callback = callback
-        self.args = args
-        self.repeat = repeat
-        self.cancelled = False
-        self.handle: TimerHandle | None = None
-
-    def cancel(self) -> None:
-        """Stop the timer. A tick already queued in the mailbox still runs."""
-        self.cancelled = True
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-        timers = self.activation.timers
-        if timers is not None and self in timers:
-            timers.remove(self)
-
-    def __repr__(self) -> str:
-        what = getattr(self.callback, "__name__", repr(self.callback))
-        mode = "every" if self.repeat else "once after"
-        state = " cancelled" if self.cancelled else ""
-        return f"<AgentTimer {what} {mode} {self.interval}s{state}>"
-
-
 class AgentHost(Protocol):
     """What an agent reaches through its activation: the node (``Agent.node``), the
-    node's clock, the runtime's timers (``Agent.start_timer``) and durable reminders
-    (``Agent.remind``, ``reminders.py``)."""
+    node's clock, the runtime's timers (``Agent.set_timer``) and durable reminders
+    (``Agent.remind``, ``reminders.py``). The agent itself sees it as a ``SeatHost``
+    (``agent.py``), without the activation-taking methods, which its
+    :class:`Activation` calls for it."""
 
     @property
     def node(self) -> Any: ...

@@ -51,7 +51,7 @@ from .agent import REMINDER_METHOD, Agent, KindSpec, kind_spec, lookup_kind
 if TYPE_CHECKING:
     from .._foundation.env import Clock
     from .._replication.service import Replicator
-    from .mailbox import AgentTimer
+    from .agent_timer import AgentTimer
 
 __all__ = ["TABLE_KIND", "Reminder", "ReminderTable", "Reminders", "table_key"]
 

@@ -44,6 +44,7 @@ from ..errors import (
 from .activation import Activator
 from .active_active import ActiveActive
 from .agent import KindSpec, MethodSpec, worker_of
+from .agent_timer import AgentTimer
 from .arguments import (
     ENCODE_ERRORS,
     check_arguments,
@@ -56,7 +57,7 @@ from .chain import CURRENT, Link, check, decode
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
 from .interceptors import CallInfo, Interceptors
-from .mailbox import HANDOFF, PASSIVATE, Activation, AgentTimer, KindRuntime, Message
+from .mailbox import HANDOFF, PASSIVATE, Activation, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
 from .reminders import Reminders

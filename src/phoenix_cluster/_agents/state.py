@@ -202,7 +202,7 @@ class StateStore:
 
     def restore(self, agent: Agent, state: bytes) -> None:
         """Put committed ``state`` into ``agent`` (crdt kinds: field by field)."""
-        spec = agent._phx_act.kind.spec
+        spec = agent._phx_act.spec
         if spec.consistency == "crdt":
             self.active_active.restore(agent, spec, state)
         else:

@@ -14,8 +14,9 @@ from typing import Any
 
 from .._foundation.env import Clock
 from .._telemetry.bus import TelemetryBus
+from .agent_timer import AgentTimer
 from .flow import report_drop
-from .mailbox import Activation, AgentTimer, Message
+from .mailbox import Activation, Message
 
 __all__ = ["AgentTimers", "cancel_timers"]
 
@@ -54,15 +55,15 @@ class AgentTimers:
         if act.timers is None:
             act.timers = []
         act.timers.append(timer)
-        timer.handle = self._clock.call_later(delay_s, lambda: self._fired(timer))
+        timer.handle = self._clock.call_later(delay_s, lambda: self._fired(act, timer))
         return timer
 
-    def _fired(self, timer: AgentTimer) -> None:
-        act = timer.activation
+    def _fired(self, act: Activation, timer: AgentTimer) -> None:
         if timer.cancelled or self.stopped:
             return
         if timer.repeat:
-            timer.handle = self._clock.call_later(timer.interval, lambda: self._fired(timer))
+            timer.handle = self._clock.call_later(timer.interval,
+                                                  lambda: self._fired(act, timer))
         else:
             timer.cancel()
         msg = Message("<timer>", b"", None, 0.0, 0, timer.callback, timer.args)

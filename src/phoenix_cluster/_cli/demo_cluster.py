@@ -36,7 +36,7 @@ import time
 import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -45,7 +45,7 @@ import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster, free_port
 
 from .demo_agents import Tally
-from .demo_ledger import Ledger, Traffic, Verification
+from .demo_ledger import Ledger, PhaseCalls, Timeline, Traffic, Verification
 
 __all__ = ["ClusterDemoConfig", "run_cluster"]
 
@@ -74,43 +74,6 @@ class ClusterDemoConfig:
     forever: bool
     seed: int
     live: bool
-
-
-@dataclass
-class PhaseCalls:
-    """The writes made during one phase of the story."""
-
-    calls: int = 0
-    failed: int = 0
-    """Calls that raised: the failures a caller sees."""
-    retried: int = 0
-    """Calls the client library retried after a definite failure to reach the owner
-    (most then answered; those that did not are in ``failed`` too)."""
-    first_error: str = ""
-
-
-@dataclass
-class _Timeline:
-    """When each step happened (``time.monotonic()``), ``None`` until it did."""
-
-    started: float = field(default_factory=time.monotonic)
-    killed: float | None = None
-    suspect: float | None = None
-    dead: float | None = None
-    recovered: float | None = None
-    restarted: float | None = None
-    rebalanced: float | None = None
-    moved_back: int = 0
-    failed_over: int = 0
-    home_of_victim: int = 0
-    """Agents the killed node hosted (their home) before the kill."""
-    activated_s: float = 0.0
-    interrupted: bool = False
-    story_told: bool = False
-    problems: list[str] = field(default_factory=list)
-
-    def since_kill(self, t: float | None) -> float | None:
-        return None if t is None or self.killed is None else t - self.killed
 
 
 def run_cluster(config: ClusterDemoConfig) -> bool:
@@ -145,7 +108,7 @@ class _ClusterDemo:
         self.config = config
         self.ledger = Ledger(config.agents)
         self.traffic = Traffic(_WINDOW_TICKS)
-        self.timeline = _Timeline()
+        self.timeline = Timeline()
         self.dashboard: str | None = None
         self.active: dict[str, int | None] = {}
         self.events: deque[str] = deque(maxlen=8)
@@ -458,7 +421,7 @@ class _ClusterDemo:
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
         background: list[asyncio.Task[Any]] = []
         workers: list[asyncio.Task[None]] = []
-        view = LiveView(self)
+        view = LiveView(self, live=config.live)
         verification: Verification | None = None
         try:
             with view:

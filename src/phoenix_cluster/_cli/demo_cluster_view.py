@@ -10,17 +10,18 @@ from __future__ import annotations
 import math
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from .demo_cluster import _ClusterDemo
-    from .demo_ledger import Verification
+    from .._membership.snapshot import Member
+    from ..testing import LocalCluster
+    from .demo_ledger import Ledger, PhaseCalls, Timeline, Traffic, Verification
 
-__all__ = ["LiveView", "print_summary"]
+__all__ = ["DemoState", "LiveView", "print_summary"]
 
 _PLAIN_EVERY = 4  # ticks between plain lines (one a second)
 
@@ -33,16 +34,56 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-class LiveView:
-    """The running view of a :class:`_ClusterDemo` (a context manager)."""
+class DemoState(Protocol):
+    """What the view reads of the running demo (``demo_cluster.py``)."""
 
-    def __init__(self, demo: _ClusterDemo) -> None:
+    @property
+    def cluster(self) -> LocalCluster | None: ...
+
+    @property
+    def active(self) -> dict[str, int | None]: ...
+
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def calls_by_phase(self) -> dict[str, PhaseCalls]: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def traffic(self) -> Traffic: ...
+
+    @property
+    def timeline(self) -> Timeline: ...
+
+    @property
+    def dashboard(self) -> str | None: ...
+
+    def members(self) -> dict[str, Member]: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def elapsed(self) -> float: ...
+
+    def phase_calls(self) -> PhaseCalls: ...
+
+    def retried_in_phase(self) -> int: ...
+
+
+class LiveView:
+    """The running view of the demo (a context manager); ``live``: a rich table
+    refreshed in place (a terminal), else plain lines."""
+
+    def __init__(self, demo: DemoState, *, live: bool) -> None:
         self.demo = demo
         self.live: Any = None
+        self._live = live
         self._ticks = 0
 
     def __enter__(self) -> LiveView:
-        if self.demo.config.live:
+        if self._live:
             from rich.live import Live
 
             self.live = Live(self.render(), auto_refresh=False)
@@ -114,7 +155,7 @@ class LiveView:
         return Group(table, Text("\n".join(lines)))
 
 
-def phase_calls_line(demo: _ClusterDemo) -> str:
+def phase_calls_line(demo: DemoState) -> str:
     """The current phase's calls: how many failed for the caller, how many the client
     library retried (a call retried and then answered is not a failure)."""
     calls = demo.phase_calls()
@@ -130,7 +171,7 @@ def _seconds(value: float | None) -> str:
     return "did not happen" if value is None else f"{value:.2f} s"
 
 
-def print_summary(demo: _ClusterDemo, v: Verification) -> None:
+def print_summary(demo: DemoState, v: Verification) -> None:
     """The end-of-run table, then the verification in plain lines (easy to grep)."""
     from rich.console import Console
     from rich.table import Table

@@ -1,4 +1,5 @@
-"""What ``phx demo``'s client knows: every acknowledged write, and the traffic figures.
+"""What ``phx demo``'s client knows: every acknowledged write, the traffic figures, the
+calls of each phase of the story and when each step happened.
 
 The :class:`Ledger` records each write a tally agent acknowledged, with the node (and
 that node's incarnation, as seen by the demo) that acknowledged it. At the end the demo
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["Ledger", "Traffic", "Verification"]
+__all__ = ["Ledger", "PhaseCalls", "Timeline", "Traffic", "Verification"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +206,40 @@ def _percentiles_ms(samples: Iterable[int]) -> tuple[float, float]:
         return math.nan, math.nan
     n = len(ordered)
     return ordered[n // 2] / 1e6, ordered[min(n - 1, int(n * 0.95))] / 1e6
+
+
+@dataclass
+class PhaseCalls:
+    """The writes made during one phase of the story."""
+
+    calls: int = 0
+    failed: int = 0
+    """Calls that raised: the failures a caller sees."""
+    retried: int = 0
+    """Calls the client library retried after a definite failure to reach the owner
+    (most then answered; those that did not are in ``failed`` too)."""
+    first_error: str = ""
+
+
+@dataclass
+class Timeline:
+    """When each step happened (``time.monotonic()``), ``None`` until it did."""
+
+    started: float = field(default_factory=time.monotonic)
+    killed: float | None = None
+    suspect: float | None = None
+    dead: float | None = None
+    recovered: float | None = None
+    restarted: float | None = None
+    rebalanced: float | None = None
+    moved_back: int = 0
+    failed_over: int = 0
+    home_of_victim: int = 0
+    """Agents the killed node hosted (their home) before the kill."""
+    activated_s: float = 0.0
+    interrupted: bool = False
+    story_told: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def since_kill(self, t: float | None) -> float | None:
+        return None if t is None or self.killed is None else t - self.killed
