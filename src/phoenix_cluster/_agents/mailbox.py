@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .._foundation.env import Clock
     from .._foundation.settings import Settings
     from .agent import Agent, KindSpec, MethodSpec
+    from .tracking import StateTracker
 
 __all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "KindRuntime",
            "Link", "Message"]
@@ -95,12 +96,14 @@ class Activation:
 
     ``committed`` holds the codec's bytes of the state after the last message that
     succeeded: a failing handler is rolled back to it, passivation stores it, and the
-    replication layer will ship it.
+    replication layer ships it. An activation with a big state keeps it attribute by
+    attribute in a :class:`~.tracking.StateTracker` instead (``tracker``), and
+    ``committed`` joins the parts when read.
     """
 
     __slots__ = (
+        "_committed",
         "agent",
-        "committed",
         "interleaved",
         "key",
         "kind",
@@ -115,7 +118,7 @@ class Activation:
         self.kind = kind
         self.key = key
         self.agent: Agent | None = None
-        self.committed = b""
+        self._committed: bytes | StateTracker = b""
         self.queue: deque[Message] | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_used = now
@@ -124,6 +127,25 @@ class Activation:
         self.recent: dict[int, asyncio.Future[bytes]] | None = None
         # Reentrant handlers running apart from the drain (``runtime.py``), made on first use.
         self.interleaved: set[asyncio.Task[None]] | None = None
+
+    @property
+    def committed(self) -> bytes:
+        committed = self._committed
+        return committed if isinstance(committed, bytes) else committed.state()
+
+    @committed.setter
+    def committed(self, state: bytes) -> None:
+        self._committed = state  # (a tracker, if any, is dropped: these bytes are newer)
+
+    @property
+    def tracker(self) -> StateTracker | None:
+        """The committed state kept attribute by attribute (``tracking.py``), if it is."""
+        committed = self._committed
+        return None if isinstance(committed, bytes) else committed
+
+    @tracker.setter
+    def tracker(self, tracker: StateTracker) -> None:
+        self._committed = tracker
 
     @property
     def runtime(self) -> AgentHost:

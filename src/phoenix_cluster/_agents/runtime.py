@@ -4,8 +4,9 @@ Data path of a local call: the caller encodes ``[args, kwargs]`` with the wire c
 queues a :class:`Message` in the activation's mailbox (creating the activation on first
 use), and awaits a future. The activation's drain task, which exists only while messages
 wait, activates the agent if needed and runs messages one at a time. After each message
-that succeeded it encodes the state; that encoding is the committed state that a failing
-handler is rolled back to and that passivation keeps.
+that succeeded it settles the state (``state.py``): its encoding, or for a big state the
+attributes that changed (``tracking.py``), is the committed state that a failing handler
+is rolled back to, that replicated kinds commit and that passivation keeps.
 
 Arguments and results cross the codec even locally, so code that works on one node works
 on a cluster.
@@ -62,7 +63,7 @@ from .outcomes import FailedMessages
 from .passivation import Passivation
 from .reminders import Reminders
 from .reroute import PLACE, reroute_delay, turned_away
-from .state import Homes, StateStore
+from .state import Homes, Pending, StateStore
 from .timers import AgentTimers
 from .workers import pick_worker, recent_reply
 
@@ -703,6 +704,9 @@ class AgentRuntime:
             finally:
                 msg.handler = None
                 CURRENT.reset(token)
+            # The arguments may now be in the state: only the state may hold them when
+            # it is settled (a tracked dict is adopted only if nothing else holds it).
+            del decoded, args, kwargs
             try:
                 out = self._encode(result)
             except ENCODE_ERRORS:
@@ -712,7 +716,8 @@ class AgentRuntime:
                     or len(out) > self.max_message_bytes):
                 out = encode_result(spec.name, msg.method, check, result, self._encode,
                                     self.max_message_bytes)
-            state = self._encode(agent.snapshot())
+            del result
+            pending = self.state.settle(act, agent)
         except asyncio.CancelledError:
             self.state.rollback(act)
             if future is not None and not future.done():
@@ -726,13 +731,13 @@ class AgentRuntime:
             self.state.rollback(act)
             self.failed.report_failure(act, msg, exc)
             return
-        if state != act.committed:
+        if pending is not None:
             if spec.consistency == "crdt":
                 if not await self._commit_crdt(act, msg):
                     return
-            elif not await self._commit(act, state, msg.request_id, out, future, msg):
+            elif not await self._commit(act, pending, msg.request_id, out, future, msg):
                 return
-            act.committed = state
+            self.state.accept(act, pending)
         self._messages_handled += 1
         if future is not None and not future.done():
             future.set_result(out)
@@ -771,27 +776,27 @@ class AgentRuntime:
             finally:
                 msg.handler = None
                 CURRENT.reset(token)
-            state = self._encode(agent.snapshot())
+            pending = self.state.settle(act, agent)
         except Exception as exc:
             self.state.rollback(act)
             self.failed.report_failure(act, msg, exc)
             return
-        if state != act.committed and act.kind.spec.consistency == "crdt":
-            if not await self._commit_crdt(act, msg):
+        if pending is not None:
+            if act.kind.spec.consistency == "crdt":
+                if not await self._commit_crdt(act, msg):
+                    return
+            elif not await self._commit(act, pending, 0, b"", msg.future, None):
                 return
-        elif (state != act.committed
-                and not await self._commit(act, state, 0, b"", msg.future, None)):
-            return
-        act.committed = state
+            self.state.accept(act, pending)
         self._messages_handled += 1
         if msg.future is not None and not msg.future.done():
             msg.future.set_result(b"")
 
     # ----------------------------------------------------------------- replication
 
-    async def _commit(self, act: Activation, state: bytes, request_id: int, reply: bytes,
+    async def _commit(self, act: Activation, pending: Pending, request_id: int, reply: bytes,
                       future: asyncio.Future[bytes] | None, msg: Message | None) -> bool:
-        """Commit ``state`` (and the dedup window) before the message's effects show.
+        """Commit ``pending`` (and the dedup window) before the message's effects show.
 
         On failure the message fails with the replication error (``NoQuorum``,
         ``NotLeader``: each says whether anything may have been stored), its state
@@ -807,7 +812,8 @@ class AgentRuntime:
             return True  # not replicated: the state stays in this activation
         replies = self.state.window(act, request_id, reply)
         try:
-            await self.state.commit(spec, act.key, Record(state, replies), route)
+            await self.state.commit(spec, act.key, Record(self.state.encoded(pending), replies),
+                                    route)
         except PhoenixError as exc:
             _log.warning("commit of %s/%s failed: %s", spec.name, act.key, exc.message)
             self.state.rollback(act)

@@ -11,6 +11,10 @@ whatever keeps them beyond the activation:
   a new one (state plus the replicated reply window, :meth:`StateStore.window`);
 - state versions (``versions.py``): committed state is tagged with the kind's
   ``state_version`` and older state upgraded on load;
+- :meth:`StateStore.settle` / :meth:`StateStore.accept`: what a message changed, and
+  making it the committed state once committed; an activation with a big state keeps it
+  attribute by attribute (``tracking.py``), so a message pays for what it changed rather
+  than for encoding the whole state;
 - :meth:`StateStore.restore` / :meth:`StateStore.rollback`: put bytes back into an agent
   (a failed handler returns to its committed state; crdt kinds merge instead,
   ``active_active.py``).
@@ -27,6 +31,8 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from .._replication.types import Record
 from .active_active import ActiveActive
 from .agent import Agent, KindSpec
@@ -34,12 +40,13 @@ from .dedup import REPLICATED_REPLIES
 from .handoff import HandoffRecord
 from .mailbox import Activation
 from .stored import StoredKinds
+from .tracking import SMALL_STATE, Change, StateTracker, trackable
 from .versions import tag_state, untag_state, upgrade
 
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
 
-__all__ = ["LOCAL", "STORED", "Homes", "StateStore"]
+__all__ = ["LOCAL", "STORED", "Homes", "Pending", "StateStore"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
@@ -48,6 +55,10 @@ STORED = "\x00store"
 """The route of a kind with ``store=``: its state store (no node has this name)."""
 
 _log = logging.getLogger("phoenix_cluster.agents")
+
+Pending = bytes | Change
+"""A message's change to commit (:meth:`StateStore.settle`): the whole state's bytes,
+or a tracked activation's :class:`~.tracking.Change`."""
 
 
 class Homes(Protocol):
@@ -87,11 +98,12 @@ class Homes(Protocol):
 class StateStore:
     """Loads, commits, restores and rolls back the state of this node's agents."""
 
-    __slots__ = ("_decode", "active_active", "placement", "replicator", "stored")
+    __slots__ = ("_decode", "_encode", "active_active", "placement", "replicator", "stored")
 
     def __init__(self, active_active: ActiveActive, decode: Callable[[bytes], Any]) -> None:
         self.active_active = active_active
         self._decode = decode
+        self._encode = msgspec.msgpack.Encoder().encode
         self.replicator: Replicator | None = None
         """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
         self.placement: Homes | None = None
@@ -200,6 +212,33 @@ class StateStore:
         out.reverse()
         return tuple(out)
 
+    def settle(self, act: Activation, agent: Agent) -> Pending | None:
+        """What the message that just ran changed, to commit; ``None``: nothing."""
+        tracker = act.tracker
+        if tracker is not None:
+            return tracker.collect(agent)
+        state = self._encode(agent.snapshot())
+        return None if state == act.committed else state
+
+    @staticmethod
+    def encoded(pending: Pending) -> bytes:
+        """The whole state's bytes of ``pending`` (what a commit ships)."""
+        return pending if isinstance(pending, bytes) else pending.state()
+
+    def accept(self, act: Activation, pending: Pending) -> None:
+        """``pending`` is committed. A state that grew past ``SMALL_STATE`` bytes is
+        tracked from now on (``tracking.py``), if its kind allows."""
+        if isinstance(pending, bytes):
+            act.committed = pending
+            if len(pending) >= SMALL_STATE and trackable(act.kind.spec):
+                agent = act.agent
+                assert agent is not None
+                act.tracker = StateTracker(agent, self._encode, self._decode)
+            return
+        tracker = act.tracker
+        assert tracker is not None
+        tracker.accept(pending)
+
     def restore(self, agent: Agent, state: bytes) -> None:
         """Put committed ``state`` into ``agent`` (crdt kinds: field by field)."""
         spec = agent._phx_act.spec
@@ -214,7 +253,11 @@ class StateStore:
         assert agent is not None
         if act.kind.spec.snapshot_every:
             self.stored.discard(act.kind.spec, act.key)
+        tracker = act.tracker
         try:
-            self.restore(agent, act.committed)
+            if tracker is not None:
+                tracker.rollback(agent)
+            else:
+                self.restore(agent, act.committed)
         except Exception:  # pragma: no cover - restore() of a user override broke
             _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
