@@ -272,13 +272,14 @@ class StateTracker:
             if (values.get(name, _MISSING) is not attrs[name] or name in opaque
                     or (cell is not None and cell.dirty)):
                 touched.append(name)
-        if not touched and len(names) == len(values):
+        same_names = names == list(values)  # (in the same order: the bytes follow it)
+        if not touched and same_names:
             return None  # every committed attribute is there, unchanged
         encode = self._encode
         encoded = self.encoded
         new_cells = dict(cells)
         new_opaque = set(opaque)
-        changed = len(names) != len(values)
+        changed = not same_names
         updates: dict[str, bytes] = {}
         for name in touched:
             if values.get(name, _MISSING) is not attrs[name]:
@@ -329,7 +330,10 @@ class StateTracker:
             cell = cells[name]
             changed = cell.dirty
             if name in opaque and not changed:
-                changed = self._encode(committed) != self.encoded[name]
+                try:
+                    changed = self._encode(committed) != self.encoded[name]
+                except Exception:  # made unencodable (a cycle, say): it changed
+                    changed = True
             if not changed:
                 attrs[name] = committed
                 continue
