@@ -40,13 +40,13 @@ from .dedup import REPLICATED_REPLIES
 from .handoff import HandoffRecord
 from .mailbox import Activation
 from .stored import StoredKinds
-from .tracking import SMALL_STATE, Change, StateTracker, trackable
+from .tracking import SMALL_STATE, Change, StateTracker
 from .versions import tag_state, untag_state, upgrade
 
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
 
-__all__ = ["LOCAL", "STORED", "Homes", "Pending", "StateStore"]
+__all__ = ["LOCAL", "STORED", "Homes", "Pending", "StateStore", "trackable"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
@@ -216,7 +216,7 @@ class StateStore:
         """What the message that just ran changed, to commit; ``None``: nothing."""
         tracker = act.tracker
         if tracker is not None:
-            return tracker.collect(agent)
+            return tracker.collect(agent.__dict__)
         state = self._encode(agent.snapshot())
         return None if state == act.committed else state
 
@@ -230,10 +230,12 @@ class StateStore:
         tracked from now on (``tracking.py``), if its kind allows."""
         if isinstance(pending, bytes):
             act.committed = pending
-            if len(pending) >= SMALL_STATE and trackable(act.kind.spec):
+            spec = act.kind.spec
+            if len(pending) >= SMALL_STATE and trackable(spec):
                 agent = act.agent
                 assert agent is not None
-                act.tracker = StateTracker(agent, self._encode, self._decode)
+                act.tracker = StateTracker(agent.__dict__, spec.state_types, self._encode,
+                                           self._decode)
             return
         tracker = act.tracker
         assert tracker is not None
@@ -256,8 +258,27 @@ class StateStore:
         tracker = act.tracker
         try:
             if tracker is not None:
-                tracker.rollback(agent)
+                tracker.rollback(agent.__dict__)
             else:
                 self.restore(agent, act.committed)
         except Exception:  # pragma: no cover - restore() of a user override broke
             _log.exception("rollback of %s/%s failed", act.kind.spec.name, act.key)
+
+
+_TRACKABLE: dict[KindSpec, bool] = {}
+
+
+def trackable(spec: KindSpec) -> bool:
+    """Whether a kind's big states are tracked (``tracking.py``): the default
+    ``snapshot``/``restore`` (a kind's own may keep anything; event-sourced kinds have
+    theirs), ``consistency="fenced"`` (crdt kinds merge field by field) and no reentrant
+    method (a handler waiting between a change and its commit would interleave with
+    another's)."""
+    known = _TRACKABLE.get(spec)
+    if known is None:
+        cls = spec.cls
+        known = _TRACKABLE[spec] = (
+            cls.snapshot is Agent.snapshot and cls.restore is Agent.restore
+            and spec.consistency == "fenced"
+            and not any(m.reentrant for m in spec.methods.values()))
+    return known

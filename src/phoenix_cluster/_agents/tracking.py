@@ -33,7 +33,7 @@ Replacing a dict by its watched copy changes the object's identity, so it is don
 when nothing but the state holds the dict (its reference count says so); a dict held
 elsewhere too (a private attribute, a closure, a second state attribute) leaves its
 attribute opaque. Which kinds and activations use a tracker is decided by the host
-(:func:`trackable`, :data:`SMALL_STATE`).
+(``state.py``, :data:`SMALL_STATE`).
 """
 
 from __future__ import annotations
@@ -44,14 +44,11 @@ import enum
 import sys
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-if TYPE_CHECKING:
-    from .agent import Agent, KindSpec
-
-__all__ = ["SMALL_STATE", "Change", "StateTracker", "WatchedDict", "trackable"]
+__all__ = ["SMALL_STATE", "Change", "StateTracker", "WatchedDict"]
 
 SMALL_STATE = 4096
 """Encoded state below this many bytes keeps the plain path: encoding it after each
@@ -219,16 +216,18 @@ class StateTracker:
 
     __slots__ = ("_decode", "_encode", "_types", "cells", "encoded", "opaque", "values")
 
-    def __init__(self, agent: Agent, encode: Callable[[Any], bytes],
-                 decode: Callable[[bytes], Any]) -> None:
+    def __init__(self, attrs: dict[str, Any], state_types: dict[str, Any],
+                 encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+        """Track the state in ``attrs`` (an agent's ``__dict__``; ``state_types``: its
+        kind's annotated attributes, converted to on a rollback as ``Agent.restore``
+        does)."""
         self._encode = encode
         self._decode = decode
-        self._types: dict[str, Any] = type(agent)._phx_spec.state_types
+        self._types = state_types
         self.cells: dict[str, _Cell] = {}
         """Attribute -> the cell its watched dicts report to."""
         self.opaque: set[str] = set()
         """Attributes encoded after every message (their value may change unseen)."""
-        attrs = agent.__dict__
         for name in _public(attrs):
             _adopt_attribute(attrs, name, self.cells, self.opaque)
         self.values: dict[str, Any] = {k: attrs[k] for k in _public(attrs)}
@@ -256,12 +255,11 @@ class StateTracker:
         """The committed state's bytes."""
         return self.join(self.encoded)
 
-    def collect(self, agent: Agent) -> Change | None:
+    def collect(self, attrs: dict[str, Any]) -> Change | None:
         """What the message that just ran changed; ``None``: nothing to commit.
 
         Dicts the message put into the state become watched here (before the commit),
         so a later message's changes to them are seen."""
-        attrs = agent.__dict__
         values = self.values
         cells = self.cells
         opaque = self.opaque
@@ -319,9 +317,9 @@ class StateTracker:
         self.encoded = change.encoded
         self.opaque = change.opaque & values.keys()
 
-    def rollback(self, agent: Agent) -> None:
-        """Return ``agent`` to the committed state (after a failed message or commit)."""
-        attrs = agent.__dict__
+    def rollback(self, attrs: dict[str, Any]) -> None:
+        """Return the agent (its ``attrs``) to the committed state (after a failed
+        message or commit)."""
         for name in _public(attrs):
             del attrs[name]
         cells = self.cells
@@ -355,23 +353,3 @@ def _adopt_attribute(attrs: dict[str, Any], name: str, cells: dict[str, _Cell],
         opaque.discard(name)
     else:
         opaque.add(name)
-
-
-_TRACKABLE: dict[KindSpec, bool] = {}
-
-
-def trackable(spec: KindSpec) -> bool:
-    """Whether a kind's big states use a :class:`StateTracker`: the default
-    ``snapshot``/``restore`` (a kind's own may keep anything), ``consistency="fenced"``
-    (crdt kinds merge field by field) and no reentrant method (a handler waiting
-    between a change and its commit would interleave with another's)."""
-    known = _TRACKABLE.get(spec)
-    if known is None:
-        from .agent import Agent
-
-        cls = spec.cls
-        known = _TRACKABLE[spec] = (
-            cls.snapshot is Agent.snapshot and cls.restore is Agent.restore
-            and spec.consistency == "fenced"
-            and not any(m.reentrant for m in spec.methods.values()))
-    return known
