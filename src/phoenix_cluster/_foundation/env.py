@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .loops import running_loop
+
 __all__ = ["Clock", "Env", "ManualClock", "SystemClock", "TimerHandle"]
 
 
@@ -56,7 +58,7 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
     def call_later(self, seconds: float, callback: Callable[[], object]) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(seconds, callback)
+        return running_loop().call_later(seconds, callback)
 
     def __repr__(self) -> str:
         return "<SystemClock>"

@@ -116,6 +116,9 @@ class TcpConnection:
                                       name=address)
         self._tasks = TaskSet(f"connection {address}")
         self._loops: list[asyncio.Task[None]] = []  # reader, writer, keepalive
+        # Requests make their futures on it (asyncio.get_running_loop() costs a getpid()
+        # system call on CPython 3.11); a connection lives and dies on its streams' loop.
+        self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         self._close_exc: TransportError | None = None
         self._retire_timer: TimerHandle | None = None
@@ -200,7 +203,7 @@ class TcpConnection:
             if self._state != "open":  # retired while we waited: go to the successor
                 remaining = max(0.0, deadline - clock.monotonic())
                 return await self._forward(rid).request(call, remaining)
-        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[_Answer] = self._loop.create_future()
         self._pending[rid] = fut
         self._sendq.put(body)
         expire = partial(self._expire, rid, timeout_s)

@@ -343,6 +343,14 @@ class FallbackTransport:
         """Same as :meth:`connection` (the ``Transport`` spelling)."""
         return await self.connection(address)
 
+    def open_connection(self, address: str) -> PeerConnection | None:
+        """The live connection to ``address`` if there is one (never dials)."""
+        peer = self._peers.get(address)
+        if peer is None or self._state in ("closing", "closed"):
+            return None
+        conn = peer.conn
+        return conn if conn is not None and conn.is_open else None
+
     async def connection(self, address: str) -> PeerConnection:
         """A live connection to the node whose TCP address is ``address``.
 

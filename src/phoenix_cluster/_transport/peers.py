@@ -94,6 +94,12 @@ class PeerManager:
             peer = self._peers[address] = _Peer(address, breaker)
         return peer
 
+    def open_connection(self, address: str) -> PeerConnection | None:
+        """The live connection to ``address`` if there is one (never dials)."""
+        peer = self._peers.get(address)
+        conn = None if peer is None or self._closed else peer.conn
+        return conn if conn is not None and conn.is_open else None
+
     async def connection(self, address: str) -> PeerConnection:
         """A live connection to ``address``, dialling if needed.
 

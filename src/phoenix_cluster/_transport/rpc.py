@@ -61,6 +61,10 @@ class Peers(Protocol):
 
     async def connection(self, address: str) -> PeerConnection: ...
 
+    def open_connection(self, address: str) -> PeerConnection | None:
+        """The live connection to ``address`` if there is one, without dialling."""
+        ...
+
 
 class Services:
     """This node's services by name: what peers reach as ``$<name>``."""
@@ -199,12 +203,16 @@ class RpcClient:
         """
         request_id = self._next_id()
         deadline = self._clock.monotonic() + timeout_s
-        try:
-            async with fail_after(self._clock, timeout_s):
-                conn = await self.peers.connection(address)
-        except TimeoutError:
-            raise CallTimeout(f"${service}.{method}: no connection to {address} within "
-                              f"{timeout_s}s", definite=True, request_id=request_id) from None
+        # Connected already (the usual case): no deadline timer for a step that cannot wait.
+        conn = self.peers.open_connection(address)
+        if conn is None:
+            try:
+                async with fail_after(self._clock, timeout_s):
+                    conn = await self.peers.connection(address)
+            except TimeoutError:
+                raise CallTimeout(f"${service}.{method}: no connection to {address} within "
+                                  f"{timeout_s}s", definite=True,
+                                  request_id=request_id) from None
         remaining = max(deadline - self._clock.monotonic(), 0.001)
         answer = await conn.request(
             Call(request_id, f"{SERVICE_PREFIX}{service}", "", method, payload,

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from phoenix_cluster._foundation.env import Clock, TimerHandle
+from phoenix_cluster._foundation.loops import running_loop
 
 __all__ = ["LogLimiter", "LogSummary", "TaskSet", "fail_after"]
 
@@ -38,7 +39,7 @@ class TaskSet:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task = running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._on_done)
         return task
@@ -97,7 +98,7 @@ class fail_after:  # lower case: named like trio's fail_after, used like a funct
         self._cancelling = 0
 
     async def __aenter__(self) -> None:
-        task = asyncio.current_task()
+        task = asyncio.current_task(running_loop())
         if task is None:
             raise RuntimeError("fail_after must be used inside a task")
         self._task = task
