@@ -18,7 +18,6 @@ from .._membership.snapshot import Member, MembershipSnapshot
 from .._ring.ring import HashRing
 from .._transport.base import TransportError
 from .._transport.rpc import RpcClient, ServiceHandler
-from .._transport.tasks import fail_after
 from ..errors import CallTimeout, NodeUnavailable, PhoenixError
 from .entries import replica_set
 
@@ -139,12 +138,8 @@ class ClusterLink:
         address = self.address(node)
         if rpc is None or address is None:
             raise NodeUnavailable(f"no known address for node {node}", definite=True)
-        try:
-            async with fail_after(self.clock, timeout_s):
-                return await rpc.call(address, service, method, payload, timeout_s)
-        except TimeoutError:
-            raise CallTimeout(f"${service}.{method} on {node} gave no answer within "
-                              f"{timeout_s}s") from None
+        # RpcClient.call keeps the deadline itself (CallTimeout): no second timer here.
+        return await rpc.call(address, service, method, payload, timeout_s)
 
     async def cast(self, node: str, service: str, method: str, payload: bytes,
                    timeout_s: float) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from .._foundation.env import Clock
 from .._transport.tasks import TaskSet
 from ..errors import NameTaken, NoQuorum, PhoenixError
+from .batching import StoreBatcher
 from .cluster import UNREACHABLE, ClusterLink
 from .entries import Entry, check_name, describe, majority, same_claim
 from .holdings import Holdings, Spawn
@@ -103,6 +104,8 @@ class NameOwner:
         self._tasks = tasks
         self.store = NameStore(settings.tombstone_ttl_s)
         self._locks = _NameLocks()
+        self._batcher = StoreBatcher(
+            self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"))
         self.strays = False
         """Stores a name it does not own (a sender saw another ring): pass it on."""
         self.on_stray: Callable[[], None] = lambda: None
@@ -177,8 +180,8 @@ class NameOwner:
             replicas = self._link.replicas(name, self.settings.replicas)
             need = majority(len(replicas)) - 1
             acks, winner = await self._replicate(
-                [r for r in replicas if r != self._me],
-                encode(StoreRequest("replicate", [entry])), need, entry)
+                [self._batcher.replicate(r, entry) for r in replicas if r != self._me],
+                need, entry)
             if winner is not None:
                 # The owners that took this registration drop it and learn the winner.
                 self._spread(name, [winner], [Tomb(name, entry.rid)])
@@ -211,9 +214,10 @@ class NameOwner:
             self._forget(name)
             replicas = self._link.replicas(name, self.settings.replicas)
             need = majority(len(replicas)) - 1
+            payload = encode(StoreRequest("replicate", tombs=[Tomb(name, current.rid)]))
             acks, _ = await self._replicate(
-                [r for r in replicas if r != self._me],
-                encode(StoreRequest("replicate", tombs=[Tomb(name, current.rid)])), need, None)
+                [self._tasks.spawn(self.store_at(r, payload), name="registry-replicate")
+                 for r in replicas if r != self._me], need, None)
             self.notify(current, None)
             self.broadcast_invalidate([name])
             if acks < need:
@@ -221,20 +225,18 @@ class NameOwner:
                                "owners only; retry to finish", definite=False)
             return UnregisterReply(current)
 
-    async def _replicate(self, targets: list[str], payload: bytes, need: int,
+    async def _replicate(self, sends: list[asyncio.Future[StoreReply | None]], need: int,
                          entry: Entry | None) -> tuple[int, Entry | None]:
-        """Send a ``store`` to ``targets``; return once ``need`` stored it, or all answered.
+        """Wait for the ``store`` replies (one per other owner); return once ``need``
+        stored it, or all answered.
 
         Returns the acknowledgements counted and, for a registration (``entry``), a
         different registration some owner keeps instead (the name was taken there).
         Answers that come later are still applied.
         """
-        if not targets:
+        if not sends:
             return 0, None
-        pending: set[asyncio.Task[StoreReply | None]] = {
-            self._tasks.spawn(self.store_at(t, payload), name="registry-replicate")
-            for t in targets
-        }
+        pending: set[asyncio.Future[StoreReply | None]] = set(sends)
         acks = 0
         winner: Entry | None = None
         while pending and acks < need and winner is None:
@@ -254,7 +256,7 @@ class NameOwner:
         return acks, winner
 
     def _late_reply(self, entry: Entry | None,
-                    task: asyncio.Task[StoreReply | None]) -> None:
+                    task: asyncio.Future[StoreReply | None]) -> None:
         if task.cancelled() or task.exception() is not None or entry is None:
             return
         reply = task.result()
