@@ -168,9 +168,10 @@ async def test_a_joining_member_takes_its_share_of_the_names_without_loss() -> N
                         cookie=cluster.cookie)
         await late.start()
         try:
-            await wait_until(lambda: ring_of(client) == {*(n.name for n in cluster.nodes),
-                                                         "node-late"},
-                             timeout=20, what="the client sees the new member")
+            # Both views: the client can see the new member before it sees everyone.
+            everyone = {*(n.name for n in cluster.nodes), "node-late"}
+            await wait_until(lambda: ring_of(client) == ring_of(late) == everyone,
+                             timeout=20, what="the client and the new member see all four")
             ring = late._ring
             assert ring is not None
             share = {n for n in names if "node-late" in replica_set(ring, n)}
