@@ -1,4 +1,4 @@
-"""Profiles of the hot paths: a remote call and a quorum commit, under load, with py-spy.
+"""Profiles of the hot paths (a remote call, a quorum commit, the registry) under py-spy.
 
 Starts a ``LocalCluster`` (real ``phx node`` processes on loopback importing the bench
 agents) and a client node in this process; 256 concurrent callers on distinct keys call
@@ -7,7 +7,8 @@ and this one. Each profile is summarised as the functions with the most samples,
 self time and by inclusive time, in ``phoenix_cluster`` and overall.
 
 Run: ``PYTHONPATH=src python benchmarks/profile_hot_paths.py --kind quorum --nodes 3``
-(the summaries in ``docs/design/performance.md`` come from it). Needs ``py-spy`` on the
+(the summaries in ``docs/design/performance.md`` come from it); ``--workload registry
+--in-flight 64`` profiles registrations and uncached lookups instead. Needs ``py-spy`` on the
 PATH or next to the Python executable.
 """
 
@@ -101,17 +102,33 @@ async def main(args: argparse.Namespace) -> None:
                     await ref.inc(1)
                     calls += 1
 
+            async def registrar(i: int) -> None:
+                # One registration (coordinator + 2 replicas) and one uncached lookup
+                # (the coordinator) per round: the two operations of phx bench registry.
+                nonlocal calls
+                n = 0
+                while time.monotonic() < stop:
+                    name = f"profile/{i}/{n}"
+                    await client.registry.register(name, n)
+                    await client.registry.lookup(name, cached=False)
+                    calls += 2
+                    n += 1
+
             pids = {f"node{i}": n.process.pid for i, n in enumerate(cluster.nodes)
                     if n.process is not None}
             pids["client"] = os.getpid()
             spies = _start_spies(spy, pids, args.seconds, out)
             started = time.monotonic()
-            await asyncio.gather(*(caller(r) for r in refs))
+            if args.workload == "registry":
+                await asyncio.gather(*(registrar(i) for i in range(args.in_flight)))
+            else:
+                await asyncio.gather(*(caller(r) for r in refs))
             elapsed = time.monotonic() - started
             for proc in spies.values():
                 await asyncio.to_thread(proc.wait)
-    print(f"{args.kind} kind, {args.nodes} node(s), {args.in_flight} in flight: "
-          f"{calls / elapsed:,.0f} calls/s while profiled (py-spy slows every process)")
+    what = "registry ops" if args.workload == "registry" else f"{args.kind} kind calls"
+    print(f"{what}, {args.nodes} node(s), {args.in_flight} in flight: "
+          f"{calls / elapsed:,.0f}/s while profiled (py-spy slows every process)")
     for name in pids:
         path = out / f"{name}.txt"
         if path.exists():
@@ -120,6 +137,9 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=["calls", "registry"], default="calls",
+                        help="calls: agent calls to --kind; registry: each caller registers"
+                             " a fresh name, then looks it up uncached")
     parser.add_argument("--kind", choices=sorted(KINDS), default="quorum")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=256)
