@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ._agents.agent import Agent, kind_spec, lookup_kind
+from ._agents.agent import Agent, hosted_replica_counts, kind_spec, lookup_kind
 from ._agents.dispatch import Router
 from ._agents.inspection import ClusterInspector, Inspector
 from ._agents.interceptors import Interceptor
@@ -43,6 +43,7 @@ from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from ._registry.services import ClusterServices
 from ._replication.crdt_sync import CrdtSync
 from ._replication.export import BackupService, KindStatus
+from ._replication.groups import MAX_REPLICAS
 from ._replication.service import ReplicationSettings, Replicator
 from ._replication.storage import SqliteStorage, storage_path
 from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
@@ -493,12 +494,15 @@ class Node:
             settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
+        for replicas in hosted_replica_counts():
+            replicator.use_replicas(replicas)
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
         self._runtime.reminders.replicator = replicator
         replicator.on_led = self._runtime.reminders.partition_led
         backup = BackupService(replicator, _kind_status,
-                               partial(self._runtime.partition_lost, reason="restored"))
+                               partial(self._runtime.partition_lost, reason="restored"),
+                               lambda kind: lookup_kind(kind).replicas)
         self._node_services.register("backup", backup.handle)  # phx backup / restore
 
     def _serve_agents(self, router: Router) -> None:
@@ -555,10 +559,12 @@ class Node:
                 and (len(ring.members) > 1 or self._formed_alone
                      or self._table_ring is not None)):
             self._table_ring = ring
-            table = PartitionTable.build(ring, 3)
+            # As wide as the largest replica count: a kind of N replicas uses the first
+            # N of each set (replication.md, "Replica counts"); crdt kinds keep 3.
+            table = PartitionTable.build(ring, MAX_REPLICAS)
             self._replicator.update(table, ring.members)
             if self._crdt_sync is not None:
-                self._crdt_sync.update(table, ring.members)
+                self._crdt_sync.update(table.narrowed(3), ring.members)
         if not self._joined.is_set() and self._serves(snapshot):
             self._now_joined()
 
@@ -737,7 +743,7 @@ class Node:
             # Leadership first: the next primaries elect themselves while this node still
             # answers (it shows them every write it committed), so the agents moved
             # below are replicated at their new home from their first message.
-            table = PartitionTable.build(ring.without_member(self.name), 3)
+            table = PartitionTable.build(ring.without_member(self.name), MAX_REPLICAS)
             handed = await replicator.hand_over(table, budget / 2)
             _log.info("node %s handed over %d partitions in %.2fs before leaving",
                       self.name, handed, clock.monotonic() - started)

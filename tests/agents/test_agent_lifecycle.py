@@ -307,10 +307,18 @@ def test_bad_kind_options_are_config_errors() -> None:
     with pytest.raises(phx.ConfigError, match="mailbox_limit"):
         class C(phx.Agent, mailbox_limit=0):
             pass
-    for count in (1, 5, 0):  # never silently given 3 replicas instead
-        with pytest.raises(phx.ConfigError, match=f"replicas={count} is not supported"):
-            class R(phx.Agent, replicas=count):
+    for count in (0, 6, -1, True, 3.0, "3"):  # never silently given 3 replicas instead
+        with pytest.raises(phx.ConfigError,
+                           match=f"replicas must be an int from 1 to 5, got {count!r}"):
+            class R(phx.Agent, replicas=count):  # type: ignore[arg-type]
                 pass
+    for count in (1, 2, 3, 4, 5):
+        class Ok(phx.Agent, kind=f"test.replicas{count}", replicas=count):
+            pass
+        assert Ok._phx_spec.replicas == count
+    with pytest.raises(phx.ConfigError, match="a crdt kind has 3 replicas"):
+        class Merged(phx.Agent, consistency="crdt", replicas=5):
+            pass
     with pytest.raises(phx.ConfigError, match="cannot be named 'options'"):
         class D(phx.Agent):
             async def options(self) -> None: ...

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phoenix_cluster._replication.groups import GROUPS
 from phoenix_cluster._replication.messages import Accept, Mark, Prepare, Probe
 from phoenix_cluster._replication.replica import DropChange, MetaChange, PutChange, ReplicaStore
 from phoenix_cluster._replication.types import ZERO_EPOCH, Entry, Epoch
@@ -119,7 +120,7 @@ def test_probe_reports_without_changing_anything() -> None:
 
 
 @pytest.mark.parametrize("item", [
-    Prepare(4096, e(1), ABC), Probe(-1), Prepare(1, ZERO_EPOCH, ABC), Mark(1, e(0, "x"), ABC),
+    Prepare(GROUPS, e(1), ABC), Probe(-1), Prepare(1, ZERO_EPOCH, ABC), Mark(1, e(0, "x"), ABC),
 ])
 def test_bad_items_raise_protocol_error(item: Prepare | Probe | Mark) -> None:
     store = ReplicaStore("a")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 import msgspec
 
 from .._placement.policies import Policy, check_policy
+from .._replication.groups import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from ..errors import AgentNotFound, ConfigError
 from .agent_timer import AgentTimer
 from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value_check
@@ -291,8 +292,14 @@ class Agent:
             and volatile, never replicated (``docs/stateless-workers.md``).
         max_workers: with ``placement="stateless"``: activations of one key per node
             (default 4).
-        replicas: copies of the state in the cluster: 3 (the only count this release
-            supports; any other is a ``ConfigError``, never silently 3).
+        replicas: copies of the replicated state in the cluster, 1 to 5 (default 3;
+            anything else is a ``ConfigError``), capped by the number of members. A
+            write is acknowledged once a majority (``replicas // 2 + 1``) stored it,
+            so a kind survives the loss of ``(replicas - 1) // 2`` of its replicas at
+            once, and more one after another as copies are rebuilt. ``replicas=1``
+            keeps no copy beyond the owner: its state is lost with that node unless the
+            node has a ``data_dir``. crdt kinds have 3; stateless and ``store=`` kinds
+            do not replicate. See docs/distributed-agents.md.
         mailbox_limit: messages waiting before new ones wait for room (up to their
             timeout, then ``phx.Overloaded``). Default: the node's ``mailbox_limit``.
         reentrant: ``True``: every method is reentrant (``phx.reentrant``): while a
@@ -361,11 +368,15 @@ class Agent:
                 key="idle_timeout",
             )
         policy = check_policy(placement, where)
-        if replicas != 3 or not isinstance(replicas, int):
-            # Every partition has 3 replicas today; a kind asking for another count
-            # would silently get 3, so it is refused until per-kind counts land.
-            raise ConfigError(f"{where}: replicas={replicas!r} is not supported: every kind "
-                              "has 3 replicas in this release", key="replicas")
+        if (not isinstance(replicas, int) or isinstance(replicas, bool)
+                or not MIN_REPLICAS <= replicas <= MAX_REPLICAS):
+            raise ConfigError(f"{where}: replicas must be an int from {MIN_REPLICAS} to "
+                              f"{MAX_REPLICAS}, got {replicas!r}", key="replicas")
+        if consistency == "crdt" and replicas != DEFAULT_REPLICAS:
+            # Merge replication (crdt_sync.py) pushes to and repairs the 3 ring owners of
+            # a partition; other counts are not built for it.
+            raise ConfigError(f"{where}: a crdt kind has {DEFAULT_REPLICAS} replicas; "
+                              f"replicas={replicas} is only for fenced kinds", key="replicas")
         if mailbox_limit is not None and (not isinstance(mailbox_limit, int) or mailbox_limit < 1):
             raise ConfigError(
                 f"{where}: mailbox_limit must be an int >= 1, got {mailbox_limit!r}",
@@ -610,6 +621,13 @@ def find_kind(name: str) -> KindSpec | None:
 def hosted_kinds() -> tuple[str, ...]:
     """The names of every kind defined in this process, sorted (what a member hosts)."""
     return tuple(sorted(_KINDS))
+
+
+def hosted_replica_counts() -> set[int]:
+    """The ``replicas=`` of every replicated kind defined in this process."""
+    return {spec.replicas for spec in _KINDS.values()
+            if spec.durability != "none" and spec.store is None
+            and spec.consistency != "crdt"}
 
 
 _FOREIGN: dict[str, KindSpec] = {}

@@ -8,11 +8,12 @@ nothing here is pickled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 
 from .._placement.policies import NodeLoad
+from .._replication.groups import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from .._transport.rpc import RpcClient
 from ..errors import NodeUnavailable
 
@@ -132,6 +133,10 @@ class ClaimReply(msgspec.Struct, frozen=True):
     """The home does not host the kind: the claimer stands in for it (appended field)."""
 
 
+Replicas = Annotated[int, msgspec.Meta(ge=MIN_REPLICAS, le=MAX_REPLICAS)]
+"""A kind's ``replicas=`` (the group its records live in, ``_replication/groups.py``)."""
+
+
 class RemoteLoad(msgspec.Struct, frozen=True):
     """Home, ``host`` hosts ``kind/key`` off its home: its committed record, please.
     (Replicated agents hosted away from their home commit through it: the home leads the
@@ -140,6 +145,7 @@ class RemoteLoad(msgspec.Struct, frozen=True):
     kind: str
     key: str
     host: str
+    replicas: Replicas = DEFAULT_REPLICAS  # a home that lacks the kind cannot look it up
 
 
 class RemoteRecord(msgspec.Struct, frozen=True):
@@ -159,6 +165,7 @@ class RemoteCommit(msgspec.Struct, frozen=True):
     state: bytes
     replies: tuple[tuple[int, bytes], ...] = ()
     durability: str = "quorum"
+    replicas: Replicas = DEFAULT_REPLICAS
 
 
 _Record = (Release | ReleaseReply | Deliver | Adopt | Locate | LocateReply | Claim

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._foundation.env import Clock
+from .._replication.groups import DEFAULT_REPLICAS, group_of
 from .._ring.hashing import key_hash
 from .._ring.partitions import partition_of
 from ..errors import AgentNotFound, PhoenixError
-from .agent import lookup_kind, worker_of
+from .agent import find_kind, lookup_kind, worker_of
 from .mailbox import Activation, KindRuntime
 
 if TYPE_CHECKING:
@@ -199,9 +200,11 @@ class Inspector:
         replicator = self._replicator()
         if replicator is None or not replicated:
             return None, None, []
-        partition = partition_of(key_hash(kind, key))
-        entry = replicator.store.get(partition, kind, key)
-        replicas = list(replicator.replica_set(partition))
+        spec = find_kind(kind)
+        group = group_of(partition_of(key_hash(kind, key)),
+                         DEFAULT_REPLICAS if spec is None else spec.replicas)
+        entry = replicator.store.get(group, kind, key)
+        replicas = list(replicator.replica_set(group))
         if entry is None:
             return None, None, replicas
         return (entry.counter, entry.seq), entry.state, replicas

@@ -370,19 +370,20 @@ class PlacementService:
         """
         await self.migrations.migrate(spec, key, to, reason=reason)
 
-    async def remote_load(self, home: str, kind: str, key: str) -> Record | None:
+    async def remote_load(self, home: str, kind: str, key: str,
+                          replicas: int = 3) -> Record | None:
         """The committed record of an agent hosted here, away from ``home``."""
         reply = await self.directory.client.call(
-            home, "rload", wire.encode(wire.RemoteLoad(kind, key, self.self_name)))
+            home, "rload", wire.encode(wire.RemoteLoad(kind, key, self.self_name, replicas)))
         found = wire.decode(reply, wire.RemoteRecord)
         return Record(found.state, found.replies) if found.found else None
 
     async def remote_commit(self, home: str, kind: str, key: str, record: Record,
-                            durability: str) -> None:
+                            durability: str, replicas: int = 3) -> None:
         """Commit ``record`` of an agent hosted here through its ``home``, which leads
         the key's partition (it checks the directory names this node as the host)."""
         await self.directory.client.call(home, "rcommit", wire.encode(wire.RemoteCommit(
-            kind, key, self.self_name, record.state, record.replies, durability)))
+            kind, key, self.self_name, record.state, record.replies, durability, replicas)))
 
     # ----------------------------------------------------------------- lifecycle
 

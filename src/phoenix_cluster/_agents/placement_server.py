@@ -170,7 +170,7 @@ class PlacementServer:
 
     async def _remote_load(self, request: wire.RemoteLoad) -> wire.RemoteRecord:
         replicator = self._home_replicator(request.kind, request.key, request.host)
-        record = await replicator.load(request.kind, request.key)
+        record = await replicator.load(request.kind, request.key, request.replicas)
         if record is None:
             return wire.RemoteRecord(False)
         return wire.RemoteRecord(True, record.state, record.replies)
@@ -179,4 +179,5 @@ class PlacementServer:
         replicator = self._home_replicator(request.kind, request.key, request.host)
         await replicator.commit(request.kind, request.key,
                                 Record(request.state, request.replies),
-                                "async" if request.durability == "async" else "quorum")
+                                "async" if request.durability == "async" else "quorum",
+                                request.replicas)

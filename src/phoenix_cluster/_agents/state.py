@@ -89,10 +89,11 @@ class Homes(Protocol):
     def forward_cast(self, spec: KindSpec, key: str, request_id: int, method: str,
                      payload: bytes, address: str) -> object: ...
 
-    async def remote_load(self, home: str, kind: str, key: str) -> Record | None: ...
+    async def remote_load(self, home: str, kind: str, key: str,
+                          replicas: int = 3) -> Record | None: ...
 
     async def remote_commit(self, home: str, kind: str, key: str, record: Record,
-                            durability: str) -> None: ...
+                            durability: str, replicas: int = 3) -> None: ...
 
 
 class StateStore:
@@ -134,7 +135,7 @@ class StateStore:
         k = (spec.name, key)
         if spec.hashed and (k not in placement.pinned_here
                             or (k not in placement.proxied
-                                and replicator.replicates(spec.name, key))):
+                                and replicator.replicates(spec.name, key, spec.replicas))):
             return LOCAL
         home = placement.home(spec.name, key)
         return LOCAL if home is None or home == placement.self_name else home
@@ -154,10 +155,10 @@ class StateStore:
             return await self.stored.load(spec, key)
         if route == LOCAL:
             assert self.replicator is not None
-            record = await self.replicator.load(spec.name, key)
+            record = await self.replicator.load(spec.name, key, spec.replicas)
         else:
             assert self.placement is not None
-            record = await self.placement.remote_load(route, spec.name, key)
+            record = await self.placement.remote_load(route, spec.name, key, spec.replicas)
         if record is None:
             return None
         version, state = untag_state(record.state)
@@ -183,10 +184,11 @@ class StateStore:
         durability: Durability = "async" if spec.durability == "async" else "quorum"
         if route == LOCAL:
             assert self.replicator is not None
-            await self.replicator.commit(spec.name, key, record, durability)
+            await self.replicator.commit(spec.name, key, record, durability, spec.replicas)
         else:
             assert self.placement is not None
-            await self.placement.remote_commit(route, spec.name, key, record, durability)
+            await self.placement.remote_commit(route, spec.name, key, record, durability,
+                                               spec.replicas)
 
     @staticmethod
     def window(act: Activation, request_id: int,

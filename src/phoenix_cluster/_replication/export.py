@@ -34,6 +34,8 @@ import msgspec
 
 from .._ring.partitions import PARTITIONS
 from ..errors import NotLeader, ProtocolError
+from .groups import DEFAULT_REPLICAS
+from .messages import WireEntry
 from .service import Replicator, partition_for
 from .types import Record
 
@@ -129,13 +131,16 @@ class BackupService:
         kind_status: whether this node hosts a kind with replicated state.
         on_restored: called with each partition that received restored records (the
             node stops its agents there, so they reload).
+        replicas_of: a hosted kind's ``replicas=`` (the group its records go to).
     """
 
     def __init__(self, replicator: Replicator, kind_status: Callable[[str], KindStatus],
-                 on_restored: Callable[[int], None]) -> None:
+                 on_restored: Callable[[int], None],
+                 replicas_of: Callable[[str], int] = lambda _: DEFAULT_REPLICAS) -> None:
         self._replicator = replicator
         self._kind_status = kind_status
         self._on_restored = on_restored
+        self._replicas_of = replicas_of
 
     async def handle(self, method: str, payload: bytes) -> bytes:
         """Answer ``export``, ``restore``, ``kinds`` or ``held``.
@@ -171,8 +176,7 @@ class BackupService:
     async def _export(self, request: ExportRequest) -> ExportPage:
         for p in request.partitions:
             self._check_primary(p)
-        snapshots = await asyncio.gather(*(self._replicator.committed(p)
-                                           for p in request.partitions))
+        snapshots = await asyncio.gather(*(self._committed(p) for p in request.partitions))
         records: list[ExportedRecord] = []
         size = 0
         for done, (p, entries) in enumerate(zip(request.partitions, snapshots, strict=True)):
@@ -187,6 +191,13 @@ class BackupService:
                 records.append(ExportedRecord(p, kind, key, entry.state))
                 size += len(entry.state) + len(kind) + len(key) + 16
         return ExportPage(tuple(records), len(request.partitions))
+
+    async def _committed(self, partition: int) -> list[WireEntry]:
+        """The partition's committed records of every replica count (groups.py)."""
+        replicator = self._replicator
+        groups = await asyncio.gather(*(replicator.committed(g)
+                                        for g in replicator.groups_held(partition)))
+        return [entry for entries in groups for entry in entries]
 
     async def _restore(self, request: RestoreRequest) -> int:
         replicator = self._replicator
@@ -205,8 +216,10 @@ class BackupService:
             partitions.add(p)
 
         async def restore(record: RestoredRecord) -> None:
-            await replicator.load(record.kind, record.key)  # leads the partition
-            await replicator.commit(record.kind, record.key, Record(record.state), "quorum")
+            replicas = self._replicas_of(record.kind)
+            await replicator.load(record.kind, record.key, replicas)  # leads the group
+            await replicator.commit(record.kind, record.key, Record(record.state), "quorum",
+                                    replicas)
 
         try:
             # Concurrent: writes to one partition in one loop iteration share a quorum.

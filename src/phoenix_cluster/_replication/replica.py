@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .._ring.partitions import PARTITIONS
 from ..errors import ProtocolError
+from .groups import GROUPS
 from .messages import Accept, Ack, Item, Known, Mark, Prepare, Probe, Promise, Reply, WireEntry
 from .types import ZERO_EPOCH, Config, Entry, Epoch, RecordKey, config_members, config_union
 
@@ -141,7 +141,7 @@ class ReplicaStore:
         """Check an item from the wire before applying anything.
 
         Raises:
-            ProtocolError: the partition is outside ``[0, PARTITIONS)`` or the epoch
+            ProtocolError: the partition is outside ``[0, GROUPS)`` or the epoch
                 counter below 1.
         """
         _check(item.partition)
@@ -288,7 +288,8 @@ class ReplicaStore:
 
 
 def _check(partition: int) -> int:
-    if not 0 <= partition < PARTITIONS:
+    if not 0 <= partition < GROUPS:
+        # A group (groups.py): a partition and a replica count.
         raise ProtocolError(f"replication item names partition {partition}, "
-                            f"expected 0..{PARTITIONS - 1}")
+                            f"expected 0..{GROUPS - 1}")
     return partition

@@ -75,6 +75,14 @@ from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import LogLimiter, LogSummary, TaskSet, fail_after
 from ..errors import NodeClosed, NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .campaign import Campaign, CampaignContext
+from .groups import (
+    DEFAULT_REPLICAS,
+    REPLICA_COUNTS,
+    GroupTable,
+    group_of,
+    partition_of_group,
+    replicas_of_group,
+)
 from .leader import Quorum
 from .messages import (
     Accept,
@@ -103,6 +111,7 @@ __all__ = [
     "ReplicationStatistics",
     "Replicator",
     "Rpc",
+    "group_for",
     "partition_for",
 ]
 
@@ -123,6 +132,19 @@ CATCH_UP_BACKOFF_MAX_S = 30.0
 def partition_for(kind: str, key: str) -> int:
     """The partition of an agent address: ``partition_of(key_hash(kind, key))``."""
     return partition_of(key_hash(kind, key))
+
+
+def group_for(kind: str, key: str, replicas: int = DEFAULT_REPLICAS) -> int:
+    """The replication group of an agent address whose kind keeps ``replicas`` copies
+    (``groups.py``; the partition itself for the default 3)."""
+    return group_of(partition_for(kind, key), replicas)
+
+
+def group_name(group: int) -> str:
+    """How logs and errors name a group: its partition, and its count if not 3."""
+    n = replicas_of_group(group)
+    p = partition_of_group(group)
+    return f"partition {p}" if n == DEFAULT_REPLICAS else f"partition {p} (replicas={n})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +243,10 @@ class Replicator:
         # A durable store is trusted: what its file lacks, this node never held, once the
         # file exists (a new file is amnesiac: ``start``; docs: Storage).
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
-        self._table: PartitionTable | None = None
+        self._table: GroupTable | None = None
+        self._counts: set[int] = {DEFAULT_REPLICAS}
+        """Replica counts of the kinds this node serves (``use_replicas``): their groups
+        are elected eagerly and count for :meth:`lagging`, like every partition."""
         self._alive: frozenset[str] = frozenset({name})
         self._old: dict[int, Config] = {}
         self._leads: dict[int, _Lead] = {}
@@ -320,10 +345,13 @@ class Replicator:
     def update(self, table: PartitionTable, alive: Iterable[str]) -> None:
         """Take a new partition table and set of alive members.
 
-        Partitions whose replica set changed remember their old set until their handoff
-        finishes. A partition this node leads is given up if the table names another
-        primary (``on_lost(p, "moved")``) and re-elected if only its set changed. With
-        ``eager``, this node elects itself for every partition it is the primary of.
+        ``table`` is built ``MAX_REPLICAS`` wide (``groups.py``): a group of ``N``
+        replicas takes the first ``N`` members of its partition's set. Groups whose
+        members changed remember their old set until their handoff finishes. A group
+        this node leads is given up if the table names another primary (``on_lost(p,
+        "moved")``) and re-elected if only its set changed. With ``eager``, this node
+        elects itself for every group it is the primary of that is in use (see
+        :meth:`use_replicas`) or that it holds records of.
         """
         if self._closed:
             return
@@ -331,7 +359,7 @@ class Replicator:
             raise RuntimeError(f"replicator {self.name}: call start() (it loads data_dir) "
                                "before the first update()")
         previous = self._table
-        self._table = table
+        groups = self._table = GroupTable(table)
         self._alive = frozenset(alive) | {self.name}
         self._table_changed_at = self._clock.monotonic()
         self._table_updated.set()
@@ -339,9 +367,9 @@ class Replicator:
             # Without eager elections (tests, simulations) partitions are elected by
             # their traffic only, and so are catch-ups.
             self._catch_up_task = self._tasks.spawn(self._catch_up_loop(), name="catch-up")
-        if previous is not None and previous.replicas is not table.replicas:
-            for move in previous.moves(table):
-                p = move.partition
+        if previous is not None and previous.partitions.replicas is not table.replicas:
+            for move in groups.moves(previous):
+                p = move.group
                 old_set, new_set = tuple(sorted(move.old)), tuple(sorted(move.new))
                 if old_set != new_set and self.name in new_set:
                     # A hint for this node's next election of p: ask the old set too.
@@ -350,13 +378,45 @@ class Replicator:
         if self.settings.eager:
             # Elect in the background, a batch at a time (a cluster's start would otherwise
             # run 4,096 elections at once and starve the first calls, which elect their
-            # own partition on demand), partitions this replica holds data for first.
+            # own partition on demand), groups this replica holds data for first.
             store = self._store
-            mine = [p for p in range(PARTITIONS) if table.replicas[p][0] == self.name]
-            mine.sort(key=lambda p: store.partition(p) is None)
+            mine = [g for g, members in groups.groups()
+                    if members[0] == self.name and self._in_use(g)]
+            mine.sort(key=lambda g: store.partition(g) is None)
             self._eager_pending = mine
-            if self._eager_task is None or self._eager_task.done():
-                self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
+            self._spawn_eager()
+
+    def _spawn_eager(self) -> None:
+        if self._eager_task is None or self._eager_task.done():
+            self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
+
+    def use_replicas(self, replicas: int) -> None:
+        """This node serves a kind with ``replicas`` copies: elect and catch up its
+        groups like the partitions (eagerly, and counted by :meth:`lagging`), not only
+        on the first ``load``. The node calls it for every kind it hosts; ``load`` and
+        ``commit`` call it for the counts they see.
+
+        Raises:
+            ValueError: ``replicas`` is not one of 1..5.
+        """
+        if replicas in self._counts:
+            return
+        group_of(0, replicas)  # checks the count
+        self._counts.add(replicas)
+        table = self._table
+        if table is None or not self.settings.eager or self._closed or self._leaving:
+            return
+        tier = REPLICA_COUNTS.index(replicas)
+        self._eager_pending.extend(
+            g for g in range(tier * PARTITIONS, (tier + 1) * PARTITIONS)
+            if table.primary(g) == self.name)
+        self._spawn_eager()
+
+    def _in_use(self, g: int) -> bool:
+        """Whether group ``g`` is elected eagerly and counted as lagging: its count is
+        in use here, or this node holds its records (a kind it does not host, whose
+        copies must still move when members come and go)."""
+        return replicas_of_group(g) in self._counts or self._store.partition(g) is not None
 
     def members_lost(self, names: Iterable[str], *, after_s: float) -> None:
         """The cluster downed ``names`` (a split-brain ``keep``): after ``after_s`` (time
@@ -402,7 +462,7 @@ class Replicator:
         if lead.electing is not None:
             self._recheck.add(p)
             return
-        new = table.replicas[p]
+        new = table.members(p)
         if new[0] != self.name:
             self._lose(p, "moved")
         elif tuple(sorted(new)) != lead.members:
@@ -410,16 +470,19 @@ class Replicator:
 
     # ----------------------------------------------------------------- the runtime's API
 
-    def replicates(self, kind: str, key: str) -> bool:
-        """Whether this node's table names it in the replica set of ``(kind, key)``."""
+    def replicates(self, kind: str, key: str, replicas: int = DEFAULT_REPLICAS) -> bool:
+        """Whether this node's table names it in the replica set of ``(kind, key)``
+        (a kind with ``replicas`` copies)."""
         table = self._table
-        return table is not None and self.name in table.replicas[partition_for(kind, key)]
+        return table is not None and self.name in table.members(
+            group_for(kind, key, replicas))
 
-    def replica_set(self, partition: int) -> tuple[str, ...]:
-        """The members this node's table names as ``partition``'s replicas, the primary
-        first (empty before the first table)."""
+    def replica_set(self, group: int) -> tuple[str, ...]:
+        """The members this node's table names as ``group``'s replicas, the primary
+        first (empty before the first table). A group of the default count is numbered
+        as its partition (``group_for``)."""
         table = self._table
-        return () if table is None else table.replica_set(partition)
+        return () if table is None else table.members(group)
 
     def keys_of(self, partition: int, kind: str) -> list[str]:
         """The keys of ``kind`` this node's store holds in ``partition`` (on its
@@ -430,8 +493,10 @@ class Replicator:
         return [key for (k, key) in state.records if k == kind]
 
     def lagging(self) -> list[int]:
-        """Partitions whose replica set (in this node's table) names this node but that
-        no leader has caught up since this process started: until a leader marks it,
+        """Groups in use (partitions, and the groups of the other replica counts this
+        node serves or holds records of) whose replica set (in this node's table) names
+        this node but that no leader has caught up since this process started: until a
+        leader marks it,
         this replica may lack committed writes (it restarted without its data, or with
         a file older than the partition's majority). A node is ready to serve, and an
         orchestrator may take the next node down, only once this is empty (a rolling
@@ -441,10 +506,11 @@ class Replicator:
         if table is None:
             return list(range(PARTITIONS))
         name, fresh, leads = self.name, self._fresh, self._leads
-        return [p for p, members in enumerate(table.replicas)
-                if name in members and p not in fresh and p not in leads]
+        return [g for g, members in table.groups()
+                if name in members and g not in fresh and g not in leads
+                and self._in_use(g)]
 
-    async def hand_over(self, table: PartitionTable, timeout_s: float) -> int:
+    async def hand_over(self, partitions: PartitionTable, timeout_s: float) -> int:
         """A graceful leave: hand every partition this node leads to its primary in
         ``table`` (the table without this node) before the node stops serving.
 
@@ -458,6 +524,7 @@ class Replicator:
         """
         self._leaving = True
         self._eager_pending = []
+        table = GroupTable(partitions)
         handed = set(self._leads)
         deadline = self._clock.monotonic() + timeout_s
         # Hold new writes of every partition it leads and let the running ones finish:
@@ -510,7 +577,7 @@ class Replicator:
                 self._release_hold(hold)
         return len(handed) - len(handed & set(self._leads))
 
-    def _ask_successors(self, table: PartitionTable, needed: list[int]) -> None:
+    def _ask_successors(self, table: GroupTable, needed: list[int]) -> None:
         """Ask for the elections a leave needs: each partition led here from its next
         primary; each partition led elsewhere that needs this node's copy from its
         leader (a re-election: the new config has a majority without this node once
@@ -570,7 +637,7 @@ class Replicator:
                     break
         return needed
 
-    def _successor(self, table: PartitionTable, p: int) -> str | None:
+    def _successor(self, table: GroupTable, p: int) -> str | None:
         """Who should take ``p`` over from this leaving node: its first replica in
         ``table`` (the table without this node) that is still alive in this node's view.
 
@@ -580,7 +647,7 @@ class Replicator:
         Asking only the dead primary would leave ``p`` led by nobody but this node when
         it goes, with its records on one remaining replica (replication.md, "Rolling
         restarts": a death during a leave)."""
-        for member in table.replicas[p]:
+        for member in table.members(p):
             if member != self.name and member in self._alive:
                 return member
         return None
@@ -633,7 +700,7 @@ class Replicator:
                 # Ask again later, less and less often: a primary that cannot elect (no
                 # majority yet) must not be asked every second by every lagging replica.
                 backoff[p] = (now + interval, min(interval * 2, CATCH_UP_BACKOFF_MAX_S))
-                primary = table.replicas[p][0]
+                primary = table.primary(p)
                 if primary == self.name:
                     self._maybe_elect(p)
                 elif primary in self._alive:
@@ -641,7 +708,8 @@ class Replicator:
                         retrieve)
 
     def leads(self, partition: int) -> Epoch | None:
-        """The epoch this node leads ``partition`` at, or ``None``."""
+        """The epoch this node leads ``partition`` (a group: ``group_for``) at, or
+        ``None``."""
         lead = self._leads.get(partition)
         return None if lead is None else lead.epoch
 
@@ -649,11 +717,11 @@ class Replicator:
         """The member this node's table names first for ``partition`` (who should lead
         it), or ``None`` before the first table."""
         table = self._table
-        return None if table is None else table.replicas[partition][0]
+        return None if table is None else table.primary(partition)
 
     async def committed(self, partition: int) -> list[WireEntry]:
-        """Every record of ``partition`` a majority of its replicas stored, leading the
-        partition first (an election, as :meth:`load`), for a backup.
+        """Every record of ``partition`` (a group: ``group_for``) a majority of its
+        replicas stored, leading it first (an election, as :meth:`load`), for a backup.
 
         The records are read from this node's store, which as the leader's holds every
         committed record and, for a moment, the writes still in flight. A round sent
@@ -671,16 +739,26 @@ class Replicator:
         records = [] if state is None else list(state.wire_entries())
         await asyncio.shield(self._group(partition, lead).outcome)
         if self._leads.get(partition) is not lead:
-            raise NotLeader(f"node {self.name} stopped leading partition {partition} while "
-                            "reading it", partition=partition, definite=True)
+            raise NotLeader(f"node {self.name} stopped leading {group_name(partition)} "
+                            "while reading it", partition=partition_of_group(partition),
+                            definite=True)
         return records
 
-    async def load(self, kind: str, key: str) -> Record | None:
-        """The newest committed record of ``(kind, key)``, leading its partition first.
+    def groups_held(self, partition: int) -> list[int]:
+        """The groups of ``partition`` a backup reads: the partition itself, and the
+        groups of the other replica counts in use here or held in this node's store."""
+        return [group_of(partition, n) for n in REPLICA_COUNTS
+                if n == DEFAULT_REPLICAS or self._in_use(group_of(partition, n))]
 
-        If this node does not lead the partition, it runs an election: it gets promises
-        of a higher epoch from majorities of the replica sets (old and new), adopts the
-        newest records they show and copies them to a majority of the new set.
+    async def load(self, kind: str, key: str,
+                   replicas: int = DEFAULT_REPLICAS) -> Record | None:
+        """The newest committed record of ``(kind, key)``, leading its group first.
+
+        A kind's records live in the group of its partition for its ``replicas``
+        (``groups.py``). If this node does not lead the group, it runs an election: it
+        gets promises of a higher epoch from majorities of the replica sets (old and
+        new), adopts the newest records they show and copies them to a majority of the
+        new set.
 
         Returns:
             The record, or ``None`` if the key was never written.
@@ -690,7 +768,8 @@ class Replicator:
             NoQuorum: too few replicas answered (definite).
             NodeClosed: the replicator is closed.
         """
-        p = partition_for(kind, key)
+        self.use_replicas(replicas)
+        p = group_for(kind, key, replicas)
         lead = self._leads.get(p)
         if lead is not None and lead.electing is None and (
                 self._clock.monotonic() - lead.confirmed > self.settings.confirm_after_s):
@@ -702,7 +781,8 @@ class Replicator:
         return None if entry is None else entry.record
 
     async def commit(self, kind: str, key: str, record: Record,
-                     durability: Durability = "quorum") -> None:
+                     durability: Durability = "quorum",
+                     replicas: int = DEFAULT_REPLICAS) -> None:
         """Store ``record`` as the newest state of ``(kind, key)`` on its replicas.
 
         Call only after :meth:`load` of the key on this node, and not after
@@ -714,6 +794,7 @@ class Replicator:
             durability: ``"quorum"`` returns once a majority of the replica set stored
                 the record; ``"async"`` returns once this node stored it and
                 replicates in the background (a crash of this node may lose it).
+            replicas: the kind's replica count (as passed to :meth:`load`).
 
         Raises:
             NotLeader: this node does not lead the partition (``definite=True``:
@@ -723,21 +804,21 @@ class Replicator:
                 stored it). This node stepped down.
             ValueError: the record exceeds ``max_record_bytes`` or ``max_replies``.
         """
-        p = partition_for(kind, key)
+        p = group_for(kind, key, replicas)
         lead = self._leads.get(p)
         if lead is None or lead.electing is not None:
             lead = await self._settled(p)
         if lead is None:
-            raise NotLeader(f"node {self.name} does not lead partition {p} of {kind}/{key}",
-                            partition=p, definite=True)
+            raise NotLeader(f"node {self.name} does not lead {group_name(p)} of {kind}/{key}",
+                            partition=partition_of_group(p), definite=True)
         reply_bytes = self._check_record(kind, key, record)
         lead.seq += 1
         entry = Entry.of(record, lead.epoch, lead.seq)
         wire = (kind, key, entry)
         if not self._store.accept(Accept(p, lead.epoch, lead.config, (wire,))).ok:
             self._lose(p, "deposed")
-            raise NotLeader(f"node {self.name} was deposed as leader of partition {p}",
-                            partition=p, definite=True)
+            raise NotLeader(f"node {self.name} was deposed as leader of {group_name(p)}",
+                            partition=partition_of_group(p), definite=True)
         group = self._group(p, lead)
         group.entries.append(wire)
         group.size += entry.size_with(reply_bytes)
@@ -774,7 +855,7 @@ class Replicator:
         self._async.discard(outcome)
         if not outcome.cancelled() and (exc := outcome.exception()) is not None:
             message = exc.message if isinstance(exc, PhoenixError) else repr(exc)
-            _log.warning("async replication of partition %d failed: %s", p, message)
+            _log.warning("async replication of %s failed: %s", group_name(p), message)
 
     # ----------------------------------------------------------------- commits
 
@@ -834,13 +915,13 @@ class Replicator:
             self._note_seen(p, quorum.fenced_by)
             if self._leads.get(p) is lead:
                 self._lose(p, "fenced")
-            error = NotLeader(f"node {self.name} was fenced on partition {p}: a replica "
+            error = NotLeader(f"node {self.name} was fenced on {group_name(p)}: a replica "
                               f"promised epoch {quorum.fenced_by} > {lead.epoch}",
-                              partition=p, definite=False)
+                              partition=partition_of_group(p), definite=False)
         else:
             if self._leads.get(p) is lead:
                 self._lose(p, "no_quorum")
-            error = NoQuorum(f"partition {p}: {len(quorum.acked)} of {list(lead.members)} "
+            error = NoQuorum(f"{group_name(p)}: {len(quorum.acked)} of {list(lead.members)} "
                              f"stored the write (failed: {sorted(quorum.failed)}); a majority "
                              "is needed", definite=False)
         group.outcome.set_exception(error)
@@ -894,7 +975,7 @@ class Replicator:
             table = self._table
             waiting = []
             for p in batch:
-                if table is not None and table.replicas[p][0] == self.name:
+                if table is not None and table.primary(p) == self.name:
                     self._maybe_elect(p)
                     fut = self._elections.get(p)
                     if fut is not None:
@@ -913,7 +994,7 @@ class Replicator:
     def _eager_done(self, p: int, fut: asyncio.Future[_Lead]) -> None:
         if fut.cancelled() or fut.exception() is None or self._closed:
             return
-        _log.debug("eager election of partition %d on %s failed: %s", p, self.name,
+        _log.debug("eager election of %s on %s failed: %s", group_name(p), self.name,
                    fut.exception())
         if p not in self._retries:
             self._retries[p] = self._clock.call_later(self.settings.retry_s,
@@ -922,7 +1003,7 @@ class Replicator:
     def _retry(self, p: int) -> None:
         self._retries.pop(p, None)
         table = self._table
-        if table is not None and table.replicas[p][0] == self.name:
+        if table is not None and table.primary(p) == self.name:
             self._maybe_elect(p)
 
     async def _ensure(self, p: int) -> _Lead:
@@ -931,7 +1012,7 @@ class Replicator:
             raise NodeClosed(f"node {self.name} is closed")
         if self._leaving and p not in self._leads:
             raise NotLeader(f"node {self.name} is leaving: it leads no new partition",
-                            partition=p, definite=True)
+                            partition=partition_of_group(p), definite=True)
         lead = await self._settled(p)
         if lead is not None:
             return lead
@@ -1017,10 +1098,10 @@ class Replicator:
         table = self._table
         if table is None:
             raise NoQuorum(f"node {self.name} has no partition table yet", definite=True)
-        order = table.replicas[p]
+        order = table.members(p)
         if self.name not in order:
             raise NotLeader(f"node {self.name} is not in the replica set {list(order)} of "
-                            f"partition {p}", partition=p, definite=True)
+                            f"{group_name(p)}", partition=partition_of_group(p), definite=True)
         self._elections_run += 1
         started = self._clock.monotonic()
         extra = self._old.get(p, ())
@@ -1037,19 +1118,20 @@ class Replicator:
             self._old.pop(p, None)
         duration = self._clock.monotonic() - started
         plan = won.plan
-        _log.debug("node %s leads partition %d at epoch %s (%d records, %d restamped, %.1f ms)",
-                   self.name, p, won.epoch, len(plan.final), plan.restamped, duration * 1000)
+        _log.debug("node %s leads %s at epoch %s (%d records, %d restamped, %.1f ms)",
+                   self.name, group_name(p), won.epoch, len(plan.final), plan.restamped,
+                   duration * 1000)
         if self._bus is not None and self._bus.has_handlers(events.REPLICATION_EPOCH_CHANGED):
             self._bus.execute(
                 events.REPLICATION_EPOCH_CHANGED,
                 {"duration": duration, "adopted": float(len(plan.final)),
                  "restamped": float(plan.restamped), "rounds": float(won.rounds)},
-                {"node": self.name, "partition": p, "epoch": str(won.epoch),
-                 "replicas": list(won.target)},
+                {"node": self.name, "partition": partition_of_group(p),
+                 "epoch": str(won.epoch), "replicas": list(won.target)},
             )
         if previous is not None and plan.stale:
             self._notify_lost(p, "stale", won.epoch)
-        if self.on_led is not None:
+        if self.on_led is not None and p < PARTITIONS:  # reminders keep 3 replicas
             try:
                 self.on_led(p)
             except Exception:  # pragma: no cover - a bug in the hook
@@ -1075,16 +1157,18 @@ class Replicator:
         self._notify_lost(p, reason, lead.epoch)
 
     def _notify_lost(self, p: int, reason: str, epoch: Epoch) -> None:
-        _log.debug("node %s stops serving partition %d (epoch %s): %s", self.name, p, epoch,
+        _log.debug("node %s stops serving %s (epoch %s): %s", self.name, group_name(p), epoch,
                    reason)
         self._lost_log.add(reason)
         if self._bus is not None and self._bus.has_handlers(events.REPLICATION_FENCED):
             self._bus.execute(events.REPLICATION_FENCED, {},
-                              {"node": self.name, "partition": p, "epoch": str(epoch),
-                               "reason": reason})
+                              {"node": self.name, "partition": partition_of_group(p),
+                               "epoch": str(epoch), "reason": reason})
         if self.on_lost is not None:
             try:
-                self.on_lost(p, reason)
+                # By partition: the runtime stops that partition's agents of every
+                # count; those whose group is still led here reload at once.
+                self.on_lost(partition_of_group(p), reason)
             except Exception:
                 _log.exception("on_lost(%d, %r) raised", p, reason)
 
@@ -1126,8 +1210,8 @@ class Replicator:
                 # depose the leader everyone else routes to.
                 table = self._table
                 if table is not None and (
-                        (item.take_over and self.name in table.replicas[p])
-                        or (item.catch_up and table.replicas[p][0] == self.name)):
+                        (item.take_over and self.name in table.members(p))
+                        or (item.catch_up and table.primary(p) == self.name)):
                     self._maybe_elect(p)
                 return reply
             if item.catch_up:

@@ -166,6 +166,20 @@ class PartitionTable(msgspec.Struct, frozen=True):
             sets.append(interned.setdefault(members, members))
         return cls(version=ring.version if version is None else version, replicas=tuple(sets))
 
+    def narrowed(self, n_replicas: int) -> PartitionTable:
+        """The table with the first ``n_replicas`` members of each set (the ring walk
+        names them in order, so this is the table ``build`` makes with that count).
+
+        Raises:
+            ValueError: ``n_replicas < 1``.
+        """
+        if n_replicas < 1:
+            raise ValueError(f"replica count must be >= 1, got {n_replicas}")
+        interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+        sets = tuple(interned.setdefault(m[:n_replicas], m[:n_replicas])
+                     for m in self.replicas)
+        return PartitionTable(version=self.version, replicas=sets)
+
     def replica_set(self, partition: int) -> tuple[str, ...]:
         """Partition ``partition``'s replica set, primary first.
 
