@@ -25,21 +25,24 @@ The contract:
   payload)`` on the peer ``node_name`` (``partial(rpc.call_node, "replication")`` of
   ``_transport/rpc.py``); any exception counts as "no answer".
 - ``update(table, alive)``: ``table`` is ``PartitionTable.build(ring of the hosting
-  members)`` (``replicas=3``), ``alive`` the names of the members it was built from.
-  Keys are served by their partition's leader, which must be in the partition's
-  replica set; route a replicated kind to ``table.owner(partition_for(kind, key))``,
-  which elects itself at once (``eager``) and otherwise on its first ``load``.
-- ``load(kind, key) -> Record | None`` makes this node the leader of the key's
-  partition if it is not yet (an election; ``NotLeader`` outside the replica set,
+  members, MAX_REPLICAS)``, ``alive`` the names of the members it was built from. A
+  kind with ``replicas=N`` lives in the group ``group_for(kind, key, N)``: the first N
+  members of its partition's set (``groups.py``; the default 3's groups are the
+  partitions). Keys are served by their group's leader, which must be in the group's
+  replica set; route a replicated kind to ``table.owner(partition_for(kind, key))``
+  (every count's primary), which elects itself at once (``eager``, for the counts
+  ``use_replicas`` named) and otherwise on its first ``load``.
+- ``load(kind, key, replicas) -> Record | None`` makes this node the leader of the
+  key's group if it is not yet (an election; ``NotLeader`` outside the replica set,
   ``NoQuorum`` without a majority, both definite), then returns the newest record.
-- ``commit(kind, key, record, durability)`` writes under the leader's epoch and returns
-  once a majority stored it (``"quorum"``) or at once (``"async"``; ``flush()`` waits
+- ``commit(kind, key, record, durability, replicas)`` writes under the leader's epoch
+  and returns once a majority stored it (``"quorum"``) or at once (``"async"``; ``flush()`` waits
   for those). Failures: ``NotLeader``/``NoQuorum``, definite only when nothing left
   this node; either way this node stepped down from the partition. Kinds with
   ``durability="none"`` never call the replicator.
 - ``on_lost(partition, reason)`` is called synchronously when this node must stop
-  serving the agents of ``partition`` it hosts (``fenced``, ``deposed``, ``moved`` by
-  the table, ``no_quorum``, or ``stale``: a re-election found newer writes). The
+  serving the agents of ``partition`` it hosts, of any count (``fenced``, ``deposed``,
+  ``moved`` by the table, ``no_quorum``, or ``stale``: a re-election found newer writes). The
   runtime deactivates those agents before it runs another message for them; their
   next activation calls ``load`` again. ``leads(partition)`` is the epoch this node
   leads at, or ``None``.
