@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ._agents.agent import Agent, hosted_replica_counts, kind_spec, lookup_kind
+from ._agents.agent import Agent, kind_spec, lookup_kind
 from ._agents.dispatch import Router
 from ._agents.inspection import ClusterInspector, Inspector
 from ._agents.interceptors import Interceptor
@@ -494,8 +494,6 @@ class Node:
             settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
-        for replicas in hosted_replica_counts():
-            replicator.use_replicas(replicas)
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
         self._runtime.reminders.replicator = replicator

@@ -225,3 +225,32 @@ def test_a_remote_load_or_commit_with_a_count_outside_1_to_5_is_malformed() -> N
                                           "replicas": bad})
         with pytest.raises(msgspec.ValidationError):
             handoff.decode(payload, handoff.RemoteLoad)
+
+
+async def test_a_count_is_elected_eagerly_only_once_served(
+        make: Callable[..., ReplicaCluster]) -> None:
+    """Eager elections cover the default's groups; another count's groups only after
+    ``use_replicas`` (a ``load`` of such a kind): an unused count costs nothing."""
+    cluster = make(settings=ReplicationSettings())
+    await cluster.start_all("abc")
+    table = GroupTable(table_of("abc", 5))
+
+    def led(n: int) -> dict[int, str]:
+        return {g: name for name, rep in cluster.nodes.items()
+                for g in range(group_of(0, n), group_of(0, n) + 4096) if rep.leads(g)}
+
+    want = {g: table.primary(g) for g in range(group_of(0, 5), group_of(0, 5) + 4096)}
+    for _ in range(1000):
+        if len(led(3)) == 4096:
+            break
+        await cluster.clock.sleep(0.01)
+    assert len(led(3)) == 4096 and led(5) == {}
+    assert not any(cluster.nodes[name].lagging() for name in "abc")
+    for rep in cluster.nodes.values():
+        rep.use_replicas(5)
+    for _ in range(1000):
+        if led(5) == want:
+            break
+        await cluster.clock.sleep(0.01)
+    assert led(5) == want
+    assert not any(cluster.nodes[name].lagging() for name in "abc")

@@ -623,13 +623,6 @@ def hosted_kinds() -> tuple[str, ...]:
     return tuple(sorted(_KINDS))
 
 
-def hosted_replica_counts() -> set[int]:
-    """The ``replicas=`` of every replicated kind defined in this process."""
-    return {spec.replicas for spec in _KINDS.values()
-            if spec.durability != "none" and spec.store is None
-            and spec.consistency != "crdt"}
-
-
 _FOREIGN: dict[str, KindSpec] = {}
 
 

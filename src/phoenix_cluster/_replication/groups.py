@@ -109,6 +109,12 @@ class GroupTable:
     def moves(self, previous: GroupTable) -> Iterator[GroupMove]:
         """The groups whose members differ since ``previous``; a change of order counts
         (a new primary is a hand-off even when the same members hold the group)."""
-        for g, (old, new) in enumerate(zip(previous._sets, self._sets, strict=True)):
-            if old is not new and old != new:
-                yield GroupMove(g, old, new)
+        before, after = previous.partitions.replicas, self.partitions.replicas
+        changed = [p for p, (old, new) in enumerate(zip(before, after, strict=True))
+                   if old is not new and old != new]
+        for tier in range(len(REPLICA_COUNTS)):  # in group order
+            base = tier * PARTITIONS
+            for p in changed:
+                old, new = previous._sets[base + p], self._sets[base + p]
+                if old != new:
+                    yield GroupMove(base + p, old, new)

@@ -248,8 +248,8 @@ class Replicator:
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
         self._table: GroupTable | None = None
         self._counts: set[int] = {DEFAULT_REPLICAS}
-        """Replica counts of the kinds this node serves (``use_replicas``): their groups
-        are elected eagerly and count for :meth:`lagging`, like every partition."""
+        """Replica counts this node served (``use_replicas``): their groups are elected
+        eagerly and count for :meth:`lagging`, like every partition."""
         self._alive: frozenset[str] = frozenset({name})
         self._old: dict[int, Config] = {}
         self._leads: dict[int, _Lead] = {}
@@ -394,10 +394,11 @@ class Replicator:
             self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
 
     def use_replicas(self, replicas: int) -> None:
-        """This node serves a kind with ``replicas`` copies: elect and catch up its
-        groups like the partitions (eagerly, and counted by :meth:`lagging`), not only
-        on the first ``load``. The node calls it for every kind it hosts; ``load`` and
-        ``commit`` call it for the counts they see.
+        """This node serves a kind with ``replicas`` copies: from now on elect and catch
+        up every group of that count like the partitions (eagerly, and counted by
+        :meth:`lagging`). :meth:`load` calls it. Until then only the groups this node
+        holds records of are: a count nobody uses costs nothing (a process may define
+        kinds it never serves, a test suite many).
 
         Raises:
             ValueError: ``replicas`` is not one of 1..5.
