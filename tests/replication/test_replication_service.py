@@ -18,6 +18,7 @@ import pytest
 from phoenix_cluster._foundation.env import SystemClock
 from phoenix_cluster._replication.messages import Batch, Prepare, encode
 from phoenix_cluster._replication.service import (
+    EAGER_BATCH,
     ReplicationSettings,
     Replicator,
     partition_for,
@@ -427,6 +428,35 @@ async def test_eager_elections_lead_every_primary_partition(
     for n in "abc":
         led = {p for p in range(4096) if cluster.nodes[n].leads(p)}
         assert led == {p for p in range(4096) if table.owner(p) == n}
+
+
+async def test_failed_eager_elections_retry_in_batches_not_all_at_once(
+        make: Callable[..., ReplicaCluster]) -> None:
+    # After a node's death every partition it led fails its first elections together
+    # while the survivors are busy; retrying them all at once swamped a loaded loop (a
+    # crashed-owner test timed out behind thousands of elections). Retries go back
+    # through the batched queue, so a node never runs more than EAGER_BATCH at a time.
+    cluster = make(settings=ReplicationSettings())
+    cluster.net.isolate("a", "bc")  # a's elections all fail until the heal
+    await cluster.start_all("abc")
+    table = table_of("abc")
+    mine = {p for p in range(4096) if table.owner(p) == "a"}
+    a = cluster.nodes["a"]
+    busiest = 0
+    for _ in range(2000):  # 20 s of virtual time: failures and retries, batch by batch
+        busiest = max(busiest, len(a._elections))
+        await cluster.clock.sleep(0.01)
+    assert a._elections_failed > EAGER_BATCH  # retried ones among them
+    assert 0 < busiest <= EAGER_BATCH  # 1,316 at once before the fix
+    assert not any(a.leads(p) for p in mine)
+    cluster.net.heal()
+    for _ in range(3000):
+        if all(a.leads(p) for p in mine):
+            break
+        busiest = max(busiest, len(a._elections))
+        await cluster.clock.sleep(0.01)
+    assert all(a.leads(p) for p in mine)
+    assert busiest <= EAGER_BATCH
 
 
 async def test_eager_elections_lead_the_partitions_with_data_after_a_failover(
