@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.state import trackable
-from phoenix_cluster._agents.tracking import SMALL_STATE, StateTracker, WatchedDict
+from phoenix_cluster._agents.tracking import SMALL_STATE, StateTracker
+from phoenix_cluster._agents.watched import WatchedDict
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -149,11 +150,34 @@ def test_a_dict_held_elsewhere_is_not_replaced_and_its_attribute_is_reencoded() 
     assert change is not None and change.state() == _full(agent)
 
 
+@pytest.mark.parametrize(("change", "journaled"), [
+    (lambda d: d.clear(), True),
+    (lambda d: d.popitem(), True),
+    (lambda d: d.pop("c"), True),  # the last key: put back at the end, in order
+    (lambda d: d.update(a=9, z={"new": 1}), True),
+    (lambda d: d["b"].__setitem__("x", 2), True),
+    (lambda d: d.__delitem__("a"), False),  # a key before the last: decoded instead
+])
+def test_a_dict_change_is_undone_by_its_journal_in_order(
+        change: Any, journaled: bool) -> None:
+    agent = _bag(d={"a": 1, "b": {"x": 1}, "c": (1, 2)}, big={str(i): i for i in range(BIG)})
+    tracker = StateTracker(agent.__dict__, {}, _encode, _decode)
+    committed, big = _full(agent), agent.__dict__["big"]
+    assert not tracker.opaque
+    before = agent.__dict__["d"]
+    change(before)
+    tracker.rollback(agent.__dict__)
+    assert _full(agent) == committed
+    assert (agent.__dict__["d"] is before) == journaled  # (the journal keeps the objects)
+    assert agent.__dict__["big"] is big  # untouched: not decoded
+    assert tracker.collect(agent.__dict__) is None
+
+
 # ----------------------------------------------------------------------------- property
 
 _scalars = (st.none() | st.booleans() | st.integers(-(2**40), 2**40)
             | st.floats(allow_nan=False) | st.text(max_size=4) | st.binary(max_size=4))
-_values = st.recursive(
+_mixed = st.recursive(
     _scalars | st.builds(Point, st.integers(0, 9), st.integers(0, 9))
     | st.builds(Frozen, st.integers(0, 9)),
     lambda inner: (st.lists(inner, max_size=4)
@@ -161,6 +185,12 @@ _values = st.recursive(
                    | st.tuples(inner, inner)),
     max_leaves=12,
 )
+_dicts = st.recursive(  # what the journal alone rolls back
+    _scalars | st.tuples(_scalars, _scalars),
+    lambda inner: st.dictionaries(st.sampled_from("pqrstu"), inner, max_size=5),
+    max_leaves=16,
+)
+_values = _dicts | _mixed
 _names = st.sampled_from(["a", "b", "c", "d"])
 
 
