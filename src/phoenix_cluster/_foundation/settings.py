@@ -98,14 +98,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Where to find seeds besides ``seeds``: ``static:``, ``dns:``, ``etcd:``, ``k8s:`` or
     ``consul:`` spec (see docs/cluster-setup.md). Polled with backoff; never blocks."""
 
-    probe_interval_s: PositiveFloat = 0.5
+    probe_interval_s: PositiveFloat = 0.3
     """SWIM: how often each node probes one random member. With the timeouts below a
-    crashed node is declared dead in about 2-3 s; raise all three on slow networks."""
+    crashed node is declared dead in about 1.2-1.6 s (docs/benchmarks.md, "Membership");
+    raise all three on slow networks."""
 
     probe_timeout_s: PositiveFloat = 0.2
     """SWIM: how long a direct probe waits for its ack before indirect probes."""
 
-    suspicion_mult: PositiveInt = 3
+    suspicion_mult: PositiveInt = 2
     """SWIM: suspicion lasts ``suspicion_mult * log10(n) * probe_interval_s`` (at least
     ``suspicion_mult`` intervals) before a suspect is declared dead, longer while this
     node's own event loop lags (Lifeguard)."""
