@@ -180,7 +180,8 @@ class StateTracker:
         cells = self.cells
         given = {name: cells[name].keys for name in change.given}
         for cell in cells.values():
-            cell.committed()  # (the journals drop their references: adoption counts them)
+            if cell.dirty:
+                cell.committed()  # (the journal lets go of its values: adopt counts them)
         self.values = {}  # (likewise: a value moved between attributes is held once)
         for name, keys in given.items():
             cell = cells[name]
