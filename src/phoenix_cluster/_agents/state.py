@@ -216,32 +216,38 @@ class StateStore:
 
     def settle(self, act: Activation, agent: Agent) -> Pending | None:
         """What the message that just ran changed, to commit; ``None``: nothing."""
-        tracker = act.tracker
-        if tracker is not None:
-            return tracker.collect(agent.__dict__)
-        state = self._encode(agent.snapshot())
-        return None if state == act.committed else state
+        # (On every message: the slot behind ``act.committed``/``act.tracker`` is read
+        # once, without the properties.)
+        committed = act._committed
+        if type(committed) is bytes:
+            state = self._encode(agent.snapshot())
+            return None if state == committed else state
+        assert isinstance(committed, StateTracker)
+        return committed.collect(agent.__dict__)
 
     @staticmethod
     def encoded(pending: Pending) -> bytes:
         """The whole state's bytes of ``pending`` (what a commit ships)."""
-        return pending if isinstance(pending, bytes) else pending.state()
+        return pending if type(pending) is bytes else pending.state()  # type: ignore[union-attr]
 
     def accept(self, act: Activation, pending: Pending) -> None:
         """``pending`` is committed. A state that grew past ``SMALL_STATE`` bytes is
         tracked from now on (``tracking.py``), if its kind allows."""
-        if isinstance(pending, bytes):
-            act.committed = pending
-            spec = act.kind.spec
-            if len(pending) >= SMALL_STATE and trackable(spec):
-                agent = act.agent
-                assert agent is not None
-                act.tracker = StateTracker(agent.__dict__, spec.state_types, self._encode,
-                                           self._decode)
+        if type(pending) is bytes:
+            act._committed = pending
+            if len(pending) >= SMALL_STATE:
+                self._track(act)
             return
-        tracker = act.tracker
-        assert tracker is not None
+        tracker = act._committed
+        assert isinstance(tracker, StateTracker) and isinstance(pending, Change)
         tracker.accept(pending)
+
+    def _track(self, act: Activation) -> None:
+        spec = act.kind.spec
+        agent = act.agent
+        if trackable(spec) and agent is not None:
+            act.tracker = StateTracker(agent.__dict__, spec.state_types, self._encode,
+                                       self._decode)
 
     def restore(self, agent: Agent, state: bytes) -> None:
         """Put committed ``state`` into ``agent`` (crdt kinds: field by field)."""
