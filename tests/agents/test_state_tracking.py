@@ -353,6 +353,22 @@ async def test_values_put_into_a_tracked_dict_are_watched_from_then_on() -> None
         assert act.committed == _encode(act.agent.snapshot())  # type: ignore[union-attr]
 
 
+async def test_a_tracked_state_survives_passivation_and_is_tracked_again() -> None:
+    async with phx.Node() as node:
+        ref = node.ref(Store, "p")
+        await ref.bump()
+        await ref.nest("n", {"a": 1})
+        before = await ref.state()
+        act = node._runtime.activation(Store._phx_spec, "p")
+        assert act is not None and act.tracker is not None
+        node._runtime.passivate(act, reason="test")
+        assert node._runtime.activation(Store._phx_spec, "p") is None
+        assert await ref.state() == before
+        assert await ref.bump() == 2
+        again = node._runtime.activation(Store._phx_spec, "p")
+        assert again is not None and again.tracker is not None
+
+
 async def test_a_kind_with_its_own_snapshot_keeps_the_plain_path() -> None:
     async with phx.Node() as node:
         ref = node.ref(Own, "o")
@@ -376,12 +392,18 @@ def test_a_replicated_tracked_state_fails_over_with_what_was_committed() -> None
             await ref.add_group("g", [7])
             with pytest.raises(phx.AgentError):
                 await ref.change_all_then_fail("k")
-            owner = await n1.where(ref)
             before = await ref.state()
+            owner = await n1.where(ref)
+            to = next(n.name for n in cluster.nodes if n.name != owner)
+            await n1.migrate(ref, to=to)  # a handoff carries the joined bytes
+            assert await n1.where(ref) == to and await ref.state() == before
+            assert await ref.bump() == 3
+            before = await ref.state()
+            owner = to
             survivor = next(n for n in cluster.nodes if n.name != owner)
             cluster.kill(owner)
             await cluster.wait_settled()
             after = await survivor.ref(Store, "replicated").state()
-            assert after == before and after["count"] == 2 and after["groups"]["g"] == [7]
+            assert after == before and after["count"] == 3 and after["groups"]["g"] == [7]
 
     run_virtual(main())
