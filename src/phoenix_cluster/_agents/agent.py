@@ -323,7 +323,10 @@ class Agent:
     State must serialize to msgpack (None, bool, int, float, str, bytes, list, dict,
     msgspec Structs). Annotate attributes at class level (``items: list[Item]``) to get
     typed values back after a rollback or reactivation; override :meth:`snapshot` and
-    :meth:`restore` for anything else.
+    :meth:`restore` for anything else. Once the state is past 4 KiB encoded, a message
+    costs what it changed (``tracking.py``): its dicts become ``dict`` subclasses that
+    journal their changes (``type(d) is dict`` no longer holds), and lists, sets and
+    mutable Structs are encoded after every message.
     """
 
     __slots__ = ("_phx_act",)
