@@ -8,11 +8,23 @@ first N members of the partition's set in a table built 5 wide, with quorum
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
 
 import msgspec
 import pytest
 
 from phoenix_cluster._agents import handoff
+from phoenix_cluster._replication.export import (
+    BackupService,
+    CountsReply,
+    CountsRequest,
+    ExportedRecord,
+    ExportPage,
+    ExportRequest,
+    KindStatus,
+    RestoredRecord,
+    RestoreRequest,
+)
 from phoenix_cluster._replication.groups import (
     GROUPS,
     REPLICA_COUNTS,
@@ -26,12 +38,20 @@ from phoenix_cluster._replication.service import (
     group_for,
     partition_for,
 )
-from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock, table_of
+from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock
+from phoenix_cluster._replication.simulation import table_of as build_table
 from phoenix_cluster._replication.types import Record
-from phoenix_cluster.errors import NoQuorum
+from phoenix_cluster._ring.partitions import PartitionTable
+from phoenix_cluster.errors import NoQuorum, ProtocolError
 
 KIND = "counter"
 LAZY = ReplicationSettings(eager=False)
+
+
+@lru_cache
+def table_of(members: str, replicas: int = 3) -> PartitionTable:
+    """The table of ``members`` (built once: a build walks the ring 4,096 times)."""
+    return build_table(sorted(members), replicas)
 
 
 @pytest.fixture
@@ -51,7 +71,7 @@ async def make() -> AsyncIterator[Callable[..., ReplicaCluster]]:
 
 
 def primary(cluster: ReplicaCluster, key: str) -> str:
-    return table_of(cluster.alive).owner(partition_for(KIND, key))
+    return table_of("".join(cluster.alive)).owner(partition_for(KIND, key))
 
 
 def holders(cluster: ReplicaCluster, key: str, replicas: int) -> set[str]:
@@ -189,9 +209,9 @@ async def test_two_replicas_need_both_to_write_and_survive_one_loss(
     assert await read(cluster, key, 2) in ("v1", "v2")
     await write(cluster, key, "v3", 2)
     await settle(cluster)
-    assert holders(cluster, key, 2) == set(table_of("ab" if other == "c" else "ac"
-                                                    if other == "b" else "bc", 2)
-                                           .replica_set(partition_for(KIND, key)))
+    survivors = "".join(cluster.alive)
+    assert holders(cluster, key, 2) == set(table_of(survivors, 2).replica_set(
+        partition_for(KIND, key)))
 
 
 async def test_one_replica_keeps_no_copy_beyond_the_owner(
@@ -227,30 +247,94 @@ def test_a_remote_load_or_commit_with_a_count_outside_1_to_5_is_malformed() -> N
             handoff.decode(payload, handoff.RemoteLoad)
 
 
-async def test_a_count_is_elected_eagerly_only_once_served(
+async def test_another_count_is_elected_eagerly_only_where_it_has_records(
         make: Callable[..., ReplicaCluster]) -> None:
-    """Eager elections cover the default's groups; another count's groups only after
-    ``use_replicas`` (a ``load`` of such a kind): an unused count costs nothing."""
+    """Eager elections cover every partition (the default count's groups), and another
+    count's groups only where the primary holds their records: after a failover the new
+    primaries of the dead node's groups with records lead them without waiting for a
+    call, and a count nobody wrote to costs no election."""
     cluster = make(settings=ReplicationSettings())
     await cluster.start_all("abc")
-    table = GroupTable(table_of("abc", 5))
 
     def led(n: int) -> dict[int, str]:
         return {g: name for name, rep in cluster.nodes.items()
                 for g in range(group_of(0, n), group_of(0, n) + 4096) if rep.leads(g)}
 
-    want = {g: table.primary(g) for g in range(group_of(0, 5), group_of(0, 5) + 4096)}
-    for _ in range(1000):
-        if len(led(3)) == 4096:
-            break
-        await cluster.clock.sleep(0.01)
-    assert len(led(3)) == 4096 and led(5) == {}
-    assert not any(cluster.nodes[name].lagging() for name in "abc")
-    for rep in cluster.nodes.values():
-        rep.use_replicas(5)
-    for _ in range(1000):
-        if led(5) == want:
-            break
-        await cluster.clock.sleep(0.01)
-    assert led(5) == want
-    assert not any(cluster.nodes[name].lagging() for name in "abc")
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            await cluster.clock.sleep(0.01)
+
+    await until(lambda: len(led(3)) == 4096)
+    assert len(led(3)) == 4096 and led(5) == {} and led(2) == {}
+    keys = [f"k{i}" for i in range(30)]
+    for key in keys:
+        await write(cluster, key, f"v-{key}", 5)
+    victim = primary(cluster, keys[0])
+    moved = [k for k in keys if primary(cluster, k) == victim]
+    await cluster.kill(victim)
+    cluster.update()
+    want = {group_for(KIND, k, 5): primary(cluster, k) for k in moved}
+    await until(lambda: all(led(5).get(g) == n for g, n in want.items()))
+    assert all(led(5).get(g) == n for g, n in want.items())
+    assert set(led(5)) <= {group_for(KIND, k, 5) for k in keys} and led(2) == {}
+    await until(lambda: not any(rep.lagging() for rep in cluster.nodes.values()))
+    assert not any(rep.lagging() for rep in cluster.nodes.values())
+    for key in keys:
+        assert await read(cluster, key, 5) == f"v-{key}"
+
+
+async def test_a_backup_reads_every_count_and_a_restore_writes_the_kinds_count(
+        make: Callable[..., ReplicaCluster]) -> None:
+    source = make()
+    await source.start_all("abc")
+    keys = [f"k{i}" for i in range(40)]
+    for key in keys:
+        await write(source, key, f"five-{key}", 5)
+        await write(source, f"d{key}", f"three-{key}", 3)
+
+    def status(kind: str) -> KindStatus:
+        return "ok"
+
+    exported: list[ExportedRecord] = []
+    written = sorted({partition_for(KIND, k) for k in keys}
+                     | {partition_for(KIND, f"d{k}") for k in keys})
+    counts: set[int] = set()
+    for name in "abc":  # as phx backup asks: which counts hold records anywhere
+        svc = BackupService(source.nodes[name], status, lambda p: None)
+        reply = await svc.handle("counts", msgspec.msgpack.encode(CountsRequest()))
+        counts.update(msgspec.msgpack.decode(reply, type=CountsReply).counts)
+    assert counts == {3, 5}
+    for name in "abc":
+        svc = BackupService(source.nodes[name], status, lambda p: None)
+        mine = tuple(p for p in written if table_of("abc").owner(p) == name)
+        request = ExportRequest(mine, max_bytes=1 << 30)  # an older client: the default
+        page = msgspec.msgpack.decode(
+            await svc.handle("export", msgspec.msgpack.encode(request)), type=ExportPage)
+        assert {r.key[0] for r in page.records} <= {"d"}
+        request = ExportRequest(mine, max_bytes=1 << 30, counts=tuple(sorted(counts)))
+        page = msgspec.msgpack.decode(
+            await svc.handle("export", msgspec.msgpack.encode(request)), type=ExportPage)
+        assert page.done == len(mine)
+        exported.extend(page.records)
+    with pytest.raises(ProtocolError, match="no replica count 6"):
+        await svc.handle("export", msgspec.msgpack.encode(ExportRequest(mine, counts=(6,))))
+    assert sorted((r.key, r.state) for r in exported) == sorted(
+        [(k, f"five-{k}".encode()) for k in keys]
+        + [(f"d{k}", f"three-{k}".encode()) for k in keys])
+
+    target = make()
+    await target.start_all("xyz")
+    records = tuple(RestoredRecord(r.kind, r.key, r.state) for r in exported
+                    if r.key.startswith("k"))
+    by_owner: dict[str, list[RestoredRecord]] = {}
+    for record in records:
+        owner = table_of("xyz").owner(partition_for(record.kind, record.key))
+        by_owner.setdefault(owner, []).append(record)
+    for owner, batch in by_owner.items():
+        svc = BackupService(target.nodes[owner], status, lambda p: None, lambda kind: 5)
+        await svc.handle("restore", msgspec.msgpack.encode(RestoreRequest(tuple(batch))))
+    for key in keys:
+        assert await read(target, key, 5) == f"five-{key}"
+        assert await read(target, key, 3) is None  # the count's own group, not the default

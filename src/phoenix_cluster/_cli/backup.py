@@ -17,9 +17,9 @@ from pathlib import Path
 import click
 
 from .._foundation.extras import require_extra
-from .._replication.export import ExportPage, ExportRequest
+from .._replication.export import CountsReply, CountsRequest, ExportPage, ExportRequest
 from .._ring.partitions import PARTITIONS
-from ..errors import ConfigError
+from ..errors import ConfigError, ProtocolError
 from .backup_client import (
     EXIT_CODES,
     EXIT_FAILURE,
@@ -53,6 +53,8 @@ class _Export:
         """Partitions read in part: the last ``(kind, key)`` written."""
         self.done = 0
         self.error: BaseException | None = None
+        self.counts: tuple[int, ...] = (3,)
+        """Replica counts to read (``_replication/groups.py``)."""
 
     async def run(self, timeout_s: float) -> None:
         """Read every partition, asking each member for its share, until all are done.
@@ -61,6 +63,7 @@ class _Export:
             PhoenixError, TimeoutError, OSError: for ``timeout_s``, no partition left
                 could be read (the last error).
         """
+        self.counts = await self._counts(timeout_s)
         pending = list(range(PARTITIONS))
         first_failure: float | None = None
         loop = asyncio.get_running_loop()
@@ -82,12 +85,42 @@ class _Export:
                     raise self.error
                 await asyncio.sleep(RETRY_S)  # a leader is changing: let it settle
 
+    async def _counts(self, timeout_s: float) -> tuple[int, ...]:
+        """Every replica count some member holds records of: a kind's records are on a
+        majority of its group, so the union over the members misses none. A member that
+        does not answer is asked again (it may be the only one answering for a count)
+        while membership has not noticed it died, for up to ``timeout_s``.
+
+        Raises:
+            PhoenixError, TimeoutError, OSError: for ``timeout_s``, some member did not
+                answer (the last error).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            counts = {3}
+            try:
+                for member in self.cluster.members():
+                    try:
+                        reply = await self.cluster.call(member, "counts", CountsRequest(),
+                                                        CountsReply)
+                    except ProtocolError:
+                        continue  # a member of an older release: the default count only
+                    counts.update(reply.counts)
+            except RETRYABLE:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(RETRY_S)
+                continue
+            return tuple(sorted(counts))
+
     async def _read(self, member: str, share: list[int]) -> list[int]:
         """Read ``share`` from ``member``; the partitions left when a call failed."""
         chunks = self._chunks(share)
         for i, chunk in enumerate(chunks):
             while chunk:
-                request = ExportRequest(tuple(chunk), self.cursors.get(chunk[0]), PAGE_BYTES)
+                request = ExportRequest(tuple(chunk), self.cursors.get(chunk[0]), PAGE_BYTES,
+                                        self.counts)
                 try:
                     page = await self.cluster.call(member, "export", request, ExportPage)
                 except RETRYABLE as exc:

@@ -34,7 +34,7 @@ import msgspec
 
 from .._ring.partitions import PARTITIONS
 from ..errors import NotLeader, ProtocolError
-from .groups import DEFAULT_REPLICAS
+from .groups import DEFAULT_REPLICAS, REPLICA_COUNTS, group_of
 from .messages import WireEntry
 from .service import Replicator, partition_for
 from .types import Record
@@ -69,6 +69,17 @@ class ExportRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     partitions: tuple[int, ...]
     after: tuple[str, str] | None = None
     max_bytes: int = DEFAULT_PAGE_BYTES
+    counts: tuple[int, ...] = (DEFAULT_REPLICAS,)
+    """The replica counts to read (``groups.py``): those some member holds records of
+    (``counts``); an older client asks for the default's only."""
+
+
+class CountsRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which replica counts does this node hold records of?"""
+
+
+class CountsReply(msgspec.Struct, frozen=True):
+    counts: tuple[int, ...]
 
 
 class ExportedRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -143,7 +154,7 @@ class BackupService:
         self._replicas_of = replicas_of
 
     async def handle(self, method: str, payload: bytes) -> bytes:
-        """Answer ``export``, ``restore``, ``kinds`` or ``held``.
+        """Answer ``export``, ``restore``, ``kinds``, ``held`` or ``counts``.
 
         Raises:
             ProtocolError: unknown method or malformed request (nothing done).
@@ -161,8 +172,11 @@ class BackupService:
             return msgspec.msgpack.encode(self._kinds(_decode(payload, KindsRequest)))
         if method == "held":
             return msgspec.msgpack.encode(self._held(_decode(payload, KindsRequest)))
+        if method == "counts":
+            _decode(payload, CountsRequest)
+            return msgspec.msgpack.encode(CountsReply(self._replicator.counts_held()))
         raise ProtocolError(f"backup has no method {method!r} "
-                            "(expected 'export', 'restore', 'kinds' or 'held')")
+                            "(expected 'export', 'restore', 'kinds', 'held' or 'counts')")
 
     def _check_primary(self, partition: int) -> None:
         if not 0 <= partition < PARTITIONS:
@@ -176,7 +190,11 @@ class BackupService:
     async def _export(self, request: ExportRequest) -> ExportPage:
         for p in request.partitions:
             self._check_primary(p)
-        snapshots = await asyncio.gather(*(self._committed(p) for p in request.partitions))
+        for n in request.counts:
+            if n not in REPLICA_COUNTS:
+                raise ProtocolError(f"no replica count {n!r}: expected 1..5")
+        snapshots = await asyncio.gather(*(self._committed(p, request.counts)
+                                           for p in request.partitions))
         records: list[ExportedRecord] = []
         size = 0
         for done, (p, entries) in enumerate(zip(request.partitions, snapshots, strict=True)):
@@ -192,11 +210,15 @@ class BackupService:
                 size += len(entry.state) + len(kind) + len(key) + 16
         return ExportPage(tuple(records), len(request.partitions))
 
-    async def _committed(self, partition: int) -> list[WireEntry]:
-        """The partition's committed records of every replica count (groups.py)."""
+    async def _committed(self, partition: int, counts: tuple[int, ...]) -> list[WireEntry]:
+        """The partition's committed records of ``counts`` (``groups.py``): its group of
+        each, led here first. The client asks for every count some member holds records
+        of, not only those this node holds: a primary that joined lately may lead a
+        group whose records are still only on the other members (its election finds
+        them)."""
         replicator = self._replicator
-        groups = await asyncio.gather(*(replicator.committed(g)
-                                        for g in replicator.groups_held(partition)))
+        groups = await asyncio.gather(*(replicator.committed(group_of(partition, n))
+                                        for n in sorted(set(counts))))
         return [entry for entries in groups for entry in entries]
 
     async def _restore(self, request: RestoreRequest) -> int:

@@ -30,8 +30,9 @@ The contract:
   members of its partition's set (``groups.py``; the default 3's groups are the
   partitions). Keys are served by their group's leader, which must be in the group's
   replica set; route a replicated kind to ``table.owner(partition_for(kind, key))``
-  (every count's primary), which elects itself at once (``eager``, for the counts
-  ``use_replicas`` named) and otherwise on its first ``load``.
+  (every count's primary), which elects itself at once (``eager``: every partition,
+  and another count's groups where it holds their records) and otherwise on its
+  first ``load``.
 - ``load(kind, key, replicas) -> Record | None`` makes this node the leader of the
   key's group if it is not yet (an election; ``NotLeader`` outside the replica set,
   ``NoQuorum`` without a majority, both definite), then returns the newest record.
@@ -80,7 +81,6 @@ from ..errors import NodeClosed, NoQuorum, NotLeader, PhoenixError, ProtocolErro
 from .campaign import Campaign, CampaignContext
 from .groups import (
     DEFAULT_REPLICAS,
-    REPLICA_COUNTS,
     GroupTable,
     group_of,
     partition_of_group,
@@ -247,9 +247,6 @@ class Replicator:
         # file exists (a new file is amnesiac: ``start``; docs: Storage).
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
         self._table: GroupTable | None = None
-        self._counts: set[int] = {DEFAULT_REPLICAS}
-        """Replica counts this node served (``use_replicas``): their groups are elected
-        eagerly and count for :meth:`lagging`, like every partition."""
         self._alive: frozenset[str] = frozenset({name})
         self._old: dict[int, Config] = {}
         self._leads: dict[int, _Lead] = {}
@@ -353,8 +350,8 @@ class Replicator:
         members changed remember their old set until their handoff finishes. A group
         this node leads is given up if the table names another primary (``on_lost(p,
         "moved")``) and re-elected if only its set changed. With ``eager``, this node
-        elects itself for every group it is the primary of that is in use (see
-        :meth:`use_replicas`) or that it holds records of.
+        elects itself for every partition it is the primary of, and for every group of
+        another count it is the primary of and holds records of.
         """
         if self._closed:
             return
@@ -393,34 +390,12 @@ class Replicator:
         if self._eager_task is None or self._eager_task.done():
             self._eager_task = self._tasks.spawn(self._eager_elections(), name="eager")
 
-    def use_replicas(self, replicas: int) -> None:
-        """This node serves a kind with ``replicas`` copies: from now on elect and catch
-        up every group of that count like the partitions (eagerly, and counted by
-        :meth:`lagging`). :meth:`load` calls it. Until then only the groups this node
-        holds records of are: a count nobody uses costs nothing (a process may define
-        kinds it never serves, a test suite many).
-
-        Raises:
-            ValueError: ``replicas`` is not one of 1..5.
-        """
-        if replicas in self._counts:
-            return
-        group_of(0, replicas)  # checks the count
-        self._counts.add(replicas)
-        table = self._table
-        if table is None or not self.settings.eager or self._closed or self._leaving:
-            return
-        tier = REPLICA_COUNTS.index(replicas)
-        self._eager_pending.extend(
-            g for g in range(tier * PARTITIONS, (tier + 1) * PARTITIONS)
-            if table.primary(g) == self.name)
-        self._spawn_eager()
-
     def _in_use(self, g: int) -> bool:
-        """Whether group ``g`` is elected eagerly and counted as lagging: its count is
-        in use here, or this node holds its records (a kind it does not host, whose
-        copies must still move when members come and go)."""
-        return replicas_of_group(g) in self._counts or self._store.partition(g) is not None
+        """Whether group ``g`` is elected eagerly and counted as lagging: a partition
+        (the default count), or a group of another count this node holds records of.
+        Other groups are elected by their first ``load``: a count costs elections only
+        where it has records (replication.md, "Replica counts")."""
+        return g < PARTITIONS or self._store.partition(g) is not None
 
     def members_lost(self, names: Iterable[str], *, after_s: float) -> None:
         """The cluster downed ``names`` (a split-brain ``keep``): after ``after_s`` (time
@@ -748,11 +723,11 @@ class Replicator:
                             definite=True)
         return records
 
-    def groups_held(self, partition: int) -> list[int]:
-        """The groups of ``partition`` a backup reads: the partition itself, and the
-        groups of the other replica counts in use here or held in this node's store."""
-        return [group_of(partition, n) for n in REPLICA_COUNTS
-                if n == DEFAULT_REPLICAS or self._in_use(group_of(partition, n))]
+    def counts_held(self) -> tuple[int, ...]:
+        """The replica counts this node's store holds groups of (a backup reads those
+        counts: every committed record is on a majority of its group)."""
+        return tuple(sorted({replicas_of_group(g) for g, _ in self._store.partitions()}
+                            | {DEFAULT_REPLICAS}))
 
     async def load(self, kind: str, key: str,
                    replicas: int = DEFAULT_REPLICAS) -> Record | None:
@@ -772,7 +747,6 @@ class Replicator:
             NoQuorum: too few replicas answered (definite).
             NodeClosed: the replicator is closed.
         """
-        self.use_replicas(replicas)
         p = group_for(kind, key, replicas)
         lead = self._leads.get(p)
         if lead is not None and lead.electing is None and (
