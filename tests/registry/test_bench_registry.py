@@ -17,11 +17,14 @@ def test_bench_registry_quick_saves_positive_figures(tmp_path: Path) -> None:
     proc = phx("bench", "registry", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     for label in ("registration p95", "cached lookups (1 name)", "fan-out, all subscribers",
-                  "memory per 100k names (store)"):
+                  "memory per 100k names (store)", "baseline: unreplicated agent calls",
+                  "uncached lookups / agent calls"):
         assert label in proc.stdout
     results = json.loads(out.read_text())
     assert results["machine"]["quick"] is True
     names, pubsub = results["names"], results["pubsub"]
+    assert names["uncached_lookups_per_agent_call"] == pytest.approx(
+        names["uncached_lookups_per_s"] / names["baseline_agent_calls_per_s"])
     lat = names["register_latency"]
     assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
     assert sum(pubsub["subscribers_per_member"].values()) == results["sizes"]["subscribers"]

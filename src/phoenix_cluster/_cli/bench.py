@@ -236,17 +236,24 @@ def roll(json_path: Path | None, nodes: int, rolls: int, durable: bool, keys: in
 @bench.command("registry")
 @_json_option
 @_quick_option()
-def registry(json_path: Path | None, quick: bool) -> None:
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop of the measuring client (the nodes run phx node's, uvloop).",
+)
+def registry(json_path: Path | None, quick: bool, loop: str) -> None:
     """Registry and pub/sub figures: registrations, lookups, fan-out, memory per name.
 
     Starts a real 3-member cluster on loopback and measures from a client node in this
-    process; memory is measured in a fresh process. The full run takes about a minute;
-    --quick a few seconds.
+    process, with unreplicated agent calls as the baseline of the same run; memory is
+    measured in a fresh process. The full run takes about a minute; --quick a few seconds.
     """
     from . import bench_registry
 
     _measure(bench_registry, lambda progress: bench_registry.run_registry(
-        quick=quick, progress=progress), json_path)
+        quick=quick, loop=cast("LoopName", loop), progress=progress), json_path)
 
 
 @bench.command("membership")

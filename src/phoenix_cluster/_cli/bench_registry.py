@@ -11,6 +11,11 @@ process, from which everything is measured (sizes divided by 10 with ``quick``):
   round-robin over 1,000 names;
 - uncached lookups: ``lookup(name, cached=False)``, one at a time (latency) and 64 in
   flight (throughput); each asks the name's coordinator;
+- the baseline, measured right after the lookups on the same cluster from the same
+  client: calls to an unreplicated agent kind (``durability="none"``, 1,000 keys spread
+  over the members), 64 in flight; one round trip to a member each, like a lookup, so
+  the ratio of the two rates says what the registry costs beyond a round trip whatever
+  else the machine is doing;
 - pub/sub fan-out: 1,000 agents (spread over the 3 members by the ring) each subscribed
   on the member hosting it; the client publishes one message at a time and the time
   until every subscriber *handled* it is measured: each subscriber records
@@ -21,7 +26,9 @@ process, from which everything is measured (sizes divided by 10 with ``quick``):
   its own holdings and its lookup cache).
 
 "Per member" figures divide a cluster-wide rate by the 3 members; every registration
-is handled by all 3 of them (the coordinator and 2 replicas).
+is handled by all 3 of them (the coordinator and 2 replicas). The nodes run on ``phx
+node``'s loop (uvloop); ``loop`` picks the measuring client's (``auto``: uvloop when
+installed; figures before 2026-12-07 were measured with an ``asyncio`` client).
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from typing import Any
 import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster
 
-from .bench_local import machine_info, save_json
+from .bench_agents import BenchVolatile
+from .bench_local import LoopName, loop_factory, machine_info, save_json
 
 __all__ = ["BenchProbe", "BenchSink", "RegistryBenchSizes", "print_report", "run_registry",
            "save_json"]
@@ -52,7 +60,8 @@ GOAL_OPS_PER_MEMBER = 5_000.0
 GOAL_REGISTER_P95_MS = 10.0
 GOAL_CACHED_LOOKUPS = 50_000.0
 GOAL_MEMORY_MB = 100.0
-_IMPORTS = ("phoenix_cluster._cli.bench_registry",)
+_IMPORTS = ("phoenix_cluster._cli.bench_registry", "phoenix_cluster._cli.bench_agents")
+_BASELINE_KEYS = 1_000
 _TOPIC = "bench"
 
 # Per node process: when each message reached each subscriber (monotonic seconds).
@@ -178,6 +187,12 @@ async def _names(client: phx.Node, sizes: RegistryBenchSizes,
         lambda i: reg.lookup(f"thr/{i % n}", cached=False), sizes.uncached_lookups))
     pipelined = await _rate(lambda i: reg.lookup(f"thr/{i % n}", cached=False),
                             sizes.pipelined_lookups)
+    say(f"baseline: {sizes.pipelined_lookups:,} calls to an unreplicated agent kind, "
+        f"{CONCURRENCY} in flight")
+    refs = [client.ref(BenchVolatile, f"base-{i}") for i in range(_BASELINE_KEYS)]
+    await asyncio.gather(*(r.get() for r in refs))  # activated before they are timed
+    agent_calls = await _rate(lambda i: refs[i % _BASELINE_KEYS].get(),
+                              sizes.pipelined_lookups)
     return {
         "register_latency": latency,
         "registrations_per_s": registrations,
@@ -186,6 +201,9 @@ async def _names(client: phx.Node, sizes: RegistryBenchSizes,
         "uncached_lookup_latency": uncached,
         "uncached_lookups_per_s": pipelined,
         "registry_ops_per_member_per_s": (registrations + pipelined) / MEMBERS,
+        "baseline_agent_calls_per_s": agent_calls,
+        "uncached_lookups_per_agent_call": pipelined / agent_calls,
+        "registrations_per_agent_call": registrations / agent_calls,
     }
 
 
@@ -272,13 +290,14 @@ def _measure_memory(names: int) -> dict[str, float]:
             "node_mb_per_100k": node_bytes / names * 100_000 / 1e6}
 
 
-def run_registry(*, quick: bool = False,
+def run_registry(*, quick: bool = False, loop: LoopName = "auto",
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every registry measurement and return the results as JSON-ready data."""
     sizes = RegistryBenchSizes.quick() if quick else RegistryBenchSizes()
     say = progress or (lambda _text: None)
+    loop_name, factory = loop_factory(loop)
     results: dict[str, Any] = {
-        "machine": machine_info("asyncio", quick),
+        "machine": machine_info(loop_name, quick),
         "sizes": dataclasses.asdict(sizes),
         "members": MEMBERS,
         "concurrency": CONCURRENCY,
@@ -290,7 +309,8 @@ def run_registry(*, quick: bool = False,
             results["names"] = await _names(client, sizes, say)
             results["pubsub"] = await _fanout(client, cluster, sizes, say)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
     say(f"memory: {sizes.memory_names:,} names in a fresh process (tracemalloc)")
     results["memory"] = _memory_in_subprocess(sizes.memory_names)
     return results
@@ -330,6 +350,12 @@ def print_report(results: dict[str, Any]) -> None:
     unc = names["uncached_lookup_latency"]
     table.add_row("uncached lookup p50 / p95", f"{unc['p50_ms']:.2f} / {unc['p95_ms']:.2f} ms")
     table.add_row("uncached lookups", f"{names['uncached_lookups_per_s']:,.0f}/s")
+    table.add_row("baseline: unreplicated agent calls",
+                  f"{names['baseline_agent_calls_per_s']:,.0f}/s")
+    table.add_row("uncached lookups / agent calls",
+                  f"{names['uncached_lookups_per_agent_call']:.2f}")
+    table.add_row("registrations / agent calls",
+                  f"{names['registrations_per_agent_call']:.2f}")
     per_member = names["registry_ops_per_member_per_s"]
     table.add_row("registry ops per member", f"{per_member:,.0f}/s",
                   f"> {GOAL_OPS_PER_MEMBER:,.0f}", _verdict(per_member > GOAL_OPS_PER_MEMBER))
