@@ -76,6 +76,38 @@ async def test_a_service_error_comes_back_typed(pair: Pair) -> None:
         await pair.client.call(pair.address, "refuse", "other", b"", 5.0)
 
 
+async def test_an_immediate_handler_answers_on_the_spot_or_passes_the_frame_on(
+        pair: Pair) -> None:
+    served: list[str] = []
+    answered_now: list[str] = []
+
+    async def slow(method: str, payload: bytes) -> bytes:
+        served.append(method)
+        await asyncio.sleep(0)
+        return b"later:" + payload
+
+    def now(method: str, payload: bytes) -> bytes | None:
+        if method == "refuse":
+            raise NotLeader("not here")
+        if method != "read":
+            return None
+        answered_now.append(method)
+        return b"now:" + payload
+
+    pair.server.register("mixed", slow, now)
+    assert await pair.client.call(pair.address, "mixed", "read", b"a", 5.0) == b"now:a"
+    assert await pair.client.call(pair.address, "mixed", "write", b"b", 5.0) == b"later:b"
+    with pytest.raises(NotLeader, match="not here") as refused:
+        await pair.client.call(pair.address, "mixed", "refuse", b"", 5.0)
+    assert refused.value.definite
+    assert (answered_now, served) == (["read"], ["write"])
+    # Casts take the same path: the immediate one runs, none is answered.
+    await pair.client.cast(pair.address, "mixed", "read", b"c", 5.0)
+    await pair.client.cast(pair.address, "mixed", "refuse", b"", 5.0)
+    assert await pair.client.call(pair.address, "mixed", "read", b"d", 5.0) == b"now:d"
+    assert answered_now == ["read", "read", "read"]
+
+
 async def test_an_unknown_service_is_a_definite_agent_not_found(pair: Pair) -> None:
     with pytest.raises(AgentNotFound, match=r"no service '\$nothing'") as info:
         await pair.client.call(pair.address, "nothing", "m", b"", 5.0)

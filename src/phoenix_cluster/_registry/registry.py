@@ -358,6 +358,27 @@ class Registry:
 
     # ================================================================== the service
 
+    def handle_now(self, method: str, payload: bytes) -> bytes | None:
+        """The ``$registry`` methods answered without waiting (``lookup``, ``store``: an
+        owner's reads and merges), run on the connection's reader with no task of their
+        own; ``None`` for the others, which :meth:`handle` serves.
+
+        Raises:
+            ProtocolError: malformed payload (logged).
+        """
+        if method != "lookup" and method != "store":
+            return None
+        try:
+            if method == "lookup":
+                name = check_name(decode(LookupRequest, payload).name)
+                return encode(LookupReply(self._owner.live(name)))
+            return encode(self._owner.on_store(decode(StoreRequest, payload)))
+        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
+            raise self._bad_input(method, exc) from None
+        except PhoenixError as exc:
+            self._log_bad_input(method, exc)
+            raise
+
     async def handle(self, method: str, payload: bytes) -> bytes:
         """The ``$registry`` node service.
 
@@ -366,13 +387,11 @@ class Registry:
             ProtocolError: malformed payload (logged).
             NameTaken, NoQuorum: the write was refused.
         """
+        now = self.handle_now(method, payload)
+        if now is not None:
+            return now
         owner = self._owner
         try:
-            if method == "lookup":
-                name = check_name(decode(LookupRequest, payload).name)
-                return encode(LookupReply(owner.live(name)))
-            if method == "store":
-                return encode(owner.on_store(decode(StoreRequest, payload)))
             if method == "register":
                 return encode(await owner.register(decode(RegisterRequest, payload)))
             if method == "unregister":
@@ -388,15 +407,21 @@ class Registry:
                 self._holdings.lost(notice.loser.name, notice.loser.rid, notice.winner)
                 return b""
         except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
-            self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
-            raise ProtocolError(f"$registry.{method}: {exc}") from None
+            raise self._bad_input(method, exc) from None
         except PhoenixError as exc:
-            if exc.code == ProtocolError.code:
-                self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s",
-                                      method, exc.message)
+            self._log_bad_input(method, exc)
             raise
         raise AgentNotFound(f"node {self._me} has no registry method {method!r} (methods: "
                             f"{_METHODS})")
+
+    def _bad_input(self, method: str, exc: Exception) -> ProtocolError:
+        self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
+        return ProtocolError(f"$registry.{method}: {exc}")
+
+    def _log_bad_input(self, method: str, exc: PhoenixError) -> None:
+        if exc.code == ProtocolError.code:
+            self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s",
+                                  method, exc.message)
 
     # ================================================================== lifecycle
 

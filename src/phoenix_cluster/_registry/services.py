@@ -64,7 +64,8 @@ class ClusterServices:
         reach theirs through ``rpc``."""
         self.link.rpc = rpc
         for name, handler in self.link.local.items():
-            services.register(name, handler)
+            immediate = self.registry.handle_now if name == "registry" else None
+            services.register(name, handler, immediate)
         self.registry.start()
 
     def on_membership(self, snapshot: MembershipSnapshot) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "SERVICE_PREFIX",
     "AgentFastPath",
     "AgentHandler",
+    "ImmediateHandler",
     "Inbound",
     "RpcClient",
     "ServiceHandler",
@@ -55,6 +56,10 @@ ServiceHandler = Callable[[str, bytes], Awaitable[bytes]]
 """A node service: ``handler(method, payload) -> reply payload``. It raises a
 :class:`~phoenix_cluster.errors.PhoenixError` to answer with that error."""
 
+ImmediateHandler = Callable[[str, bytes], bytes | None]
+"""A service's fast path: the reply payload of a method answered without waiting, or
+``None`` for "not now" (see :meth:`Services.register`)."""
+
 
 class Peers(Protocol):
     """Where connections come from: ``PeerManager`` or ``FallbackTransport``."""
@@ -69,13 +74,20 @@ class Peers(Protocol):
 class Services:
     """This node's services by name: what peers reach as ``$<name>``."""
 
-    __slots__ = ("_handlers",)
+    __slots__ = ("_handlers", "_immediate")
 
     def __init__(self) -> None:
         self._handlers: dict[str, ServiceHandler] = {}
+        self._immediate: dict[str, ImmediateHandler] = {}
 
-    def register(self, name: str, handler: ServiceHandler) -> None:
+    def register(self, name: str, handler: ServiceHandler,
+                 immediate: ImmediateHandler | None = None) -> None:
         """Offer ``handler`` to peers as ``$name``.
+
+        ``immediate(method, payload)``, if given, is offered each frame first, on the
+        connection's reader with no task of its own: it returns the reply payload of a
+        method it answers without waiting for anything, ``None`` to pass the frame to
+        ``handler``, or raises what ``handler`` would.
 
         Raises:
             ValueError: ``name`` is taken (two subsystems would answer one name).
@@ -83,6 +95,31 @@ class Services:
         if name in self._handlers:
             raise ValueError(f"service {name!r} is already registered")
         self._handlers[name] = handler
+        if immediate is not None:
+            self._immediate[name] = immediate
+
+    def try_now(self, frame: Call | Cast,
+                answer: Callable[[Reply | Error | Redirect], None]) -> bool:
+        """Answer ``frame`` on the spot if its service can (see :meth:`register`);
+        ``False`` leaves it to :meth:`serve` in a task."""
+        immediate = self._immediate.get(frame.kind[len(SERVICE_PREFIX):])
+        if immediate is None:
+            return False
+        answers = isinstance(frame, Call) or frame.timeout_ms > 0
+        try:
+            reply = immediate(frame.method, frame.payload)
+        except PhoenixError as exc:
+            if answers:
+                answer(error_frame(frame.request_id, exc))
+            else:
+                _log.warning("%s.%s (a cast) failed: %s", frame.kind, frame.method,
+                             exc.message)
+            return True
+        if reply is None:
+            return False
+        if answers:
+            answer(Reply(frame.request_id, reply))
+        return True
 
     def __contains__(self, name: object) -> bool:
         return name in self._handlers
@@ -149,9 +186,11 @@ class Inbound:
 
     def try_now(self, peer: PeerConnection, frame: Call | Cast,
                 answer: Callable[[Reply | Error | Redirect], None]) -> bool:
+        if frame.kind.startswith(SERVICE_PREFIX):
+            return self.services.try_now(frame, answer)
         try_now = self._try_now
-        if try_now is None or frame.kind.startswith(SERVICE_PREFIX):
-            return False  # services run in their own task
+        if try_now is None:
+            return False
         return try_now(peer, frame, answer)
 
 
