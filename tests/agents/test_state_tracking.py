@@ -4,6 +4,7 @@ state after each message, decode it on a rollback) gives."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import heapq
 from typing import Any
@@ -315,6 +316,86 @@ def test_rollback_and_commit_match_the_plain_path(data: st.DataObject) -> None:
 
 
 # ----------------------------------------------------------------------------- node
+
+
+class Scripted(phx.Agent, kind="tests.tracking.scripted"):
+    """Runs a script of state changes sent as an argument (the property test below)."""
+
+    def __init__(self) -> None:
+        self.big = {str(i): i for i in range(BIG)}
+
+    def run(self, script: list[Any]) -> None:
+        for step in script:
+            _step(self, step)
+
+    def run_then_fail(self, script: list[Any]) -> None:
+        self.run(script)
+        raise ValueError("refused")
+
+    def raw(self) -> bytes:
+        return _encode(self.snapshot())
+
+
+def _step(agent: phx.Agent, step: list[Any]) -> None:
+    op, name, keys, value = step
+    attrs = agent.__dict__
+    if op == "set":
+        setattr(agent, name, value)
+        return
+    if op == "del":
+        if name in attrs:
+            delattr(agent, name)
+        return
+    target = attrs.get(name)
+    for k in keys[:-1]:  # down through dicts while the path exists
+        if not isinstance(target, dict) or k not in target:
+            return
+        target = target[k]
+    key = keys[-1] if keys else ""
+    if isinstance(target, dict):
+        if op == "put":
+            target[key] = value
+        elif op == "pop":
+            target.pop(key, None)
+        elif op == "grow" and isinstance(target.get(key), list):
+            target[key].append(value)
+    elif isinstance(target, list) and op == "grow":
+        target.append(value)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=2),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("xyz"),
+                                                                 inner, max_size=3),
+    max_leaves=8,
+)
+_script = st.lists(st.tuples(st.sampled_from(["set", "del", "put", "pop", "grow"]),
+                             st.sampled_from(["big", "a", "b"]),
+                             st.lists(st.sampled_from(["x", "y", "z", "1"]), max_size=3),
+                             _json).map(list), max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(committed=st.lists(_script, max_size=3), failing=_script)
+def test_a_failing_handler_leaves_the_state_as_it_was_through_the_runtime(
+        committed: list[list[Any]], failing: list[Any]) -> None:
+    """Scripts of changes run by handlers of a tracked agent: after one that raises,
+    the state is byte for byte the one before it, and the committed bytes are the
+    state's encoding."""
+    async def scenario() -> None:
+        async with phx.Node() as node:
+            ref = node.ref(Scripted, "s")
+            for script in committed:
+                await ref.run(script)
+            before = await ref.raw()
+            with pytest.raises(phx.AgentError, match="refused"):
+                await ref.run_then_fail(failing)
+            assert await ref.raw() == before
+            act = node._runtime.activation(Scripted._phx_spec, "s")
+            assert act is not None and act.committed == before
+            assert act.tracker is not None or len(before) < SMALL_STATE  # (raw() settled)
+
+    asyncio.run(scenario())
 
 
 def test_which_kinds_are_tracked() -> None:

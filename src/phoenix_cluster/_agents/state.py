@@ -221,7 +221,11 @@ class StateStore:
         committed = act._committed
         if type(committed) is bytes:
             state = self._encode(agent.snapshot())
-            return None if state == committed else state
+            if state != committed:
+                return state
+            if len(state) >= SMALL_STATE:  # (a big agent that is only read, too)
+                self._track(act)
+            return None
         assert isinstance(committed, StateTracker)
         return committed.collect(agent.__dict__)
 
