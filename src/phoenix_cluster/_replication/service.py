@@ -260,6 +260,9 @@ class Replicator:
         """Partitions this process was caught up on: it took a leader's mark naming it,
         or won an election (see :meth:`lagging`)."""
         self._catch_up_task: asyncio.Task[None] | None = None
+        self._relead_pending: list[int] = []
+        self._relead_queued: set[int] = set()
+        self._relead_task: asyncio.Task[None] | None = None
         self._catch_up_backoff: dict[int, tuple[float, float]] = {}
         self._table_updated = asyncio.Event()
         """Lagging partition -> (when to ask its primary again, the next interval)."""
@@ -1045,13 +1048,40 @@ class Replicator:
         self._after_election(p)
 
     def _relead(self, p: int, lead: _Lead) -> None:
-        """Re-elect a partition this node leads (new replica set, or a catch-up)."""
-        if lead.electing is not None or self._closed:
+        """Re-elect a partition this node leads (new replica set, or a catch-up), in
+        the batched queue of re-elections."""
+        if lead.electing is not None or self._closed or p in self._relead_queued:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(retrieve)
-        lead.electing = fut
-        self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
+        # A table change re-elects every partition whose set changed: with three
+        # members, a death or a heal changes all 4,096. Started together, they held
+        # every write of the node (a write waits while its partition is re-elected)
+        # until the last one was done, seconds on a loaded machine. Queued, a partition
+        # keeps serving under its current epoch and config (still a majority, or it
+        # could not have served before) until its turn, EAGER_BATCH at a time.
+        self._relead_queued.add(p)
+        self._relead_pending.append(p)
+        if self._relead_task is None or self._relead_task.done():
+            self._relead_task = self._tasks.spawn(self._releads(), name="releads")
+
+    async def _releads(self) -> None:
+        while self._relead_pending and not self._closed:
+            batch, self._relead_pending = (self._relead_pending[:EAGER_BATCH],
+                                           self._relead_pending[EAGER_BATCH:])
+            waiting: list[asyncio.Future[None]] = []
+            for p in batch:
+                self._relead_queued.discard(p)
+                lead = self._leads.get(p)
+                if lead is None or lead.electing is not None or self._closed:
+                    continue  # lost, or already being re-elected meanwhile
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                fut.add_done_callback(retrieve)
+                lead.electing = fut
+                self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
+                waiting.append(fut)
+            if waiting:
+                await asyncio.wait(waiting)
+            else:
+                await asyncio.sleep(0)
 
     async def _run_relead(self, p: int, lead: _Lead, fut: asyncio.Future[None]) -> None:
         try:
