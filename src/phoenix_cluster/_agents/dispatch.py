@@ -401,14 +401,14 @@ class Router:
                         return Redirect(frame.request_id, where[0], where[1])
                 elif isinstance(frame, Cast):
                     if frame.timeout_ms > 0:
-                        await self.runtime.submit_cast(spec, frame.key, frame.method,
+                        await self.runtime.casts.submit(spec, frame.key, frame.method,
                                                        frame.payload, frame.request_id,
                                                        frame.timeout_ms / 1000)
                     else:
                         self.runtime.submit(spec, frame.key, frame.method, frame.payload,
                                             False, 0.0, frame.request_id)
                 else:
-                    future = await self.runtime.submit_when_room(
+                    future = await self.runtime.casts.submit_when_room(
                         spec, frame.key, frame.method, frame.payload,
                         self._clock.monotonic() + frame.timeout_ms / 1000, frame.request_id,
                         frame.headers.get(CHAIN_HEADER))
@@ -465,7 +465,7 @@ class Router:
                 if not answers:
                     self.runtime.submit(spec, frame.key, frame.method, frame.payload, False,
                                         0.0, rid)
-                elif self.runtime.try_submit_cast(spec, frame.key, frame.method,
+                elif self.runtime.casts.try_submit(spec, frame.key, frame.method,
                                                   frame.payload, rid):
                     answer(Reply(rid, b""))
                 else:

@@ -132,7 +132,7 @@ class PlacementServer:
                                                    deliver.method, deliver.payload, where[1],
                                                    acked=True)
             else:
-                await placement.runtime.submit_cast(spec, deliver.key, deliver.method,
+                await placement.runtime.casts.submit(spec, deliver.key, deliver.method,
                                                     deliver.payload, deliver.request_id,
                                                     placement.rpc_timeout_s / 2)
         if passed_on is not None:

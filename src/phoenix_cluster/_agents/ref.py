@@ -57,7 +57,7 @@ class MethodRef:
                 or went away (``definite`` says whether it may have been queued).
         """
         ref = self._ref
-        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs,
+        return ref._runtime.casts.send(ref._spec, ref._key, self._method, args, kwargs,
                                  ref._timeout)
 
     def cast_unacknowledged(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
@@ -78,7 +78,7 @@ class MethodRef:
             Overloaded: the connection's send queue (or a local mailbox) stayed full.
         """
         ref = self._ref
-        return ref._runtime.cast(ref._spec, ref._key, self._method, args, kwargs,
+        return ref._runtime.casts.send(ref._spec, ref._key, self._method, args, kwargs,
                                  ref._timeout, acknowledged=False)
 
     def __repr__(self) -> str:

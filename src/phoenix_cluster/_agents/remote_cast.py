@@ -143,6 +143,6 @@ async def send_cast(router: CastRouter, spec: KindSpec, key: str, method: str, p
         if isinstance(rerouted, str):
             address = rerouted
             continue
-        await runtime.submit_cast(spec, key, method, payload, request_id,
+        await runtime.casts.submit(spec, key, method, payload, request_id,
                                   max(deadline - clock.monotonic(), 0.001))
         return

@@ -35,9 +35,6 @@ from ..errors import (
     CallTimeout,
     ConfigError,
     NodeClosed,
-    NodeUnavailable,
-    NotLeader,
-    Overloaded,
     PhoenixError,
     PhoenixInternalError,
     SerializationError,
@@ -54,6 +51,7 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
+from .casts import CastOutbound, Casts, no_host
 from .chain import CURRENT, Link, check, decode
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
@@ -77,26 +75,16 @@ __all__ = ["AgentRuntime", "Outbound", "RuntimeStatistics"]
 _log = logging.getLogger("phoenix_cluster.agents")
 
 
-class Outbound(Protocol):
-    """What the caller side asks of the agent router (``dispatch.py``)."""
+class Outbound(CastOutbound, Protocol):
+    """What the caller side asks of the agent router (``dispatch.py``): what casts ask
+    (``casts.py``), and calls."""
 
     @property
     def cast_paths(self) -> Mapping[tuple[str, str], str]: ...
 
-    def remote_address(self, spec: KindSpec, key: str) -> str | object | None: ...
-
-    async def resolve(self, spec: KindSpec, key: str) -> str | None: ...
-
-    async def keep_order(self, spec: KindSpec, key: str, address: str | None,
-                         is_cast: bool) -> None: ...
-
     async def call(self, spec: KindSpec, key: str, method: MethodSpec, payload: bytes,
                    timeout_s: float, request_id: int, address: str,
                    chain: tuple[Link, ...] = ()) -> Any: ...
-
-    async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                   request_id: int, address: str, timeout_s: float, *,
-                   acknowledged: bool = True) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +118,8 @@ class AgentRuntime:
         # 23-bit node prefix above a 40-bit counter.
         self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
         self.hosts_agents = settings.role == "member"
+        self.closing = False
+        """Set once :meth:`aclose` began: new messages are refused with ``NodeClosed``."""
         self.router: Outbound | None = None
         """The agent router (``dispatch.py``) on a node that talks to others."""
         self.tracer: NodeTracer | None = None  # set by the node when tracing is on
@@ -138,7 +128,7 @@ class AgentRuntime:
         self.state = StateStore(self.active_active, self._decode)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
         self.failed = FailedMessages(self.state, bus, self.node_name, self._enqueue,
-                                     lambda: self._closing)
+                                     lambda: self.closing)
         """How messages that will not run here, or failed, end (``outcomes.py``)."""
         self.activator = Activator(self.state, self.clock, bus, self.node_name, self._encode,
                                    self.failed.fail_queued)
@@ -155,7 +145,8 @@ class AgentRuntime:
         """The node's call interceptors (``interceptors.py``)."""
         self.reminders = Reminders(self._call, self.clock, self.node_name)
         """Durable reminders: registration, re-arming and delivery (``reminders.py``)."""
-        self._closing = False
+        self.casts = Casts(self)
+        """Casts sent and received, and messages waiting for room (``casts.py``)."""
         self._messages_handled = 0
         self._load_mark = (self.clock.monotonic(), 0)
 
@@ -220,14 +211,14 @@ class AgentRuntime:
     ) -> Any:
         timeout_s = self.settings.call_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
-        method_spec = self._method(spec, method)
+        method_spec = self.method_spec(spec, method)
         running = CURRENT.get()  # the message whose handler makes this call, if any
         chain: tuple[Link, ...] = ()
         if running is not None and (handler := running.handler) is not None:
             caller = running.act
             chain = (*running.chain, (caller.kind.spec.name, caller.key, handler.reentrant))
             check(chain, spec.name, key)  # a cycle would wait for itself: CallCycle now
-        payload = self._arguments(spec, method_spec, args, kwargs)
+        payload = self.encode_payload(spec, method_spec, args, kwargs)
         router = self.router
         deadline = self.clock.monotonic() + timeout_s
         for attempt in itertools.count():
@@ -242,13 +233,13 @@ class AgentRuntime:
                     return await router.call(spec, key, method_spec, payload, remaining,
                                              request_id, cast(str, address), chain)
             if not self.hosts_agents:
-                raise _no_host(spec, key)
+                raise no_host(spec, key)
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             msg = Message(method, payload, future, deadline, request_id, chain=chain)
             kr = self.kind(spec)
             wait_s = remaining
-            if not self._try_enqueue(kr, key, msg):
-                await self._enqueue_when_room(kr, key, msg, remaining)
+            if not self.try_enqueue(kr, key, msg):
+                await self.casts.enqueue_when_room(kr, key, msg, remaining)
                 wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
             if self.tracer is not None:
                 self.tracer.local_call(spec.name, key, method, request_id, future)
@@ -267,88 +258,7 @@ class AgentRuntime:
             return method_spec.result_decoder.decode(result)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def cast(
-        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...],
-        kwargs: dict[str, Any], timeout: float | None = None, *,
-        acknowledged: bool = True,
-    ) -> None:
-        """Queue a message without waiting for its result.
-
-        Returns once the message is in the agent's mailbox, on this node or (acknowledged
-        by it) on the owner's. A full mailbox is waited on, up to ``timeout`` (default
-        ``call_timeout_s``), before ``Overloaded``. Without ``acknowledged``
-        (``MethodRef.cast_unacknowledged``) it never waits: a remote cast returns once
-        queued to send, a local one fails at once with ``Overloaded`` when the mailbox
-        is full.
-        """
-        if self.interceptors.outgoing:
-            await self.interceptors.run(
-                CallInfo(spec.name, key, method, args, kwargs, self.node_name, "outgoing",
-                         True),
-                partial(self._cast, spec, key, method, args, kwargs, timeout, acknowledged))
-            return
-        await self._cast(spec, key, method, args, kwargs, timeout, acknowledged)
-
-    async def _cast(
-        self, spec: KindSpec, key: str, method: str, args: tuple[Any, ...],
-        kwargs: dict[str, Any], timeout: float | None, acknowledged: bool,
-    ) -> None:
-        method_spec = self._method(spec, method)
-        payload = self._arguments(spec, method_spec, args, kwargs)
-        request_id = next(self._request_ids)
-        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
-        router = self.router
-        msg = Message(method, payload, None, 0.0, request_id)
-        deadline = self.clock.monotonic() + timeout_s
-        for attempt in itertools.count():
-            remaining = max(deadline - self.clock.monotonic(), 0.001)
-            if router is not None:
-                address = router.remote_address(spec, key)
-                if address is PLACE:
-                    address = await router.resolve(spec, key)
-                await router.keep_order(spec, key, cast(str | None, address), True)
-                if address is not None:
-                    await router.cast(spec, key, method, payload, request_id,
-                                      cast(str, address), remaining,
-                                      acknowledged=acknowledged)
-                    return
-            if not self.hosts_agents:
-                raise _no_host(spec, key)
-            kr = self.kind(spec)
-            if not self._try_enqueue(kr, key, msg):
-                if not acknowledged:  # fire and forget never waits
-                    self._overloaded(kr, key)
-                    raise Overloaded(f"mailbox of {spec.name}/{key} is full (mailbox_limit "
-                                     f"{kr.mailbox_limit:,}); nothing was queued",
-                                     request_id=request_id)
-                try:
-                    await self._enqueue_when_room(kr, key, msg, remaining)
-                except PhoenixError as exc:
-                    # The agent moved away while we waited for room: route it again.
-                    delay = reroute_delay(attempt, deadline - self.clock.monotonic())
-                    if not turned_away(exc) or delay is None:
-                        raise
-                    await self.clock.sleep(delay)
-                    continue
-            if self.tracer is not None:
-                self.tracer.local_cast(request_id)
-            return
-
-    async def submit_cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                          request_id: int, timeout_s: float) -> None:
-        """Queue a cast from a peer that waits for the acknowledgement (the inbound path),
-        waiting up to ``timeout_s`` for room in a full mailbox.
-
-        Raises:
-            AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
-        """
-        decoded = self._from_peer(spec, method, payload)
-        kr = self.kind(spec)
-        msg = Message(method, payload, None, 0.0, request_id, decoded=decoded)
-        if not self._try_enqueue(kr, key, msg):
-            await self._enqueue_when_room(kr, key, msg, timeout_s)
-
-    def _from_peer(self, spec: KindSpec, method: str, payload: bytes) -> list[Any] | None:
+    def from_peer(self, spec: KindSpec, method: str, payload: bytes) -> list[Any] | None:
         """The method exists and the arguments from another node are well formed.
 
         Returns:
@@ -359,7 +269,7 @@ class AgentRuntime:
             AgentNotFound: no such method.
             SerializationError: arguments that do not decode or match the annotations.
         """
-        method_spec = self._method(spec, method)
+        method_spec = self.method_spec(spec, method)
         # Fast path, as at the caller: [args, kwargs] of exactly the annotated classes.
         # Anything else goes to check_payload, which converts or names the problem.
         try:
@@ -374,7 +284,7 @@ class AgentRuntime:
             return None
         return decoded
 
-    def _arguments(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
+    def encode_payload(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> bytes:
         """``[args, kwargs]`` checked against the method's annotations and encoded.
 
@@ -394,77 +304,6 @@ class AgentRuntime:
             payload = encode_arguments(spec.name, method.name, method.parameters, args,
                                        kwargs, self._encode, self.max_message_bytes)
         return payload
-
-    def try_submit_cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                        request_id: int) -> bool:
-        """Queue a cast from a peer if its agent's mailbox has room (the fast path);
-        ``False``: it is full (wait with :meth:`submit_cast`).
-
-        Raises:
-            AgentNotFound, NodeClosed: refused; nothing was queued.
-        """
-        decoded = self._from_peer(spec, method, payload)
-        return self._try_enqueue(self.kind(spec), key,
-                                 Message(method, payload, None, 0.0, request_id, decoded=decoded))
-
-    async def submit_when_room(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                               deadline: float, request_id: int,
-                               chain: str | None = None) -> asyncio.Future[bytes]:
-        """:meth:`submit` a call from a peer (with de-duplication), waiting until
-        ``deadline`` for room in a full mailbox.
-
-        Raises:
-            AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
-        """
-        kr = self.kind(spec)
-        clock = self.clock
-        while True:
-            try:
-                future = self.submit(spec, key, method, payload, True, deadline, request_id,
-                                     dedup=True, chain=chain)
-            except Overloaded:
-                if await kr.room.wait(key, clock, deadline - clock.monotonic()):
-                    self._check_still_here(kr, key)
-                    continue
-                self._overloaded(kr, key)
-                raise
-            assert future is not None
-            return future
-
-    def _check_still_here(self, kr: KindRuntime, key: str) -> None:
-        """After a wait for room: the agent must still be active here, or the message
-        goes to wherever it went (a migration or a lost partition stopped it here).
-
-        Raises:
-            NodeClosed: this node is shutting down.
-            NotLeader: (definite) the agent left this node while the message waited;
-                callers route it again.
-        """
-        if self._closing:
-            raise NodeClosed(f"node {self.node_name} is shutting down")
-        if self.placement is not None and not kr.workers and key not in kr.activations:
-            raise NotLeader(f"{kr.spec.name}/{key} left {self.node_name} while a message "
-                            "waited for room in its mailbox; send it again", definite=True)
-
-    async def _enqueue_when_room(self, kr: KindRuntime, key: str, msg: Message,
-                                 timeout_s: float) -> None:
-        """Wait for the agent to make room in its mailbox, then queue ``msg``.
-
-        Raises:
-            Overloaded: the mailbox stayed full for ``timeout_s``; nothing was queued.
-        """
-        clock = self.clock
-        deadline = clock.monotonic() + timeout_s
-        while await kr.room.wait(key, clock, deadline - clock.monotonic()):
-            self._check_still_here(kr, key)
-            if self._try_enqueue(kr, key, msg):
-                return
-        self._overloaded(kr, key)
-        raise Overloaded(
-            f"mailbox of {kr.spec.name}/{key} stayed full (mailbox_limit "
-            f"{kr.mailbox_limit:,}) for {timeout_s:.3g}s; nothing was queued",
-            request_id=msg.request_id,
-        )
 
     def submit(
         self,
@@ -489,7 +328,7 @@ class AgentRuntime:
             AgentNotFound, Overloaded, NodeClosed: refused; nothing was queued.
             SerializationError: a malformed chain header; nothing was queued.
         """
-        decoded = self._from_peer(spec, method, payload)
+        decoded = self.from_peer(spec, method, payload)
         links = decode(chain) if chain else ()
         kr = self.kind(spec)
         if dedup:
@@ -546,8 +385,8 @@ class AgentRuntime:
             timer.cancel()
             future.remove_done_callback(relay)
 
-    def _method(self, spec: KindSpec, method: str) -> MethodSpec:
-        if self._closing:
+    def method_spec(self, spec: KindSpec, method: str) -> MethodSpec:
+        if self.closing:
             raise NodeClosed(f"node {self.node_name} is shutting down")
         method_spec = spec.methods.get(method)
         if method_spec is None:
@@ -567,7 +406,7 @@ class AgentRuntime:
             self.start_drain(act)
         return act
 
-    def _try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool:
+    def try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool:
         """Queue ``msg`` unless the agent's mailbox is full."""
         if kr.workers:
             key = pick_worker(kr, key)
@@ -578,14 +417,6 @@ class AgentRuntime:
         if start:
             self.start_drain(act)
         return start is not None
-
-    def _overloaded(self, kr: KindRuntime, key: str) -> None:
-        if self.bus.has_handlers(events.AGENT_OVERLOADED):
-            self.bus.execute(
-                events.AGENT_OVERLOADED,
-                {"queued": float(kr.mailbox_limit)},
-                {"node": self.node_name, "kind": kr.spec.name, "key": key},
-            )
 
     # ----------------------------------------------------------------- running
 
@@ -919,9 +750,9 @@ class AgentRuntime:
 
         Messages still queued when the time is up fail with ``NodeClosed``.
         """
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         self.timers.stopped = True
         await self.reminders.aclose()
         busy = [a.task for a in self._iter_activations() if a.task is not None]
@@ -996,11 +827,3 @@ def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: st
                 request_id=msg.request_id,
             )
         )
-
-
-def _no_host(spec: KindSpec, key: str) -> NodeUnavailable:
-    return NodeUnavailable(
-        f"no member node can host {spec.name}/{key}: this node is a client and knows no "
-        "members (pass seeds)",
-        definite=True,
-    )
