@@ -385,9 +385,12 @@ class Node:
         self._join = JoinPlan(s.seeds, (self.address or "", s.listen or ""), role=s.role,
                               discovery=s.discovery is not None)
         self._formed_alone = self._join.forms_at_once
+        # A member rebalances after each table change (the rebalancer waits on this).
+        table_changed = asyncio.Event() if s.role == "member" else None
         placement = self._placement = PlacementService(
             self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
             fallback=self._fallback_address, rpc=rpc, app_version=s.app_version,
+            on_change=None if table_changed is None else table_changed.set,
         )
         router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,
                         rpc=rpc)
@@ -396,8 +399,9 @@ class Node:
         self._services.attach(rpc, services)
         self._runtime.router = self._router = router
         self._runtime.placement = placement
-        if s.role == "member":
-            self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock)
+        if table_changed is not None:
+            self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock,
+                                          table_changed)
             if self.address is not None:
                 await self._start_replication(rpc, secret)
                 await self._start_crdt_sync(rpc)
@@ -409,6 +413,7 @@ class Node:
                                       probe_timeout_s=s.probe_timeout_s,
                                       suspicion_mult=s.suspicion_mult),
                 datagrams=None if network is None else network.open_datagram_endpoint,
+                on_declared_dead=self._declared_dead if s.role == "member" else None,
             )
             self._membership.subscribe(self._on_membership)
             self._on_membership(self._membership.snapshot())
@@ -440,11 +445,12 @@ class Node:
         )
         assert self._membership is not None
         self._membership.subscribe(self._resolver.update)
-        self._membership.on_declared_dead = self._declared_dead
         self._resolver.update(self._membership.snapshot())
         self._resolver.start()
 
     def _declared_dead(self, incarnation: int, by: str, downed: bool) -> None:
+        if self._resolver is None:
+            return  # split-brain handling has not started yet (it starts with the node)
         if not downed:
             # Only the others' failure detector: membership refutes and the node stays
             # (only a split-brain decision downs). Its keys may have moved meanwhile, so
@@ -491,13 +497,13 @@ class Node:
             self.name, partial(rpc.call_node, "replication"), self.env,
             incarnation=self.incarnation,
             bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
+            on_led=self._runtime.reminders.partition_led,
             settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
         self._runtime.reminders.replicator = replicator
-        replicator.on_led = self._runtime.reminders.partition_led
         backup = BackupService(replicator, _kind_status,
                                partial(self._runtime.partition_lost, reason="restored"),
                                lambda kind: lookup_kind(kind).replicas)

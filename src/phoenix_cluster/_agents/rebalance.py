@@ -35,6 +35,7 @@ class Rebalancer:
         runtime: the node's agents.
         placement: homes, pins and migration.
         clock: the node's clock.
+        changed: set after each table change (the placement service's ``on_change``).
         rate: moves per second at most.
         concurrency: moves in flight at most.
         tolerance: a node holding more than ``1 + tolerance`` times the mean of
@@ -47,6 +48,7 @@ class Rebalancer:
         runtime: AgentRuntime,
         placement: PlacementService,
         clock: Clock,
+        changed: asyncio.Event,
         *,
         rate: float = 1000.0,
         concurrency: int = 32,
@@ -60,10 +62,9 @@ class Rebalancer:
         self.concurrency = concurrency
         self.tolerance = tolerance
         self.interval_s = interval_s
-        self._changed = asyncio.Event()
+        self._changed = changed
         self.moved = 0
         self.failed = 0
-        placement.on_change = self._changed.set
 
     async def run(self) -> None:
         """Forever: after each table change move agents to their homes; every

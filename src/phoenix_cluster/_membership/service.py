@@ -128,6 +128,8 @@ class MembershipService:
         env: clock and randomness.
         bus: where telemetry goes (default: the process-wide bus).
         datagrams: binds the gossip endpoint (default: a UDP socket).
+        on_declared_dead: called with ``(incarnation, by, downed)`` when peers declared
+            this node's current life dead (:attr:`on_declared_dead`).
     """
 
     def __init__(self, name: str, address: str, incarnation: int, secret: bytes, *,
@@ -135,7 +137,9 @@ class MembershipService:
                  role: Literal["member", "client"] = "member",
                  settings: SwimSettings | None = None, env: Env | None = None,
                  bus: TelemetryBus | None = None,
-                 datagrams: DatagramOpener | None = None) -> None:
+                 datagrams: DatagramOpener | None = None,
+                 on_declared_dead: Callable[[int, str, bool], object] | None = None,
+                 ) -> None:
         self._datagrams = datagrams
         self.settings = settings if settings is not None else SwimSettings()
         self.env = env if env is not None else Env()
@@ -159,7 +163,7 @@ class MembershipService:
         self._resolved: dict[str, tuple[str, int] | None] = {}
         self._log_times: dict[str, float] = {}
         self._subscribers: list[SnapshotCallback] = []
-        self.on_declared_dead: Callable[[int, str, bool], object] | None = None
+        self.on_declared_dead = on_declared_dead
         """Called with ``(incarnation, by, downed)`` when peers declared this node's
         current life dead (it was paused or cut off): ``downed`` if a split-brain decision
         removed it (the node must go), else only their failure detector did (it refutes

@@ -217,6 +217,7 @@ class Replicator:
         storage: durable storage (``data_dir``); ``None`` keeps state in memory only.
         settings: timers and limits.
         on_lost: called when this node must stop serving a partition's agents.
+        on_led: called when this node wins an election of a partition.
     """
 
     def __init__(
@@ -230,6 +231,7 @@ class Replicator:
         storage: SqliteStorage | None = None,
         settings: ReplicationSettings | None = None,
         on_lost: OnLost | None = None,
+        on_led: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         inc = env.random.getrandbits(48) if incarnation is None else incarnation
@@ -241,8 +243,7 @@ class Replicator:
         self._storage = storage
         self.settings = settings or ReplicationSettings()
         self.on_lost = on_lost
-        self.on_led: Callable[[int], None] | None = None
-        """Called when this node wins an election of a partition (set by the node)."""
+        self.on_led = on_led
         # A durable store is trusted: what its file lacks, this node never held, once the
         # file exists (a new file is amnesiac: ``start``; docs: Storage).
         self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
