@@ -507,6 +507,56 @@ def test_a_cut_node_declared_dead_refutes_within_a_reconnect_interval_of_the_hea
     assert took <= 2.5, took  # two reconnect intervals and a round trip
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_healed_cut_nodes_verdicts_about_the_others_kill_nobody(seed: int) -> None:
+    """A node cut off long enough declares the others dead from its side. After the heal
+    its gossip carries those verdicts to members that never lost each other: they must
+    not declare each other dead for it (each death moves keys and re-elects partitions;
+    benchmarks/cut_and_heal.py saw a survivor declare the other survivor dead)."""
+    net = SimNet(seed=seed)
+    net.cluster(3)
+    net.run_until(lambda: same_view(net) and len(net.live()[0].members()) == 3, 10)
+    net.cut.add(net.by_name["n0"].address)
+    net.run_until(lambda: all(net.status("n0", o) == "dead" for o in ("n1", "n2"))
+                  and all(net.status(o, "n0") == "dead" for o in ("n1", "n2")), 30)
+    net.events.clear()
+    net.cut.clear()
+    net.run_until(lambda: all(net.status(o, "n0") == "alive" for o in ("n1", "n2"))
+                  and net.status("n0", "n1") == "alive" and net.status("n0", "n2") == "alive",
+                  15)
+    net.run(5.0)
+    deaths = [(at, observer, e.member.name) for at, observer, e in net.events
+              if e.kind == "dead" and observer in ("n1", "n2")
+              and e.member.name in ("n1", "n2")]
+    assert deaths == []
+
+
+def test_a_death_declared_by_a_member_held_dead_is_only_a_suspicion() -> None:
+    p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
+    for name in ("a", "b"):
+        p.receive(Gossip(0, name, (Update(name, f"{name}:1", 7, "alive"),)), f"{name}:1", 0.0)
+    p.receive(Gossip(0, "b", (Update("a", "a:1", 7, "dead", by="b"),)), "b:1", 1.0)
+    a = p.member("a")
+    assert a is not None and a.status == "dead"  # b is alive here: its word counts
+    # a, held dead, declares b dead: b is only suspected.
+    p.receive(Gossip(0, "a", (Update("b", "b:1", 7, "dead", by="a"),)), "a:1", 2.0)
+    b = p.member("b")
+    assert b is not None and b.status == "suspect"
+    # a refutes; its verdicts stay suspect for a while (b refuted too) ...
+    p.receive(Gossip(0, "a", (Update("a", "a:1", 8, "alive"),)), "a:1", 3.0)
+    p.receive(Gossip(0, "b", (Update("b", "b:1", 8, "alive"),)), "b:1", 3.1)
+    p.receive(Gossip(0, "a", (Update("b", "b:1", 8, "dead", by="a"),)), "a:1", 3.2)
+    b = p.member("b")
+    assert b is not None and b.status == "suspect"
+    assert p.statistics().stale_verdicts == 2
+    # ... and count again once it has been back longer than any suspicion lasts.
+    p.receive(Gossip(0, "b", (Update("b", "b:1", 9, "alive"),)), "b:1", 4.0)
+    later = 3.0 + suspicion_timeouts(SETTINGS, 2)[1] + 1
+    p.receive(Gossip(0, "a", (Update("b", "b:1", 9, "dead", by="a"),)), "a:1", later)
+    b = p.member("b")
+    assert b is not None and b.status == "dead"
+
+
 def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None:
     net = SimNet(seed=4)
     net.cluster(3)

@@ -241,6 +241,9 @@ class SwimStatistics:
     syncs_merged: int
     misdirected_pings: int
     name_conflicts: int
+    stale_verdicts: int
+    """Deaths declared by a member held dead (or back from dead only lately), taken as
+    suspicions: the verdicts of a node that was cut off."""
     queued_updates: int
 
 
@@ -348,6 +351,9 @@ class SwimProtocol:
         # A dict as an ordered set: deaths are declared in suspicion order, the same on
         # every run (a set's order follows the process's string hash seed).
         self._suspects: dict[str, None] = {}
+        self._back: dict[str, float] = {}
+        """Members that came back from dead (a refutation after a cut or a pause), and
+        when: their own death verdicts about others are stale for a while (``_apply``)."""
         self._queue: DisseminationBuffer[Update] = DisseminationBuffer(
             self.settings.retransmit_mult)
         self._codec = GossipCodec()
@@ -371,7 +377,8 @@ class SwimProtocol:
         self._n = dict.fromkeys(
             ("probes_sent", "probes_acked", "probes_failed", "ping_reqs_sent",
              "nacks_received", "relays", "suspicions", "deaths_declared", "refutations",
-             "updates_received", "syncs_merged", "misdirected_pings", "name_conflicts"), 0)
+             "updates_received", "syncs_merged", "misdirected_pings", "name_conflicts",
+             "stale_verdicts"), 0)
         self._broadcast(self._me)
 
     # ------------------------------------------------------------------ views
@@ -713,6 +720,16 @@ class SwimProtocol:
         # dead or left
         if _RANK[u.status] <= _RANK[rec.status] and u.incarnation == rec.incarnation:
             return
+        if u.status == "dead" and rec.status in _LIVE and self._stale_verdict(u, now):
+            # A member cut off from the others declared them dead from its side; after
+            # the heal its gossip carries those verdicts to members that never lost
+            # them, and each one would move keys and re-elect for a death that did not
+            # happen. Check for ourselves instead, as push-pull does: a suspicion the
+            # member refutes if it is alive.
+            self._n["stale_verdicts"] += 1
+            if rec.status == "alive":
+                self._suspect(rec, u.incarnation, u.by, now, out)
+            return
         if rec.status in ("dead", "left"):
             if u.status == "left" and rec.status == "dead":  # a refinement, not news
                 previous = rec.member()
@@ -721,6 +738,20 @@ class SwimProtocol:
                 out.append(MemberEvent("updated", rec.member(), previous))
             return
         self._declare(rec, u.incarnation, u.status, u.by, now, out)
+
+    def _stale_verdict(self, u: Update, now: float) -> bool:
+        """Whether the death ``u`` was declared by a member this node holds dead, or
+        held dead until lately (within the longest suspicion): its view was cut off."""
+        if not u.by or u.by in (u.name, self._me.name):
+            return False
+        decider = self._members.get(u.by)
+        if decider is None:
+            return False
+        if decider.status not in _LIVE:
+            return True
+        back = self._back.get(u.by)
+        return back is not None and now - back < suspicion_timeouts(
+            self.settings, self.live_count())[1]
 
     def down(self, names: Iterable[str], now: float) -> list[Action]:
         """A split-brain decision removed ``names`` (their current lives): declare them
@@ -807,6 +838,8 @@ class SwimProtocol:
         if was not in _LIVE:
             self._live_others += 1
             self._add_to_order(rec.name)
+            if was == "dead":
+                self._back[rec.name] = now
         self._changed()
         kind: MemberEventKind = (
             "joined" if was not in _LIVE else "alive" if was == "suspect" else "updated"
@@ -913,6 +946,9 @@ class SwimProtocol:
     def _reap(self, now: float) -> None:
         self._next_reap_at = now + self.settings.forget_after_s / 10
         horizon = now - self.settings.forget_after_s
+        for name, at in list(self._back.items()):
+            if at <= horizon:
+                del self._back[name]
         for name, rec in list(self._members.items()):
             if rec.status not in _LIVE and rec.since <= horizon:
                 del self._members[name]
