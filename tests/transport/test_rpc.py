@@ -21,6 +21,7 @@ from phoenix_cluster.errors import (
     CallTimeout,
     NodeUnavailable,
     NotLeader,
+    PhoenixError,
     ProtocolError,
 )
 
@@ -89,6 +90,9 @@ async def test_an_immediate_handler_answers_on_the_spot_or_passes_the_frame_on(
     def now(method: str, payload: bytes) -> bytes | None:
         if method == "refuse":
             raise NotLeader("not here")
+        if method == "bug":
+            answered_now.append(method)
+            raise KeyError("half done")
         if method != "read":
             return None
         answered_now.append(method)
@@ -100,12 +104,16 @@ async def test_an_immediate_handler_answers_on_the_spot_or_passes_the_frame_on(
     with pytest.raises(NotLeader, match="not here") as refused:
         await pair.client.call(pair.address, "mixed", "refuse", b"", 5.0)
     assert refused.value.definite
-    assert (answered_now, served) == (["read"], ["write"])
+    # A bug is answered as one (outcome unknown), not run again on the task path.
+    with pytest.raises(PhoenixError, match="raised KeyError") as bug:
+        await pair.client.call(pair.address, "mixed", "bug", b"", 5.0)
+    assert not bug.value.definite
+    assert (answered_now, served) == (["read", "bug"], ["write"])
     # Casts take the same path: the immediate one runs, none is answered.
     await pair.client.cast(pair.address, "mixed", "read", b"c", 5.0)
     await pair.client.cast(pair.address, "mixed", "refuse", b"", 5.0)
     assert await pair.client.call(pair.address, "mixed", "read", b"d", 5.0) == b"now:d"
-    assert answered_now == ["read", "read", "read"]
+    assert answered_now == ["read", "bug", "read", "read"]
 
 
 async def test_an_unknown_service_is_a_definite_agent_not_found(pair: Pair) -> None:

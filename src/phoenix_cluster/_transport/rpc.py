@@ -115,6 +115,15 @@ class Services:
                 _log.warning("%s.%s (a cast) failed: %s", frame.kind, frame.method,
                              exc.message)
             return True
+        except Exception as exc:
+            # A bug. Answered here, never passed on: the handler may have done part of
+            # its work, and the task path would run it a second time.
+            _log.exception("%s.%s raised", frame.kind, frame.method)
+            if answers:
+                answer(Error(request_id=frame.request_id, code="internal_error",
+                             message=f"the handler on the receiving node raised "
+                                     f"{type(exc).__name__}: {exc}", definite=False))
+            return True
         if reply is None:
             return False
         if answers:
