@@ -4,11 +4,13 @@ One sweep per node (``sweep_idle``, driven by the node's housekeeping loop) inst
 timer per agent keeps idle agents free of timers. An agent with ``on_deactivate`` is
 passivated in mailbox order (an internal message runs the hook after the messages
 queued before it); messages that arrive behind it go to a fresh activation, in order,
-which restores the state just stored.
+which restores the state just stored. When the node stops, every agent is passivated
+once the busy ones finished (:meth:`Passivation.close_all`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from .._foundation.env import Clock
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
+from ..errors import NodeClosed, PhoenixError
 from .mailbox import PASSIVATE, Activation, KindRuntime, Message
 from .state import StateStore
 from .timers import cancel_timers
@@ -81,6 +84,37 @@ class Passivation:
         msg = Message(PASSIVATE, b"", None, 0.0, 0, step)
         if act.put_nowait(msg, 1 << 62):
             self._start_drain(act)
+
+    async def close_all(self, timeout_s: float,
+                        fail_queued: Callable[[Activation, PhoenixError], None]) -> None:
+        """The node stops: let busy agents finish their messages (up to ``timeout_s``,
+        then cancel them), then deactivate every agent keeping its state. Messages still
+        queued fail with ``NodeClosed`` (``fail_queued``)."""
+        acts = [act for kr in self._kinds.values() for act in kr.activations.values()]
+        busy = [a.task for a in acts if a.task is not None]
+        busy += [t for a in acts for t in a.interleaved or ()]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                _log.warning("%d agents still busy after %.1fs; cancelled", len(pending), timeout_s)
+                await asyncio.wait(pending, timeout=1.0)
+        for kr in list(self._kinds.values()):
+            for act in list(kr.activations.values()):
+                if act.agent is None:
+                    continue
+                if kr.spec.has_on_deactivate:
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            await act.agent.on_deactivate()
+                        act.committed = self._encode(act.agent.snapshot())
+                    except Exception as exc:
+                        _log.warning("on_deactivate of %s/%s failed: %r",
+                                     kr.spec.name, act.key, exc)
+                fail_queued(act, NodeClosed(f"node {self._node_name} stopped"))
+                act.queue = None
+                self.finish(act, "shutdown")
 
     def finish(self, act: Activation, reason: str) -> None:
         """Store ``act``'s committed state as passive and drop the activation (its

@@ -755,30 +755,7 @@ class AgentRuntime:
         self.closing = True
         self.timers.stopped = True
         await self.reminders.aclose()
-        busy = [a.task for a in self._iter_activations() if a.task is not None]
-        busy += [t for a in self._iter_activations() for t in a.interleaved or ()]
-        if busy:
-            _, pending = await asyncio.wait(busy, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                _log.warning("%d agents still busy after %.1fs; cancelled", len(pending), timeout_s)
-                await asyncio.wait(pending, timeout=1.0)
-        for kr in list(self._kinds.values()):
-            for act in list(kr.activations.values()):
-                if act.agent is None:
-                    continue
-                if kr.spec.has_on_deactivate:
-                    try:
-                        async with asyncio.timeout(timeout_s):
-                            await act.agent.on_deactivate()
-                        act.committed = self._encode(act.agent.snapshot())
-                    except Exception as exc:
-                        _log.warning("on_deactivate of %s/%s failed: %r",
-                                     kr.spec.name, act.key, exc)
-                self.failed.fail_queued(act, NodeClosed(f"node {self.node_name} stopped"))
-                act.queue = None
-                self.passivation.finish(act, "shutdown")
+        await self.passivation.close_all(timeout_s, self.failed.fail_queued)
 
     # ----------------------------------------------------------------- introspection
 
