@@ -503,7 +503,6 @@ class Node:
         await replicator.start()
         self._node_services.register("replication", replicator.handle)
         self._replicator = self._runtime.replicator = replicator
-        self._runtime.reminders.replicator = replicator
         backup = BackupService(replicator, _kind_status,
                                partial(self._runtime.partition_lost, reason="restored"),
                                lambda kind: lookup_kind(kind).replicas)

@@ -179,13 +179,15 @@ class Reminders:
     """This node's side of reminders: registering them (through the tables), re-arming
     the tables of partitions this node comes to lead, and delivering ticks."""
 
-    __slots__ = ("_call", "_clock", "_tasks", "replicator", "stopped")
+    __slots__ = ("_call", "_clock", "_replicator", "_tasks", "stopped")
 
-    def __init__(self, call: Call, clock: Clock, node_name: str) -> None:
+    def __init__(self, call: Call, clock: Clock, node_name: str,
+                 replicator: Callable[[], Replicator | None]) -> None:
         self._call = call
         self._clock = clock
+        self._replicator = replicator
+        """This node's replicator, once it has one (a member of a cluster)."""
         self._tasks = TaskSet(f"reminders {node_name}")
-        self.replicator: Replicator | None = None
         self.stopped = False
 
     async def put(self, spec: KindSpec, key: str, name: str, every_s: float,
@@ -225,7 +227,7 @@ class Reminders:
     def partition_led(self, partition: int) -> None:
         """``Replicator.on_led``: activate the tables this node holds in ``partition``,
         which arms their timers again."""
-        replicator = self.replicator
+        replicator = self._replicator()
         if replicator is None or self.stopped:
             return
         keys = replicator.keys_of(partition, TABLE_KIND)
@@ -244,7 +246,7 @@ class Reminders:
                     await self._call(spec, key, "arm", (), {}, None)
                     break
                 except PhoenixError as exc:
-                    replicator = self.replicator
+                    replicator = self._replicator()
                     if (replicator is None or replicator.leads(partition) is None
                             or backoff > ARM_RETRY_MAX_S):
                         _log.info("reminders of %s not armed here: %s", key, exc.message)

@@ -143,7 +143,8 @@ class AgentRuntime:
         """Agents leaving for another node or a lost partition (``departures.py``)."""
         self.interceptors = Interceptors()
         """The node's call interceptors (``interceptors.py``)."""
-        self.reminders = Reminders(self._call, self.clock, self.node_name)
+        self.reminders = Reminders(self._call, self.clock, self.node_name,
+                                   lambda: self.state.replicator)
         """Durable reminders: registration, re-arming and delivery (``reminders.py``)."""
         self.casts = Casts(self)
         """Casts sent and received, and messages waiting for room (``casts.py``)."""
