@@ -29,7 +29,7 @@ async def test_a_remote_call_and_a_quorum_commit_stay_within_their_file_counts()
     # the write reaches replication.
     assert {"_agents/dispatch.py", "_transport/connection.py", "_wire/codec.py"} <= read
     assert not any(f.startswith("_replication/") for f in read)
-    assert {"_replication/service.py", "_replication/replica.py"} <= add
+    assert {"_replication/commits.py", "_replication/replica.py"} <= add
     # The node is the composition root: it is not on the path of a message.
     assert "_node.py" not in add
     assert len(read) <= REMOTE_CALL_CEILING, sorted(read)

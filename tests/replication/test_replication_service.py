@@ -16,9 +16,9 @@ import msgspec
 import pytest
 
 from phoenix_cluster._foundation.env import SystemClock
+from phoenix_cluster._replication.elections import EAGER_BATCH
 from phoenix_cluster._replication.messages import Batch, Prepare, encode
 from phoenix_cluster._replication.service import (
-    EAGER_BATCH,
     ReplicationSettings,
     Replicator,
     partition_for,

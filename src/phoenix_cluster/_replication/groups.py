@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .._ring.partitions import PARTITIONS, PartitionTable
+from .._ring.hashing import key_hash
+from .._ring.partitions import PARTITIONS, PartitionTable, partition_of
 
 __all__ = [
     "DEFAULT_REPLICAS",
@@ -30,7 +31,10 @@ __all__ = [
     "REPLICA_COUNTS",
     "GroupMove",
     "GroupTable",
+    "group_for",
+    "group_name",
     "group_of",
+    "partition_for",
     "partition_of_group",
     "replicas_of_group",
 ]
@@ -64,6 +68,24 @@ def partition_of_group(group: int) -> int:
 def replicas_of_group(group: int) -> int:
     """The replica count a group was created for (before the cluster-size cap)."""
     return REPLICA_COUNTS[group // PARTITIONS]
+
+
+def partition_for(kind: str, key: str) -> int:
+    """The partition of an agent address: ``partition_of(key_hash(kind, key))``."""
+    return partition_of(key_hash(kind, key))
+
+
+def group_for(kind: str, key: str, replicas: int = DEFAULT_REPLICAS) -> int:
+    """The replication group of an agent address whose kind keeps ``replicas`` copies
+    (the partition itself for the default 3)."""
+    return group_of(partition_for(kind, key), replicas)
+
+
+def group_name(group: int) -> str:
+    """How logs and errors name a group: its partition, and its count if not 3."""
+    n = replicas_of_group(group)
+    p = partition_of_group(group)
+    return f"partition {p}" if n == DEFAULT_REPLICAS else f"partition {p} (replicas={n})"
 
 
 class GroupMove(NamedTuple):

@@ -5,7 +5,8 @@ replicas report, decides whether the round has its quorum, and plans the catch-u
 newest entry per key, the entries to restamp, what each new replica lacks.
 :class:`Quorum` decides whether a write (or a catch-up, or a mark) reached a majority
 of every set of a config. Both follow docs/design/replication.md ("Electing a leader",
-"Writing"); the service (``service.py``) feeds them replies and acts on their verdicts.
+"Writing"); the service (``campaign.py``, ``commits.py``) feeds them replies and acts on
+their verdicts.
 
 Pure: no I/O, no asyncio.
 """
