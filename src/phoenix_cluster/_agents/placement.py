@@ -348,8 +348,7 @@ class PlacementService:
         return self.forwarder.forwarding(spec, key)
 
     async def forwarded(self, spec: KindSpec, key: str) -> None:
-        """Wait until the casts forwarded so far for this agent are queued at its host."""
-        await self.forwarder.forwarded(spec, key)
+        await self.forwarder.forwarded(spec, key)  # the casts so far queued at the host
 
     def flush_request(self, spec: KindSpec, key: str) -> bytes:
         return wire.encode(wire.Locate(spec.name, key, self.self_name, False))
