@@ -1,5 +1,5 @@
 """``running_loop()``: ``asyncio.get_running_loop()`` without its system call
-(``_foundation/loops.py``)."""
+(``_foundation/env.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from phoenix_cluster._foundation.loops import running_loop
+from phoenix_cluster._foundation.env import running_loop
 
 
 def test_it_is_the_running_loop_of_each_run_and_thread() -> None:

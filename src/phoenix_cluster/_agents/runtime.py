@@ -512,7 +512,7 @@ class AgentRuntime:
         method = spec.methods[msg.method]
         agent = act.agent
         assert agent is not None
-        measure = self.bus.has_handlers(events.AGENT_CALL_STOP)
+        measure = events.AGENT_CALL_STOP in self.bus.listened
         started = self.clock.monotonic() if measure else 0.0
         try:
             decoded = msg.decoded

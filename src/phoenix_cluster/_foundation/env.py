@@ -1,23 +1,62 @@
-"""The node's view of time and chance.
+"""The node's view of time and chance, and the running loop.
 
 Every component takes its clock and random source from the node's :class:`Env`, never from
 ``time`` or ``random`` module globals, so the same code runs under a deterministic
 simulator. Must not import anything above L0.
+
+:func:`running_loop` is ``asyncio.get_running_loop()`` without a system call per look-up:
+on CPython 3.11 that makes a ``getpid()`` system call each time (and so do
+``asyncio.current_task()``, and ``create_task``/``call_later`` reached through it), to
+check that the loop was not inherited through ``fork``. glibc no longer caches the pid,
+and in a sandboxed container a system call costs microseconds, so the registry's hot path
+spent about a tenth of a node's CPU on it (``docs/design/performance.md``). It remembers,
+per thread, the loop it last found and returns it while it is running; the fork check is
+kept by forgetting it in a forked child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .loops import running_loop
+__all__ = ["Clock", "Env", "ManualClock", "SystemClock", "TimerHandle", "running_loop"]
 
-__all__ = ["Clock", "Env", "ManualClock", "SystemClock", "TimerHandle"]
+
+class _Cache(threading.local):
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_cache = _Cache()
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The event loop running in this thread (as ``asyncio.get_running_loop()``).
+
+    Raises:
+        RuntimeError: no event loop is running in this thread.
+    """
+    loop = _cache.loop
+    # A thread runs one loop at a time: a remembered loop that still runs is this
+    # thread's (loops are not handed from thread to thread while they run).
+    if loop is None or not loop.is_running():
+        loop = _cache.loop = asyncio.get_running_loop()
+    return loop
+
+
+def _forget_in_child() -> None:
+    global _cache
+    _cache = _Cache()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class TimerHandle(Protocol):

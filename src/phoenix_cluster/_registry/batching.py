@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from .._foundation.loops import running_loop
+from .._foundation.env import running_loop
 from .entries import Entry
 from .messages import Refusal, StoreReply, StoreRequest, encode
 

@@ -226,7 +226,7 @@ class Commits(Elections):
         if status == "done":
             lead.confirmed = max(lead.confirmed, group.started)
             self._commits += len(group.entries)
-            if self._bus is not None and self._bus.has_handlers(events.REPLICATION_COMMITTED):
+            if self._bus is not None and events.REPLICATION_COMMITTED in self._bus.listened:
                 duration = self._clock.monotonic() - group.started
                 for kind, _, _ in group.entries:
                     self._bus.execute(events.REPLICATION_COMMITTED, {"duration": duration},

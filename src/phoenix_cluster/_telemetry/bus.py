@@ -39,6 +39,9 @@ class TelemetryBus:
     def __init__(self) -> None:
         self._by_event: dict[EventName, tuple[_Attachment, ...]] = {}
         self._events_by_id: dict[str, tuple[EventName, ...]] = {}
+        self.listened: Mapping[EventName, object] = self._by_event
+        """The events with at least one handler (read only): ``event in bus.listened``
+        is :meth:`has_handlers` without a call, for the paths every message takes."""
 
     def attach(self, handler_id: str, event_names: Iterable[EventName], fn: Handler) -> None:
         """Call ``fn(event, measurements, metadata)`` for every event in ``event_names``.

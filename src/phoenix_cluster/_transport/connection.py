@@ -311,7 +311,7 @@ class TcpConnection:
                 self._bytes_received += len(data)
                 bodies = decoder.feed(data)
                 self._frames_received += len(bodies)
-                if bodies and bus.has_handlers(received):
+                if bodies and received in bus.listened:
                     meta = self._metadata()
                     for body in bodies:
                         bus.execute(received, {"bytes": len(body) + HEADER_BYTES}, meta)

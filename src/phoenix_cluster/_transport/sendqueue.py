@@ -141,7 +141,7 @@ class SendQueue:
             self.writes += 1
             self.frames_sent += len(batch)
             self.bytes_sent += size
-            if bus.has_handlers(sent):
+            if sent in bus.listened:
                 meta = self._metadata()
                 for body in batch:
                     bus.execute(sent, {"bytes": len(body) + HEADER_BYTES}, meta)

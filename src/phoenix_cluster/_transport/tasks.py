@@ -21,8 +21,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
-from phoenix_cluster._foundation.env import Clock, TimerHandle
-from phoenix_cluster._foundation.loops import running_loop
+from phoenix_cluster._foundation.env import Clock, TimerHandle, running_loop
 
 __all__ = ["LogLimiter", "LogSummary", "TaskSet", "fail_after"]
 
