@@ -74,6 +74,9 @@ AttributeValue = str | bool | int | float | Sequence[str]
 _log = logging.getLogger("phoenix_cluster.tracing")
 
 _INSTALL_HINT = "pip install 'phoenix-cluster[otel]'"
+_STOPPED_EXPORT_GRACE_S = 1.0
+"""How long a close waits, after stopping an exporter that missed its bound, for the
+export thread to end (one refused or failed attempt; it retries no more)."""
 _MAX_PENDING = 10_000
 """Request ids waiting for their message to run; past it the oldest are dropped (they
 belong to casts that were refused or forwarded, which never run here)."""
@@ -247,6 +250,7 @@ class NodeTracer:
         # Our own provider, not the global one: several nodes may share a process (tests,
         # embedded nodes) and each must report under its own name.
         self._provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        self._exporter = exporter
         delay_ms = None if schedule_delay_s is None else schedule_delay_s * 1000
         self._provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=delay_ms))
@@ -463,7 +467,8 @@ class NodeTracer:
         """Stop tracing and send the spans still batched, waiting at most ``timeout_s``.
 
         The export runs in a thread of its own, so the event loop keeps serving; an
-        unreachable collector costs at most ``timeout_s`` of shutdown.
+        unreachable collector costs at most ``timeout_s`` of shutdown, then the exporter
+        is stopped so that nothing of this tracer runs on after the node is closed.
         """
         if self._closed:
             return
@@ -501,6 +506,12 @@ class NodeTracer:
         except TimeoutError:
             _log.warning("node %s: spans not exported within %.1fs of shutdown; dropped",
                          self.node_name, timeout_s)
+            # Left alone, the exporter would retry until its own 10 s deadline after this
+            # node is closed, drawing its backoff jitter from the process-global random
+            # module under whatever runs next. Stopping it ends the retries now.
+            self._exporter.shutdown()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), _STOPPED_EXPORT_GRACE_S)
 
     # --------------------------------------------------------------------- helpers
 
