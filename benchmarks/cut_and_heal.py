@@ -102,7 +102,8 @@ def _declared_dead(cluster: LocalCluster, victim: int, before: dict[int, int]) -
         for i in range(len(cluster.nodes)) if i != victim)
 
 
-async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> dict[str, float]:
+async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int,
+                 quiet_s: float = 8.0) -> dict[str, float]:
     name = cluster.nodes[victim].name
     before = {i: cluster.nodes[i].log().count(DEAD.format(observer=cluster.nodes[i].name,
                                                           name=name))
@@ -134,25 +135,24 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int) -> d
                          what="every key to answer again after the heal")
     answered = time.monotonic()
     # Let the refuted suspicions settle before the next cut: the views agree, and no
-    # node has logged a suspicion or a death for QUIET_S (each trial starts from a
+    # node has logged a suspicion or a death for ``quiet_s`` (each trial starts from a
     # settled cluster, as the scenario assumes).
     await cluster.wait_converged(timeout_s=60)
-    await _quiet(cluster)
+    await _quiet(cluster, quiet_s)
     return {"victim": victim, "detection_s": detected - started, "cut_s": healed - started,
             "answered_after_heal_s": answered - healed, "started": started, "healed": healed}
 
 
-QUIET_S = 8.0
 _UNREST = (" is suspected by ", " is dead")
 
 
-async def _quiet(cluster: LocalCluster, limit_s: float = 60.0) -> None:
+async def _quiet(cluster: LocalCluster, quiet_s: float, limit_s: float = 60.0) -> None:
     def unrest() -> int:
         return sum(node.log().count(word) for node in cluster.nodes for word in _UNREST)
 
     give_up = time.monotonic() + limit_s
     seen, since = unrest(), time.monotonic()
-    while time.monotonic() - since < QUIET_S:
+    while time.monotonic() - since < quiet_s:
         if time.monotonic() > give_up:
             raise TimeoutError(f"membership still restless {limit_s:.0f} s after a heal")
         await asyncio.sleep(0.5)
@@ -174,7 +174,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
             "max_s": round(ordered[-1], 3)}
 
 
-async def main(trials: int, nodes: int, keys: int) -> dict[str, object]:
+async def main(trials: int, nodes: int, keys: int, quiet_s: float = 8.0) -> dict[str, object]:
     if (why := LocalCluster.network_faults_unavailable()) is not None:
         raise SystemExit(f"cut_and_heal: {why}")
     async with LocalCluster(nodes, ["cut_and_heal"]) as cluster:
@@ -189,7 +189,7 @@ async def main(trials: int, nodes: int, keys: int) -> dict[str, object]:
             try:
                 for n in range(trials):
                     try:
-                        results.append(await _trial(cluster, writers, n % nodes))
+                        results.append(await _trial(cluster, writers, n % nodes, quiet_s))
                     except Exception:
                         _print_tails(cluster)
                         raise
@@ -212,7 +212,7 @@ async def main(trials: int, nodes: int, keys: int) -> dict[str, object]:
     phantom = sum(max(0, total - w.acked - w.unknown)
                   for w, total in zip(writers, totals, strict=True))
     return {
-        "trials": trials, "nodes": nodes, "keys": keys,
+        "trials": trials, "nodes": nodes, "keys": keys, "quiet_s": quiet_s,
         "nodes_downed": len(exited), "split_brain_decisions": decisions,
         "detection": _stats([r["detection_s"] for r in results]),
         "cut": _stats([r["cut_s"] for r in results]),
@@ -232,9 +232,13 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--keys", type=int, default=30)
+    parser.add_argument("--quiet-s", type=float, default=8.0,
+                        help="before the next cut, wait until no node logged a suspicion "
+                             "or a death for this long (0: cuts back to back, once the "
+                             "views agree)")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
-    report = asyncio.run(main(args.trials, args.nodes, args.keys))
+    report = asyncio.run(main(args.trials, args.nodes, args.keys, args.quiet_s))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
