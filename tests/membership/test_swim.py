@@ -557,23 +557,6 @@ def test_a_death_declared_by_a_member_held_dead_is_only_a_suspicion() -> None:
     assert b is not None and b.status == "dead"
 
 
-def test_a_death_of_this_node_declared_by_a_member_held_dead_is_only_refuted() -> None:
-    """The others took it as a suspicion and moved none of our keys: refute it, but do
-    not report ``declared_dead`` (which makes the node drop its activations)."""
-    p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
-    for name in ("a", "b"):
-        p.receive(Gossip(0, name, (Update(name, f"{name}:1", 7, "alive"),)), f"{name}:1", 0.0)
-    p.receive(Gossip(0, "b", (Update("a", "a:1", 7, "dead", by="b"),)), "b:1", 1.0)
-    out = p.receive(Gossip(0, "a", (Update("me", "me:1", 50, "dead", by="a"),)), "a:1", 2.0)
-    assert declared(out) == []
-    assert p.incarnation == 51
-    assert p.statistics().stale_verdicts == 1
-    # The same from b, whom this node holds alive, is the others' word: reported.
-    out = p.receive(Gossip(0, "b", (Update("me", "me:1", 51, "dead", by="b"),)), "b:1", 3.0)
-    assert declared(out) == [("declared_dead", False)]
-    assert p.incarnation == 52
-
-
 def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None:
     net = SimNet(seed=4)
     net.cluster(3)
@@ -605,8 +588,7 @@ def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None
 def test_a_downing_by_a_downed_member_is_ignored() -> None:
     """A node cut off alone may decide on a partial view before it downs itself; its
     verdicts about the majority must not take the majority down after the heal: about
-    others they do not count, about oneself they are only refuted (nobody took them, so
-    no ``declared_dead``: the node keeps its activations)."""
+    others they do not count, about oneself they are refuted like a detector's word."""
     p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
     for name in ("a", "b"):
         p.receive(Gossip(0, name, (Update(name, f"{name}:1", 7, "alive"),)), f"{name}:1", 0.0)
@@ -614,7 +596,7 @@ def test_a_downing_by_a_downed_member_is_ignored() -> None:
     about_me = Update("me", "me:1", 50, "dead", by="a", downed=True)
     about_b = Update("b", "b:1", 7, "dead", by="a", downed=True)
     out = p.receive(Gossip(0, "a", (about_me, about_b)), "a:1", 2.0)
-    assert declared(out) == []
+    assert declared(out) == [("declared_dead", False)]
     assert p.incarnation == 51  # refuted
     b = p.member("b")
     assert b is not None and b.status == "alive"

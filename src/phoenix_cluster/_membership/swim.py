@@ -686,7 +686,7 @@ class SwimProtocol:
         if suspect_by is not None:
             u = msgspec.structs.replace(u, status="suspect", by=suspect_by)
         if u.name == self._me.name:
-            self._about_me(u, now, out)
+            self._about_me(u, out)
             return
         if u.downed and u.status == "dead":
             if not self._downed_by_downed(u):
@@ -872,7 +872,7 @@ class SwimProtocol:
                               by, downed))
         self._broadcast(rec, by=by)
 
-    def _about_me(self, u: Update, now: float, out: list[Action]) -> None:
+    def _about_me(self, u: Update, out: list[Action]) -> None:
         me = self._me
         if self._leaving:
             return
@@ -887,11 +887,7 @@ class SwimProtocol:
                 # A split-brain decision removed this life: no refutation brings it back.
                 out.append(MemberEvent("declared_dead", me.member(), None, u.by, True))
                 return
-            if self._stale_verdict(u, now):
-                # The verdict of a member cut off from us (see _apply): the others took
-                # it as a suspicion and moved nothing; a refutation is all it takes.
-                self._n["stale_verdicts"] += 1
-            elif u.incarnation > self._declared_at:
+            if u.incarnation > self._declared_at:
                 # The others' failure detector declared this life dead, even if we
                 # refuted a suspicion since: they may have moved our keys. Refute, and
                 # let the node drop what went stale (once per declared incarnation: the
