@@ -14,6 +14,16 @@ from phoenix_cluster.testing import free_port, wait_until
 
 COOKIE = "registry-test-cookie"
 
+SHARED_LOOP_DETECTION: dict[str, object] = {"probe_interval_s": 0.5, "suspicion_mult": 3}
+"""Failure detection for nodes that share this test's one event loop: the detection
+defaults used before 2026-12-07 (docs/benchmarks.md measured no false death under full
+CPU load with them). The defaults (probe 0.3 s, ``suspicion_mult`` 2) declare a node whose
+loop stalls for about a second dead, which is right for one node per process; here a
+stall of the loop (a loaded machine) stalls every node at once, so each node's probes of
+all the others time out together and members were declared dead that never failed. These
+tests cover the registry protocol, not detection (tests/cluster covers that with the
+defaults on node processes)."""
+
 
 def live_members(node: phx.Node) -> set[str]:
     """The members ``node`` sees alive, or an empty set while any is suspect."""
@@ -31,14 +41,14 @@ async def converged(nodes: Iterable[phx.Node], names: Iterable[str],
 
 async def start_member(name: str, seeds: list[str], **options: object) -> phx.Node:
     node = phx.Node(name=name, listen=f"127.0.0.1:{free_port()}", seeds=seeds,
-                    cookie=COOKIE, **options)  # type: ignore[arg-type]
+                    cookie=COOKIE, **{**SHARED_LOOP_DETECTION, **options})  # type: ignore[arg-type]
     await node.start()
     return node
 
 
 async def start_client(seeds: list[str], **options: object) -> phx.Node:
     node = phx.Node(role="client", listen="127.0.0.1:0", seeds=seeds, cookie=COOKIE,
-                    **options)  # type: ignore[arg-type]
+                    **{**SHARED_LOOP_DETECTION, **options})  # type: ignore[arg-type]
     await node.start()
     return node
 
