@@ -45,6 +45,12 @@ def lack(node: Node, *kinds: str) -> None:
     placement.members.expire()  # members report their kinds at the next poll
 
 
+def stand_ins(node: Node) -> set[tuple[str, str]]:
+    placement = node._placement
+    assert placement is not None
+    return placement.directory.stand_in
+
+
 async def homes(node: Node, kind: type[phx.Agent], keys: list[str]) -> dict[str, str]:
     placement = node._placement
     assert placement is not None
@@ -155,5 +161,34 @@ def test_a_policy_kind_is_placed_only_on_members_that_host_it() -> None:
             lack(n2, "tests.capability.placed")
             for i in range(12):
                 assert await n1.ref(Placed, f"p{i}").host() == "n3"
+
+    run_virtual(main())
+
+
+
+def test_a_home_that_starts_hosting_the_kind_gets_its_keys_without_a_table_change() -> None:
+    """The rebalancer's pass after a table change decides on the loads polled then; a
+    member whose report of the kind came too late for it (it had only just rejoined) still
+    gets its keys at the rebalancer's next periodic pass, not at the next change."""
+    async def main() -> None:
+        async with MemoryCluster(3) as cluster:
+            n1, n2, n3 = cluster.nodes
+            lack(n2, GPU)
+            home = await homes(n3, Gpu, KEYS)
+            mine = [k for k in KEYS if home[k] == "n2"]
+            assert mine
+            for key in mine:  # called through their home, which places them elsewhere
+                assert await n2.ref(Gpu, key).add(7) == 7
+                assert await n2.ref(Gpu, key).host() != "n2"
+            assert {key for node in (n1, n3) for _, key in stand_ins(node)} == set(mine)
+            lack(n2)  # n2 now reports the kind; the member table stays as it is
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2 * 5.0  # two of the rebalancer's 5 s periods
+            while not all([await n3.ref(Gpu, key).host() == "n2" for key in mine]):
+                assert loop.time() < deadline, "stand-ins kept keys whose home hosts the kind"
+                await asyncio.sleep(0.5)
+            for key in mine:
+                assert await n3.ref(Gpu, key).add(1) == 8  # state moved with the agent
+            assert stand_ins(n1) == stand_ins(n3) == set()
 
     run_virtual(main())

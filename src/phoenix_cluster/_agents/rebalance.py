@@ -68,13 +68,14 @@ class Rebalancer:
 
     async def run(self) -> None:
         """Forever: after each table change move agents to their homes; every
-        ``interval_s`` even out policy-placed agents."""
+        ``interval_s`` even out policy-placed agents and send stand-ins home."""
         while True:
             try:
                 async with asyncio.timeout(self.interval_s):
                     await self._changed.wait()
             except TimeoutError:
                 await self.balance_load()
+                await self.return_stand_ins()
                 continue
             self._changed.clear()
             await self.follow_homes()
@@ -123,6 +124,24 @@ class Rebalancer:
             moves.append((spec, key, home))
         moved = await self._move(moves, "leave" if placement.leaving else "join")
         return moved + await self._move(upgrades, "upgrade")
+
+    async def return_stand_ins(self) -> int:
+        """Move every agent this node stands in for to its home once the home reports
+        hosting the kind. The pass after a table change decides on the loads polled then;
+        a member that just (re)joined with the kind's module may not have answered that
+        poll, and without this its share would stay here until the next change."""
+        placement = self.placement
+        stand_in = placement.directory.stand_in
+        if not stand_in or placement.leaving:
+            return 0
+        moves: list[tuple[KindSpec, str, str]] = []
+        for spec, key in self._held():
+            home = placement.home(spec.name, key)
+            if ((spec.name, key) in stand_in and home is not None
+                    and home != placement.self_name
+                    and await placement.members.home_hosts(spec.name, home)):
+                moves.append((spec, key, home))
+        return await self._move(moves, "join")
 
     async def _repin(self, spec: KindSpec, key: str, home: str, *, stand_in: bool) -> None:
         directory = self.placement.directory
