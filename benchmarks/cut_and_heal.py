@@ -14,7 +14,8 @@ settings:
 Meanwhile one writer per key adds 1 to it, one call after another (``timeout`` 1 s). The
 figures: nodes downed and split-brain decisions (must be 0), the cut's length, how long
 after the heal every key answered again, each key's longest run of failing calls against
-the cut it fell in, and acknowledged adds lost (read back at the end: every counter must
+the cut it fell in, the calls sent after a heal that failed anyway (a run of failures
+outlasts its cut by up to a call's timeout even when none did), and acknowledged adds lost (read back at the end: every counter must
 hold at least its acknowledged adds and at most those plus its calls of unknown outcome).
 
 Needs root and iptables. Run:
@@ -65,13 +66,16 @@ class Writer:
     failing_since: float | None = None
     last_error: str = ""
     runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) failing
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (call sent, error)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            sent = time.monotonic()
             try:
                 await self.ref.add(1)
             except phx.PhoenixError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self.failures.append((sent, self.last_error))
                 if exc.definite:
                     self.failed += 1
                 else:
@@ -208,6 +212,15 @@ async def main(trials: int, nodes: int, keys: int, quiet_s: float = 8.0) -> dict
         for start, end in w.runs:
             cut = next((r for r in results if r["started"] - 2 <= start <= r["healed"]), None)
             beyond.append(end - start - (cut["cut_s"] if cut else 0.0))
+    # A run of failures outlasts its cut by up to a call's timeout even when every call
+    # sent after the heal succeeds (the last one sent before it times out after it), so
+    # count those directly: calls sent after a heal (before the next cut) that failed.
+    after_heal: list[str] = []
+    for w in writers:
+        for sent, error in w.failures:
+            if any(r["healed"] < sent and (nxt is None or sent < nxt["started"])
+                   for r, nxt in zip(results, [*results[1:], None], strict=True)):
+                after_heal.append(error)
     lost = sum(max(0, w.acked - total) for w, total in zip(writers, totals, strict=True))
     phantom = sum(max(0, total - w.acked - w.unknown)
                   for w, total in zip(writers, totals, strict=True))
@@ -220,6 +233,8 @@ async def main(trials: int, nodes: int, keys: int, quiet_s: float = 8.0) -> dict
         "failing_runs": len(beyond),
         "failing_runs_longer_than_their_cut": sum(1 for b in beyond if b > 0),
         "longest_beyond_cut_s": round(max(beyond, default=0.0), 3),
+        "calls_sent_after_a_heal_that_failed": len(after_heal),
+        "their_errors": sorted(set(e.split(" (request")[0][:160] for e in after_heal))[:10],
         "calls_acknowledged": sum(w.acked for w in writers),
         "calls_failed_definite": sum(w.failed for w in writers),
         "calls_unknown_outcome": sum(w.unknown for w in writers),
