@@ -15,8 +15,9 @@ Meanwhile one writer per key adds 1 to it, one call after another (``timeout`` 1
 figures: nodes downed and split-brain decisions (must be 0), the cut's length, how long
 after the heal every key answered again, each key's longest run of failing calls against
 the cut it fell in, the calls sent after a heal that failed anyway (a run of failures
-outlasts its cut by up to a call's timeout even when none did), and acknowledged adds lost (read back at the end: every counter must
-hold at least its acknowledged adds and at most those plus its calls of unknown outcome).
+outlasts its cut by up to a call's timeout even when none did), and acknowledged adds
+lost (read back at the end: every counter must hold at least its acknowledged adds and
+at most those plus its calls of unknown outcome).
 
 Needs root and iptables. Run:
 ``PYTHONPATH=src python benchmarks/cut_and_heal.py [--trials 100] [--keys 30] [--json F]``
