@@ -32,7 +32,9 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_crdt/sets.py", "_crdt/registers.py", "_crdt/batch.py", "_crdt/maps.py", "_crdt/buffer.py",
         "_replication/types.py", "_replication/messages.py", "_replication/replica.py",
         "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
-        "_membership/joining.py", "_coordination/permits.py",
+        "_membership/joining.py", "_membership/timing.py", "_membership/actions.py",
+        "_membership/table.py", "_membership/verdicts.py", "_membership/probing.py",
+        "_coordination/permits.py",
         "_coordination/barrier_state.py", "_coordination/saga_state.py"]
 
 

@@ -328,15 +328,15 @@ def test_suspicion_shrinks_with_independent_confirmations() -> None:
     suspect = Update("n5", x.address, x.incarnation, "suspect", by="n1")
     observer.receive(Gossip(0, "n1", (suspect,)), "n1:7100", t0)
     assert observer.next_deadline() is not None
-    deadline = observer._members["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
     assert deadline == pytest.approx(t0 + max_s)
     observer.receive(Gossip(0, "n2", (msgspec.structs.replace(suspect, by="n2"),)),
                      "n2:7100", t0)
-    deadline = observer._members["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
     assert min_s < deadline - t0 < max_s
     observer.receive(Gossip(0, "n3", (msgspec.structs.replace(suspect, by="n3"),)),
                      "n3:7100", t0)
-    deadline = observer._members["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
     assert deadline == pytest.approx(t0 + min_s)
 
 

@@ -9,6 +9,10 @@ enough, with every receiver re-broadcasting what is new to it, for an epidemic t
 all ``n`` members with high probability (SWIM §4.1), and bounded so that old news stops
 using bandwidth.
 
+:class:`Piggyback` applies the buffer to SWIM's datagrams: it queues each member's
+newest :class:`~.messages.Update` and fills every outgoing message with as many of them
+as fit under ``max_datagram_bytes``.
+
 Pure: no I/O, no asyncio.
 """
 
@@ -18,7 +22,12 @@ import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["DisseminationBuffer", "DisseminationStatistics", "retransmit_limit"]
+import msgspec
+
+from .actions import Action, Send
+from .messages import SEAL_OVERHEAD, GossipCodec, GossipMessage, Update
+
+__all__ = ["DisseminationBuffer", "DisseminationStatistics", "Piggyback", "retransmit_limit"]
 
 T = TypeVar("T")
 
@@ -173,3 +182,51 @@ class DisseminationBuffer(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<DisseminationBuffer [{len(self._by_key)} queued, λ={self._mult}]>"
+
+
+class Piggyback:
+    """Membership updates waiting to ride on datagrams, and the datagrams that carry them.
+
+    Args:
+        retransmit_mult: λ of the buffer.
+        max_datagram_bytes: the largest datagram sent, seal included.
+    """
+
+    __slots__ = ("_codec", "_max_datagram_bytes", "_retransmit_mult", "queue")
+
+    def __init__(self, retransmit_mult: int, max_datagram_bytes: int) -> None:
+        self._retransmit_mult = retransmit_mult
+        self.queue: DisseminationBuffer[Update] = DisseminationBuffer(retransmit_mult)
+        self._codec = GossipCodec()
+        self._max_datagram_bytes = max_datagram_bytes
+
+    def add(self, update: Update) -> None:
+        """Queue ``update`` as its member's newest news."""
+        self.queue.add(update.name, update, len(self._codec.encode(update)))
+
+    def send(self, out: list[Action], address: str, msg: GossipMessage, n_members: int, *,
+             first: Update | None = None) -> None:
+        """Append ``msg`` for ``address`` to ``out`` with as many queued updates as fit,
+        ``first`` (if it fits) ahead of them."""
+        body = self._codec.encode(msg)
+        # +2: the updates array header grows from 1 byte (empty) to at most 3.
+        budget = self._max_datagram_bytes - SEAL_OVERHEAD - len(body) - 2
+        updates: list[Update] = []
+        if first is not None:
+            size = len(self._codec.encode(first))
+            if size <= budget:
+                updates.append(first)
+                budget -= size
+        updates += self.queue.select(budget, n_members,
+                                     skip=first.name if first is not None else None)
+        if updates:
+            msg = msgspec.structs.replace(msg, updates=tuple(updates))
+            body = self._codec.encode(msg)
+        out.append(Send(address, msg, body))
+
+    def clear(self) -> None:
+        """Forget every queued update (news that every member has heard already)."""
+        self.queue = DisseminationBuffer(self._retransmit_mult)
+
+    def __len__(self) -> int:
+        return len(self.queue)

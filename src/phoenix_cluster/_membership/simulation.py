@@ -34,7 +34,6 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .dissemination import DisseminationBuffer
 from .messages import SEAL_OVERHEAD, GossipMessage, SyncState, Update, encode_sync_state
 from .swim import Action, MemberEvent, Send, StartSync, SwimProtocol, SwimSettings
 
@@ -128,7 +127,7 @@ class SimulatedNetwork:
             payload = encode_sync_state(SyncState(proto.name, table))
             self._handle(proto, proto.merge_state(payload, self.now))
             # The epidemic of these n announcements is long over in a running cluster.
-            proto._queue = DisseminationBuffer(self.settings.retransmit_mult)
+            proto._piggyback.clear()
             self._arm(proto)
         return protos
 
