@@ -234,9 +234,9 @@ async def test_rules_are_removed_when_the_body_raises() -> None:
 async def test_partition_without_iptables_raises_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from phoenix_cluster.testing import _local_cluster
+    from phoenix_cluster.testing import _firewall
 
-    monkeypatch.setattr(_local_cluster._Firewall, "command", "phx-no-such-iptables")
+    monkeypatch.setattr(_firewall.Firewall, "command", "phx-no-such-iptables")
     cluster = LocalCluster(nodes=1)  # the check comes before any process is needed
     try:
         assert "not installed" in (LocalCluster.network_faults_unavailable() or "")
