@@ -38,7 +38,7 @@ import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .._foundation.env import Env, TimerHandle
+from .._foundation.env import Env, TimerHandle, running_loop
 from .._node import Node, NodeState
 from .._replication.storage import SqliteStorage
 from .._telemetry.bus import TelemetryBus
@@ -95,10 +95,12 @@ class LoopClock:
     __slots__ = ()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        # running_loop(), not asyncio.get_running_loop(): on 3.11 the latter makes a
+        # getpid() system call, and the nodes read the clock several times a message.
+        return running_loop().time()
 
     def wall(self) -> float:
-        return _WALL_START + asyncio.get_running_loop().time()
+        return _WALL_START + running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
