@@ -21,7 +21,7 @@ from tracing_agents import Echo, Relay
 
 import phoenix_cluster as phx
 from phoenix_cluster._foundation.settings import load_settings
-from phoenix_cluster._telemetry import events, tracing
+from phoenix_cluster._telemetry import events, export, tracing
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster._telemetry.tracing import NodeTracer, current_trace_id
 from phoenix_cluster._wire.codec import WireCodec
@@ -297,7 +297,7 @@ def test_missing_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tracing.available()
     tracing.check_available(None)
     assert tracing.start_node_tracer(None, "n") is None
-    monkeypatch.setattr(tracing, "available", lambda: False)
+    monkeypatch.setattr(export, "available", lambda: False)
     tracing.check_available(None)  # off: nothing to check
     with pytest.raises(ConfigError, match=r"phoenix-cluster\[otel\]"):
         tracing.start_node_tracer("http://127.0.0.1:4318", "n")
