@@ -62,8 +62,10 @@ def _pct(values: list[float], q: float) -> float:
 async def main(sagas: int, concurrency: int, accounts: int) -> None:
     names = [f"acct-{i}" for i in range(accounts)]
     rng = random.Random(1)
-    plans = [(f"saga-{n}", transfer(*rng.sample(names, 2), rng.randint(1, 100)))
-             for n in range(sagas)]
+    plans: list[tuple[str, list[coordination.SagaStep]]] = []
+    for n in range(sagas):
+        source, target = rng.sample(names, 2)
+        plans.append((f"saga-{n}", transfer(source, target, rng.randint(1, 100))))
     latencies: list[float] = []
     outcomes = {"committed": 0, "aborted": 0}
     async with LocalCluster(3, ["saga_throughput"]) as cluster:

@@ -183,7 +183,9 @@ async def run_hypercorn_httpx(args: argparse.Namespace) -> dict[str, float]:
     config.h2_max_concurrent_streams = max(100, args.window)
     config.keep_alive_max_requests = 2**62  # default 1000, then GOAWAY: keep one connection
     stop = asyncio.Event()
-    server = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    # hypercorn types the ASGI scope as TypedDicts; this app reads it as a plain dict.
+    asgi_app: Any = app
+    server = asyncio.ensure_future(serve(asgi_app, config, shutdown_trigger=stop.wait))
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(http1=False, http2=True, limits=limits,
                                  base_url=f"http://{address}") as client:

@@ -4,6 +4,7 @@ contract of ``phoenix_cluster.coordination``, call by call."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -106,7 +107,7 @@ async def test_bad_arguments_are_refused_with_config_errors() -> None:
         for kwargs in ({"ttl": 0}, {"ttl": float("nan")}, {"wait": -1}, {"ttl": 1.0,
                                                                            "margin": 1.0}):
             with pytest.raises(phx.ConfigError):
-                await coordination.acquire(node, "x", "w", **kwargs)  # type: ignore[arg-type]
+                await coordination.acquire(node, "x", "w", **kwargs)
         with pytest.raises(phx.ConfigError, match="holder"):
             await coordination.acquire(node, "x", "")
         with pytest.raises(phx.ConfigError, match="limit"):
@@ -166,11 +167,13 @@ async def wait_until_arrived(ref: phx.AgentRef, count: int) -> None:
 async def test_an_election_has_one_leader_per_term_and_calls_back() -> None:
     events: list[tuple[str, str, int]] = []
 
+    def record(candidate: str, what: str) -> Callable[[int], None]:
+        return lambda term: events.append((candidate, what, term))
+
     async with phx.Node() as node:
         elections = [coordination.LeaderElection(
             node, "leader", f"c{i}", ttl=0.5, margin=0.1,
-            on_elected=lambda t, i=i: events.append((f"c{i}", "elected", t)),
-            on_lost=lambda t, i=i: events.append((f"c{i}", "lost", t)))
+            on_elected=record(f"c{i}", "elected"), on_lost=record(f"c{i}", "lost"))
             for i in range(2)]
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(e.run()) for e in elections]

@@ -78,7 +78,8 @@ def one(kind: str, name: str | None = None) -> Doc:
 
 
 def container() -> Doc:
-    (c,) = pod_spec(one("StatefulSet"))["containers"]
+    containers: list[Doc] = pod_spec(one("StatefulSet"))["containers"]
+    (c,) = containers
     return c
 
 

@@ -54,7 +54,7 @@ def test_bad_policies_are_config_errors() -> None:
     with pytest.raises(phx.ConfigError, match="at least one weight"):
         Scored(resources=0, affinity=0, latency=0, load=0)
     with pytest.raises(phx.ConfigError):
-        class Bad(phx.Agent, placement="anywhere"):  # type: ignore[arg-type]
+        class Bad(phx.Agent, placement="anywhere"):
             pass
     with pytest.raises(ValueError, match="hash agents"):
         choose_host("hash", LOADS, key="k", caller=None, tie=0)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 from registry_agents import Sink
 
@@ -189,7 +190,8 @@ async def test_bad_subscriptions(node: phx.Node) -> None:
     ("registry", "register", b"\xc1garbage", phx.ProtocolError),
     ("registry", "lookup", b"\x91\xc4\x01\x00", phx.ProtocolError),
     ("registry", "lookup", encode(LookupRequest("x" * 2000)), phx.ProtocolError),
-    ("registry", "store", encode(Publish("t", "x", b"\x01")), phx.ProtocolError),
+    ("registry", "store", encode(Publish("t", "x", msgspec.Raw(msgspec.msgpack.encode(b"\x01")))),
+     phx.ProtocolError),
     ("registry", "names", b"\x91\x07", phx.ProtocolError),
     ("groups", "members", b"\x91\xa0", phx.ProtocolError),
     ("groups", "what", b"", phx.AgentNotFound),

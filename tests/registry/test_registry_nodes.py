@@ -79,8 +79,11 @@ async def test_names_live_on_their_three_owners_only(four: list[phx.Node]) -> No
     for i in range(40):
         want = set(owners(four[0], f"n{i}"))
         assert len(want) == 3
-        await wait_until(lambda n=f"n{i}", w=want: stored_on(members, n) == w,
-                         what=f"n{i} on its owners")
+
+        def on_its_owners(name: str = f"n{i}", want: set[str] = want) -> bool:
+            return stored_on(members, name) == want
+
+        await wait_until(on_its_owners, what=f"n{i} on its owners")
     per_node = [n.registry.statistics()["stored"] for n in members]
     assert sum(per_node) == 40 * 3
     assert all(count < 40 for count in per_node)  # nobody stores everything
@@ -186,7 +189,8 @@ async def test_conflicting_registrations_resolve_and_the_loser_is_told(
                        "loser": client.name}]
     assert client.registry.held() == []
     async def agent_told() -> bool:
-        return await sink.lost_names() == ["svc"]
+        lost: list[str] = await sink.lost_names()
+        return lost == ["svc"]
 
     await eventually(agent_told, what="the losing agent's on_name_conflict")
     for node in four:

@@ -185,7 +185,7 @@ async def test_a_joining_member_takes_its_share_of_the_names_without_loss() -> N
             probes = [await probe_on(client, n.name) for n in cluster.nodes]
 
             async def settled() -> bool:
-                counts = [await p.stored() for p in probes]
+                counts: list[int] = [await p.stored() for p in probes]
                 return sum(counts) + late.registry.statistics()["stored"] == 3 * len(names)
 
             # Old owners drop what they no longer own: every name on exactly 3 nodes.

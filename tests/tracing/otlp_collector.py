@@ -95,8 +95,7 @@ class OtlpCollector:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
         """The endpoint to give nodes (``/v1/traces`` is appended by them)."""
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="otlp-collector", daemon=True)

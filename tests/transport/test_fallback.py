@@ -22,6 +22,7 @@ from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster._transport.base import ConnectionBroken, ConnectionClosed
 from phoenix_cluster._transport.fallback import (
+    PROTOCOLS,
     FallbackTransport,
     parse_chain,
     protocol_address,
@@ -395,7 +396,7 @@ async def test_dials_leave_from_the_listen_address_on_every_protocol(
 ) -> None:
     server = make("server")
     addr = await server.start("127.0.0.2:0")
-    for i, proto in enumerate(("tcp", "http2", "quic")):
+    for i, proto in enumerate(PROTOCOLS):  # tcp, http2, quic
         client = make(f"client-{proto}", chain=proto)
         await client.start(f"127.0.0.{3 + i}:0")
         await call(client, addr, 1)

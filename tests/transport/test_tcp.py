@@ -194,10 +194,10 @@ async def test_telemetry_events_only_with_handlers(make_transport: MakeTransport
     bus.attach("t", [events.TRANSPORT_MESSAGE_SENT, events.TRANSPORT_MESSAGE_RECEIVED], on_event)
     await conn.request(make_call(2, b"12345"), timeout_s=5)
     await wait_until(lambda: len(seen) == 2)
-    by_name = {name: rest for name, *rest in seen}
+    by_name = {name: (size, node, peer) for name, size, node, peer in seen}
     sent = by_name[events.TRANSPORT_MESSAGE_SENT]
     received = by_name[events.TRANSPORT_MESSAGE_RECEIVED]
-    assert sent[1:] == received[1:] == ["alpha", "beta"]
+    assert sent[1:] == received[1:] == ("alpha", "beta")
     assert sent[0] > 5 and received[0] > 5  # frame bytes, header included
 
 

@@ -56,7 +56,7 @@ async def test_simultaneous_dial_leaves_exactly_one_connection(
         return [r.request_id for r in replies]
 
     got = await asyncio.gather(traffic(conn_low, 0), traffic(conn_high, 1000))
-    assert got == [list(range(50)), list(range(1000, 1050))]  # nothing lost in the tie-break
+    assert list(got) == [list(range(50)), list(range(1000, 1050))]  # nothing lost in the tie-break
     await wait_until(lambda: low.statistics().connections == high.statistics().connections == 1,
                      what="duplicates retired")
     (kept_low,), (kept_high,) = low.connections(), high.connections()
@@ -84,7 +84,7 @@ async def test_dialling_a_peer_that_already_dialled_us_reuses_the_winner(
 async def test_retired_connection_finishes_its_in_flight_calls(
     make_transport: MakeTransport,
 ) -> None:
-    release, started = asyncio.Event(), []
+    release, started = asyncio.Event(), list[int]()
     low = make_transport("alpha", handler=blocking_handler(release, started))
     high = make_transport("beta", handler=blocking_handler(release, started))
     low_addr, high_addr = await low.start("127.0.0.1:0"), await high.start("127.0.0.1:0")
@@ -108,7 +108,7 @@ async def test_retired_connection_finishes_its_in_flight_calls(
 
 
 async def test_peer_shutdown_fails_pending_requests_fast(make_transport: MakeTransport) -> None:
-    release, started = asyncio.Event(), []
+    release, started = asyncio.Event(), list[int]()
     a = make_transport("alpha")
     b = make_transport("beta", handler=blocking_handler(release, started))
     conn = await a.connect(await b.start("127.0.0.1:0"))
@@ -127,7 +127,7 @@ async def test_peer_shutdown_fails_pending_requests_fast(make_transport: MakeTra
 async def test_crashed_peer_fails_pending_and_reconnect_works_when_it_returns(
     make_transport: MakeTransport, make_proxy: Callable[[str], Proxy]
 ) -> None:
-    release, started = asyncio.Event(), []
+    release, started = asyncio.Event(), list[int]()
     a = make_transport("alpha")
     b = make_transport("beta", handler=blocking_handler(release, started))
     b_addr = await b.start("127.0.0.1:0")
