@@ -220,6 +220,90 @@ def test_a_definite_refusal_after_a_resend_is_reported_as_indefinite(
     shared.run(scenario)
 
 
+attempts_of: dict[str, list[int]] = {}
+"""Request ids each scripted owner was sent, in order."""
+
+
+async def _scripted_owner(
+        cluster: MemoryCluster, name: str,
+        answers: Callable[[int, int], Error | Reply]) -> tuple[MemoryTransport, str]:
+    """A bare transport (nothing distributed about it) that answers the ``n``-th call it
+    gets (from 0) with ``answers(n, request_id)``; ``attempts_of[name]`` lists them."""
+    attempts = attempts_of[name] = []
+
+    async def owner(peer: PeerConnection, msg: Call | Cast) -> Error | Reply:
+        attempts.append(msg.request_id)
+        return answers(len(attempts) - 1, msg.request_id)
+
+    probe = cluster.wire_client(f"{name}-probe")
+    fake = cluster.network.transport(name, 1, probe.secret, env=probe.env, bus=probe.bus,
+                                     max_frame_bytes=8 << 20, handler=owner)
+    return fake, await fake.start("127.0.0.1:0")
+
+
+@pytest.mark.parametrize(("code", "definite"), [
+    ("not_leader", False),  # fenced while it committed: the change may be stored
+    ("no_quorum", False),  # its quorum broke while it committed
+    ("node_unavailable", True),  # a previous holder did not answer its release
+], ids=["fenced-mid-commit", "quorum-lost-mid-commit", "holder-unreachable"])
+def test_a_call_refused_while_its_partition_changes_hands_is_sent_again_with_its_id(
+        shared: Shared, monkeypatch: pytest.MonkeyPatch, code: str, definite: bool) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        # The owner answers the first attempt with the error, the second with a reply (as
+        # the next leader does: from its replicated reply window when the first attempt's
+        # change was adopted, by running it when not). The caller gets the reply.
+        name = f"scripted-{code}"
+        fake, address = await _scripted_owner(
+            cluster, name, lambda attempt, rid: Error(
+                request_id=rid, code=code, message="moving", definite=definite)
+            if attempt == 0 else Reply(rid, encode_payload(7)))
+        router = cluster.nodes[0]._runtime.router
+        assert router is not None
+
+        async def still_there(*_: object) -> str:
+            return address  # the next leader answers at the same address
+
+        monkeypatch.setattr(router, "_reroute", still_there)
+        spec = kind_spec(Tally)
+        rid = cluster.nodes[0]._runtime.next_request_id()
+        result = await router.call(spec, "scripted", spec.methods["add"],
+                                   encode_payload([[1], {}]), 5.0, rid, address)
+        assert result == 7
+        assert attempts_of[name] == [rid, rid]  # the same request id: at most once
+        await fake.aclose()
+
+    shared.run(scenario)
+
+
+def test_a_call_fenced_mid_commit_until_its_deadline_stays_indefinite(
+        shared: Shared, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        # Every attempt meets an owner that lost its lead while it committed: sent again
+        # until the deadline, and then the caller learns the outcome is unknown.
+        name = "scripted-fenced-always"
+        fake, address = await _scripted_owner(
+            cluster, name, lambda attempt, rid: Error(
+                request_id=rid, code="not_leader", message="fenced", definite=False))
+        router = cluster.nodes[0]._runtime.router
+        assert router is not None
+
+        async def still_there(*_: object) -> str:
+            return address
+
+        monkeypatch.setattr(router, "_reroute", still_there)
+        spec = kind_spec(Tally)
+        rid = cluster.nodes[0]._runtime.next_request_id()
+        with pytest.raises(phx.NotLeader) as caught:
+            await router.call(spec, "scripted", spec.methods["add"],
+                              encode_payload([[1], {}]), 0.5, rid, address)
+        assert caught.value.definite is False
+        assert len(attempts_of[name]) >= 3
+        assert set(attempts_of[name]) == {rid}
+        await fake.aclose()
+
+    shared.run(scenario)
+
+
 def test_a_call_sent_to_a_node_that_does_not_host_the_key_is_redirected(
         shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:

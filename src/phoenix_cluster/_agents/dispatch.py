@@ -46,7 +46,7 @@ from .chain import encode as encode_chain
 from .flow import report_drop
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
-from .reroute import reroute_delay, turned_away_by_peer
+from .reroute import reroute_delay, resend_elsewhere
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -294,9 +294,11 @@ class Router:
                     continue
                 error = error_from_frame(answer)
                 backoff = reroute_delay(reroutes, deadline - clock.monotonic())
-                if turned_away_by_peer(error) and backoff is not None:
-                    # Nothing ran (the agent's partition is changing hands): route it again
+                if backoff is not None and resend_elsewhere(error):
+                    # The agent's partition is changing hands (nothing ran, or a change
+                    # the next leader answers from its reply window): route it again
                     # from a fresh view.
+                    sent = sent or not error.definite
                     self.placement.forget(spec, key)
                     await clock.sleep(backoff)
                     reroutes += 1
@@ -309,8 +311,9 @@ class Router:
                 raise error
         except PhoenixError as exc:
             if sent and exc.definite:
-                # This attempt did nothing, but an earlier one reached the owner before
-                # its connection broke and may have run: the outcome is unknown.
+                # This attempt did nothing, but an earlier one reached the owner and may
+                # have run (its connection broke, or the owner lost its lead while it
+                # committed): the outcome is unknown.
                 raise _maybe_ran(exc) from None
             raise
 
@@ -527,6 +530,6 @@ def _maybe_ran(exc: PhoenixError) -> PhoenixError:
     ``NotLeader`` or ``Overloaded`` still do; ``definite`` says the outcome is unknown."""
     exc.definite = False
     exc.message = (f"{exc.message} (an earlier attempt of this request reached the owner "
-                   "before its connection broke and may have run)")
+                   "and may have run)")
     exc.args = (exc.message,)
     return exc

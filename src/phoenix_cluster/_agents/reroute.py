@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..errors import NodeClosed, NoQuorum, NotLeader
+from ..errors import NodeClosed, NodeUnavailable, NoQuorum, NotLeader, PhoenixError
 
-__all__ = ["PLACE", "Place", "reroute_delay", "turned_away", "turned_away_by_peer"]
+__all__ = ["PLACE", "Place", "reroute_delay", "resend_elsewhere", "turned_away",
+           "turned_away_by_peer"]
 
 
 class Place:
@@ -39,6 +40,23 @@ def turned_away_by_peer(exc: BaseException) -> bool:
     ran nothing and its keys belong to others now). For answers from other nodes only:
     a node's own ``NodeClosed`` means its caller is shutting down too."""
     return turned_away(exc) or isinstance(exc, NodeClosed)
+
+
+def resend_elsewhere(exc: PhoenixError) -> bool:
+    """For answers from other nodes: whether a call is sent again, with the same request
+    id, to its key's owner in a fresh view (within the call's deadline). That is
+    :func:`turned_away_by_peer`, and two more cases:
+
+    - the owner lost its lead or its quorum while it committed the call's change
+      (``NotLeader`` or ``NoQuorum``, indefinite): the change may be stored. The reply
+      window is committed with the change (``dedup.py``), so the next leader answers the
+      resend from it if the change was adopted, and runs it if not: at most once;
+    - the owner could not reach a node it needed before it ran anything (a definite
+      ``NodeUnavailable``: a previous holder that did not answer its release while a
+      partition changes hands, or a connection reset as a peer comes back).
+    """
+    return (turned_away_by_peer(exc) or isinstance(exc, NotLeader | NoQuorum)
+            or (isinstance(exc, NodeUnavailable) and exc.definite))
 
 
 def reroute_delay(attempt: int, remaining_s: float) -> float | None:
