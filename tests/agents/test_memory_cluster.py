@@ -20,7 +20,7 @@ from shared_cluster import shared_cluster
 import phoenix_cluster as phx
 from phoenix_cluster._agents.agent import kind_spec
 from phoenix_cluster._transport.base import PeerConnection
-from phoenix_cluster._transport.memory import MemoryTransport
+from phoenix_cluster._transport.memory import MemoryConnection, MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
 from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
@@ -194,6 +194,7 @@ def test_a_definite_refusal_after_a_resend_is_reported_as_indefinite(
         async def owner(peer: PeerConnection, msg: Call | Cast) -> Error | None:
             attempts.append(msg.request_id)
             if len(attempts) == 1:
+                assert isinstance(peer, MemoryConnection)
                 peer.fail("reset after the call arrived")
                 return None
             return Error(request_id=msg.request_id, code="overloaded",

@@ -565,7 +565,7 @@ def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None
     life = victim.incarnation
     net.events.clear()
     net._handle(judge, judge.down(["n2"], net.now))
-    net.run_until(lambda: all(p.member("n2") is not None and p.member("n2").status == "dead"
+    net.run_until(lambda: all(net.status(p.name, "n2") == "dead"
                               for p in (judge, net.by_name["n1"])), 5)
     # The victim hears it was downed (gossip, or the ack to its next probe) ...
     net.run_until(lambda: any(n == "n2" and e.kind == "declared_dead" and e.downed
@@ -581,7 +581,7 @@ def test_a_downed_life_cannot_refute_its_way_back_but_a_new_life_joins() -> None
     # A restarted process is a newer life: a member again.
     net.crash("n2")
     net.add("n2", incarnation=life + 60_000, seeds=["n0:7100"])
-    net.run_until(lambda: all(p.member("n2") is not None and p.member("n2").status == "alive"
+    net.run_until(lambda: all(net.status(p.name, "n2") == "alive"
                               for p in (judge, net.by_name["n1"])), 15)
 
 

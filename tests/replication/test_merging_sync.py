@@ -8,8 +8,7 @@ for, loads, anti-entropy after a partition, the flush of a stopping node and bad
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import pytest
@@ -174,7 +173,8 @@ async def test_a_lost_push_travels_with_the_next_so_no_replica_sees_a_change_bef
         handle = node.handle
 
         async def recording(method: str, payload: bytes, *, to: str = name,
-                            handle: Any = handle) -> bytes:
+                            handle: Callable[[str, bytes], Awaitable[bytes]] = handle
+                            ) -> bytes:
             if method == "push":
                 for item in msgspec.msgpack.decode(payload, type=PushBatch).items:
                     state = msgspec.msgpack.decode(item.state, type=dict[str, crdt.ORSet[str]])

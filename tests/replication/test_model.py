@@ -29,7 +29,8 @@ from phoenix_cluster._replication.replica import ReplicaStore
 from phoenix_cluster._replication.types import Config, Entry, Epoch, config_union, majority
 
 NAMES = ("a", "b", "c", "d", "e")
-SETS = (("a", "b", "c"), ("b", "c", "d"), ("c", "d", "e"), ("a", "b", "e"))
+SETS: tuple[tuple[str, ...], ...] = (
+    ("a", "b", "c"), ("b", "c", "d"), ("c", "d", "e"), ("a", "b", "e"))
 KEYS = ("x", "y", "z")
 P = 0
 
@@ -131,7 +132,7 @@ class Model:
                         known = self.stores[m].handle(Probe(P))
                         assert not isinstance(known, Ack)
                         found = config_union(found, known.config)
-                        found = config_union(found, known.pending)  # type: ignore[union-attr]
+                        found = config_union(found, known.pending)
                 if found:
                     family = config_union(family, found)
                     continue
@@ -148,10 +149,10 @@ class Model:
             ok = True
             for item in items:
                 reply = self.stores[m].handle(item) if m == cand else self.send(m, item)
-                ok = ok and reply is not None and reply.ok
+                ok = ok and accepted(reply)
             if ok:
                 reply = self.stores[m].handle(mark) if m == cand else self.send(m, mark)
-                marked += reply is not None and reply.ok
+                marked += accepted(reply)
         self._clear_amnesia()
         if marked < majority(el.target):
             return
@@ -175,14 +176,14 @@ class Model:
         lead.seq += 1
         entry = Entry(lead.epoch.counter, lead.epoch.leader, lead.seq, _encode(history))
         item = Accept(P, lead.epoch, (lead.target,), (("k", key, entry),))
-        if not self.stores[node].handle(item).ok:
+        if not accepted(self.stores[node].handle(item)):
             del self.leaders[node]
             return
         acks = 1
         for m in lead.target:
             if m != node:
                 reply = self.send(m, item)
-                acks += reply is not None and reply.ok
+                acks += accepted(reply)
         lead.state[key] = history
         if acks >= majority(lead.target):
             # I3/I5: committed writes of a key form one line.
@@ -223,6 +224,12 @@ def test_no_committed_write_is_ever_lost(data: st.DataObject) -> None:
         if cand in model.leaders and model.leaders[cand].target == target:
             break
     assert model.elections > before
+
+
+def accepted(reply: Reply | None) -> bool:
+    """Whether an Accept or a Mark arrived and was taken (both are answered by an Ack)."""
+    assert reply is None or isinstance(reply, Ack)
+    return reply is not None and reply.ok
 
 
 class _Reliable:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phoenix_cluster._replication.groups import GROUPS
-from phoenix_cluster._replication.messages import Accept, Mark, Prepare, Probe
+from phoenix_cluster._replication.messages import Accept, Known, Mark, Prepare, Probe
 from phoenix_cluster._replication.replica import DropChange, MetaChange, PutChange, ReplicaStore
 from phoenix_cluster._replication.types import ZERO_EPOCH, Entry, Epoch
 from phoenix_cluster.errors import ProtocolError
@@ -159,10 +159,10 @@ def test_promises_and_versions_never_go_back(seq: list[Prepare | Accept | Mark])
     store = ReplicaStore("a")
     for item in seq:
         before = store.promised(item.partition)
-        versions = {rk: en.version for rk, en in
-                    (store.partition(item.partition).records.items()
-                     if store.partition(item.partition) else ())}
+        held = store.partition(item.partition)
+        versions = {rk: en.version for rk, en in (held.records.items() if held else ())}
         reply = store.handle(item)
+        assert not isinstance(reply, Known)  # no Probe among the items
         assert store.promised(item.partition) >= before
         if isinstance(item, Accept) and reply.ok:
             assert item.epoch >= before

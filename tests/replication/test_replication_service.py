@@ -36,7 +36,7 @@ LAZY = ReplicationSettings(eager=False)
 def keys_led_by(owner: str, members: Iterable[str], n: int, *, prefix: str = "k") -> list[str]:
     """``n`` keys whose partition's primary is ``owner`` in the table of ``members``."""
     table = table_of(members)
-    found = []
+    found: list[str] = []
     i = 0
     while len(found) < n:
         key = f"{prefix}{i}"
