@@ -34,7 +34,7 @@ PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handsha
         "_replication/leader.py", "_replication/settings.py", "_replication/merging.py",
         "_membership/joining.py", "_membership/timing.py", "_membership/actions.py",
         "_membership/table.py", "_membership/verdicts.py", "_membership/probing.py",
-        "_coordination/permits.py",
+        "_transport/memory_links.py", "_coordination/permits.py",
         "_coordination/barrier_state.py", "_coordination/saga_state.py"]
 
 

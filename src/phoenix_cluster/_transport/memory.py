@@ -32,284 +32,31 @@ bytes): the whole-system simulator hashes them (``phoenix_cluster.testing.simula
 There is no handshake on the wire and no keepalive: the secret, name, incarnation and
 role are compared directly when a connection is made (a wrong secret is an
 ``AuthenticationError``), and a cut link stays "open" until a kill or a close.
+
+The faults live in :class:`~.memory_links.LinkModel` (which :class:`MemoryNetwork`
+extends with the nodes listening, dials, kills, resets and the gossip endpoints), and a
+link's two ends and the frames between them in :mod:`.memory_connection`; this module
+keeps the transports and the network that joins them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from phoenix_cluster._foundation.env import Clock, Env, TimerHandle
+from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._telemetry.bus import TelemetryBus
-from phoenix_cluster._wire.codec import WireCodec
-from phoenix_cluster._wire.messages import Call, Cast, Error, Frame, Goodbye, Redirect, Reply
-from phoenix_cluster.errors import (
-    AuthenticationError,
-    CallTimeout,
-    ConfigError,
-    NodeClosed,
-    ProtocolError,
-)
+from phoenix_cluster.errors import AuthenticationError, ConfigError, NodeClosed
 
-from .base import (
-    ConnectionBroken,
-    ConnectionClosed,
-    ConnectionState,
-    ConnectionStatistics,
-    InboundHandler,
-    Transport,
-    TransportError,
-    TransportStatistics,
-)
-from .inbound import InboundRunner
+from .base import ConnectionBroken, InboundHandler, Transport, TransportStatistics
+from .memory_connection import MemoryConnection
+from .memory_links import LinkModel
 from .tcp import format_address, parse_address
 
-__all__ = ["MemoryConnection", "MemoryNetwork", "MemoryTransport"]
+__all__ = ["LinkModel", "MemoryConnection", "MemoryNetwork", "MemoryTransport"]
 
-_log = logging.getLogger("phoenix_cluster.transport")
-
-_Answer = Reply | Error | Redirect
-_MAX_INBOUND_TASKS = 10_000
-
-
-class _Pipe:
-    """One direction of a link: frames delivered in order, each after its delay."""
-
-    __slots__ = ("_alive", "_clock", "_deliver", "_queue", "_timer")
-
-    def __init__(self, clock: Clock, deliver: Callable[[bytes], None],
-                 alive: Callable[[], bool]) -> None:
-        self._clock = clock
-        self._deliver = deliver
-        self._alive = alive
-        self._queue: deque[tuple[float, bytes]] = deque()
-        self._timer: TimerHandle | asyncio.Handle | None = None
-
-    def put(self, body: bytes, delay_s: float) -> None:
-        now = self._clock.monotonic()
-        due = now + delay_s
-        if self._queue:
-            due = max(due, self._queue[-1][0])  # never overtake an earlier frame
-        self._queue.append((due, body))
-        if self._timer is None:
-            self._arm(due - now)
-
-    def _arm(self, delay_s: float) -> None:
-        if delay_s <= 0:
-            self._timer = asyncio.get_running_loop().call_soon(self._flush)
-        else:
-            self._timer = self._clock.call_later(delay_s, self._flush)
-
-    def _flush(self) -> None:
-        self._timer = None
-        now = self._clock.monotonic()
-        while self._queue and self._queue[0][0] <= now:
-            _, body = self._queue.popleft()
-            if self._alive():  # a cut or a kill since it was sent loses it
-                self._deliver(body)
-        if self._queue:
-            self._arm(self._queue[0][0] - now)
-
-    def clear(self) -> None:
-        self._queue.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-class MemoryConnection:
-    """One end of an in-memory link: a :class:`~.base.PeerConnection`."""
-
-    def __init__(self, owner: MemoryTransport, peer: MemoryTransport, *,
-                 outbound: bool) -> None:
-        self._owner, self.outbound = owner, outbound
-        self._peer_name, self._peer_address = peer.node_name, peer.address or ""
-        self._peer_incarnation, self._peer_role = peer.incarnation, peer.role
-        self._clock = owner.env.clock
-        self._codec = WireCodec()
-        self._state: ConnectionState = "open"
-        self._pending: dict[int, asyncio.Future[_Answer]] = {}
-        self._inbound = InboundRunner(self, owner.handler, answer=self._answer,
-                                      on_idle=_nothing, limit=_MAX_INBOUND_TASKS,
-                                      name=self._peer_address)
-        self._closed = asyncio.Event()
-        self._close_exc: TransportError | None = None
-        self.other: MemoryConnection | None = None
-        self._pipe = _Pipe(self._clock, self._to_other, self._carries)
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
-
-    # --- PeerConnection ------------------------------------------------------------
-
-    @property
-    def peer_name(self) -> str:
-        return self._peer_name
-
-    @property
-    def peer_address(self) -> str:
-        return self._peer_address
-
-    @property
-    def peer_incarnation(self) -> int:
-        return self._peer_incarnation
-
-    @property
-    def peer_role(self) -> str:
-        return self._peer_role
-
-    @property
-    def is_open(self) -> bool:
-        return self._state == "open"
-
-    async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
-        rid = call.request_id
-        self._check_open(rid)
-        if rid in self._pending:
-            raise ValueError(f"request id {rid} is already in flight to {self._peer_name}")
-        body = self._encode(call)
-        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        self._put(body)
-        timer = self._clock.call_later(timeout_s, lambda: self._expire(rid, timeout_s))
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            if self._pending.get(rid) is fut:
-                del self._pending[rid]
-
-    async def send(self, frame: Frame, *, timeout_s: float | None = None) -> None:
-        self._check_open(getattr(frame, "request_id", None))
-        self._put(self._encode(frame))
-
-    def close(self, reason: str = "closed") -> None:
-        """Close gracefully: the peer hears a Goodbye after what was already sent."""
-        if self._state != "open":
-            return
-        self._put(self._codec.encode(Goodbye(reason=reason)))
-        self._end(ConnectionClosed(f"connection to {self._peer_name} closed ({reason})",
-                                   peer=self._peer_name))
-
-    def fail(self, why: str) -> None:
-        """Break both ends at once, as a crash or a reset does."""
-        self._end(ConnectionBroken(why, peer=self._peer_name))
-        other = self.other
-        if other is not None:
-            other._end(ConnectionBroken(why, peer=other.peer_name))
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-    def statistics(self) -> ConnectionStatistics:
-        return ConnectionStatistics(
-            peer_name=self._peer_name, peer_address=self._peer_address,
-            outbound=self.outbound, state=self._state, pending_requests=len(self._pending),
-            queued_frames=0, inbound_tasks=self._inbound.count, frames_sent=self._sent,
-            frames_received=self._received, bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received, writes=self._sent)
-
-    # --- the wire ------------------------------------------------------------------
-
-    def _check_open(self, rid: int | None) -> None:
-        if self._state != "open":
-            exc = self._close_exc
-            cls = type(exc) if exc is not None else ConnectionClosed
-            why = exc.message if exc is not None else f"the connection is {self._state}"
-            raise cls(f"cannot send to {self._peer_name}: {why}", peer=self._peer_name,
-                      definite=True, request_id=rid)
-
-    def _encode(self, frame: Frame) -> bytes:
-        body = self._codec.encode(frame)
-        limit = self._owner.max_frame_bytes
-        if len(body) > limit:
-            raise ProtocolError(f"{type(frame).__name__} of {len(body):,} bytes exceeds"
-                                f" max_frame_bytes {limit:,} (to {self._peer_name});"
-                                " nothing was sent")
-        return body
-
-    def _put(self, body: bytes) -> None:
-        self._sent += 1
-        self._bytes_sent += len(body)
-        net = self._owner.network
-        if net.trace is not None:
-            net.trace(f"{self._clock.monotonic()!r} frame {self._owner.node_name}"
-                      f" {self._peer_name}", body)
-        if net.loses(self._owner.node_name, self._peer_name):
-            return
-        self._pipe.put(body, net.delay(self._owner.node_name, self._peer_name))
-
-    def _carries(self) -> bool:
-        return self._owner.network.reachable(self._owner.node_name, self._peer_name)
-
-    def _to_other(self, body: bytes) -> None:
-        other = self.other
-        if other is not None:
-            other._receive(body)
-
-    def _receive(self, body: bytes) -> None:
-        if self._state != "open":
-            return
-        self._received += 1
-        self._bytes_received += len(body)
-        try:
-            msg = self._codec.decode(body)
-        except ProtocolError as exc:  # as TCP does: a peer that sends garbage is cut off
-            _log.warning("closing in-memory connection to %s: %s", self._peer_name, exc)
-            self.fail(f"protocol error from {self._peer_name}: {exc.message}")
-            return
-        if isinstance(msg, Reply | Error | Redirect):
-            fut = self._pending.pop(msg.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-        elif isinstance(msg, Call | Cast):
-            self._inbound.start(msg)
-        elif isinstance(msg, Goodbye):
-            self._end(ConnectionBroken(f"{self._peer_name} closed the connection"
-                                       f" ({msg.reason})", peer=self._peer_name))
-
-    def _answer(self, frame: _Answer) -> None:
-        if self._state != "open":
-            return  # the peer is gone; nobody to answer
-        try:
-            body = self._encode(frame)
-        except ProtocolError as exc:  # e.g. a result bigger than max_frame_bytes
-            body = self._codec.encode(Error(request_id=frame.request_id, code=exc.code,
-                                            message=exc.message, definite=False))
-        self._put(body)
-
-    def _expire(self, rid: int, timeout_s: float) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(CallTimeout(f"no reply from {self._peer_name} to request"
-                                          f" {rid} within {timeout_s}s", request_id=rid))
-
-    def _end(self, exc: TransportError) -> None:
-        if self._state != "open":
-            return
-        self._state, self._close_exc = "closing", exc
-        if isinstance(exc, ConnectionBroken):
-            self._pipe.clear()  # a crash loses what was still in flight
-        pending, self._pending = self._pending, {}
-        for rid, fut in pending.items():
-            if not fut.done():
-                fut.set_exception(type(exc)(exc.message, peer=exc.peer, request_id=rid))
-        self._inbound.cancel()
-        self._owner.spawn_close(self)
-
-    async def finish_close(self) -> None:
-        await self._inbound.wait()
-        self._state = "closed"
-        self._closed.set()
-        self._owner.connection_closed(self)
-
-    def __repr__(self) -> str:
-        return (f"<MemoryConnection {self._owner.node_name} -> {self._peer_name}"
-                f" [{self._state}, {len(self._pending)} pending,"
-                f" {self._inbound.count} inbound]>")
 
 
 class MemoryTransport:
@@ -448,7 +195,7 @@ class _MemoryDatagrams(asyncio.DatagramTransport):
         return self.local if name == "sockname" else default
 
 
-class MemoryNetwork:
+class MemoryNetwork(LinkModel):
     """The shared in-process network of one test (see the module docstring).
 
     Args:
@@ -456,19 +203,13 @@ class MemoryNetwork:
     """
 
     def __init__(self, *, seed: int = 0) -> None:
-        self.random = random.Random(seed)
+        super().__init__(seed=seed)
         self._listening: dict[str, MemoryTransport] = {}
         self._endpoints: dict[tuple[str, int], _MemoryDatagrams] = {}
-        self._cuts: list[tuple[frozenset[str], frozenset[str]]] = []
-        self._links: dict[tuple[str, str], tuple[float, float]] = {}  # (loss, delay_s)
-        self._dead: set[str] = set()
         self._hosts = 0
         self.datagrams_delivered = self.datagrams_lost = 0
-        self.default_link = (0.0, 0.0)
-        """``(loss, delay_s)`` of every link :meth:`set_link` did not set."""
         self.jitter_s = 0.0
         self.duplicate = 0.0
-        self.trace: Callable[[str, bytes], None] | None = None
 
     def address(self) -> str:
         """A fresh ``host:port`` for the next node (10.77.x.y, one host per node)."""
@@ -491,25 +232,6 @@ class MemoryNetwork:
 
     # --- faults --------------------------------------------------------------------
 
-    def cut(self, side: Iterable[str], other: Iterable[str] | None = None) -> None:
-        """Lose everything between ``side`` and ``other`` (default: everyone else)."""
-        a = frozenset(side)
-        b = frozenset(other) if other is not None else frozenset()
-        self._cuts.append((a, b))
-
-    def heal(self) -> None:
-        """Remove every cut."""
-        self._cuts.clear()
-
-    def set_link(self, source: str, target: str, *, loss: float = 0.0,
-                 delay_s: float = 0.0, both: bool = True) -> None:
-        """Lose (``loss``, a probability) or delay what ``source`` sends ``target``."""
-        if not 0.0 <= loss <= 1.0 or delay_s < 0:
-            raise ValueError(f"loss must be in [0, 1] and delay_s >= 0, got {loss}, {delay_s}")
-        self._links[(source, target)] = (loss, delay_s)
-        if both:
-            self._links[(target, source)] = (loss, delay_s)
-
     def kill(self, node_name: str) -> None:
         """Crash ``node_name``: its connections break, it cannot be reached any more."""
         self._dead.add(node_name)
@@ -529,24 +251,6 @@ class MemoryNetwork:
                     conn.fail(f"connection between {a} and {b} reset")
                     return True
         return False
-
-    def reachable(self, source: str, target: str) -> bool:
-        if source in self._dead or target in self._dead:
-            return False
-        for a, b in self._cuts:
-            if b:
-                if (source in a and target in b) or (source in b and target in a):
-                    return False
-            elif (source in a) != (target in a):
-                return False
-        return True
-
-    def loses(self, source: str, target: str) -> bool:
-        loss = self._links.get((source, target), self.default_link)[0]
-        return loss > 0.0 and self.random.random() < loss
-
-    def delay(self, source: str, target: str) -> float:
-        return self._links.get((source, target), self.default_link)[1]
 
     # --- what transports and gossip endpoints use ------------------------------------
 
@@ -629,10 +333,6 @@ class MemoryNetwork:
     def __repr__(self) -> str:
         return (f"<MemoryNetwork {len(self._listening)} nodes, {len(self._cuts)} cuts,"
                 f" {len(self._dead)} dead>")
-
-
-def _nothing() -> None:
-    pass
 
 
 if TYPE_CHECKING:  # mypy proves the seam is honoured: MemoryTransport is a Transport
