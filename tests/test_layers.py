@@ -140,3 +140,38 @@ def test_no_lower_layer_imports_the_agent_layer(path: Path) -> None:
     """RPC lives in the transport layer: membership, replication, CRDT sync and placement
     never reach the agent layer (the layer table would allow a mistake in LAYERS)."""
     assert "_agents" not in _imports(path), f"{path.relative_to(PKG)} imports _agents"
+
+
+# What the agent runtime reaches beyond its agents (``_agents/cluster.py``), and the names
+# the runtime and its seam go by: no module assigns these from outside their own class.
+CLUSTER_PARTS = {"router", "placement", "replicator", "crdt_sync", "tracer", "sync", "cluster"}
+RUNTIME_NAMES = {"runtime", "_runtime", "cluster", "_cluster", "active_active", "_stack"}
+
+
+def _assigned_attributes(target: ast.expr) -> list[ast.Attribute]:
+    if isinstance(target, ast.Tuple | ast.List):
+        return [a for e in target.elts for a in _assigned_attributes(e)]
+    return [target] if isinstance(target, ast.Attribute) else []
+
+
+def test_nothing_wires_the_agent_runtime_after_its_construction() -> None:
+    """The node builds the stack bottom-up: the runtime gets its ``Cluster`` seam at
+    construction and each part gets the runtime at its own; nobody sets
+    ``node._runtime.router = ...``, ``runtime.placement = ...`` or ``active.sync = ...``
+    (docs/design/architecture.md, "The runtime's one cycle")."""
+    late = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+                targets = [node.target]
+            else:
+                continue
+            for attribute in (a for t in targets for a in _assigned_attributes(t)):
+                owner = ast.unparse(attribute.value)
+                if owner != "self" and (attribute.attr in CLUSTER_PARTS
+                                        or owner.split(".")[-1] in RUNTIME_NAMES):
+                    late.append(f"{path.relative_to(PKG)}:{node.lineno}: "
+                                f"{ast.unparse(attribute)} = ...")
+    assert not late, late

@@ -69,7 +69,7 @@ def test_a_rolling_upgrade_moves_agents_to_the_newest_version_with_their_state()
 
             # n3 catches up: the keys whose home is n3 go back to it.
             n3 = await upgrade(cluster, "n3", "2.0")
-            placement = n3._placement
+            placement = n3._stack.placement
             assert placement is not None
             spec = Meter._phx_spec
             homed_n3 = [k for k in KEYS if placement.home(spec.name, k) == "n3"]

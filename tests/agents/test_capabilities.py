@@ -39,20 +39,20 @@ class Nowhere(phx.Agent, kind="tests.capability.nowhere"):
 
 def lack(node: Node, *kinds: str) -> None:
     """Make ``node`` a member that does not host ``kinds``."""
-    placement = node._placement
+    placement = node._stack.placement
     assert placement is not None
     placement.members.excluded_kinds = frozenset(kinds)
     placement.members.expire()  # members report their kinds at the next poll
 
 
 def stand_ins(node: Node) -> set[tuple[str, str]]:
-    placement = node._placement
+    placement = node._stack.placement
     assert placement is not None
     return placement.directory.stand_in
 
 
 async def homes(node: Node, kind: type[phx.Agent], keys: list[str]) -> dict[str, str]:
-    placement = node._placement
+    placement = node._stack.placement
     assert placement is not None
     spec = kind._phx_spec
     return {key: placement.home(spec.name, key) or "" for key in keys}

@@ -133,7 +133,7 @@ def test_incoming_interceptors_run_on_the_owner() -> None:
                 node.add_interceptor(Recorder(node.name, log))
                 node.add_interceptor(NoNegative())
             caller = cluster.nodes[0]
-            placement = caller._placement
+            placement = caller._stack.placement
             assert placement is not None
             key = next(k for k in (f"k{i}" for i in range(100))
                        if placement.home("tests.interceptors.account", k) != caller.name)

@@ -305,6 +305,23 @@ def test_a_call_fenced_mid_commit_until_its_deadline_stays_indefinite(
     shared.run(scenario)
 
 
+def test_the_runtime_reaches_the_parts_its_node_built_after_it(shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        for node in cluster.nodes:
+            runtime, stack = node._runtime, node._stack
+            # One seam given at construction; the parts were built on the runtime.
+            assert runtime.cluster is stack and runtime.state.cluster is stack
+            assert stack.router is not None and stack.placement is not None
+            assert runtime.router is stack.router and stack.router.runtime is runtime
+            assert runtime.placement is stack.placement is stack.router.placement
+            assert stack.placement.runtime is runtime
+            assert runtime.replicator is stack.replicator is not None
+            with pytest.raises(AttributeError):
+                runtime.router = None  # type: ignore[misc]  # read-only: no late wiring
+
+    shared.run(scenario)
+
+
 def test_a_call_sent_to_a_node_that_does_not_host_the_key_is_redirected(
         shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:

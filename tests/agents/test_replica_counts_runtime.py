@@ -39,14 +39,14 @@ def test_each_kind_commits_to_its_own_count() -> None:
     async def scenario() -> None:
         async with MemoryCluster(3) as cluster:
             a = cluster.nodes[0]
-            replicator, placement = a._replicator, a._placement
+            replicator, placement = a._stack.replicator, a._stack.placement
             assert replicator is not None and placement is not None
 
             def holders(kind: str, key: str, replicas: int) -> set[str]:
                 g = group_for(kind, key, replicas)
                 return {n.name for n in cluster.nodes
-                        if n._replicator is not None
-                        and n._replicator.store.get(g, kind, key) is not None}
+                        if n._stack.replicator is not None
+                        and n._stack.replicator.store.get(g, kind, key) is not None}
 
             keys = [f"k{i}" for i in range(8)]
             for key in keys:

@@ -222,7 +222,7 @@ async def test_agents_hosted_off_their_home_keep_acknowledged_writes_when_their_
     loses none of their acknowledged writes."""
     async with LocalCluster(nodes=3, imports=IMPORTS) as cluster:
         client = await cluster.client()
-        placement = client._placement
+        placement = client._stack.placement
         assert placement is not None
         names = [n.name for n in cluster.nodes]
         moved = client.ref(Ledger, "off-home")

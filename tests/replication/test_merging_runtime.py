@@ -59,7 +59,7 @@ async def attach_sync(node: phx.Node) -> CrdtSync:
     active = node._runtime.active_active
     sync = CrdtSync(node.name, unreachable, node.env, schema_of=active.schema,
                     on_merged=active.merged)
-    active.sync = sync
+    node._stack.crdt_sync = sync
     return sync
 
 

@@ -39,7 +39,7 @@ from .agent import Agent, KindSpec, _type_hints, lookup_kind
 from .mailbox import Activation, KindRuntime, Message
 
 if TYPE_CHECKING:
-    from .._replication.crdt_sync import CrdtSync
+    from .cluster import Cluster
 
 __all__ = ["ActiveActive", "MERGE"]
 
@@ -53,11 +53,10 @@ class ActiveActive:
     """Loads, commits and merges for the crdt kinds of one node's runtime."""
 
     def __init__(self, kinds: dict[str, KindRuntime],
-                 start_drain: Callable[[Activation], None]) -> None:
+                 start_drain: Callable[[Activation], None], cluster: Cluster) -> None:
         self._kinds = kinds
         self._start_drain = start_drain
-        self.sync: CrdtSync | None = None
-        """The node's merge service (``None`` on an embedded node: state stays here)."""
+        self._cluster = cluster
         self._schemas: dict[str, Schema] = {}
         self._encode = msgspec.msgpack.Encoder().encode
         self._raw = msgspec.msgpack.Decoder().decode
@@ -110,7 +109,7 @@ class ActiveActive:
     async def load(self, spec: KindSpec, key: str, state: bytes | None) -> bytes | None:
         """The state to activate with: ``state`` (passivated here, or handed over) joined
         with this node's replica and what the reachable replicas hold."""
-        sync = self.sync
+        sync = self._cluster.crdt_sync  # None on an embedded node: state stays here
         if sync is None or spec.durability == "none":
             return state
         try:
@@ -139,7 +138,7 @@ class ActiveActive:
         """
         spec = act.kind.spec
         fields = self.fields(spec, agent)
-        sync = self.sync
+        sync = self._cluster.crdt_sync  # None on an embedded node: state stays here
         if sync is None or spec.durability == "none":
             return
         delta = delta_between(self.decode(spec, committed), fields)

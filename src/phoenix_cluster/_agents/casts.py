@@ -27,25 +27,10 @@ if TYPE_CHECKING:
     from .._telemetry.bus import TelemetryBus
     from .._telemetry.tracing import NodeTracer
     from .agent import KindSpec, MethodSpec
+    from .cluster import CastOutbound, Homes
     from .interceptors import Interceptors
-    from .state import Homes
 
-__all__ = ["CastOutbound", "Casts", "MessageHost", "no_host"]
-
-
-class CastOutbound(Protocol):
-    """What a cast asks of the agent router (``dispatch.py``)."""
-
-    def remote_address(self, spec: KindSpec, key: str) -> str | object | None: ...
-
-    async def resolve(self, spec: KindSpec, key: str) -> str | None: ...
-
-    async def keep_order(self, spec: KindSpec, key: str, address: str | None,
-                         is_cast: bool) -> None: ...
-
-    async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
-                   request_id: int, address: str, timeout_s: float, *,
-                   acknowledged: bool = True) -> None: ...
+__all__ = ["Casts", "MessageHost", "no_host"]
 
 
 class MessageHost(Protocol):

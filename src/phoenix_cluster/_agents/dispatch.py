@@ -49,6 +49,7 @@ from .remote_cast import send_cast
 from .reroute import reroute_delay, resend_elsewhere
 
 if TYPE_CHECKING:
+    from .._telemetry.tracing import NodeTracer
     from .runtime import AgentRuntime
 
 
@@ -80,6 +81,7 @@ class Router:
         self_name: this node's name.
         placement: where agents live (homes, directory, tombstones).
         rpc: calls other nodes' services (``$placement.flush``).
+        tracer: opens a span around each call sent (``None``: tracing is off).
     """
 
     def __init__(
@@ -90,12 +92,14 @@ class Router:
         self_name: str,
         placement: PlacementService,
         rpc: RpcClient,
+        tracer: NodeTracer | None = None,
     ) -> None:
         self.runtime = runtime
         self.peers = peers
         self.self_name = self_name
         self.placement = placement
         self.rpc = rpc
+        self.tracer = tracer
         self._clock = runtime.clock
         self.redirects_followed = 0
         self.resends = 0
@@ -187,7 +191,7 @@ class Router:
         node's tracer, when tracing is on, open the CLIENT span whose context they carry.
         """
         if headers is None:
-            tracer = self.runtime.tracer
+            tracer = self.tracer
             if tracer is not None:
                 return await tracer.client_call(
                     lambda h: self.call_raw(spec, key, method, payload, timeout_s,
@@ -354,7 +358,7 @@ class Router:
                             timeout_s)
             return
         conn = await self._connect(address, False, request_id)
-        tracer = self.runtime.tracer
+        tracer = self.tracer
         await conn.send(Cast(request_id, spec.name, key, method, payload,
                              NO_HEADERS if tracer is None else tracer.inject()),
                         timeout_s=timeout_s)

@@ -29,6 +29,7 @@ from ..errors import CallTimeout, NodeUnavailable
 from .reroute import PLACE, reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
+    from .._telemetry.tracing import NodeTracer
     from .agent import KindSpec
     from .placement import PlacementService
     from .runtime import AgentRuntime
@@ -53,6 +54,9 @@ class CastRouter(Protocol):
     def runtime(self) -> AgentRuntime: ...
 
     @property
+    def tracer(self) -> NodeTracer | None: ...
+
+    @property
     def placement(self) -> PlacementService: ...
 
     def remote_address(self, spec: KindSpec, key: str) -> str | object | None: ...
@@ -75,7 +79,7 @@ async def send_cast(router: CastRouter, spec: KindSpec, key: str, method: str, p
     """
     runtime = router.runtime
     clock = runtime.clock
-    tracer = runtime.tracer
+    tracer = router.tracer
     headers = NO_HEADERS if tracer is None else tracer.inject()
     where = f"{spec.name}/{key}.{method}"
     deadline = clock.monotonic() + timeout_s

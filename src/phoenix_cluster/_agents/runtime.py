@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -51,8 +51,9 @@ from .arguments import (
     encode_arguments,
     encode_result,
 )
-from .casts import CastOutbound, Casts, no_host
+from .casts import Casts, no_host
 from .chain import CURRENT, Link, check, decode
+from .cluster import Cluster, Homes, Outbound
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
 from .interceptors import CallInfo, Interceptors
@@ -61,7 +62,7 @@ from .outcomes import FailedMessages
 from .passivation import Passivation
 from .reminders import Reminders
 from .reroute import PLACE, reroute_delay, turned_away
-from .state import Homes, Pending, StateStore
+from .state import Pending, StateStore
 from .timers import AgentTimers
 from .workers import pick_worker, recent_reply
 
@@ -69,22 +70,10 @@ if TYPE_CHECKING:
     from .._replication.service import Replicator
     from .._telemetry.tracing import NodeTracer
 
-__all__ = ["AgentRuntime", "Outbound", "RuntimeStatistics"]
+__all__ = ["AgentRuntime", "RuntimeStatistics"]
 
 
 _log = logging.getLogger("phoenix_cluster.agents")
-
-
-class Outbound(CastOutbound, Protocol):
-    """What the caller side asks of the agent router (``dispatch.py``): what casts ask
-    (``casts.py``), and calls."""
-
-    @property
-    def cast_paths(self) -> Mapping[tuple[str, str], str]: ...
-
-    async def call(self, spec: KindSpec, key: str, method: MethodSpec, payload: bytes,
-                   timeout_s: float, request_id: int, address: str,
-                   chain: tuple[Link, ...] = ()) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +93,8 @@ class RuntimeStatistics:
 class AgentRuntime:
     """Hosts agents on one node. Created and closed by :class:`phoenix_cluster.Node`."""
 
-    def __init__(self, node: Any, settings: Settings, env: Env, bus: TelemetryBus) -> None:
+    def __init__(self, node: Any, settings: Settings, env: Env, bus: TelemetryBus,
+                 cluster: Cluster) -> None:
         self.node = node
         self.settings = settings
         self.clock = env.clock
@@ -120,12 +110,12 @@ class AgentRuntime:
         self.hosts_agents = settings.role == "member"
         self.closing = False
         """Set once :meth:`aclose` began: new messages are refused with ``NodeClosed``."""
-        self.router: Outbound | None = None
-        """The agent router (``dispatch.py``) on a node that talks to others."""
-        self.tracer: NodeTracer | None = None  # set by the node when tracing is on
-        self.active_active = ActiveActive(self._kinds, self.start_drain)
+        self.cluster = cluster
+        """The node's parts that reach other nodes, as it starts them (``cluster.py``):
+        read here, never assigned."""
+        self.active_active = ActiveActive(self._kinds, self.start_drain, cluster)
         """Loads, commits and merges of ``consistency="crdt"`` kinds (``active_active.py``)."""
-        self.state = StateStore(self.active_active, self._decode)
+        self.state = StateStore(self.active_active, self._decode, cluster)
         """Where agent state commits, and its load, commit and rollback (``state.py``)."""
         self.failed = FailedMessages(self.state, bus, self.node_name, self._enqueue,
                                      lambda: self.closing)
@@ -152,22 +142,24 @@ class AgentRuntime:
         self._load_mark = (self.clock.monotonic(), 0)
 
     @property
+    def router(self) -> Outbound | None:
+        """The agent router (``dispatch.py``) on a node that talks to others."""
+        return self.cluster.router
+
+    @property
     def placement(self) -> Homes | None:
         """Homes, pins and moves of agents (``None`` on an embedded node)."""
-        return self.state.placement
-
-    @placement.setter
-    def placement(self, placement: Homes | None) -> None:
-        self.state.placement = placement
+        return self.cluster.placement
 
     @property
     def replicator(self) -> Replicator | None:
         """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
-        return self.state.replicator
+        return self.cluster.replicator
 
-    @replicator.setter
-    def replicator(self, replicator: Replicator | None) -> None:
-        self.state.replicator = replicator
+    @property
+    def tracer(self) -> NodeTracer | None:
+        """Spans of this node's messages (``None``: tracing is off)."""
+        return self.cluster.tracer
 
     # ----------------------------------------------------------------- calling in
 
@@ -220,7 +212,7 @@ class AgentRuntime:
             chain = (*running.chain, (caller.kind.spec.name, caller.key, handler.reentrant))
             check(chain, spec.name, key)  # a cycle would wait for itself: CallCycle now
         payload = self.encode_payload(spec, method_spec, args, kwargs)
-        router = self.router
+        router = self.cluster.router  # hot paths read the seam, not the property
         deadline = self.clock.monotonic() + timeout_s
         for attempt in itertools.count():
             remaining = max(deadline - self.clock.monotonic(), 0.001)
@@ -242,8 +234,9 @@ class AgentRuntime:
             if not self.try_enqueue(kr, key, msg):
                 await self.casts.enqueue_when_room(kr, key, msg, remaining)
                 wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
-            if self.tracer is not None:
-                self.tracer.local_call(spec.name, key, method, request_id, future)
+            tracer = self.cluster.tracer
+            if tracer is not None:
+                tracer.local_call(spec.name, key, method, request_id, future)
             timer = self.clock.call_later(wait_s, partial(_expire, future, msg, spec, key))
             try:
                 result = await future
@@ -446,11 +439,11 @@ class AgentRuntime:
                 if msg.fn is None:
                     if interleaves and self._interleave(act, msg):
                         await asyncio.sleep(0)  # it runs up to its first await first
-                    elif self.tracer is None:
+                    elif (tracer := self.cluster.tracer) is None:
                         await self._handle(act, msg)
                     else:
-                        await self.tracer.handle(act.kind.spec.name, act.key, msg,
-                                                 self._handle(act, msg))
+                        await tracer.handle(act.kind.spec.name, act.key, msg,
+                                            self._handle(act, msg))
                 elif msg.method == PASSIVATE or msg.method == HANDOFF:
                     # Anything queued behind it moved to a fresh activation (passivation)
                     # or to another node (handoff).
@@ -482,8 +475,9 @@ class AgentRuntime:
         if method is None or not method.reentrant:
             return False
         running = self._handle(act, msg)
-        if self.tracer is not None:
-            running = self.tracer.handle(act.kind.spec.name, act.key, msg, running)
+        tracer = self.cluster.tracer
+        if tracer is not None:
+            running = tracer.handle(act.kind.spec.name, act.key, msg, running)
         task = asyncio.get_running_loop().create_task(running)
         if act.interleaved is None:
             act.interleaved = set()

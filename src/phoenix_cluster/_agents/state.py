@@ -28,16 +28,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .._replication.types import Record
 from .active_active import ActiveActive
 from .agent import Agent, KindSpec
+from .cluster import Cluster, Homes
 from .dedup import REPLICATED_REPLIES
-from .handoff import HandoffRecord
 from .mailbox import Activation
 from .stored import StoredKinds
 from .tracking import SMALL_STATE, Change, StateTracker
@@ -46,7 +45,7 @@ from .versions import tag_state, untag_state, upgrade
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
 
-__all__ = ["LOCAL", "STORED", "Homes", "Pending", "StateStore", "trackable"]
+__all__ = ["LOCAL", "STORED", "Pending", "StateStore", "trackable"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
@@ -61,56 +60,30 @@ Pending = bytes | Change
 or a tracked activation's :class:`~.tracking.Change`."""
 
 
-class Homes(Protocol):
-    """What the agent runtime asks of the placement service (``placement.py``): homes
-    and pins of agents, pulls and handoffs, forwarding, commits through the home."""
-
-    @property
-    def self_name(self) -> str: ...
-
-    @property
-    def leaving(self) -> bool: ...
-
-    @property
-    def pinned_here(self) -> AbstractSet[tuple[str, str]]: ...
-
-    @property
-    def proxied(self) -> AbstractSet[tuple[str, str]]: ...
-
-    def home(self, kind: str, key: str) -> str | None: ...
-
-    def route(self, spec: KindSpec, key: str) -> object: ...
-
-    async def before_activate(self, spec: KindSpec, key: str) -> HandoffRecord | None: ...
-
-    def frozen(self, spec: KindSpec, key: str, to: str,
-               record: HandoffRecord | None) -> None: ...
-
-    def forward_cast(self, spec: KindSpec, key: str, request_id: int, method: str,
-                     payload: bytes, address: str) -> object: ...
-
-    async def remote_load(self, home: str, kind: str, key: str,
-                          replicas: int = 3) -> Record | None: ...
-
-    async def remote_commit(self, home: str, kind: str, key: str, record: Record,
-                            durability: str, replicas: int = 3) -> None: ...
-
-
 class StateStore:
     """Loads, commits, restores and rolls back the state of this node's agents."""
 
-    __slots__ = ("_decode", "_encode", "active_active", "placement", "replicator", "stored")
+    __slots__ = ("_decode", "_encode", "active_active", "cluster", "stored")
 
-    def __init__(self, active_active: ActiveActive, decode: Callable[[bytes], Any]) -> None:
+    def __init__(self, active_active: ActiveActive, decode: Callable[[bytes], Any],
+                 cluster: Cluster) -> None:
         self.active_active = active_active
         self._decode = decode
         self._encode = msgspec.msgpack.Encoder().encode
-        self.replicator: Replicator | None = None
-        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
-        self.placement: Homes | None = None
-        """Homes and pins of agents (a node that talks to others; ``None`` embedded)."""
+        self.cluster = cluster
+        """The node's started parts: the replicator and the placement service."""
         self.stored = StoredKinds(decode)
         """The node's state stores, for kinds with ``store=`` (``stored.py``)."""
+
+    @property
+    def replicator(self) -> Replicator | None:
+        """Quorum replication of agent state (members of a cluster; ``None`` embedded)."""
+        return self.cluster.replicator
+
+    @property
+    def placement(self) -> Homes | None:
+        """Homes and pins of agents (a node that talks to others; ``None`` embedded)."""
+        return self.cluster.placement
 
     def route(self, spec: KindSpec, key: str) -> str | None:
         """Where this agent's changes commit: ``LOCAL`` (this node's replicator: it leads

@@ -11,62 +11,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import logging
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from types import TracebackType
 from typing import Any
 
 import msgspec
 
-from ._agents.agent import Agent, kind_spec, lookup_kind
-from ._agents.dispatch import Router
-from ._agents.inspection import ClusterInspector, Inspector
-from ._agents.interceptors import Interceptor
-from ._agents.mailbox import KindRuntime
-from ._agents.placement import PlacementService
-from ._agents.placement_server import PlacementServer
-from ._agents.rebalance import Rebalancer
-from ._agents.ref import AgentRef
-from ._agents.runtime import AgentRuntime, RuntimeStatistics
-from ._foundation.env import Env, TimerHandle
-from ._foundation.settings import Settings, load_settings
-from ._membership.discovery_poller import DiscoveryPoller
-from ._membership.discovery_spec import discovery_from_spec
-from ._membership.joining import JoinPlan
-from ._membership.observer import MembershipObserver
-from ._membership.service import MembershipService, SwimSettings
-from ._membership.snapshot import Member, MembershipSnapshot, MemberStatus
-from ._registry.services import ClusterServices
-from ._replication.crdt_sync import CrdtSync
-from ._replication.export import BackupService, KindStatus
-from ._replication.groups import MAX_REPLICAS
-from ._replication.service import ReplicationSettings, Replicator
-from ._replication.storage import SqliteStorage, storage_path
-from ._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
-from ._ring.hashing import key_hash
-from ._ring.partitions import PARTITIONS, PartitionTable
-from ._ring.ring import HashRing
-from ._splitbrain.lease_spec import ClosableLease, checked_lease_spec, lease_from_spec
-from ._splitbrain.resolver import SplitBrainResolver
-from ._splitbrain.settings import SplitBrainSettings
-from ._splitbrain.view import Decision
-from ._stores.base import StateStore
-from ._telemetry import events
-from ._telemetry.bus import TelemetryBus, default_bus
-from ._telemetry.tracing import start_node_tracer
-from ._transport.cookie import resolve_secret
-from ._transport.fallback import FallbackTransport, parse_chain
-from ._transport.memory import MemoryNetwork, MemoryTransport
-from ._transport.peers import PeerManager
-from ._transport.rpc import Inbound, RpcClient, Services
-from ._transport.tcp import TcpTransport
-from ._transport.tls import tls_contexts
-from ._web import HttpEndpoint
-from .errors import AgentNotFound, AuthenticationError, ConfigError, NodeUnavailable
+from .._agents.agent import Agent, kind_spec
+from .._agents.inspection import ClusterInspector, Inspector
+from .._agents.interceptors import Interceptor
+from .._agents.mailbox import KindRuntime
+from .._agents.ref import AgentRef
+from .._agents.runtime import AgentRuntime, RuntimeStatistics
+from .._foundation.env import Env, TimerHandle
+from .._foundation.settings import Settings, load_settings
+from .._membership.discovery_poller import DiscoveryPoller
+from .._membership.discovery_spec import discovery_from_spec
+from .._membership.joining import JoinPlan
+from .._membership.observer import MembershipObserver
+from .._membership.service import MembershipService, SwimSettings
+from .._membership.snapshot import Member, MembershipSnapshot, MemberStatus
+from .._registry.services import ClusterServices
+from .._replication.groups import MAX_REPLICAS
+from .._replication.storage import SqliteStorage
+from .._resilience.supervisor import ChildSpec, Supervisor, SupervisorEscalation
+from .._ring.hashing import key_hash
+from .._ring.partitions import PARTITIONS, PartitionTable
+from .._ring.ring import HashRing
+from .._splitbrain.lease_spec import ClosableLease, checked_lease_spec, lease_from_spec
+from .._splitbrain.resolver import SplitBrainResolver
+from .._splitbrain.settings import SplitBrainSettings
+from .._splitbrain.view import Decision
+from .._stores.base import StateStore
+from .._telemetry import events
+from .._telemetry.bus import TelemetryBus, default_bus
+from .._transport.cookie import resolve_secret
+from .._transport.fallback import FallbackTransport, parse_chain
+from .._transport.memory import MemoryNetwork, MemoryTransport
+from .._transport.peers import PeerManager
+from .._transport.rpc import Inbound, RpcClient, Services
+from .._transport.tcp import TcpTransport
+from .._transport.tls import tls_contexts
+from .._web import HttpEndpoint
+from ..errors import AgentNotFound, AuthenticationError, ConfigError, NodeUnavailable
+from .stack import AgentStack
 
 __all__ = [
     "DOWNED_PREFIX",
@@ -195,7 +186,9 @@ class Node:
         self.incarnation = int(self.env.clock.wall() * 1000)
         self.telemetry = telemetry if telemetry is not None else default_bus
         self._state = NodeState.NEW
-        self._runtime = AgentRuntime(self, settings, self.env, self.telemetry)
+        self._stack = AgentStack(self.name, settings, self.env, self.telemetry)
+        """The parts that reach other nodes, built as the node starts (``stack.py``)."""
+        self._runtime = AgentRuntime(self, settings, self.env, self.telemetry, self._stack)
         for interceptor in interceptors:
             self._runtime.interceptors.add(interceptor)
         self._runtime.state.stored.configure({**settings.stores, **(stores or {})})
@@ -237,11 +230,6 @@ class Node:
         """Process groups of agents, cluster-wide (``docs/registry.md``)."""
         self.pubsub = self._services.pubsub
         """Topics with subscribers on every node (``docs/registry.md``)."""
-        self._placement: PlacementService | None = None
-        self._router: Router | None = None
-        self._rebalancer: Rebalancer | None = None
-        self._replicator: Replicator | None = None
-        self._crdt_sync: CrdtSync | None = None
         self._table_ring: HashRing | None = None
         self._join: JoinPlan | None = None  # None: an embedded node, a cluster of one
         self._formed_alone = False
@@ -250,7 +238,7 @@ class Node:
         self._discovered: list[str] = []
         self.address: str | None = None
         """The bound ``host:port`` peers reach this node at (``None``: not listening)."""
-        local = Inspector(self.name, self.kinds, self.env.clock, lambda: self._replicator)
+        local = Inspector(self.name, self.kinds, self.env.clock, lambda: self._stack.replicator)
         self.inspection = ClusterInspector(
             local if settings.role == "member" else None, self._hosting_members,
             self._ask_inspect)
@@ -274,17 +262,15 @@ class Node:
             raise RuntimeError(f"node {self.name} is {self._state.value}; a node starts once")
         self._state = NodeState.RUNNING
         try:
+            self._stack.start_tracer()
             await self._start_cluster()
             if self._http is not None:
                 await self._http.start()
-            self._runtime.tracer = start_node_tracer(self.settings.otlp_endpoint, self.name,
-                                                     self.telemetry)
-            if self._runtime.tracer is not None and self._router is not None:
-                self._serve_agents(self._router)  # now under the tracer's spans
         except BaseException:
             self._state = NodeState.STOPPED
             self._stopped.set()
             await self._close_cluster()
+            await self._stack.aclose_tracer()
             raise
         if self._join is None:
             self._joined.set()
@@ -292,8 +278,9 @@ class Node:
             self._seed_timer = self.env.clock.call_later(self.settings.seed_timeout_s,
                                                          self._seed_timeout)
         await self._supervisor.start()
-        if self._rebalancer is not None:
-            await self._supervisor.add_child(ChildSpec("rebalancer", self._rebalancer.run))
+        rebalancer = self._stack.rebalancer
+        if rebalancer is not None:
+            await self._supervisor.add_child(ChildSpec("rebalancer", rebalancer.run))
         self._watcher = asyncio.get_running_loop().create_task(self._watch_supervisor())
         _log.info("node %s started (role %s%s)", self.name, self.settings.role,
                   f", listening on {self.address}" if self.address else "")
@@ -315,7 +302,7 @@ class Node:
         _log.info("node %s stopping: %s", self.name, reason)
         try:
             if not reason.startswith(DOWNED_PREFIX):
-                await self._hand_off_all()
+                await self._stack.hand_off_all(self._ring)
             await self._runtime.aclose(self.settings.shutdown_timeout_s)
             await self._runtime.state.stored.aclose()
             await self._close_cluster()
@@ -326,8 +313,7 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
         finally:
-            if self._runtime.tracer is not None:  # send the spans still batched
-                await self._runtime.tracer.aclose()
+            await self._stack.aclose_tracer()
             self._state = NodeState.STOPPED
             self._stopped.set()
             self.telemetry.execute(events.NODE_STOPPED, {}, {"node": self.name, "reason": reason})
@@ -385,26 +371,15 @@ class Node:
         self._join = JoinPlan(s.seeds, (self.address or "", s.listen or ""), role=s.role,
                               discovery=s.discovery is not None)
         self._formed_alone = self._join.forms_at_once
-        # A member rebalances after each table change (the rebalancer waits on this).
-        table_changed = asyncio.Event() if s.role == "member" else None
-        placement = self._placement = PlacementService(
-            self._runtime, self_name=self.name, clock=self.env.clock, bus=self.telemetry,
-            fallback=self._fallback_address, rpc=rpc, app_version=s.app_version,
-            on_change=None if table_changed is None else table_changed.set,
-        )
-        router = Router(self._runtime, self._peers, self_name=self.name, placement=placement,
-                        rpc=rpc)
-        services.register("placement", PlacementServer(placement, router).handle)
-        self._serve_agents(router)
+        stack = self._stack
+        stack.start_routing(self._runtime, self._peers, rpc, services, inbound,
+                            self._fallback_address)
         self._services.attach(rpc, services)
-        self._runtime.router = self._router = router
-        self._runtime.placement = placement
-        if table_changed is not None:
-            self._rebalancer = Rebalancer(self._runtime, placement, self.env.clock,
-                                          table_changed)
-            if self.address is not None:
-                await self._start_replication(rpc, secret)
-                await self._start_crdt_sync(rpc)
+        if s.role == "member" and self.address is not None:
+            await stack.start_replication(self._runtime, rpc, services,
+                                          incarnation=self.incarnation, secret=secret,
+                                          storage_class=self._storage_class)
+            await stack.start_crdt_sync(self._runtime, rpc, services, self._known_members)
         if self.address is not None:
             self._membership = MembershipService(
                 self.name, self.address, self.incarnation, secret, sync=self._sync,
@@ -468,12 +443,12 @@ class Node:
         # The downed members stop on their own clock: give them stable_after to be gone
         # (the losing side may decide that much later) before replication stops waiting
         # for their memory.
-        if self._replicator is not None and decision.down:
+        if self._stack.replicator is not None and decision.down:
             snapshot = self._snapshot
             known = {m.name: m.incarnation for m in snapshot.members} if snapshot else {}
             for name in decision.down:
                 self._downed_members[name] = known.get(name, 0)
-            self._replicator.members_lost(
+            self._stack.replicator.members_lost(
                 decision.down, after_s=self.settings.split_brain_stable_after_s)
         if self._membership is not None and decision.down:
             self._membership.down(decision.down)  # they cannot refute their way back
@@ -483,49 +458,6 @@ class Node:
         # tells ``phx node`` to use its distinct exit code).
         _log.error("node %s downs itself: %s", self.name, reason)
         self.request_shutdown(f"{DOWNED_PREFIX}{reason}")
-
-    async def _start_replication(self, rpc: RpcClient, secret: bytes) -> None:
-        """Quorum replication of agent state (``docs/design/replication.md``)."""
-        storage = None
-        data_dir = self.settings.data_dir
-        if data_dir is not None:
-            # A data_dir belongs to one cluster: its secret's digest (never the secret).
-            cluster = hashlib.blake2b(secret, digest_size=8, person=b"phx-data-dir").hexdigest()
-            storage = self._storage_class(storage_path(data_dir, self.name),
-                                          cluster=cluster, node=self.name)
-        replicator = Replicator(
-            self.name, partial(rpc.call_node, "replication"), self.env,
-            incarnation=self.incarnation,
-            bus=self.telemetry, storage=storage, on_lost=self._runtime.partition_lost,
-            on_led=self._runtime.reminders.partition_led,
-            settings=ReplicationSettings(eager=True),
-        )
-        await replicator.start()
-        self._node_services.register("replication", replicator.handle)
-        self._replicator = self._runtime.replicator = replicator
-        backup = BackupService(replicator, _kind_status,
-                               partial(self._runtime.partition_lost, reason="restored"),
-                               lambda kind: lookup_kind(kind).replicas)
-        self._node_services.register("backup", backup.handle)  # phx backup / restore
-
-    def _serve_agents(self, router: Router) -> None:
-        """Hand the transport's agent messages to ``router`` (traced when tracing is on)."""
-        tracer = self._runtime.tracer
-        if tracer is None:
-            self._inbound.serve_agents(router.handle_inbound, router.try_now)
-        else:
-            self._inbound.serve_agents(partial(tracer.serve, router.handle_inbound),
-                                       partial(tracer.serve_now, router.try_now))
-
-    async def _start_crdt_sync(self, rpc: RpcClient) -> None:
-        """Merge replication of ``consistency="crdt"`` kinds (``_replication/crdt_sync.py``)."""
-        active = self._runtime.active_active
-        sync = CrdtSync(self.name, partial(rpc.call_node, "crdt"), self.env,
-                        schema_of=active.schema,
-                        on_merged=active.merged, known=self._known_members)
-        await sync.start()
-        self._node_services.register("crdt", sync.handle)
-        self._crdt_sync = active.sync = sync
 
     def _known_members(self) -> list[str]:
         # Dead ones included: a member this side declared dead may be alive across a
@@ -551,30 +483,31 @@ class Node:
         current = self._ring
         if current is None or set(current.members) != hosts:
             self._ring = HashRing.from_snapshot(snapshot) if hosts else None
-        if self._placement is not None:
-            self._placement.update(self._ring, self._addresses)
+        if self._stack.placement is not None:
+            self._stack.placement.update(self._ring, self._addresses)
         ring = self._ring
         # A node with seeds that sees only itself has not joined yet (it just started,
         # maybe from empty memory): a table of itself alone would have it elect itself
         # the sole replica of every partition. Its replicator waits until it has joined,
         # or until it forms a cluster of one (joining.py says when it may).
-        if (self._replicator is not None and ring is not None and ring is not self._table_ring
+        replicator = self._stack.replicator
+        if (replicator is not None and ring is not None and ring is not self._table_ring
                 and (len(ring.members) > 1 or self._formed_alone
                      or self._table_ring is not None)):
             self._table_ring = ring
             # As wide as the largest replica count: a kind of N replicas uses the first
             # N of each set (replication.md, "Replica counts"); crdt kinds keep 3.
             table = PartitionTable.build(ring, MAX_REPLICAS)
-            self._replicator.update(table, ring.members)
-            if self._crdt_sync is not None:
-                self._crdt_sync.update(table.narrowed(3), ring.members)
+            replicator.update(table, ring.members)
+            if self._stack.crdt_sync is not None:
+                self._stack.crdt_sync.update(table.narrowed(3), ring.members)
         if not self._joined.is_set() and self._serves(snapshot):
             self._now_joined()
 
     def _serves(self, snapshot: MembershipSnapshot) -> bool:
         # A member that replicates serves once it has a partition table; anything else
         # (a client, a member without an address) once it sees a hosting member alive.
-        if self._replicator is not None:
+        if self._stack.replicator is not None:
             return self._table_ring is not None
         return any(m.name != self.name and m.role == "member" and m.status == "alive"
                    for m in snapshot.members)
@@ -649,8 +582,8 @@ class Node:
             downed = self._downed_members.get(m.name)
             if downed is not None and m.incarnation > downed and m.status == "alive":
                 del self._downed_members[m.name]
-                if self._replicator is not None:
-                    self._replicator.member_back(m.name)
+                if self._stack.replicator is not None:
+                    self._stack.replicator.member_back(m.name)
 
     def _note_downed_elsewhere(self) -> None:
         # A split-brain decision another member took (gossiped, or in the state a join
@@ -658,7 +591,7 @@ class Node:
         # downed never decides about it itself, and its elections would wait forever for
         # that peer's memory (replication.md, "Lost members"). The margin starts when this
         # node hears of it, which is after the decision.
-        membership, replicator = self._membership, self._replicator
+        membership, replicator = self._membership, self._stack.replicator
         if membership is None or replicator is None:
             return
         heard = {name: life for name, life in membership.downed().items()
@@ -706,6 +639,7 @@ class Node:
     def status(self) -> NodeStatus:
         """What ``phx status`` shows: this node's view of the cluster (read-only)."""
         decision = self._resolver.last_decision if self._resolver is not None else None
+        replicator = self._stack.replicator
         return NodeStatus(
             name=self.name,
             address=self.address or "",
@@ -716,7 +650,7 @@ class Node:
             last_decision=None if decision is None else SplitBrainDecision(
                 decision.action, decision.reason, tuple(sorted(decision.down)),
                 decision.tie_break),
-            leading=0 if self._replicator is None else self._replicator.statistics().leading,
+            leading=0 if replicator is None else replicator.statistics().leading,
         )
 
     def _fallback_address(self, kind: str, key: str) -> str:
@@ -730,35 +664,6 @@ class Node:
             )
         # A client that knows no members yet asks a seed, which redirects.
         return seeds[key_hash(kind, key) % len(seeds)]
-
-    async def _hand_off_all(self) -> None:
-        """A graceful leave: switch to the table without this node, then move every
-        agent held here to its home there (bounded by ``shutdown_timeout_s``)."""
-        placement, rebalancer = self._placement, self._rebalancer
-        if placement is None or rebalancer is None or len(placement.alive - {self.name}) == 0:
-            return
-        placement.leaving = True
-        budget = self.settings.shutdown_timeout_s
-        clock = self.env.clock
-        started = clock.monotonic()
-        replicator, ring = self._replicator, self._ring
-        if replicator is not None and ring is not None and len(ring.members) > 1:
-            # Leadership first: the next primaries elect themselves while this node still
-            # answers (it shows them every write it committed), so the agents moved
-            # below are replicated at their new home from their first message.
-            table = PartitionTable.build(ring.without_member(self.name), MAX_REPLICAS)
-            handed = await replicator.hand_over(table, budget / 2)
-            _log.info("node %s handed over %d partitions in %.2fs before leaving",
-                      self.name, handed, clock.monotonic() - started)
-        try:
-            async with asyncio.timeout(budget):
-                moved = await rebalancer.follow_homes()
-        except TimeoutError:
-            _log.warning("node %s: handing off its agents took longer than %.1fs; the rest "
-                         "stop here", self.name, self.settings.shutdown_timeout_s)
-            return
-        _log.info("node %s handed off %d agents before leaving (%.2fs since it began to "
-                  "leave)", self.name, moved, clock.monotonic() - started)
 
     async def _drain_inbound(self, limit_s: float = 1.0) -> None:
         """After a graceful leave, let the requests peers sent before they heard of it
@@ -796,12 +701,7 @@ class Node:
             await self._membership.aclose(leave=leave)
             if leave:
                 await self._drain_inbound()
-        if self._placement is not None:
-            await self._placement.aclose()
-        if self._replicator is not None:
-            await self._replicator.aclose()
-        if self._crdt_sync is not None:
-            await self._crdt_sync.aclose()
+        await self._stack.aclose()
         if self._peers is not None and self._peers is not self._transport:
             await self._peers.aclose()
         if self._transport is not None:
@@ -827,7 +727,7 @@ class Node:
         is not ready (``/health/ready``, ``phx node``'s READY line), so a rolling
         restart never takes the next node while a partition has a single up-to-date
         copy (docs/design/replication.md, "Rolling restarts")."""
-        replicator = self._replicator
+        replicator = self._stack.replicator
         return 0 if replicator is None else len(replicator.lagging())
 
     async def wait_caught_up(self, poll_s: float = 0.05) -> bool:
@@ -883,8 +783,8 @@ class Node:
         while True:
             await clock.sleep(self._sweep_interval())
             self._runtime.sweep_idle()
-            if self._placement is not None:
-                self._placement.sweep()
+            if self._stack.placement is not None:
+                self._stack.placement.sweep()
 
     def _sweep_interval(self) -> float:
         # Sweep at least twice per shortest idle timeout so agents passivate on time.
@@ -929,7 +829,7 @@ class Node:
         if ref._spec.stateless:
             raise ConfigError(f"{ref.kind}/{ref.key} is a stateless worker: every member "
                               "serves it, there is no host to move", key="placement")
-        placement = self._placement
+        placement = self._stack.placement
         if placement is None:
             if to != self.name:
                 raise NodeUnavailable(f"{self.name} is a single embedded node; there is no "
@@ -940,7 +840,7 @@ class Node:
     async def where(self, ref: AgentRef) -> str:
         """The name of the node that hosts (or will host) the agent ``ref``; for a
         stateless worker, this node on a member, else one member that serves it."""
-        placement = self._placement
+        placement = self._stack.placement
         if placement is None or (ref._spec.stateless and self.settings.role == "member"):
             return self.name
         return await placement.locate(ref._spec, ref.key)
@@ -979,7 +879,7 @@ class Node:
             state=self._state.value,
             agents=self._runtime.statistics(),
             restarts=self._supervisor.statistics().total_restarts,
-            calls_retried=0 if self._router is None else self._router.calls_retried,
+            calls_retried=0 if self._stack.router is None else self._stack.router.calls_retried,
         )
 
     @property
@@ -1014,11 +914,3 @@ class Node:
         s = self._runtime.statistics()
         return f"<Node {self.name} {self._state.value} [{s.active_agents} active agents]>"
 
-
-def _kind_status(name: str) -> KindStatus:
-    """Whether this process hosts kind ``name`` with replicated state (``phx restore``)."""
-    try:
-        spec = lookup_kind(name)
-    except AgentNotFound:
-        return "missing"
-    return "unreplicated" if spec.durability == "none" or spec.consistency == "crdt" else "ok"
