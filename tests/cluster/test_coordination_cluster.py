@@ -122,8 +122,10 @@ async def test_transfer_sagas_keep_the_sum_when_their_node_is_killed_mid_transfe
         client = await cluster.client()
         accounts = [f"acct-{i}" for i in range(6)]
         rng = random.Random(19)
-        sagas = {f"t-{n}": _transfer(*rng.sample(accounts, 2), rng.randint(10, 90))
-                 for n in range(18)}
+        sagas: dict[str, list[coordination.SagaStep]] = {}
+        for n in range(18):
+            source, target = rng.sample(accounts, 2)
+            sagas[f"t-{n}"] = _transfer(source, target, rng.randint(10, 90))
         hosts = {saga_id: await client.where(client.ref(coordination.SagaAgent, saga_id))
                  for saga_id in sagas}
         victim = hosts["t-0"]
@@ -131,7 +133,7 @@ async def test_transfer_sagas_keep_the_sum_when_their_node_is_killed_mid_transfe
             outcomes = {saga_id: group.create_task(_outcome(client, saga_id, steps))
                         for saga_id, steps in sagas.items()}
             give_up = time.monotonic() + DEADLINE_S
-            mid_transfer = []
+            mid_transfer: list[str] = []
             while not mid_transfer:   # a saga of the victim between its two steps
                 assert time.monotonic() < give_up, "no saga of the victim got under way"
                 # All at once: on a loaded machine, asking one saga after another

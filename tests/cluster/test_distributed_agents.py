@@ -124,7 +124,11 @@ async def test_migration_under_a_stream_of_calls_and_casts_loses_and_repeats_not
         for s in streams:
             s.start()
         for s in streams:
-            await wait_until(lambda s=s: s.calls > 5, timeout=20, what="stream started")
+
+            def started(s: Stream = s) -> bool:
+                return s.calls > 5
+
+            await wait_until(started, timeout=20, what="stream started")
         for round_ in range(6):
             for s in streams:
                 here = await client.where(s.ref)

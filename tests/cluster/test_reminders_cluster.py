@@ -25,7 +25,7 @@ docs/benchmarks.md), with room for a loaded one."""
 async def _read(beeper: phx.AgentRef, deadline: float) -> list[tuple[int, float, str]]:
     while True:
         try:
-            return [tuple(a) for a in await beeper.read()]  # type: ignore[misc]
+            return [tuple(a) for a in await beeper.read()]
         except (phx.IndefiniteError, phx.NotLeader, phx.NoQuorum):
             if time.monotonic() > deadline:
                 raise

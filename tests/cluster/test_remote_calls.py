@@ -14,6 +14,7 @@ import pytest
 from cluster_agents import Latch, Tally
 
 import phoenix_cluster as phx
+from phoenix_cluster._agents.dispatch import Router
 from phoenix_cluster._transport.peers import PeerManager
 from phoenix_cluster._wire.messages import Call, Error, Redirect, Reply
 from phoenix_cluster.testing import free_port, wait_until
@@ -93,13 +94,13 @@ async def test_a_node_that_does_not_own_the_key_redirects(trio_nodes: list[phx.N
     # which redirects what it does not own.
     client = await client_for(trio_nodes, seeds=[trio_nodes[0].address])
     n0 = trio_nodes[0]
-    assert client._runtime.router is not None
+    assert isinstance(client._runtime.router, Router)
     placement = client._runtime.router.placement
     placement.home = lambda kind, key: n0.name  # type: ignore[method-assign]
     try:
         owners = [await client.ref(Tally, f"r{i}").where() for i in range(20)]
         assert set(owners) == {"n0", "n1", "n2"}
-        assert client._runtime.router is not None
+        assert isinstance(client._runtime.router, Router)
         assert client._runtime.router.redirects_followed > 0
     finally:
         await client.aclose()
@@ -133,7 +134,7 @@ async def test_unknown_kind_on_the_owner_is_agent_not_found(
     try:
         spec = Tally._phx_spec
         router = client._runtime.router
-        assert router is not None
+        assert isinstance(router, Router)
         address = router.remote_address(Tally._phx_spec, "x")
         assert isinstance(address, str)
         conn = await router.peers.connection(address)
@@ -159,7 +160,7 @@ async def test_a_resent_call_runs_at_most_once(trio_nodes: list[phx.Node]) -> No
         conns = []
         for client in clients:
             router = client._runtime.router
-            assert router is not None
+            assert isinstance(router, Router)
             address = router.remote_address(Tally._phx_spec, "dedup")
             assert isinstance(address, str)
             conns.append(await router.peers.connection(address))

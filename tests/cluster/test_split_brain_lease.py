@@ -73,7 +73,7 @@ async def test_the_side_holding_the_etcd_lease_survives_even_as_a_minority(
                 assert "this side did not get the lease" in line, line
             # The cut-off node learns its losses later (Lifeguard slows its probing) and
             # waits its minority head start before acquiring: it decides last.
-            await wait_until(lambda: decisions(cluster, 0), timeout=DOWN_DEADLINE_S,
+            await wait_until(lambda: bool(decisions(cluster, 0)), timeout=DOWN_DEADLINE_S,
                              what="node-0 to decide")
             assert cluster.nodes[0].running, tails(cluster)
             lines = decisions(cluster, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from cluster_agents import Tally
@@ -11,7 +12,13 @@ import phoenix_cluster as phx
 from phoenix_cluster.testing import free_port
 
 
-def tls_options(files: dict[str, Path], who: str) -> dict[str, str]:
+class TlsOptions(TypedDict):
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
+
+
+def tls_options(files: dict[str, Path], who: str) -> TlsOptions:
     return {"tls_cert": str(files[f"{who}.pem"]), "tls_key": str(files[f"{who}.key"]),
             "tls_ca": str(files["ca.pem"])}
 
