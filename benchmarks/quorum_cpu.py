@@ -76,7 +76,7 @@ async def _updates(client: phx.Node, kind: type[phx.Agent], total: int,
 
 def _sent(cluster: MemoryCluster) -> tuple[int, int]:
     """Replication batches and items the members sent so far."""
-    stats = [n._replicator.statistics() for n in cluster.nodes if n._replicator is not None]
+    stats = [r.statistics() for n in cluster.nodes if (r := n._runtime.replicator) is not None]
     return sum(s.batches_sent for s in stats), sum(s.items_sent for s in stats)
 
 
