@@ -24,22 +24,24 @@ carries it.
 
 A wrong cluster secret is not a transport failure: ``AuthenticationError`` is raised at
 once, without trying the other protocols (they share the secret).
+
+The chain itself (protocol names, the address convention, one transport per protocol)
+is :mod:`.chain`; this module keeps each peer on the protocol that works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._resilience.backoff import Backoff
-from phoenix_cluster._resilience.breaker import BreakerStatistics, CircuitBreaker
+from phoenix_cluster._resilience.breaker import CircuitBreaker
 from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster.errors import (
@@ -51,8 +53,19 @@ from phoenix_cluster.errors import (
 )
 
 from .base import InboundHandler, PeerConnection, TransportStatistics
+from .chain import (
+    DEFAULT_CHAIN,
+    PROTOCOLS,
+    Overrides,
+    ProtocolName,
+    free_port,
+    open_transports,
+    parse_chain,
+    protocol_address,
+)
+from .chain_peer import ChainPeer, PeerProtocolStatistics
 from .tasks import TaskSet
-from .tcp import TcpTransport, format_address, parse_address
+from .tcp import format_address, parse_address
 
 __all__ = [
     "DEFAULT_CHAIN",
@@ -65,114 +78,7 @@ __all__ = [
     "protocol_address",
 ]
 
-if TYPE_CHECKING:
-    from .http2 import Http2Transport
-    from .quic import QuicTransport
-
 _log = logging.getLogger("phoenix_cluster.transport")
-
-ProtocolName = Literal["tcp", "http2", "quic"]
-
-PROTOCOLS: tuple[ProtocolName, ...] = ("tcp", "http2", "quic")
-"""Every protocol a chain may name."""
-
-DEFAULT_CHAIN: tuple[ProtocolName, ...] = ("tcp", "http2", "quic")
-"""TCP first (fastest, see ``docs/transport.md``), then HTTP/2 (passes HTTP-only
-middleboxes), then QUIC (UDP: survives where TCP is blocked or lossy)."""
-
-HTTP2_PORT_OFFSET = 1
-"""HTTP/2 listens on the TCP port plus this (a second TCP socket, so port + 1)."""
-
-_Overrides = Mapping[str, Mapping[str, str]]
-
-
-def parse_chain(chain: str | Iterable[str]) -> tuple[ProtocolName, ...]:
-    """``"tcp,http2,quic"`` (or a sequence of names) to a validated chain.
-
-    Raises:
-        phx.ConfigError: empty, unknown or repeated protocol names.
-    """
-    names = [n.strip().lower() for n in (chain.split(",") if isinstance(chain, str) else chain)]
-    names = [n for n in names if n]
-    if not names:
-        raise ConfigError("the transport chain is empty; name at least one of tcp, http2,"
-                          " quic", key="transport_chain")
-    out: list[ProtocolName] = []
-    for name in names:
-        if name not in PROTOCOLS:
-            raise ConfigError(f"unknown transport {name!r} in the chain; expected tcp, http2"
-                              " or quic", key="transport_chain")
-        if name in out:
-            raise ConfigError(f"transport {name!r} appears twice in the chain",
-                              key="transport_chain")
-        out.append(name)
-    return tuple(out)
-
-
-def protocol_address(address: str, protocol: str, *, overrides: _Overrides | None = None) -> str:
-    """Where the node whose TCP address is ``address`` listens for ``protocol``.
-
-    The convention, so that one address per node is enough to reach it any way:
-
-    ==========  ==============================  =====================
-    protocol    address                         example (TCP 7100)
-    ==========  ==============================  =====================
-    ``tcp``     the TCP address itself          ``10.0.0.7:7100/tcp``
-    ``http2``   same host, TCP port + 1         ``10.0.0.7:7101/tcp``
-    ``quic``    same host, port + 1, over UDP   ``10.0.0.7:7101/udp``
-    ==========  ==============================  =====================
-
-    ``overrides[address][protocol]`` (``host:port``) replaces the convention for one peer
-    (a NAT, a proxy, a port that was taken). UDP on the TCP port itself belongs to
-    membership gossip (``_membership.messages.gossip_address``).
-
-    Raises:
-        phx.ConfigError: ``address`` is malformed, ``protocol`` unknown, or port + 1 is
-            not a port.
-    """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown transport {protocol!r}", key="transport_chain")
-    explicit = (overrides or {}).get(address, {}).get(protocol)
-    if explicit is not None:
-        parse_address(explicit)  # validate
-        return explicit
-    host, port = parse_address(address)
-    if protocol in ("http2", "quic"):
-        if port == 0:
-            return address  # "any port" stays "any port"
-        port += HTTP2_PORT_OFFSET  # TCP port + 1 for HTTP/2, UDP port + 1 for QUIC
-        if port > 65535:
-            raise ConfigError(f"{address}: the {protocol} port would be {port}; give an "
-                              f"explicit {protocol} address", key="addresses")
-    return format_address((host, port))
-
-
-@dataclass(frozen=True, slots=True)
-class PeerProtocolStatistics:
-    """One peer as the fallback chain sees it.
-
-    Attributes:
-        address: the peer's TCP address (its key).
-        peer_name: the node last reached there ("" if never).
-        protocol: the protocol in use (or to be tried first).
-        chain: this peer's chain, in order of preference.
-        connected: a usable connection exists now.
-        switches: protocol changes so far.
-        probing: a background probe is looking for a better protocol.
-        last_error: the latest failure per protocol ("" when none).
-        breakers: each protocol's circuit breaker.
-    """
-
-    address: str
-    peer_name: str
-    protocol: ProtocolName
-    chain: tuple[ProtocolName, ...]
-    connected: bool
-    switches: int
-    probing: bool
-    last_error: Mapping[str, str]
-    breakers: Mapping[str, BreakerStatistics]
-
 
 @dataclass(frozen=True, slots=True)
 class FallbackStatistics:
@@ -196,23 +102,6 @@ class FallbackStatistics:
     def protocols(self) -> dict[str, ProtocolName]:
         """The protocol in use per peer address."""
         return {p.address: p.protocol for p in self.peers}
-
-
-@dataclass(eq=False, slots=True)
-class _Peer:
-    address: str
-    chain: tuple[ProtocolName, ...]
-    breakers: dict[str, CircuitBreaker]
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    current: int = 0
-    conn: PeerConnection | None = None
-    prober: asyncio.Task[None] | None = None
-    switches: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def protocol(self) -> ProtocolName:
-        return self.chain[self.current]
 
 
 class FallbackTransport:
@@ -243,7 +132,7 @@ class FallbackTransport:
                  bus: TelemetryBus, max_frame_bytes: int, handler: InboundHandler,
                  role: str = "member", chain: str | Sequence[str] = DEFAULT_CHAIN,
                  peer_chains: Mapping[str, str | Sequence[str]] | None = None,
-                 addresses: _Overrides | None = None,
+                 addresses: Overrides | None = None,
                  ssl_server: ssl.SSLContext | None = None,
                  ssl_client: ssl.SSLContext | None = None,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
@@ -267,22 +156,13 @@ class FallbackTransport:
         self._probe_backoff = probe_backoff or Backoff(base_s=1.0, max_s=30.0)
         common: dict[str, Any] = dict(env=env, bus=bus, max_frame_bytes=max_frame_bytes,
                                       handler=handler, role=role, **options)
-        self.transports: dict[ProtocolName, TcpTransport] = {}
-        for proto in self.chain:
-            if proto == "tcp":
-                t: TcpTransport = TcpTransport(node_name, incarnation, secret,
-                                               ssl_server=ssl_server, ssl_client=ssl_client,
-                                               **common)
-            elif proto == "http2":
-                t = _http2()(node_name, incarnation, secret, ssl_server=ssl_server,
-                             ssl_client=ssl_client, **common)
-            else:
-                t = _quic()(node_name, incarnation, secret, tls_cert=tls_cert,
-                            tls_key=tls_key, tls_ca=tls_ca, **common)
-            self.transports[proto] = t
+        self.transports = open_transports(
+            self.chain, node_name, incarnation, secret, ssl_server=ssl_server,
+            ssl_client=ssl_client, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+            **common)
         self.addresses: dict[str, str] = {}
         self._address: str | None = None
-        self._peers: dict[str, _Peer] = {}
+        self._peers: dict[str, ChainPeer] = {}
         self._tasks = TaskSet(f"fallback {node_name}")
         self._state = "new"
         self._switches = 0
@@ -316,7 +196,7 @@ class FallbackTransport:
         host, port = parse_address(listen)
         explicit = dict(listen_at or {})
         if port == 0 and any(p not in explicit for p in self.chain):
-            port = _free_port(host, [p for p in self.chain if p not in explicit])
+            port = free_port(host, [p for p in self.chain if p not in explicit])
         base = format_address((host, port))
         try:
             for proto in self.chain:
@@ -375,7 +255,7 @@ class FallbackTransport:
                 return conn
             return await self._dial_chain(peer)
 
-    async def _dial_chain(self, peer: _Peer) -> PeerConnection:
+    async def _dial_chain(self, peer: ChainPeer) -> PeerConnection:
         n = len(peer.chain)
         failures: list[str] = []
         for k in range(n):
@@ -388,7 +268,7 @@ class FallbackTransport:
         raise NodeUnavailable(f"cannot reach {peer.address} over any of"
                               f" {','.join(peer.chain)}: {'; '.join(failures)}", definite=True)
 
-    async def _try(self, peer: _Peer, i: int) -> tuple[PeerConnection | None, str]:
+    async def _try(self, peer: ChainPeer, i: int) -> tuple[PeerConnection | None, str]:
         """Dial ``peer`` over its ``i``-th protocol; ``(None, why)`` if that failed."""
         proto = peer.chain[i]
         breaker = peer.breakers[proto]
@@ -418,7 +298,7 @@ class FallbackTransport:
         peer.errors.pop(proto, None)
         return conn, ""
 
-    def _use(self, peer: _Peer, i: int, conn: PeerConnection, reason: str) -> None:
+    def _use(self, peer: ChainPeer, i: int, conn: PeerConnection, reason: str) -> None:
         old = peer.protocol
         peer.conn = conn
         if i != peer.current:
@@ -435,7 +315,7 @@ class FallbackTransport:
         if peer.current > 0 and (peer.prober is None or peer.prober.done()):
             peer.prober = self._tasks.spawn(self._probe(peer), name=f"probe {peer.address}")
 
-    async def _probe(self, peer: _Peer) -> None:
+    async def _probe(self, peer: ChainPeer) -> None:
         """While ``peer`` is not on its first choice, try the better ones now and then."""
         clock, rng = self._env.clock, self._env.random
         attempt = 0
@@ -455,14 +335,14 @@ class FallbackTransport:
                     attempt = 0
                     break
 
-    def _peer(self, address: str) -> _Peer:
+    def _peer(self, address: str) -> ChainPeer:
         peer = self._peers.get(address)
         if peer is None:
             chain = self._peer_chains.get(address, self.chain)
             breakers: dict[str, CircuitBreaker] = {
                 p: CircuitBreaker(self._failure_threshold, self._cooldown_s,
                                   name=f"{address}/{p}") for p in chain}
-            peer = self._peers[address] = _Peer(address, chain, breakers)
+            peer = self._peers[address] = ChainPeer(address, chain, breakers)
         return peer
 
     def protocol_of(self, address: str) -> ProtocolName | None:
@@ -476,9 +356,7 @@ class FallbackTransport:
         close the current connection (as :meth:`PeerManager.reset`)."""
         peer = self._peers.get(address)
         if peer is not None:
-            now = self._env.clock.monotonic()
-            for breaker in peer.breakers.values():
-                breaker.record_success(now)
+            peer.reset_breakers(self._env.clock.monotonic())
             if redial and peer.conn is not None:
                 peer.conn.close()
                 peer.conn = None
@@ -511,19 +389,7 @@ class FallbackTransport:
         return FallbackStatistics(
             node=self.node_name, state=self._state, chain=self.chain,
             addresses=dict(self.addresses), switches=self._switches,
-            peers=tuple(
-                PeerProtocolStatistics(
-                    address=p.address,
-                    peer_name=p.conn.peer_name if p.conn is not None else "",
-                    protocol=p.protocol, chain=p.chain,
-                    connected=p.conn is not None and p.conn.is_open,
-                    switches=p.switches,
-                    probing=p.prober is not None and not p.prober.done(),
-                    last_error=dict(p.errors),
-                    breakers={k: b.statistics(now) for k, b in p.breakers.items()},
-                )
-                for p in self._peers.values()
-            ),
+            peers=tuple(p.statistics(now) for p in self._peers.values()),
             transports={k: t.statistics() for k, t in self.transports.items()},
         )
 
@@ -532,42 +398,3 @@ class FallbackTransport:
         return (f"<FallbackTransport {self.node_name}@{self._address or '-'} [{self._state},"
                 f" chain {','.join(self.chain)}, {len(self._peers)} peers on"
                 f" {','.join(sorted(on)) or '-'}]>")
-
-
-def _http2() -> type[Http2Transport]:
-    try:
-        from .http2 import Http2Transport
-    except ImportError as exc:
-        raise ConfigError("the http2 transport needs the h2 package: pip install"
-                          f" 'phoenix-cluster[http2]' ({exc})", key="transport_chain") from exc
-    return Http2Transport
-
-
-def _quic() -> type[QuicTransport]:
-    try:
-        from .quic import QuicTransport
-    except ImportError as exc:
-        raise ConfigError("the quic transport needs the aioquic package: pip install"
-                          f" 'phoenix-cluster[quic]' ({exc})", key="transport_chain") from exc
-    return QuicTransport
-
-
-def _free_port(host: str, protocols: Sequence[str]) -> int:
-    """A TCP port ``p`` with ``p`` (TCP), ``p + 1`` (TCP) and ``p`` (UDP) free as needed."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    needs = {(socket.SOCK_STREAM, 0) if p == "tcp" else (socket.SOCK_STREAM, 1) if p == "http2"
-             else (socket.SOCK_DGRAM, 0) for p in protocols}
-    for _ in range(100):
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))
-            port = int(probe.getsockname()[1])
-        if port + 1 > 65535:
-            continue
-        try:
-            for kind, offset in needs:
-                with socket.socket(family, kind) as s:
-                    s.bind((host, port + offset))
-        except OSError:
-            continue
-        return port
-    raise ConfigError(f"no free port on {host} for {', '.join(protocols)}", key="listen")
