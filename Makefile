@@ -37,6 +37,7 @@ demo: $(DEMO_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 
+# src, tests, benchmarks and examples: [tool.mypy] files in pyproject.toml.
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
