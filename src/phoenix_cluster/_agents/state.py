@@ -26,7 +26,10 @@ its queued messages again) is the host's decision (``runtime.py``).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import sys
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +48,7 @@ from .versions import tag_state, untag_state, upgrade
 if TYPE_CHECKING:
     from .._replication.service import Durability, Replicator
 
-__all__ = ["LOCAL", "STORED", "Pending", "StateStore", "trackable"]
+__all__ = ["LOCAL", "STORED", "Pending", "StateStore", "lists_trackable", "trackable"]
 
 LOCAL = ""
 """A replication route: this node's own replicator (a node name is never empty)."""
@@ -224,7 +227,7 @@ class StateStore:
         agent = act.agent
         if trackable(spec) and agent is not None:
             act.tracker = StateTracker(agent.__dict__, spec.state_types, self._encode,
-                                       self._decode)
+                                       self._decode, lists=lists_trackable(spec))
 
     def restore(self, agent: Agent, state: bytes) -> None:
         """Put committed ``state`` into ``agent`` (crdt kinds: field by field)."""
@@ -266,4 +269,39 @@ def trackable(spec: KindSpec) -> bool:
             cls.snapshot is Agent.snapshot and cls.restore is Agent.restore
             and spec.consistency == "fenced"
             and not any(m.reentrant for m in spec.methods.values()))
+    return known
+
+
+_HEAPQ = frozenset(id(v) for v in vars(heapq).values() if callable(v)) | {id(heapq)}
+_LISTS: dict[KindSpec, bool] = {}
+
+
+def _names_heapq(code: types.CodeType) -> bool:
+    if "heapq" in code.co_names or any(n.startswith("heap") for n in code.co_names):
+        return True
+    return any(isinstance(c, types.CodeType) and _names_heapq(c) for c in code.co_consts)
+
+
+def lists_trackable(spec: KindSpec) -> bool:
+    """Whether a tracked kind's lists are watched (``watched.py``): ``heapq`` changes a
+    list below its methods, where no journal sees it, so a kind whose class (its bases
+    too) or whose classes' modules refer to ``heapq`` or one of its functions keeps its
+    lists opaque (encoded after every message, as before lists were watched). A
+    ``heapq`` call on a state list from another module is not seen: a state list is
+    changed through its methods (``list.append(l, x)`` is not either)."""
+    known = _LISTS.get(spec)
+    if known is None:
+        known = True
+        for cls in spec.cls.__mro__:
+            if cls is Agent or cls is object:
+                continue
+            module = sys.modules.get(cls.__module__)
+            if module is not None and any(id(v) in _HEAPQ for v in vars(module).values()):
+                known = False
+            for member in vars(cls).values():
+                fn = getattr(member, "__func__", member)  # (static and class methods)
+                code = getattr(fn, "__code__", None)
+                if isinstance(code, types.CodeType) and _names_heapq(code):
+                    known = False
+        _LISTS[spec] = known
     return known
