@@ -10,8 +10,7 @@ kind. Series, each on an embedded node (no replicas):
 
 - ``empty``: one integer of state;
 - ``dict 100k``: that integer plus a dict of 100,000 integers (tracked: watched dict);
-- ``list 100k``: that integer plus a list of 100,000 integers (lists are re-encoded
-  after every message even when tracked: see tracking.py for why).
+- ``list 100k``: that integer plus a list of 100,000 integers (tracked: watched list).
 
 Figures per series (the rounds alternate the series; p50 / p95 over every sample):
 
@@ -23,6 +22,9 @@ Figures per series (the rounds alternate the series; p50 / p95 over every sample
 - **rollback**: time in ``StateStore.rollback`` for a message that changed the field
   and raised;
 - **call**: a whole local call (``await ref.bump()``), for scale.
+
+Series with one item changed instead of ``count``: ``dict 100k item`` (``items[k] = v``),
+``list 100k item`` (``items[i] = v``) and ``list 100k append`` (``items.append(v)``).
 
 Run: ``PYTHONPATH=src python benchmarks/rollback_cost.py [--calls 400] [--rounds 5]``
 (the figures in ``docs/benchmarks.md`` come from it).
@@ -70,8 +72,18 @@ class _Base(phx.Agent, kind="bench.rollback.base"):
         self.count += 1
         return self.count
 
-    def bump_then_fail(self) -> None:
+    def item(self) -> int:
         self.count += 1
+        self.items[self.count % ITEMS] = -self.count
+        return self.count
+
+    def append(self) -> int:
+        self.count += 1
+        self.items.append(self.count)
+        return self.count
+
+    def fail(self, method: str) -> None:
+        getattr(self, method)()
         raise ValueError("refused")
 
 
@@ -99,16 +111,19 @@ async def _run(calls: int, rounds: int) -> dict[str, dict[str, tuple[float, floa
     StateStore.accept = _timed("accept", StateStore.accept)  # type: ignore[method-assign]
     StateStore.rollback = _timed("rollback", StateStore.rollback)  # type: ignore[method-assign]
     commit_bytes = _timed("encoded", lambda act: act.committed)  # a tracker joins its parts
-    series = [(f"{label} {shape}", kind, f"{shape}-1")
-              for shape in ("empty", "dict", "list")
+    shapes = [("empty", "bump"), ("dict", "bump"), ("list", "bump"), ("dict", "item"),
+              ("list", "item"), ("list", "append")]
+    series = [(f"{label} {shape}{'' if method == 'bump' else ' ' + method}", kind,
+               f"{shape}-{method}", method)
+              for shape, method in shapes
               for label, kind in (("before", Plain), ("after", Tracked))]
     async with phx.Node() as node:
-        refs = {name: node.ref(kind, key) for name, kind, key in series}
+        refs = {name: node.ref(kind, key) for name, kind, key, _ in series}
         _series[0] = "warm-up"
         for ref in refs.values():  # activate, and a first commit (tracking starts)
             await ref.bump()
         for _ in range(rounds):
-            for name, kind, key in series:
+            for name, kind, key, method in series:
                 ref = refs[name]
                 act = node._runtime.activation(kind._phx_spec, key)
                 assert act is not None
@@ -116,16 +131,16 @@ async def _run(calls: int, rounds: int) -> dict[str, dict[str, tuple[float, floa
                 _series[0] = name
                 for _ in range(calls):
                     started = time.perf_counter()
-                    await ref.bump()
+                    await getattr(ref, method)()
                     _samples.setdefault(f"{name}|call", []).append(
                         time.perf_counter() - started)
                 for _ in range(calls):  # (apart: a 700 KB copy leaves the caches cold)
                     commit_bytes(act)
                 for _ in range(max(1, calls // 10)):
                     with contextlib.suppress(phx.AgentError):
-                        await ref.bump_then_fail()
+                        await ref.fail(method)
         out: dict[str, dict[str, tuple[float, float]]] = {}
-        for name, kind, key in series:
+        for name, kind, key, _ in series:
             act = node._runtime.activation(kind._phx_spec, key)
             assert act is not None
             per_message = [s + a for s, a in zip(_samples[f"{name}|settle"],
@@ -145,12 +160,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     result = asyncio.run(_run(args.calls, args.rounds))
-    print(f"{'series':<14} {'tracked':>7} {'state B':>9} | p50 / p95 µs: "
+    print(f"{'series':<21} {'tracked':>7} {'state B':>9} | p50 / p95 µs: "
           f"{'state per message':>18} {'commit bytes':>14} {'rollback':>16} {'call':>14}")
     for name, row in result.items():
         tracked, size = row.pop("tracked")
         cells = "  ".join(f"{p50:>8,.1f} / {p95:<8,.1f}" for p50, p95 in row.values())
-        print(f"{name:<14} {'yes' if tracked else 'no':>7} {int(size):>9,} | {cells}")
+        print(f"{name:<21} {'yes' if tracked else 'no':>7} {int(size):>9,} | {cells}")
 
 
 if __name__ == "__main__":
