@@ -385,12 +385,12 @@ async def test_a_failed_commit_rolls_a_tracked_list_back(error: PhoenixError) ->
     reaches the caller."""
     async with phx.Node() as node:
         replicas = _Replicas()
-        stack = node._runtime.state.cluster  # (an embedded node has no replicator)
-        stack.replicator = replicas  # type: ignore[misc]
+        stack: Any = node._runtime.state.cluster  # (an embedded node has no replicator)
+        stack.replicator = replicas
         try:
             await _commit_fails(node, replicas, error)
         finally:
-            stack.replicator = None  # type: ignore[misc]
+            stack.replicator = None
 
 
 async def _commit_fails(node: phx.Node, replicas: _Replicas, error: PhoenixError) -> None:
