@@ -24,7 +24,8 @@ LAYERS = {
 # Modules that must stay I/O-free: protocol logic fed by a service module.
 PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handshake.py",
         "_membership/snapshot.py", "_ring/hashing.py", "_ring/ring.py", "_ring/partitions.py",
-        "_splitbrain/strategies.py", "_splitbrain/view.py", "_membership/swim.py",
+        "_splitbrain/strategies.py", "_splitbrain/view.py", "_splitbrain/tracker.py",
+        "_membership/swim.py",
         "_membership/dissemination.py", "_membership/health.py", "_membership/messages.py",
         "_registry/entries.py", "_registry/store.py", "_registry/messages.py",
         "_registry/settings.py", "_registry/ordering.py", "_placement/policies.py",

@@ -9,6 +9,9 @@
   until the unreachable set has been stable for ``stable_after_s``, acquires the lease
   when the strategy needs one, logs the decision with its inputs in one line, emits
   ``partition_detected`` and, on ``down_self``, calls the node's ``on_down`` once.
+  Its parts: ``tracker`` (the inputs of a decision from the snapshots, and since when
+  they are stable; pure), ``lease`` (the lease as a referee, ``LeaseProvider``) and
+  ``report`` (the decision's log line and event).
 - ``settings`` is the typed :class:`~.settings.SplitBrainSettings` and ``make_strategy``.
 - ``lease_etcd`` and ``lease_k8s`` are the ``lease`` strategy's referees (a key in etcd, a
   Kubernetes ``coordination.k8s.io`` Lease); ``lease_spec`` builds one from the node's

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster.errors import ConfigError
 
-from .resolver import LeaseProvider
+from .lease import LeaseProvider
 
 __all__ = ["LEASE_SPEC_FORMS", "ClosableLease", "checked_lease_spec", "lease_from_spec"]
 

@@ -41,17 +41,19 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._membership.snapshot import MembershipSnapshot
 from phoenix_cluster._telemetry.bus import TelemetryBus
-from phoenix_cluster._telemetry.events import CLUSTER_PARTITION_DETECTED
 from phoenix_cluster.errors import ConfigError
 
+from .lease import LeaseProvider, LeaseReferee
+from .report import report_decision
 from .settings import SplitBrainSettings, make_strategy
 from .strategies import LeaseMajority, Strategy
-from .view import Decision, PartitionView, ViewMember, format_names
+from .tracker import PartitionTracker
+from .view import Decision, PartitionView, ViewMember
 
 __all__ = [
     "LeaseProvider",
@@ -70,25 +72,6 @@ ResolverState = Literal["idle", "pending", "deciding", "downed", "closed"]
 _T = TypeVar("_T")
 
 
-class LeaseProvider(Protocol):
-    """An external lease used as the referee (an etcd lease, a Kubernetes ``Lease``).
-
-    ``acquire`` must be re-entrant per owner: every node of one side acquires with the
-    same owner id and all of them must get ``True`` while it holds; a different owner
-    gets ``False`` until the hold expires after ``ttl_s``. The resolver never calls
-    ``release``: a side's nodes share one owner id, so one node releasing could hand the
-    lease to the other side while its peers still rely on it; the TTL ends the hold.
-    """
-
-    async def acquire(self, owner: str, ttl_s: float) -> bool:
-        """Take or extend the lease for ``owner``; ``False`` if someone else holds it."""
-        ...
-
-    async def release(self, owner: str) -> None:
-        """Give the lease up if ``owner`` holds it (operator tooling, cluster shutdown)."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class SplitBrainStatistics:
     """A point-in-time view of the resolver (telemetry, ``phx status`` and tests read it)."""
@@ -105,22 +88,6 @@ class SplitBrainStatistics:
     decisions: int
     removed_members: int
     last_decision: Decision | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Inputs:
-    """The part of the membership a decision depends on; a change restarts the timer."""
-
-    reachable: frozenset[str]
-    unreachable: frozenset[str]
-    broken_links: frozenset[tuple[str, str]]
-    settled: frozenset[str] = frozenset()
-    """Unreachable members an earlier ``keep`` already removed: they still count as the
-    other side (see ``_counting``) but do not call for a new decision by themselves."""
-
-    @property
-    def troubled(self) -> bool:
-        return bool(self.unreachable - self.settled or self.broken_links)
 
 
 class SplitBrainResolver:
@@ -183,30 +150,15 @@ class SplitBrainResolver:
         self._bus = bus
         self._on_down = on_down
         self._on_keep = on_keep
-        self._lease = lease
-        self._lease_ttl_s = lease_ttl_s
-        self._lease_timeout_s = lease_acquire_timeout_s
+        self._referee = (None if lease is None else
+                         LeaseReferee(lease, env.clock, lease_ttl_s, lease_acquire_timeout_s))
         self._tick_s = min(1.0, stable_after_s / 4) if tick_interval_s is None else tick_interval_s
         # A wake-up this late means the loop (or the whole process) did not run: the
         # membership view predates the gap, so stability must be measured again.
         self._pause_threshold_s = max(2 * self._tick_s, stable_after_s / 2)
-        self._snapshot: MembershipSnapshot | None = None
-        self._up_since: dict[str, float] = {}
-        self._links: frozenset[tuple[str, str]] = frozenset()
-        self._removed: dict[str, int] = {}  # name -> highest removed incarnation
-        # Removed members that still count as the other side. A cut-off node learns of
-        # its losses one suspicion at a time (its probes slow down while it is unhealthy);
-        # if each keep forgot the members it removed, it would win 4|1, then 3|1, ...,
-        # then a 1|1 tie, and never down. They stop counting once things have been calm
-        # (nothing new unreachable) for stable_after.
-        self._counting: set[str] = set()
-        self._calm_since: float | None = None
-        self._inputs: _Inputs | None = None
-        self._view: PartitionView | None = None
-        self._changed_at = self._clock.monotonic()
+        self._tracker = PartitionTracker(self_name, stable_after_s, self._clock.monotonic())
         self._state: ResolverState = "idle"
         self._task: asyncio.Task[None] | None = None
-        self._timer_resets = 0
         self._pauses = 0
         self._decisions = 0
         self._last: Decision | None = None
@@ -256,60 +208,7 @@ class SplitBrainResolver:
             broken_links: pairs of members known not to reach each other while others
                 reach both (direct probe failed, indirect probe succeeded).
         """
-        if self._snapshot is not None and snapshot.version < self._snapshot.version:
-            return
-        self._snapshot = snapshot
-        if up_since is not None:
-            self._up_since.update(up_since)
-        self._links = frozenset(broken_links)
-        self._rebuild()
-
-    def _rebuild(self, *, after_decision: bool = False) -> None:
-        snapshot = self._snapshot
-        if snapshot is None:
-            return
-        latest: dict[str, ViewMember] = {}
-        statuses: dict[str, str] = {}
-        incarnations: dict[str, int] = {}
-        for m in snapshot.members:
-            if m.name in incarnations and m.incarnation <= incarnations[m.name]:
-                continue  # keep the newest incarnation of each name
-            incarnations[m.name] = m.incarnation
-            statuses[m.name] = m.status
-            latest[m.name] = ViewMember(
-                m.name, m.address, m.role, self._up_since.get(m.name, float(m.incarnation))
-            )
-        for name, incarnation in incarnations.items():
-            removed = self._removed.get(name)
-            if removed is not None and incarnation > removed:
-                del self._removed[name]  # a newer incarnation: a fresh member
-                self._counting.discard(name)
-        counted = {n for n in self._counting if n in latest and statuses[n] != "left"}
-        live = {
-            name: member
-            for name, member in latest.items()
-            if statuses[name] != "left"
-            and (name not in self._removed or name == self.self_name or name in counted)
-        }
-        if self.self_name not in live:
-            inputs, view = None, None  # not joined yet, or leaving: nothing to decide
-        else:
-            reachable = frozenset(n for n in live if n == self.self_name
-                                  or (statuses[n] == "alive" and n not in counted))
-            links = frozenset((a, b) for a, b in self._links
-                              if a in live and b in live and a != b
-                              and a not in counted and b not in counted)
-            inputs = _Inputs(reachable, frozenset(live) - reachable, links,
-                             frozenset(counted))
-            view = PartitionView(
-                self.self_name, tuple(live.values()), inputs.reachable, inputs.unreachable, links
-            )
-        if inputs != self._inputs:
-            if self._inputs is not None and self._inputs.troubled and not after_decision:
-                self._timer_resets += 1
-            self._inputs = inputs
-            self._changed_at = self._clock.monotonic()
-        self._view = view
+        self._tracker.update(snapshot, up_since, broken_links, self._clock.monotonic())
 
     # ------------------------------------------------------------------ deciding
 
@@ -322,26 +221,22 @@ class SplitBrainResolver:
         """
         if self._state in ("downed", "closed", "deciding"):
             return None
-        inputs, view = self._inputs, self._view
-        if inputs is not None and not inputs.troubled and self._counting:
-            now = self._clock.monotonic()
-            if self._calm_since is None:
-                self._calm_since = now
-            elif now - self._calm_since >= self.stable_after_s:
-                self._counting.clear()  # calm again: removed members stop counting
-                self._calm_since = None
-                self._rebuild(after_decision=True)
+        tracker = self._tracker
+        if tracker.settle(self._clock.monotonic()):
             return None
+        inputs, view = tracker.inputs, tracker.view
         if inputs is None or view is None or not inputs.troubled:
             return None
-        self._calm_since = None
-        stable_for = self._clock.monotonic() - self._changed_at
+        tracker.calm_since = None
+        stable_for = self._clock.monotonic() - tracker.changed_at
         if stable_for < self.stable_after_s:
             return None
         self._state = "deciding"
         try:
             if isinstance(self.strategy, LeaseMajority):
-                leased = await self._acquire_lease(self.strategy, view, inputs)
+                assert self._referee is not None  # checked in __init__
+                leased = await self._referee.decide_holder(
+                    self.strategy, view, lambda: tracker.inputs != inputs)
                 if leased is None or self._state != "deciding":
                     return None  # the inputs changed, or we were downed or closed meanwhile
                 view = leased
@@ -356,81 +251,11 @@ class SplitBrainResolver:
             await self._downed(decision)
         return decision
 
-    async def _acquire_lease(
-        self, strategy: LeaseMajority, view: PartitionView, inputs: _Inputs
-    ) -> PartitionView | None:
-        owner = strategy.lease_owner(view)
-        if owner is None:
-            return view.with_lease_holder(None)
-        delay = strategy.acquire_delay_s(view)
-        if delay > 0:
-            await self._clock.sleep(delay)
-            if self._inputs != inputs:
-                return None  # the partition changed while we waited: start over
-        return view.with_lease_holder(owner if await self._try_acquire(owner) else None)
-
-    async def _try_acquire(self, owner: str) -> bool:
-        assert self._lease is not None  # checked in __init__
-        acquire = asyncio.ensure_future(self._lease.acquire(owner, self._lease_ttl_s))
-        timer = asyncio.ensure_future(self._clock.sleep(self._lease_timeout_s))
-        try:
-            await asyncio.wait((acquire, timer), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (acquire, timer):
-                task.cancel()
-            await asyncio.gather(acquire, timer, return_exceptions=True)
-        if acquire.cancelled():
-            _log.warning(
-                "split brain: lease acquire for %s took longer than %.1fs; counting it as lost",
-                owner,
-                self._lease_timeout_s,
-            )
-            return False
-        if (exc := acquire.exception()) is not None:
-            _log.warning("split brain: lease acquire for %s failed: %r", owner, exc)
-            return False
-        return bool(acquire.result())
-
     def _record(self, decision: Decision, view: PartitionView, stable_for: float) -> None:
         self._decisions += 1
         self._last = decision
-        links = sorted(f"{a}<->{b}" for a, b in view.broken_links)
-        _log.warning(
-            "split-brain decision at %s: %s by %s; reachable=%s unreachable=%s "
-            "broken_links=[%s] tie_break=%s lease_holder=%s down=%s stable_for=%.1fs; "
-            "reason: %s",
-            self.self_name,
-            decision.action.upper(),
-            self.strategy.name,
-            format_names(view.reachable),
-            format_names(view.unreachable),
-            ", ".join(links),
-            decision.tie_break or "none",
-            view.lease_holder,
-            format_names(decision.down),
-            stable_for,
-            decision.reason,
-        )
-        self._bus.execute(
-            CLUSTER_PARTITION_DETECTED,
-            {
-                "reachable": float(len(view.reachable)),
-                "unreachable": float(len(view.unreachable)),
-                "stable_for_s": stable_for,
-            },
-            {
-                "node": self.self_name,
-                "strategy": self.strategy.name,
-                "decision": decision.action,
-                "reachable": tuple(sorted(view.reachable)),
-                "unreachable": tuple(sorted(view.unreachable)),
-                "broken_links": tuple(links),
-                "down": tuple(sorted(decision.down)),
-                "tie_break": decision.tie_break,
-                "lease_holder": view.lease_holder,
-                "reason": decision.reason,
-            },
-        )
+        report_decision(self._bus, self.self_name, self.strategy.name, decision, view,
+                        stable_for)
 
     async def declared_dead(self, *, incarnation: int, by: str | None = None) -> Decision | None:
         """Down this node because the others' split-brain decision removed it; the
@@ -453,25 +278,18 @@ class SplitBrainResolver:
             f"{incarnation}{source}) and a split-brain decision removed it while it could "
             f"not answer, so it downs itself rather than come back with stale agents"
         )
-        view = self._view or PartitionView(
+        view = self._tracker.view or PartitionView(
             self.self_name,
             (ViewMember(self.self_name, ""),),
             frozenset({self.self_name}),
             frozenset(),
         )
-        self._record(decision, view, self._clock.monotonic() - self._changed_at)
+        self._record(decision, view, self._clock.monotonic() - self._tracker.changed_at)
         await self._downed(decision)
         return decision
 
     async def _kept(self, decision: Decision) -> None:
-        snapshot = self._snapshot
-        incarnations = {m.name: m.incarnation for m in snapshot.members} if snapshot else {}
-        for name in decision.down:
-            if name != self.self_name:
-                self._removed[name] = max(incarnations.get(name, 0), self._removed.get(name, 0))
-                self._counting.add(name)
-        self._calm_since = None
-        self._rebuild(after_decision=True)
+        self._tracker.remove(decision.down, self._clock.monotonic())
         if self._on_keep is not None:
             await _call(self._on_keep, decision, "on_keep")
 
@@ -507,9 +325,7 @@ class SplitBrainResolver:
 
     def _pause_detected(self, gap: float) -> None:
         self._pauses += 1
-        self._changed_at = self._clock.monotonic()
-        if self._inputs is not None and self._inputs.troubled:
-            self._timer_resets += 1
+        self._tracker.restart(self._clock.monotonic())
         _log.warning(
             "split brain: %s did not run for %.1fs (paused or stuck loop); its membership "
             "view predates the gap, so the stability timer restarts (%.1fs)",
@@ -540,7 +356,7 @@ class SplitBrainResolver:
     def state(self) -> ResolverState:
         """``idle``, ``pending`` (unreachable members, not yet stable), ``deciding``,
         ``downed`` (this node lost) or ``closed``."""
-        if self._state == "idle" and self._inputs is not None and self._inputs.troubled:
+        if self._state == "idle" and self._tracker.troubled:
             return "pending"
         return self._state
 
@@ -549,19 +365,20 @@ class SplitBrainResolver:
         return self._last
 
     def statistics(self) -> SplitBrainStatistics:
-        inputs = self._inputs
+        tracker = self._tracker
+        inputs = tracker.inputs
         return SplitBrainStatistics(
             strategy=self.strategy.name,
             state=self.state,
             reachable=len(inputs.reachable) if inputs else 0,
             unreachable=len(inputs.unreachable) if inputs else 0,
             broken_links=len(inputs.broken_links) if inputs else 0,
-            stable_for_s=self._clock.monotonic() - self._changed_at,
+            stable_for_s=self._clock.monotonic() - tracker.changed_at,
             stable_after_s=self.stable_after_s,
-            timer_resets=self._timer_resets,
+            timer_resets=tracker.timer_resets,
             pauses_detected=self._pauses,
             decisions=self._decisions,
-            removed_members=len(self._removed),
+            removed_members=len(tracker.removed),
             last_decision=self._last,
         )
 
