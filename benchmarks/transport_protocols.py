@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import platform
@@ -258,7 +259,7 @@ def main() -> None:
           f" {'casts/s':>9} {'dial ms':>8}")
     results: dict[str, dict[str, float]] = {}
     jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, float]]]]] = [
-        (p, lambda p=p: run_protocol(p, args))  # type: ignore[misc]
+        (p, functools.partial(run_protocol, p, args))
         for p in args.protocols.split(",")
     ]
     if args.compare_http_libs:

@@ -8,6 +8,7 @@ import pytest
 from cluster_agents import Tally
 
 import phoenix_cluster as phx
+from phoenix_cluster._transport.fallback import FallbackTransport
 from phoenix_cluster.testing import free_port, wait_until
 
 COOKIE = "chains-cookie"
@@ -50,8 +51,9 @@ async def test_calls_over_a_transport_chain(chain: str) -> None:
         if "," in chain:
             # While b was still starting, a dial may have fallen back; the background
             # probe switches back to the preferred protocol.
+            assert isinstance(transport, FallbackTransport)
             await wait_until(
                 lambda: all(p.protocol == first
-                            for p in transport.statistics().peers),  # type: ignore[union-attr]
+                            for p in transport.statistics().peers),
                 timeout=30, what=f"traffic back on {first}",
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +22,8 @@ def _fork(value: crdt.Crdt, n: int = 2) -> list[crdt.Crdt]:
     incs=st.lists(st.tuples(st.sampled_from("abc"), st.integers(-5, 5)), max_size=30),
     order=st.randoms(use_true_random=False),
 )
-def test_counters_sum_every_replicas_changes(incs: list[tuple[str, int]], order: object) -> None:
+def test_counters_sum_every_replicas_changes(incs: list[tuple[str, int]],
+                                             order: random.Random) -> None:
     replicas = {r: (crdt.GCounter(), crdt.PNCounter()) for r in "abc"}
     deltas: list[crdt.Crdt] = []
     for r, by in incs:
@@ -28,7 +31,7 @@ def test_counters_sum_every_replicas_changes(incs: list[tuple[str, int]], order:
         deltas.append(g.increment(abs(by), replica=r))
         deltas.append(pn.increment(by, replica=r))
     g_all, pn_all = crdt.GCounter(), crdt.PNCounter()
-    order.shuffle(deltas)  # type: ignore[attr-defined]
+    order.shuffle(deltas)
     for d in deltas:
         if isinstance(d, crdt.GCounter):
             g_all.merge(d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from functools import reduce
 
 import pytest
@@ -62,12 +63,12 @@ def test_the_earliest_registration_wins(a: Entry, b: Entry) -> None:
 @given(st.lists(entries, min_size=1, max_size=6, unique_by=lambda e: e.rid),
        st.randoms(use_true_random=False))
 def test_any_merge_order_leaves_every_store_with_the_same_winner(
-    es: list[Entry], rnd: object
+    es: list[Entry], rnd: random.Random
 ) -> None:
     expected = reduce(resolve, es)
     orders = [es, list(reversed(es))]
     shuffled = list(es)
-    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled)
     orders.append(shuffled)
     for order in orders:
         store = NameStore()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -127,10 +127,11 @@ def test_concurrent_registrations_reach_the_replicas_in_batches() -> None:
                 owner: NameOwner = node.registry._owner
                 merge = owner.on_store
 
-                def counted(req: StoreRequest, merge: Any = merge) -> StoreReply:
+                def counted(req: StoreRequest,
+                            merge: Callable[[StoreRequest], StoreReply] = merge) -> StoreReply:
                     if req.mode == "replicate" and req.entries:
                         sizes.append(len(req.entries))
-                    return merge(req)  # type: ignore[no-any-return]
+                    return merge(req)
 
                 owner.on_store = counted  # type: ignore[method-assign]
             caller = cluster.nodes[0]

@@ -254,7 +254,8 @@ async def test_left_members_and_removed_members_do_not_count() -> None:
     h = Harness(StaticQuorum(3))
     h.resolver.update(h.snap(e="dead"))
     h.clock.advance(7)
-    assert (await h.resolver.check()).down == {"e"}  # type: ignore[union-attr]
+    decision = await h.resolver.check()
+    assert decision is not None and decision.down == {"e"}
     h.resolver.update(h.snap(e="dead", d="left"))    # d leaves gracefully: no partition
     h.clock.advance(7)
     assert await h.resolver.check() is None          # calm starts (e still counts)
@@ -275,10 +276,12 @@ async def test_a_cut_off_node_learning_its_losses_one_by_one_still_downs() -> No
     h = Harness()
     h.resolver.update(h.snap(b="dead"))
     h.clock.advance(7)
-    assert (await h.resolver.check()).action == "keep"  # type: ignore[union-attr]
+    decision = await h.resolver.check()
+    assert decision is not None and decision.action == "keep"
     h.resolver.update(h.snap(b="dead", c="dead"))
     h.clock.advance(7)
-    assert (await h.resolver.check()).action == "keep"  # type: ignore[union-attr]  # 3|2
+    decision = await h.resolver.check()  # 3|2
+    assert decision is not None and decision.action == "keep"
     h.resolver.update(h.snap(b="dead", c="dead", d="dead"))
     h.clock.advance(7)
     decision = await h.resolver.check()                  # 2|3: the minority

@@ -69,7 +69,8 @@ async def test_older_without_a_hook_and_newer_than_the_code_are_refused(
             await node.ref(ProfileV2, "future").get()
     # Nothing was written over either row.
     reopened = phx.SqliteStore(tmp_path / "s.db")
-    assert (await reopened.read("test-versions.profile", "future")).version == 1  # type: ignore[union-attr]
+    stored = await reopened.read("test-versions.profile", "future")
+    assert stored is not None and stored.version == 1
     await reopened.aclose()
 
 

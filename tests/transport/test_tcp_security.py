@@ -26,6 +26,7 @@ from phoenix_cluster._wire.codec import WireCodec
 from phoenix_cluster._wire.frames import FrameDecoder, encode_frame
 from phoenix_cluster._wire.messages import (
     ChallengeResponse,
+    Goodbye,
     Hello,
     Ping,
     Refused,
@@ -161,8 +162,8 @@ async def test_garbage_after_handshake_closes_connection(
     received = await read_until_closed(reader)
     await close_raw(writer)
     await wait_until(lambda: server.statistics().protocol_errors == 1)
-    goodbyes = [m for m in frames_in(received) if type(m).__name__ == "Goodbye"]
-    assert goodbyes and "protocol error" in goodbyes[0].reason  # type: ignore[attr-defined]
+    goodbyes = [m for m in frames_in(received) if isinstance(m, Goodbye)]
+    assert goodbyes and "protocol error" in goodbyes[0].reason
     await assert_serves(addr, make_transport, "friend")
 
 
