@@ -87,7 +87,8 @@ class Fragile(phx.Agent, kind="tests.fragile"):
         self.handle = object()
 
     async def state(self) -> dict[str, Any]:
-        return self.snapshot()  # type: ignore[no-any-return]
+        state: dict[str, Any] = self.snapshot()
+        return state
 
 
 async def test_design_contract_example() -> None:

@@ -84,7 +84,8 @@ class Store(phx.Agent, kind="tests.tracking.store"):
         raise ValueError("refused")
 
     def state(self) -> dict[str, Any]:
-        return self.snapshot()  # type: ignore[no-any-return]
+        state: dict[str, Any] = self.snapshot()
+        return state
 
 
 class Own(phx.Agent, kind="tests.tracking.own"):
@@ -412,7 +413,7 @@ async def test_a_failing_handler_leaves_a_tracked_state_exactly_as_it_was() -> N
         with pytest.raises(phx.AgentError, match="refused"):
             await ref.change_all_then_fail("k")
         assert await ref.state() == before
-        assert act.committed == _encode(act.agent.snapshot())  # type: ignore[union-attr]
+        assert act.agent is not None and act.committed == _encode(act.agent.snapshot())
         assert await ref.bump() == 2
 
 
@@ -430,7 +431,7 @@ async def test_values_put_into_a_tracked_dict_are_watched_from_then_on() -> None
             await ref.nested_then_fail("n")
         state = await ref.state()
         assert state["groups"]["g"] == [1, 2] and state["nested"]["n"] == {"a": 1}
-        assert act.committed == _encode(act.agent.snapshot())  # type: ignore[union-attr]
+        assert act.agent is not None and act.committed == _encode(act.agent.snapshot())
 
 
 async def test_a_tracked_state_survives_passivation_and_is_tracked_again() -> None:

@@ -314,6 +314,13 @@ def test_suspected_member_that_is_alive_refutes() -> None:
     assert alive_again  # observers saw the suspicion end
 
 
+def suspicion_deadline(p: SwimProtocol, name: str) -> float:
+    """When ``p``'s suspicion of ``name`` ends (``p`` suspects it)."""
+    suspicion = p._table.records[name].suspicion
+    assert suspicion is not None
+    return suspicion.deadline()
+
+
 def test_suspicion_shrinks_with_independent_confirmations() -> None:
     settings = SwimSettings()
     min_s, max_s, k = suspicion_timeouts(settings, 10)
@@ -328,15 +335,15 @@ def test_suspicion_shrinks_with_independent_confirmations() -> None:
     suspect = Update("n5", x.address, x.incarnation, "suspect", by="n1")
     observer.receive(Gossip(0, "n1", (suspect,)), "n1:7100", t0)
     assert observer.next_deadline() is not None
-    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = suspicion_deadline(observer, "n5")
     assert deadline == pytest.approx(t0 + max_s)
     observer.receive(Gossip(0, "n2", (msgspec.structs.replace(suspect, by="n2"),)),
                      "n2:7100", t0)
-    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = suspicion_deadline(observer, "n5")
     assert min_s < deadline - t0 < max_s
     observer.receive(Gossip(0, "n3", (msgspec.structs.replace(suspect, by="n3"),)),
                      "n3:7100", t0)
-    deadline = observer._table.records["n5"].suspicion.deadline()  # type: ignore[union-attr]
+    deadline = suspicion_deadline(observer, "n5")
     assert deadline == pytest.approx(t0 + min_s)
 
 

@@ -54,9 +54,9 @@ def test_prepare_unions_configs_and_shows_records_only_when_synced() -> None:
     assert promise.synced and promise.entries == (("k", "1", entry(1, 1)),)
     again = store.prepare(Prepare(7, e(4), (("a", "b", "d"),)))
     assert again.pending == (("b", "c", "d"),)  # what it held before this promise
-    assert store.partition(7).pending == (("a", "b", "d"), ("b", "c", "d"))  # type: ignore[union-attr]
     state = store.partition(7)
     assert state is not None and state.config == ABC
+    assert state.pending == (("a", "b", "d"), ("b", "c", "d"))
     blank = ReplicaStore("a")
     blank.restore(MetaChange(7, e(1), e(1), ABC, (), False), {("k", "1"): entry(1, 1)})
     assert blank.prepare(Prepare(7, e(2), ABC)).entries == ()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from phoenix_cluster._replication.replica import DropChange, MetaChange, PutChange
-from phoenix_cluster._replication.storage import SqliteStorage, storage_path
+from phoenix_cluster._replication.storage import LoadedPartition, SqliteStorage, storage_path
 from phoenix_cluster._replication.types import Entry, Epoch
 from phoenix_cluster.errors import StorageError
 
@@ -25,9 +26,9 @@ def put(p: int, key: str, seq: int, state: bytes = b"s") -> PutChange:
     return PutChange(p, "kind", key, Entry(1, "a#1", seq, state, ((7, b"reply"),)))
 
 
-async def open_store(path: Path, **kw: str) -> tuple[SqliteStorage, list]:  # type: ignore[type-arg]
-    storage = SqliteStorage(path, cluster=kw.get("cluster", "c1"), node=kw.get("node", "a"),
-                            fsync=kw.get("fsync", "full"))  # type: ignore[arg-type]
+async def open_store(path: Path, *, fsync: Literal["full", "normal"] = "full"
+                     ) -> tuple[SqliteStorage, list[LoadedPartition]]:
+    storage = SqliteStorage(path, cluster="c1", node="a", fsync=fsync)
     return storage, await storage.open()
 
 

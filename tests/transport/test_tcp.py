@@ -24,7 +24,7 @@ async def test_request_reply_round_trip_both_ways(make_transport: MakeTransport)
 
     async def named_echo(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
         seen.append(peer.peer_name)
-        return await echo(peer, frame)  # type: ignore[return-value]
+        return await echo(peer, frame)
 
     a = make_transport("alpha", handler=named_echo)
     b = make_transport("beta", handler=named_echo)
@@ -92,7 +92,7 @@ async def test_handler_exception_is_an_internal_error_reply(
     async def flaky(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
         if frame.method == "boom":
             raise RuntimeError("kaboom")
-        return await echo(peer, frame)  # type: ignore[return-value]
+        return await echo(peer, frame)
 
     a = make_transport("alpha")
     b = make_transport("beta", handler=flaky)
@@ -126,7 +126,7 @@ async def test_call_timeout_then_connection_still_works(make_transport: MakeTran
     async def stuck(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
         if frame.method == "stuck":
             await release.wait()
-        return await echo(peer, frame)  # type: ignore[return-value]
+        return await echo(peer, frame)
 
     a = make_transport("alpha")
     b = make_transport("beta", handler=stuck)
@@ -146,7 +146,7 @@ async def test_calls_beyond_the_inbound_cap_are_refused_as_overloaded(
 
     async def stuck(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
         await release.wait()
-        return await echo(peer, frame)  # type: ignore[return-value]
+        return await echo(peer, frame)
 
     a = make_transport("alpha")
     b = make_transport("beta", handler=stuck, max_inbound_tasks=2)

@@ -35,7 +35,7 @@ def blocking_handler(release: asyncio.Event, started: list[int]) -> object:
     async def handler(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
         started.append(frame.request_id)
         await release.wait()
-        return await echo(peer, frame)  # type: ignore[return-value]
+        return await echo(peer, frame)
 
     return handler
 

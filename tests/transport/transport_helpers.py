@@ -18,7 +18,7 @@ from phoenix_cluster._transport.tcp import TcpTransport, parse_address
 from phoenix_cluster._wire.codec import WireCodec
 from phoenix_cluster._wire.frames import FrameDecoder, pack_frames
 from phoenix_cluster._wire.handshake import ClientHandshake
-from phoenix_cluster._wire.messages import Call, Cast, Error, Redirect, Reply
+from phoenix_cluster._wire.messages import Call, Cast, Reply
 
 SECRET = b"transport-test-secret"
 
@@ -32,7 +32,7 @@ def make_cast(rid: int, payload: bytes = b"") -> Cast:
     return Cast(request_id=rid, kind="test", key="k", method="note", payload=payload)
 
 
-async def echo(peer: PeerConnection, frame: Call | Cast) -> Reply | Error | Redirect | None:
+async def echo(peer: PeerConnection, frame: Call | Cast) -> Reply | None:
     if isinstance(frame, Call):
         return Reply(request_id=frame.request_id, payload=frame.payload)
     return None
