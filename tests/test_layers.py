@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "phoenix_cluster"
 
 # Layer of each top-level module or package (a module imports only its own layer or lower ones).
 LAYERS = {
-    "errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
+    "errors": 0, "_errors": 0, "_version": 0, "_foundation": 0, "_telemetry": 0, "_resilience": 0,
     "_crdt": 0,
     "_coordination": 7,
     "_wire": 1, "_transport": 2, "_membership": 3, "_ring": 4, "_splitbrain": 4,
