@@ -27,6 +27,7 @@ from phoenix_cluster._membership.messages import (
     Ping,
     PingReq,
     Update,
+    UpdateStatus,
     decode_sync_state,
     gossip_address,
     gossip_key,
@@ -426,8 +427,8 @@ def test_update_precedence_rules() -> None:
     p = SwimProtocol("me", "me:1", 50, random=random.Random(1))
     now = 0.0
 
-    def push(status: str, inc: int, *, by: str = "z") -> str | None:
-        u = Update("x", "x:1", inc, status, by=by)  # type: ignore[arg-type]
+    def push(status: UpdateStatus, inc: int, *, by: str = "z") -> str | None:
+        u = Update("x", "x:1", inc, status, by=by)
         p.receive(Gossip(0, "z", (u,)), "z:1", now)
         m = p.member("x")
         return None if m is None else f"{m.status}@{m.incarnation}"

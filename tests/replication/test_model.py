@@ -24,7 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phoenix_cluster._replication.leader import Election
-from phoenix_cluster._replication.messages import Accept, Ack, Item, Mark, Prepare, Probe, Reply
+from phoenix_cluster._replication.messages import (
+    Accept,
+    Ack,
+    Item,
+    Mark,
+    Prepare,
+    Probe,
+    Promise,
+    Reply,
+)
 from phoenix_cluster._replication.replica import ReplicaStore
 from phoenix_cluster._replication.types import Config, Entry, Epoch, config_union, majority
 
@@ -117,8 +126,8 @@ class Model:
                 if reply is None:
                     el.fail(m)
                 else:
-                    assert not isinstance(reply, Ack)
-                    el.reply(m, reply)  # type: ignore[arg-type]
+                    assert isinstance(reply, Promise)  # the answer to a Prepare
+                    el.reply(m, reply)
             status = el.status()
             if status == "discover":
                 family = el.discovered()

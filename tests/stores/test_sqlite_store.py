@@ -122,8 +122,9 @@ async def test_passivation_forgets_the_version_and_reactivation_reads_the_store(
         assert await one.ref(Wallet, "p").add(1) == 1
         stored = one._runtime.state.stored
         assert stored._versions == {("test-stores.wallet", "p"): 1}
-        one._runtime.passivate(one._runtime.activation(Wallet._phx_spec, "p"),  # type: ignore[arg-type]
-                               reason="test")
+        active = one._runtime.activation(Wallet._phx_spec, "p")
+        assert active is not None
+        one._runtime.passivate(active, reason="test")
         assert stored._versions == {}  # nothing kept for agents not active here
         assert await two.ref(Wallet, "p").add(10) == 11
         # one's passivated copy (balance 1) is older than the store: the store wins.

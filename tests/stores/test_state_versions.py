@@ -106,7 +106,9 @@ async def test_replicas_holding_an_older_version_are_upgraded_on_activation() ->
         spec = kind_spec(Replicated)
         await home._runtime.state.commit(
             _v1(spec), "r", Record(_encode({"item": "x"})), "")
-        home._runtime.passivate(home._runtime.activation(spec, "r"), reason="test")  # type: ignore[arg-type]
+        active = home._runtime.activation(spec, "r")
+        assert active is not None
+        home._runtime.passivate(active, reason="test")
         home._runtime.kind(spec).passive.clear()
         assert await ref.get() == ["x"]
 
