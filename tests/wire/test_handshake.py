@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -32,8 +33,19 @@ def counter_nonces(prefix: bytes) -> Callable[[], bytes]:
     return lambda: prefix + next(counter).to_bytes(31, "big")
 
 
-def client(**kw: object) -> ClientHandshake:
-    args: dict[str, object] = {
+class Options(TypedDict, total=False):
+    """What a test sets on a handshake; the helpers below fill in the rest."""
+
+    secret: bytes
+    node: str
+    incarnation: int
+    role: str
+    versions: Sequence[int]
+    nonce_factory: Callable[[], bytes]
+
+
+def client(**kw: Unpack[Options]) -> ClientHandshake:
+    args: Options = {
         "secret": SECRET,
         "node": "alpha",
         "incarnation": 3,
@@ -41,18 +53,18 @@ def client(**kw: object) -> ClientHandshake:
         "nonce_factory": counter_nonces(b"c"),
     }
     args.update(kw)
-    return ClientHandshake(**args)  # type: ignore[arg-type]
+    return ClientHandshake(**args)
 
 
-def server(**kw: object) -> ServerHandshake:
-    args: dict[str, object] = {
+def server(**kw: Unpack[Options]) -> ServerHandshake:
+    args: Options = {
         "secret": SECRET,
         "node": "beta",
         "incarnation": 7,
         "nonce_factory": counter_nonces(b"s"),
     }
     args.update(kw)
-    return ServerHandshake(**args)  # type: ignore[arg-type]
+    return ServerHandshake(**args)
 
 
 def run(
@@ -373,7 +385,7 @@ def test_peer_refusal_maps_to_error_class() -> None:
         ({"nonce_factory": lambda: b"short"}, "nonce_factory"),
     ],
 )
-def test_bad_configuration(kw: dict[str, object], key: str) -> None:
+def test_bad_configuration(kw: Options, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         client(**kw)
     assert info.value.key == key
