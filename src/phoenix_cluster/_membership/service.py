@@ -5,7 +5,8 @@ TCP address), the protocol's timer, the event-loop lag probe that feeds Lifeguar
 health, the push-pull tasks (run through the injected ``sync`` callable, which the node
 routes over its authenticated TCP connections), versioned snapshots for other layers and
 the ``node_joined`` / ``node_left`` / ``node_suspected`` telemetry. Every rule of the
-protocol lives in ``swim.py``; this module only moves bytes and time.
+protocol lives in ``swim.py``; this module only moves bytes and time, and the bytes
+themselves go through ``gossip_socket.py`` (sealing, the endpoint, name resolution).
 
 Imports L0-L2 only. ``docs/design/membership.md`` describes the protocol.
 """
@@ -14,23 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 from phoenix_cluster._foundation.env import Env, TimerHandle
 from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus, default_bus
 from phoenix_cluster._transport.tasks import TaskSet, fail_after
-from phoenix_cluster._transport.tcp import format_address, parse_address
-from phoenix_cluster.errors import ConfigError, PhoenixError, ProtocolError
+from phoenix_cluster.errors import PhoenixError
 
+from .gossip_socket import DatagramOpener, GossipSocket
 from .health import HealthStatistics
-from .messages import GossipCodec, gossip_address, gossip_key, seal, unseal
+from .messages import GossipMessage, gossip_address, gossip_key
 from .snapshot import MembershipSnapshot
 from .swim import (
     Action,
@@ -57,15 +56,6 @@ _log = logging.getLogger("phoenix_cluster.membership")
 SyncCall = Callable[[str, bytes], Awaitable[bytes]]
 """``sync(tcp_address, my_state) -> their_state``: one push-pull exchange over TCP."""
 SnapshotCallback = Callable[[MembershipSnapshot], None]
-DatagramOpener = Callable[[tuple[str, int], Callable[[], asyncio.DatagramProtocol]],
-                          Awaitable[asyncio.DatagramTransport]]
-"""``open(local_addr, protocol_factory) -> endpoint``: binds the gossip endpoint (UDP by
-default; an in-memory network in unit tests, ``_transport/memory.py``)."""
-
-_LOG_EVERY_S = 10.0  # at most one warning per source per this many seconds
-_LOG_SOURCES_MAX = 4096
-
-
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -99,17 +89,6 @@ class MembershipStatistics:
     loop_lag_last_s: float
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, service: MembershipService) -> None:
-        self._service = service
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._service._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self._service._on_udp_error(exc)
-
-
 class MembershipService:
     """SWIM membership for one node.
 
@@ -140,28 +119,22 @@ class MembershipService:
                  datagrams: DatagramOpener | None = None,
                  on_declared_dead: Callable[[int, str, bool], object] | None = None,
                  ) -> None:
-        self._datagrams = datagrams
         self.settings = settings if settings is not None else SwimSettings()
         self.env = env if env is not None else Env()
         self.bus = bus if bus is not None else default_bus
         self._clock = self.env.clock
-        self._key = gossip_key(secret)
         self._sync = sync
         self._seeds = tuple(seeds)
-        self._codec = GossipCodec()
         self._swim = SwimProtocol(name, address, incarnation, random=self.env.random,
                                   settings=self.settings, role=role,
                                   now=self._clock.monotonic())
         self._state = _State.NEW
-        self._udp: asyncio.DatagramTransport | None = None
         self._tasks = TaskSet(f"membership {name}")
         self._timer: TimerHandle | None = None
         self._timer_at = 0.0
         self._lag_timer: TimerHandle | None = None
         self._lag_expected = 0.0
         self._syncing: set[str] = set()
-        self._resolved: dict[str, tuple[str, int] | None] = {}
-        self._log_times: dict[str, float] = {}
         self._subscribers: list[SnapshotCallback] = []
         self.on_declared_dead = on_declared_dead
         """Called with ``(incarnation, by, downed)`` when peers declared this node's
@@ -176,6 +149,11 @@ class MembershipService:
              "syncs_failed", "syncs_served"), 0)
         self._lag_max = 0.0
         self._lag_last = 0.0
+        self._socket = GossipSocket(
+            name, gossip_key(secret), clock=self._clock, tasks=self._tasks, counters=self._n,
+            on_message=self._on_message,
+            accepting=lambda: self._state in (_State.RUNNING, _State.LEAVING),
+            opener=datagrams)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,17 +181,7 @@ class MembershipService:
         if self._state is not _State.NEW:
             raise RuntimeError(f"membership service is {self._state.value}; start it once")
         udp = self.gossip_address
-        host, port = parse_address(udp)
-        try:
-            if self._datagrams is not None:
-                transport = await self._datagrams((host, port), lambda: _Endpoint(self))
-            else:
-                transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: _Endpoint(self), local_addr=(host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot bind the gossip UDP socket at {udp}:"
-                              f" {exc.strerror or exc}", key="listen") from exc
-        self._udp = transport
+        await self._socket.bind(udp)
         self._state = _State.RUNNING
         now = self._clock.monotonic()
         self._lag_expected = now + self.settings.lag_check_interval_s
@@ -269,9 +237,7 @@ class MembershipService:
                 timer.cancel()
         self._timer = self._lag_timer = None
         await self._tasks.aclose()
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        self._socket.close()
 
     async def __aenter__(self) -> MembershipService:
         await self.start()
@@ -328,36 +294,14 @@ class MembershipService:
 
     # ------------------------------------------------------------------ inputs
 
-    def _on_datagram(self, data: bytes, addr: Any) -> None:
-        if self._state not in (_State.RUNNING, _State.LEAVING):
-            return
-        self._n["datagrams_received"] += 1
-        self._n["bytes_received"] += len(data)
-        source = format_address(addr)
-        body = unseal(self._key, data)
-        if body is None:
-            self._n["dropped_unauthenticated"] += 1
-            self._warn(source, "dropped a %d-byte gossip datagram from %s: bad authentication"
-                       " tag (another cluster or a wrong secret?)", len(data), source)
-            return
-        try:
-            msg = self._codec.decode(body)
-        except ProtocolError as exc:
-            self._n["dropped_malformed"] += 1
-            self._warn(source, "dropped a gossip datagram from %s: %s", source, exc)
-            return
+    def _on_message(self, msg: GossipMessage, source: str) -> None:
         try:
             actions = self._swim.receive(msg, source, self._clock.monotonic())
         except Exception:  # our bug; one bad datagram must not stop the endpoint
-            self._warn(source, "membership %s: failed to handle %s from %s", self.name,
-                       type(msg).__name__, source, exc_info=True)
+            self._socket.warn(source, "membership %s: failed to handle %s from %s", self.name,
+                              type(msg).__name__, source, exc_info=True)
             return
         self._run(actions)
-
-    def _on_udp_error(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the member is probably down; probes decide.
-        self._n["send_errors"] += 1
-        _log.debug("membership %s: udp error %r", self.name, exc)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -386,7 +330,7 @@ class MembershipService:
         """Carry out the protocol's actions, publish a new snapshot, re-arm the timer."""
         for action in actions:
             if isinstance(action, Send):
-                self._send(action.address, action.body)
+                self._socket.send(action.address, action.body)
             elif isinstance(action, StartSync):
                 self._start_sync(action.address)
             else:
@@ -412,51 +356,6 @@ class MembershipService:
             delay = max(0.0, deadline - self._clock.monotonic())
             self._timer = self._clock.call_later(delay, self._on_timer)
 
-    def _send(self, address: str, body: bytes) -> None:
-        udp = self._udp
-        if udp is None or udp.is_closing():
-            return
-        target = self._resolve(address)
-        if target is None:
-            self._n["send_errors"] += 1
-            return
-        datagram = seal(self._key, body)
-        udp.sendto(datagram, target)
-        self._n["datagrams_sent"] += 1
-        self._n["bytes_sent"] += len(datagram)
-
-    def _resolve(self, address: str) -> tuple[str, int] | None:
-        """``host:port`` to a socket address; host names resolve in the background."""
-        if address in self._resolved:
-            return self._resolved[address]
-        try:
-            host, port = parse_address(address)
-        except ConfigError:
-            self._warn(address, "cannot send gossip to %r: not HOST:PORT", address)
-            return None
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:  # a host name: resolve once, off the event loop; drop until then
-            if len(self._resolved) < _LOG_SOURCES_MAX:
-                self._tasks.spawn(self._lookup(address, host, port),
-                                  name=f"membership-resolve {address}")
-            return None
-        self._resolved[address] = (host, port)
-        return host, port
-
-    async def _lookup(self, address: str, host: str, port: int) -> None:
-        if address in self._resolved:
-            return
-        self._resolved[address] = None
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_DGRAM)
-            sockaddr = infos[0][4]
-            self._resolved[address] = (str(sockaddr[0]), int(sockaddr[1]))
-        except OSError as exc:
-            self._resolved.pop(address, None)  # try again on the next send
-            self._warn(address, "cannot resolve gossip address %s: %s", address, exc)
-
     def _start_sync(self, address: str) -> None:
         if address in self._syncing or address == self.address or self._state is not _State.RUNNING:
             return
@@ -476,8 +375,8 @@ class MembershipService:
             return
         except Exception as exc:
             self._n["syncs_failed"] += 1
-            self._warn(address, "membership %s: push-pull with %s failed: %r", self.name,
-                       address, exc)
+            self._socket.warn(address, "membership %s: push-pull with %s failed: %r",
+                              self.name, address, exc)
             return
         finally:
             self._syncing.discard(address)
@@ -526,16 +425,6 @@ class MembershipService:
             except Exception:
                 _log.exception("membership %s: snapshot subscriber %r raised", self.name,
                                callback)
-
-    def _warn(self, source: str, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = self._clock.monotonic()
-        last = self._log_times.get(source)
-        if last is not None and now - last < _LOG_EVERY_S:
-            return
-        if len(self._log_times) >= _LOG_SOURCES_MAX:
-            self._log_times.clear()
-        self._log_times[source] = now
-        _log.warning(msg, *args, exc_info=exc_info)
 
     def __repr__(self) -> str:
         snap = self._snapshot
