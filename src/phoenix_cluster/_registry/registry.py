@@ -16,7 +16,8 @@ Protocol (``docs/registry.md`` has the full story and its guarantees):
 - ``handoff.NameHandoff`` keeps names on their owners while the ring changes, and finds
   conflicts left by partitions; ``holdings.Holdings`` tells the loser.
 
-This module is the caller's side and the ``$registry`` service's front door.
+This module is the caller's side; ``registry_service.py`` answers the peers' calls
+(the ``$registry`` service).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .._foundation.env import Env
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import LogLimiter, TaskSet
-from ..errors import AgentNotFound, NodeUnavailable, NoQuorum, PhoenixError, ProtocolError
+from ..errors import NodeUnavailable, NoQuorum
 from .cluster import UNREACHABLE, ClusterLink
 from .entries import (
     Entry,
@@ -48,28 +49,24 @@ from .entries import (
 from .handoff import NameHandoff
 from .holdings import ConflictHook, Holdings, RefFactory
 from .messages import (
-    ConflictNotice,
-    Invalidate,
     LookupReply,
     LookupRequest,
     NamesReply,
     NamesRequest,
     RegisterReply,
     RegisterRequest,
-    StoreRequest,
     UnregisterReply,
     UnregisterRequest,
     decode,
     encode,
 )
 from .owner import MAX_HOPS, NameOwner
+from .registry_service import RegistryService
 from .settings import RegistrySettings
 
 __all__ = ["ConflictHook", "NameConflict", "RefFactory", "Registration", "Registry"]
 
 _log = logging.getLogger("phoenix_cluster.registry")
-
-_METHODS = "conflict, invalidate, lookup, names, register, store, unregister"
 
 
 class Registry:
@@ -102,6 +99,9 @@ class Registry:
         self._handoff = NameHandoff(link, self._owner, self._holdings, clock=env.clock,
                                     settings=settings, tasks=self._tasks)
         self._owner.on_stray = self._handoff.schedule
+        self.service = RegistryService(self._me, self._owner, self._holdings, self._cache,
+                                       self._limiter)
+        """The ``$registry`` service peers call."""
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -355,73 +355,6 @@ class Registry:
 
     def _forget(self, name: str) -> None:
         self._cache.pop(name, None)
-
-    # ================================================================== the service
-
-    def handle_now(self, method: str, payload: bytes) -> bytes | None:
-        """The ``$registry`` methods answered without waiting (``lookup``, ``store``: an
-        owner's reads and merges), run on the connection's reader with no task of their
-        own; ``None`` for the others, which :meth:`handle` serves.
-
-        Raises:
-            ProtocolError: malformed payload (logged).
-        """
-        if method != "lookup" and method != "store":
-            return None
-        try:
-            if method == "lookup":
-                name = check_name(decode(LookupRequest, payload).name)
-                return encode(LookupReply(self._owner.live(name)))
-            return encode(self._owner.on_store(decode(StoreRequest, payload)))
-        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
-            raise self._bad_input(method, exc) from None
-        except PhoenixError as exc:
-            self._log_bad_input(method, exc)
-            raise
-
-    async def handle(self, method: str, payload: bytes) -> bytes:
-        """The ``$registry`` node service.
-
-        Raises:
-            AgentNotFound: unknown method.
-            ProtocolError: malformed payload (logged).
-            NameTaken, NoQuorum: the write was refused.
-        """
-        now = self.handle_now(method, payload)
-        if now is not None:
-            return now
-        owner = self._owner
-        try:
-            if method == "register":
-                return encode(await owner.register(decode(RegisterRequest, payload)))
-            if method == "unregister":
-                return encode(await owner.unregister(decode(UnregisterRequest, payload)))
-            if method == "names":
-                return encode(NamesReply(owner.live_names(decode(NamesRequest, payload).prefix)))
-            if method == "invalidate":
-                for name in decode(Invalidate, payload).names:
-                    self._cache.pop(name, None)
-                return b""
-            if method == "conflict":
-                notice = decode(ConflictNotice, payload)
-                self._holdings.lost(notice.loser.name, notice.loser.rid, notice.winner)
-                return b""
-        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
-            raise self._bad_input(method, exc) from None
-        except PhoenixError as exc:
-            self._log_bad_input(method, exc)
-            raise
-        raise AgentNotFound(f"node {self._me} has no registry method {method!r} (methods: "
-                            f"{_METHODS})")
-
-    def _bad_input(self, method: str, exc: Exception) -> ProtocolError:
-        self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
-        return ProtocolError(f"$registry.{method}: {exc}")
-
-    def _log_bad_input(self, method: str, exc: PhoenixError) -> None:
-        if exc.code == ProtocolError.code:
-            self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s",
-                                  method, exc.message)
 
     # ================================================================== lifecycle
 

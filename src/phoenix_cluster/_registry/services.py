@@ -56,7 +56,7 @@ class ClusterServices:
                                  env=node.env, bus=node.telemetry, settings=s)
         self.groups = Groups(self.link, refs=node.ref, settings=s)
         self.pubsub = PubSub(self.link, env=node.env, bus=node.telemetry, settings=s)
-        self.link.local.update(registry=self.registry.handle, groups=self.groups.handle,
+        self.link.local.update(registry=self.registry.service.handle, groups=self.groups.handle,
                                pubsub=self.pubsub.handle)
 
     def attach(self, rpc: RpcClient, services: Services) -> None:
@@ -64,7 +64,7 @@ class ClusterServices:
         reach theirs through ``rpc``."""
         self.link.rpc = rpc
         for name, handler in self.link.local.items():
-            immediate = self.registry.handle_now if name == "registry" else None
+            immediate = self.registry.service.handle_now if name == "registry" else None
             services.register(name, handler, immediate)
         self.registry.start()
 

@@ -1,0 +1,123 @@
+"""The ``$registry`` node service: what a node answers when its peers call its registry.
+
+:class:`RegistryService` serves an owner's reads and merges at once on the connection's
+reader (``lookup``, ``store``: :meth:`~RegistryService.handle_now`) and the rest in a
+task (``register``, ``unregister`` as the name's coordinator, ``names``, and the notices
+``invalidate`` and ``conflict``: :meth:`~RegistryService.handle`). Malformed input is a
+``ProtocolError`` for the caller and one rate-limited log line here. The caller's side
+of the registry is :class:`~.registry.Registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .._transport.tasks import LogLimiter
+from ..errors import AgentNotFound, PhoenixError, ProtocolError
+from .entries import Entry, check_name
+from .holdings import Holdings
+from .messages import (
+    ConflictNotice,
+    Invalidate,
+    LookupReply,
+    LookupRequest,
+    NamesReply,
+    NamesRequest,
+    RegisterRequest,
+    StoreRequest,
+    UnregisterRequest,
+    decode,
+    encode,
+)
+from .owner import NameOwner
+
+__all__ = ["RegistryService"]
+
+_log = logging.getLogger("phoenix_cluster.registry")
+
+_METHODS = "conflict, invalidate, lookup, names, register, store, unregister"
+
+
+class RegistryService:
+    """The ``$registry`` service of the node ``me``.
+
+    Args:
+        me: this node's name.
+        owner: the names this node stores, and their coordination.
+        holdings: the names this node holds (told when one loses a conflict).
+        cache: the registry's cache of answers (``invalidate`` drops names from it).
+        limiter: rate-limits the log lines about bad input.
+    """
+
+    def __init__(self, me: str, owner: NameOwner, holdings: Holdings,
+                 cache: dict[str, Entry], limiter: LogLimiter) -> None:
+        self._me = me
+        self._owner = owner
+        self._holdings = holdings
+        self._cache = cache
+        self._limiter = limiter
+
+    def handle_now(self, method: str, payload: bytes) -> bytes | None:
+        """The ``$registry`` methods answered without waiting (``lookup``, ``store``: an
+        owner's reads and merges), run on the connection's reader with no task of their
+        own; ``None`` for the others, which :meth:`handle` serves.
+
+        Raises:
+            ProtocolError: malformed payload (logged).
+        """
+        if method != "lookup" and method != "store":
+            return None
+        try:
+            if method == "lookup":
+                name = check_name(decode(LookupRequest, payload).name)
+                return encode(LookupReply(self._owner.live(name)))
+            return encode(self._owner.on_store(decode(StoreRequest, payload)))
+        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
+            raise self._bad_input(method, exc) from None
+        except PhoenixError as exc:
+            self._log_bad_input(method, exc)
+            raise
+
+    async def handle(self, method: str, payload: bytes) -> bytes:
+        """The ``$registry`` node service.
+
+        Raises:
+            AgentNotFound: unknown method.
+            ProtocolError: malformed payload (logged).
+            NameTaken, NoQuorum: the write was refused.
+        """
+        now = self.handle_now(method, payload)
+        if now is not None:
+            return now
+        owner = self._owner
+        try:
+            if method == "register":
+                return encode(await owner.register(decode(RegisterRequest, payload)))
+            if method == "unregister":
+                return encode(await owner.unregister(decode(UnregisterRequest, payload)))
+            if method == "names":
+                return encode(NamesReply(owner.live_names(decode(NamesRequest, payload).prefix)))
+            if method == "invalidate":
+                for name in decode(Invalidate, payload).names:
+                    self._cache.pop(name, None)
+                return b""
+            if method == "conflict":
+                notice = decode(ConflictNotice, payload)
+                self._holdings.lost(notice.loser.name, notice.loser.rid, notice.winner)
+                return b""
+        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
+            raise self._bad_input(method, exc) from None
+        except PhoenixError as exc:
+            self._log_bad_input(method, exc)
+            raise
+        raise AgentNotFound(f"node {self._me} has no registry method {method!r} (methods: "
+                            f"{_METHODS})")
+
+    def _bad_input(self, method: str, exc: Exception) -> ProtocolError:
+        self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
+        return ProtocolError(f"$registry.{method}: {exc}")
+
+    def _log_bad_input(self, method: str, exc: PhoenixError) -> None:
+        if exc.code == ProtocolError.code:
+            self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s",
+                                  method, exc.message)
