@@ -6,7 +6,8 @@ peer name. Both sides may dial; when two connections to the same peer exist, bot
 nodes keep the one dialled by the node with the lower name and retire the other
 (see :mod:`.connection`), a rule each side applies alone once the handshake has told it
 both names. A peer that comes back with a higher incarnation replaces its old
-connection at once: that process is gone.
+connection at once: that process is gone. The registry and that rule are
+:mod:`.connection_registry`; addresses are :mod:`.addresses`.
 
 TLS is the stdlib's: pass ``ssl.SSLContext`` objects for the server and client side
 (``verify_mode=CERT_REQUIRED`` on the server context gives mutual TLS). The cluster
@@ -22,7 +23,6 @@ asyncio stream pairs over one HTTP/2 or QUIC stream instead of a socket.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
@@ -31,13 +31,15 @@ from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster.errors import AuthenticationError, ConfigError, NodeClosed, PhoenixError
 
+from .addresses import format_address, parse_address, source_address
 from .base import ConnectionBroken, InboundHandler, Transport, TransportStatistics
 from .connection import TcpConnection
+from .connection_registry import ConnectionRegistry
 from .handshake import HandshakeTimeout
 from .settings import TcpSettings
 from .tasks import LogLimiter, TaskSet, fail_after
 
-__all__ = ["TcpTransport", "format_address", "parse_address"]
+__all__ = ["TcpTransport", "format_address", "parse_address", "source_address"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
@@ -50,26 +52,6 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
     async def wait_closed(self) -> None: ...
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` to ``(host, port)``.
-
-    Raises:
-        phx.ConfigError: the address has no valid port.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"expected HOST:PORT, got {address!r}", key="address")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def format_address(sockname: object) -> str:
-    """A socket address (IPv4 or IPv6 tuple) as ``host:port`` / ``[host]:port``."""
-    if isinstance(sockname, tuple) and len(sockname) >= 2:
-        host, port = str(sockname[0]), int(sockname[1])
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(sockname)
 
 
 class TcpTransport:
@@ -119,9 +101,8 @@ class TcpTransport:
         self._server: Listener | None = None
         self._address: str | None = None
         self._tasks = TaskSet(f"transport {node_name}")
-        self._conns: set[TcpConnection] = set()  # past the handshake, not yet closed
+        self._registry = ConnectionRegistry(node_name)
         self._handshaking: set[TcpConnection] = set()
-        self._primary: dict[str, TcpConnection] = {}  # peer name -> where new work goes
         self._peer_at: dict[str, str] = {}  # dialled address -> peer name
         self._dials: dict[str, asyncio.Future[TcpConnection]] = {}
         self._closed = asyncio.Event()
@@ -188,7 +169,7 @@ class TcpTransport:
         if self._state in ("closing", "closed"):
             raise NodeClosed(f"transport of {self.node_name} is {self._state}")
         peer = self._peer_at.get(address)
-        conn = self._primary.get(peer) if peer is not None else None
+        conn = self._registry.primary.get(peer) if peer is not None else None
         if conn is not None and conn.is_open:
             return conn
         fut = self._dials.get(address)
@@ -226,7 +207,7 @@ class TcpTransport:
             conn.close("shutdown")
             raise NodeClosed(f"transport of {self.node_name} closed during the dial")
         self._peer_at[address] = conn.peer_name
-        return self._register(conn)
+        return self._registry.register(conn)
 
     async def _open_stream(
         self, address: str
@@ -287,7 +268,7 @@ class TcpTransport:
             if self._state != "running":
                 conn.close("shutdown")
             else:
-                self._register(conn)
+                self._registry.register(conn)
 
     async def _authenticate(self, conn: TcpConnection) -> None:
         self._handshaking.add(conn)
@@ -303,81 +284,24 @@ class TcpTransport:
         finally:
             self._handshaking.discard(conn)
 
-    # --- the per-peer registry and the tie-break ---------------------------------------
-
-    def _register(self, new: TcpConnection) -> TcpConnection:
-        """Add a fresh connection; return the one new work to this peer should use."""
-        peer = new.peer_name
-        self._conns.add(new)
-        current = self._primary.get(peer)
-        if current is None or not current.is_open:
-            self._primary[peer] = new
-            _log.debug("connected to %s (%s, %s)", peer, new.peer_address,
-                       "dialled" if new.outbound else "accepted")
-            return new
-        if new.peer_incarnation != current.peer_incarnation:
-            newer, older = (new, current) if new.peer_incarnation > current.peer_incarnation \
-                else (current, new)
-            _log.info("peer %s restarted (incarnation %d -> %d); dropping the old connection",
-                      peer, older.peer_incarnation, newer.peer_incarnation)
-            self._primary[peer] = newer
-            older.fail(f"{peer} restarted (incarnation {older.peer_incarnation} ->"
-                       f" {newer.peer_incarnation})")
-            return newer
-        if self._prefers(new, current):
-            self._primary[peer] = new
-            current.retire()
-            return new
-        if new.outbound or new.outbound != current.outbound:
-            new.retire()  # our duplicate dial, or the loser of a crossing dial
-        # else: a second connection the peer dialled; the peer retires one of them.
-        return current
-
-    def _prefers(self, new: TcpConnection, current: TcpConnection) -> bool:
-        if current.peer_said_retire:
-            return True  # the peer already chose the other one
-        if new.outbound == current.outbound:
-            return False  # one side dialled twice: that side keeps the first
-        # Crossing dials: keep the one dialled by the lower name, as the peer will.
-        dialler_of_new = self.node_name if new.outbound else new.peer_name
-        return dialler_of_new == min(self.node_name, new.peer_name)
+    # --- what connections call (the registry decides) ---------------------------------
 
     def peer_retired(self, conn: TcpConnection) -> None:
         """The peer sent Goodbye("duplicate") on ``conn``: it uses another connection."""
-        peer = conn.peer_name
-        if self._primary.get(peer) is conn:
-            other = self._other_open(conn)
-            if other is None:
-                return  # keep using it until the surviving connection arrives here
-            self._primary[peer] = other
-        conn.retire()
+        self._registry.peer_retired(conn)
 
     def successor(self, conn: TcpConnection) -> TcpConnection | None:
-        current = self._primary.get(conn.peer_name)
-        return current if current is not None and current.is_open else None
+        return self._registry.successor(conn)
 
     def connection_closed(self, conn: TcpConnection) -> None:
-        self._conns.discard(conn)
-        peer = conn.peer_name
-        if self._primary.get(peer) is conn:
-            other = self._other_open(conn)
-            if other is None:
-                del self._primary[peer]
-            else:
-                self._primary[peer] = other
+        self._registry.closed(conn)
 
     def note_protocol_error(self) -> None:
         self._protocol_errors += 1
 
-    def _other_open(self, conn: TcpConnection) -> TcpConnection | None:
-        for c in self._conns:
-            if c is not conn and c.peer_name == conn.peer_name and c.is_open:
-                return c
-        return None
-
     def connections(self) -> list[TcpConnection]:
         """Every established connection, including ones retiring or closing."""
-        return list(self._conns)
+        return list(self._registry.conns)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -395,7 +319,7 @@ class TcpTransport:
         self._state = "closing"
         if self._server is not None:
             self._server.close()
-        conns = list(self._conns)
+        conns = list(self._registry.conns)
         for conn in conns:
             conn.close("shutdown")
         self._tasks.cancel()  # dials and handshakes in progress
@@ -423,8 +347,8 @@ class TcpTransport:
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(
             node=self.node_name, address=self._address, state=self._state,
-            connections=len(self._conns),
-            peers=sum(1 for c in self._primary.values() if c.is_open),
+            connections=len(self._registry.conns),
+            peers=sum(1 for c in self._registry.primary.values() if c.is_open),
             handshaking=len(self._handshaking), dial_attempts=self._dial_attempts,
             accepted=self._accepted, handshake_failures=self._handshake_failures,
             auth_failures=self._auth_failures, protocol_errors=self._protocol_errors,
@@ -433,35 +357,9 @@ class TcpTransport:
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.node_name}@{self._address or '-'} [{self._state},"
-            f" {len(self._conns)} connections, {len(self._dials)} dialling,"
+            f" {len(self._registry.conns)} connections, {len(self._dials)} dialling,"
             f" {len(self._handshaking)} handshaking]>"
         )
-
-
-def source_address(listen: str | None, peer_host: str) -> tuple[str, int] | None:
-    """The local address a dial to ``peer_host`` leaves from: our listen IP, port 0.
-
-    A node bound to one address of a multi-homed host (or to its own 127.0.0.x in a
-    ``LocalCluster``) dials from that address too, so peers and firewalls see one
-    address per node. ``None`` (the OS chooses) when we listen on a wildcard or a
-    name, when the families differ, or when a loopback listener dials a peer that is
-    not on loopback.
-    """
-    if listen is None:
-        return None
-    try:
-        ours = ipaddress.ip_address(parse_address(listen)[0])
-    except ValueError:
-        return None
-    if ours.is_unspecified:
-        return None
-    try:
-        theirs = ipaddress.ip_address(peer_host)
-    except ValueError:  # a name: only a loopback listener needs to know where it points
-        return None if ours.is_loopback and peer_host != "localhost" else (str(ours), 0)
-    if theirs.version != ours.version or (ours.is_loopback and not theirs.is_loopback):
-        return None
-    return str(ours), 0
 
 
 def _retrieve(fut: asyncio.Future[TcpConnection]) -> None:
