@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from .._ring.partitions import PARTITIONS
 from .._telemetry import events
@@ -131,17 +133,25 @@ class Elections(ReplicatorCore):
         settle = 0.0 if self._alive == {self.name} else self.settings.eager_settle_s
         while (wait := self._table_changed_at + settle - self._clock.monotonic()) > 0:
             await self._clock.sleep(wait)
-        while self._eager_pending and not self._closed:
-            batch, self._eager_pending = (self._eager_pending[:EAGER_BATCH],
-                                          self._eager_pending[EAGER_BATCH:])
-            table = self._table
-            waiting = []
-            for p in batch:
-                if table is not None and table.primary(p) == self.name:
-                    self._maybe_elect(p)
-                    fut = self._elections.get(p)
-                    if fut is not None:
-                        waiting.append(fut)
+        await self._in_batches(self._eager_pending, self._elect_queued)
+
+    def _elect_queued(self, p: int) -> asyncio.Future[Lead] | None:
+        """Elect ``p`` if this node is its primary; the election to wait for, if any."""
+        table = self._table
+        if table is None or table.primary(p) != self.name:
+            return None
+        self._maybe_elect(p)
+        return self._elections.get(p)
+
+    async def _in_batches(self, pending: list[int],
+                          start: Callable[[int], asyncio.Future[Any] | None]) -> None:
+        """Take the groups of the queue ``pending`` (changed in place, never replaced)
+        ``EAGER_BATCH`` at a time and ``start`` each; the next batch waits until every
+        future of this one is done (or, when none started, for one turn of the loop)."""
+        while pending and not self._closed:
+            batch = pending[:EAGER_BATCH]
+            del pending[:EAGER_BATCH]
+            waiting = [fut for p in batch if (fut := start(p)) is not None]
             if waiting:
                 await asyncio.wait(waiting)
             else:
@@ -245,24 +255,19 @@ class Elections(ReplicatorCore):
             self._relead_task = self._tasks.spawn(self._releads(), name="releads")
 
     async def _releads(self) -> None:
-        while self._relead_pending and not self._closed:
-            batch, self._relead_pending = (self._relead_pending[:EAGER_BATCH],
-                                           self._relead_pending[EAGER_BATCH:])
-            waiting: list[asyncio.Future[None]] = []
-            for p in batch:
-                self._relead_queued.discard(p)
-                lead = self._leads.get(p)
-                if lead is None or lead.electing is not None or self._closed:
-                    continue  # lost, or already being re-elected meanwhile
-                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                fut.add_done_callback(retrieve)
-                lead.electing = fut
-                self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
-                waiting.append(fut)
-            if waiting:
-                await asyncio.wait(waiting)
-            else:
-                await asyncio.sleep(0)
+        await self._in_batches(self._relead_pending, self._start_relead)
+
+    def _start_relead(self, p: int) -> asyncio.Future[None] | None:
+        """Re-elect the queued ``p`` unless it was lost or is being re-elected."""
+        self._relead_queued.discard(p)
+        lead = self._leads.get(p)
+        if lead is None or lead.electing is not None or self._closed:
+            return None  # lost, or already being re-elected meanwhile
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(retrieve)
+        lead.electing = fut
+        self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
+        return fut
 
     async def _run_relead(self, p: int, lead: Lead, fut: asyncio.Future[None]) -> None:
         try:

@@ -33,7 +33,7 @@ class HandOver(ReplicatorCore):
         ``timeout_s`` are left to the elections that follow the leave (logged).
         """
         self._leaving = True
-        self._eager_pending = []
+        self._eager_pending.clear()  # in place: the eager loop drains this list
         table = GroupTable(partitions)
         handed = set(self._leads)
         deadline = self._clock.monotonic() + timeout_s

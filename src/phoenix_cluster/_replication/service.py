@@ -202,7 +202,7 @@ class Replicator(HandOver, Commits):
             mine = [g for g, members in groups.groups()
                     if members[0] == self.name and self._in_use(g)]
             mine.sort(key=lambda g: store.partition(g) is None)
-            self._eager_pending = mine
+            self._eager_pending[:] = mine  # in place: the eager loop drains this list
             self._spawn_eager()
 
     def members_lost(self, names: Iterable[str], *, after_s: float) -> None:
