@@ -20,6 +20,8 @@ async def test_state_survives_a_restart_of_the_whole_cluster(
         client = await cluster.client()
         for i, key in enumerate(keys):
             assert await client.ref(StoredCounter, key).add(i + 1) == i + 1
+        for i in range(2):  # stopped gracefully (closing the cluster would kill them)
+            assert await cluster.stop(i) == 0
     async with LocalCluster(2, imports=["stores_cluster_kinds"], node_args=args) as cluster:
         client = await cluster.client()
         for i, key in enumerate(keys):

@@ -107,21 +107,17 @@ class ClusterNode:
         async with asyncio.timeout(timeout_s):
             return await process.wait()
 
-    def terminate(self) -> None:
-        """SIGTERM the process if it runs (woken first, should it be paused)."""
+    def kill(self) -> None:
+        """SIGKILL the process if it runs (a paused one too)."""
         if self.running:
             assert self.process is not None
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGCONT)
-                self.process.send_signal(signal.SIGTERM)
+                self.process.kill()
 
-    async def reap(self, grace_s: float) -> None:
-        """Wait for a terminated process to exit, SIGKILL it after ``grace_s``."""
-        if self.process is None:
-            return
-        try:
-            async with asyncio.timeout(grace_s):
-                await self.process.wait()
+    async def reap(self) -> None:
+        """Wait for a killed process to exit."""
+        if self.process is not None:
+            await self.process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()

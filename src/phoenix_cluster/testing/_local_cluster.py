@@ -341,8 +341,13 @@ class LocalCluster(NetworkFaults):
     # ------------------------------------------------------------ shutdown
 
     async def aclose(self) -> None:
-        """Remove network faults, close clients, stop every node (SIGKILL after a grace
-        period), clean up. Rules are removed even when something else fails."""
+        """Remove network faults, close clients, kill every node (SIGKILL), clean up.
+        Rules are removed even when something else fails.
+
+        The nodes are killed, not stopped gracefully: when every member leaves at once
+        none of them can take over another's partitions, so a graceful leave would wait
+        out its whole hand-over budget (half of ``shutdown_timeout_s``, 5 s) for nothing.
+        To check a graceful leave, :meth:`stop` a node (or all of them) first."""
         self._closed = True
         try:
             for task in list(self._flaps):
@@ -369,9 +374,9 @@ class LocalCluster(NetworkFaults):
                 await self._probe.aclose()
             self._probe = None
         for node in self.nodes:
-            node.terminate()
+            node.kill()
         for node in self.nodes:
-            await node.reap(15)
+            await node.reap()
 
     def __repr__(self) -> str:
         running = sum(n.running for n in self.nodes)
