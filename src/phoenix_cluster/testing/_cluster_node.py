@@ -118,7 +118,3 @@ class ClusterNode:
         """Wait for a killed process to exit."""
         if self.process is not None:
             await self.process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
