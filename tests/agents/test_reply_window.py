@@ -7,6 +7,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import cast
 
+import msgspec
+
 from phoenix_cluster._agents.dedup import REPLICATED_REPLIES
 from phoenix_cluster._agents.mailbox import Activation
 from phoenix_cluster._agents.state import StateStore
@@ -54,9 +56,14 @@ async def test_the_window_holds_the_newest_replicated_replies_only() -> None:
     assert [rid for rid, _ in window] == [*range(11, REPLICATED_REPLIES + 10), current]
 
 
-def test_an_entry_size_from_known_reply_bytes_matches_the_counted_size() -> None:
+def test_an_entry_carries_its_window_encoded_once_and_counts_those_bytes() -> None:
     replies = ((1, b"a"), (2, b"bcd"), (3, b""))
     entry = Entry.of(Record(b"state", replies), Epoch(3, "n1"), 7)
-    assert entry.size_with(4) == entry.size()
+    assert bytes(entry.replies) == msgspec.msgpack.encode(replies)
+    assert entry.record == Record(b"state", replies)
+    assert entry.size() == 32 + len("n1") + len(b"state") + len(entry.replies)
     accept = Accept(1, Epoch(3, "n1"), (("n1", "n2", "n3"),), (("k", "a", entry),) * 2)
     assert item_size(accept) == ACCEPT_OVERHEAD + 2 * entry.size()
+    # On the wire the window is the encoded tuple, as before it was kept encoded.
+    wire = msgspec.msgpack.encode(entry)
+    assert msgspec.msgpack.decode(wire)[4] == [[1, b"a"], [2, b"bcd"], [3, b""]]

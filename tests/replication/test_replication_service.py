@@ -604,6 +604,44 @@ async def test_writes_to_one_partition_in_one_tick_share_an_accept(
         assert all(cluster.nodes[node].store.get(p, KIND, k) for k in same)
 
 
+async def test_writes_to_many_partitions_in_one_tick_share_a_batch_and_keep_own_verdicts(
+        make: Callable[..., ReplicaCluster]) -> None:
+    import asyncio
+
+    cluster = make()
+    await cluster.start_all("abc")
+    a = cluster.nodes["a"]
+    keys: dict[int, str] = {}
+    for key in keys_led_by("a", "abc", 400):
+        keys.setdefault(partition_for(KIND, key), key)
+    spread = list(keys.values())[:8]  # eight keys in eight partitions
+    for key in spread:
+        await a.load(KIND, key)
+    before = a.statistics()
+    await asyncio.gather(*(a.commit(KIND, key, rec(key)) for key in spread))
+    after = a.statistics()
+    assert after.commits - before.commits == len(spread)
+    assert after.batches_sent - before.batches_sent == 2  # one batch to each of b and c
+    assert after.items_sent - before.items_sent == 2 * len(spread)  # an accept each
+    for node in "bc":
+        assert all(cluster.nodes[node].store.get(partition_for(KIND, k), KIND, k)
+                   for k in spread)
+
+    # One partition's replicas promised a newer leader: in the same batches, only its
+    # write is fenced; the others commit.
+    fenced_p = partition_for(KIND, spread[0])
+    for node in "bc":
+        assert cluster.nodes[node].store.prepare(Prepare(fenced_p, Epoch(99, "x#1"),
+                                                         (("a", "b", "c"),))).ok
+    results = await asyncio.gather(*(a.commit(KIND, key, rec("v2")) for key in spread),
+                                   return_exceptions=True)
+    assert isinstance(results[0], NotLeader) and not results[0].definite
+    assert results[1:] == [None] * (len(spread) - 1)
+    assert a.leads(fenced_p) is None
+    assert all(a.leads(partition_for(KIND, k)) is not None for k in spread[1:])
+    assert await read(cluster, spread[1], "a") == "v2"
+
+
 async def test_flush_waits_for_async_writes(make: Callable[..., ReplicaCluster]) -> None:
     cluster = make()
     await cluster.start_all("abc")

@@ -11,7 +11,7 @@ import pytest
 
 from phoenix_cluster._replication.replica import DropChange, MetaChange, PutChange
 from phoenix_cluster._replication.storage import LoadedPartition, SqliteStorage, storage_path
-from phoenix_cluster._replication.types import Entry, Epoch
+from phoenix_cluster._replication.types import Entry, Epoch, Record, encode_replies
 from phoenix_cluster.errors import StorageError
 
 ABC = (("a", "b", "c"),)
@@ -23,7 +23,7 @@ def meta(p: int, promised: Epoch = E1, synced: bool = True) -> MetaChange:
 
 
 def put(p: int, key: str, seq: int, state: bytes = b"s") -> PutChange:
-    return PutChange(p, "kind", key, Entry(1, "a#1", seq, state, ((7, b"reply"),)))
+    return PutChange(p, "kind", key, Entry(1, "a#1", seq, state, encode_replies(((7, b"reply"),))))
 
 
 async def open_store(path: Path, *, fsync: Literal["full", "normal"] = "full"
@@ -43,7 +43,8 @@ async def test_everything_written_is_read_back(tmp_path: Path) -> None:
     storage, loaded = await open_store(path)
     assert [lp.meta for lp in loaded] == [meta(3), meta(9, E2, synced=False)]
     records = loaded[0].records
-    assert records[("kind", "k1")] == Entry(1, "a#1", 2, b"new", ((7, b"reply"),))
+    assert records[("kind", "k1")].record == Record(b"new", ((7, b"reply"),))
+    assert records[("kind", "k1")].version == (1, "a#1", 2)
     assert set(records) == {("kind", "k1"), ("kind", "k2")}
     assert loaded[1].records == {}
     await storage.aclose()
@@ -122,6 +123,13 @@ async def test_corrupt_rows_are_refused(tmp_path: Path) -> None:
     await storage.aclose()
     _sqlite(path, "UPDATE partitions SET config = x'c1c1c1';")
     await _refused(path, "corrupt row")
+
+    path3 = tmp_path / "window.sqlite3"  # a dedup window is checked on load, not on use
+    storage, _ = await open_store(path3)
+    await storage.write([meta(1), put(1, "k", 1)])
+    await storage.aclose()
+    _sqlite(path3, "UPDATE records SET replies = x'91a1';")
+    await _refused(path3, "corrupt row")
 
     path2 = tmp_path / "orphans.sqlite3"
     storage, _ = await open_store(path2)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import msgspec
 
+from .._foundation.env import running_loop
 from .._telemetry import events
 from ..errors import NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .core import Durability, Lead, WriteGroup
@@ -35,12 +36,59 @@ from .messages import (
     WireEntry,
     decode_batch,
     encode,
+    encode_item,
 )
 from .replica import ReplicaStore
-from .sending import deciding, result_of, retrieve
+from .sending import result_of, retrieve
 from .types import Entry, Epoch, Record, config_members
 
 _log = logging.getLogger("phoenix_cluster.replication")
+
+
+class _Write:
+    """A write group on its way: its quorum and how many replies it still expects."""
+
+    __slots__ = ("decided", "group", "lead", "p", "quorum", "remaining")
+
+    def __init__(self, p: int, lead: Lead, group: WriteGroup, quorum: Quorum) -> None:
+        self.p = p
+        self.lead = lead
+        self.group = group
+        self.quorum = quorum
+        self.remaining = 0
+        self.decided = False
+
+
+def _wait(group: WriteGroup) -> asyncio.Future[None]:
+    """A future of the group's verdict, for one waiter: cancelling it (the caller was
+    cancelled) leaves the group and its other waiters alone, as a shield would, without
+    a second future per waiter."""
+    waiter: asyncio.Future[None] = running_loop().create_future()
+    group.waiters.append(waiter)
+    return waiter
+
+
+def _settle(group: WriteGroup, error: BaseException | None) -> None:
+    """Give every waiter still waiting the verdict: done, or ``error``."""
+    for waiter in group.waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+            waiter.add_done_callback(retrieve)
+
+
+class _Part:
+    """The accepts of one loop iteration bound for one peer."""
+
+    __slots__ = ("items", "size", "writes")
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        self.writes: list[_Write] = []
+        self.size = 0
 
 
 class Commits(Elections):
@@ -66,7 +114,7 @@ class Commits(Elections):
         lead = await self._ensure(partition)
         state = self._store.partition(partition)
         records = [] if state is None else list(state.wire_entries())
-        await asyncio.shield(self._group(partition, lead).outcome)
+        await _wait(self._group(partition, lead))
         if self._leads.get(partition) is not lead:
             raise NotLeader(f"node {self.name} stopped leading {group_name(partition)} "
                             "while reading it", partition=partition_of_group(partition),
@@ -100,7 +148,15 @@ class Commits(Elections):
         if lead is None or lead.electing is not None:
             await self._ensure(p)
         entry = self._store.get(p, kind, key)
-        return None if entry is None else entry.record
+        if entry is None:
+            return None
+        try:
+            return entry.record
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Replicas store the window without parsing it (types.Entry): a peer's bug
+            # shows here, on the one key, as a typed error.
+            raise ProtocolError(f"the stored dedup window of {kind}/{key} is malformed: "
+                                f"{exc}") from exc
 
     async def commit(self, kind: str, key: str, record: Record,
                      durability: Durability = "quorum",
@@ -133,9 +189,9 @@ class Commits(Elections):
         if lead is None:
             raise NotLeader(f"node {self.name} does not lead {group_name(p)} of {kind}/{key}",
                             partition=partition_of_group(p), definite=True)
-        reply_bytes = self._check_record(kind, key, record)
+        entry = Entry.of(record, lead.epoch, lead.seq + 1)
+        self._check_record(kind, key, record, entry)
         lead.seq += 1
-        entry = Entry.of(record, lead.epoch, lead.seq)
         wire = (kind, key, entry)
         if not self._store.accept(Accept(p, lead.epoch, lead.config, (wire,))).ok:
             self._lose(p, "deposed")
@@ -143,30 +199,35 @@ class Commits(Elections):
                             partition=partition_of_group(p), definite=True)
         group = self._group(p, lead)
         group.entries.append(wire)
-        group.size += entry.size_with(reply_bytes)
+        group.size += entry.size()
         if durability == "async":
-            if group.outcome not in self._async:
-                self._async.add(group.outcome)
-                group.outcome.add_done_callback(partial(self._async_done, p))
+            if not group.watched:
+                group.watched = True
+                verdict = _wait(group)
+                self._async.add(verdict)
+                verdict.add_done_callback(partial(self._async_done, p))
             return
-        await asyncio.shield(group.outcome)
+        await _wait(group)
 
     def _group(self, p: int, lead: Lead) -> WriteGroup:
         # Writes to one partition in the same loop iteration go out as one accept with
-        # one quorum (group commit): fewer items, futures and acks per write.
+        # one quorum, and the accepts of every partition made in that iteration leave
+        # together at its end (group commit, _send_tick).
         group = lead.group
         if group is None:
-            group = lead.group = WriteGroup(self._clock.monotonic(),
-                                            asyncio.get_running_loop().create_future())
+            group = lead.group = WriteGroup(self._clock.monotonic())
             lead.inflight += 1
-            asyncio.get_running_loop().call_soon(self._send_group, p, lead, group)
+            tick = self._tick
+            if not tick:
+                running_loop().call_soon(self._send_tick)
+            tick.append((p, lead, group))
         return group
 
     async def _confirm(self, p: int, lead: Lead) -> None:
         """Ask a majority whether this node still leads ``p`` (an accept with no
         entries, or the writes going out anyway); steps down if not."""
         with contextlib.suppress(PhoenixError):
-            await asyncio.shield(self._group(p, lead).outcome)
+            await _wait(self._group(p, lead))
 
     async def flush(self) -> None:
         """Wait until every ``async`` commit made so far was decided (stored on a
@@ -182,41 +243,99 @@ class Commits(Elections):
 
     # ----------------------------------------------------------------- group commit
 
-    def _send_group(self, p: int, lead: Lead, group: WriteGroup) -> None:
-        """Send a group of stored writes to the other replicas (the local one has them);
-        ``group.outcome`` resolves once the quorum decided."""
-        if lead.group is group:
-            lead.group = None
-        quorum = Quorum(lead.config)
-        waits: list[tuple[str, asyncio.Future[Any]]] = []
-        if self._storage is not None:
-            waits.append((self.name, self._storage.submit(self._store.drain())))
-        else:
-            quorum.ack(self.name)
-        item = Accept(p, lead.epoch, lead.config, tuple(group.entries))
-        size = group.size
-        for member in lead.members:
-            if member == self.name:
+    def _send_tick(self) -> None:
+        """Send the write groups of this loop iteration to the other replicas (the local
+        one has them): per peer, one part of the peer's outbox holding every group's
+        accept, each accept encoded once whatever the number of peers; one durable write
+        for all of them. Each group's quorum is decided from the replies as they come."""
+        tick, self._tick = self._tick, []
+        limit = self._sender.limit
+        alive = self._alive
+        stored = self._storage.submit(self._store.drain()) if self._storage is not None \
+            else None
+        writes: list[_Write] = []
+        parts: dict[str, _Part] = {}
+        full: list[tuple[str, _Part]] = []
+        for p, lead, group in tick:
+            if lead.group is group:
+                lead.group = None
+            write = _Write(p, lead, group, Quorum(lead.config))
+            writes.append(write)
+            if stored is None:
+                write.quorum.ack(self.name)
+            else:
+                write.remaining += 1
+            item = encode_item(Accept(p, lead.epoch, lead.config, tuple(group.entries)))
+            size = group.size
+            for member in lead.members:
+                if member == self.name:
+                    continue
+                if member not in alive:
+                    write.quorum.fail(member)
+                    continue
+                part = parts.get(member)
+                if part is not None and part.items and part.size + size > limit:
+                    full.append((member, part))  # a batch is cut at batch_max_bytes
+                    part = None
+                if part is None:
+                    part = parts[member] = _Part()
+                part.items.append(item)
+                part.writes.append(write)
+                part.size += size
+                write.remaining += 1
+        for write in writes:
+            if write.remaining == 0 or write.quorum.status != "pending":
+                self._verdict(write)  # (one member, or too many of them dead)
+        if stored is not None:
+            stored.add_done_callback(partial(self._stored, writes))
+        # Sent once every write counts every reply it expects: a closed sender answers
+        # at once.
+        full.extend(parts.items())
+        for member, part in full:
+            self._sender.send_all(member, part.items, part.size,
+                                  partial(self._replied, member, part.writes))
+
+    def _stored(self, writes: list[_Write], fut: asyncio.Future[None]) -> None:
+        failed = isinstance(result_of(fut), BaseException)
+        for write in writes:
+            write.remaining -= 1
+            if write.decided:
                 continue
-            if member in self._alive:
-                fut = self._sender.send(member, item, size)
-                fut.add_done_callback(partial(self._catch_up_if_unsynced, p, lead))
-                waits.append((member, fut))
+            if failed:
+                write.quorum.fail(self.name)
+            else:
+                write.quorum.ack(self.name)
+            if write.remaining == 0 or write.quorum.status != "pending":
+                self._verdict(write)
+
+    def _replied(self, member: str, writes: list[_Write],
+                 replies: Sequence[Reply] | PhoenixError) -> None:
+        """A peer answered a part (or it was lost): count each write's reply."""
+        answers: Sequence[Reply | None] = (
+            [None] * len(writes) if isinstance(replies, PhoenixError) else replies)
+        for write, reply in zip(writes, answers, strict=True):
+            write.remaining -= 1
+            if isinstance(reply, Ack) and not reply.ok and reply.reason == "unsynced" \
+                    and self._leads.get(write.p) is write.lead:
+                # A replica that restarted without its data refuses writes until an
+                # election catches it up; run one (also when the quorum was decided
+                # without it).
+                self._catch_up(write.p, write.lead)
+            if write.decided:
+                continue
+            quorum = write.quorum
+            if isinstance(reply, Ack) and reply.ok:
+                quorum.ack(member)
+            elif isinstance(reply, Ack) and reply.reason == "epoch":
+                quorum.fence(member, reply.promised)
             else:
                 quorum.fail(member)
+            if write.remaining == 0 or quorum.status != "pending":
+                self._verdict(write)
 
-        def feed(node: str, fut: asyncio.Future[Any]) -> None:
-            reply = result_of(fut)
-            if (isinstance(reply, Ack) and reply.ok) or (
-                    node == self.name and not isinstance(reply, BaseException)):
-                quorum.ack(node)
-            elif isinstance(reply, Ack) and reply.reason == "epoch":
-                quorum.fence(node, reply.promised)
-            else:
-                quorum.fail(node)
-
-        deciding(waits, feed, lambda: quorum.status != "pending").add_done_callback(
-            lambda _: self._decided(p, lead, quorum, group))
+    def _verdict(self, write: _Write) -> None:
+        write.decided = True
+        self._decided(write.p, write.lead, write.quorum, write.group)
 
     def _decided(self, p: int, lead: Lead, quorum: Quorum, group: WriteGroup) -> None:
         lead.inflight -= 1
@@ -231,7 +350,7 @@ class Commits(Elections):
                 for kind, _, _ in group.entries:
                     self._bus.execute(events.REPLICATION_COMMITTED, {"duration": duration},
                                       {"node": self.name, "kind": kind, "partition": p})
-            group.outcome.set_result(None)
+            _settle(group, None)
             return
         self._commit_failures += len(group.entries)
         error: PhoenixError
@@ -249,22 +368,11 @@ class Commits(Elections):
             error = NoQuorum(f"{group_name(p)}: {len(quorum.acked)} of {list(lead.members)} "
                              f"stored the write (failed: {sorted(quorum.failed)}); a majority "
                              "is needed", definite=False)
-        group.outcome.set_exception(error)
-        group.outcome.add_done_callback(retrieve)
+        _settle(group, error)
 
-    def _catch_up_if_unsynced(self, p: int, lead: Lead, fut: asyncio.Future[Reply]) -> None:
-        # A replica that restarted without its data refuses writes until an election
-        # catches it up; run one (also when the quorum was decided without it).
-        reply = result_of(fut)
-        if isinstance(reply, Ack) and reply.reason == "unsynced" and self._leads.get(p) is lead:
-            self._catch_up(p, lead)
-
-    def _check_record(self, kind: str, key: str, record: Record) -> int:
-        """The bytes of the record's replies (for sizes), after checking its limits."""
-        reply_bytes = 0
-        for _, reply in record.replies:
-            reply_bytes += len(reply)
-        size = len(record.state) + reply_bytes
+    def _check_record(self, kind: str, key: str, record: Record, entry: Entry) -> None:
+        """Check the record's limits (its size as the entry carries it)."""
+        size = len(record.state) + len(entry.replies)
         limit = self.settings.max_record_bytes
         if size > limit:
             raise ValueError(f"record of {kind}/{key} is {size:,} bytes, above "
@@ -272,7 +380,6 @@ class Commits(Elections):
         if len(record.replies) > self.settings.max_replies:
             raise ValueError(f"record of {kind}/{key} carries {len(record.replies)} replies, "
                              f"above max_replies {self.settings.max_replies}")
-        return reply_bytes
 
     # ----------------------------------------------------------------- serving peers
 

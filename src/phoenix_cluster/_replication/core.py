@@ -58,12 +58,15 @@ class ReplicationStatistics:
 
 @dataclass(slots=True, eq=False)
 class WriteGroup:
-    """Writes to one partition made in one loop iteration, replicated together."""
+    """Writes to one partition made in one loop iteration, replicated together (one
+    accept, one quorum), and who waits for their verdict."""
 
     started: float
-    outcome: asyncio.Future[None]
     entries: list[WireEntry] = field(default_factory=list)
     size: int = ACCEPT_OVERHEAD  # sending.item_size of their accept, kept as they come
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """One future per waiter of the verdict (``commits.py`` ``_wait``, ``_settle``)."""
+    watched: bool = False  # an ``async`` write logs the verdict (one watcher per group)
 
 
 class Lead:
@@ -125,6 +128,9 @@ class ReplicatorCore:
         self._retries: dict[int, TimerHandle] = {}
         self._seen: dict[int, int] = {}
         self._async: set[asyncio.Future[None]] = set()
+        self._tick: list[tuple[int, Lead, WriteGroup]] = []
+        """The write groups of this loop iteration, every partition's: they leave together
+        at its end (``commits.py``, group commit)."""
         self._catch_ups: dict[int, float] = {}
         self._fresh: set[int] = set()
         """Partitions this process was caught up on: it took a leader's mark naming it,

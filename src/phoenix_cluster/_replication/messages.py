@@ -32,6 +32,8 @@ __all__ = [
     "decode_batch",
     "decode_batch_reply",
     "encode",
+    "encode_item",
+    "encode_items",
 ]
 
 _T = TypeVar("_T")
@@ -166,6 +168,26 @@ _reply_decoder = msgspec.msgpack.Decoder(BatchReply)
 def encode(message: Batch | BatchReply) -> bytes:
     """Encode a batch or its reply."""
     return _encoder.encode(message)
+
+
+def encode_item(item: Item) -> bytes:
+    """One item as it appears inside a :class:`Batch`: a leader encodes an accept once,
+    whatever the number of replicas it goes to."""
+    return _encoder.encode(item)
+
+
+def encode_items(items: list[bytes]) -> bytes:
+    """A :class:`Batch` of items encoded by :func:`encode_item`: the same bytes as
+    ``encode(Batch(items))`` (an array-like struct of one field: a one-element array
+    holding the array of items), without encoding any item again."""
+    n = len(items)
+    if n < 16:
+        header = bytes((0x91, 0x90 | n))
+    elif n < 1 << 16:
+        header = b"\x91\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\x91\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(items)
 
 
 def decode_batch(payload: bytes) -> Batch:

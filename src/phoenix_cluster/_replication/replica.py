@@ -204,8 +204,10 @@ class ReplicaStore:
             current = records.get(rk)
             if current is None:
                 self._records += 1
-            elif entry.version <= current.version:
+            elif ((entry.counter, entry.leader, entry.seq)  # (the versions, inline)
+                  <= (current.counter, current.leader, current.seq)):
                 continue
+            entry = entry.detached()
             records[rk] = entry
             if journal is not None:
                 journal.append(PutChange(item.partition, kind, key, entry))

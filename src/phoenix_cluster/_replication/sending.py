@@ -3,25 +3,31 @@
 :class:`Sender` keeps one outbox per peer: every item bound for that peer (prepares,
 accepts and marks of any partition) leaves in one ``batch`` RPC, one batch in flight at
 a time, so items leave in order and pile up into bigger batches under load (group
-commit over the network). :func:`decide` waits for replies until a verdict (a quorum,
-a refusal) needs no more of them.
+commit over the network). Items are queued encoded, in *parts*: :meth:`Sender.send`
+queues one item and answers it through a future (elections, probes, marks);
+:meth:`Sender.send_all` queues the accepts of a whole loop turn, encoded once for every
+peer, and hands their replies to one callback (the commit path: no future per write
+and peer). :func:`decide` waits for replies until a verdict (a quorum, a refusal) needs
+no more of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-from .._foundation.env import Clock
+from .._foundation.env import Clock, running_loop
 from .._transport.tasks import TaskSet, fail_after
 from ..errors import NodeClosed, NodeUnavailable, PhoenixError, ProtocolError
 from .leader import Quorum
-from .messages import Accept, Ack, Batch, Item, Reply, decode_batch_reply, encode
+from .messages import Accept, Ack, Item, Reply, decode_batch_reply, encode_item, encode_items
 
 __all__ = [
     "ACCEPT_OVERHEAD",
+    "Delivery",
     "Rpc",
     "Sender",
     "decide",
@@ -34,20 +40,29 @@ __all__ = [
     "worst",
 ]
 
+_log = logging.getLogger("phoenix_cluster.replication")
+
 Rpc = Callable[[str, str, bytes, float], Awaitable[bytes]]
 """``rpc(node_name, method, payload, timeout_s) -> reply payload``."""
 
 
-class _Outbox:
-    """Items waiting to go to one peer; one batch in flight at a time (FIFO per peer)."""
+Delivery = Callable[[Sequence[Reply] | PhoenixError], None]
+"""Receives the replies to a part's items, in order, or the error that lost them all."""
 
-    __slots__ = ("busy", "futures", "items", "peer", "sizes")
+
+class _Outbox:
+    """Parts waiting to go to one peer; one batch in flight at a time (FIFO per peer).
+
+    A part is items queued together (encoded), their approximate size and who gets their
+    replies: one item for :meth:`Sender.send`, every accept of a loop turn for
+    :meth:`Sender.send_all`.
+    """
+
+    __slots__ = ("busy", "parts", "peer")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
-        self.items: list[Item] = []
-        self.sizes: list[int] = []
-        self.futures: list[asyncio.Future[Reply]] = []
+        self.parts: list[tuple[list[bytes], int, Delivery]] = []
         self.busy = False
 
 
@@ -69,7 +84,7 @@ class Sender:
         self._rpc = rpc
         self._clock = clock
         self._tasks = tasks
-        self._limit = batch_max_bytes
+        self.limit = batch_max_bytes
         self._timeout = timeout_s
         self._boxes: dict[str, _Outbox] = {}
         self.closed = False
@@ -78,59 +93,95 @@ class Sender:
 
     def send(self, peer: str, item: Item, size: int = 64) -> asyncio.Future[Reply]:
         """Queue ``item`` for ``peer``; the future gets its reply (or the failure)."""
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Reply] = running_loop().create_future()
         if self.closed:
             fut.set_exception(NodeClosed(f"node {self.name} is closed"))
             return fut
+        self._queue(peer, [encode_item(item)], size, partial(_settle_one, fut))
+        return fut
+
+    def send_all(self, peer: str, items: list[bytes], size: int, deliver: Delivery) -> None:
+        """Queue ``items`` (each :func:`~.messages.encode_item`'s bytes) for ``peer`` as
+        one part: ``deliver`` gets their replies in order once the batch carrying them is
+        answered, or the error that lost them (at once when the sender is closed). The
+        caller keeps a part within :attr:`limit` (a part is never split)."""
+        if self.closed:
+            deliver(NodeClosed(f"node {self.name} is closed"))
+            return
+        self._queue(peer, items, size, deliver)
+
+    def _queue(self, peer: str, items: list[bytes], size: int, deliver: Delivery) -> None:
         box = self._boxes.get(peer)
         if box is None:
             box = self._boxes[peer] = _Outbox(peer)
-        box.items.append(item)
-        box.sizes.append(size)
-        box.futures.append(fut)
+        box.parts.append((items, size, deliver))
         if not box.busy:
             box.busy = True
             self._tasks.spawn(self._pump(box), name=f"replication-to-{peer}")
-        return fut
 
     async def _pump(self, box: _Outbox) -> None:
+        parts = box.parts
         try:
-            while box.items:
+            while parts:
                 n, total = 0, 0
-                while n < len(box.items) and (n == 0 or total + box.sizes[n] <= self._limit):
-                    total += box.sizes[n]
+                while n < len(parts) and (n == 0 or total + parts[n][1] <= self.limit):
+                    total += parts[n][1]
                     n += 1
-                items, futures = box.items[:n], box.futures[:n]
-                del box.items[:n], box.sizes[:n], box.futures[:n]
+                sent = parts[:n]
+                del parts[:n]
+                items = sent[0][0] if n == 1 else [i for part in sent for i in part[0]]
                 self.batches += 1
-                self.items += n
+                self.items += len(items)
                 try:
                     async with fail_after(self._clock, self._timeout):
-                        raw = await self._rpc(box.peer, "batch", encode(Batch(tuple(items))),
+                        raw = await self._rpc(box.peer, "batch", encode_items(items),
                                               self._timeout)
                     replies = decode_batch_reply(raw).replies
-                    if len(replies) != n:
-                        raise ProtocolError(f"{box.peer} answered {len(replies)} of {n} "
-                                            "replication items")
+                    if len(replies) != len(items):
+                        raise ProtocolError(f"{box.peer} answered {len(replies)} of "
+                                            f"{len(items)} replication items")
                 except asyncio.CancelledError:
-                    _fail_all(futures, NodeClosed(f"node {self.name} stopped"))
+                    _fail_all(sent, NodeClosed(f"node {self.name} stopped"))
                     raise
                 except Exception as exc:
                     error = exc if isinstance(exc, PhoenixError) else NodeUnavailable(
                         f"replication batch to {box.peer} failed: {exc!r}", definite=False)
-                    _fail_all(futures, error)
+                    _fail_all(sent, error)
                     continue
-                for fut, reply in zip(futures, replies, strict=True):
-                    if not fut.done():
-                        fut.set_result(reply)
+                if n == 1:
+                    _deliver(sent[0][2], replies)
+                    continue
+                at = 0
+                for part_items, _, deliver in sent:
+                    _deliver(deliver, replies[at:at + len(part_items)])
+                    at += len(part_items)
         except asyncio.CancelledError:
-            _fail_all(box.futures, NodeClosed(f"node {self.name} stopped"))
-            box.items.clear()
-            box.sizes.clear()
-            box.futures.clear()
+            _fail_all(parts, NodeClosed(f"node {self.name} stopped"))
+            parts.clear()
             raise
         finally:
             box.busy = False
+
+
+def _settle_one(fut: asyncio.Future[Reply], result: Sequence[Reply] | PhoenixError) -> None:
+    if fut.done():
+        return
+    if isinstance(result, PhoenixError):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result[0])
+
+
+def _deliver(deliver: Delivery, result: Sequence[Reply] | PhoenixError) -> None:
+    try:
+        deliver(result)
+    except Exception:  # a bug in a receiver must not stop the peer's pump
+        _log.exception("a receiver of replication replies raised")
+
+
+def _fail_all(parts: list[tuple[list[bytes], int, Delivery]], error: PhoenixError) -> None:
+    for _, _, deliver in parts:
+        _deliver(deliver, error)
 
 
 async def decide(waits: list[tuple[str, asyncio.Future[Any]]],
@@ -216,9 +267,3 @@ ACCEPT_OVERHEAD = 64
 def item_size(item: Accept) -> int:
     """Approximate wire size of an accept, for cutting batches."""
     return ACCEPT_OVERHEAD + sum(e.size() for _, _, e in item.entries)
-
-
-def _fail_all(futures: list[asyncio.Future[Reply]], error: BaseException) -> None:
-    for fut in futures:
-        if not fut.done():
-            fut.set_exception(error)

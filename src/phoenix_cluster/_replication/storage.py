@@ -34,7 +34,7 @@ import msgspec
 
 from ..errors import StorageError
 from .replica import Change, DropChange, MetaChange, PutChange
-from .types import Config, Entry, Epoch, RecordKey
+from .types import Config, Entry, Epoch, RecordKey, decode_replies
 
 __all__ = ["MAGIC", "SCHEMA_VERSION", "LoadedPartition", "SqliteStorage", "storage_path"]
 
@@ -71,7 +71,6 @@ CREATE TABLE records (
 """
 
 _config_decoder = msgspec.msgpack.Decoder(Config)
-_replies_decoder = msgspec.msgpack.Decoder(tuple[tuple[int, bytes], ...])
 _encode = msgspec.msgpack.encode
 
 
@@ -261,8 +260,10 @@ class SqliteStorage:
             for p, kind, key, counter, leader, seq, state, replies in db.execute(
                     "SELECT partition, kind, key, counter, leader, seq, state, replies "
                     "FROM records"):
+                window = msgspec.Raw(bytes(replies))
+                decode_replies(window)  # a corrupt window is refused here, not at a load
                 records.setdefault(p, {})[(kind, key)] = Entry(
-                    counter, leader, seq, bytes(state), _replies_decoder.decode(replies))
+                    counter, leader, seq, bytes(state), window)
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             raise StorageError(f"{where} holds a corrupt row: {exc}") from exc
         orphans = set(records) - set(parts)
@@ -283,7 +284,7 @@ class SqliteStorage:
                     db.execute(
                         "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (change.partition, change.kind, change.key, e.counter, e.leader,
-                         e.seq, e.state, _encode(e.replies)))
+                         e.seq, e.state, bytes(e.replies)))
                 elif isinstance(change, MetaChange):
                     db.execute(
                         "INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

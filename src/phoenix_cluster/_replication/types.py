@@ -11,6 +11,7 @@ from typing import NamedTuple
 import msgspec
 
 __all__ = [
+    "NO_REPLIES",
     "ZERO_EPOCH",
     "Config",
     "Entry",
@@ -20,6 +21,8 @@ __all__ = [
     "Version",
     "config_members",
     "config_union",
+    "decode_replies",
+    "encode_replies",
     "majority",
     "make_config",
 ]
@@ -65,14 +68,44 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
     replies: tuple[tuple[int, bytes], ...] = ()
 
 
+_encoder = msgspec.msgpack.Encoder()
+_replies_decoder = msgspec.msgpack.Decoder(tuple[tuple[int, bytes], ...])
+
+NO_REPLIES = msgspec.Raw(b"\x90")
+"""An empty dedup window, encoded (an empty msgpack array)."""
+
+
+def encode_replies(replies: tuple[tuple[int, bytes], ...]) -> msgspec.Raw:
+    """A dedup window as :attr:`Entry.replies` holds it."""
+    return msgspec.Raw(_encoder.encode(replies)) if replies else NO_REPLIES
+
+
+def decode_replies(replies: msgspec.Raw) -> tuple[tuple[int, bytes], ...]:
+    """The dedup window of :attr:`Entry.replies`.
+
+    Raises:
+        msgspec.ValidationError, msgspec.DecodeError: it is not a window (a corrupt
+            file; the wire's are checked where they are decoded, ``messages.py``).
+    """
+    return _replies_decoder.decode(replies)
+
+
 class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A record with its version, as replicas store it (flat: one object per key)."""
+    """A record with its version, as replicas store it (flat: one object per key).
+
+    ``replies`` is the record's dedup window as its msgpack encoding (an array of
+    ``[request id, reply]`` pairs, the bytes ``Record.replies`` encodes to, so the wire
+    format is that of a decoded window). The leader encodes it once per write, whatever
+    the number of replicas; replicas store it without parsing it, and only an
+    activation from the record decodes it (:attr:`record`): a window is most of a small
+    agent's record, and most of what a replica would otherwise parse per write.
+    """
 
     counter: int
     leader: str
     seq: int
     state: bytes
-    replies: tuple[tuple[int, bytes], ...] = ()
+    replies: msgspec.Raw = NO_REPLIES
 
     @property
     def version(self) -> Version:
@@ -80,23 +113,30 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     @property
     def record(self) -> Record:
-        return Record(self.state, self.replies)
+        return Record(self.state, decode_replies(self.replies))
 
     @classmethod
     def of(cls, record: Record, epoch: Epoch, seq: int) -> Entry:
-        return cls(epoch.counter, epoch.leader, seq, record.state, record.replies)
+        return cls(epoch.counter, epoch.leader, seq, record.state,
+                   encode_replies(record.replies))
 
     def restamped(self, epoch: Epoch, seq: int) -> Entry:
         """The same content under a new version (a new leader re-proposing it)."""
         return Entry(epoch.counter, epoch.leader, seq, self.state, self.replies)
 
+    def detached(self) -> Entry:
+        """This entry, holding none of the buffer it was decoded from (a decoded
+        ``replies`` is a view into the whole batch; a stored entry must not keep the
+        batch alive)."""
+        replies = self.replies
+        own = replies.copy()
+        if own is replies:
+            return self
+        return Entry(self.counter, self.leader, self.seq, self.state, own)
+
     def size(self) -> int:
         """Approximate bytes this entry costs on the wire."""
-        return self.size_with(sum(len(r) for _, r in self.replies))
-
-    def size_with(self, reply_bytes: int) -> int:
-        """:meth:`size`, given the summed length of the replies (known to the caller)."""
-        return 32 + len(self.leader) + len(self.state) + 16 * len(self.replies) + reply_bytes
+        return 32 + len(self.leader) + len(self.state) + len(self.replies)
 
 
 RecordKey = tuple[str, str]
