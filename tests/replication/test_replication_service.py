@@ -17,14 +17,14 @@ import pytest
 
 from phoenix_cluster._foundation.env import SystemClock
 from phoenix_cluster._replication.elections import EAGER_BATCH
-from phoenix_cluster._replication.messages import Batch, Prepare, encode
+from phoenix_cluster._replication.messages import Accept, Batch, Prepare, encode
 from phoenix_cluster._replication.service import (
     ReplicationSettings,
     Replicator,
     partition_for,
 )
 from phoenix_cluster._replication.simulation import ReplicaCluster, SimClock, table_of
-from phoenix_cluster._replication.types import Epoch, Record
+from phoenix_cluster._replication.types import Entry, Epoch, Record
 from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster.errors import NodeClosed, NoQuorum, NotLeader, ProtocolError
@@ -530,6 +530,26 @@ async def test_bad_batches_are_refused_and_change_nothing(
     assert a.store.partition(1) is None  # the valid first item was not applied either
     reply = await a.handle("batch", encode(Batch((Prepare(1, Epoch(9, "x#1"), ()),))))
     assert msgspec.msgpack.decode(reply)
+
+
+async def test_a_malformed_stored_window_fails_the_load_of_its_key_only(
+        make: Callable[..., ReplicaCluster]) -> None:
+    # Replicas store a write's dedup window without parsing it (types.Entry): a window
+    # that is not one shows when its key is loaded, as a typed error.
+    cluster = make()
+    await cluster.start_all("abc")
+    a = cluster.nodes["a"]
+    bad, good = keys_led_by("a", "abc", 2)
+    await write(cluster, "a", good, "fine")
+    p = partition_for(KIND, bad)
+    await a.load(KIND, bad)
+    epoch = a.leads(p)
+    assert epoch is not None
+    entry = Entry(epoch.counter, epoch.leader, 10**6, b"state", msgspec.Raw(b"\x05"))
+    assert a.store.accept(Accept(p, epoch, (("a", "b", "c"),), ((KIND, bad, entry),))).ok
+    with pytest.raises(ProtocolError, match="dedup window"):
+        await a.load(KIND, bad)
+    assert await read(cluster, good, "a") == "fine"
 
 
 async def test_a_durable_replicator_loads_before_it_takes_a_table(tmp_path: Path) -> None:
