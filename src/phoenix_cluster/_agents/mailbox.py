@@ -104,6 +104,7 @@ class Activation:
     __slots__ = (
         "_committed",
         "agent",
+        "answered",
         "interleaved",
         "key",
         "kind",
@@ -125,6 +126,10 @@ class Activation:
         self.timers: list[AgentTimer] | None = None
         # Remote calls' request id -> reply future (the dedup window), made on first use.
         self.recent: dict[int, asyncio.Future[bytes]] | None = None
+        # How far ``recent`` is settled, with the answers up to there: the replicated
+        # window's cache (``state.py``, ``StateStore.window``), made at the first commit.
+        self.answered: tuple[int, asyncio.Future[bytes],
+                             tuple[tuple[int, bytes], ...]] | None = None
         # Reentrant handlers running apart from the drain (``runtime.py``), made on first use.
         self.interleaved: set[asyncio.Task[None]] | None = None
 

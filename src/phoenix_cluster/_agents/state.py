@@ -170,25 +170,58 @@ class StateStore:
     def window(act: Activation, request_id: int,
                reply: bytes) -> tuple[tuple[int, bytes], ...]:
         """The last ``REPLICATED_REPLIES`` answered request ids, this message's included
-        (committed with the state, so a call resent after a failover runs once)."""
+        (committed with the state, so a call resent after a failover runs once).
+
+        Built on every commit of a replicated agent, so it is kept incrementally: the
+        activation remembers how far ``recent`` was settled (every id up to a
+        *frontier* answered or failed, in order) and the answered ones up to there, and
+        each commit looks only at the ids that came after it (usually the previous
+        message and this one), not at 32 futures. The result is the full walk's
+        (:func:`_walk`) whenever the cache still describes ``recent``.
+        """
         recent = act.recent
         if not recent:
             return ()
-        out: list[tuple[int, bytes]] = []
-        if request_id in recent:
-            out.append((request_id, reply))
-        # On every commit of a replicated agent: one done() and one result() per future
-        # (result() raises for a cancelled or failed one, which the window leaves out).
+        cache = act.answered
+        current = recent.get(request_id)
+        if cache is None or (current is not None and current.done()):
+            return _walk(act, recent, request_id, reply)
+        frontier, frontier_future, settled = cache
+        after: list[tuple[int, asyncio.Future[bytes]]] = []
         for rid, f in reversed(recent.items()):
-            if len(out) >= REPLICATED_REPLIES:
+            if rid == frontier:
+                if f is not frontier_future:
+                    return _walk(act, recent, request_id, reply)
                 break
-            if rid != request_id and f.done():
-                try:
-                    out.append((rid, f.result()))
-                except (asyncio.CancelledError, Exception):
-                    continue
-        out.reverse()
-        return tuple(out)
+            after.append((rid, f))
+        else:
+            return _walk(act, recent, request_id, reply)  # the frontier left the window
+        if settled and settled[0][0] not in recent:
+            return _walk(act, recent, request_id, reply)  # its oldest answers left too
+        answered = list(settled)
+        moved = False
+        at = len(after) - 1
+        while at >= 0:  # oldest first: move the frontier over what is settled now
+            rid, f = after[at]
+            if not f.done():
+                break
+            frontier, frontier_future, moved = rid, f, True
+            if (answer := _reply_of(f)) is not None:
+                answered.append((rid, answer))
+            at -= 1
+        if moved:
+            act.answered = (frontier, frontier_future,
+                            tuple(answered[-REPLICATED_REPLIES:]))
+        while at >= 0:  # past the first unsettled one: answered ones count, uncached
+            rid, f = after[at]
+            if rid != request_id and f.done() and (answer := _reply_of(f)) is not None:
+                answered.append((rid, answer))
+            at -= 1
+        if current is None:
+            return tuple(answered[-REPLICATED_REPLIES:])
+        answered = answered[-(REPLICATED_REPLIES - 1):] if REPLICATED_REPLIES > 1 else []
+        answered.append((request_id, reply))
+        return tuple(answered)
 
     def settle(self, act: Activation, agent: Agent) -> Pending | None:
         """What the message that just ran changed, to commit; ``None``: nothing."""
@@ -305,3 +338,44 @@ def lists_trackable(spec: KindSpec) -> bool:
                     known = False
         _LISTS[spec] = known
     return known
+
+
+def _walk(act: Activation, recent: dict[int, asyncio.Future[bytes]], request_id: int,
+          reply: bytes) -> tuple[tuple[int, bytes], ...]:
+    """:meth:`StateStore.window` by walking ``recent`` back from the newest id, and the
+    activation's cache for the next commit: the frontier is the newest id up to which
+    every id the walk saw was settled (older ones are behind 32 answers and never count
+    again while those stay in ``recent``)."""
+    others: list[tuple[int, bytes]] = []  # newest first
+    seen: list[tuple[int, asyncio.Future[bytes], bool]] = []  # newest first, with done
+    for rid, f in reversed(recent.items()):
+        if len(others) >= REPLICATED_REPLIES:
+            break
+        done = rid != request_id and f.done()
+        seen.append((rid, f, done))
+        if done and (answer := _reply_of(f)) is not None:
+            others.append((rid, answer))
+    cache = None
+    answered: list[tuple[int, bytes]] = []
+    for rid, f, done in reversed(seen):  # oldest first, while settled
+        if not done:
+            break
+        if (answer := _reply_of(f)) is not None:
+            answered.append((rid, answer))
+        cache = (rid, f, tuple(answered[-REPLICATED_REPLIES:]))
+    act.answered = cache
+    others.reverse()
+    if request_id not in recent:
+        return tuple(others[-REPLICATED_REPLIES:])
+    window = others[-(REPLICATED_REPLIES - 1):] if REPLICATED_REPLIES > 1 else []
+    window.append((request_id, reply))
+    return tuple(window)
+
+
+def _reply_of(f: asyncio.Future[bytes]) -> bytes | None:
+    """A settled call's reply; ``None`` for a failed or cancelled one (left out of the
+    window). One ``result()``, which raises for those."""
+    try:
+        return f.result()
+    except (asyncio.CancelledError, Exception):
+        return None
