@@ -1,26 +1,25 @@
-"""The agent runtime of one node: activation, dispatch, rollback, passivation, shutdown.
+"""The agent runtime of one node, the host side: messages in, the drain, the commit.
 
-Data path of a local call: the caller encodes ``[args, kwargs]`` with the wire codec,
-queues a :class:`Message` in the activation's mailbox (creating the activation on first
-use), and awaits a future. The activation's drain task, which exists only while messages
+Data path of a local call: the caller (``ref.py``) encodes ``[args, kwargs]`` with the
+wire codec, queues a :class:`Message` in the activation's mailbox (creating the
+activation on first use), and awaits a future; a peer's message arrives through
+:meth:`AgentRuntime.submit`. The activation's drain task, which exists only while messages
 wait, activates the agent if needed and runs messages one at a time. After each message
 that succeeded it settles the state (``state.py``): its encoding, or for a big state the
 attributes that changed (``tracking.py``), is the committed state that a failing handler
 is rolled back to, that replicated kinds commit and that passivation keeps.
 
 Arguments and results cross the codec even locally, so code that works on one node works
-on a cluster.
+on a cluster. Timers, reminders, passivation, departures, shutdown and statistics are
+the runtime's upkeep (``upkeep.py``), off the path of a message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -42,17 +41,14 @@ from ..errors import (
 from .activation import Activator
 from .active_active import ActiveActive
 from .agent import KindSpec, MethodSpec, worker_of
-from .agent_timer import AgentTimer
 from .arguments import (
     ENCODE_ERRORS,
-    check_arguments,
     check_payload,
     convert_arguments,
-    encode_arguments,
     encode_result,
 )
-from .casts import Casts, no_host
-from .chain import CURRENT, Link, check, decode
+from .casts import Casts
+from .chain import CURRENT, decode
 from .cluster import Cluster, Homes, Outbound
 from .dedup import DEDUP_WINDOW
 from .departures import Departures
@@ -60,10 +56,11 @@ from .interceptors import CallInfo, Interceptors
 from .mailbox import HANDOFF, PASSIVATE, Activation, KindRuntime, Message
 from .outcomes import FailedMessages
 from .passivation import Passivation
+from .ref import Caller
 from .reminders import Reminders
-from .reroute import PLACE, reroute_delay, turned_away
 from .state import Pending, StateStore
 from .timers import AgentTimers
+from .upkeep import RuntimeStatistics, RuntimeUpkeep
 from .workers import pick_worker, recent_reply
 
 if TYPE_CHECKING:
@@ -76,21 +73,7 @@ __all__ = ["AgentRuntime", "RuntimeStatistics"]
 _log = logging.getLogger("phoenix_cluster.agents")
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeStatistics:
-    """A point-in-time view of the agent runtime (telemetry and tests read it)."""
-
-    kinds: int
-    active_agents: int
-    passive_agents: int
-    busy_agents: int
-    queued_messages: int
-    messages_handled: int
-    activations: int
-    passivations: int
-
-
-class AgentRuntime:
+class AgentRuntime(RuntimeUpkeep):
     """Hosts agents on one node. Created and closed by :class:`phoenix_cluster.Node`."""
 
     def __init__(self, node: Any, settings: Settings, env: Env, bus: TelemetryBus,
@@ -104,9 +87,6 @@ class AgentRuntime:
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
         self.max_message_bytes = settings.max_message_bytes
-        # Request ids are unique cluster-wide (dedup windows compare them): a random
-        # 23-bit node prefix above a 40-bit counter.
-        self._request_ids = itertools.count((env.random.getrandbits(23) << 40) + 1)
         self.hosts_agents = settings.role == "member"
         self.closing = False
         """Set once :meth:`aclose` began: new messages are refused with ``NodeClosed``."""
@@ -133,7 +113,15 @@ class AgentRuntime:
         """Agents leaving for another node or a lost partition (``departures.py``)."""
         self.interceptors = Interceptors()
         """The node's call interceptors (``interceptors.py``)."""
-        self.reminders = Reminders(self._call, self.clock, self.node_name,
+        self.caller = Caller(self, cluster, self.clock, self.interceptors, self.node_name,
+                             call_timeout_s=settings.call_timeout_s,
+                             max_message_bytes=settings.max_message_bytes,
+                             request_id_prefix=env.random.getrandbits(23))
+        """Sends this node's calls (``ref.py``, the caller side)."""
+        # The caller's own methods, not wrappers: a call meets no extra frame.
+        self.call = self.caller.call
+        self.encode_payload = self.caller.encode_payload
+        self.reminders = Reminders(self.caller.send_call, self.clock, self.node_name,
                                    lambda: self.state.replicator)
         """Durable reminders: registration, re-arming and delivery (``reminders.py``)."""
         self.casts = Casts(self)
@@ -171,86 +159,7 @@ class AgentRuntime:
         return kr
 
     def next_request_id(self) -> int:
-        return next(self._request_ids)
-
-    def call(
-        self,
-        spec: KindSpec,
-        key: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
-    ) -> Coroutine[Any, Any, Any]:
-        """Send a call and wait for its result (decoded with the method's result type).
-
-        A plain function returning the coroutine to await: without interceptors the
-        caller awaits :meth:`_call` itself, with no extra frame on the hot path."""
-        if self.interceptors.outgoing:
-            return self.interceptors.run(
-                CallInfo(spec.name, key, method, args, kwargs, self.node_name, "outgoing",
-                         False),
-                partial(self._call, spec, key, method, args, kwargs, timeout))
-        return self._call(spec, key, method, args, kwargs, timeout)
-
-    async def _call(
-        self,
-        spec: KindSpec,
-        key: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
-    ) -> Any:
-        timeout_s = self.settings.call_timeout_s if timeout is None else timeout
-        request_id = next(self._request_ids)
-        method_spec = self.method_spec(spec, method)
-        running = CURRENT.get()  # the message whose handler makes this call, if any
-        chain: tuple[Link, ...] = ()
-        if running is not None and (handler := running.handler) is not None:
-            caller = running.act
-            chain = (*running.chain, (caller.kind.spec.name, caller.key, handler.reentrant))
-            check(chain, spec.name, key)  # a cycle would wait for itself: CallCycle now
-        payload = self.encode_payload(spec, method_spec, args, kwargs)
-        router = self.cluster.router  # hot paths read the seam, not the property
-        deadline = self.clock.monotonic() + timeout_s
-        for attempt in itertools.count():
-            remaining = max(deadline - self.clock.monotonic(), 0.001)
-            if router is not None:
-                address = router.remote_address(spec, key)
-                if address is PLACE:
-                    address = await router.resolve(spec, key)
-                if router.cast_paths:
-                    await router.keep_order(spec, key, cast(str | None, address), False)
-                if address is not None:
-                    return await router.call(spec, key, method_spec, payload, remaining,
-                                             request_id, cast(str, address), chain)
-            if not self.hosts_agents:
-                raise no_host(spec, key)
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            msg = Message(method, payload, future, deadline, request_id, chain=chain)
-            kr = self.kind(spec)
-            wait_s = remaining
-            if not self.try_enqueue(kr, key, msg):
-                await self.casts.enqueue_when_room(kr, key, msg, remaining)
-                wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
-            tracer = self.cluster.tracer
-            if tracer is not None:
-                tracer.local_call(spec.name, key, method, request_id, future)
-            timer = self.clock.call_later(wait_s, partial(_expire, future, msg, spec, key))
-            try:
-                result = await future
-            except PhoenixError as exc:
-                # Nothing ran (the partition is changing hands): route it again.
-                delay = reroute_delay(attempt, deadline - self.clock.monotonic())
-                if not turned_away(exc) or delay is None:
-                    raise
-                await self.clock.sleep(delay)
-                continue
-            finally:
-                timer.cancel()
-            return method_spec.result_decoder.decode(result)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return next(self.caller.request_ids)
 
     def from_peer(self, spec: KindSpec, method: str, payload: bytes) -> list[Any] | None:
         """The method exists and the arguments from another node are well formed.
@@ -277,27 +186,6 @@ class AgentRuntime:
             check_payload(spec.name, method, method_spec.checks, payload, self._decode)
             return None
         return decoded
-
-    def encode_payload(self, spec: KindSpec, method: MethodSpec, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> bytes:
-        """``[args, kwargs]`` checked against the method's annotations and encoded.
-
-        Raises:
-            SerializationError: a wrong type, an unencodable value, or over
-                ``max_message_bytes``; nothing was queued or sent.
-        """
-        # Fast path: every positional parameter annotated with a class the values are
-        # exactly instances of (``inc(1)`` for ``inc(self, by: int)``).
-        if method.checks and (kwargs or method.exact_signature != tuple(map(type, args))):
-            check_arguments(spec.name, method.name, method.checks, args, kwargs)
-        try:
-            payload = self._encode((args, kwargs))
-        except ENCODE_ERRORS:
-            payload = b""  # encode_arguments below names the culprit
-        if not payload or len(payload) > self.max_message_bytes:
-            payload = encode_arguments(spec.name, method.name, method.parameters, args,
-                                       kwargs, self._encode, self.max_message_bytes)
-        return payload
 
     def submit(
         self,
@@ -465,7 +353,6 @@ class AgentRuntime:
             if act.kind.room.by_key:
                 # Emptied, moved or stopped: whoever waits for room tries again.
                 act.kind.room.wake_all(_room_key(act))
-
 
     def _interleave(self, act: Activation, msg: Message) -> bool:
         """Run a reentrant method's message in a task of its own, apart from the
@@ -667,51 +554,12 @@ class AgentRuntime:
             return False
         return True
 
-    # ----------------------------------------------------------------- timers, passivation
-
-    def start_timer(self, act: Activation, delay_s: float, callback: Callable[..., Any],
-                    args: tuple[Any, ...], repeat: bool) -> AgentTimer:
-        """``Agent.start_timer`` (``timers.py``)."""
-        return self.timers.start(act, delay_s, callback, args, repeat)
-
-    async def remind(self, act: Activation, name: str, every_s: float,
-                     first_s: float | None) -> None:
-        """``Agent.remind`` (``reminders.py``)."""
-        await self.reminders.put(act.kind.spec, act.key, name, every_s, first_s)
-
-    async def cancel_reminder(self, act: Activation, name: str) -> bool:
-        """``Agent.cancel_reminder`` (``reminders.py``)."""
-        return await self.reminders.cancel(act.kind.spec, act.key, name)
-
-    def deliver_reminder(self, kind: str, key: str, name: str, tick: int,
-                         until: float) -> None:
-        """A reminder table's tick is due: deliver it (``reminders.py``)."""
-        self.reminders.deliver(kind, key, name, tick, until)
-
-    def sweep_idle(self) -> int:
-        """Passivate every activation idle past its kind's ``idle_timeout``. Returns how many."""
-        return self.passivation.sweep_idle()
-
-    def passivate(self, act: Activation, *, reason: str) -> None:
-        """Deactivate ``act`` keeping its state (``passivation.py``)."""
-        self.passivation.passivate(act, reason=reason)
-
     # ----------------------------------------------------------------- moving agents
 
     def holds(self, spec: KindSpec, key: str) -> bool:
         """Whether this node has the agent, active or passivated."""
         kr = self._kinds.get(spec.name)
         return kr is not None and (key in kr.activations or key in kr.passive)
-
-    def load(self) -> tuple[int, float, float]:
-        """``(active agents, messages/s since the last call, event-loop lag s)``."""
-        now = self.clock.monotonic()
-        handled = self._messages_handled
-        last_at, last_handled = self._load_mark
-        rate = (handled - last_handled) / (now - last_at) if now > last_at else 0.0
-        self._load_mark = (now, handled)
-        active = sum(len(kr.activations) for kr in self._kinds.values())
-        return active, rate, 0.0
 
     async def ensure_active(self, spec: KindSpec, key: str) -> None:
         """Activate the agent here (pulling it per placement) if it is not active yet.
@@ -725,59 +573,6 @@ class AgentRuntime:
         del act
         await future
 
-    async def freeze(self, spec: KindSpec, key: str, to: str) -> list[Message]:
-        """Stop the agent here for a move to node ``to`` (``departures.py``)."""
-        return await self.departures.freeze(spec, key, to)
-
-    def partition_lost(self, partition: int, reason: str) -> None:
-        """The replicator's ``on_lost``: this node no longer leads ``partition``
-        (``departures.py``)."""
-        self.departures.partition_lost(partition, reason)
-
-    # ----------------------------------------------------------------- shutdown
-
-    def _iter_activations(self) -> Iterator[Activation]:
-        for kr in self._kinds.values():
-            yield from kr.activations.values()
-
-    async def aclose(self, timeout_s: float) -> None:
-        """Stop taking messages, let queued ones finish (up to ``timeout_s``), deactivate all.
-
-        Messages still queued when the time is up fail with ``NodeClosed``.
-        """
-        if self.closing:
-            return
-        self.closing = True
-        self.timers.stopped = True
-        await self.reminders.aclose()
-        await self.passivation.close_all(timeout_s, self.failed.fail_queued)
-
-    # ----------------------------------------------------------------- introspection
-
-    def activation(self, spec: KindSpec, key: str) -> Activation | None:
-        kr = self._kinds.get(spec.name)
-        return None if kr is None else kr.activations.get(key)
-
-    def statistics(self) -> RuntimeStatistics:
-        acts = list(self._iter_activations())
-        return RuntimeStatistics(
-            kinds=len(self._kinds),
-            active_agents=len(acts),
-            passive_agents=sum(len(kr.passive) for kr in self._kinds.values()),
-            busy_agents=sum(1 for a in acts if a.task is not None),
-            queued_messages=sum(len(a.queue) for a in acts if a.queue),
-            messages_handled=self._messages_handled,
-            activations=self.activator.count,
-            passivations=self.passivation.count,
-        )
-
-    def __repr__(self) -> str:
-        s = self.statistics()
-        return (
-            f"<AgentRuntime {self.node_name} [{s.active_agents} active, "
-            f"{s.passive_agents} passive, {s.queued_messages} queued]>"
-        )
-
 
 def _room_key(act: Activation) -> str:
     """The key that messages waiting for room in ``act``'s mailbox wait under: the
@@ -789,13 +584,3 @@ def _room_key(act: Activation) -> str:
 
 def _noop() -> None:
     """The message that only makes an agent active (``ensure_active``)."""
-
-
-def _expire(future: asyncio.Future[bytes], msg: Message, spec: KindSpec, key: str) -> None:
-    if not future.done():
-        future.set_exception(
-            CallTimeout(
-                f"call {spec.name}/{key}.{msg.method} timed out (request {msg.request_id})",
-                request_id=msg.request_id,
-            )
-        )
