@@ -22,7 +22,7 @@ Guarantees (``docs/registry.md``):
   at-least-once with possible duplicates.
 
 How subscribers on a node take messages (inline, own queue, shared cast queue) is in
-``subscribers``.
+``subscribers``; how frames from other nodes are put back in order, ``pubsub_inbox``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import msgspec
 
 from .._agents.agent import lookup_kind
 from .._agents.ref import AgentRef
-from .._foundation.env import Env, TimerHandle
+from .._foundation.env import Env
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import LogLimiter, TaskSet
@@ -44,7 +44,7 @@ from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .cluster import UNREACHABLE, ClusterLink
 from .entries import check_name
 from .messages import DeliveryReply, Publish, decode, encode
-from .ordering import StreamOrder
+from .pubsub_inbox import Inbox
 from .settings import RegistrySettings
 from .subscribers import (
     AgentCasts,
@@ -59,6 +59,7 @@ from .subscribers import (
 __all__ = ["Callback", "Delivery", "PubSub"]
 
 _log = logging.getLogger("phoenix_cluster.pubsub")
+
 
 class Delivery(msgspec.Struct, frozen=True):
     """The outcome of ``publish(..., confirm=True)``.
@@ -99,11 +100,13 @@ class PubSub:
         self._clock = env.clock
         self._random = env.random
         self._outboxes: dict[str, _Outbox] = {}
-        self._orders: dict[str, StreamOrder[Message]] = {}
-        self._gaps: dict[str, TimerHandle] = {}
         self._tasks = TaskSet(f"pubsub {self._me}")
         self._limiter = LogLimiter(env.clock)
         self._closed = False
+        self._inbox = Inbox(self._me, clock=env.clock, bus=bus,
+                            reorder_timeout_s=lambda: self.settings.reorder_timeout_s,
+                            deliver=self._deliver, missed=self._missed,
+                            closed=lambda: self._closed)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -311,53 +314,12 @@ class PubSub:
                                   exc.message)
             raise
         tracker = Tracker() if method == "publish_confirm" else None
-        self._arrived(frame, Message(frame.topic, frame.publisher, bytes(frame.message),
-                                      tracker))
+        self._inbox.arrived(frame, Message(frame.topic, frame.publisher,
+                                           bytes(frame.message), tracker))
         if tracker is None:
             return b""
         await tracker.future
         return encode(DeliveryReply(tracker.delivered, tracker.dropped))
-
-    def _arrived(self, frame: Publish, msg: Message) -> None:
-        """Deliver what is now in order from ``frame``'s publisher; hold what is early."""
-        if not frame.seq:
-            self._deliver(msg)
-            return
-        publisher = frame.publisher
-        order = self._orders.get(publisher)
-        if order is None:
-            order = self._orders[publisher] = StreamOrder()
-        accepted = order.accept(frame.stream, frame.seq, msg)
-        if accepted.late:
-            self._missed(msg, "late")
-        for ready in accepted.ready:
-            self._deliver(ready)
-        self._watch_gap(publisher, order)
-
-    def _watch_gap(self, publisher: str, order: StreamOrder[Message]) -> None:
-        timer = self._gaps.get(publisher)
-        if order.waiting and timer is None:
-            self._gaps[publisher] = self._clock.call_later(
-                self.settings.reorder_timeout_s, lambda: self._gap_expired(publisher))
-        elif not order.waiting and timer is not None:
-            timer.cancel()
-            del self._gaps[publisher]
-
-    def _gap_expired(self, publisher: str) -> None:
-        self._gaps.pop(publisher, None)
-        order = self._orders.get(publisher)
-        if order is None or self._closed:
-            return
-        accepted = order.give_up()
-        if accepted.skipped:
-            _log.info("%d messages from %s never arrived; delivering the ones after them",
-                      accepted.skipped, publisher)
-            if self._bus.has_handlers(events.PUBSUB_DROPPED):
-                self._bus.execute(events.PUBSUB_DROPPED, {"messages": float(accepted.skipped)},
-                                  {"node": self._me, "topic": "", "reason": "gap"})
-        for ready in accepted.ready:
-            self._deliver(ready)
-        self._watch_gap(publisher, order)
 
     def _missed(self, msg: Message, reason: str) -> None:
         """A message arrived too late to keep its publisher's order: drop it."""
@@ -397,9 +359,7 @@ class PubSub:
 
     async def aclose(self) -> None:
         self._closed = True
-        for timer in self._gaps.values():
-            timer.cancel()
-        self._gaps.clear()
+        self._inbox.close()
         for subs in self._topics.values():
             for sub in subs.values():
                 sub.closed = True
