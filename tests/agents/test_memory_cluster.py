@@ -399,6 +399,30 @@ def test_a_migrated_agent_keeps_its_state_and_calls_follow_it(shared: Shared) ->
     shared.run(scenario)
 
 
+def test_an_agent_moved_to_a_node_drops_that_nodes_stale_pin_to_another_host(
+        shared: Shared) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        # n3 keeps a pin naming n1, as an earlier holder's claim leaves it while n3 was
+        # the agent's home (views disagree after a heal). Once the agent is moved to n3
+        # the pin is stale: kept, it would send callers to n1 whenever n3 is the home
+        # again and has let the agent go, and n1's tombstone would send them back (a
+        # redirect loop for the tombstone's lifetime).
+        n1, _, n3 = cluster.nodes
+        key = await key_hosted_by(n1, "n2", prefix="stale-pin-")
+        tally = n1.ref(Tally, key)
+        assert await tally.add(3) == 3
+        placement = n3._stack.placement
+        assert placement is not None
+        pins = placement.directory.pins
+        pins[("tests.memory.tally", key)] = "n1"
+        await n1.migrate(tally, to="n3")
+        assert await tally.host() == "n3"
+        assert ("tests.memory.tally", key) not in pins
+        assert await tally.add(1) == 4
+
+    shared.run(scenario)
+
+
 @pytest.mark.parametrize("owner", ["n1", "n2"], ids=["local", "remote"])
 def test_a_result_that_cannot_be_encoded_is_definite_and_rolled_back(
         shared: Shared, owner: str) -> None:

@@ -100,13 +100,25 @@ class Migrations:
                     f"answer its release ({exc.message})", definite=True) from exc
             record = wire.decode(reply, wire.ReleaseReply).record
             if record is not None:
+                self._drop_stale_pin(k)
                 if record.pinned or not spec.hashed:
                     self.directory.pinned_here.add(k)
                 await self._pin_at_home(spec, key)
                 return record
+        self._drop_stale_pin(k)
         if holder is not None:
             await self._pin_at_home(spec, key)
         return None
+
+    def _drop_stale_pin(self, k: Key) -> None:
+        """The agent activates here: a pin here naming another host is stale (left by
+        a claim of an earlier holder while this node was its home, and that holder has
+        let it go). Kept, it would send the agent's callers to that holder, and the
+        holder's tombstone would send them back here, once this node is the home
+        again and has let the agent go: a redirect loop for the tombstone's lifetime."""
+        pins = self.directory.pins
+        if pins.get(k, self.self_name) != self.self_name:
+            del pins[k]
 
     async def _pin_at_home(self, spec: KindSpec, key: str) -> None:
         """A handed-over agent that will live here, off its home: move its pin first, so
