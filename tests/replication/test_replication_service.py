@@ -532,6 +532,24 @@ async def test_bad_batches_are_refused_and_change_nothing(
     assert msgspec.msgpack.decode(reply)
 
 
+async def test_batches_are_answered_on_the_reader_unless_a_transaction_must_finish(
+        make: Callable[..., ReplicaCluster], tmp_path: Path) -> None:
+    batch = encode(Batch((Prepare(1, Epoch(9, "x#1"), ()),)))
+    memory = make()
+    await memory.start_all("a")
+    a = memory.nodes["a"]
+    reply = a.handle_now("batch", batch)  # no data_dir: nothing to wait for
+    assert reply is not None and msgspec.msgpack.decode(reply)
+    assert a.store.promised(1) == Epoch(9, "x#1")
+    with pytest.raises(ProtocolError, match="malformed replication batch"):
+        a.handle_now("batch", b"\xc1garbage")
+    durable = make(clock=SystemClock(), data_dir=tmp_path)
+    await durable.start_all("a")
+    d = durable.nodes["a"]
+    assert d.handle_now("batch", batch) is None  # its reply waits for the transaction
+    assert d.store.partition(1) is None  # ... and the task applies it, not the reader
+
+
 async def test_a_malformed_stored_window_fails_the_load_of_its_key_only(
         make: Callable[..., ReplicaCluster]) -> None:
     # Replicas store a write's dedup window without parsing it (types.Entry): a window

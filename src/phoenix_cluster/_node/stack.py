@@ -119,7 +119,7 @@ class AgentStack:
             settings=ReplicationSettings(eager=True),
         )
         await replicator.start()
-        services.register("replication", replicator.handle)
+        services.register("replication", replicator.handle, replicator.handle_now)
         self.replicator = replicator
         backup = BackupService(replicator, _kind_status,
                                partial(runtime.partition_lost, reason="restored"),

@@ -390,6 +390,25 @@ class Commits(Elections):
             ProtocolError: unknown method or malformed batch; nothing was applied.
             StorageError: the durable store failed to commit the changes.
         """
+        reply = self._apply(method, payload)
+        await self._persist()
+        return reply
+
+    def handle_now(self, method: str, payload: bytes) -> bytes | None:
+        """:meth:`handle` on the connection's reader, with no task, when nothing is to
+        wait for: a node without ``data_dir`` (with one, a batch's reply waits for its
+        transaction: ``None`` passes it to :meth:`handle`). Register it as the service's
+        immediate handler.
+
+        Raises:
+            ProtocolError: as :meth:`handle`.
+        """
+        if self._storage is not None:
+            return None
+        return self._apply(method, payload)
+
+    def _apply(self, method: str, payload: bytes) -> bytes:
+        """Apply a batch to the store (every item checked first) and encode the replies."""
         if method != "batch":
             raise ProtocolError(f"replication has no method {method!r} (expected 'batch')")
         try:
@@ -400,10 +419,21 @@ class Commits(Elections):
             self._limiter.warning(_log, "bad_batch", "node %s refused a replication batch: %s",
                                   self.name, exc.message)
             raise
+        store = self._store
         replies: list[Reply] = []
         for item in batch.items:
-            replies.append(self._observe(item, self._store.handle(item)))
-        await self._persist()
+            if type(item) is Accept:
+                # The commit path's item, without the dispatch: an accepted write of the
+                # epoch this node promised (the usual case) changes nothing it watches.
+                reply = store.accept(item)
+                p = item.partition
+                if reply.ok and p not in self._leads and \
+                        item.epoch.counter <= self._seen.get(p, 0):
+                    replies.append(reply)
+                    continue
+                replies.append(self._observe(item, reply))
+                continue
+            replies.append(self._observe(item, store.apply(item)))
         return encode(BatchReply(tuple(replies)))
 
     def _observe(self, item: Item, reply: Reply) -> Reply:

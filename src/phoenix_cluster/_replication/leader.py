@@ -56,13 +56,21 @@ class Quorum:
         if self.fenced_by is not None:
             return "fenced"
         done = True
-        for members in self.config:
-            need = majority(members)
-            acked = sum(1 for m in members if m in self.acked)
-            if acked >= need:
+        acked, failed = self.acked, self.failed
+        for members in self.config:  # (counted in loops: this runs per reply of a write)
+            need = len(members) // 2 + 1  # majority(members)
+            count = 0
+            for m in members:
+                if m in acked:
+                    count += 1
+            if count >= need:
                 continue
             done = False
-            if len(members) - sum(1 for m in members if m in self.failed) < need:
+            left = len(members)
+            for m in members:
+                if m in failed:
+                    left -= 1
+            if left < need:
                 return "impossible"
         return "done" if done else "pending"
 

@@ -156,6 +156,10 @@ class ReplicaStore:
             ProtocolError: the item is invalid (see :meth:`validate`).
         """
         self.validate(item)
+        return self.apply(item)
+
+    def apply(self, item: Item) -> Reply:
+        """:meth:`handle` of an item already checked (:meth:`validate`)."""
         if isinstance(item, Accept):
             return self.accept(item)
         if isinstance(item, Prepare):

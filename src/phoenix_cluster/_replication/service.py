@@ -14,7 +14,8 @@ How the runtime uses it::
                             node=node.name) if data_dir else None
     replicator = Replicator(node.name, rpc, env, incarnation=node.incarnation,
                             bus=bus, storage=storage, on_lost=on_lost)
-    services.register("replication", replicator.handle)  # peers' batches arrive here
+    services.register("replication", replicator.handle,  # peers' batches arrive here
+                      replicator.handle_now)              # (on the reader, if it can)
     await replicator.start()                             # loads data_dir (StorageError)
     replicator.update(table, alive)                      # on every membership change
 
