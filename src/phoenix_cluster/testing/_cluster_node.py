@@ -9,6 +9,7 @@ dropped.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import re
 import signal
@@ -34,6 +35,13 @@ class ClusterNode:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     extra_args: list[str] = field(default_factory=list)
+    # What log() read so far: tests and benchmarks poll the log every few milliseconds
+    # while a node runs for minutes, so each call reads only what was appended since.
+    _log_read: int = field(default=0, repr=False)
+    _log_text: str = field(default="", repr=False)
+    _log_decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        repr=False)
 
     @property
     def host(self) -> str:
@@ -45,11 +53,21 @@ class ClusterNode:
         return self.process is not None and self.process.returncode is None
 
     def log(self) -> str:
-        """Everything the node wrote to stderr so far."""
+        """Everything the node wrote to stderr so far (every life of it: the file is
+        appended to)."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as file:
+                if file.seek(0, 2) < self._log_read:  # replaced: start over
+                    self._log_read, self._log_text = 0, ""
+                    self._log_decoder.reset()
+                file.seek(self._log_read)
+                new = file.read()
         except FileNotFoundError:
             return ""
+        if new:
+            self._log_read += len(new)
+            self._log_text += self._log_decoder.decode(new)
+        return self._log_text
 
     def dropped_messages(self) -> list[str]:
         """The node's log lines about accepted messages it lost with nobody to tell (each
