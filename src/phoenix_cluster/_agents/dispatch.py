@@ -5,6 +5,8 @@ The caller's node decides where a key lives from its own view of the cluster (th
 agents that moved). A node that receives a message for an agent it does not host answers
 with a :class:`Redirect`, never with silence, and the caller follows it (a bounded number
 of hops) and remembers where the agent lives.
+Inbound frames for a local agent are taken on the spot (:meth:`Router.try_now`); those
+that must wait run in a task of their own (``inbound_waits.py``).
 
 Definite and indefinite errors: a failure before the request left this node
 is definite; once it was sent, losing the connection makes the outcome unknown. A call
@@ -43,7 +45,7 @@ from ..errors import (
 from .agent import KindSpec, MethodSpec
 from .chain import CHAIN_HEADER, Link
 from .chain import encode as encode_chain
-from .flow import report_drop
+from .inbound_waits import acknowledge, report_refused, wait_result
 from .placement import PLACE, PlacementService
 from .remote_cast import send_cast
 from .reroute import reroute_delay, resend_elsewhere
@@ -341,8 +343,8 @@ class Router:
                                      frame.request_id, dedup=True,
                                      chain=frame.headers.get(CHAIN_HEADER))
         assert future is not None
-        return await self.runtime.wait_result(
-            future, max(deadline - self._clock.monotonic(), 0.001), frame)
+        return await wait_result(self.runtime, future,
+                                 max(deadline - self._clock.monotonic(), 0.001), frame)
 
     async def cast(self, spec: KindSpec, key: str, method: str, payload: bytes,
                    request_id: int, address: str, timeout_s: float, *,
@@ -380,64 +382,8 @@ class Router:
 
     # ----------------------------------------------------------------- inbound
 
-    async def handle_inbound(
-        self, peer: PeerConnection, frame: Call | Cast
-    ) -> Reply | Error | Redirect | None:
-        """Serve a Call or Cast for an agent from a peer (the transport runs each in its
-        own task; node services never come here: ``_transport/rpc.py``)."""
-        try:
-            placement = self.placement
-            spec = placement.spec_for(frame.kind)
-            forwarded: asyncio.Future[None] | None = None
-            future: asyncio.Future[bytes] | None = None
-            # Frames for one agent are admitted in arrival order, even when one of them
-            # must wait (a claim at the home, a handoff, room in a full mailbox): a
-            # later frame may not overtake.
-            async with placement.admission(spec, frame.key):
-                where = placement.admit(spec, frame.key)
-                if where is PLACE:
-                    where = await placement.admit_async(spec, frame.key, peer.peer_name)
-                if isinstance(where, tuple):
-                    if isinstance(frame, Cast):
-                        # Forward casts for the sender: it has no reply to redirect.
-                        forwarded = placement.forward_cast(
-                            spec, frame.key, frame.request_id, frame.method, frame.payload,
-                            where[1], acked=frame.timeout_ms > 0)
-                    else:
-                        await placement.forwarded(spec, frame.key)
-                        return Redirect(frame.request_id, where[0], where[1])
-                elif isinstance(frame, Cast):
-                    if frame.timeout_ms > 0:
-                        await self.runtime.casts.submit(spec, frame.key, frame.method,
-                                                       frame.payload, frame.request_id,
-                                                       frame.timeout_ms / 1000)
-                    else:
-                        self.runtime.submit(spec, frame.key, frame.method, frame.payload,
-                                            False, 0.0, frame.request_id)
-                else:
-                    future = await self.runtime.casts.submit_when_room(
-                        spec, frame.key, frame.method, frame.payload,
-                        self._clock.monotonic() + frame.timeout_ms / 1000, frame.request_id,
-                        frame.headers.get(CHAIN_HEADER))
-            if isinstance(frame, Cast):
-                if forwarded is not None:
-                    await forwarded
-                return Reply(frame.request_id, b"") if frame.timeout_ms > 0 else None
-            timeout_s = frame.timeout_ms / 1000
-            assert future is not None
-            payload = await self.runtime.wait_result(future, timeout_s, frame)
-            return Reply(frame.request_id, payload)
-        except PhoenixError as exc:
-            if isinstance(frame, Cast) and not frame.timeout_ms:
-                self._dropped(peer, frame, exc)
-                return None
-            return error_frame(frame.request_id, exc)
-
     def _dropped(self, peer: PeerConnection, frame: Cast, exc: PhoenixError) -> None:
-        """An unacknowledged cast (from an older peer) refused here: nobody to tell."""
-        report_drop(self.runtime.bus, self.self_name, "refused", frame.kind, frame.key,
-                    frame.method, f"from {peer.peer_name}: {exc.message}")
-
+        report_refused(self.runtime.bus, self.self_name, peer, frame, exc)
 
     def try_now(self, peer: PeerConnection, frame: Call | Cast,
                 answer: Callable[[Reply | Error | Redirect], None]) -> bool:
@@ -462,7 +408,7 @@ class Router:
                     forwarded = placement.forward_cast(spec, frame.key, rid, frame.method,
                                                        frame.payload, where[1], acked=answers)
                     if forwarded is not None:
-                        forwarded.add_done_callback(partial(_acknowledge, rid, answer))
+                        forwarded.add_done_callback(partial(acknowledge, rid, answer))
                     return True
                 if placement.forwarding(spec, frame.key):
                     return False  # the redirect waits for the casts forwarded before it
@@ -513,19 +459,6 @@ class Router:
 
         future.add_done_callback(done)
         return True
-
-
-def _acknowledge(request_id: int, answer: Callable[[Reply | Error | Redirect], None],
-                 forwarded: asyncio.Future[None]) -> None:
-    """Answer an acknowledged cast once its forward to the agent's host settled."""
-    if forwarded.cancelled():
-        answer(error_frame(request_id, NodeUnavailable("the forwarding node stopped",
-                                                       definite=False)))
-    elif (exc := forwarded.exception()) is not None:
-        error = exc if isinstance(exc, PhoenixError) else PhoenixInternalError(repr(exc))
-        answer(error_frame(request_id, error))
-    else:
-        answer(Reply(request_id, b""))
 
 
 def _maybe_ran(exc: PhoenixError) -> PhoenixError:

@@ -235,38 +235,6 @@ class AgentRuntime(RuntimeUpkeep):
                 del act.recent[next(iter(act.recent))]
         return future
 
-    async def wait_result(
-        self, future: asyncio.Future[bytes], timeout_s: float, call: Any
-    ) -> bytes:
-        """Wait for ``future`` up to ``timeout_s`` of the node's clock, without cancelling
-        it (it may be shared with a resent call)."""
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def relay(done: asyncio.Future[bytes]) -> None:
-            if waiter.done():
-                return
-            if done.cancelled():
-                waiter.set_exception(NodeClosed(f"node {self.node_name} stopped"))
-            elif (exc := done.exception()) is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(done.result())
-
-        def expire() -> None:
-            if not waiter.done():
-                waiter.set_exception(CallTimeout(
-                    f"call {call.kind}/{call.key}.{call.method} timed out on {self.node_name}",
-                    request_id=call.request_id,
-                ))
-
-        future.add_done_callback(relay)
-        timer = self.clock.call_later(timeout_s, expire)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            future.remove_done_callback(relay)
-
     def method_spec(self, spec: KindSpec, method: str) -> MethodSpec:
         if self.closing:
             raise NodeClosed(f"node {self.node_name} is shutting down")

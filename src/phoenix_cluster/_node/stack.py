@@ -23,6 +23,7 @@ from functools import partial
 
 from .._agents.agent import lookup_kind
 from .._agents.dispatch import Peers, Router
+from .._agents.inbound_waits import serve_waiting
 from .._agents.placement import PlacementService
 from .._agents.placement_server import PlacementServer
 from .._agents.rebalance import Rebalancer
@@ -90,11 +91,12 @@ class AgentStack:
         router = self.router = Router(runtime, peers, self_name=self.name,
                                       placement=placement, rpc=rpc, tracer=self.tracer)
         services.register("placement", PlacementServer(placement, router).handle)
+        waiting = partial(serve_waiting, router)  # what try_now leaves to a task
         tracer = self.tracer
         if tracer is None:
-            inbound.serve_agents(router.handle_inbound, router.try_now)
+            inbound.serve_agents(waiting, router.try_now)
         else:
-            inbound.serve_agents(partial(tracer.serve, router.handle_inbound),
+            inbound.serve_agents(partial(tracer.serve, waiting),
                                  partial(tracer.serve_now, router.try_now))
         if table_changed is not None:
             self.rebalancer = Rebalancer(runtime, placement, self.env.clock, table_changed)
