@@ -88,6 +88,11 @@ def _check_hash(key_hash: int) -> None:
         raise ValueError(f"key hash {key_hash!r} is outside [0, 2**64)")
 
 
+_RUN_CACHE_LIMIT = 8
+"""Replica lists of fewer members than this are remembered per point (a list of every
+member, as a capability lookup asks for, is not: points x members would be kept)."""
+
+
 class HashRing:
     """An immutable consistent-hash ring over member names.
 
@@ -106,7 +111,8 @@ class HashRing:
     ``vnodes``); ``version`` is not compared.
     """
 
-    __slots__ = ("_arcs", "_members", "_names", "_owners", "_points", "_version", "_vnodes")
+    __slots__ = ("_arcs", "_members", "_names", "_owners", "_points", "_runs", "_version",
+                 "_vnodes")
 
     _members: dict[str, list[int]]  # member -> its own vnode points, sorted
     _names: tuple[str, ...]  # sorted member names
@@ -115,6 +121,7 @@ class HashRing:
     _points: list[int]  # every vnode point, sorted by (point, member)
     _owners: list[str]  # _owners[i] is the member at _points[i]
     _arcs: dict[str, int] | None  # exact arc length per member, computed on first use
+    _runs: dict[int, tuple[str, ...]]  # point index * 8 + n -> replicas(n) from there
 
     def __init__(
         self, members: Iterable[str] = (), vnodes: int = DEFAULT_VNODES, *, version: int = 0
@@ -142,6 +149,7 @@ class HashRing:
         self._points = points
         self._owners = owners
         self._arcs = None
+        self._runs = {}
 
     def _derived(
         self,
@@ -263,13 +271,27 @@ class HashRing:
         """
         if n < 1:
             raise ValueError(f"replica count must be >= 1, got {n}")
-        points, owners = self._points, self._owners
+        points = self._points
         if not points:
             raise EmptyRing(f"the hash ring (v{self._version}) has no members to own keys")
         _check_hash(key_hash)
         want = min(n, len(self._members))
-        total = len(points)
         i = bisect_left(points, key_hash)
+        if want < _RUN_CACHE_LIMIT:
+            # Every key hash between two points has the same replicas: remembered per
+            # point (a registry operation or a call asks for a few names' replicas on
+            # the same ring again and again).
+            run = self._runs.get(i * _RUN_CACHE_LIMIT + want)
+            if run is None:
+                run = self._runs[i * _RUN_CACHE_LIMIT + want] = tuple(
+                    self._walk(i, want))
+            return list(run)
+        return self._walk(i, want)
+
+    def _walk(self, i: int, want: int) -> list[str]:
+        """The first ``want`` distinct members from point index ``i`` on, clockwise."""
+        owners = self._owners
+        total = len(owners)
         found: list[str] = []
         # Terminates: every member has at least one point, so one lap meets all of them.
         while len(found) < want:
