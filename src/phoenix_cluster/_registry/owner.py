@@ -14,12 +14,10 @@ reported wherever it is found.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from .._foundation.env import Clock
+from .._foundation.env import Clock, running_loop
 from .._transport.tasks import TaskSet
 from ..errors import NameTaken, NoQuorum, PhoenixError
 from .batching import StoreBatcher
@@ -61,21 +59,42 @@ class _NameLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(name, (None, 0))
+    def hold(self, name: str) -> _Held:
+        """``async with locks.hold(name):`` (a class, not a generator: it is on every
+        registration)."""
+        return _Held(self._locks, name)
+
+
+class _Held:
+    __slots__ = ("_locks", "_name")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], name: str) -> None:
+        self._locks = locks
+        self._name = name
+
+    async def __aenter__(self) -> None:
+        locks, name = self._locks, self._name
+        lock, users = locks.get(name, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
-        self._locks[name] = (lock, users + 1)
+        locks[name] = (lock, users + 1)
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[name]
-            if users == 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._locks[self._name][0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        locks, name = self._locks, self._name
+        lock, users = locks[name]
+        if users == 1:
+            del locks[name]
+        else:
+            locks[name] = (lock, users - 1)
 
 
 class NameOwner:
@@ -236,23 +255,33 @@ class NameOwner:
         """
         if not sends:
             return 0, None
-        pending: set[asyncio.Future[StoreReply | None]] = set(sends)
+        # One future and a callback per send, not asyncio.wait's sets and waiter per
+        # round: a registration waits for one reply in two (a few µs per registration).
+        decided: asyncio.Future[None] = running_loop().create_future()
         acks = 0
         winner: Entry | None = None
-        while pending and acks < need and winner is None:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                reply = task.result()
-                if reply is None:
-                    continue
+        left = len(sends)
+
+        def on_reply(send: asyncio.Future[StoreReply | None]) -> None:
+            nonlocal acks, winner, left
+            left -= 1
+            if decided.done():  # answered after the decision (or the caller went away)
+                self._late_reply(entry, send)
+                return
+            reply = send.result()
+            if reply is not None:
                 if not reply.refused:
                     acks += 1
                 for refusal in reply.refused:
                     if refusal.winner is not None and entry is not None:
                         winner = refusal.winner
                         self.store.merge(refusal.winner, self._clock.monotonic())
-        for task in pending:
-            task.add_done_callback(functools.partial(self._late_reply, entry))
+            if acks >= need or winner is not None or left == 0:
+                decided.set_result(None)
+
+        for send in sends:
+            send.add_done_callback(on_reply)
+        await decided
         return acks, winner
 
     def _late_reply(self, entry: Entry | None,
