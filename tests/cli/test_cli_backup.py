@@ -5,10 +5,13 @@ written."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from backup_agents import Account, Profile
@@ -30,25 +33,43 @@ def phx(*args: str, cookie: str) -> subprocess.CompletedProcess[str]:
 
 
 Snapshot = dict[tuple[str, str], object]
+T = TypeVar("T")
+
+
+async def each(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``calls`` (one per key) a few at a time; their results in order."""
+    slots = asyncio.Semaphore(16)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with slots:
+            return await call
+
+    return await asyncio.gather(*(one(call) for call in calls))
 
 
 async def fill(client: Node) -> Snapshot:
-    for i, key in enumerate(ACCOUNTS):
+    """Deposits and fields for every key (keys side by side, each key's in order)."""
+    async def account(i: int, key: str) -> None:
         for amount in range(1 + i % 3):
             await client.ref(Account, key).deposit(10 * i + amount)
-    for i, key in enumerate(PROFILES):
+
+    async def profile(i: int, key: str) -> None:
         await client.ref(Profile, key).set("name", f"name {i} \u00e9")
         await client.ref(Profile, key).set("tier", str(i % 4))
+
+    await each([*(account(i, key) for i, key in enumerate(ACCOUNTS)),
+                *(profile(i, key) for i, key in enumerate(PROFILES))])
     return await read_all(client)
 
 
 async def read_all(client: Node) -> Snapshot:
+    accounts = await each(client.ref(Account, key).read() for key in ACCOUNTS)
+    profiles = await each(client.ref(Profile, key).read() for key in PROFILES)
     state: Snapshot = {}
-    for key in ACCOUNTS:
-        balance, history = await client.ref(Account, key).read()
+    for key, (balance, history) in zip(ACCOUNTS, accounts, strict=True):
         state[("account", key)] = (balance, list(history))
-    for key in PROFILES:
-        state[("profile", key)] = dict(await client.ref(Profile, key).read())
+    for key, fields in zip(PROFILES, profiles, strict=True):
+        state[("profile", key)] = dict(fields)
     return state
 
 
