@@ -15,7 +15,8 @@ from careless_agents import CarelessCounter
 from test_cli_node import free_port, node_env, run_phx
 
 import phoenix_cluster as phx
-from phoenix_cluster._cli.node import EXIT_CONFIG, _run
+from phoenix_cluster._cli.node import EXIT_CONFIG
+from phoenix_cluster._cli.node_lifecycle import run_node
 from phoenix_cluster.testing import LocalCluster
 
 CONSUL_TOKEN = "consul-acl-token-3b9e51"
@@ -122,7 +123,7 @@ def test_a_port_taken_after_the_check_is_still_one_line_and_exit_2(
     # The race the pre-start check cannot close: the node's own bind fails.
     settings = msgspec.convert({"listen": f"127.0.0.1:{busy_port}", "cookie": "c" * 16},
                                phx.Settings)
-    assert _run(phx.Node(settings=settings), 0) == EXIT_CONFIG
+    assert run_node(phx.Node(settings=settings), 0) == EXIT_CONFIG
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"phx node: error: cannot listen on 127.0.0.1:{busy_port}: ")
     assert "in use" in line

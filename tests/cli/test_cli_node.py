@@ -387,12 +387,12 @@ def test_exit_code_for_stop_reason() -> None:
 def test_a_downed_node_that_knew_nobody_else_exits_instead_of_rejoining() -> None:
     # Rejoining needs another member to join through; alone it would form a cluster of
     # its own (a second cluster), so it exits with code 3 instead.
-    from phoenix_cluster._cli.node import _rejoining
+    from phoenix_cluster._cli.node_lifecycle import rejoining
     from phoenix_cluster._node import DOWNED_PREFIX
 
     lonely = phx.Node(name="lonely", listen="127.0.0.1:7199", cookie="x" * 32)
     assert lonely.settings.on_downed == "rejoin"
-    assert _rejoining(lonely, f"{DOWNED_PREFIX}keep-majority: minority") is None
+    assert rejoining(lonely, f"{DOWNED_PREFIX}keep-majority: minority") is None
 
 
 @pytest.mark.slow
