@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import DEFAULT_MAX_WORKERS
+from phoenix_cluster._agents.kind_options import DEFAULT_MAX_WORKERS
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
 
 

@@ -5,8 +5,9 @@ name (``module.QualName`` unless ``kind=`` says otherwise), so a node that impor
 module can host it. Class keywords set per-kind options; the class body's public methods
 are its messages and its public attributes are its state.
 
-This module builds the static description of a kind (:class:`KindSpec`); running agents
-is the runtime's job (``runtime.py``).
+This module builds the static description of a kind (:class:`KindSpec`) from its class
+keywords, checked in ``kind_options.py``; running agents is the runtime's job
+(``runtime.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
-from .._placement.policies import Policy, check_policy
-from .._replication.groups import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from .._placement.policies import Policy
 from ..errors import AgentNotFound, ConfigError
 from .agent_timer import AgentTimer
 from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value_check
+from .kind_options import Consistency, Durability, check_kind_options
 
 if TYPE_CHECKING:
     from .._foundation.env import Clock
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
            "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind",
            "reentrant"]
-
-Durability = Literal["quorum", "async", "none"]
-_DURABILITIES = ("quorum", "async", "none")
-Consistency = Literal["fenced", "crdt"]
-_CONSISTENCIES = ("fenced", "crdt")
 
 # Types that msgpack decodes to exactly, so their arguments need no conversion.
 _NATIVE: tuple[object, ...] = (int, str, bool, bytes, float, Any, object, type(None), None)
@@ -355,76 +351,24 @@ class Agent:
         where = f"agent kind {name!r}"
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: kind must be a non-empty string", key="kind")
-        workers = _stateless_workers(where, placement, max_workers, durability, consistency)
-        if workers:
-            placement, durability = "hash", "none"
-        elif durability is None:
-            durability = "quorum"
-        if durability not in _DURABILITIES:
-            raise ConfigError(
-                f"{where}: durability must be one of {_DURABILITIES}, got {durability!r}",
-                key="durability",
-            )
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ConfigError(
-                f"{where}: idle_timeout must be > 0 seconds, got {idle_timeout!r}",
-                key="idle_timeout",
-            )
-        policy = check_policy(placement, where)
-        if (not isinstance(replicas, int) or isinstance(replicas, bool)
-                or not MIN_REPLICAS <= replicas <= MAX_REPLICAS):
-            raise ConfigError(f"{where}: replicas must be an int from {MIN_REPLICAS} to "
-                              f"{MAX_REPLICAS}, got {replicas!r}", key="replicas")
-        if consistency == "crdt" and replicas != DEFAULT_REPLICAS:
-            # Merge replication (crdt_sync.py) pushes to and repairs the 3 ring owners of
-            # a partition; other counts are not built for it.
-            raise ConfigError(f"{where}: a crdt kind has {DEFAULT_REPLICAS} replicas; "
-                              f"replicas={replicas} is only for fenced kinds", key="replicas")
-        if mailbox_limit is not None and (not isinstance(mailbox_limit, int) or mailbox_limit < 1):
-            raise ConfigError(
-                f"{where}: mailbox_limit must be an int >= 1, got {mailbox_limit!r}",
-                key="mailbox_limit",
-            )
-        if consistency not in _CONSISTENCIES:
-            raise ConfigError(
-                f"{where}: consistency must be one of {_CONSISTENCIES}, got {consistency!r}",
-                key="consistency",
-            )
-        if not isinstance(reentrant, bool):
-            raise ConfigError(f"{where}: reentrant must be True or False, got {reentrant!r}",
-                              key="reentrant")
-        if consistency == "crdt" and policy != "hash":
-            raise ConfigError(
-                f"{where}: consistency='crdt' needs placement='hash' (its replicas are the "
-                f"key's ring owners), got {placement!r}",
-                key="placement",
-            )
-        if store is not None and (not isinstance(store, str) or not store):
-            raise ConfigError(f"{where}: store must be a non-empty store name, got {store!r}",
-                              key="store")
-        if store is not None and consistency == "crdt":
-            raise ConfigError(f"{where}: a crdt kind merges its replicas and cannot use a "
-                              f"store (store={store!r})", key="store")
-        if store is not None and workers:
-            raise ConfigError(f"{where}: a stateless worker keeps no state and cannot use a "
-                              f"store (store={store!r})", key="store")
-        if (not isinstance(state_version, int) or isinstance(state_version, bool)
-                or not 1 <= state_version < 2**32):
-            raise ConfigError(f"{where}: state_version must be an int from 1, got "
-                              f"{state_version!r}", key="state_version")
+        options = check_kind_options(
+            where, durability=durability, idle_timeout=idle_timeout, placement=placement,
+            replicas=replicas, mailbox_limit=mailbox_limit, consistency=consistency,
+            max_workers=max_workers, store=store, state_version=state_version,
+            reentrant=reentrant)
         spec = KindSpec(
             cls,
             name,
-            durability=durability,
-            idle_timeout_s=idle_timeout,
-            placement=policy,
-            replicas=replicas,
-            mailbox_limit=mailbox_limit,
-            consistency=consistency,
-            max_workers=workers,
-            store=store,
-            state_version=state_version,
-            reentrant=reentrant,
+            durability=options.durability,
+            idle_timeout_s=options.idle_timeout,
+            placement=options.policy,
+            replicas=options.replicas,
+            mailbox_limit=options.mailbox_limit,
+            consistency=options.consistency,
+            max_workers=options.workers,
+            store=options.store,
+            state_version=options.state_version,
+            reentrant=options.reentrant,
         )
         cls._phx_spec = spec
         # A later definition under the same name wins, as a re-imported module would.
@@ -553,38 +497,6 @@ WORKER_SEPARATOR = "\x00"
 def worker_of(activation_key: str) -> str:
     """The caller's key of a stateless worker's activation key (``key\x000`` -> ``key``)."""
     return activation_key.rpartition(WORKER_SEPARATOR)[0]
-
-
-DEFAULT_MAX_WORKERS = 4
-"""Activations of one stateless key per node when ``max_workers`` is not given."""
-
-
-def _stateless_workers(where: str, placement: object, max_workers: object,
-                       durability: object, consistency: object) -> int:
-    """``max_workers`` of a ``placement="stateless"`` kind (0 for any other kind).
-
-    Raises:
-        ConfigError: ``max_workers`` without ``placement="stateless"`` or not an int
-            >= 1; a stateless kind with a durability other than ``"none"`` or with
-            ``consistency="crdt"`` (it keeps no replicated state).
-    """
-    if placement != "stateless":
-        if max_workers is not None:
-            raise ConfigError(f"{where}: max_workers needs placement='stateless', got "
-                              f"placement={placement!r}", key="max_workers")
-        return 0
-    if max_workers is None:
-        max_workers = DEFAULT_MAX_WORKERS
-    if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-        raise ConfigError(f"{where}: max_workers must be an int >= 1, got {max_workers!r}",
-                          key="max_workers")
-    if durability not in (None, "none"):
-        raise ConfigError(f"{where}: a placement='stateless' kind replicates no state, so "
-                          f"its durability is 'none'; got {durability!r}", key="durability")
-    if consistency != "fenced":
-        raise ConfigError(f"{where}: a placement='stateless' kind has no consistency "
-                          f"option; got consistency={consistency!r}", key="consistency")
-    return max_workers
 
 
 _RESERVED = frozenset(name for name in dir(Agent) if not name.startswith("_"))
