@@ -3,7 +3,8 @@
 Only the command definitions live here; the measuring code (``bench_local.py``,
 ``bench_cluster.py``, ``bench_remote.py``, ``bench_membership.py``) is imported when a
 benchmark actually runs, so ``phx --help`` stays fast. Each of those modules offers
-``print_report(results)`` and ``save_json(results, path)``.
+``print_report(results)`` and ``save_json(results, path)`` (``bench_remote_report.py`` for
+``bench_remote.py``).
 """
 
 from __future__ import annotations
@@ -131,10 +132,10 @@ def remote(json_path: Path | None, quick: bool, transport: str) -> None:
     node in this process: call p50/p95/p99 with one call in flight, calls/s with 1, 16
     and 256 in flight, casts/s. The full run takes about a minute; --quick seconds.
     """
-    from . import bench_remote
+    from . import bench_remote, bench_remote_report
 
     chosen = bench_remote.TRANSPORTS if transport == "all" else (transport,)
-    _measure(bench_remote, lambda progress: bench_remote.run_remote(
+    _measure(bench_remote_report, lambda progress: bench_remote.run_remote(
         transports=cast("tuple[bench_remote.TransportName, ...]", chosen),
         quick=quick, progress=progress), json_path)
 

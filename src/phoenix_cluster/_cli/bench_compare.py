@@ -42,7 +42,8 @@ from phoenix_cluster._agents.ref import AgentRef
 from .bench_agents import NODE_LOOP_ENV, BenchQuorum, BenchVolatile
 from .bench_cluster import _run, _Session, _summarize, report_title
 from .bench_local import LoopName, loop_factory, machine_info, save_json
-from .bench_remote import RemoteBenchSizes, _baseline
+from .bench_remote import RemoteBenchSizes
+from .bench_remote_baseline import run_baseline
 from .bench_replication import _cpu_seconds
 
 __all__ = ["IN_FLIGHT", "CompareSizes", "print_report", "run_compare", "save_json"]
@@ -261,7 +262,7 @@ def run_compare(
         say(f"round {round_no + 1}/{sizes.rounds}: raw asyncio baseline")
         gc.collect()
         with asyncio.Runner(loop_factory=factory) as runner:
-            raw = runner.run(_baseline(raw_sizes, node_env))
+            raw = runner.run(run_baseline(raw_sizes, node_env))
         run["raw"] = {"p50_us": raw["call_latency"]["p50_us"],
                       "p95_us": raw["call_latency"]["p95_us"],
                       "calls_per_s": raw["calls_per_s"][str(IN_FLIGHT)]}
