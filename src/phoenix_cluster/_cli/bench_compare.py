@@ -40,7 +40,8 @@ from phoenix_cluster._agents.agent import Agent
 from phoenix_cluster._agents.ref import AgentRef
 
 from .bench_agents import NODE_LOOP_ENV, BenchQuorum, BenchVolatile
-from .bench_cluster import _run, _Session, _summarize, report_title
+from .bench_cluster_harness import Session, run_on_cluster, summarize
+from .bench_cluster_report import report_title
 from .bench_local import LoopName, loop_factory, machine_info, save_json
 from .bench_remote import RemoteBenchSizes
 from .bench_remote_baseline import run_baseline
@@ -80,7 +81,7 @@ class CompareSizes:
 # --------------------------------------------------------------------------- Phoenix
 
 
-async def _phoenix(session: _Session, sizes: CompareSizes, round_no: int) -> dict[str, Any]:
+async def _phoenix(session: Session, sizes: CompareSizes, round_no: int) -> dict[str, Any]:
     """Both kinds on this cluster: latency, then 256 in flight (the order alternates by
     round, so neither kind always runs on the warmer cluster)."""
     client = session.client
@@ -102,7 +103,7 @@ async def _phoenix(session: _Session, sizes: CompareSizes, round_no: int) -> dic
             started = clock()
             await inc(1)
             append(clock() - started)
-        lat = _summarize(samples)
+        lat = summarize(samples)
 
         refs = [client.ref(kind, f"t{round_no}-{i}") for i in range(IN_FLIGHT)]
         await asyncio.gather(*(r.inc(0) for r in refs))  # activate, open connections
@@ -158,7 +159,7 @@ def _ray(sizes: CompareSizes) -> dict[str, float] | None:
             started = clock()
             ray.get(actor.inc.remote(1))
             samples.append(clock() - started)
-        lat = _summarize(samples)
+        lat = summarize(samples)
         # 256 in flight: keep the window full, replacing each answered call.
         total = max(IN_FLIGHT, sizes.pipelined_calls)
         started_s = time.perf_counter()
@@ -269,8 +270,9 @@ def run_compare(
         for members in MEMBERS:
             say(f"round {round_no + 1}/{sizes.rounds}: quorum and none kinds, "
                 f"{members} node(s)")
-            figures = _run(factory, members, partial(_phoenix, sizes=sizes, round_no=round_no),
-                           node_env, node_loops)
+            figures = run_on_cluster(
+                factory, members, partial(_phoenix, sizes=sizes, round_no=round_no),
+                node_env, node_loops)
             for kind in KINDS:
                 run[_series_name(members, kind)] = figures[kind]
         if ray_present:

@@ -30,7 +30,8 @@ import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster
 
 from .bench_agents import BenchAccount, BenchTarget
-from .bench_cluster import _summarize, report_title
+from .bench_cluster_harness import summarize
+from .bench_cluster_report import report_title
 from .bench_local import machine_info, save_json
 
 __all__ = ["print_report", "run_agents", "save_json"]
@@ -58,7 +59,7 @@ async def _routed_calls(client: phx.Node, agents: int, calls: int) -> dict[str, 
         started = clock()
         await refs[i % agents].inc(1)
         samples.append(clock() - started)
-    return _summarize(samples)
+    return summarize(samples)
 
 
 async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
@@ -75,7 +76,7 @@ async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
         started = time.perf_counter_ns()
         await client.migrate(ref, to=target)
         samples.append(time.perf_counter_ns() - started)
-    single = _summarize(samples)
+    single = summarize(samples)
     moves = await prepare("bulk", concurrent)
     gate = asyncio.Semaphore(32)
 

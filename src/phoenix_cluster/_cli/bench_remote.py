@@ -41,14 +41,8 @@ from functools import partial
 from typing import Any, Literal
 
 from .bench_agents import NODE_LOOP_ENV
-from .bench_cluster import (
-    ClusterBenchSizes,
-    _casts,
-    _latency,
-    _run,
-    _Session,
-    _throughput,
-)
+from .bench_cluster import ClusterBenchSizes, _casts, _latency, _throughput
+from .bench_cluster_harness import Session, run_on_cluster
 from .bench_local import LoopName, loop_factory, machine_info, save_json
 from .bench_remote_baseline import IN_FLIGHT, run_baseline
 
@@ -113,7 +107,7 @@ def _measure_transport(
     node_loops: set[str],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    run = partial(_run, factory, 1, node_env=node_env, node_loops=node_loops,
+    run = partial(run_on_cluster, factory, 1, node_env=node_env, node_loops=node_loops,
                   transports=transport)
     out: dict[str, Any] = {}
     say(f"{transport}: call latency, {sizes.latency_calls:,} sequential calls")
@@ -124,7 +118,7 @@ def _measure_transport(
         per_s[str(n)] = run(partial(_throughput, sizes=sizes.cluster_sizes(n), callers=n))
     out["calls_per_s"] = per_s
 
-    async def casts(session: _Session, senders: int = 1) -> tuple[float, int]:
+    async def casts(session: Session, senders: int = 1) -> tuple[float, int]:
         n = sizes.sequential_casts if senders == 1 else sizes.casts
         return await _casts(session, dataclasses.replace(sizes.cluster_sizes(), casts=n),
                             agents=1, senders=senders)

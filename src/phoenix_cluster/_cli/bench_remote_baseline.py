@@ -25,7 +25,7 @@ from .._wire.codec import WireCodec, decode_payload, encode_payload
 from .._wire.frames import FrameDecoder, pack_frames
 from .._wire.messages import Call, Reply
 from .bench_agents import NODE_LOOP_ENV, BenchTarget
-from .bench_cluster import _summarize
+from .bench_cluster_harness import summarize
 from .bench_local import LoopName, loop_factory
 
 __all__ = ["IN_FLIGHT", "BaselineSizes", "echo_server_main", "run_baseline"]
@@ -197,7 +197,7 @@ async def _measure_baseline(
         started = clock()
         await call("latency")
         append(clock() - started)
-    out: dict[str, Any] = {"call_latency": _summarize(samples)}
+    out: dict[str, Any] = {"call_latency": summarize(samples)}
 
     per_s: dict[str, float] = {}
     for n in in_flight:

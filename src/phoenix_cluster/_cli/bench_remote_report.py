@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bench_cluster import report_title
+from .bench_cluster_report import report_title
 from .bench_local import save_json
 from .bench_remote import CAST_SENDERS
 

@@ -42,7 +42,8 @@ from phoenix_cluster._agents.handoff import HandoffRecord
 from phoenix_cluster.testing import LocalCluster, wait_until
 
 from .bench_agents import BenchAsync, BenchBlob, BenchCrdt, BenchQuorum, BenchVolatile
-from .bench_cluster import _summarize, report_title
+from .bench_cluster_harness import summarize
+from .bench_cluster_report import report_title
 from .bench_local import save_json
 from .bench_placement import run_on_three_members
 
@@ -75,7 +76,7 @@ async def _latency(client: phx.Node, kind: type[phx.Agent], agents: int,
         started = clock()
         await refs[i % agents].inc(1)
         samples.append(clock() - started)
-    s = _summarize(samples)
+    s = summarize(samples)
     return {"calls": s["calls"], "p50_ms": s["p50_us"] / 1000, "p95_ms": s["p95_us"] / 1000,
             "p99_ms": s["p99_us"] / 1000, "max_ms": s["max_us"] / 1000,
             "updates_per_s": s["calls_per_s"]}
@@ -139,7 +140,7 @@ async def _migrations(client: phx.Node, names: list[str], agents: int) -> list[d
             moved = len(msgspec.msgpack.encode(HandoffRecord(ref.kind, ref.key, before)))
             if await ref.where() != target or await ref.state() != before:
                 raise RuntimeError(f"agent {ref.key} lost its state or place in a migration")
-        summary = _summarize(samples)
+        summary = summarize(samples)
         out.append({"state_bytes": float(size), "handoff_bytes": float(moved),
                     "migrate_p50_ms": summary["p50_us"] / 1000,
                     "migrate_p95_ms": summary["p95_us"] / 1000, "migrations": float(agents)})

@@ -27,7 +27,7 @@ from phoenix_cluster.testing import free_port
 
 from .._foundation.parent_death import PARENT_PID_ENV
 from .bench_agents import BenchTarget
-from .bench_cluster import report_title
+from .bench_cluster_report import report_title
 from .bench_local import machine_info, save_json
 
 __all__ = ["GOAL_FIRST_CALL_S", "print_report", "run_startup", "save_json"]
