@@ -279,7 +279,7 @@ def _mutate(data: st.DataObject, agent: Bag) -> None:
         t.update({key: data.draw(_values)})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_list_changes_roll_back_and_commit_exactly(data: st.DataObject) -> None:
     """Random nested lists and dicts, random sequences of changes through their

@@ -282,7 +282,7 @@ def _mutate(data: st.DataObject, agent: Bag, graveyard: list[Any]) -> None:
             t.x = data.draw(st.integers(0, 99))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_rollback_and_commit_match_the_plain_path(data: st.DataObject) -> None:
     """Random states and mutations (aliases, private references, detached objects,
