@@ -459,6 +459,34 @@ async def test_failed_eager_elections_retry_in_batches_not_all_at_once(
     assert busiest <= EAGER_BATCH
 
 
+async def test_a_primary_that_lost_its_lead_without_a_move_runs_again_without_traffic(
+        make: Callable[..., ReplicaCluster]) -> None:
+    # A write that finds no quorum costs its leader the lead ("no_quorum"); the table
+    # still names it primary, and before, nobody elected the partition again until a
+    # call came (its lagging replicas stayed behind: a chaos run found partitions
+    # without a leader 20 s after a heal). It runs again after retry_s by itself.
+    cluster = make(settings=ReplicationSettings())
+    await cluster.start_all("abc")
+    key = keys_led_by("a", "abc", 1, prefix="lost-")[0]
+    p = partition_for(KIND, key)
+    for _ in range(1000):
+        if cluster.nodes["a"].leads(p):
+            break
+        await cluster.clock.sleep(0.01)
+    a = cluster.nodes["a"]
+    assert a.leads(p)
+    cluster.net.isolate("a", "bc")
+    with pytest.raises(NoQuorum):
+        await write(cluster, "a", key, "v1")
+    assert not a.leads(p)
+    cluster.net.heal()
+    for _ in range(500):  # 5 s of virtual time, no call
+        if a.leads(p):
+            break
+        await cluster.clock.sleep(0.01)
+    assert a.leads(p)
+
+
 async def test_eager_elections_lead_the_partitions_with_data_after_a_failover(
         make: Callable[..., ReplicaCluster]) -> None:
     cluster = make(settings=ReplicationSettings())

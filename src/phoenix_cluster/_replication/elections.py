@@ -172,6 +172,18 @@ class Elections(ReplicatorCore):
             self._retries[p] = self._clock.call_later(self.settings.retry_s,
                                                       partial(self._retry, p))
 
+    def _lose(self, p: int, reason: str) -> None:
+        """Step down (``core.py``); a primary that lost its lead for any reason but a
+        move (fenced, deposed, no quorum) runs again after ``retry_s``, in the batched
+        queue. Without traffic nobody else would: the partition stayed leaderless until
+        a call or a table change, and its lagging replicas were not caught up."""
+        had = p in self._leads
+        super()._lose(p, reason)
+        if (had and reason != "moved" and self.settings.eager and not self._closed
+                and p not in self._retries):
+            self._retries[p] = self._clock.call_later(self.settings.retry_s,
+                                                      partial(self._retry, p))
+
     def _retry(self, p: int) -> None:
         # Back into the batched queue, not straight to an election (so are catch-ups):
         # after a node's death every partition it led fails its first election together,
