@@ -157,7 +157,7 @@ class Traffic:
     """Calls made by the workload: counts, a one-second window and whole-run latency."""
 
     def __init__(self, window_ticks: int) -> None:
-        from .demo_single import LatencyHistogram
+        from .demo_single_stats import LatencyHistogram
 
         self.ok = 0
         self.failed: dict[str, int] = {}

@@ -9,27 +9,27 @@ On a terminal the figures refresh in place about four times a second; otherwise 
 tests, a pipe) a plain line is printed every second. The exit status is 0 only if every
 invariant holds.
 
-The heavy imports (rich, the agents) happen when the command runs, so ``phx --help``
-stays fast.
+The run's figures are kept by ``demo_single_stats.py`` and shown by
+``demo_single_view.py``; this module runs the workload and checks the invariants. The
+heavy imports (rich, the agents) happen when the command runs, so ``phx --help`` stays
+fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import math
 import random
 import signal
 import sys
 import time
-from array import array
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from .demo_single_stats import LatencyHistogram, Outcome, SingleDemoConfig, SingleDemoStats
+from .demo_single_view import render, show, summary
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LatencyHistogram", "run_single"]
 
-_REFRESH_S = 0.25
-_PLAIN_EVERY = 4  # ticks between plain lines (one a second)
-_WINDOW_TICKS = 4  # rates and latencies are over the last second
 _OVERDRAFT = 10**12  # more than all the money in any run: such a transfer is refused
 
 
@@ -51,7 +48,7 @@ def run_single(
     from .bench_local import loop_factory
 
     _, factory = loop_factory("auto")
-    config = _Config(
+    config = SingleDemoConfig(
         duration_s=None if forever else duration,
         accounts=agents // 2,
         counters=agents - agents // 2,
@@ -64,97 +61,15 @@ def run_single(
         return runner.run(_main(config))
 
 
-@dataclass(frozen=True, slots=True)
-class _Config:
-    duration_s: float | None
-    accounts: int
-    counters: int
-    clients: int
-    rate: int
-    seed: int
-    live: bool
-
-
-class LatencyHistogram:
-    """Latencies in log buckets (about 5 % wide): percentiles of a long run in fixed memory."""
-
-    __slots__ = ("buckets", "count")
-    _SCALE = 20.0
-
-    def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
-        self.count = 0
-
-    def add_all(self, samples_ns: Iterable[int]) -> None:
-        buckets = self.buckets
-        scale = self._SCALE
-        for ns in samples_ns:
-            b = int(math.log(ns if ns > 1 else 1) * scale)
-            buckets[b] = buckets.get(b, 0) + 1
-            self.count += 1
-
-    def percentile_us(self, q: float) -> float:
-        if not self.count:
-            return 0.0
-        rank = q * self.count
-        seen = 0
-        for b in sorted(self.buckets):
-            seen += self.buckets[b]
-            if seen >= rank:
-                return math.exp((b + 0.5) / self._SCALE) / 1_000.0
-        return 0.0  # pragma: no cover - unreachable
-
-
-class _Stats:
-    """What the clients did, and the recent window the live view shows."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.casts = 0
-        self.transfers = 0
-        self.injected_rolled_back = 0
-        self.overdrafts_refused = 0
-        self.other_errors = 0
-        self.overloaded = 0
-        self.timeouts = 0
-        self.increments_accepted = 0
-        self.tick_samples: array[int] = array("q")
-        self.window: deque[array[int]] = deque(maxlen=_WINDOW_TICKS)
-        self.rates: deque[tuple[float, int, int]] = deque(maxlen=_WINDOW_TICKS + 1)
-        self.whole_run = LatencyHistogram()
-
-    @property
-    def rolled_back(self) -> int:
-        return self.injected_rolled_back + self.overdrafts_refused + self.other_errors
-
-    def tick(self, now: float) -> None:
-        samples = self.tick_samples
-        self.tick_samples = array("q")
-        self.window.append(samples)
-        self.whole_run.add_all(samples)
-        self.rates.append((now, self.calls, self.casts))
-
-    def rate(self) -> tuple[float, float]:
-        """Calls/s and casts/s over the window."""
-        if len(self.rates) < 2:
-            return 0.0, 0.0
-        (t0, calls0, casts0), (t1, calls1, casts1) = self.rates[0], self.rates[-1]
-        dt = max(t1 - t0, 1e-9)
-        return (calls1 - calls0) / dt, (casts1 - casts0) / dt
-
-    def window_percentiles_us(self) -> tuple[float, float]:
-        samples = sorted(itertools.chain.from_iterable(self.window))
-        if not samples:
-            return 0.0, 0.0
-        n = len(samples)
-        return samples[n // 2] / 1_000.0, samples[min(n - 1, int(n * 0.95))] / 1_000.0
-
-
 # --------------------------------------------------------------------------- the workload
 
 
 async def _client(
-    node: phx.Node, config: _Config, stats: _Stats, index: int, stop: asyncio.Event
+    node: phx.Node,
+    config: SingleDemoConfig,
+    stats: SingleDemoStats,
+    index: int,
+    stop: asyncio.Event,
 ) -> None:
     import phoenix_cluster as phx
 
@@ -236,23 +151,7 @@ async def _sum_all(refs: list[Any], method: str) -> int:
     return total
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    money_expected: int
-    money_found: int
-    increments_accepted: int
-    increments_counted: int
-
-    @property
-    def money_ok(self) -> bool:
-        return self.money_expected == self.money_found
-
-    @property
-    def counters_ok(self) -> bool:
-        return self.increments_accepted == self.increments_counted
-
-
-async def _check(node: phx.Node, config: _Config, stats: _Stats) -> _Outcome:
+async def _check(node: phx.Node, config: SingleDemoConfig, stats: SingleDemoStats) -> Outcome:
     from .demo_agents import INITIAL_BALANCE, Account, Counter
 
     await _quiesce(node)
@@ -262,108 +161,16 @@ async def _check(node: phx.Node, config: _Config, stats: _Stats) -> _Outcome:
     counted = await _sum_all(
         [node.ref(Counter, f"counter-{i}") for i in range(config.counters)], "get"
     )
-    return _Outcome(config.accounts * INITIAL_BALANCE, money, stats.increments_accepted, counted)
-
-
-# --------------------------------------------------------------------------- the view
-
-
-def _mb(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 1e6:,.1f} MB"
-
-
-def _render(node: phx.Node, config: _Config, stats: _Stats, elapsed: float) -> RenderableType:
-    from rich.table import Table
-
-    from .bench_local import rss_bytes
-
-    agents = node.statistics().agents
-    calls_s, casts_s = stats.rate()
-    p50, p95 = stats.window_percentiles_us()
-    until = "Ctrl-C to stop" if config.duration_s is None else f"of {config.duration_s:.0f} s"
-    table = Table(
-        title=f"Phoenix demo on {node.name}: {elapsed:5.1f} s {until}",
-        title_justify="left",
-        show_header=False,
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_row("active agents", f"{agents.active_agents:,}")
-    table.add_row("passivated agents", f"{agents.passive_agents:,}")
-    table.add_row("calls/s", f"{calls_s:,.0f}")
-    table.add_row("casts/s", f"{casts_s:,.0f}")
-    table.add_row("call latency p50 / p95", f"{p50:,.0f} µs / {p95:,.0f} µs")
-    table.add_row("errors rolled back", f"{stats.rolled_back:,}")
-    table.add_row("overloaded / timed out", f"{stats.overloaded:,} / {stats.timeouts:,}")
-    table.add_row("memory (RSS)", _mb(rss_bytes()))
-    return table
-
-
-def _plain_line(node: phx.Node, stats: _Stats, elapsed: float) -> str:
-    from .bench_local import rss_bytes
-
-    agents = node.statistics().agents
-    calls_s, casts_s = stats.rate()
-    p50, p95 = stats.window_percentiles_us()
-    return (
-        f"[{elapsed:6.1f}s] agents {agents.active_agents:,} active "
-        f"{agents.passive_agents:,} passive | {calls_s:,.0f} calls/s {casts_s:,.0f} casts/s | "
-        f"p50 {p50:,.0f} µs p95 {p95:,.0f} µs | rolled back {stats.rolled_back:,} | "
-        f"RSS {_mb(rss_bytes())}"
-    )
-
-
-async def _show(
-    node: phx.Node,
-    config: _Config,
-    stats: _Stats,
-    started: float,
-    update: Callable[[RenderableType], None] | None,
-) -> None:
-    for tick in itertools.count(1):
-        await asyncio.sleep(_REFRESH_S)
-        now = time.perf_counter()
-        stats.tick(now)
-        if update is not None:
-            update(_render(node, config, stats, now - started))
-        elif tick % _PLAIN_EVERY == 0:
-            click.echo(_plain_line(node, stats, now - started))
-
-
-def _summary(
-    node: phx.Node, config: _Config, stats: _Stats, elapsed: float, outcome: _Outcome
-) -> list[str]:
-    agents = node.statistics().agents
-    hist = stats.whole_run
-    verdict = {True: "invariant OK", False: "INVARIANT VIOLATED"}
-    return [
-        f"Summary: {elapsed:.1f} s, {config.accounts + config.counters:,} agents "
-        f"({config.accounts:,} accounts, {config.counters:,} counters), "
-        f"{config.clients:,} clients, seed {config.seed}",
-        f"  calls: {stats.calls:,} ({stats.calls / elapsed:,.0f}/s), "
-        f"transfers: {stats.transfers:,}, casts: {stats.casts:,} ({stats.casts / elapsed:,.0f}/s)",
-        f"  call latency p50 {hist.percentile_us(0.5):,.0f} µs, "
-        f"p95 {hist.percentile_us(0.95):,.0f} µs, p99 {hist.percentile_us(0.99):,.0f} µs",
-        f"  errors rolled back: {stats.rolled_back:,} ({stats.injected_rolled_back:,} failures "
-        f"injected after a debit, {stats.overdrafts_refused:,} overdrafts refused, "
-        f"{stats.other_errors:,} other)",
-        f"  overloaded: {stats.overloaded:,}, timed out: {stats.timeouts:,}",
-        f"  activations: {agents.activations:,}, passivations: {agents.passivations:,}, "
-        f"messages handled: {agents.messages_handled:,}",
-        f"  money: {outcome.money_expected:,} expected, {outcome.money_found:,} found: "
-        f"{verdict[outcome.money_ok]}",
-        f"  counters: {outcome.increments_accepted:,} increments accepted, "
-        f"{outcome.increments_counted:,} counted: {verdict[outcome.counters_ok]}",
-    ]
+    return Outcome(config.accounts * INITIAL_BALANCE, money, stats.increments_accepted, counted)
 
 
 # --------------------------------------------------------------------------- driver
 
 
-async def _main(config: _Config) -> bool:
+async def _main(config: SingleDemoConfig) -> bool:
     import phoenix_cluster as phx
 
-    stats = _Stats()
+    stats = SingleDemoStats()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -386,14 +193,14 @@ async def _main(config: _Config) -> bool:
         if config.live:
             from rich.live import Live
 
-            live = Live(_render(node, config, stats, 0.0), auto_refresh=False)
+            live = Live(render(node, config, stats, 0.0), auto_refresh=False)
             live_cm = live
 
             def update(renderable: RenderableType) -> None:
                 live.update(renderable, refresh=True)
 
         with live_cm:
-            viewer = loop.create_task(_show(node, config, stats, started, update))
+            viewer = loop.create_task(show(node, config, stats, started, update))
             try:
                 if config.duration_s is None:
                     await stop.wait()
@@ -412,6 +219,6 @@ async def _main(config: _Config) -> bool:
         stats.tick(time.perf_counter())
         click.echo("workload stopped; checking invariants…")
         outcome = await _check(node, config, stats)
-        for line in _summary(node, config, stats, elapsed, outcome):
+        for line in summary(node, config, stats, elapsed, outcome):
             click.echo(line)
     return outcome.money_ok and outcome.counters_ok
