@@ -36,10 +36,12 @@ partition, and all converge once they exchange what they have. How state spreads
   it knows of, alive or not, for up to ``flush_timeout_s``: the updates a minority
   accepted while cut off reach the survivors before it exits.
 
-Memory only: a replica lives as long as its node process. A node restarted without
-memory is a new incarnation (new replica ids, so no dot repeats) and is refilled by
-anti-entropy. Replicas are never dropped while the process runs (a dropped replica
-whose peers are unreachable could make this node re-mint dots it already used).
+The replica and backlog records are ``crdt_replica.py``; the anti-entropy rounds (and the
+hand-over on stop) are ``crdt_anti_entropy.py``. Memory only: a replica lives as long as
+its node process. A node restarted without memory is a new incarnation (new replica ids,
+so no dot repeats) and is refilled by anti-entropy. Replicas are never dropped while the
+process runs (a dropped replica whose peers are unreachable could make this node re-mint
+dots it already used).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from .._ring.hashing import key_hash
 from .._ring.partitions import PartitionTable, partition_of
 from .._transport.tasks import LogLimiter, TaskSet, fail_after
 from ..errors import PhoenixError, ProtocolError
+from .crdt_anti_entropy import AntiEntropy, hashes_reply_decoder
+from .crdt_replica import BACKLOG_LIMIT, Address, Backlog, CrdtSyncSettings, Replica
 from .merging import (
     Fields,
     Hashes,
@@ -65,14 +69,10 @@ from .merging import (
     PushBatch,
     Schema,
     Wanted,
-    decode_digests,
     decode_fields,
-    deltas_for,
     digests,
     encode_digests,
     encode_fields,
-    merge_into,
-    state_hash,
 )
 from .sending import Rpc, deciding
 
@@ -86,36 +86,9 @@ OnMerged = Callable[[str, str, Fields], None]
 SchemaOf = Callable[[str], Schema]
 """``schema_of(kind)``: the field types of a crdt kind (raises ``AgentNotFound``)."""
 
-Address = tuple[str, str]
-
 _encoder = msgspec.msgpack.Encoder()
 _push_decoder = msgspec.msgpack.Decoder(PushBatch)
 _hashes_decoder = msgspec.msgpack.Decoder(Hashes)
-_hashes_reply_decoder = msgspec.msgpack.Decoder(HashesReply)
-
-
-@dataclass(frozen=True, slots=True)
-class CrdtSyncSettings:
-    """Timers and limits of :class:`CrdtSync`.
-
-    Attributes:
-        ack_timeout_s: how long ``commit`` waits for a majority before it settles for
-            the replicas that answered (a cut-off node's updates are then acknowledged
-            once stored locally). Below the call timeout (5 s).
-        fetch_timeout_s: how long an activation waits for the other replicas' states.
-        rpc_timeout_s: one anti-entropy RPC.
-        interval_s: time between anti-entropy rounds (a membership change starts one
-            at once).
-        batch_items: agents per anti-entropy RPC.
-        flush_timeout_s: how long a stopping node offers its replicas to the others.
-    """
-
-    ack_timeout_s: float = 1.0
-    fetch_timeout_s: float = 0.5
-    rpc_timeout_s: float = 2.0
-    interval_s: float = 1.0
-    batch_items: int = 256
-    flush_timeout_s: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,72 +102,7 @@ class CrdtSyncStatistics:
     repairs: int
 
 
-class _Replica:
-    __slots__ = ("_encoded", "_hash", "fields", "partition")
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition  # hashed once: anti-entropy asks it every round
-        self.fields: Fields = {}
-        self._encoded: bytes | None = None
-        self._hash: bytes | None = None
-
-    def merge(self, fields: Fields) -> bool:
-        changed = merge_into(self.fields, fields)
-        if changed:
-            self._encoded = self._hash = None
-        return changed
-
-    def encoded(self) -> bytes:
-        if self._encoded is None:
-            self._encoded = encode_fields(self.fields)
-        return self._encoded
-
-    def hash(self) -> bytes:
-        if self._hash is None:
-            self._hash = state_hash(self.encoded())
-        return self._hash
-
-
-_BACKLOG_LIMIT = 32
-"""Unacknowledged deltas kept per peer and agent; past it (a peer that stopped
-answering but is still in the alive set) the next push sends the whole replica."""
-
-
-class _Backlog:
-    """What one peer has not acknowledged of one agent: each pushed delta by its number.
-
-    An acknowledgement of push ``n`` drops the deltas numbered ``n`` or less (that push
-    carried them all); the later ones, still in flight, stay. So under a steady stream
-    of commits the backlog holds only the pushes in flight, never the agent's history.
-    """
-
-    __slots__ = ("deltas", "last")
-
-    def __init__(self) -> None:
-        self.deltas: list[tuple[int, Fields]] = []
-        self.last = 0
-
-    def add(self, delta: Fields) -> int:
-        self.last += 1
-        self.deltas.append((self.last, delta))
-        return self.last
-
-    def joined(self) -> Fields:
-        """The join of the deltas (the only one itself: read it, do not mutate)."""
-        if len(self.deltas) == 1:
-            return self.deltas[0][1]
-        out: Fields = {}
-        for _, delta in self.deltas:
-            merge_into(out, delta)
-        return out
-
-    def acknowledged(self, upto: int) -> bool:
-        """Drop the deltas numbered ``upto`` or less; whether none is left."""
-        self.deltas = [(n, delta) for n, delta in self.deltas if n > upto]
-        return not self.deltas
-
-
-class CrdtSync:
+class CrdtSync(AntiEntropy):
     """Merge replication of crdt agents on one node (see the module docstring).
 
     Args:
@@ -216,8 +124,8 @@ class CrdtSync:
         self._schema_of = schema_of
         self._on_merged = on_merged
         self._known = known
-        self._store: dict[Address, _Replica] = {}
-        self._backlog: dict[str, dict[Address, _Backlog]] = {}  # peer -> unacknowledged
+        self._store: dict[Address, Replica] = {}
+        self._backlog: dict[str, dict[Address, Backlog]] = {}  # peer -> unacknowledged
         # peer -> agents to push whole next (-> a mark number, so an anti-entropy round
         # clears only the marks it has seen)
         self._whole: dict[str, dict[Address, int]] = {}
@@ -283,10 +191,6 @@ class CrdtSync:
         return self._members_of(partition_of(key_hash(kind, key)) if replica is None
                                 else replica.partition)
 
-    def _members_of(self, partition: int) -> tuple[str, ...]:
-        table = self._table
-        return (self.name,) if table is None else table.replicas[partition]
-
     def stored(self, kind: str, key: str) -> Fields | None:
         """This node's replica of the agent (read-only: do not mutate), or ``None``."""
         replica = self._store.get((kind, key))
@@ -302,7 +206,7 @@ class CrdtSync:
         """
         replica = self._store.get((kind, key))
         if replica is None:
-            replica = self._store[(kind, key)] = _Replica(partition_of(key_hash(kind, key)))
+            replica = self._store[(kind, key)] = Replica(partition_of(key_hash(kind, key)))
         changed = replica.merge(fields)
         if changed and foreign:
             for member in self._members_of(replica.partition):
@@ -334,7 +238,7 @@ class CrdtSync:
                 if reply is None:
                     continue
                 try:
-                    for wanted in _hashes_reply_decoder.decode(reply).items:
+                    for wanted in hashes_reply_decoder.decode(reply).items:
                         if wanted.state is not None:
                             self.merge_local(kind, key, decode_fields(wanted.state, schema))
                 except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError) as exc:
@@ -384,10 +288,10 @@ class CrdtSync:
         """Push ``delta`` to ``peer`` joined with its unacknowledged backlog of the agent;
         the acknowledgement drops what this push carried from the backlog."""
         pending = self._backlog.setdefault(peer, {})
-        backlog = pending.setdefault(address, _Backlog())
+        backlog = pending.setdefault(address, Backlog())
         whole = self._whole.get(peer)
         if (whole is not None and whole.pop(address, None) is not None) \
-                or len(backlog.deltas) >= _BACKLOG_LIMIT:
+                or len(backlog.deltas) >= BACKLOG_LIMIT:
             # The whole replica holds every cause: nothing before it need travel again.
             replica = self._store[address]
             backlog.acknowledged(backlog.last)
@@ -452,81 +356,6 @@ class CrdtSync:
             elif replica.hash() != fingerprint:
                 out.append(Wanted(kind, key, encode_digests(digests(replica.fields))))
         return HashesReply(tuple(out))
-
-    async def _call(self, node: str, method: str, payload: bytes,
-                    timeout_s: float) -> bytes | None:
-        """One RPC; ``None`` when it failed (the peer is unreachable, slow or refused)."""
-        try:
-            return await self._rpc(node, method, payload, timeout_s)
-        except (PhoenixError, OSError, TimeoutError) as exc:
-            _log.debug("crdt %s to %s failed: %r", method, node, exc)
-            return None
-
-    # ----------------------------------------------------------------- anti-entropy
-
-    async def _anti_entropy(self) -> None:
-        while not self._closed:
-            try:
-                async with fail_after(self._clock, self.settings.interval_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            peers = sorted(self._alive - {self.name})
-            if not peers or not self._store:
-                continue
-            self._rounds += 1
-            await asyncio.gather(*(self._repair(peer) for peer in peers))
-
-    async def _repair(self, peer: str, *, every: bool = False) -> bool:
-        """Bring ``peer`` up to date with every agent it replicates that this node holds
-        (``every``: with every agent this node holds). Returns whether it answered."""
-        mine = [address for address, replica in self._store.items()
-                if every or peer in self._members_of(replica.partition)]
-        covered = set(mine)
-        before = {a: b.last for a, b in self._backlog.get(peer, {}).items() if a in covered}
-        whole = {a: n for a, n in self._whole.get(peer, {}).items() if a in covered}
-        step = self.settings.batch_items
-        for start in range(0, len(mine), step):
-            chunk = mine[start:start + step]
-            items = tuple((kind, key, self._store[(kind, key)].hash()) for kind, key in chunk)
-            reply = await self._call(peer, "hashes", _encoder.encode(Hashes(items)),
-                                     self.settings.rpc_timeout_s)
-            if reply is None:
-                return False
-            try:
-                wanted = _hashes_reply_decoder.decode(reply).items
-                pushes = [self._fix(w) for w in wanted]
-            except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError) as exc:
-                self._limiter.warning(_log, "bad_hashes", "node %s: bad anti-entropy reply "
-                                      "from %s: %s", self.name, peer, exc)
-                return True  # a peer that answers nonsense is not retried
-            batch = tuple(p for p in pushes if p is not None)
-            if batch:
-                self._repairs += len(batch)
-                if await self._call(peer, "push", _encoder.encode(PushBatch(batch)),
-                                    self.settings.rpc_timeout_s) is None:
-                    return False
-        # The peer now holds all this node held when the round began: what it had not
-        # acknowledged by then need not travel again.
-        backlog = self._backlog.get(peer, {})
-        for address, last in before.items():
-            if (entry := backlog.get(address)) is not None and entry.acknowledged(last):
-                del backlog[address]
-        marks = self._whole.get(peer, {})
-        for address, mark in whole.items():
-            if marks.get(address) == mark:
-                del marks[address]
-        return True
-
-    def _fix(self, wanted: Wanted) -> Push | None:
-        replica = self._store.get((wanted.kind, wanted.key))
-        if replica is None:
-            return None
-        if wanted.digests is None:
-            return Push(wanted.kind, wanted.key, replica.encoded())
-        delta = deltas_for(replica.fields, decode_digests(wanted.digests))
-        return Push(wanted.kind, wanted.key, encode_fields(delta)) if delta else None
 
     # ----------------------------------------------------------------- introspection
 
