@@ -23,6 +23,7 @@ LAYERS = {
 
 # Modules that must stay I/O-free: protocol logic fed by a service module.
 PURE = ["_wire/messages.py", "_wire/codec.py", "_wire/frames.py", "_wire/handshake.py",
+        "_wire/handshake_proof.py",
         "_membership/snapshot.py", "_ring/hashing.py", "_ring/ring.py", "_ring/partitions.py",
         "_splitbrain/strategies.py", "_splitbrain/view.py", "_splitbrain/tracker.py",
         "_membership/swim.py",

@@ -44,18 +44,17 @@ Usage, h2-style (the machine queues what to send; errors are queued, then raised
 
 The transport should bound the whole exchange with a timeout and a small frame limit.
 
-Must not import anything above L0; no I/O, no clock, randomness only via ``nonce_factory``.
+The transcript, the proofs and version choice are ``handshake_proof.py``; this module is
+the two state machines. Must not import anything above L0; no I/O, no clock, randomness
+only via ``nonce_factory``.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from phoenix_cluster.errors import (
     AuthenticationError,
@@ -66,6 +65,14 @@ from phoenix_cluster.errors import (
     error_from_code,
 )
 
+from .handshake_proof import (
+    CLIENT_LABEL,
+    NONCE_BYTES,
+    SERVER_LABEL,
+    compute_proof,
+    default_nonce,
+    negotiate_version,
+)
 from .messages import (
     MAX_NONCE_BYTES,
     MIN_NONCE_BYTES,
@@ -87,16 +94,6 @@ __all__ = [
     "compute_proof",
     "negotiate_version",
 ]
-
-NONCE_BYTES: Final = 32
-"""Default nonce size: 256 bits, so two connections never share one."""
-_DOMAIN: Final = b"phoenix-cluster/handshake/v1"
-_CLIENT_LABEL: Final = b"client"
-_SERVER_LABEL: Final = b"server"
-
-
-def _default_nonce() -> bytes:
-    return os.urandom(NONCE_BYTES)
 
 
 class HandshakeState(enum.Enum):
@@ -127,56 +124,6 @@ class HandshakeResult:
     peer_role: str
 
 
-def negotiate_version(ours: Sequence[int], theirs: Sequence[int]) -> int:
-    """Pick the highest version both sides speak.
-
-    Raises:
-        ProtocolError: there is none; the message lists both sides' versions.
-    """
-    common = set(ours) & set(theirs)
-    if not common:
-        raise ProtocolError(
-            f"no common protocol version: we speak {sorted(ours)}, peer speaks {sorted(theirs)}"
-        )
-    return max(common)
-
-
-def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def _hello_fields(hello: Hello) -> bytes:
-    versions = b"".join(_field(str(v).encode()) for v in hello.versions)
-    return b"".join(
-        (
-            _field(versions),
-            _field(hello.node.encode()),
-            _field(str(hello.incarnation).encode()),
-            _field(hello.nonce),
-            _field(hello.role.encode()),
-        )
-    )
-
-
-def compute_proof(
-    secret: bytes, *, label: bytes, version: int, client_hello: Hello, server_hello: Hello
-) -> bytes:
-    """HMAC-SHA256 of ``secret`` over the domain, ``label``, ``version`` and both Hellos.
-
-    Exposed so tests can forge proofs exactly as a peer with (or without) the secret would.
-    """
-    transcript = b"".join(
-        (
-            _field(_DOMAIN),
-            _field(label),
-            _field(str(version).encode()),
-            _field(_hello_fields(client_hello)),
-            _field(_hello_fields(server_hello)),
-        )
-    )
-    return hmac.new(secret, transcript, hashlib.sha256).digest()
-
-
 class _Handshake:
     """What both sides share: the Hello, the outbox, failure handling and proofs."""
 
@@ -191,7 +138,7 @@ class _Handshake:
         incarnation: int,
         role: str = "member",
         versions: Sequence[int] = SUPPORTED_VERSIONS,
-        nonce_factory: Callable[[], bytes] = _default_nonce,
+        nonce_factory: Callable[[], bytes] = default_nonce,
     ) -> None:
         if not secret:
             raise ConfigError("the cluster secret must not be empty", key="cookie")
@@ -292,7 +239,7 @@ class _Handshake:
     def _proof(self, label: bytes) -> bytes:
         assert self._peer_hello is not None
         client, server = self._hello, self._peer_hello
-        if self._our_label is _SERVER_LABEL:
+        if self._our_label is SERVER_LABEL:
             client, server = server, client
         return compute_proof(
             self._secret,
@@ -339,8 +286,8 @@ class ClientHandshake(_Handshake):
             deterministic tests and simulation. Defaults to 32 bytes of ``os.urandom``.
     """
 
-    _our_label = _CLIENT_LABEL
-    _their_label = _SERVER_LABEL
+    _our_label = CLIENT_LABEL
+    _their_label = SERVER_LABEL
 
     def _after_hello(self) -> None:
         self.state = HandshakeState.AWAIT_CHALLENGE
@@ -356,7 +303,7 @@ class ClientHandshake(_Handshake):
                     "Challenge answers a different Hello (replayed from another connection?)"
                 )
             self._verify(msg.proof)
-            self._outbox.append(ChallengeResponse(proof=self._proof(_CLIENT_LABEL)))
+            self._outbox.append(ChallengeResponse(proof=self._proof(CLIENT_LABEL)))
             self.state = HandshakeState.AWAIT_WELCOME
             return None
         if self.state is HandshakeState.AWAIT_WELCOME and isinstance(msg, Welcome):
@@ -383,8 +330,8 @@ class ServerHandshake(_Handshake):
             deterministic tests and simulation. Defaults to 32 bytes of ``os.urandom``.
     """
 
-    _our_label = _SERVER_LABEL
-    _their_label = _CLIENT_LABEL
+    _our_label = SERVER_LABEL
+    _their_label = CLIENT_LABEL
 
     def _after_hello(self) -> None:
         assert self._peer_hello is not None
@@ -392,7 +339,7 @@ class ServerHandshake(_Handshake):
             Challenge(
                 version=self._version,
                 nonce=self._peer_hello.nonce,
-                proof=self._proof(_SERVER_LABEL),
+                proof=self._proof(SERVER_LABEL),
             )
         )
         self.state = HandshakeState.AWAIT_RESPONSE
