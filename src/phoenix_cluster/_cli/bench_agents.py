@@ -22,8 +22,8 @@ from typing import cast
 
 import msgspec
 
-import phoenix_cluster as phx
-from phoenix_cluster import crdt
+from .. import crdt
+from .._agents.agent import Agent
 
 __all__ = [
     "NODE_LOOP_ENV",
@@ -52,7 +52,7 @@ def loop_description() -> str:
     return "asyncio"
 
 
-class BenchTarget(phx.Agent, kind="bench.cluster.target"):
+class BenchTarget(Agent, kind="bench.cluster.target"):
     """The measured agent: one small integer of state, at the default mailbox limit
     (remote casts are acknowledged once queued; a full mailbox makes them wait)."""
 
@@ -74,7 +74,7 @@ class BenchTarget(phx.Agent, kind="bench.cluster.target"):
         return {"node": str(self.node.name), "loop": loop_description()}
 
 
-class BenchRelay(phx.Agent, kind="bench.cluster.relay"):
+class BenchRelay(Agent, kind="bench.cluster.relay"):
     """Measures member-to-member calls from inside a member node.
 
     ``measure`` runs on the relay's node and calls a :class:`BenchTarget` (which the
@@ -107,7 +107,7 @@ class BenchRelay(phx.Agent, kind="bench.cluster.relay"):
         return samples
 
 
-class BenchAccount(phx.Agent, kind="bench.cluster.account"):
+class BenchAccount(Agent, kind="bench.cluster.account"):
     """An agent with some state to move: ``phx bench agents`` migrates these."""
 
     def __init__(self) -> None:
@@ -138,24 +138,24 @@ class _Tally:
         return self.count
 
     async def where(self) -> str:
-        return str(cast(phx.Agent, self).node.name)
+        return str(cast(Agent, self).node.name)
 
 
-class BenchQuorum(_Tally, phx.Agent, kind="bench.replication.quorum", mailbox_limit=1 << 30):
+class BenchQuorum(_Tally, Agent, kind="bench.replication.quorum", mailbox_limit=1 << 30):
     """A counter whose every change is committed to a majority of 3 replicas before the reply."""
 
 
-class BenchAsync(_Tally, phx.Agent, kind="bench.replication.async", durability="async",
+class BenchAsync(_Tally, Agent, kind="bench.replication.async", durability="async",
                  mailbox_limit=1 << 30):
     """A counter that replies first and replicates after (may lose its last writes)."""
 
 
-class BenchVolatile(_Tally, phx.Agent, kind="bench.replication.none", durability="none",
+class BenchVolatile(_Tally, Agent, kind="bench.replication.none", durability="none",
                     mailbox_limit=1 << 30):
     """A counter kept in its host's memory only: the baseline without replication."""
 
 
-class BenchCrdt(phx.Agent, kind="bench.replication.crdt", consistency="crdt",
+class BenchCrdt(Agent, kind="bench.replication.crdt", consistency="crdt",
                 mailbox_limit=1 << 30):
     """An active-active counter (a GCounter): merged into its replicas, not fenced."""
 
@@ -172,7 +172,7 @@ class BenchCrdt(phx.Agent, kind="bench.replication.crdt", consistency="crdt",
         return self.count.value
 
 
-class BenchBlob(phx.Agent, kind="bench.replication.blob"):
+class BenchBlob(Agent, kind="bench.replication.blob"):
     """An agent holding ``size`` bytes of state: ``phx bench replication`` migrates these."""
 
     def __init__(self) -> None:

@@ -50,12 +50,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import phoenix_cluster as phx
 from phoenix_cluster._foundation.settings import load_settings
 from phoenix_cluster._membership import simulation
 from phoenix_cluster._membership.swim import SwimSettings
 from phoenix_cluster.testing import LocalCluster
 
+from .._node import Node
 from .bench_agents import NODE_LOOP_ENV, BenchTarget
 from .bench_local import loop_factory, machine_info, save_json
 from .bench_membership_report import print_report, verdicts
@@ -114,7 +114,7 @@ async def _start(cluster: LocalCluster) -> tuple[float, float]:
     return ready, time.perf_counter() - started
 
 
-async def _recover(client: phx.Node, keys: list[str]) -> None:
+async def _recover(client: Node, keys: list[str]) -> None:
     """Until every key has answered a call once; failing keys retried every 50 ms."""
     pending = list(keys)
     while pending:

@@ -26,9 +26,11 @@ from typing import Any
 
 import msgspec
 
-import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster
 
+from .._agents.ref import AgentRef
+from .._foundation.settings import Settings
+from .._node import Node
 from .bench_agents import BenchAccount, BenchTarget
 from .bench_cluster_harness import summarize
 from .bench_cluster_report import report_title
@@ -41,15 +43,15 @@ GOAL_CALL_P95_US = 300.0
 SPEC_CALL_P95_US = 10_000.0
 
 
-async def _client(cluster: LocalCluster) -> phx.Node:
-    settings = phx.Settings(name=f"bench-client-{secrets.token_hex(3)}", role="client",
+async def _client(cluster: LocalCluster) -> Node:
+    settings = Settings(name=f"bench-client-{secrets.token_hex(3)}", role="client",
                             seeds=cluster.addresses, cookie=cluster.cookie)
-    client = phx.Node(settings=settings)
+    client = Node(settings=settings)
     await client.start()
     return client
 
 
-async def _routed_calls(client: phx.Node, agents: int, calls: int) -> dict[str, float]:
+async def _routed_calls(client: Node, agents: int, calls: int) -> dict[str, float]:
     refs = [client.ref(BenchTarget, f"route-{i}") for i in range(agents)]
     for ref in refs:
         await ref.inc(1)
@@ -62,9 +64,9 @@ async def _routed_calls(client: phx.Node, agents: int, calls: int) -> dict[str, 
     return summarize(samples)
 
 
-async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
+async def _migrations(client: Node, names: list[str], one_by_one: int,
                       concurrent: int) -> dict[str, float]:
-    async def prepare(prefix: str, count: int) -> list[tuple[phx.AgentRef, str]]:
+    async def prepare(prefix: str, count: int) -> list[tuple[AgentRef, str]]:
         refs = [client.ref(BenchAccount, f"{prefix}-{i}") for i in range(count)]
         await asyncio.gather(*(r.fill(100) for r in refs))
         hosts = await asyncio.gather(*(client.where(r) for r in refs))
@@ -80,7 +82,7 @@ async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
     moves = await prepare("bulk", concurrent)
     gate = asyncio.Semaphore(32)
 
-    async def move(ref: phx.AgentRef, target: str) -> None:
+    async def move(ref: AgentRef, target: str) -> None:
         async with gate:
             await client.migrate(ref, to=target)
 
@@ -94,14 +96,14 @@ async def _migrations(client: phx.Node, names: list[str], one_by_one: int,
             "migrated_per_s": concurrent / elapsed, "migrations": float(one_by_one + concurrent)}
 
 
-async def _hosted(client: phx.Node, address: str) -> int:
+async def _hosted(client: Node, address: str) -> int:
     rpc = client._rpc
     assert rpc is not None
     reply = await rpc.call(address, "node", "status", b"", 2.0)
     return int(msgspec.msgpack.decode(reply)["agents"])
 
 
-async def _join(cluster: LocalCluster, client: phx.Node, agents: int) -> dict[str, float]:
+async def _join(cluster: LocalCluster, client: Node, agents: int) -> dict[str, float]:
     refs = [client.ref(BenchAccount, f"join-{i}") for i in range(agents)]
     for chunk in range(0, agents, 500):
         await asyncio.gather(*(r.fill(10) for r in refs[chunk:chunk + 500]))
@@ -123,7 +125,7 @@ async def _join(cluster: LocalCluster, client: phx.Node, agents: int) -> dict[st
             "join_agents": float(agents)}
 
 
-Measure = Callable[[LocalCluster, phx.Node, dict[str, Any], int], Awaitable[None]]
+Measure = Callable[[LocalCluster, Node, dict[str, Any], int], Awaitable[None]]
 """``measure(cluster, client, results, scale)``: fill ``results``; sizes divided by
 ``scale`` (10 with ``--quick``)."""
 
@@ -147,7 +149,7 @@ def run_on_three_members(*, quick: bool, measure: Measure) -> dict[str, Any]:
 
 
 def run_agents(*, quick: bool, progress: Any) -> dict[str, Any]:
-    async def measure(cluster: LocalCluster, client: phx.Node, results: dict[str, Any],
+    async def measure(cluster: LocalCluster, client: Node, results: dict[str, Any],
                       scale: int) -> None:
         names = [n.name for n in cluster.nodes]
         progress("routed calls through a client (3 members)")

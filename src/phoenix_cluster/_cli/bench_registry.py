@@ -45,9 +45,11 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster
 
+from .._agents.agent import Agent
+from .._agents.ref import AgentRef
+from .._node import Node
 from .bench_agents import BenchVolatile
 from .bench_local import LoopName, loop_factory, machine_info, save_json
 
@@ -69,7 +71,7 @@ _ARRIVALS: dict[int, list[float]] = {}
 _WAITERS: dict[int, tuple[int, asyncio.Event]] = {}
 
 
-class BenchSink(phx.Agent, kind="bench.registry.sink"):
+class BenchSink(Agent, kind="bench.registry.sink"):
     """A subscriber: records when each message arrives on its node."""
 
     async def join(self, topic: str) -> str:
@@ -85,7 +87,7 @@ class BenchSink(phx.Agent, kind="bench.registry.sink"):
             waiter[1].set()
 
 
-class BenchProbe(phx.Agent, kind="bench.registry.probe"):
+class BenchProbe(Agent, kind="bench.registry.probe"):
     """Reads the arrivals recorded on the node that hosts it."""
 
     async def where(self) -> str:
@@ -157,7 +159,7 @@ async def _rate(op: Callable[[int], Any], n: int, concurrency: int = CONCURRENCY
     return n / (time.perf_counter() - started)
 
 
-async def _names(client: phx.Node, sizes: RegistryBenchSizes,
+async def _names(client: Node, sizes: RegistryBenchSizes,
                  say: Callable[[str], None]) -> dict[str, Any]:
     reg = client.registry
     say(f"registration latency: {sizes.register_latency:,} sequential registrations")
@@ -207,13 +209,13 @@ async def _names(client: phx.Node, sizes: RegistryBenchSizes,
     }
 
 
-async def _fanout(client: phx.Node, cluster: LocalCluster, sizes: RegistryBenchSizes,
+async def _fanout(client: Node, cluster: LocalCluster, sizes: RegistryBenchSizes,
                   say: Callable[[str], None]) -> dict[str, Any]:
     say(f"pub/sub: subscribing {sizes.subscribers:,} agents on their members")
     hosts = await asyncio.gather(*(client.ref(BenchSink, f"sink-{i}").join(_TOPIC)
                                    for i in range(sizes.subscribers)))
     per_node = {n.name: hosts.count(n.name) for n in cluster.nodes}
-    probes: dict[str, phx.AgentRef] = {}
+    probes: dict[str, AgentRef] = {}
     for i in range(10_000):
         ref = client.ref(BenchProbe, f"probe-{i}")
         probes.setdefault(await ref.where(), ref)
@@ -273,7 +275,7 @@ def _measure_memory(names: int) -> dict[str, float]:
     del store, batches
 
     async def node_part() -> int:
-        async with phx.Node(name="memory") as node:
+        async with Node(name="memory") as node:
             refs = [node.ref("bench.registry.sink", f"worker-{i}") for i in range(names)]
             start = tracemalloc.get_traced_memory()[0]
             for i, ref in enumerate(refs):

@@ -37,10 +37,13 @@ from typing import Any
 
 import msgspec
 
-import phoenix_cluster as phx
 from phoenix_cluster._agents.handoff import HandoffRecord
 from phoenix_cluster.testing import LocalCluster, wait_until
 
+from .._agents.agent import Agent
+from .._agents.ref import AgentRef
+from .._node import Node
+from ..errors import PhoenixError
 from .bench_agents import BenchAsync, BenchBlob, BenchCrdt, BenchQuorum, BenchVolatile
 from .bench_cluster_harness import summarize
 from .bench_cluster_report import report_title
@@ -56,7 +59,7 @@ SPEC_UPDATES_PER_NODE = 1_000.0
 GOAL_RECOVERY_S = 5.0
 SPEC_RECOVERY_S = 30.0
 MIGRATION_SIZES = (0, 1024, 64 * 1024, 1024 * 1024)
-_KINDS: dict[str, type[phx.Agent]] = {
+_KINDS: dict[str, type[Agent]] = {
     "quorum": BenchQuorum, "async": BenchAsync, "none": BenchVolatile,
     # Active-active (consistency="crdt"): replies once a majority holds the delta.
     "crdt": BenchCrdt,
@@ -65,7 +68,7 @@ _RETRY_S = 0.02
 _DEADLINE_S = 120.0
 
 
-async def _latency(client: phx.Node, kind: type[phx.Agent], agents: int,
+async def _latency(client: Node, kind: type[Agent], agents: int,
                    calls: int) -> dict[str, float]:
     refs = [client.ref(kind, f"lat-{i}") for i in range(agents)]
     for ref in refs:
@@ -82,7 +85,7 @@ async def _latency(client: phx.Node, kind: type[phx.Agent], agents: int,
             "updates_per_s": s["calls_per_s"]}
 
 
-async def _throughput(cluster: LocalCluster, client: phx.Node, kind: type[phx.Agent],
+async def _throughput(cluster: LocalCluster, client: Node, kind: type[Agent],
                       agents: int, callers: int, updates: int) -> dict[str, float]:
     refs = [client.ref(kind, f"tp-{i}") for i in range(agents)]
     await asyncio.gather(*(r.inc(1) for r in refs))
@@ -122,7 +125,7 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-async def _migrations(client: phx.Node, names: list[str], agents: int) -> list[dict[str, float]]:
+async def _migrations(client: Node, names: list[str], agents: int) -> list[dict[str, float]]:
     out: list[dict[str, float]] = []
     for size in MIGRATION_SIZES:
         refs = [client.ref(BenchBlob, f"blob-{size}-{i}") for i in range(agents)]
@@ -147,12 +150,12 @@ async def _migrations(client: phx.Node, names: list[str], agents: int) -> list[d
     return out
 
 
-async def _until_ok(ref: phx.AgentRef, method: str, started: float) -> tuple[float, int]:
+async def _until_ok(ref: AgentRef, method: str, started: float) -> tuple[float, int]:
     """Call ``method`` until it succeeds; (seconds since ``started``, its result)."""
     while True:
         try:
             value: int = await getattr(ref, method)()
-        except phx.PhoenixError:
+        except PhoenixError:
             if time.perf_counter() - started > _DEADLINE_S:
                 raise RuntimeError(f"{ref.key} did not answer within {_DEADLINE_S:.0f} s "
                                    "of the kill") from None
@@ -164,7 +167,7 @@ async def _until_ok(ref: phx.AgentRef, method: str, started: float) -> tuple[flo
 class _Watcher:
     """Keeps updating one agent; after the kill, notes the first success and checks it."""
 
-    def __init__(self, ref: phx.AgentRef) -> None:
+    def __init__(self, ref: AgentRef) -> None:
         self.ref = ref.options(timeout=2.0)
         self.acked = 0          # the last acknowledged count
         self.unknown = 0        # calls since then whose outcome was not known
@@ -179,7 +182,7 @@ class _Watcher:
             after_kill = self.killed_at is not None
             try:
                 value: int = await self.ref.inc(1)
-            except phx.PhoenixError as exc:
+            except PhoenixError as exc:
                 self.unknown += 0 if exc.definite else 1
                 if (self.killed_at is not None
                         and time.perf_counter() - self.killed_at > _DEADLINE_S):
@@ -202,7 +205,7 @@ class _Watcher:
         return max(0, self.first - (self.acked + 1 + self.unknown))
 
 
-async def _failover(cluster: LocalCluster, client: phx.Node, agents: int,
+async def _failover(cluster: LocalCluster, client: Node, agents: int,
                     updates: int) -> dict[str, float]:
     names = [n.name for n in cluster.nodes]
     refs = [client.ref(BenchQuorum, f"fo-{i}") for i in range(agents)]
@@ -227,7 +230,7 @@ async def _failover(cluster: LocalCluster, client: phx.Node, agents: int,
     detecting = asyncio.create_task(declared_dead())
     gate = asyncio.Semaphore(32)
 
-    async def recover(ref: phx.AgentRef) -> tuple[float, int]:
+    async def recover(ref: AgentRef) -> tuple[float, int]:
         async with gate:
             return await _until_ok(ref.options(timeout=2.0), "get", killed_at)
 
@@ -244,7 +247,7 @@ async def _failover(cluster: LocalCluster, client: phx.Node, agents: int,
 
 
 def run_replication(*, quick: bool, progress: Any) -> dict[str, Any]:
-    async def measure(cluster: LocalCluster, client: phx.Node, results: dict[str, Any],
+    async def measure(cluster: LocalCluster, client: Node, results: dict[str, Any],
                       scale: int) -> None:
         names = [n.name for n in cluster.nodes]
         results["latency"] = {}

@@ -22,10 +22,11 @@ import sys
 import time
 from typing import Any
 
-import phoenix_cluster as phx
 from phoenix_cluster.testing import free_port
 
 from .._foundation.parent_death import PARENT_PID_ENV
+from .._node import Node
+from ..errors import PhoenixError
 from .bench_agents import BenchTarget
 from .bench_cluster_report import report_title
 from .bench_local import machine_info, save_json
@@ -40,7 +41,7 @@ _DEADLINE_S = 60.0
 async def _trial(cookie: str) -> tuple[float, float]:
     """One node start: ``(spawn -> READY, READY -> first served call)`` in seconds."""
     address = f"127.0.0.1:{free_port()}"
-    client = phx.Node(name=f"bench-client-{secrets.token_hex(3)}", role="client",
+    client = Node(name=f"bench-client-{secrets.token_hex(3)}", role="client",
                       seeds=[address], cookie=cookie)
     await client.start()
     spawned = time.monotonic()
@@ -62,7 +63,7 @@ async def _trial(cookie: str) -> tuple[float, float]:
                 try:
                     await ref.options(timeout=1.0).inc(1)
                     break
-                except phx.PhoenixError:
+                except PhoenixError:
                     await asyncio.sleep(_RETRY_S)
             return ready - spawned, time.monotonic() - ready
     finally:

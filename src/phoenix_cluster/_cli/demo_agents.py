@@ -17,7 +17,7 @@ the classes move.
 
 from __future__ import annotations
 
-import phoenix_cluster as phx
+from .._agents.agent import Agent
 
 __all__ = [
     "INITIAL_BALANCE",
@@ -40,7 +40,7 @@ class InjectedFailure(Exception):
     """A transfer failed on purpose after debiting; the runtime must roll it back."""
 
 
-class Account(phx.Agent, kind="demo.account"):
+class Account(Agent, kind="demo.account"):
     """A bank account. Its state is one integer: the balance in cents."""
 
     def __init__(self) -> None:
@@ -78,7 +78,7 @@ class Account(phx.Agent, kind="demo.account"):
         return self.balance
 
 
-class Counter(phx.Agent, kind="demo.counter", idle_timeout=3.0):
+class Counter(Agent, kind="demo.counter", idle_timeout=3.0):
     """A counter that passivates after 3 idle seconds and comes back with its count."""
 
     def __init__(self) -> None:
@@ -92,7 +92,7 @@ class Counter(phx.Agent, kind="demo.counter", idle_timeout=3.0):
         return self.count
 
 
-class Tally(phx.Agent, kind="demo.tally"):
+class Tally(Agent, kind="demo.tally"):
     """A count of writes that reports where it lives: replies are ``(count, host name)``."""
 
     def __init__(self) -> None:

@@ -38,9 +38,9 @@ from typing import Any
 
 import click
 
-import phoenix_cluster as phx
 from phoenix_cluster.testing import LocalCluster, free_port
 
+from ..errors import PhoenixError
 from .demo_agents import Tally
 from .demo_cluster_workload import ClusterDemoConfig, DemoWorkload
 from .demo_ledger import Verification
@@ -205,7 +205,7 @@ class _ClusterDemo(DemoWorkload):
         while not self.stop.is_set():
             try:
                 count = (await self.client.peer_status(address, 1.0)).agents
-            except (phx.PhoenixError, TimeoutError, OSError):
+            except (PhoenixError, TimeoutError, OSError):
                 count = -1
             now = time.monotonic()
             if count != last:
@@ -237,7 +237,7 @@ class _ClusterDemo(DemoWorkload):
                 while True:
                     try:
                         count, host = await self.refs[agent].read()
-                    except phx.PhoenixError:
+                    except PhoenixError:
                         if loop.time() > deadline:
                             raise
                         await asyncio.sleep(0.05)

@@ -34,7 +34,7 @@ from .demo_single_view import render, show, summary
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    import phoenix_cluster as phx
+    from .._node import Node
 
 __all__ = ["LatencyHistogram", "run_single"]
 
@@ -65,14 +65,13 @@ def run_single(
 
 
 async def _client(
-    node: phx.Node,
+    node: Node,
     config: SingleDemoConfig,
     stats: SingleDemoStats,
     index: int,
     stop: asyncio.Event,
 ) -> None:
-    import phoenix_cluster as phx
-
+    from ..errors import AgentError, CallTimeout, Overloaded
     from .demo_agents import Account, Counter
 
     rng = random.Random(config.seed * 1_000_003 + index)
@@ -96,7 +95,7 @@ async def _client(
             key = f"counter-{int(counters * rng.random() ** 3)}"
             try:
                 await node.ref(Counter, key).increment.cast(1)
-            except phx.Overloaded:
+            except Overloaded:
                 stats.overloaded += 1
             else:
                 stats.casts += 1
@@ -118,22 +117,22 @@ async def _client(
                     amount, fail = rng.randint(1, 100), roll < 0.42
                 stats.transfers += 1
                 await account.transfer(f"account-{dst}", amount, fail)
-        except phx.AgentError as exc:
+        except AgentError as exc:
             if exc.remote_type.endswith("InjectedFailure"):
                 stats.injected_rolled_back += 1
             elif exc.remote_type.endswith("InsufficientFunds"):
                 stats.overdrafts_refused += 1
             else:
                 stats.other_errors += 1
-        except phx.Overloaded:
+        except Overloaded:
             stats.overloaded += 1
-        except phx.CallTimeout:
+        except CallTimeout:
             stats.timeouts += 1
         stats.calls += 1
         stats.tick_samples.append(clock() - started)
 
 
-async def _quiesce(node: phx.Node, timeout_s: float = 30.0) -> None:
+async def _quiesce(node: Node, timeout_s: float = 30.0) -> None:
     """Wait until no agent has a message waiting (casts sent by handlers included)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -151,7 +150,7 @@ async def _sum_all(refs: list[Any], method: str) -> int:
     return total
 
 
-async def _check(node: phx.Node, config: SingleDemoConfig, stats: SingleDemoStats) -> Outcome:
+async def _check(node: Node, config: SingleDemoConfig, stats: SingleDemoStats) -> Outcome:
     from .demo_agents import INITIAL_BALANCE, Account, Counter
 
     await _quiesce(node)
@@ -168,7 +167,8 @@ async def _check(node: phx.Node, config: SingleDemoConfig, stats: SingleDemoStat
 
 
 async def _main(config: SingleDemoConfig) -> bool:
-    import phoenix_cluster as phx
+    from .._foundation.settings import Settings
+    from .._node import Node
 
     stats = SingleDemoStats()
     stop = asyncio.Event()
@@ -178,7 +178,7 @@ async def _main(config: SingleDemoConfig) -> bool:
         # after the handler is removed below, interrupts for real.
         loop.add_signal_handler(signal.SIGINT, stop.set)
 
-    async with phx.Node(settings=phx.Settings(name="demo")) as node:
+    async with Node(settings=Settings(name="demo")) as node:
         started = time.perf_counter()
         click.echo(
             f"phx demo: {config.accounts:,} accounts and {config.counters:,} counters on "

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-import phoenix_cluster as phx
-
-from .._node import NodeStatus
+from .._node import Node, NodeStatus
 from .._ring.partitions import PARTITIONS
+from ..errors import PhoenixError
 from ._local_cluster import LocalCluster
 from .chaos_agents import ChaosCounter
 
@@ -102,7 +101,7 @@ class ChaosReport:
         return not self.violations
 
 
-async def workload(client: phx.Node, keys: list[str], history: History,
+async def workload(client: Node, keys: list[str], history: History,
                    stop: asyncio.Event, rng: random.Random, worker: int) -> None:
     """One writer: random adds until ``stop``, each recorded with its outcome."""
     n = 0
@@ -112,7 +111,7 @@ async def workload(client: phx.Node, keys: list[str], history: History,
         n += 1
         try:
             await client.ref(ChaosCounter, key).options(timeout=2.0).add(1, item)
-        except phx.PhoenixError as exc:
+        except PhoenixError as exc:
             history.record("failed" if exc.definite else "unknown", key, item)
             name = type(exc).__name__
             history.errors[name] += 1
@@ -124,7 +123,7 @@ async def workload(client: phx.Node, keys: list[str], history: History,
             history.record("ok", key, item)
 
 
-def start_writers(client: phx.Node, keys: list[str], history: History, stop: asyncio.Event,
+def start_writers(client: Node, keys: list[str], history: History, stop: asyncio.Event,
                   rng: random.Random, workers: int) -> list[asyncio.Task[None]]:
     """``workers`` concurrent :func:`workload` writers, each seeded from ``rng``."""
     return [asyncio.create_task(workload(client, keys, history, stop,
@@ -132,14 +131,14 @@ def start_writers(client: phx.Node, keys: list[str], history: History, stop: asy
             for w in range(workers)]
 
 
-async def _read(client: phx.Node, key: str, deadline_s: float) -> dict[str, object]:
+async def _read(client: Node, key: str, deadline_s: float) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     while True:
         try:
             state: dict[str, object] = await client.ref(ChaosCounter, key).read()
             return state
-        except phx.PhoenixError:
+        except PhoenixError:
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.1)
@@ -156,18 +155,18 @@ class Verdict:
     """Items present that no client ever sent (made up or corrupted state)."""
 
 
-async def check(client: phx.Node, keys: list[str], history: History) -> list[str]:
+async def check(client: Node, keys: list[str], history: History) -> list[str]:
     """The end-of-run checks; returns the violations found (empty: all hold)."""
     return (await verdict(client, keys, history)).violations
 
 
-async def verdict(client: phx.Node, keys: list[str], history: History) -> Verdict:
+async def verdict(client: Node, keys: list[str], history: History) -> Verdict:
     """Read every key (retrying until it answers, up to 30 s) and judge the history."""
     states: dict[str, dict[str, object] | str] = {}
     for key in keys:
         try:
             states[key] = await _read(client, key, 30.0)
-        except phx.PhoenixError as exc:
+        except PhoenixError as exc:
             states[key] = exc.message
     return judge(states, history)
 
@@ -238,7 +237,7 @@ class Nemesis:
     ``isolate`` is left out where network faults are unavailable (``no_network_faults``
     says why)."""
 
-    def __init__(self, cluster: LocalCluster, client: phx.Node, rng: random.Random,
+    def __init__(self, cluster: LocalCluster, client: Node, rng: random.Random,
                  say: Callable[[str], None], kinds: Sequence[str] = FAULTS) -> None:
         self.cluster = cluster
         self.client = client
@@ -299,7 +298,7 @@ class Nemesis:
         for node in self.cluster.nodes:
             try:
                 reply = await rpc.call(node.address, "node", "status", b"", 2.0)
-            except phx.PhoenixError as exc:
+            except PhoenixError as exc:
                 self._silent.append(f"{node.name}: {exc.message}")
                 continue
             led += msgspec.msgpack.decode(reply, type=NodeStatus).leading

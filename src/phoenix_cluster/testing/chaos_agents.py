@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import phoenix_cluster as phx
+from .._agents.agent import Agent
 
 __all__ = ["ChaosCounter", "ChaosRegister"]
 
 
-class ChaosCounter(phx.Agent, kind="phoenix.chaos.counter"):
+class ChaosCounter(Agent, kind="phoenix.chaos.counter"):
     """A counter and the set of items added to it (as a list, to expose duplicates)."""
 
     def __init__(self) -> None:
@@ -23,7 +23,7 @@ class ChaosCounter(phx.Agent, kind="phoenix.chaos.counter"):
         return {"total": self.total, "items": self.items}
 
 
-class ChaosRegister(phx.Agent, kind="phoenix.chaos.register"):
+class ChaosRegister(Agent, kind="phoenix.chaos.register"):
     """One register: read, write, compare-and-set (checked for linearizability)."""
 
     def __init__(self) -> None:
