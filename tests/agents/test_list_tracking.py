@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tracking_checks import end_message, full
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.state import lists_trackable
@@ -35,10 +36,6 @@ def _bag(**attrs: Any) -> Bag:
     agent = Bag.__new__(Bag)
     agent.__dict__.update(attrs)
     return agent
-
-
-def _full(agent: phx.Agent) -> bytes:
-    return _encode(agent.snapshot())
 
 
 def _tracked(**attrs: Any) -> tuple[Bag, StateTracker]:
@@ -87,7 +84,7 @@ def test_every_list_change_is_undone_by_its_journal(change: Any) -> None:
         lst=[0, 1, {"inner": [1, 2]}, [3, 4], 3, "s"],
         d={"lists": [[1], [2, {"k": []}]]},
         big=list(range(BIG)))
-    committed, big = _full(agent), agent.__dict__["big"]
+    committed, big = full(agent), agent.__dict__["big"]
     lst = agent.__dict__["lst"]
     assert not tracker.opaque
     assert type(lst) is WatchedList and type(lst[2]["inner"]) is WatchedList
@@ -95,7 +92,7 @@ def test_every_list_change_is_undone_by_its_journal(change: Any) -> None:
     change(lst)
     agent.__dict__["d"]["lists"][1].append(5)  # a list in a list in a dict
     tracker.rollback(agent.__dict__)
-    assert _full(agent) == committed
+    assert full(agent) == committed
     assert agent.__dict__["lst"] is lst and agent.__dict__["big"] is big  # nothing decoded
     assert tracker.collect(agent.__dict__) is None
 
@@ -105,7 +102,7 @@ def test_every_list_change_commits_the_plain_encoding(change: Any) -> None:
     agent, tracker = _tracked(lst=[0, 1, {"inner": [1, 2]}, [3, 4], 3, "s"],
                               big=list(range(BIG)))
     change(agent.__dict__["lst"])
-    after = _full(agent)
+    after = full(agent)
     change_ = tracker.collect(agent.__dict__)
     assert change_ is not None and change_.state() == after
     tracker.accept(change_)
@@ -115,7 +112,7 @@ def test_every_list_change_commits_the_plain_encoding(change: Any) -> None:
             assert type(value) in (WatchedDict, WatchedList)
     agent.__dict__["lst"].append([{"later": 1}])
     tracker.rollback(agent.__dict__)
-    assert _full(agent) == after
+    assert full(agent) == after
 
 
 def test_a_copy_of_a_watched_list_is_a_plain_list() -> None:
@@ -137,10 +134,10 @@ def test_items_moved_after_they_were_put_in_are_still_adopted() -> None:
     assert change is not None
     tracker.accept(change)
     assert all(type(v) is WatchedDict for v in lst if isinstance(v, dict))
-    committed = _full(agent)
+    committed = full(agent)
     next(v for v in lst if isinstance(v, dict))["a"] = 2
     tracker.rollback(agent.__dict__)
-    assert _full(agent) == committed
+    assert full(agent) == committed
 
 
 def test_a_list_held_elsewhere_is_not_replaced_and_its_attribute_is_reencoded() -> None:
@@ -149,7 +146,7 @@ def test_a_list_held_elsewhere_is_not_replaced_and_its_attribute_is_reencoded() 
     assert agent.__dict__["a"] is shared and tracker.opaque == {"a"}
     shared.append(3)
     change = tracker.collect(agent.__dict__)
-    assert change is not None and change.state() == _full(agent)
+    assert change is not None and change.state() == full(agent)
 
 
 def test_the_committed_bytes_read_mid_message_are_the_committed_state() -> None:
@@ -158,13 +155,13 @@ def test_the_committed_bytes_read_mid_message_are_the_committed_state() -> None:
     change = tracker.collect(agent.__dict__)
     assert change is not None
     tracker.accept(change)  # the list's bytes are stale from here
-    committed = _full(agent)
+    committed = full(agent)
     agent.__dict__["lst"][5] = "changed"  # a message in progress
     del agent.__dict__["d"]["a"]
     assert tracker.state() == committed
     assert agent.__dict__["lst"][5] == "changed" and "a" not in agent.__dict__["d"]
     tracker.rollback(agent.__dict__)
-    assert _full(agent) == committed
+    assert full(agent) == committed
 
 
 class Heap(phx.Agent, kind="tests.lists.heap"):
@@ -290,26 +287,14 @@ def test_random_list_changes_roll_back_and_commit_exactly(data: st.DataObject) -
         a=data.draw(st.lists(_values, max_size=5)),
         b=data.draw(st.dictionaries(st.sampled_from("pqrs"), _values, max_size=4)),
         c=[data.draw(st.lists(_values, max_size=3))])
-    committed = _full(agent)
+    committed = full(agent)
     for _ in range(data.draw(st.integers(1, 5))):
         for _ in range(data.draw(st.integers(1, 6))):
             _mutate(data, agent)
         if data.draw(st.booleans()):
             assert tracker.state() == committed  # mid-message
-        now = _full(agent)
-        if data.draw(st.booleans()):
-            change = tracker.collect(agent.__dict__)
-            if change is None:
-                assert now == committed
-            else:
-                assert change.state() == now
-                tracker.accept(change)
-                committed = now
-            assert tracker.state() == committed
-        else:
-            tracker.rollback(agent.__dict__)
-            assert _full(agent) == committed
-            assert tracker.collect(agent.__dict__) is None
+        now = full(agent)
+        committed = end_message(tracker, agent, committed, now, data.draw(st.booleans()))
 
 
 # ----------------------------------------------------------------------------- node

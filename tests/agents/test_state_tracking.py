@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tracking_checks import end_message, full
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.state import trackable
@@ -108,10 +109,6 @@ class Own(phx.Agent, kind="tests.tracking.own"):
         return len(self.items)
 
 
-def _full(agent: phx.Agent) -> bytes:
-    return _encode(agent.snapshot())
-
-
 # ----------------------------------------------------------------------------- unit
 
 
@@ -124,7 +121,7 @@ def _bag(**attrs: Any) -> Bag:
 def test_the_tracked_bytes_are_the_plain_encoding_and_a_copy_is_a_plain_dict() -> None:
     agent = _bag(a={"k": {"j": 1}}, b=[1, 2], c=Point(1, 2), n=None, _private=object())
     tracker = StateTracker(agent.__dict__, {}, _encode, _decode, lists=False)
-    assert tracker.state() == _full(agent)
+    assert tracker.state() == full(agent)
     watched = agent.__dict__["a"]
     assert type(watched) is WatchedDict and type(watched["k"]) is WatchedDict
     assert isinstance(watched, dict) and watched == {"k": {"j": 1}}
@@ -149,7 +146,7 @@ def test_a_dict_held_elsewhere_is_not_replaced_and_its_attribute_is_reencoded() 
     assert agent.__dict__["a"] is shared and tracker.opaque == {"a"}
     agent.__dict__["_alias"]["x"] = 2  # through the private alias: still seen
     change = tracker.collect(agent.__dict__)
-    assert change is not None and change.state() == _full(agent)
+    assert change is not None and change.state() == full(agent)
 
 
 @pytest.mark.parametrize("change", [
@@ -163,12 +160,12 @@ def test_a_dict_held_elsewhere_is_not_replaced_and_its_attribute_is_reencoded() 
 def test_a_dict_change_is_undone_by_its_journal_in_order(change: Any) -> None:
     agent = _bag(d={"a": 1, "b": {"x": 1}, "c": (1, 2)}, big={str(i): i for i in range(BIG)})
     tracker = StateTracker(agent.__dict__, {}, _encode, _decode, lists=False)
-    committed, big = _full(agent), agent.__dict__["big"]
+    committed, big = full(agent), agent.__dict__["big"]
     assert not tracker.opaque
     before = agent.__dict__["d"]
     change(before)
     tracker.rollback(agent.__dict__)
-    assert _full(agent) == committed
+    assert full(agent) == committed
     assert agent.__dict__["d"] is before  # the journal keeps the objects: nothing decoded
     assert agent.__dict__["big"] is big
     assert tracker.collect(agent.__dict__) is None
@@ -290,29 +287,18 @@ def test_rollback_and_commit_match_the_plain_path(data: st.DataObject) -> None:
     the whole state's encoding, and a rollback returns exactly to the last commit."""
     agent = _bag(**data.draw(st.dictionaries(_names, _values, max_size=4)))
     tracker = StateTracker(agent.__dict__, {}, _encode, _decode, lists=False)
-    committed = _full(agent)
+    committed = full(agent)
     assert tracker.state() == committed
     graveyard: list[Any] = []
     for _ in range(data.draw(st.integers(1, 6))):
         for _ in range(data.draw(st.integers(0, 4))):
             _mutate(data, agent, graveyard)
         try:
-            now = _full(agent)
+            now = full(agent)
         except (RecursionError, msgspec.EncodeError, TypeError):
             now = None  # a cycle, or a float key: the handler fails as it does today
-        if now is not None and data.draw(st.booleans()):
-            change = tracker.collect(agent.__dict__)
-            if change is None:
-                assert now == committed
-            else:
-                assert change.state() == now
-                tracker.accept(change)
-                committed = now
-            assert tracker.state() == committed
-        else:
-            tracker.rollback(agent.__dict__)
-            assert _full(agent) == committed
-            assert tracker.collect(agent.__dict__) is None
+        commit = now is not None and data.draw(st.booleans())
+        committed = end_message(tracker, agent, committed, now, commit)
 
 
 # ----------------------------------------------------------------------------- node
