@@ -32,7 +32,6 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import phoenix_cluster as phx
@@ -118,8 +117,10 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int,
     cluster.isolate(victim)
     try:
         try:
-            await _every(0.05, lambda: _declared_dead(cluster, victim, before), timeout=60,
-                         what=f"the others to declare {name} dead")
+            # Every 50 ms: the condition reads the logs, and this process is also the
+            # client whose calls are measured.
+            await wait_until(lambda: _declared_dead(cluster, victim, before), timeout=60,
+                             what=f"the others to declare {name} dead", every=0.05)
         except TimeoutError:
             _print_tails(cluster)
             raise
@@ -147,17 +148,6 @@ async def _trial(cluster: LocalCluster, writers: list[Writer], victim: int,
     await _quiet(cluster, quiet_s)
     return {"victim": victim, "detection_s": detected - started, "cut_s": healed - started,
             "answered_after_heal_s": answered - healed, "started": started, "healed": healed}
-
-
-async def _every(poll_s: float, condition: Callable[[], bool], *, timeout: float,
-                 what: str) -> None:
-    """``wait_until`` at a gentler pace, for a condition that reads the nodes' logs: this
-    process is also the client whose calls are measured, and its loop must stay free."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} still false after {timeout}s")
-        await asyncio.sleep(poll_s)
 
 
 _UNREST = (" is suspected by ", " is dead")
