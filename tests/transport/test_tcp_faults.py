@@ -124,6 +124,25 @@ async def test_peer_shutdown_fails_pending_requests_fast(make_transport: MakeTra
     await wait_until(lambda: a.statistics().connections == 0)
 
 
+async def test_peer_shutdown_fails_the_requests_it_never_read_definite(
+    make_transport: MakeTransport,
+) -> None:
+    """Its Goodbye says how many requests it read (like HTTP/2 GOAWAY): the ones after
+    those never ran, so the sender may safely send them elsewhere."""
+    release, started = asyncio.Event(), list[int]()
+    a = make_transport("alpha")
+    b = make_transport("beta", handler=blocking_handler(release, started), max_inbound_tasks=2)
+    conn = await a.connect(await b.start("127.0.0.1:0"))
+    pending = [asyncio.ensure_future(conn.request(make_cast(i), timeout_s=60)) for i in range(5)]
+    await wait_until(lambda: len(started) == 2)  # beta stops reading at its third cast
+    await b.aclose()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, ConnectionBroken) for r in results), results
+    definite = {r.request_id for r in results if isinstance(r, ConnectionBroken) and r.definite}
+    assert definite == {2, 3, 4}  # never read; 0 and 1 ran (and were cancelled): unknown
+    assert "did not read request 2" in str(results[2])
+
+
 async def test_crashed_peer_fails_pending_and_reconnect_works_when_it_returns(
     make_transport: MakeTransport, make_proxy: Callable[[str], Proxy]
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
@@ -138,6 +139,12 @@ class FailedMessages:
         casts: list[Message] = []
         for m in pending:
             if m.fn is not None:
+                # A freeze for a move, or an ensure_active, queued behind the stop: the
+                # agent is not held here any more, so there is nothing to hand over (the
+                # puller activates it from the replicas). Left waiting, a release would
+                # hang its puller's activation until its timeout.
+                if m.future is not None and not m.future.done():
+                    m.future.set_result(cast(bytes, []))
                 continue
             if m.future is None:
                 casts.append(m)

@@ -12,8 +12,9 @@ from several tasks pipeline them over the same connection.
 Failures, as for calls (``dispatch.py``): before the frame left this node they are
 definite; a connection lost after it left makes the outcome unknown (``NodeUnavailable``
 with ``definite=False``; a cast is not resent, since the owner does not de-duplicate
-casts). A definite ``NotLeader``/``NoQuorum`` (the partition is changing hands) is
-routed again from a fresh view, like a call.
+casts). A definite ``NotLeader``/``NoQuorum`` (the partition is changing hands), an
+owner that cannot be reached, or one whose Goodbye says it never read the cast (a
+graceful leave) is routed again from a fresh view, like a call, until the deadline.
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ async def send_cast(router: CastRouter, spec: KindSpec, key: str, method: str, p
             raise CallTimeout(f"cast {where}: no connection to {address} within "
                               f"{timeout_s:g}s (request {request_id})", definite=True,
                               request_id=request_id) from None
+        except NodeUnavailable:
+            # Nothing left this node: the owner is gone, or leaving and no longer
+            # accepting. Its keys are someone else's soon; route afresh until the deadline.
+            delay = reroute_delay(reroutes, deadline - clock.monotonic())
+            if delay is None:
+                raise
+            reroutes += 1
+            rerouted = await _route_afresh(router, spec, key, delay)
+            if rerouted is None:
+                break
+            address = rerouted
+            continue
         # The owner gives up waiting for room a little before we stop waiting for its
         # answer, so a full mailbox comes back as a definite Overloaded, not a timeout.
         frame = Cast(request_id, spec.name, key, method, payload, headers,
@@ -108,45 +121,59 @@ async def send_cast(router: CastRouter, spec: KindSpec, key: str, method: str, p
                     f"connection to {address} lost before it acknowledged cast {where}: "
                     f"it may or may not be queued ({exc.message})",
                     definite=False, request_id=request_id) from exc
+            # Never queued (it never left, or the owner's Goodbye said it did not read
+            # it): try the same owner again a few times, then route afresh.
             retries += 1
-            if retries > MAX_RETRIES:
+            if retries <= MAX_RETRIES:
+                continue
+            delay = reroute_delay(reroutes, deadline - clock.monotonic())
+            if delay is None:
                 raise NodeUnavailable(f"cast {where}: {address} is unreachable "
                                       f"({exc.message})", definite=True,
                                       request_id=request_id) from exc
-            continue
-        if isinstance(answer, Reply):
-            return
-        delay = reroute_delay(reroutes, deadline - clock.monotonic())
-        if isinstance(answer, Redirect):
-            hops += 1
-            if hops <= MAX_HOPS and answer.owner != router.self_name:
-                if answer.owner:
-                    router.placement.learn(spec, key, answer.owner)
-                address = answer.address
-                continue
-            # A loop (the views disagree while a membership change spreads), or the owner
-            # named is this node: route afresh from this node's own view, until the
-            # deadline.
-            if delay is None:
-                raise NodeUnavailable(f"cast {where}: redirected {hops} times (last to "
-                                      f"{answer.owner}); the cluster's views disagreed "
-                                      "until the cast's deadline",
-                                      definite=True, request_id=request_id)
-            hops = 0
+            retries = 0
         else:
-            error = error_from_frame(answer)
-            if not turned_away_by_peer(error) or delay is None:
-                raise error
+            if isinstance(answer, Reply):
+                return
+            delay = reroute_delay(reroutes, deadline - clock.monotonic())
+            if isinstance(answer, Redirect):
+                hops += 1
+                if hops <= MAX_HOPS and answer.owner != router.self_name:
+                    if answer.owner:
+                        router.placement.learn(spec, key, answer.owner)
+                    address = answer.address
+                    continue
+                # A loop (the views disagree while a membership change spreads), or the
+                # owner named is this node: route afresh from this node's own view, until
+                # the deadline.
+                if delay is None:
+                    raise NodeUnavailable(f"cast {where}: redirected {hops} times (last to "
+                                          f"{answer.owner}); the cluster's views disagreed "
+                                          "until the cast's deadline",
+                                          definite=True, request_id=request_id)
+                hops = 0
+            else:
+                error = error_from_frame(answer)
+                if not turned_away_by_peer(error) or delay is None:
+                    raise error
         # Nothing was queued (the agent's partition is changing hands): route it again.
-        router.placement.forget(spec, key)
-        await clock.sleep(delay)
         reroutes += 1
-        rerouted = router.remote_address(spec, key)
-        if rerouted is PLACE:
-            rerouted = await router.resolve(spec, key)
-        if isinstance(rerouted, str):
-            address = rerouted
-            continue
-        await runtime.casts.submit(spec, key, method, payload, request_id,
-                                  max(deadline - clock.monotonic(), 0.001))
-        return
+        rerouted = await _route_afresh(router, spec, key, delay)
+        if rerouted is None:
+            break
+        address = rerouted
+    # The key is this node's now: queue the cast here.
+    await runtime.casts.submit(spec, key, method, payload, request_id,
+                              max(deadline - clock.monotonic(), 0.001))
+
+
+async def _route_afresh(router: CastRouter, spec: KindSpec, key: str,
+                        delay: float) -> str | None:
+    """After ``delay``, the address of the key's owner in this node's current view, or
+    ``None`` when that owner is this node."""
+    router.placement.forget(spec, key)
+    await router.runtime.clock.sleep(delay)
+    rerouted = router.remote_address(spec, key)
+    if rerouted is PLACE:
+        rerouted = await router.resolve(spec, key)
+    return rerouted if isinstance(rerouted, str) else None

@@ -107,7 +107,10 @@ class TcpConnection:
         self._codec = WireCodec()
         self._state: ConnectionState = "handshaking"
         self._peer: HandshakeResult | None = None
-        self._pending: dict[int, asyncio.Future[_Answer]] = {}
+        # Each pending request with its place among the requests sent here (1, 2, ...):
+        # a Goodbye says how many of them the peer read, so the rest fail definite.
+        self._pending: dict[int, tuple[asyncio.Future[_Answer], int]] = {}
+        self._requests_sent = self._requests_read = 0
         self._sendq = SendQueue(limit=s.send_queue_frames, batch_bytes=s.write_batch_bytes,
                                 max_frame_bytes=s.max_frame_bytes, clock=self._clock,
                                 bus=owner.bus, metadata=self._metadata)
@@ -204,7 +207,8 @@ class TcpConnection:
                 remaining = max(0.0, deadline - clock.monotonic())
                 return await self._forward(rid).request(call, remaining)
         fut: asyncio.Future[_Answer] = self._loop.create_future()
-        self._pending[rid] = fut
+        self._requests_sent = seq = self._requests_sent + 1
+        self._pending[rid] = entry = (fut, seq)
         self._sendq.put(body)
         expire = partial(self._expire, rid, timeout_s)
         timer = clock.call_later(deadline - clock.monotonic(), expire)
@@ -212,7 +216,7 @@ class TcpConnection:
             return await fut
         finally:
             timer.cancel()
-            if self._pending.get(rid) is fut:
+            if self._pending.get(rid) is entry:
                 del self._pending[rid]
                 self._check_drained()
 
@@ -230,6 +234,8 @@ class TcpConnection:
             if self._state != "open":
                 await self._forward(rid).send(frame, timeout_s=timeout_s)
                 return
+        if isinstance(frame, Call | Cast):  # the peer counts it among the requests it read
+            self._requests_sent += 1
         self._sendq.put(body)
 
     def _forward(self, rid: int | None) -> TcpConnection:
@@ -276,8 +282,8 @@ class TcpConnection:
         self._sendq.put(body)
 
     def _expire(self, rid: int, timeout_s: float) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
+        entry = self._pending.pop(rid, None)
+        if entry is not None and not (fut := entry[0]).done():
             fut.set_exception(CallTimeout(
                 f"no reply from {self._who} to request {rid} within {timeout_s}s", request_id=rid))
         self._check_drained()
@@ -340,18 +346,22 @@ class TcpConnection:
 
     def _dispatch(self, msg: Frame) -> None:
         if isinstance(msg, Reply | Error | Redirect):
-            fut = self._pending.pop(msg.request_id, None)
-            if fut is None:
+            entry = self._pending.pop(msg.request_id, None)
+            if entry is None:
                 _log.debug("late or unknown answer %d from %s ignored", msg.request_id, self._who)
-            elif not fut.done():
+            elif not (fut := entry[0]).done():
                 fut.set_result(msg)
             self._check_drained()
         elif isinstance(msg, Call | Cast):
-            self._inbound.start(msg)
+            # Once closing, a request is left unread: our Goodbye told the peer how many
+            # we read, so it knows this one never ran and sends it elsewhere.
+            if self._state in ("open", "retiring"):
+                self._requests_read += 1
+                self._inbound.start(msg)
         elif isinstance(msg, Ping):
             self._put_frame(Pong(seq=msg.seq))
         elif isinstance(msg, Goodbye):
-            self._on_goodbye(msg.reason)
+            self._on_goodbye(msg.reason, msg.requests_read)
         elif not isinstance(msg, Pong):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
 
@@ -378,14 +388,15 @@ class TcpConnection:
 
     # --- closing --------------------------------------------------------------------
 
-    def _on_goodbye(self, reason: str) -> None:
+    def _on_goodbye(self, reason: str, requests_read: int) -> None:
         if reason == RETIRE_REASON:
             self.peer_said_retire = True
             self._owner.peer_retired(self)
             self._check_drained()
         else:
             self._begin_close(ConnectionBroken(
-                f"{self._who} closed the connection ({reason or 'goodbye'})", peer=self.peer_name))
+                f"{self._who} closed the connection ({reason or 'goodbye'})", peer=self.peer_name),
+                peer_read=requests_read)
 
     def _on_eof(self) -> None:
         if self._state == "retiring" and self.peer_said_retire and not self._pending:
@@ -431,7 +442,9 @@ class TcpConnection:
         await self._closed.wait()
 
     def _begin_close(self, exc: TransportError, *, goodbye: str | None = None,
-                     hard: bool = False) -> None:
+                     hard: bool = False, peer_read: int = -1) -> None:
+        """``peer_read``: how many of our requests the peer's Goodbye says it read (-1:
+        not known); the ones after those fail definite, the rest indefinite."""
         if self._state not in ("open", "retiring"):
             return
         self._state = "closing"
@@ -439,12 +452,17 @@ class TcpConnection:
         if self._retire_timer is not None:
             self._retire_timer.cancel()
         pending, self._pending = self._pending, {}
-        for rid, fut in pending.items():  # every pending request fails at once
+        for rid, (fut, seq) in pending.items():  # every pending request fails at once
             if not fut.done():
-                fut.set_exception(type(exc)(exc.message, peer=exc.peer, request_id=rid))
+                unread = 0 <= peer_read < seq
+                message = (f"{exc.message}; it did not read request {rid}" if unread
+                           else exc.message)
+                fut.set_exception(type(exc)(message, peer=exc.peer, request_id=rid,
+                                            definite=True if unread else None))
         self._sendq.release_waiters()
         if goodbye is not None and not hard:
-            self._sendq.put(self._codec.encode(Goodbye(reason=goodbye)))
+            self._sendq.put(self._codec.encode(Goodbye(reason=goodbye,
+                                                       requests_read=self._requests_read)))
         self._sendq.wake()
         self._tasks.spawn(self._shutdown(hard), name=f"close {self._address}")
 

@@ -122,7 +122,9 @@ class MemoryConnection:
         self._clock = owner.env.clock
         self._codec = WireCodec()
         self._state: ConnectionState = "open"
-        self._pending: dict[int, asyncio.Future[_Answer]] = {}
+        # As in TcpConnection: each pending request with its place among those sent.
+        self._pending: dict[int, tuple[asyncio.Future[_Answer], int]] = {}
+        self._requests_sent = self._requests_read = 0
         self._inbound = InboundRunner(self, owner.handler, answer=self._answer,
                                       on_idle=_nothing, limit=_MAX_INBOUND_TASKS,
                                       name=self._peer_address)
@@ -161,25 +163,30 @@ class MemoryConnection:
             raise ValueError(f"request id {rid} is already in flight to {self._peer_name}")
         body = self._encode(call)
         fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        self._requests_sent = seq = self._requests_sent + 1
+        self._pending[rid] = entry = (fut, seq)
         self._put(body)
         timer = self._clock.call_later(timeout_s, lambda: self._expire(rid, timeout_s))
         try:
             return await fut
         finally:
             timer.cancel()
-            if self._pending.get(rid) is fut:
+            if self._pending.get(rid) is entry:
                 del self._pending[rid]
 
     async def send(self, frame: Frame, *, timeout_s: float | None = None) -> None:
         self._check_open(getattr(frame, "request_id", None))
-        self._put(self._encode(frame))
+        body = self._encode(frame)
+        if isinstance(frame, Call | Cast):  # the peer counts it among the requests it read
+            self._requests_sent += 1
+        self._put(body)
 
     def close(self, reason: str = "closed") -> None:
         """Close gracefully: the peer hears a Goodbye after what was already sent."""
         if self._state != "open":
             return
-        self._put(self._codec.encode(Goodbye(reason=reason)))
+        self._put(self._codec.encode(Goodbye(reason=reason,
+                                             requests_read=self._requests_read)))
         self._end(ConnectionClosed(f"connection to {self._peer_name} closed ({reason})",
                                    peer=self._peer_name))
 
@@ -251,14 +258,16 @@ class MemoryConnection:
             self.fail(f"protocol error from {self._peer_name}: {exc.message}")
             return
         if isinstance(msg, Reply | Error | Redirect):
-            fut = self._pending.pop(msg.request_id, None)
-            if fut is not None and not fut.done():
+            entry = self._pending.pop(msg.request_id, None)
+            if entry is not None and not (fut := entry[0]).done():
                 fut.set_result(msg)
         elif isinstance(msg, Call | Cast):
+            self._requests_read += 1
             self._inbound.start(msg)
         elif isinstance(msg, Goodbye):
             self._end(ConnectionBroken(f"{self._peer_name} closed the connection"
-                                       f" ({msg.reason})", peer=self._peer_name))
+                                       f" ({msg.reason})", peer=self._peer_name),
+                      peer_read=msg.requests_read)
 
     def _answer(self, frame: _Answer) -> None:
         if self._state != "open":
@@ -271,21 +280,25 @@ class MemoryConnection:
         self._put(body)
 
     def _expire(self, rid: int, timeout_s: float) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
+        entry = self._pending.pop(rid, None)
+        if entry is not None and not (fut := entry[0]).done():
             fut.set_exception(CallTimeout(f"no reply from {self._peer_name} to request"
                                           f" {rid} within {timeout_s}s", request_id=rid))
 
-    def _end(self, exc: TransportError) -> None:
+    def _end(self, exc: TransportError, *, peer_read: int = -1) -> None:
         if self._state != "open":
             return
         self._state, self._close_exc = "closing", exc
         if isinstance(exc, ConnectionBroken):
             self._pipe.clear()  # a crash loses what was still in flight
         pending, self._pending = self._pending, {}
-        for rid, fut in pending.items():
+        for rid, (fut, seq) in pending.items():
             if not fut.done():
-                fut.set_exception(type(exc)(exc.message, peer=exc.peer, request_id=rid))
+                unread = 0 <= peer_read < seq  # its Goodbye says it never read this one
+                message = (f"{exc.message}; it did not read request {rid}" if unread
+                           else exc.message)
+                fut.set_exception(type(exc)(message, peer=exc.peer, request_id=rid,
+                                            definite=True if unread else None))
         self._inbound.cancel()
         self._owner.spawn_close(self)
 

@@ -228,9 +228,16 @@ class Pong(_Message, frozen=True, tag="pong"):
 
 
 class Goodbye(_Message, frozen=True, tag="bye"):
-    """Sent before a graceful close, so the peer can tell leaving from crashing."""
+    """Sent before a graceful close, so the peer can tell leaving from crashing.
+
+    ``requests_read`` (like HTTP/2 GOAWAY's last stream id): how many Calls and Casts the
+    sender read from this connection before it stopped reading. The peer's requests after
+    those were never read, so they fail *definite* and are safely sent elsewhere; ``-1``
+    says the count is not known (then every pending request's outcome is unknown).
+    """
 
     reason: str = ""
+    requests_read: Annotated[int, msgspec.Meta(ge=-1)] = -1
 
 
 Frame: TypeAlias = (
