@@ -18,7 +18,9 @@ from shared_cluster import SharedCluster as Shared
 from shared_cluster import shared_cluster
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._agents.agent import KindSpec, kind_spec
+from phoenix_cluster._agents.state import StateStore
+from phoenix_cluster._replication.types import Record
 from phoenix_cluster._transport.base import PeerConnection
 from phoenix_cluster._transport.memory import MemoryConnection, MemoryTransport
 from phoenix_cluster._wire.codec import decode_payload, encode_payload
@@ -301,6 +303,39 @@ def test_a_call_fenced_mid_commit_until_its_deadline_stays_indefinite(
         assert len(attempts_of[name]) >= 3
         assert set(attempts_of[name]) == {rid}
         await fake.aclose()
+
+    shared.run(scenario)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["kept-by-the-quorum", "not-stored"])
+def test_a_local_call_fenced_mid_commit_is_sent_again_with_its_id_and_runs_once(
+        shared: Shared, monkeypatch: pytest.MonkeyPatch, stored: bool) -> None:
+    async def scenario(cluster: MemoryCluster) -> None:
+        # The caller is the owner itself. Its commit is fenced after the quorum stored
+        # the change (or before it stored anything): the same request id goes again,
+        # and the agent, activated again from its replicas, answers from the reply
+        # window committed with the change, or runs it when nothing was stored.
+        n1 = cluster.nodes[0]
+        key = await key_hosted_by(n1, "n1", prefix=f"local-fence-{stored}-")
+        tally = n1.ref(Tally, key)
+        assert await tally.add(1) == 1
+        state = n1._runtime.state
+        real_commit = StateStore.commit
+        fenced: list[str] = []
+
+        async def fenced_once(self: StateStore, spec: KindSpec, key_: str, record: Record,
+                              route: str) -> None:
+            if self is not state or key_ != key or fenced:
+                return await real_commit(self, spec, key_, record, route)
+            if stored:
+                await real_commit(self, spec, key_, record, route)
+            fenced.append(key_)
+            raise phx.NotLeader("fenced while it committed", definite=False)
+
+        monkeypatch.setattr(StateStore, "commit", fenced_once)
+        assert await tally.add(10) == 11
+        assert fenced == [key]
+        assert await tally.read() == [11, 2]  # ran once, whichever way
 
     shared.run(scenario)
 

@@ -117,6 +117,7 @@ class KindSpec:
 
     __slots__ = (
         "cls",
+        "commits_replies",
         "consistency",
         "durability",
         "foreign",
@@ -173,6 +174,9 @@ class KindSpec:
         """``"fenced"`` (one leader, quorum commits) or ``"crdt"`` (active-active, merged)."""
         self.name = name
         self.durability = durability
+        self.commits_replies = durability != "none" and consistency != "crdt"
+        """Its state changes are committed with the agent's reply window (``dedup.py``):
+        a call fenced mid-commit may be sent again with its request id, even locally."""
         self.idle_timeout_s = idle_timeout_s
         self.placement = placement
         self.hashed = placement == "hash"

@@ -2,8 +2,9 @@
 
 Every remote call has a cluster-wide request id. The host remembers the reply future of
 the last ``DEDUP_WINDOW`` ids per agent (``Activation.recent``, filled as calls are
-queued), so a call resent after a lost reply runs at most once. The window travels with
-the agent:
+queued; local calls to a kind whose commits carry the window too), so a call resent
+after a lost reply, or after its commit was fenced, runs at most once. The window
+travels with the agent:
 
 - the last ``REPLICATED_REPLIES`` answered ids are committed with each state change
   (``state.py``), and :func:`install_replies` restores them when the agent activates
@@ -22,13 +23,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from .handoff import HandoffRecord
-from .mailbox import Activation, Message
+from .mailbox import DEDUP_WINDOW, Activation, Message
 
 __all__ = ["DEDUP_WINDOW", "REPLICATED_REPLIES", "answered", "chain", "install_handoff",
            "install_replies"]
-
-DEDUP_WINDOW = 256
-"""Request ids of remote calls remembered per agent, so a resent call runs at most once."""
 
 REPLICATED_REPLIES = 32
 """Request ids (with replies) of the dedup window committed with each state change, so a

@@ -25,8 +25,12 @@ if TYPE_CHECKING:
     from .agent import Agent, KindSpec, MethodSpec
     from .tracking import StateTracker
 
-__all__ = ["CURRENT", "HANDOFF", "PASSIVATE", "Activation", "AgentHost", "KindRuntime",
-           "Link", "Message"]
+__all__ = ["CURRENT", "DEDUP_WINDOW", "HANDOFF", "PASSIVATE", "Activation", "AgentHost",
+           "KindRuntime", "Link", "Message"]
+
+DEDUP_WINDOW = 256
+"""Request ids of calls remembered per agent, so a resent call runs at most once
+(``dedup.py``)."""
 
 
 Link = tuple[str, str, bool]
@@ -124,7 +128,7 @@ class Activation:
         self.task: asyncio.Task[None] | None = None
         self.last_used = now
         self.timers: list[AgentTimer] | None = None
-        # Remote calls' request id -> reply future (the dedup window), made on first use.
+        # Calls' request id -> reply future (the dedup window), made on first use.
         self.recent: dict[int, asyncio.Future[bytes]] | None = None
         # How far ``recent`` is settled, with the answers up to there: the replicated
         # window's cache (``state.py``, ``StateStore.window``), made at the first commit.
@@ -187,6 +191,16 @@ class Activation:
             return None
         queue.append(msg)
         return self.task is None
+
+    def remember(self, request_id: int, future: asyncio.Future[bytes]) -> None:
+        """Put a queued call's reply future in the dedup window (``dedup.py``); the
+        oldest leaves past ``DEDUP_WINDOW``."""
+        recent = self.recent
+        if recent is None:
+            recent = self.recent = {}
+        recent[request_id] = future
+        if len(recent) > DEDUP_WINDOW:
+            del recent[next(iter(recent))]
 
     def put_nowait(self, msg: Message, limit: int) -> bool:
         """Queue ``msg``; return ``True`` if a drain task must be started.

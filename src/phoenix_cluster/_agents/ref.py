@@ -24,7 +24,7 @@ from .casts import no_host
 from .chain import CURRENT, Link, check
 from .interceptors import CallInfo
 from .mailbox import Message
-from .reroute import PLACE, reroute_delay, turned_away
+from .reroute import PLACE, reroute_delay, resend_local
 
 if TYPE_CHECKING:
     from .._foundation.env import Clock
@@ -52,6 +52,8 @@ class CallHost(Protocol):
     def kind(self, spec: KindSpec) -> KindRuntime: ...
 
     def try_enqueue(self, kr: KindRuntime, key: str, msg: Message) -> bool: ...
+
+    def remember_call(self, kr: KindRuntime, key: str, msg: Message) -> None: ...
 
 
 class RefHost(Protocol):
@@ -138,6 +140,7 @@ class Caller:
         payload = self.encode_payload(spec, method_spec, args, kwargs)
         router = self.cluster.router  # hot paths read the seam, not the property
         deadline = self.clock.monotonic() + timeout_s
+        remember = router is not None and spec.commits_replies
         for attempt in itertools.count():
             remaining = max(deadline - self.clock.monotonic(), 0.001)
             if router is not None:
@@ -158,6 +161,8 @@ class Caller:
             if not host.try_enqueue(kr, key, msg):
                 await host.casts.enqueue_when_room(kr, key, msg, remaining)
                 wait_s = max(msg.deadline - self.clock.monotonic(), 0.0)  # what is left
+            if remember:
+                host.remember_call(kr, key, msg)
             tracer = self.cluster.tracer
             if tracer is not None:
                 tracer.local_call(spec.name, key, method, request_id, future)
@@ -165,9 +170,10 @@ class Caller:
             try:
                 result = await future
             except PhoenixError as exc:
-                # Nothing ran (the partition is changing hands): route it again.
+                # Nothing ran (the partition is changing hands), or its commit was fenced
+                # and the window kept its reply: route it again with its request id.
                 delay = reroute_delay(attempt, deadline - self.clock.monotonic())
-                if not turned_away(exc) or delay is None:
+                if not resend_local(exc, remember) or delay is None:
                     raise
                 await self.clock.sleep(delay)
                 continue

@@ -14,8 +14,8 @@ from typing import Final
 
 from ..errors import NodeClosed, NodeUnavailable, NoQuorum, NotLeader, PhoenixError
 
-__all__ = ["PLACE", "Place", "reroute_delay", "resend_elsewhere", "turned_away",
-           "turned_away_by_peer"]
+__all__ = ["PLACE", "Place", "reroute_delay", "resend_elsewhere", "resend_local",
+           "turned_away", "turned_away_by_peer"]
 
 
 class Place:
@@ -68,3 +68,16 @@ def reroute_delay(attempt: int, remaining_s: float) -> float | None:
     loaded machine than any fixed number of tries covers."""
     delay = min(0.02 * 2.0 ** attempt, 0.5)
     return delay if delay < remaining_s else None
+
+
+def resend_local(exc: PhoenixError, remembered: bool) -> bool:
+    """For a call queued on this node: whether it is sent again with its request id
+    (within its deadline). :func:`turned_away`; a definite ``NodeUnavailable`` (a
+    previous holder did not answer its release: nothing ran); and, when the call was
+    in its agent's reply window (``remembered``), a commit fenced or cut from its quorum
+    (``NotLeader`` / ``NoQuorum``, indefinite): the window was committed with the
+    change, so the next leader answers from it if the change was kept. Not
+    ``NodeClosed``: here it means this node, the caller's, is shutting down."""
+    if isinstance(exc, NotLeader | NoQuorum):
+        return exc.definite or remembered
+    return isinstance(exc, NodeUnavailable) and exc.definite

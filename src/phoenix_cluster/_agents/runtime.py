@@ -50,7 +50,6 @@ from .arguments import (
 from .casts import Casts
 from .chain import CURRENT, decode
 from .cluster import Cluster, Homes, Outbound
-from .dedup import DEDUP_WINDOW
 from .departures import Departures
 from .interceptors import CallInfo, Interceptors
 from .mailbox import HANDOFF, PASSIVATE, Activation, KindRuntime, Message
@@ -228,11 +227,7 @@ class AgentRuntime(RuntimeUpkeep):
         act = self._enqueue(kr, key, Message(method, payload, future, deadline, request_id,
                                              decoded=decoded, chain=links))
         if dedup and future is not None:
-            if act.recent is None:
-                act.recent = {}
-            act.recent[request_id] = future
-            if len(act.recent) > DEDUP_WINDOW:
-                del act.recent[next(iter(act.recent))]
+            act.remember(request_id, future)
         return future
 
     def method_spec(self, spec: KindSpec, method: str) -> MethodSpec:
@@ -267,6 +262,15 @@ class AgentRuntime(RuntimeUpkeep):
         if start:
             self.start_drain(act)
         return start is not None
+
+    def remember_call(self, kr: KindRuntime, key: str, msg: Message) -> None:
+        """Put a queued local call in its agent's reply window, as the inbound path does
+        for a peer's (``submit(dedup=True)``): its reply is then committed with the
+        change it makes, so the caller may send it again with its request id if the
+        commit is fenced, and the next leader answers from the window if it kept it."""
+        act = kr.activations.get(key)
+        if act is not None and msg.future is not None:
+            act.remember(msg.request_id, msg.future)
 
     # ----------------------------------------------------------------- running
 
