@@ -146,7 +146,8 @@ class ReplicatorCore:
         self._tasks = TaskSet(f"replication {name}")
         self._sender = Sender(name, rpc, self._clock, self._tasks,
                               batch_max_bytes=self.settings.batch_max_bytes,
-                              timeout_s=self.settings.rpc_timeout_s)
+                              timeout_s=self.settings.rpc_timeout_s,
+                              window=self.settings.batches_in_flight)
         self._ctx = CampaignContext(
             name=name, store=self._store, sender=self._sender, tasks=self._tasks,
             clock=self._clock, random=self._random, settings=self.settings,

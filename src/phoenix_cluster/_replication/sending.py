@@ -1,9 +1,10 @@
 """Batching items to peers, and waiting for enough of their replies.
 
 :class:`Sender` keeps one outbox per peer: every item bound for that peer (prepares,
-accepts and marks of any partition) leaves in one ``batch`` RPC, one batch in flight at
-a time, so items leave in order and pile up into bigger batches under load (group
-commit over the network). Items are queued encoded, in *parts*: :meth:`Sender.send`
+accepts and marks of any partition) leaves in one ``batch`` RPC. Up to ``window`` batches
+(two by default) are in flight to a peer at once, sent in the order they were cut, so
+items leave in order; past that, items pile up into a bigger next batch (group commit
+over the network). Items are queued encoded, in *parts*: :meth:`Sender.send`
 queues one item and answers it through a future (elections, probes, marks);
 :meth:`Sender.send_all` queues the accepts of a whole loop turn, encoded once for every
 peer, and hands their replies to one callback (the commit path: no future per write
@@ -51,19 +52,22 @@ Delivery = Callable[[Sequence[Reply] | PhoenixError], None]
 
 
 class _Outbox:
-    """Parts waiting to go to one peer; one batch in flight at a time (FIFO per peer).
+    """Parts waiting to go to one peer, and the pumps sending them (FIFO per peer).
 
     A part is items queued together (encoded), their approximate size and who gets their
     replies: one item for :meth:`Sender.send`, every accept of a loop turn for
-    :meth:`Sender.send_all`.
+    :meth:`Sender.send_all`. A pump cuts a batch from the front of ``parts``, sends it
+    and waits for its answer; up to :attr:`Sender.window` pumps run per peer, so that
+    many batches are in flight. ``pumps - sending`` pumps are about to cut a batch.
     """
 
-    __slots__ = ("busy", "parts", "peer")
+    __slots__ = ("parts", "peer", "pumps", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.parts: list[tuple[list[bytes], int, Delivery]] = []
-        self.busy = False
+        self.pumps = 0
+        self.sending = 0
 
 
 class Sender:
@@ -76,20 +80,26 @@ class Sender:
         tasks: owns the pump tasks.
         batch_max_bytes: a batch is cut here.
         timeout_s: deadline of one batch.
+        window: batches in flight to one peer at most (1: wait for each answer).
     """
 
     def __init__(self, name: str, rpc: Rpc, clock: Clock, tasks: TaskSet, *,
-                 batch_max_bytes: int, timeout_s: float) -> None:
+                 batch_max_bytes: int, timeout_s: float, window: int = 2) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
         self.name = name
         self._rpc = rpc
         self._clock = clock
         self._tasks = tasks
         self.limit = batch_max_bytes
+        self.window = window
         self._timeout = timeout_s
         self._boxes: dict[str, _Outbox] = {}
         self.closed = False
         self.batches = 0
         self.items = 0
+        self.most_in_flight = 0
+        """The most batches ever in flight to one peer at once (at most ``window``)."""
 
     def send(self, peer: str, item: Item, size: int = 64) -> asyncio.Future[Reply]:
         """Queue ``item`` for ``peer``; the future gets its reply (or the failure)."""
@@ -115,8 +125,10 @@ class Sender:
         if box is None:
             box = self._boxes[peer] = _Outbox(peer)
         box.parts.append((items, size, deliver))
-        if not box.busy:
-            box.busy = True
+        # A new pump only when every running one waits for an answer: a pump about to
+        # cut takes this part too (the parts of one loop turn leave in one batch).
+        if box.pumps == box.sending and box.pumps < self.window:
+            box.pumps += 1
             self._tasks.spawn(self._pump(box), name=f"replication-to-{peer}")
 
     async def _pump(self, box: _Outbox) -> None:
@@ -132,7 +144,12 @@ class Sender:
                 items = sent[0][0] if n == 1 else [i for part in sent for i in part[0]]
                 self.batches += 1
                 self.items += len(items)
+                box.sending += 1
+                if box.sending > self.most_in_flight:
+                    self.most_in_flight = box.sending
                 try:
+                    # The batch's frame is queued on the connection before the first
+                    # suspension (connected peer), so batches leave in the order cut.
                     async with fail_after(self._clock, self._timeout):
                         raw = await self._rpc(box.peer, "batch", encode_items(items),
                                               self._timeout)
@@ -141,13 +158,16 @@ class Sender:
                         raise ProtocolError(f"{box.peer} answered {len(replies)} of "
                                             f"{len(items)} replication items")
                 except asyncio.CancelledError:
+                    box.sending -= 1
                     _fail_all(sent, NodeClosed(f"node {self.name} stopped"))
                     raise
                 except Exception as exc:
+                    box.sending -= 1
                     error = exc if isinstance(exc, PhoenixError) else NodeUnavailable(
                         f"replication batch to {box.peer} failed: {exc!r}", definite=False)
                     _fail_all(sent, error)
                     continue
+                box.sending -= 1
                 if n == 1:
                     _deliver(sent[0][2], replies)
                     continue
@@ -160,7 +180,7 @@ class Sender:
             parts.clear()
             raise
         finally:
-            box.busy = False
+            box.pumps -= 1
 
 
 def _settle_one(fut: asyncio.Future[Reply], result: Sequence[Reply] | PhoenixError) -> None:

@@ -22,6 +22,11 @@ class ReplicationSettings:
         backoff_s: base of the jittered, doubling backoff between attempts.
         retry_s: delay before retrying an eager election that failed.
         batch_max_bytes: a batch to one peer is cut here (well below the 16 MiB frame).
+        batches_in_flight: batches sent to one peer before the first is answered. Two
+            let the writes of the next loop turns leave while a batch is on its way,
+            instead of waiting a whole round trip behind it (pipelining); more would
+            mostly cut the same writes into more, smaller batches (more frames, more
+            CPU per write). One waits for each answer.
         max_record_bytes: largest state plus replies ``commit`` accepts.
         max_replies: largest dedup window ``commit`` accepts.
         eager: the primary of a partition elects itself once the table names it, so
@@ -47,6 +52,7 @@ class ReplicationSettings:
     backoff_s: float = 0.02
     retry_s: float = 1.0
     batch_max_bytes: int = 1 << 20
+    batches_in_flight: int = 2
     max_record_bytes: int = 4 << 20
     max_replies: int = 256
     eager: bool = True

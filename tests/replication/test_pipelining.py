@@ -1,0 +1,210 @@
+"""Two batches in flight to a peer (pipelining), with the commit semantics unchanged.
+
+Three replicators on the memory network under a :class:`ManualClock` that moves only
+when a test advances it, so a batch held at a replica stays in flight (no timeout fires)
+until the test lets it through, fences its partition or advances past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from phoenix_cluster._foundation.env import ManualClock
+from phoenix_cluster._replication.messages import Prepare
+from phoenix_cluster._replication.service import ReplicationSettings, Replicator, partition_for
+from phoenix_cluster._replication.simulation import ReplicaCluster
+from phoenix_cluster._replication.types import Epoch, Record
+from phoenix_cluster.errors import NoQuorum, NotLeader
+
+KIND = "counter"
+SETTINGS = ReplicationSettings(eager=False, rpc_timeout_s=2.0)
+
+
+OPENED_AT_TEARDOWN: list[Gate] = []
+
+
+class Gate:
+    """Holds the batches arriving at a replica until :meth:`open`; counts them."""
+
+    def __init__(self, handle: Callable[[str, bytes], Awaitable[bytes]]) -> None:
+        self._handle = handle
+        self._open = asyncio.Event()
+        self.arrived = 0
+
+    async def __call__(self, method: str, payload: bytes) -> bytes:
+        self.arrived += 1
+        await self._open.wait()
+        return await self._handle(method, payload)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+async def arrived(gates: dict[str, Gate], n: int) -> None:
+    """Run the loop until ``n`` batches arrived at every gate (time stands still: no
+    timer fires), and a few turns more (a batch sent late would show)."""
+    for _ in range(200):
+        if all(g.arrived >= n for g in gates.values()):
+            break
+        await asyncio.sleep(0)
+    await turns()
+    got = sorted(g.arrived for g in gates.values())
+    assert got == [n] * len(gates), f"batches in flight to each peer: {got}, expected {n}"
+
+
+async def turns(n: int = 50) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[ReplicaCluster]:
+    made = ReplicaCluster(ManualClock(), settings=SETTINGS)
+    await made.start_all("abc")
+    yield made
+    for gate in OPENED_AT_TEARDOWN:  # a failed test leaves no batch held
+        gate.open()
+    OPENED_AT_TEARDOWN.clear()
+    await made.aclose()
+
+
+def same_partition_keys(n: int) -> list[str]:
+    """``n`` keys of one partition (every node is in every replica set of three)."""
+    by_p: dict[int, list[str]] = {}
+    for i in range(20_000):
+        key = f"k{i}"
+        keys = by_p.setdefault(partition_for(KIND, key), [])
+        keys.append(key)
+        if len(keys) == n:
+            return keys
+    raise AssertionError("no partition with enough keys")
+
+
+async def gated(cluster: ReplicaCluster, leader: Replicator,
+                keys: list[str]) -> dict[str, Gate]:
+    """Load ``keys`` on ``leader`` (ungated: the election), then hold every batch to
+    the other two."""
+    for key in keys:
+        await leader.load(KIND, key)
+    gates: dict[str, Gate] = {}
+    for name, rep in cluster.nodes.items():
+        if rep is not leader:
+            gates[name] = Gate(rep.handle)
+            OPENED_AT_TEARDOWN.append(gates[name])
+            cluster.net.attach(name, gates[name])
+    return gates
+
+
+async def three_writes(leader: Replicator, gates: dict[str, Gate],
+                       keys: list[str]) -> list[asyncio.Task[None]]:
+    """Commit ``keys[0]`` (state ``1``), ``keys[0]`` again (``2``), then ``keys[1]``
+    (``3``), one per loop turn, waiting until the first two batches are in flight to
+    each peer; the third is queued behind them."""
+    writes: list[asyncio.Task[None]] = []
+    for i, key in enumerate([keys[0], keys[0], keys[1]]):
+        record = Record(str(i + 1).encode(), ())
+        writes.append(asyncio.create_task(leader.commit(KIND, key, record)))
+        await arrived(gates, min(i + 1, 2))
+    return writes
+
+
+async def test_a_second_batch_leaves_while_the_first_is_in_flight_and_no_third(
+        cluster: ReplicaCluster) -> None:
+    a = cluster.nodes["a"]
+    keys = same_partition_keys(3)
+    p = partition_for(KIND, keys[0])
+    gates = await gated(cluster, a, keys)
+    before = a.statistics()
+    writes = await three_writes(a, gates, keys)
+    # Two batches to each of b and c before either answered; the third write waits.
+    assert [g.arrived for g in gates.values()] == [2, 2]
+    assert a.statistics().batches_sent - before.batches_sent == 4
+    assert not any(w.done() for w in writes)
+    for gate in gates.values():
+        gate.open()
+    await asyncio.gather(*writes)
+    assert [g.arrived for g in gates.values()] == [3, 3]
+    assert a.statistics().commits - before.commits == 3
+    # Every replica holds the partition's writes in the order made: the second write
+    # of keys[0] (the second batch) over its first.
+    for node in "abc":
+        first, second = (cluster.nodes[node].store.get(p, KIND, k) for k in keys[:2])
+        assert first is not None and first.state == b"2"
+        assert second is not None and second.state == b"3"
+
+
+async def test_one_batch_in_flight_when_the_window_is_one() -> None:
+    single = ReplicaCluster(ManualClock(), settings=ReplicationSettings(
+        eager=False, batches_in_flight=1))
+    await single.start_all("abc")
+    try:
+        a = single.nodes["a"]
+        keys = same_partition_keys(2)
+        gates = await gated(single, a, keys)
+        first = asyncio.create_task(a.commit(KIND, keys[0], Record(b"v", ())))
+        await arrived(gates, 1)
+        second = asyncio.create_task(a.commit(KIND, keys[1], Record(b"v", ())))
+        await arrived(gates, 1)  # the second batch waits for the first one's answer
+        for gate in gates.values():
+            gate.open()
+        await asyncio.gather(first, second)
+    finally:
+        await single.aclose()
+
+
+async def test_a_fenced_leader_fails_the_writes_of_both_batches_in_flight(
+        cluster: ReplicaCluster) -> None:
+    a = cluster.nodes["a"]
+    keys = same_partition_keys(3)
+    p = partition_for(KIND, keys[0])
+    gates = await gated(cluster, a, keys)
+    writes = await three_writes(a, gates, keys)
+    # While both batches are held, b and c promise a newer leader of the partition.
+    for node in "bc":
+        assert cluster.nodes[node].store.prepare(
+            Prepare(p, Epoch(99, "x#1"), (("a", "b", "c"),))).ok
+    for gate in gates.values():
+        gate.open()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:  # both batches' writes and the one queued behind them
+        assert isinstance(result, NotLeader), result
+        assert not result.definite  # the local replica stored it: outcome unknown
+    assert a.leads(p) is None
+    assert ("a", p, "fenced") in cluster.lost
+    for node in "bc":  # the fenced writes never reached the replicas' stores
+        assert all(cluster.nodes[node].store.get(p, KIND, k) is None for k in keys[:2])
+
+
+async def test_a_leader_cut_off_fails_the_writes_of_both_batches_as_unknown(
+        cluster: ReplicaCluster) -> None:
+    a = cluster.nodes["a"]
+    keys = same_partition_keys(3)
+    p = partition_for(KIND, keys[0])
+    gates = await gated(cluster, a, keys)
+    writes = await three_writes(a, gates, keys)
+    # The batches reach b and c and are stored, but every reply is lost.
+    cluster.net.cut("bc", "a", both=False)
+    for gate in gates.values():
+        gate.open()
+    await turns()
+    assert not any(w.done() for w in writes)
+    clock = cluster.clock
+    assert isinstance(clock, ManualClock)
+    for _ in range(3):  # the deadline of the two batches, then of the third one's
+        clock.advance(SETTINGS.rpc_timeout_s + 0.1)
+        await turns()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        assert isinstance(result, NoQuorum | NotLeader), result
+        assert not result.definite
+    assert isinstance(results[0], NoQuorum) and isinstance(results[1], NoQuorum)
+    assert a.leads(p) is None
+    # Both batches were stored by b and c (only the replies were lost): the outcome
+    # was indeed unknown, and the next leader adopts them.
+    for node in "bc":
+        assert all(cluster.nodes[node].store.get(p, KIND, k) is not None for k in keys[:2])
+        entry = cluster.nodes[node].store.get(p, KIND, keys[0])
+        assert entry is not None and entry.state == b"2"
