@@ -13,11 +13,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from phoenix_cluster._foundation.env import ManualClock
-from phoenix_cluster._replication.messages import Prepare
+from phoenix_cluster._replication.messages import (
+    Ack,
+    BatchReply,
+    Mark,
+    Prepare,
+    decode_batch,
+    encode,
+)
+from phoenix_cluster._replication.sending import Sender
 from phoenix_cluster._replication.service import ReplicationSettings, Replicator, partition_for
 from phoenix_cluster._replication.simulation import ReplicaCluster
 from phoenix_cluster._replication.types import Epoch, Record
-from phoenix_cluster.errors import NoQuorum, NotLeader
+from phoenix_cluster._transport.tasks import TaskSet
+from phoenix_cluster.errors import NodeUnavailable, NoQuorum, NotLeader
 
 KIND = "counter"
 SETTINGS = ReplicationSettings(eager=False, rpc_timeout_s=2.0)
@@ -208,3 +217,74 @@ async def test_a_leader_cut_off_fails_the_writes_of_both_batches_as_unknown(
         assert all(cluster.nodes[node].store.get(p, KIND, k) is not None for k in keys[:2])
         entry = cluster.nodes[node].store.get(p, KIND, keys[0])
         assert entry is not None and entry.state == b"2"
+
+
+# ----------------------------------------------------------------- the sender alone
+
+
+class Peer:
+    """An ``rpc`` whose batches wait until the test answers or fails them, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, asyncio.Future[bytes]]] = []
+
+    async def __call__(self, peer: str, method: str, payload: bytes,
+                       timeout_s: float) -> bytes:
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.calls.append((len(decode_batch(payload).items), answer))
+        return await answer
+
+    def answer(self, i: int) -> None:
+        n, answer = self.calls[i]
+        answer.set_result(encode(BatchReply((ACK,) * n)))
+
+    def fail(self, i: int) -> None:
+        self.calls[i][1].set_exception(NodeUnavailable("connection broke", definite=False))
+
+
+ACK = Ack(1, True, Epoch(1, "a#1"))
+
+
+async def test_one_batch_at_a_time_until_the_peer_answers_then_two() -> None:
+    peer, tasks = Peer(), TaskSet("test")
+    sender = Sender("a", peer, ManualClock(), tasks, batch_max_bytes=1 << 20,
+                    timeout_s=2.0, window=2)
+    mark = Mark(1, Epoch(1, "a#1"), (("a", "b", "c"),))
+    try:
+        # A fresh link: the second batch waits for the first answer (it could dial a
+        # connection of its own and overtake the first).
+        replies = [sender.send("b", mark)]
+        await turns()
+        replies.append(sender.send("b", mark))
+        await turns()
+        assert len(peer.calls) == 1
+        peer.answer(0)
+        await turns()
+        assert len(peer.calls) == 2 and replies[0].result() == ACK
+        # Answered: a second batch leaves while the first is in flight; a third waits.
+        replies += [sender.send("b", mark)]
+        await turns()
+        replies += [sender.send("b", mark), sender.send("b", mark)]
+        await turns()
+        assert [n for n, _ in peer.calls] == [1, 1, 1]
+        assert sender.most_in_flight == 2
+        # A failure: its items fail, and the link is back to one batch at a time.
+        peer.fail(1)
+        await turns()
+        assert isinstance(replies[1].exception(), NodeUnavailable)
+        replies.append(sender.send("b", mark))
+        await turns()
+        assert len(peer.calls) == 3  # batch 2 in flight, the last answer a failure
+        peer.answer(2)
+        await turns()
+        assert [n for n, _ in peer.calls] == [1, 1, 1, 3]  # the queued three, together
+        replies.append(sender.send("b", mark))
+        await turns()
+        assert len(peer.calls) == 5  # answered again: two in flight
+        peer.answer(3)
+        peer.answer(4)
+        await turns()
+        assert [r.result() for r in replies if r is not replies[1]] == [ACK] * 6
+    finally:
+        tasks.cancel()
+        await turns()

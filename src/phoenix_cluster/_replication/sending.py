@@ -59,15 +59,20 @@ class _Outbox:
     :meth:`Sender.send_all`. A pump cuts a batch from the front of ``parts``, sends it
     and waits for its answer; up to :attr:`Sender.window` pumps run per peer, so that
     many batches are in flight. ``pumps - sending`` pumps are about to cut a batch.
+
+    ``answered``: the last batch to the peer was answered. Until then (the first batch,
+    and after a failure) one batch at a time: a second one would dial a connection of
+    its own, and the order of two connections is not the order of the batches.
     """
 
-    __slots__ = ("parts", "peer", "pumps", "sending")
+    __slots__ = ("answered", "parts", "peer", "pumps", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.parts: list[tuple[list[bytes], int, Delivery]] = []
         self.pumps = 0
         self.sending = 0
+        self.answered = False
 
 
 class Sender:
@@ -127,7 +132,7 @@ class Sender:
         box.parts.append((items, size, deliver))
         # A new pump only when every running one waits for an answer: a pump about to
         # cut takes this part too (the parts of one loop turn leave in one batch).
-        if box.pumps == box.sending and box.pumps < self.window:
+        if box.pumps == box.sending and box.pumps < (self.window if box.answered else 1):
             box.pumps += 1
             self._tasks.spawn(self._pump(box), name=f"replication-to-{peer}")
 
@@ -135,6 +140,8 @@ class Sender:
         parts = box.parts
         try:
             while parts:
+                if not box.answered and box.sending:
+                    break  # after a failure, one at a time: the one in flight takes these
                 n, total = 0, 0
                 while n < len(parts) and (n == 0 or total + parts[n][1] <= self.limit):
                     total += parts[n][1]
@@ -163,11 +170,13 @@ class Sender:
                     raise
                 except Exception as exc:
                     box.sending -= 1
+                    box.answered = False
                     error = exc if isinstance(exc, PhoenixError) else NodeUnavailable(
                         f"replication batch to {box.peer} failed: {exc!r}", definite=False)
                     _fail_all(sent, error)
                     continue
                 box.sending -= 1
+                box.answered = True
                 if n == 1:
                     _deliver(sent[0][2], replies)
                     continue
