@@ -157,6 +157,8 @@ class AgentStack:
             handed = await replicator.hand_over(table, budget / 2)
             _log.info("node %s handed over %d partitions in %.2fs before leaving",
                       self.name, handed, clock.monotonic() - started)
+            if replicator.others_leaving:
+                return  # the whole cluster is stopping: no member would take the agents
         try:
             async with asyncio.timeout(budget):
                 moved = await rebalancer.follow_homes()

@@ -442,6 +442,11 @@ class Commits(Elections):
         if isinstance(item, Probe):
             p = item.partition
             lead = self._leads.get(p)
+            if item.take_over and self._leaving:
+                # Both leaving (a whole cluster stopping): say so, so the asker does not
+                # wait for a take-over that will not come.
+                return msgspec.structs.replace(reply, leaving=True) \
+                    if isinstance(reply, Known) else reply
             if lead is None:
                 # A leaving leader handing over: elect it here if this node is in its
                 # set. A replica that needs catching up: elect it if this node is its

@@ -143,6 +143,8 @@ class ReplicatorCore:
         """Lagging partition -> (when to ask its primary again, the next interval)."""
         self._table_updated = asyncio.Event()
         self._leaving = False
+        self._peers_leaving: set[str] = set()
+        """Members that answered this node's take-over asks that they are leaving too."""
         self._tasks = TaskSet(f"replication {name}")
         self._sender = Sender(name, rpc, self._clock, self._tasks,
                               batch_max_bytes=self.settings.batch_max_bytes,

@@ -67,6 +67,13 @@ class HandOver(ReplicatorCore):
                     watched -= confirmed
                 if not self._leads and not needed and not watched:
                     break
+                if self.others_leaving:
+                    # Every other member said it is leaving too (a whole cluster
+                    # stopping): nobody will take anything over. Each keeps what it
+                    # stored (its data_dir, if any) as after a crash of all at once.
+                    _log.info("node %s: every other member is leaving too; it leaves "
+                              "still leading %d partitions", self.name, len(self._leads))
+                    break
                 if now >= deadline:
                     _log.warning("node %s leaves still leading %d partitions and needed by %d "
                                  "more (no successor took them within %.1f s)", self.name,
@@ -95,14 +102,27 @@ class HandOver(ReplicatorCore):
         for p in list(self._leads):
             target = self._successor(table, p)
             if target is not None:
-                self._sender.send(target, Probe(p, take_over=True)).add_done_callback(retrieve)
+                self._ask(target, Probe(p, take_over=True))
         for p in needed:
             leader = self._store.promised(p).leader.rpartition("#")[0]
             target = leader if leader in self._alive and leader != self.name \
-                else self._successor(table, p)
+                and leader not in self._peers_leaving else self._successor(table, p)
             if target is not None:
-                self._sender.send(target, Probe(p, catch_up=True, take_over=True)) \
-                    .add_done_callback(retrieve)
+                self._ask(target, Probe(p, catch_up=True, take_over=True))
+
+    @property
+    def others_leaving(self) -> bool:
+        """Every other member this node sees alive said it is leaving too (known once
+        :meth:`hand_over` asked them)."""
+        return not self._alive - self._peers_leaving - {self.name}
+
+    def _ask(self, target: str, probe: Probe) -> None:
+        """Send a take-over probe; note ``target`` as leaving if it answers so."""
+        def note(fut: asyncio.Future[Reply]) -> None:
+            if isinstance(reply := result_of(fut), Known) and reply.leaving:
+                self._peers_leaving.add(target)
+
+        self._sender.send(target, probe).add_done_callback(note)
 
     def _confirm_marks(self, partitions: list[int], confirmed: set[int]) -> None:
         """Probe the other alive members of each partition's config (read only); a
@@ -158,7 +178,8 @@ class HandOver(ReplicatorCore):
         it goes, with its records on one remaining replica (replication.md, "Rolling
         restarts": a death during a leave)."""
         for member in table.members(p):
-            if member != self.name and member in self._alive:
+            if (member != self.name and member in self._alive
+                    and member not in self._peers_leaving):
                 return member
         return None
 

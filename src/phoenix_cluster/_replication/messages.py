@@ -143,6 +143,9 @@ class Known(msgspec.Struct, frozen=True, array_like=True, tag="known"):
     amnesiac: bool = False
     leads: bool = False
     """The replying node leads the partition (it re-elects on a ``catch_up`` probe)."""
+    leaving: bool = False
+    """The replying node is leaving too (answering a ``take_over`` probe): it takes
+    nothing over, so the asker hands the partition to another member, or to none."""
 
 
 Reply = Promise | Ack | Known
