@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from .._wire.messages import Error
 from ..errors import ProtocolError
 from .entries import Entry
 
@@ -23,12 +24,17 @@ __all__ = [
     "GroupReply",
     "GroupRequest",
     "Invalidate",
+    "LookupManyReply",
+    "LookupManyRequest",
     "LookupReply",
     "LookupRequest",
     "NamesReply",
     "NamesRequest",
     "Publish",
     "Refusal",
+    "RegisterManyReply",
+    "RegisterManyRequest",
+    "RegisterOutcome",
     "RegisterReply",
     "RegisterRequest",
     "StoreMode",
@@ -100,6 +106,39 @@ class LookupRequest(_Msg, frozen=True):
 
 class LookupReply(_Msg, frozen=True):
     entry: Entry | None = None
+
+
+class LookupManyRequest(_Msg, frozen=True):
+    """Several lookups of one turn to one owner (``turn_batching``)."""
+
+    names: list[str]
+
+
+class LookupManyReply(_Msg, frozen=True):
+    """One entry (or ``None``) per name, in order; a reply cut short by its size leaves
+    the names after the last entry to be asked again one by one."""
+
+    entries: list[Entry | None] = []
+
+
+class RegisterOutcome(_Msg, frozen=True):
+    """One registration's answer in a ``register_many`` reply: the reply, or the typed
+    error it failed with (a wire ``Error`` record, never a pickle)."""
+
+    reply: RegisterReply | None = None
+    error: Error | None = None
+
+
+class RegisterManyRequest(_Msg, frozen=True):
+    """Several registrations of one turn to one coordinator (``turn_batching``)."""
+
+    requests: list[RegisterRequest]
+
+
+class RegisterManyReply(_Msg, frozen=True):
+    """One outcome per request, in order."""
+
+    outcomes: list[RegisterOutcome] = []
 
 
 class UnregisterRequest(_Msg, frozen=True):

@@ -1,28 +1,37 @@
 """The ``$registry`` node service: what a node answers when its peers call its registry.
 
 :class:`RegistryService` serves an owner's reads and merges at once on the connection's
-reader (``lookup``, ``store``: :meth:`~RegistryService.handle_now`) and the rest in a
-task (``register``, ``unregister`` as the name's coordinator, ``names``, and the notices
-``invalidate`` and ``conflict``: :meth:`~RegistryService.handle`). Malformed input is a
+reader (``lookup``, ``lookup_many``, ``store``: :meth:`~RegistryService.handle_now`) and
+the rest in a task (``register``, ``register_many``, ``unregister`` as the name's
+coordinator, ``names``, and the notices ``invalidate`` and ``conflict``:
+:meth:`~RegistryService.handle`). The ``_many`` methods carry the requests a caller
+batched in one turn (``turn_batching.py``); each request gets its own answer. Malformed input is a
 ``ProtocolError`` for the caller and one rate-limited log line here. The caller's side
 of the registry is :class:`~.registry.Registry`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from .._transport.tasks import LogLimiter
+from .._wire.errors import error_frame
 from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .entries import Entry, check_name
 from .holdings import Holdings
 from .messages import (
     ConflictNotice,
     Invalidate,
+    LookupManyReply,
+    LookupManyRequest,
     LookupReply,
     LookupRequest,
     NamesReply,
     NamesRequest,
+    RegisterManyReply,
+    RegisterManyRequest,
+    RegisterOutcome,
     RegisterRequest,
     StoreRequest,
     UnregisterRequest,
@@ -30,12 +39,14 @@ from .messages import (
     encode,
 )
 from .owner import NameOwner
+from .turn_batching import MAX_BATCH_BYTES
 
 __all__ = ["RegistryService"]
 
 _log = logging.getLogger("phoenix_cluster.registry")
 
-_METHODS = "conflict, invalidate, lookup, names, register, store, unregister"
+_METHODS = ("conflict, invalidate, lookup, lookup_many, names, register, register_many, "
+            "store, unregister")
 
 
 class RegistryService:
@@ -58,19 +69,22 @@ class RegistryService:
         self._limiter = limiter
 
     def handle_now(self, method: str, payload: bytes) -> bytes | None:
-        """The ``$registry`` methods answered without waiting (``lookup``, ``store``: an
-        owner's reads and merges), run on the connection's reader with no task of their
-        own; ``None`` for the others, which :meth:`handle` serves.
+        """The ``$registry`` methods answered without waiting (``lookup``,
+        ``lookup_many``, ``store``: an owner's reads and merges), run on the connection's
+        reader with no task of their own; ``None`` for the others, which :meth:`handle`
+        serves.
 
         Raises:
             ProtocolError: malformed payload (logged).
         """
-        if method != "lookup" and method != "store":
+        if method != "lookup" and method != "store" and method != "lookup_many":
             return None
         try:
             if method == "lookup":
                 name = check_name(decode(LookupRequest, payload).name)
                 return encode(LookupReply(self._owner.live(name)))
+            if method == "lookup_many":
+                return encode(self._lookup_many(decode(LookupManyRequest, payload).names))
             return encode(self._owner.on_store(decode(StoreRequest, payload)))
         except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
             raise self._bad_input(method, exc) from None
@@ -93,6 +107,10 @@ class RegistryService:
         try:
             if method == "register":
                 return encode(await owner.register(decode(RegisterRequest, payload)))
+            if method == "register_many":
+                requests = decode(RegisterManyRequest, payload).requests
+                return encode(RegisterManyReply(list(await asyncio.gather(
+                    *(self._register_one(r) for r in requests)))))
             if method == "unregister":
                 return encode(await owner.unregister(decode(UnregisterRequest, payload)))
             if method == "names":
@@ -112,6 +130,32 @@ class RegistryService:
             raise
         raise AgentNotFound(f"node {self._me} has no registry method {method!r} (methods: "
                             f"{_METHODS})")
+
+    def _lookup_many(self, names: list[str]) -> LookupManyReply:
+        """One entry per name, in order, cut short once the reply reaches about
+        ``MAX_BATCH_BYTES`` (the caller asks for the rest one by one)."""
+        live = self._owner.live
+        entries: list[Entry | None] = []
+        size = 0
+        for name in names:
+            entry = live(check_name(name))
+            if entry is not None:
+                size += len(entry.name) + len(entry.key) + len(entry.value)
+                if size > MAX_BATCH_BYTES and entries:
+                    break
+            entries.append(entry)
+        return LookupManyReply(entries)
+
+    async def _register_one(self, request: RegisterRequest) -> RegisterOutcome:
+        """One registration of a ``register_many``, with its own outcome: its reply or
+        its typed error, as if it had come alone."""
+        try:
+            return RegisterOutcome(await self._owner.register(request))
+        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
+            return RegisterOutcome(error=error_frame(0, self._bad_input("register", exc)))
+        except PhoenixError as exc:
+            self._log_bad_input("register", exc)
+            return RegisterOutcome(error=error_frame(0, exc))
 
     def _bad_input(self, method: str, exc: Exception) -> ProtocolError:
         self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
