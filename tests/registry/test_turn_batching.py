@@ -130,7 +130,7 @@ def _as_earlier_release(service: RegistryService) -> None:
         return handle_now(method, payload)
 
     service.handle_now = without_many  # type: ignore[method-assign]
-    service._lookup_many = unknown  # type: ignore[method-assign]
+    service._lookup_many = unknown  # type: ignore[method-assign, assignment]
 
 
 def test_a_clients_concurrent_operations_go_in_batches_with_their_own_outcomes() -> None:
