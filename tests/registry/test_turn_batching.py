@@ -44,7 +44,7 @@ class _Owner:
 
 def _batcher(owner: _Owner, tasks: TaskSet,
              size: Callable[[int], int] = lambda _: 1) -> TurnBatcher[int, int]:
-    def spawn(send: Coroutine[Any, Any, None]) -> object:
+    def spawn(send: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return tasks.spawn(send, name="batch")
     return TurnBatcher(owner.send, spawn, size)
 
@@ -87,16 +87,19 @@ async def test_a_batch_leaves_at_its_size_or_count_limit(tasks: TaskSet) -> None
     assert [len(items) for _, items in owner.batches] == [MAX_BATCH_REQUESTS, 1]
 
 
-async def test_closing_fails_what_is_in_flight_as_indefinite() -> None:
+@pytest.mark.parametrize("started", [True, False])
+async def test_closing_fails_what_is_in_flight_as_indefinite(started: bool) -> None:
     owner = _Owner()
     owner.gate.clear()  # the owner never answers
     owned = TaskSet("closing")
     batcher = _batcher(owner, owned)
     outcome = batcher.submit("a", 1)
-    for _ in range(10):  # the send starts within a few turns of the loop
-        await asyncio.sleep(0)
-    assert owner.batches == [("a", [1])]
+    if started:  # else closed before the batch's task took its first step
+        for _ in range(10):  # the send starts within a few turns of the loop
+            await asyncio.sleep(0)
+    assert owner.batches == ([("a", [1])] if started else [])
     await owned.aclose()
+    assert outcome.done()  # nobody waits on it forever
     with pytest.raises(NodeUnavailable) as raised:
         await outcome
     assert raised.value.definite is False  # the request may have reached the owner

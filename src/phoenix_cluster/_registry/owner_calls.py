@@ -90,7 +90,7 @@ class OwnerCalls:
         """A node may have come back on another release: try the batched methods again."""
         self._single_only.clear()
 
-    def _spawn(self, send: Coroutine[Any, Any, None]) -> object:
+    def _spawn(self, send: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self._tasks.spawn(send, name="registry-batch")
 
     async def _send_lookups(self, node: str,

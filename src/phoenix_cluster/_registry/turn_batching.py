@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from .._foundation.env import running_loop
@@ -35,7 +36,9 @@ MAX_BATCH_REQUESTS = 256
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-SpawnTask = Callable[[Coroutine[Any, Any, None]], object]
+SpawnTask = Callable[[Coroutine[Any, Any, None]], "asyncio.Future[Any]"]
+_Batch = tuple[list[Item], list[asyncio.Future[Result]], list[int]]
+"""The requests, their callers' futures, and their approximate size (a cell)."""
 
 
 class TurnBatcher(Generic[Item, Result]):
@@ -46,7 +49,8 @@ class TurnBatcher(Generic[Item, Result]):
             returns one answer per item, in order: a result, or the
             :class:`~phoenix_cluster.errors.PhoenixError` that item failed with. It raises
             what failed the request as a whole (every item fails with it).
-        spawn: runs a send in a task that the registry's task set owns.
+        spawn: runs a batch's send in a task that the registry's task set owns; the
+            task must start on a later turn of the loop than the call (as tasks do).
         size: the approximate encoded size of an item.
     """
 
@@ -57,51 +61,39 @@ class TurnBatcher(Generic[Item, Result]):
         self._send = send
         self._spawn = spawn
         self._size = size
-        self._pending: dict[str, tuple[list[Item], list[asyncio.Future[Result]], list[int]]] = {}
+        self._pending: dict[str, _Batch[Item, Result]] = {}
 
     def submit(self, node: str, item: Item) -> asyncio.Future[Result]:
         """Queue ``item`` for ``node``; the future resolves to its own answer."""
-        loop = running_loop()
-        outcome: asyncio.Future[Result] = loop.create_future()
+        outcome: asyncio.Future[Result] = running_loop().create_future()
         size = self._size(item)
-        queued = self._pending.get(node)
-        if queued is not None and queued[2][0] + size > MAX_BATCH_BYTES:
-            self._flush(node)  # this one would make the batch too big: it starts the next
-            queued = None
-        if queued is None:
-            queued = self._pending[node] = ([], [], [0])
-            loop.call_soon(self._flush, node)
-        items, outcomes, total = queued
+        batch = self._pending.get(node)
+        if batch is not None and batch[2][0] + size > MAX_BATCH_BYTES:
+            del self._pending[node]  # this one would make it too big: it starts the next
+            batch = None
+        if batch is None:
+            batch = self._pending[node] = ([], [], [0])
+            # The task's first step runs on the next turn of the loop, after every
+            # request this turn adds: then it takes the batch and sends it.
+            self._spawn(self._run(node, batch)).add_done_callback(
+                partial(_unanswered, node, batch[1]))
+        items, outcomes, total = batch
         items.append(item)
         outcomes.append(outcome)
         total[0] += size
         if len(items) >= MAX_BATCH_REQUESTS:
-            self._flush(node)  # the call_soon then finds nothing (or the next batch) queued
+            del self._pending[node]  # full: the next request starts another
         return outcome
 
-    def _flush(self, node: str) -> None:
-        queued = self._pending.pop(node, None)
-        if queued is not None:
-            self._spawn(self._run(node, queued[0], queued[1]))
-
-    async def _run(self, node: str, items: list[Item],
-                   outcomes: list[asyncio.Future[Result]]) -> None:
+    async def _run(self, node: str, batch: _Batch[Item, Result]) -> None:
+        if self._pending.get(node) is batch:
+            del self._pending[node]  # what joins from now on goes in the next batch
+        items, outcomes, _ = batch
         try:
             answers = await self._send(node, items)
         except PhoenixError as exc:
             _fail(outcomes, exc)
             return
-        except asyncio.CancelledError:
-            # The registry is closing: nobody waits on an outcome forever. The request
-            # may have left, so the outcome is unknown.
-            _fail(outcomes, NodeUnavailable(
-                f"the registry closed while a request to {node} was in flight",
-                definite=False))
-            raise
-        except BaseException as exc:  # a bug: still, no caller waits forever
-            _fail(outcomes, NodeUnavailable(f"registry request to {node} failed: {exc!r}",
-                                            definite=False))
-            raise
         if len(answers) != len(outcomes):
             _fail(outcomes, ProtocolError(
                 f"{node} answered {len(answers)} of {len(outcomes)} batched requests"))
@@ -113,6 +105,14 @@ class TurnBatcher(Generic[Item, Result]):
                 outcome.set_exception(answer)
             else:
                 outcome.set_result(answer)
+
+
+def _unanswered(node: str, outcomes: list[asyncio.Future[Any]], _task: object) -> None:
+    """A batch's task ended: fail what it left unanswered. It was cancelled (the registry
+    closes; maybe before its first step, so none of ``_run`` ran) or it crashed (a bug):
+    indefinite either way, since the request may have reached the owner."""
+    _fail(outcomes, NodeUnavailable(f"a registry request to {node} ended without an "
+                                    "answer (the registry closed)", definite=False))
 
 
 def _fail(outcomes: list[asyncio.Future[Any]], exc: PhoenixError) -> None:
