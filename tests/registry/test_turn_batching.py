@@ -1,5 +1,5 @@
-"""A caller's lookups and registrations to one owner in one turn of the loop travel as one
-request (``_registry/turn_batching.py``, ``_registry/owner_calls.py``), and each caller
+"""A caller's lookups to one owner in one turn of the loop: the first alone, the rest as one
+request (``_registry/turn_batching.py``, ``_registry/owner_lookups.py``); each caller
 still gets its own answer or its own typed error."""
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ async def test_closing_fails_what_is_in_flight_as_indefinite(started: bool) -> N
 
 def _counting(client: phx.Node) -> list[tuple[str, str]]:
     """Record every ``$registry`` method ``client``'s registry sends, and to whom."""
-    link = client.registry._calls._link
+    link = client.registry._lookups._link
     sent: list[tuple[str, str]] = []
     call = link.call
 
@@ -121,59 +121,58 @@ def _counting(client: phx.Node) -> list[tuple[str, str]]:
 
 
 def _as_earlier_release(service: RegistryService) -> None:
-    """Make ``service`` answer the batched methods as a release without them would."""
+    """Make ``service`` answer ``lookup_many`` as a release without it would."""
     def unknown(*_: object) -> Any:
-        raise AgentNotFound("no registry method (an earlier release)")
+        raise AgentNotFound("no registry method 'lookup_many' (an earlier release)")
 
-    handle_now = service.handle_now
-
-    def without_many(method: str, payload: bytes) -> bytes | None:
-        if method.endswith("_many"):
-            unknown()
-        return handle_now(method, payload)
-
-    service.handle_now = without_many  # type: ignore[method-assign]
     service._lookup_many = unknown  # type: ignore[method-assign, assignment]
 
 
-def test_a_clients_concurrent_operations_go_in_batches_with_their_own_outcomes() -> None:
-    """3 members on the memory network and a client: 60 registrations at once, one of
-    them of a name taken elsewhere, then 61 uncached lookups at once (one of a free
-    name). Each gets its own answer; the members receive far fewer requests than
-    operations. Members answering the batched methods as an earlier release would get
-    the same answers, one request each."""
+def test_a_clients_concurrent_lookups_go_in_batches_with_their_own_answers() -> None:
+    """3 members on the memory network and a client. Sequential lookups are one plain
+    ``lookup`` each; 61 uncached lookups at once (one of a free name) are, per member,
+    one ``lookup`` and one ``lookup_many``, each caller with its own answer. Members
+    answering ``lookup_many`` as an earlier release would get the same answers, one
+    ``lookup`` each."""
 
     async def scenario() -> None:
         async with MemoryCluster(3) as cluster:
             client = await cluster.add(role="client")
             await wait_for(lambda: len(client.registry._link.hosts()) == 3)
-            await client.registry.register("taken", "first")
-            sent = _counting(client)
             names = [f"batch/{i}" for i in range(60)]
-            results = await asyncio.gather(
-                *(client.registry.register(n, i) for i, n in enumerate(names)),
-                client.registry.register("taken", "second"), return_exceptions=True)
-            assert results[:-1] == [None] * 60
-            assert isinstance(results[-1], phx.NameTaken)
-            registers = [m for _, m in sent if m.startswith("register")]
-            assert "register_many" in registers and len(registers) < 20
+            await asyncio.gather(*(client.registry.register(n, i) for i, n in enumerate(names)))
+            sent = _counting(client)
+            lookups = client.registry._lookups
+            spawn, batches = lookups._spawn, []
+
+            def counted_spawn(send: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+                batches.append(send)
+                return spawn(send)
+
+            lookups._spawn = counted_spawn  # type: ignore[method-assign]
+            lookups._batches._spawn = counted_spawn
+            for i, name in enumerate(names[:5]):
+                assert await client.registry.lookup(name, cached=False) == i
+            # A lone lookup is sent at once, in its caller's task: no batch is formed.
+            assert [m for _, m in sent] == ["lookup"] * 5 and batches == []
 
             sent.clear()
             found = await asyncio.gather(
                 *(client.registry.lookup(n, cached=False) for n in [*names, "free"]))
             assert found == [*range(60), None]
-            lookups = [m for _, m in sent if m.startswith("lookup")]
-            assert "lookup_many" in lookups and len(lookups) < 20
+            # Per member one lookup and one lookup_many; then the miss on "free" asks
+            # its two other owners (a hand-off may be in progress), one lookup each.
+            members = {node for node, _ in sent}
+            assert sorted(m for _, m in sent) == sorted(
+                ["lookup", "lookup_many"] * len(members) + ["lookup"] * 2)
+            assert len(batches) == len(members) == 3
 
             for member in cluster.nodes:
                 _as_earlier_release(member.registry.service)
             sent.clear()
-            more = [f"old/{i}" for i in range(20)]
-            await asyncio.gather(*(client.registry.register(n, i) for i, n in enumerate(more)))
             assert await asyncio.gather(
-                *(client.registry.lookup(n, cached=False) for n in more)) == list(range(20))
-            singles = [m for _, m in sent if not m.endswith("_many")]
-            assert singles.count("register") == 20 and singles.count("lookup") == 20
+                *(client.registry.lookup(n, cached=False) for n in names[:20])) == list(range(20))
+            assert [m for _, m in sent].count("lookup") == 20
 
     run_virtual(scenario())
 
@@ -193,8 +192,9 @@ def test_a_lookup_reply_cut_short_by_its_size_leaves_the_rest_asked_one_by_one()
             lookups: list[Awaitable[object]] = [client.registry.lookup(n, cached=False)
                                                 for n in names]
             assert await asyncio.gather(*lookups) == [big] * 4
-            # 4 names, 3 coordinators: one was asked for two at once and answered one.
+            # 4 names, 3 coordinators: one was asked for two at once; the second went
+            # in a lookup_many of one name, whose reply carried it.
             methods = [m for _, m in sent]
-            assert "lookup_many" in methods and "lookup" in methods
+            assert methods.count("lookup") == 3 and methods.count("lookup_many") == 1
 
     run_virtual(scenario())

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from .._wire.messages import Error
 from ..errors import ProtocolError
 from .entries import Entry
 
@@ -32,9 +31,6 @@ __all__ = [
     "NamesRequest",
     "Publish",
     "Refusal",
-    "RegisterManyReply",
-    "RegisterManyRequest",
-    "RegisterOutcome",
     "RegisterReply",
     "RegisterRequest",
     "StoreMode",
@@ -119,26 +115,6 @@ class LookupManyReply(_Msg, frozen=True):
     the names after the last entry to be asked again one by one."""
 
     entries: list[Entry | None] = []
-
-
-class RegisterOutcome(_Msg, frozen=True):
-    """One registration's answer in a ``register_many`` reply: the reply, or the typed
-    error it failed with (a wire ``Error`` record, never a pickle)."""
-
-    reply: RegisterReply | None = None
-    error: Error | None = None
-
-
-class RegisterManyRequest(_Msg, frozen=True):
-    """Several registrations of one turn to one coordinator (``turn_batching``)."""
-
-    requests: list[RegisterRequest]
-
-
-class RegisterManyReply(_Msg, frozen=True):
-    """One outcome per request, in order."""
-
-    outcomes: list[RegisterOutcome] = []
 
 
 class UnregisterRequest(_Msg, frozen=True):

@@ -59,7 +59,7 @@ from .messages import (
     encode,
 )
 from .owner import MAX_HOPS, NameOwner
-from .owner_calls import OwnerCalls
+from .owner_lookups import OwnerLookups
 from .registry_service import RegistryService
 from .settings import RegistrySettings
 
@@ -103,7 +103,7 @@ class Registry:
         """The ``$registry`` service peers call."""
         self.cache_hits = 0
         self.cache_misses = 0
-        self._calls = OwnerCalls(link, settings, self._tasks)
+        self._lookups = OwnerLookups(link, settings, self._tasks)
 
     # ================================================================== public API
 
@@ -272,8 +272,6 @@ class Registry:
                     coordinate = (self._owner.register if method == "register"
                                   else self._owner.unregister)
                     reply = await coordinate(request(hops))
-                elif method == "register":
-                    reply = await self._calls.register(target, request(hops))
                 else:
                     # The coordinator may wait timeout_s for the other owners: wait longer.
                     raw = await self._link.call(target, "registry", method,
@@ -345,7 +343,7 @@ class Registry:
     async def _lookup_at(self, node: str, name: str) -> Entry | None:
         if node == self._me:
             return self._owner.live(name)
-        return await self._calls.lookup(node, name)
+        return await self._lookups.lookup(node, name)
 
     def _cache_put(self, entry: Entry) -> None:
         cache = self._cache
@@ -366,7 +364,7 @@ class Registry:
         """A new membership view: forget cached answers, release the names of nodes that
         died or left, and (after ``settle_s``) hand names to their new owners."""
         self._cache.clear()
-        self._calls.on_membership()
+        self._lookups.on_membership()
         for holder in gone:
             released = self._owner.release(holder)
             if released:

@@ -2,21 +2,19 @@
 
 :class:`RegistryService` serves an owner's reads and merges at once on the connection's
 reader (``lookup``, ``lookup_many``, ``store``: :meth:`~RegistryService.handle_now`) and
-the rest in a task (``register``, ``register_many``, ``unregister`` as the name's
-coordinator, ``names``, and the notices ``invalidate`` and ``conflict``:
-:meth:`~RegistryService.handle`). The ``_many`` methods carry the requests a caller
-batched in one turn (``turn_batching.py``); each request gets its own answer. Malformed input is a
+the rest in a task (``register``, ``unregister`` as the name's coordinator, ``names``,
+and the notices ``invalidate`` and ``conflict``: :meth:`~RegistryService.handle`).
+``lookup_many`` carries the lookups a caller batched in one turn (``turn_batching.py``);
+each name gets its own answer. Malformed input is a
 ``ProtocolError`` for the caller and one rate-limited log line here. The caller's side
 of the registry is :class:`~.registry.Registry`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from .._transport.tasks import LogLimiter
-from .._wire.errors import error_frame
 from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .entries import Entry, check_name
 from .holdings import Holdings
@@ -29,9 +27,6 @@ from .messages import (
     LookupRequest,
     NamesReply,
     NamesRequest,
-    RegisterManyReply,
-    RegisterManyRequest,
-    RegisterOutcome,
     RegisterRequest,
     StoreRequest,
     UnregisterRequest,
@@ -45,8 +40,7 @@ __all__ = ["RegistryService"]
 
 _log = logging.getLogger("phoenix_cluster.registry")
 
-_METHODS = ("conflict, invalidate, lookup, lookup_many, names, register, register_many, "
-            "store, unregister")
+_METHODS = "conflict, invalidate, lookup, lookup_many, names, register, store, unregister"
 
 
 class RegistryService:
@@ -107,10 +101,6 @@ class RegistryService:
         try:
             if method == "register":
                 return encode(await owner.register(decode(RegisterRequest, payload)))
-            if method == "register_many":
-                requests = decode(RegisterManyRequest, payload).requests
-                return encode(RegisterManyReply(list(await asyncio.gather(
-                    *(self._register_one(r) for r in requests)))))
             if method == "unregister":
                 return encode(await owner.unregister(decode(UnregisterRequest, payload)))
             if method == "names":
@@ -145,17 +135,6 @@ class RegistryService:
                     break
             entries.append(entry)
         return LookupManyReply(entries)
-
-    async def _register_one(self, request: RegisterRequest) -> RegisterOutcome:
-        """One registration of a ``register_many``, with its own outcome: its reply or
-        its typed error, as if it had come alone."""
-        try:
-            return RegisterOutcome(await self._owner.register(request))
-        except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
-            return RegisterOutcome(error=error_frame(0, self._bad_input("register", exc)))
-        except PhoenixError as exc:
-            self._log_bad_input("register", exc)
-            return RegisterOutcome(error=error_frame(0, exc))
 
     def _bad_input(self, method: str, exc: Exception) -> ProtocolError:
         self._limiter.warning(_log, "registry-bad-input", "$registry.%s: %s", method, exc)
