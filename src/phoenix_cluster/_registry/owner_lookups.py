@@ -1,11 +1,18 @@
 """The caller's uncached lookups to a name's owners, batched per owner per turn.
 
-:class:`OwnerLookups` asks another node's ``$registry`` what it stores for a name. The
-first lookup to a node in a turn of the event loop leaves at once as a plain ``lookup``
-(a lone lookup, the common case without load, waits for nothing); the others made in the
-same turn travel together at the end of the turn as one ``lookup_many`` (see
-``turn_batching.py``), and each caller gets its own answer or error. Batching changes no
-answer: a batched lookup still asks the owner after its caller asked.
+:class:`OwnerLookups` asks another node's ``$registry`` what it stores for a name, the
+way Nagle's algorithm sends bytes: a lookup to a node with no lookup of ours in flight
+leaves at once as a plain ``lookup`` (a lone lookup waits for nothing); while one is in
+flight, the lookups made in a turn of the event loop travel together at the end of the
+turn as one ``lookup_many`` (see ``turn_batching.py``). Each caller gets its own answer
+or error. Batching changes no answer: a batched lookup still asks the owner after its
+caller asked.
+
+Why not "the first of each turn alone, the rest batched": under steady load the lone
+first lookup's answer comes back on a turn of its own, and its caller's next lookup is
+again first of its turn, so lookups drift back to one request each (measured: 1.85x the
+lookups per second of unbatched lookups against 2.5x for batching all but the first
+after idling).
 
 Registrations are not batched: measured side by side, a ``register_many`` saved no CPU
 per registration (the coordinator's work per name dominates, not the frames) and made a
@@ -21,7 +28,6 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from .._foundation.env import running_loop
 from .._transport.tasks import TaskSet
 from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .cluster import ClusterLink
@@ -34,8 +40,8 @@ __all__ = ["OwnerLookups"]
 
 
 class OwnerLookups:
-    """Uncached lookups sent to other nodes: the first per node per turn alone, the rest
-    of the turn in one ``lookup_many``.
+    """Uncached lookups sent to other nodes: alone when none is in flight to that node,
+    else with the others of their turn in one ``lookup_many``.
 
     Args:
         link: the cluster view and calls.
@@ -48,7 +54,7 @@ class OwnerLookups:
         self.settings = settings
         self._tasks = tasks
         self._single_only: set[str] = set()
-        self._asked_this_turn: set[str] = set()
+        self._in_flight: dict[str, int] = {}
         self._batches: TurnBatcher[str, Entry | None] = TurnBatcher(
             self._send, self._spawn, lambda name: len(name) + 16)
 
@@ -59,13 +65,19 @@ class OwnerLookups:
             NodeUnavailable, CallTimeout, TransportError: ``node`` did not answer.
             ProtocolError: ``node`` answered nonsense.
         """
-        asked = self._asked_this_turn
-        if node in asked:
-            return await self._batches.submit(node, name)
-        if not asked:
-            running_loop().call_soon(asked.clear)  # the turn ends
-        asked.add(node)
-        return await self._lookup_one(node, name)
+        in_flight = self._in_flight
+        waiting = in_flight.get(node, 0)
+        in_flight[node] = waiting + 1
+        try:
+            if waiting:
+                return await self._batches.submit(node, name)
+            return await self._lookup_one(node, name)
+        finally:
+            left = in_flight[node] - 1
+            if left:
+                in_flight[node] = left
+            else:
+                del in_flight[node]
 
     def on_membership(self) -> None:
         """A node may have come back on another release: try ``lookup_many`` again."""
