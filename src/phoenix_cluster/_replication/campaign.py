@@ -33,7 +33,7 @@ from .sending import (
     worst,
 )
 from .settings import ReplicationSettings
-from .types import Config, Epoch, config_members, config_union
+from .types import ZERO_EPOCH, Config, Epoch, config_members, config_union
 
 __all__ = ["Campaign", "CampaignContext", "Won"]
 
@@ -141,6 +141,62 @@ class Campaign:
                                f"after {s.election_rounds} rounds", definite=True)
         raise NoQuorum(f"partition {p}: other candidates kept winning promises "
                        f"({s.election_attempts} attempts)", definite=True)
+
+    async def feasible(self) -> bool:
+        """A pre-vote: would a prepare round reach its quorum now? Asks every member of
+        the sets the election would ask, and of the sets their answers name, with a
+        read-only ``Probe`` (nobody promises, so nobody is deposed or fenced), and
+        answers ``False`` only when too few of some required set are alive in this
+        node's view and answering (the round would be ``impossible``).
+
+        Why: a prepare promises even when the round then fails, and every promise
+        deposes the leader the promiser followed and records a pending set the next
+        candidate must satisfy. Right after a heal the healed node sees some members
+        before others (and before they see it); its background elections on that
+        partial table failed and took the partitions' working leaders down with them,
+        so writes waited until the views agreed (docs/design/replication.md, "Background
+        elections ask first"). Elections a call waits for do not ask first: they must
+        run, and a failure there is the caller's to see."""
+        ctx, p = self.ctx, self.partition
+        config = config_union((self.target,), self.extra)
+        known: dict[str, Known] = {}
+        failed: set[str] = set()
+        alive, lost = ctx.alive(), ctx.lost()
+        for _ in range(ctx.settings.election_rounds):
+            election = Election(p, ZERO_EPOCH, self.target, config)
+            waits: list[tuple[str, asyncio.Future[Any]]] = []
+            for member in sorted(election.members()):
+                if member in known or member in failed:
+                    pass
+                elif member == ctx.name:
+                    known[member] = ctx.store.probe(Probe(p))
+                elif member in alive:
+                    waits.append((member, ctx.sender.send(member, Probe(p))))
+                elif member not in lost:
+                    failed.add(member)
+
+            def feed(node: str, fut: asyncio.Future[Any]) -> None:
+                reply = result_of(fut)
+                if isinstance(reply, Known):
+                    known[node] = reply
+                else:
+                    failed.add(node)
+
+            await decide(waits, feed, lambda: False)
+            for member in election.members():
+                if member in known:
+                    k = known[member]
+                    election.reply(member, Promise(p, True, k.promised, k.marked, k.config,
+                                                   k.pending, k.synced, (), k.amnesiac))
+                elif member in failed:
+                    election.fail(member)
+                else:
+                    election.lose(member)
+            status = election.status()
+            if status != "discover":
+                return status != "impossible"
+            config = config_union(config, election.discovered())
+        return True
 
     async def _prepare(self, election: Election) -> None:
         """Step 2: ask every member of every required set for a promise."""

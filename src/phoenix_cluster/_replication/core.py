@@ -138,6 +138,8 @@ class ReplicatorCore:
         self._catch_up_task: asyncio.Task[None] | None = None
         self._relead_pending: list[int] = []
         self._relead_queued: set[int] = set()
+        self._relead_asking: set[int] = set()
+        """Re-elections whose pre-vote runs (``elections.py``, ``_ask_first``)."""
         self._relead_task: asyncio.Task[None] | None = None
         self._catch_up_backoff: dict[int, tuple[float, float]] = {}
         """Lagging partition -> (when to ask its primary again, the next interval)."""

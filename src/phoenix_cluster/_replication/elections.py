@@ -130,10 +130,14 @@ class Elections(ReplicatorCore):
         # wait until this node's table has been stable for a moment. Calls still elect
         # their own partition at once.
         # Alone, nobody can depose this node's candidates: no need to wait.
+        await self._settle()
+        await self._in_batches(self._eager_pending, self._elect_queued)
+
+    async def _settle(self) -> None:
+        """Wait until this node's table has not changed for ``eager_settle_s``."""
         settle = 0.0 if self._alive == {self.name} else self.settings.eager_settle_s
         while (wait := self._table_changed_at + settle - self._clock.monotonic()) > 0:
             await self._clock.sleep(wait)
-        await self._in_batches(self._eager_pending, self._elect_queued)
 
     def _elect_queued(self, p: int) -> asyncio.Future[Lead] | None:
         """Elect ``p`` if this node is its primary; the election to wait for, if any."""
@@ -160,7 +164,7 @@ class Elections(ReplicatorCore):
     def _maybe_elect(self, p: int) -> None:
         if p in self._leads or p in self._elections or self._closed or self._leaving:
             return
-        fut = self._start_election(p)
+        fut = self._start_election(p, ask_first=True)
         fut.add_done_callback(partial(self._eager_done, p))
 
     def _eager_done(self, p: int, fut: asyncio.Future[Lead]) -> None:
@@ -224,15 +228,21 @@ class Elections(ReplicatorCore):
             lead = self._leads.get(p)
         return lead
 
-    def _start_election(self, p: int) -> asyncio.Future[Lead]:
+    def _start_election(self, p: int, *, ask_first: bool = False) -> asyncio.Future[Lead]:
         fut: asyncio.Future[Lead] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(retrieve)
         self._elections[p] = fut
-        self._tasks.spawn(self._run_election(p, fut), name=f"elect-{p}")
+        self._tasks.spawn(self._run_election(p, fut, ask_first), name=f"elect-{p}")
         return fut
 
-    async def _run_election(self, p: int, fut: asyncio.Future[Lead]) -> None:
+    async def _run_election(self, p: int, fut: asyncio.Future[Lead], ask_first: bool) -> None:
         try:
+            table = self._table
+            if (ask_first and table is not None and self.name in table.members(p)
+                    and not await self._campaign(p, None).feasible()):
+                raise NoQuorum(f"{group_name(p)}: too few members of its replica sets are "
+                               f"alive in node {self.name}'s view to elect it (pre-vote)",
+                               definite=True)
             lead = await self._elect(p, None)
         except asyncio.CancelledError:
             if not fut.done():
@@ -253,7 +263,8 @@ class Elections(ReplicatorCore):
     def _relead(self, p: int, lead: Lead) -> None:
         """Re-elect a partition this node leads (new replica set, or a catch-up), in
         the batched queue of re-elections."""
-        if lead.electing is not None or self._closed or p in self._relead_queued:
+        if (lead.electing is not None or self._closed or p in self._relead_queued
+                or p in self._relead_asking):
             return
         # A table change re-elects every partition whose set changed: with three
         # members, a death or a heal changes all 4,096. Started together, they held
@@ -267,21 +278,52 @@ class Elections(ReplicatorCore):
             self._relead_task = self._tasks.spawn(self._releads(), name="releads")
 
     async def _releads(self) -> None:
+        await self._settle()
         await self._in_batches(self._relead_pending, self._start_relead)
 
     def _start_relead(self, p: int) -> asyncio.Future[None] | None:
         """Re-elect the queued ``p`` unless it was lost or is being re-elected."""
         self._relead_queued.discard(p)
         lead = self._leads.get(p)
-        if lead is None or lead.electing is not None or self._closed:
+        if (lead is None or lead.electing is not None or self._closed
+                or p in self._relead_asking):
             return None  # lost, or already being re-elected meanwhile
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(retrieve)
-        lead.electing = fut
+        self._relead_asking.add(p)
         self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
         return fut
 
+    async def _ask_first(self, p: int, lead: Lead, fut: asyncio.Future[None]) -> bool:
+        """The pre-vote of a re-election, while the partition keeps serving (writes do
+        not wait for it). ``False``: the re-election would fail now (a member of a set
+        it needs is not alive in this view, as right after a heal), so it is not held:
+        the lead keeps serving under its current config, which is safe (it is the
+        config its election marked, and a write still needs a majority of it), and the
+        re-election is queued again after ``retry_s``."""
+        try:
+            feasible = await self._campaign(p, lead).feasible()
+        except PhoenixError:
+            feasible = True  # the re-election itself will tell
+        finally:
+            self._relead_asking.discard(p)
+        if self._leads.get(p) is not lead or self._closed or lead.electing is not None:
+            fut.set_result(None)  # lost or re-elected meanwhile
+            return False
+        if not feasible:
+            self._clock.call_later(self.settings.retry_s, partial(self._relead_again, p, lead))
+            fut.set_result(None)
+            return False
+        lead.electing = fut
+        return True
+
+    def _relead_again(self, p: int, lead: Lead) -> None:
+        if self._leads.get(p) is lead:
+            self._relead(p, lead)
+
     async def _run_relead(self, p: int, lead: Lead, fut: asyncio.Future[None]) -> None:
+        if not await self._ask_first(p, lead, fut):
+            return
         try:
             # Let writes of the current epoch finish first: the new promises would
             # refuse them and fence this very leader.
@@ -311,6 +353,15 @@ class Elections(ReplicatorCore):
             self._recheck.discard(p)
             self._table_changed(p)
 
+    def _campaign(self, p: int, previous: Lead | None) -> Campaign:
+        """The campaign for ``p`` over this node's table (asking the old sets too)."""
+        table = self._table
+        assert table is not None
+        extra = self._old.get(p, ())
+        if previous is not None:
+            extra = config_union(extra, previous.config)
+        return Campaign(self._ctx, p, tuple(sorted(table.members(p))), extra)
+
     async def _elect(self, p: int, previous: Lead | None) -> Lead:
         """Win ``p`` (a :class:`Campaign`) and install the leadership (step 10)."""
         table = self._table
@@ -322,10 +373,7 @@ class Elections(ReplicatorCore):
                             f"{group_name(p)}", partition=partition_of_group(p), definite=True)
         self._elections_run += 1
         started = self._clock.monotonic()
-        extra = self._old.get(p, ())
-        if previous is not None:
-            extra = config_union(extra, previous.config)
-        won = await Campaign(self._ctx, p, tuple(sorted(order)), extra).run()
+        won = await self._campaign(p, previous).run()
         lead = Lead(won.epoch, won.target, won.plan.next_seq, started)
         self._leads[p] = lead
         self._fresh.add(p)
