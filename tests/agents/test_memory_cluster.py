@@ -647,8 +647,8 @@ def test_writes_after_a_cut_node_heals_do_not_wait_for_its_elections() -> None:
     # background elections on that partial table used to depose the working leaders
     # and fail, and writes waited until the views agreed: 0.62 s here, and 22 calls
     # failed with NoQuorum (on a loaded machine, past a call's timeout). Background
-    # elections now ask first (a read-only pre-vote) and wait for a settled table
-    # (docs/design/replication.md, "Background elections ask first").
+    # elections now ask first, a read-only pre-vote (docs/design/replication.md,
+    # "Background elections ask first").
     bound_s = 0.25
 
     async def main() -> None:

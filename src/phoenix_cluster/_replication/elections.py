@@ -130,14 +130,10 @@ class Elections(ReplicatorCore):
         # wait until this node's table has been stable for a moment. Calls still elect
         # their own partition at once.
         # Alone, nobody can depose this node's candidates: no need to wait.
-        await self._settle()
-        await self._in_batches(self._eager_pending, self._elect_queued)
-
-    async def _settle(self) -> None:
-        """Wait until this node's table has not changed for ``eager_settle_s``."""
         settle = 0.0 if self._alive == {self.name} else self.settings.eager_settle_s
         while (wait := self._table_changed_at + settle - self._clock.monotonic()) > 0:
             await self._clock.sleep(wait)
+        await self._in_batches(self._eager_pending, self._elect_queued)
 
     def _elect_queued(self, p: int) -> asyncio.Future[Lead] | None:
         """Elect ``p`` if this node is its primary; the election to wait for, if any."""
@@ -278,7 +274,6 @@ class Elections(ReplicatorCore):
             self._relead_task = self._tasks.spawn(self._releads(), name="releads")
 
     async def _releads(self) -> None:
-        await self._settle()
         await self._in_batches(self._relead_pending, self._start_relead)
 
     def _start_relead(self, p: int) -> asyncio.Future[None] | None:
