@@ -645,7 +645,7 @@ def test_writes_after_a_cut_node_heals_do_not_wait_for_its_elections() -> None:
     # benchmarks/cut_and_heal.py. Right after the heal the views disagree for a moment
     # (the healed node sees one member before the other, and before they see it). Its
     # background elections on that partial table used to depose the working leaders
-    # and fail, and writes waited until the views agreed: 0.62 s here, and 22 calls
+    # and fail, and writes waited until the views agreed: 0.62 s here, and 16 to 22 calls
     # failed with NoQuorum (on a loaded machine, past a call's timeout). Background
     # elections now ask first, a read-only pre-vote (docs/design/replication.md,
     # "Background elections ask first").
