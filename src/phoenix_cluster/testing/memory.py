@@ -152,6 +152,10 @@ class MemoryCluster:
         storage_class: what keeps a node's ``data_dir`` (default: the node's own).
         network: the network (default: a new one, seeded with ``seed``).
         seed: seeds every node's random source (with its name) and the network's.
+            A cluster started again on the same ``data_dir`` (a restart of its
+            nodes) needs another seed: the random source draws a node's request ids,
+            and the reply windows committed in the first life remember its ids (a real
+            node draws a fresh random prefix at each start).
         **options: node settings for every node (``call_timeout_s=2.0``, ...).
 
     Attributes:
