@@ -77,12 +77,12 @@ class Caller:
         node_name: this node's name.
         call_timeout_s: a call's timeout when its reference names none.
         max_message_bytes: the largest encoded arguments a call may carry.
-        request_id_prefix: the high bits of this node's request ids (random per node).
+        first_request_id: where this node's request ids start (random per start).
     """
 
     def __init__(self, host: CallHost, cluster: Cluster, clock: Clock,
                  interceptors: Interceptors, node_name: str, *, call_timeout_s: float,
-                 max_message_bytes: int, request_id_prefix: int) -> None:
+                 max_message_bytes: int, first_request_id: int) -> None:
         self._host = host
         self.cluster = cluster
         self.clock = clock
@@ -91,9 +91,11 @@ class Caller:
         self.call_timeout_s = call_timeout_s
         self.max_message_bytes = max_message_bytes
         self._encode = msgspec.msgpack.Encoder().encode
-        # Request ids are unique cluster-wide (dedup windows compare them): a random
-        # 23-bit node prefix above a 40-bit counter.
-        self.request_ids = itertools.count((request_id_prefix << 40) + 1)
+        # Request ids are unique cluster-wide and across a node's lives (the reply
+        # windows committed with agents' states compare them, and they outlive a
+        # restart): counted up from a random 62-bit start, two nodes' ranges overlap
+        # only when their starts fall within the calls they make of each other.
+        self.request_ids = itertools.count(first_request_id)
 
     def call(
         self,

@@ -115,7 +115,7 @@ class AgentRuntime(RuntimeUpkeep):
         self.caller = Caller(self, cluster, self.clock, self.interceptors, self.node_name,
                              call_timeout_s=settings.call_timeout_s,
                              max_message_bytes=settings.max_message_bytes,
-                             request_id_prefix=env.random.getrandbits(23))
+                             first_request_id=env.random.getrandbits(62) + 1)
         """Sends this node's calls (``ref.py``, the caller side)."""
         # The caller's own methods, not wrappers: a call meets no extra frame.
         self.call = self.caller.call
