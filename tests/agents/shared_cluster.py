@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+import phoenix_cluster as phx
 from phoenix_cluster.testing.memory import MemoryCluster, VirtualTimeLoop
 
 
@@ -35,3 +36,13 @@ def shared_cluster(size: int) -> Iterator[SharedCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+async def key_hosted_by(node: phx.Node, owner: str, kind: type[phx.Agent],
+                        prefix: str = "k") -> str:
+    """A key of ``kind`` whose home, as ``node`` sees it, is the node named ``owner``."""
+    for i in range(1000):
+        key = f"{prefix}{i}"
+        if await node.where(node.ref(kind, key)) == owner:
+            return key
+    raise AssertionError(f"no key of 1000 lives on {owner}")

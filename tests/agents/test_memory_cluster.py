@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from shared_cluster import SharedCluster as Shared
-from shared_cluster import shared_cluster
+from shared_cluster import key_hosted_by, shared_cluster
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.agent import KindSpec, kind_spec
@@ -105,16 +105,6 @@ def shared() -> Iterator[Shared]:
     yield from shared_cluster(3)
 
 
-async def key_hosted_by(node: phx.Node, owner: str, prefix: str = "k",
-                        kind: type[phx.Agent] = Tally) -> str:
-    """A key of ``kind`` whose home is the node named ``owner``."""
-    for i in range(1000):
-        key = f"{prefix}{i}"
-        if await node.where(node.ref(kind, key)) == owner:
-            return key
-    raise AssertionError(f"no key of 1000 lives on {owner}")
-
-
 _request_ids = itertools.count(7 << 50)  # far from any node's own sequence
 
 
@@ -136,7 +126,7 @@ async def send_add(probe: MemoryTransport, node: phx.Node, key: str, n: int,
 def test_a_call_runs_on_the_owner_another_node(shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1, n2, n3 = cluster.nodes
-        key = await key_hosted_by(n1, "n2", prefix="route-")
+        key = await key_hosted_by(n1, "n2", prefix="route-", kind=Tally)
         tally = n1.ref(Tally, key)
         here, there = n1.statistics().agents.active_agents, n2.statistics().agents.active_agents
         assert await tally.add(2) == 2
@@ -153,7 +143,7 @@ def test_a_call_runs_on_the_owner_another_node(shared: Shared) -> None:
 def test_a_resent_request_id_runs_once_on_the_owner(shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, "n3", prefix="dedup-")
+        key = await key_hosted_by(n1, "n3", prefix="dedup-", kind=Tally)
         owner = cluster.node("n3")
         probe = cluster.wire_client("probe-dedup")
         rid = next(_request_ids)
@@ -317,7 +307,7 @@ def test_a_local_call_fenced_mid_commit_is_sent_again_with_its_id_and_runs_once(
         # and the agent, activated again from its replicas, answers from the reply
         # window committed with the change, or runs it when nothing was stored.
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, "n1", prefix=f"local-fence-{stored}-")
+        key = await key_hosted_by(n1, "n1", prefix=f"local-fence-{stored}-", kind=Tally)
         tally = n1.ref(Tally, key)
         assert await tally.add(1) == 1
         state = n1._runtime.state
@@ -362,7 +352,7 @@ def test_a_call_sent_to_a_node_that_does_not_host_the_key_is_redirected(
         shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1, n2, _ = cluster.nodes
-        key = await key_hosted_by(n1, "n2", prefix="redirect-")
+        key = await key_hosted_by(n1, "n2", prefix="redirect-", kind=Tally)
         probe = cluster.wire_client("probe-redirect")
         conn = await probe.connect(n1.address or "")
         call = Call(request_id=next(_request_ids), kind="tests.memory.tally", key=key,
@@ -387,7 +377,8 @@ def test_a_malformed_call_gets_a_definite_error_and_the_owner_keeps_serving(
         shared: Shared, payload: bytes, method: str, codes: set[str]) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, "n3", prefix=f"bad-{method}-{len(payload)}-")
+        key = await key_hosted_by(n1, "n3", Tally,
+                                  prefix=f"bad-{method}-{len(payload)}-")
         probe = cluster.wire_client(f"probe-bad-{len(payload)}-{method}")
         conn = await probe.connect(cluster.node("n3").address or "")
         call = Call(request_id=next(_request_ids), kind="tests.memory.tally", key=key,
@@ -406,7 +397,7 @@ def test_a_malformed_call_gets_a_definite_error_and_the_owner_keeps_serving(
 def test_a_handler_that_raises_is_rolled_back_on_the_owner(shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, "n2", prefix="raise-")
+        key = await key_hosted_by(n1, "n2", prefix="raise-", kind=Tally)
         tally = n1.ref(Tally, key)
         assert await tally.add(1) == 1
         with pytest.raises(phx.AgentError) as info:
@@ -422,7 +413,7 @@ def test_a_handler_that_raises_is_rolled_back_on_the_owner(shared: Shared) -> No
 def test_a_migrated_agent_keeps_its_state_and_calls_follow_it(shared: Shared) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, "n2", prefix="migrate-")
+        key = await key_hosted_by(n1, "n2", prefix="migrate-", kind=Tally)
         tally = n1.ref(Tally, key)
         assert await tally.add(4) == 4
         await n1.migrate(tally, to="n3")
@@ -444,7 +435,7 @@ def test_an_agent_moved_to_a_node_drops_that_nodes_stale_pin_to_another_host(
         # again and has let the agent go, and n1's tombstone would send them back (a
         # redirect loop for the tombstone's lifetime).
         n1, _, n3 = cluster.nodes
-        key = await key_hosted_by(n1, "n2", prefix="stale-pin-")
+        key = await key_hosted_by(n1, "n2", prefix="stale-pin-", kind=Tally)
         tally = n1.ref(Tally, key)
         assert await tally.add(3) == 3
         placement = n3._stack.placement
@@ -464,7 +455,7 @@ def test_a_result_that_cannot_be_encoded_is_definite_and_rolled_back(
         shared: Shared, owner: str) -> None:
     async def scenario(cluster: MemoryCluster) -> None:
         n1 = cluster.nodes[0]
-        key = await key_hosted_by(n1, owner, prefix=f"unencodable-{owner}-")
+        key = await key_hosted_by(n1, owner, prefix=f"unencodable-{owner}-", kind=Tally)
         tally = n1.ref(Tally, key)
         assert await tally.add(2) == 2
         with pytest.raises(phx.SerializationError) as info:
@@ -540,7 +531,7 @@ def test_a_killed_node_s_keys_fail_over_with_their_committed_state() -> None:
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
-            keys = [await key_hosted_by(n1, "n3", prefix=f"f{i}-") for i in range(3)]
+            keys = [await key_hosted_by(n1, "n3", prefix=f"f{i}-", kind=Tally) for i in range(3)]
             for i, key in enumerate(keys):
                 assert await n1.ref(Tally, key).add(10 + i) == 10 + i
             with pytest.raises(phx.AgentError):
@@ -562,7 +553,7 @@ def test_a_call_resent_after_failover_is_answered_from_the_replicated_window() -
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
-            key = await key_hosted_by(n1, "n3", prefix="window-")
+            key = await key_hosted_by(n1, "n3", prefix="window-", kind=Tally)
             probe = cluster.wire_client()
             calls = REPLICATED_REPLIES + 8
             rids = [next(_request_ids) for _ in range(calls)]
@@ -610,7 +601,7 @@ def test_a_write_no_majority_stored_fails_indefinite_and_never_shows() -> None:
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
-            key = await key_hosted_by(n1, "n2", prefix="quorum-")
+            key = await key_hosted_by(n1, "n2", prefix="quorum-", kind=Tally)
             assert await n1.ref(Tally, key).add(1) == 1
             probe = cluster.wire_client()  # on no side of the cut: it reaches n2
             conn = await probe.connect(cluster.node("n2").address or "")

@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+from shared_cluster import key_hosted_by
+
 import phoenix_cluster as phx
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
-
-
-async def key_hosted_by(node: phx.Node, owner: str, prefix: str) -> str:
-    """A ``Journal`` key whose home is the node named ``owner``."""
-    for i in range(1000):
-        key = f"{prefix}{i}"
-        if await node.where(node.ref(Journal, key)) == owner:
-            return key
-    raise AssertionError(f"no key of 1000 lives on {owner}")
 
 
 class Journal(phx.Agent, kind="tests.memory.journal"):
@@ -41,7 +34,8 @@ def test_casts_and_calls_streaming_to_a_node_that_leaves_gracefully_all_land_in_
     async def main() -> None:
         async with MemoryCluster(3) as cluster:
             n1 = cluster.nodes[0]
-            keys = [await key_hosted_by(n1, "n3", prefix=f"leave{i}-") for i in range(6)]
+            keys = [await key_hosted_by(n1, "n3", Journal, prefix=f"leave{i}-")
+                    for i in range(6)]
             sent = {key: [0, 0] for key in keys}
             stop = asyncio.Event()
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
 from phoenix_cluster._foundation.env import ManualClock
+from phoenix_cluster._replication.core import ReplicationStatistics
 from phoenix_cluster._replication.messages import (
     Ack,
     BatchReply,
@@ -107,27 +109,40 @@ async def gated(cluster: ReplicaCluster, leader: Replicator,
     return gates
 
 
-async def three_writes(leader: Replicator, gates: dict[str, Gate],
-                       keys: list[str]) -> list[asyncio.Task[None]]:
-    """Commit ``keys[0]`` (state ``1``), ``keys[0]`` again (``2``), then ``keys[1]``
-    (``3``), one per loop turn, waiting until the first two batches are in flight to
-    each peer; the third is queued behind them."""
+@dataclass
+class Held:
+    """Three writes to one partition whose batches the replicas hold (see
+    :func:`held_writes`), and what a test checks them against."""
+
+    leader: Replicator
+    keys: list[str]
+    partition: int
+    gates: dict[str, Gate]
+    before: ReplicationStatistics
+    writes: list[asyncio.Task[None]]
+
+
+async def held_writes(cluster: ReplicaCluster) -> Held:
+    """On ``a``: commit ``keys[0]`` (state ``1``), ``keys[0]`` again (``2``), then
+    ``keys[1]`` (``3``), one per loop turn, waiting until the first two batches are in
+    flight to each peer; the third is queued behind them."""
+    leader = cluster.nodes["a"]
+    keys = same_partition_keys(3)
+    gates = await gated(cluster, leader, keys)
+    before = leader.statistics()
     writes: list[asyncio.Task[None]] = []
     for i, key in enumerate([keys[0], keys[0], keys[1]]):
         record = Record(str(i + 1).encode(), ())
         writes.append(asyncio.create_task(leader.commit(KIND, key, record)))
         await arrived(gates, min(i + 1, 2))
-    return writes
+    return Held(leader, keys, partition_for(KIND, keys[0]), gates, before, writes)
 
 
 async def test_a_second_batch_leaves_while_the_first_is_in_flight_and_no_third(
         cluster: ReplicaCluster) -> None:
-    a = cluster.nodes["a"]
-    keys = same_partition_keys(3)
-    p = partition_for(KIND, keys[0])
-    gates = await gated(cluster, a, keys)
-    before = a.statistics()
-    writes = await three_writes(a, gates, keys)
+    held = await held_writes(cluster)
+    a, keys, p, gates, before, writes = (held.leader, held.keys, held.partition,
+                                         held.gates, held.before, held.writes)
     # Two batches to each of b and c before either answered; the third write waits.
     assert [g.arrived for g in gates.values()] == [2, 2]
     assert a.statistics().batches_sent - before.batches_sent == 4
@@ -166,11 +181,9 @@ async def test_one_batch_in_flight_when_the_window_is_one() -> None:
 
 async def test_a_fenced_leader_fails_the_writes_of_both_batches_in_flight(
         cluster: ReplicaCluster) -> None:
-    a = cluster.nodes["a"]
-    keys = same_partition_keys(3)
-    p = partition_for(KIND, keys[0])
-    gates = await gated(cluster, a, keys)
-    writes = await three_writes(a, gates, keys)
+    held = await held_writes(cluster)
+    a, keys, p, gates, writes = (held.leader, held.keys, held.partition, held.gates,
+                                 held.writes)
     # While both batches are held, b and c promise a newer leader of the partition.
     for node in "bc":
         assert cluster.nodes[node].store.prepare(
@@ -189,11 +202,9 @@ async def test_a_fenced_leader_fails_the_writes_of_both_batches_in_flight(
 
 async def test_a_leader_cut_off_fails_the_writes_of_both_batches_as_unknown(
         cluster: ReplicaCluster) -> None:
-    a = cluster.nodes["a"]
-    keys = same_partition_keys(3)
-    p = partition_for(KIND, keys[0])
-    gates = await gated(cluster, a, keys)
-    writes = await three_writes(a, gates, keys)
+    held = await held_writes(cluster)
+    a, keys, p, gates, writes = (held.leader, held.keys, held.partition, held.gates,
+                                 held.writes)
     # The batches reach b and c and are stored, but every reply is lost.
     cluster.net.cut("bc", "a", both=False)
     for gate in gates.values():
