@@ -299,3 +299,58 @@ async def test_one_batch_at_a_time_until_the_peer_answers_then_two() -> None:
     finally:
         tasks.cancel()
         await turns()
+
+
+class FailFirst:
+    """A replica's handler whose first batch fails (a connection that broke under it)
+    and whose later batches are served: the next batch went on a new connection."""
+
+    def __init__(self, handle: Callable[[str, bytes], Awaitable[bytes]]) -> None:
+        self._handle = handle
+        self.arrived = 0
+
+    async def __call__(self, method: str, payload: bytes) -> bytes:
+        self.arrived += 1
+        if self.arrived == 1:
+            raise NodeUnavailable("the connection broke", definite=False)
+        return await self._handle(method, payload)
+
+
+async def test_committed_waits_for_an_earlier_write_that_a_later_round_overtook(
+        cluster: ReplicaCluster) -> None:
+    """A write's batch to b is lost and the read's round reaches b after it; c holds
+    both. b and a make the round's majority, but the write's own verdict waits for c:
+    the read must not return the write as committed before it is, and when c fails it,
+    the read fails as the write does."""
+    a = cluster.nodes["a"]
+    keys = same_partition_keys(1)
+    p = partition_for(KIND, keys[0])
+    gates = await gated(cluster, a, keys)
+    b = FailFirst(cluster.nodes["b"].handle)
+    cluster.net.attach("b", b)
+    write = asyncio.create_task(a.commit(KIND, keys[0], Record(b"w", ())))
+    for _ in range(200):
+        if gates["c"].arrived == 1 and b.arrived == 1:
+            break
+        await asyncio.sleep(0)
+    read = asyncio.create_task(a.committed(p))
+    for _ in range(200):
+        if b.arrived == 2:
+            break
+        await asyncio.sleep(0)
+    await turns()
+    assert b.arrived == 2  # the round reached b on the "new connection", and b took it
+    assert not write.done()
+    assert not read.done(), "the read returned a write whose verdict is still pending"
+    # c never stores the write: it is not committed, and the read says so.
+    cluster.net.cut(["a"], ["c"], both=False)
+    gates["c"].open()
+    clock = cluster.clock
+    assert isinstance(clock, ManualClock)
+    for _ in range(2):
+        clock.advance(SETTINGS.rpc_timeout_s + 0.1)
+        await turns()
+    assert isinstance(write.exception(), NoQuorum)
+    error = read.exception()
+    assert isinstance(error, NotLeader) and error.definite
+    assert a.leads(p) is None

@@ -102,9 +102,9 @@ class Commits(Elections):
 
         The records are read from this node's store, which as the leader's holds every
         committed record and, for a moment, the writes still in flight. A round sent
-        after those writes (an accept with no entries) settles them: replicas answer one
-        batch at a time, in order, so a majority that took the round took the earlier
-        writes too, unless one of them failed, which makes this node step down.
+        after those writes (an accept with no entries) confirms this node still leads,
+        and the read waits for the verdict of every write still in flight when it read:
+        a write that failed makes this node step down and the read fail.
 
         Raises:
             NotLeader: this node is not in the partition's replica set (definite), or it
@@ -114,7 +114,20 @@ class Commits(Elections):
         lead = await self._ensure(partition)
         state = self._store.partition(partition)
         records = [] if state is None else list(state.wire_entries())
+        # The writes among those records still in flight, each decided by its own
+        # replies: a batch lost to a broken connection is followed by the next one on a
+        # new connection, so the round alone can be answered before an earlier write's
+        # verdict (which may then fail it).
+        earlier = [_wait(group) for group in lead.undecided]
         await _wait(self._group(partition, lead))
+        if earlier:
+            await asyncio.wait(earlier)
+            for waiter in earlier:
+                if waiter.exception() is not None:
+                    raise NotLeader(f"node {self.name} stopped leading "
+                                    f"{group_name(partition)}: a write among the records "
+                                    "read failed", partition=partition_of_group(partition),
+                                    definite=True)
         if self._leads.get(partition) is not lead:
             raise NotLeader(f"node {self.name} stopped leading {group_name(partition)} "
                             "while reading it", partition=partition_of_group(partition),
@@ -217,6 +230,7 @@ class Commits(Elections):
         if group is None:
             group = lead.group = WriteGroup(self._clock.monotonic())
             lead.inflight += 1
+            lead.undecided.add(group)
             tick = self._tick
             if not tick:
                 running_loop().call_soon(self._send_tick)
@@ -339,6 +353,7 @@ class Commits(Elections):
 
     def _decided(self, p: int, lead: Lead, quorum: Quorum, group: WriteGroup) -> None:
         lead.inflight -= 1
+        lead.undecided.discard(group)
         if lead.inflight == 0 and lead.idle is not None:
             lead.idle.set()  # a re-election waits for the writes of the current epoch
         status = quorum.status

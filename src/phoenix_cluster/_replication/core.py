@@ -73,7 +73,7 @@ class Lead:
     """This node leads a partition: its epoch, replica set and next sequence number."""
 
     __slots__ = ("config", "confirmed", "electing", "epoch", "group", "idle", "inflight",
-                 "members", "seq")
+                 "members", "seq", "undecided")
 
     def __init__(self, epoch: Epoch, members: tuple[str, ...], next_seq: int,
                  confirmed: float) -> None:
@@ -83,6 +83,8 @@ class Lead:
         self.config: Config = (members,)
         self.seq = next_seq - 1
         self.inflight = 0
+        self.undecided: set[WriteGroup] = set()
+        """The groups counted in ``inflight`` (``committed`` waits for the earlier ones)."""
         self.idle: asyncio.Event | None = None
         self.electing: asyncio.Future[None] | None = None
         self.group: WriteGroup | None = None
