@@ -119,6 +119,7 @@ class AgentStack:
             bus=self.bus, storage=storage, on_lost=runtime.partition_lost,
             on_led=runtime.reminders.partition_led,
             settings=ReplicationSettings(eager=True),
+            start=partial(rpc.start_node, "replication"),
         )
         await replicator.start()
         services.register("replication", replicator.handle, replicator.handle_now)

@@ -28,7 +28,7 @@ from .campaign import CampaignContext
 from .groups import GroupTable, group_name, partition_of_group
 from .messages import Promise, WireEntry
 from .replica import ReplicaStatistics, ReplicaStore
-from .sending import ACCEPT_OVERHEAD, Rpc, Sender
+from .sending import ACCEPT_OVERHEAD, Rpc, Sender, Start
 from .settings import ReplicationSettings
 from .storage import SqliteStorage
 from .types import Config, Epoch
@@ -106,6 +106,7 @@ class ReplicatorCore:
         settings: ReplicationSettings | None = None,
         on_lost: OnLost | None = None,
         on_led: Callable[[int], None] | None = None,
+        start: Start | None = None,
     ) -> None:
         self.name = name
         inc = env.random.getrandbits(48) if incarnation is None else incarnation
@@ -153,7 +154,7 @@ class ReplicatorCore:
         self._sender = Sender(name, rpc, self._clock, self._tasks,
                               batch_max_bytes=self.settings.batch_max_bytes,
                               timeout_s=self.settings.rpc_timeout_s,
-                              window=self.settings.batches_in_flight)
+                              window=self.settings.batches_in_flight, start=start)
         self._ctx = CampaignContext(
             name=name, store=self._store, sender=self._sender, tasks=self._tasks,
             clock=self._clock, random=self._random, settings=self.settings,

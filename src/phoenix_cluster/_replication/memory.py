@@ -25,15 +25,18 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 
 from .._foundation.env import Clock
-from .._transport.tasks import TaskSet
+from .._transport.tasks import Callback, TaskSet
 from ..errors import CallTimeout, NodeUnavailable
+from .sending import Answered, Start
 
 __all__ = ["Handler", "MemoryNetwork"]
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 Rpc = Callable[[str, str, bytes, float], Awaitable[bytes]]
+_Result = asyncio.Future[bytes] | Callback[bytes]
 
 
 class MemoryNetwork:
@@ -77,6 +80,26 @@ class MemoryNetwork:
             return await self.call(name, peer, method, payload, timeout_s)
 
         return rpc
+
+    def start_for(self, name: str) -> Start:
+        """The ``start`` function for a replicator running as ``name``: a call to a live
+        peer leaves now and its answer reaches ``answered`` from the delivery itself (as
+        a connection's reader calls it); a paused sender or a dead peer is left to
+        ``rpc`` (``False``)."""
+
+        def start(peer: str, method: str, payload: bytes, timeout_s: float,
+                  answered: Answered) -> bool:
+            if name in self._paused or peer not in self._handlers:
+                return False
+            self.calls += 1
+            result: Callback[bytes] = Callback(answered)
+            result.timer = self.clock.call_later(
+                timeout_s, partial(_expire, result, name, peer, timeout_s))
+            self._tasks.spawn(self._deliver(name, peer, method, payload, result),
+                              name=f"deliver-{name}-{peer}")
+            return True
+
+        return start
 
     # ----------------------------------------------------------------- faults
 
@@ -136,7 +159,7 @@ class MemoryNetwork:
             timer.cancel()
 
     async def _deliver(self, src: str, dst: str, method: str, payload: bytes,
-                       result: asyncio.Future[bytes]) -> None:
+                       result: _Result) -> None:
         if not self.reachable(src, dst) or self._lost():
             return  # the caller times out
         if self.latency_s:
@@ -177,6 +200,6 @@ class MemoryNetwork:
                 f"{len(self._paused)} paused, {self.calls} calls]>")
 
 
-def _expire(result: asyncio.Future[bytes], src: str, dst: str, timeout_s: float) -> None:
+def _expire(result: _Result, src: str, dst: str, timeout_s: float) -> None:
     if not result.done():
         result.set_exception(CallTimeout(f"{src} -> {dst}: no answer within {timeout_s}s"))

@@ -10,6 +10,13 @@ queues one item and answers it through a future (elections, probes, marks);
 peer, and hands their replies to one callback (the commit path: no future per write
 and peer). :func:`decide` waits for replies until a verdict (a quorum, a refusal) needs
 no more of them.
+
+With a ``start`` (the node's connections), the accepts of a loop turn leave from
+:meth:`Sender.send_all` itself when the pipeline to the peer has room and no pump is at
+work, and their replies come back through a callback the connection calls as it reads
+them: no pump task between the end of the turn and the ``send``, nor between the reply
+and the waiting writers. Pumps (tasks) remain for single items, for a peer with no open
+connection and for a transport with no ``start``.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from .messages import Accept, Ack, Item, Reply, decode_batch_reply, encode_item,
 
 __all__ = [
     "ACCEPT_OVERHEAD",
+    "Answered",
     "Delivery",
     "Rpc",
     "Sender",
+    "Start",
     "decide",
     "deciding",
     "done_future",
@@ -50,6 +59,26 @@ Rpc = Callable[[str, str, bytes, float], Awaitable[bytes]]
 Delivery = Callable[[Sequence[Reply] | PhoenixError], None]
 """Receives the replies to a part's items, in order, or the error that lost them all."""
 
+Answered = Callable[[bytes | BaseException], None]
+"""Receives a started call's reply payload, or the exception that lost it."""
+
+Start = Callable[[str, str, bytes, float, Answered], bool]
+"""``start(node_name, method, payload, timeout_s, answered) -> bool``: queue the call on
+the open connection to the node now and return ``True``; ``answered`` is then called
+exactly once, from the transport (no task), with the reply payload or the exception.
+``False``: nothing was sent (no open connection, a full send queue); use ``rpc``."""
+
+
+class _Direct:
+    """A batch sent by ``start``: its parts, until answered (or the sender closed)."""
+
+    __slots__ = ("count", "done", "sent")
+
+    def __init__(self, sent: list[tuple[list[bytes], int, Delivery]], count: int) -> None:
+        self.sent = sent
+        self.count = count
+        self.done = False
+
 
 class _Outbox:
     """Parts waiting to go to one peer, and the pumps sending them (FIFO per peer).
@@ -63,9 +92,13 @@ class _Outbox:
     ``answered``: the last batch to the peer was answered. Until then (the first batch,
     and after a failure) one batch at a time: a second one would dial a connection of
     its own, and the order of two connections is not the order of the batches.
+
+    ``direct``: the batches in flight sent by ``start`` (counted in ``sending`` too).
+    Batches leave directly only while no pump runs, so a pump's batch (whose frame may
+    wait for a dial) is never overtaken by a direct one.
     """
 
-    __slots__ = ("answered", "parts", "peer", "pumps", "sending")
+    __slots__ = ("answered", "direct", "parts", "peer", "pumps", "sending")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -73,6 +106,11 @@ class _Outbox:
         self.pumps = 0
         self.sending = 0
         self.answered = False
+        self.direct: set[_Direct] = set()
+
+    def room(self, window: int) -> int:
+        """Batches that may be in flight now."""
+        return window if self.answered else 1
 
 
 class Sender:
@@ -86,14 +124,17 @@ class Sender:
         batch_max_bytes: a batch is cut here.
         timeout_s: deadline of one batch.
         window: batches in flight to one peer at most (1: wait for each answer).
+        start: sends a batch on an open connection with no task (see :data:`Start`).
     """
 
     def __init__(self, name: str, rpc: Rpc, clock: Clock, tasks: TaskSet, *,
-                 batch_max_bytes: int, timeout_s: float, window: int = 2) -> None:
+                 batch_max_bytes: int, timeout_s: float, window: int = 2,
+                 start: Start | None = None) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.name = name
         self._rpc = rpc
+        self._start = start
         self._clock = clock
         self._tasks = tasks
         self.limit = batch_max_bytes
@@ -123,37 +164,114 @@ class Sender:
         if self.closed:
             deliver(NodeClosed(f"node {self.name} is closed"))
             return
-        self._queue(peer, items, size, deliver)
+        # Called at the end of a loop turn (group commit): nothing more of this turn
+        # would join the batch, so it may leave now.
+        self._queue(peer, items, size, deliver, now=self._start is not None)
 
-    def _queue(self, peer: str, items: list[bytes], size: int, deliver: Delivery) -> None:
+    def close(self) -> None:
+        """Refuse new items; fail the parts of batches in flight by ``start`` (pumps are
+        the task set's: cancelling it fails theirs)."""
+        self.closed = True
+        error = NodeClosed(f"node {self.name} stopped")
+        for box in self._boxes.values():
+            direct, box.direct = box.direct, set()
+            for batch in direct:
+                batch.done = True
+                box.sending -= 1
+                _fail_all(batch.sent, error)
+
+    def _queue(self, peer: str, items: list[bytes], size: int, deliver: Delivery, *,
+               now: bool = False) -> None:
         box = self._boxes.get(peer)
         if box is None:
             box = self._boxes[peer] = _Outbox(peer)
         box.parts.append((items, size, deliver))
+        if now:
+            self._send_now(box)
+        self._spawn_pump(box)
+
+    def _spawn_pump(self, box: _Outbox) -> None:
         # A new pump only when every running one waits for an answer: a pump about to
         # cut takes this part too (the parts of one loop turn leave in one batch).
-        if box.pumps == box.sending and box.pumps < (self.window if box.answered else 1):
+        if box.parts and box.pumps == box.sending - len(box.direct) and \
+                box.sending < box.room(self.window):
             box.pumps += 1
-            self._tasks.spawn(self._pump(box), name=f"replication-to-{peer}")
+            self._tasks.spawn(self._pump(box), name=f"replication-to-{box.peer}")
+
+    def _cut(self, box: _Outbox) -> tuple[list[tuple[list[bytes], int, Delivery]], list[bytes]]:
+        """The next batch from the front of the outbox: its parts and its items."""
+        parts = box.parts
+        n, total = 0, 0
+        while n < len(parts) and (n == 0 or total + parts[n][1] <= self.limit):
+            total += parts[n][1]
+            n += 1
+        sent = parts[:n]
+        del parts[:n]
+        items = sent[0][0] if n == 1 else [i for part in sent for i in part[0]]
+        self.batches += 1
+        self.items += len(items)
+        box.sending += 1
+        if box.sending > self.most_in_flight:
+            self.most_in_flight = box.sending
+        return sent, items
+
+    def _send_now(self, box: _Outbox) -> None:
+        """Send what the outbox holds by ``start`` while the pipeline has room and no
+        pump runs; what cannot leave now stays for a pump or the next answer."""
+        start = self._start
+        assert start is not None
+        while box.parts and box.pumps == 0 and box.sending < box.room(self.window):
+            sent, items = self._cut(box)
+            batch = _Direct(sent, len(items))
+            box.direct.add(batch)
+            try:
+                left = start(box.peer, "batch", encode_items(items), self._timeout,
+                             partial(self._answered, box, batch))
+            except Exception as exc:  # e.g. a batch above max_frame_bytes
+                self._answered(box, batch, exc)
+                continue
+            if not left:  # no open connection: a pump dials
+                box.direct.discard(batch)
+                box.sending -= 1
+                self.batches -= 1
+                self.items -= len(items)
+                box.parts[:0] = sent
+                return
+
+    def _answered(self, box: _Outbox, batch: _Direct, result: bytes | BaseException) -> None:
+        """A direct batch's reply (or failure), called by the transport as it reads it."""
+        if batch.done:
+            return  # the sender closed meanwhile: its writes were failed then
+        batch.done = True
+        box.direct.discard(batch)
+        box.sending -= 1
+        error: BaseException | None = result if isinstance(result, BaseException) else None
+        if error is None:
+            assert isinstance(result, bytes)
+            try:
+                replies = decode_batch_reply(result).replies
+                if len(replies) != batch.count:
+                    raise ProtocolError(f"{box.peer} answered {len(replies)} of "
+                                        f"{batch.count} replication items")
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            box.answered = False
+            _fail_all(batch.sent, _as_error(box.peer, error))
+        else:
+            box.answered = True
+            _deliver_all(batch.sent, replies)
+        if box.parts and not self.closed:
+            self._send_now(box)
+            self._spawn_pump(box)
 
     async def _pump(self, box: _Outbox) -> None:
         parts = box.parts
         try:
             while parts:
-                if not box.answered and box.sending:
+                if box.sending >= box.room(self.window):
                     break  # after a failure, one at a time: the one in flight takes these
-                n, total = 0, 0
-                while n < len(parts) and (n == 0 or total + parts[n][1] <= self.limit):
-                    total += parts[n][1]
-                    n += 1
-                sent = parts[:n]
-                del parts[:n]
-                items = sent[0][0] if n == 1 else [i for part in sent for i in part[0]]
-                self.batches += 1
-                self.items += len(items)
-                box.sending += 1
-                if box.sending > self.most_in_flight:
-                    self.most_in_flight = box.sending
+                sent, items = self._cut(box)
                 try:
                     # The batch's frame is queued on the connection before the first
                     # suspension (connected peer), so batches leave in the order cut.
@@ -171,25 +289,33 @@ class Sender:
                 except Exception as exc:
                     box.sending -= 1
                     box.answered = False
-                    error = exc if isinstance(exc, PhoenixError) else NodeUnavailable(
-                        f"replication batch to {box.peer} failed: {exc!r}", definite=False)
-                    _fail_all(sent, error)
+                    _fail_all(sent, _as_error(box.peer, exc))
                     continue
                 box.sending -= 1
                 box.answered = True
-                if n == 1:
-                    _deliver(sent[0][2], replies)
-                    continue
-                at = 0
-                for part_items, _, deliver in sent:
-                    _deliver(deliver, replies[at:at + len(part_items)])
-                    at += len(part_items)
+                _deliver_all(sent, replies)
         except asyncio.CancelledError:
             _fail_all(parts, NodeClosed(f"node {self.name} stopped"))
             parts.clear()
             raise
         finally:
             box.pumps -= 1
+
+
+def _as_error(peer: str, exc: BaseException) -> PhoenixError:
+    return exc if isinstance(exc, PhoenixError) else NodeUnavailable(
+        f"replication batch to {peer} failed: {exc!r}", definite=False)
+
+
+def _deliver_all(sent: list[tuple[list[bytes], int, Delivery]],
+                 replies: Sequence[Reply]) -> None:
+    if len(sent) == 1:
+        _deliver(sent[0][2], replies)
+        return
+    at = 0
+    for part_items, _, deliver in sent:
+        _deliver(deliver, replies[at:at + len(part_items)])
+        at += len(part_items)
 
 
 def _settle_one(fut: asyncio.Future[Reply], result: Sequence[Reply] | PhoenixError) -> None:

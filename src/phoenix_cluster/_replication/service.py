@@ -109,6 +109,9 @@ class Replicator(HandOver, Commits):
         settings: timers and limits.
         on_lost: called when this node must stop serving a partition's agents.
         on_led: called when this node wins an election of a partition.
+        start: sends a batch on an open connection with no task, its reply handled as
+            the connection reads it (``sending.Start``; ``partial(rpc.start_node,
+            "replication")``); without it every batch goes through ``rpc`` in a task.
     """
 
     # ----------------------------------------------------------------- lifecycle
@@ -148,7 +151,7 @@ class Replicator(HandOver, Commits):
                          self.name, len(self._async))
         self._closed = True
         self._lost_log.flush()
-        self._sender.closed = True
+        self._sender.close()
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()

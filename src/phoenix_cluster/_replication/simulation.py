@@ -66,13 +66,17 @@ class ReplicaCluster:
         data_dir: where nodes keep their SQLite file (``None``: memory only).
         settings: replicator settings for every node.
         replicas: replica count of the partition table.
+        direct: batches leave with no pump task when they can (the network's
+            ``start_for``, as a node's open connections do); ``False``: every batch
+            through ``rpc`` in a pump task.
     """
 
     def __init__(self, clock: Clock, *, seed: int = 0, data_dir: Path | None = None,
                  settings: ReplicationSettings | None = None, replicas: int = 3,
                  latency_s: float = 0.0, loss: float = 0.0,
-                 fsync: Literal["full", "normal"] = "full") -> None:
+                 fsync: Literal["full", "normal"] = "full", direct: bool = True) -> None:
         self.clock = clock
+        self.direct = direct
         self.net = MemoryNetwork(clock, seed=seed, latency_s=latency_s, loss=loss)
         self.seed = seed
         self.data_dir = data_dir
@@ -103,6 +107,7 @@ class ReplicaCluster:
             Env(clock=self.clock, random=random.Random(self.seed * 1000 + self._boots)),
             incarnation=self._boots, storage=storage, settings=self.settings,
             on_lost=lambda p, reason: self.lost.append((name, p, reason)),
+            start=self.net.start_for(name) if self.direct else None,
         )
         await rep.start()
         self.nodes[name] = rep

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
@@ -60,7 +61,7 @@ from .handshake import perform_handshake
 from .inbound import InboundRunner
 from .sendqueue import SendQueue
 from .settings import TcpSettings
-from .tasks import LogLimiter, TaskSet, fail_after
+from .tasks import Callback, LogLimiter, TaskSet, fail_after
 
 __all__ = ["RETIRE_REASON", "ConnectionOwner", "TcpConnection"]
 
@@ -70,6 +71,7 @@ RETIRE_REASON = "duplicate"
 """``Goodbye.reason`` of a connection retired by the simultaneous-dial tie-break."""
 
 _Answer = Reply | Error | Redirect
+_Waiter = asyncio.Future[_Answer] | Callback[_Answer]
 
 
 class ConnectionOwner(Protocol):
@@ -109,7 +111,7 @@ class TcpConnection:
         self._peer: HandshakeResult | None = None
         # Each pending request with its place among the requests sent here (1, 2, ...):
         # a Goodbye says how many of them the peer read, so the rest fail definite.
-        self._pending: dict[int, tuple[asyncio.Future[_Answer], int]] = {}
+        self._pending: dict[int, tuple[_Waiter, int]] = {}
         self._requests_sent = self._requests_read = 0
         self._sendq = SendQueue(limit=s.send_queue_frames, batch_bytes=s.write_batch_bytes,
                                 max_frame_bytes=s.max_frame_bytes, clock=self._clock,
@@ -191,6 +193,27 @@ class TcpConnection:
         return result
 
     # --- sending --------------------------------------------------------------------
+
+    def start_request(self, call: Call, timeout_s: float,
+                      answered: Callable[[_Answer | BaseException], None]) -> bool:
+        """:meth:`request` with no task: queue ``call`` now and call ``answered`` with
+        the answer, or the error that lost it (its timeout, the connection's loss), from
+        the code that gets it (the reader). ``False``: nothing was sent (the connection
+        is not open, or its send queue is full): use :meth:`request`.
+
+        Raises:
+            ProtocolError: ``call`` exceeds ``max_frame_bytes``; nothing was sent.
+        """
+        rid = call.request_id
+        if self._state != "open" or self._sendq.full or rid in self._pending:
+            return False
+        body = self._encode(call)
+        waiter: Callback[_Answer] = Callback(answered)
+        self._requests_sent = seq = self._requests_sent + 1
+        self._pending[rid] = (waiter, seq)
+        waiter.timer = self._clock.call_later(timeout_s, partial(self._expire, rid, timeout_s))
+        self._sendq.put(body)
+        return True
 
     async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
         rid = call.request_id

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from phoenix_cluster._foundation.env import Clock, Env, TimerHandle
@@ -32,12 +33,14 @@ from .base import (
 )
 from .inbound import InboundRunner
 from .memory_links import LinkModel
+from .tasks import Callback
 
 __all__ = ["ConnectionOwner", "FramePipe", "MemoryConnection"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
 _Answer = Reply | Error | Redirect
+_Waiter = asyncio.Future[_Answer] | Callback[_Answer]
 _MAX_INBOUND_TASKS = 10_000
 
 
@@ -123,7 +126,7 @@ class MemoryConnection:
         self._codec = WireCodec()
         self._state: ConnectionState = "open"
         # As in TcpConnection: each pending request with its place among those sent.
-        self._pending: dict[int, tuple[asyncio.Future[_Answer], int]] = {}
+        self._pending: dict[int, tuple[_Waiter, int]] = {}
         self._requests_sent = self._requests_read = 0
         self._inbound = InboundRunner(self, owner.handler, answer=self._answer,
                                       on_idle=_nothing, limit=_MAX_INBOUND_TASKS,
@@ -155,6 +158,27 @@ class MemoryConnection:
     @property
     def is_open(self) -> bool:
         return self._state == "open"
+
+    def start_request(self, call: Call, timeout_s: float,
+                      answered: Callable[[_Answer | BaseException], None]) -> bool:
+        """:meth:`request` with no task: queue ``call`` now and call ``answered`` with
+        the answer, or the error that lost it (its timeout, the connection's loss), from
+        the code that gets it (the reader). ``False``: nothing was sent (the connection
+        is not open, or its send queue is full): use :meth:`request`.
+
+        Raises:
+            ProtocolError: ``call`` exceeds ``max_frame_bytes``; nothing was sent.
+        """
+        rid = call.request_id
+        if self._state != "open" or rid in self._pending:
+            return False
+        body = self._encode(call)
+        waiter: Callback[_Answer] = Callback(answered)
+        self._requests_sent = seq = self._requests_sent + 1
+        self._pending[rid] = (waiter, seq)
+        waiter.timer = self._clock.call_later(timeout_s, partial(self._expire, rid, timeout_s))
+        self._put(body)
+        return True
 
     async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
         rid = call.request_id

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Protocol
 
 from .._foundation.env import Clock
@@ -237,6 +238,31 @@ class RpcClient:
             raise NodeUnavailable(f"no address known for node {node!r}", definite=True)
         return await self.call(address, service, method, payload, timeout_s)
 
+    def start_node(self, service: str, node: str, method: str, payload: bytes,
+                   timeout_s: float, answered: Callable[[bytes | BaseException], None],
+                   ) -> bool:
+        """:meth:`call_node` with no task, when the member's connection is open: the
+        call is queued now and ``answered`` gets the reply payload, or the error
+        :meth:`call` would raise, from the connection's reader. ``False``: nothing was
+        sent (no open connection, a full send queue, a transport without this path):
+        use :meth:`call_node`.
+
+        Raises:
+            ProtocolError: the call exceeds ``max_frame_bytes``; nothing was sent.
+        """
+        address = self.addresses.get(node)
+        if not address:
+            return False
+        start = getattr(self.peers.open_connection(address), "start_request", None)
+        if start is None:
+            return False
+        request_id = self._next_id()
+        call = Call(request_id, f"{SERVICE_PREFIX}{service}", "", method, payload,
+                    max(1, int(timeout_s * 1000)))
+        started: bool = start(call, timeout_s, partial(
+            _unwrap, f"${service}.{method}", address, request_id, answered))
+        return started
+
     async def call(self, address: str, service: str, method: str, payload: bytes,
                    timeout_s: float) -> bytes:
         """Call ``$service.method`` on the node at ``address``; its reply payload.
@@ -295,3 +321,18 @@ class RpcClient:
 
     def __repr__(self) -> str:
         return f"<RpcClient via {type(self.peers).__name__}>"
+
+
+def _unwrap(what: str, address: str, request_id: int,
+            answered: Callable[[bytes | BaseException], None],
+            answer: Reply | Error | Redirect | BaseException) -> None:
+    """An answer as :meth:`RpcClient.call` turns it into a payload or an error."""
+    if isinstance(answer, Reply):
+        answered(answer.payload)
+    elif isinstance(answer, Redirect):  # a service is never redirected: a confused peer
+        answered(NodeUnavailable(f"{address} redirected a {what} call", definite=True,
+                                 request_id=request_id))
+    elif isinstance(answer, Error):
+        answered(error_from_frame(answer))
+    else:
+        answered(answer)

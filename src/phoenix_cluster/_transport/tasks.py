@@ -11,21 +11,60 @@
   then one summary line.
 - :class:`LogSummary` turns a burst of one kind of routine event (a membership change
   moves hundreds of partitions) into one INFO line with counts per reason.
+- :class:`Callback` stands where a pending request's future would, and calls a function
+  with the answer at once instead of waking a task a loop turn later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from phoenix_cluster._foundation.env import Clock, TimerHandle, running_loop
 
-__all__ = ["LogLimiter", "LogSummary", "TaskSet", "fail_after"]
+__all__ = ["Callback", "LogLimiter", "LogSummary", "TaskSet", "fail_after"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
+
+_T = TypeVar("_T")
+
+
+class Callback(Generic[_T]):
+    """The three methods of a future a pending request's owner uses (``done``,
+    ``set_result``, ``set_exception``), calling ``answered`` with the result or the
+    exception, once, right there: the code that reads the answer runs it, with no task
+    woken for it on a later loop turn. ``timer``, if set, is cancelled when it settles.
+    """
+
+    __slots__ = ("_answered", "_done", "timer")
+
+    def __init__(self, answered: Callable[[_T | BaseException], None]) -> None:
+        self._answered = answered
+        self._done = False
+        self.timer: TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: _T, /) -> None:
+        self._settle(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._settle(exception)
+
+    def _settle(self, value: _T | BaseException) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self._answered(value)
+        except Exception:  # the reader that called it must go on reading
+            _log.exception("the receiver of an answer raised")
 
 
 class TaskSet:
