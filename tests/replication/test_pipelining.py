@@ -8,7 +8,7 @@ until the test lets it through, fences its partition or advances past the deadli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -20,15 +20,17 @@ from phoenix_cluster._replication.messages import (
     BatchReply,
     Mark,
     Prepare,
+    Reply,
     decode_batch,
     encode,
+    encode_item,
 )
-from phoenix_cluster._replication.sending import Sender
+from phoenix_cluster._replication.sending import Answered, Sender
 from phoenix_cluster._replication.service import ReplicationSettings, Replicator, partition_for
 from phoenix_cluster._replication.simulation import ReplicaCluster
 from phoenix_cluster._replication.types import Epoch, Record
 from phoenix_cluster._transport.tasks import TaskSet
-from phoenix_cluster.errors import NodeUnavailable, NoQuorum, NotLeader
+from phoenix_cluster.errors import NodeClosed, NodeUnavailable, NoQuorum, NotLeader, PhoenixError
 
 KIND = "counter"
 SETTINGS = ReplicationSettings(eager=False, rpc_timeout_s=2.0)
@@ -296,6 +298,57 @@ async def test_one_batch_at_a_time_until_the_peer_answers_then_two() -> None:
         peer.answer(4)
         await turns()
         assert [r.result() for r in replies if r is not replies[1]] == [ACK] * 6
+    finally:
+        tasks.cancel()
+        await turns()
+
+
+class Direct:
+    """A ``start`` that takes batches while ``connected``; the test answers them."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.calls: list[tuple[int, Answered]] = []
+
+    def __call__(self, peer: str, method: str, payload: bytes, timeout_s: float,
+                 answered: Answered) -> bool:
+        if self.connected:
+            self.calls.append((len(decode_batch(payload).items), answered))
+        return self.connected
+
+    def answer(self, i: int) -> None:
+        n, answered = self.calls[i]
+        answered(encode(BatchReply((ACK,) * n)))
+
+
+async def test_batches_leave_without_a_task_once_connected_and_fail_when_closed() -> None:
+    peer, direct, tasks = Peer(), Direct(), TaskSet("test")
+    sender = Sender("a", peer, ManualClock(), tasks, batch_max_bytes=1 << 20,
+                    timeout_s=2.0, window=2, start=direct)
+    got: list[Sequence[Reply] | PhoenixError] = []
+    item = encode_item(Mark(1, Epoch(1, "a#1"), (("a", "b", "c"),)))
+    try:
+        # Not connected: a pump takes the batch through rpc (it dials).
+        sender.send_all("b", [item], 64, got.append)
+        assert (peer.calls, direct.calls) == ([], [])
+        await turns()
+        assert len(peer.calls) == 1
+        peer.answer(0)
+        await turns()
+        assert got == [(ACK,)]
+        # Connected and answered: each part leaves at once, two in flight, a third waits
+        # and leaves from the answer's callback, with no loop turn between.
+        direct.connected = True
+        for _ in range(4):
+            sender.send_all("b", [item], 64, got.append)
+        assert [n for n, _ in direct.calls] == [1, 1]
+        direct.answer(0)
+        assert [n for n, _ in direct.calls] == [1, 1, 2] and len(got) == 2
+        # Closing fails what is in flight; a late answer changes nothing.
+        sender.close()
+        assert [type(r) for r in got[2:]] == [NodeClosed] * 3  # both batches in flight (1 + 2 parts)
+        direct.answer(1)
+        assert len(got) == 5 and len(peer.calls) == 1
     finally:
         tasks.cancel()
         await turns()

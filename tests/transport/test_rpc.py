@@ -116,6 +116,41 @@ async def test_an_immediate_handler_answers_on_the_spot_or_passes_the_frame_on(
     assert answered_now == ["read", "bug", "read", "read"]
 
 
+async def test_a_started_call_leaves_at_once_and_is_answered_by_the_reader(
+        pair: Pair) -> None:
+    release = asyncio.Event()
+
+    async def serve(method: str, payload: bytes) -> bytes:
+        if method == "lead":
+            raise NotLeader("not the leader here")
+        if method == "stuck":
+            await release.wait()
+        return payload.upper()
+
+    pair.server.register("s", serve)
+    answers: list[bytes | BaseException] = []
+    # No open connection yet, or an unknown member: nothing is sent, call_node's turn.
+    assert not pair.client.start_node("s", "server", "m", b"x", 5.0, answers.append)
+    assert not pair.client.start_node("s", "ghost", "m", b"x", 5.0, answers.append)
+    assert await pair.client.call_node("s", "server", "m", b"hi", 5.0) == b"HI"
+    got = asyncio.get_running_loop().create_future()
+
+    def answered(answer: bytes | BaseException) -> None:
+        answers.append(answer)
+        if len(answers) == 3 and not got.done():
+            got.set_result(None)
+
+    for method, payload, timeout in [("m", b"yo", 5.0), ("lead", b"", 5.0),
+                                     ("stuck", b"", 0.2)]:
+        assert pair.client.start_node("s", "server", method, payload, timeout, answered)
+    async with asyncio.timeout(5.0):
+        await got
+    assert answers[0] == b"YO"
+    assert isinstance(answers[1], NotLeader) and answers[1].definite
+    assert isinstance(answers[2], CallTimeout)
+    release.set()
+
+
 async def test_an_unknown_service_is_a_definite_agent_not_found(pair: Pair) -> None:
     with pytest.raises(AgentNotFound, match=r"no service '\$nothing'") as info:
         await pair.client.call(pair.address, "nothing", "m", b"", 5.0)
