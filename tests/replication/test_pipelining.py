@@ -346,7 +346,7 @@ async def test_batches_leave_without_a_task_once_connected_and_fail_when_closed(
         assert [n for n, _ in direct.calls] == [1, 1, 2] and len(got) == 2
         # Closing fails what is in flight; a late answer changes nothing.
         sender.close()
-        assert [type(r) for r in got[2:]] == [NodeClosed] * 3  # both batches in flight (1 + 2 parts)
+        assert [type(r) for r in got[2:]] == [NodeClosed] * 3  # both batches (1 + 2 parts)
         direct.answer(1)
         assert len(got) == 5 and len(peer.calls) == 1
     finally:
