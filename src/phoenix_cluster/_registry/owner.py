@@ -6,6 +6,12 @@ and replicates it to the other owners, answering
 once a majority (itself included) stored it. Without a majority it rolls back (buries
 the registration here and on the owners that took it) and raises ``NoQuorum``.
 
+A registration whose name nobody else is writing is taken on the connection's reader
+(:meth:`NameOwner.register_now`): the lock is free, so it is taken at once, and the
+answer goes out from the callback of the last reply it needed, with no task. A name
+being written waits its turn in a task (:meth:`NameOwner.register`); both run the same
+checks, in the same order, under the same lock.
+
 Every owner merges what it is sent (``store``) with the conflict rule of ``entries``; a
 registration that beats one it held makes it tell the loser's holder, so a conflict is
 reported wherever it is found.
@@ -20,6 +26,7 @@ from collections.abc import Callable, Iterable
 from .._foundation.env import Clock, running_loop
 from .._transport.tasks import TaskSet
 from ..errors import NameTaken, NoQuorum, PhoenixError
+from .acks import Acks
 from .batching import StoreBatcher
 from .cluster import UNREACHABLE, ClusterLink
 from .entries import Entry, check_name, describe, majority, same_claim
@@ -38,6 +45,7 @@ from .messages import (
     decode,
     encode,
 )
+from .name_locks import NameLocks
 from .settings import RegistrySettings
 from .store import NameStore
 
@@ -49,52 +57,6 @@ MAX_HOPS = 4
 """Redirects a write follows before giving up (views that disagree for long)."""
 _COORDINATE_AFTER_HOPS = 2
 """A replica asked after this many redirects coordinates itself, ending any ping-pong."""
-
-
-class _NameLocks:
-    """One lock per name, kept only while somebody holds or waits for it."""
-
-    __slots__ = ("_locks",)
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    def hold(self, name: str) -> _Held:
-        """``async with locks.hold(name):`` (a class, not a generator: it is on every
-        registration)."""
-        return _Held(self._locks, name)
-
-
-class _Held:
-    __slots__ = ("_locks", "_name")
-
-    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], name: str) -> None:
-        self._locks = locks
-        self._name = name
-
-    async def __aenter__(self) -> None:
-        locks, name = self._locks, self._name
-        lock, users = locks.get(name, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        locks[name] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._locks[self._name][0].release()
-        self._leave()
-
-    def _leave(self) -> None:
-        locks, name = self._locks, self._name
-        lock, users = locks[name]
-        if users == 1:
-            del locks[name]
-        else:
-            locks[name] = (lock, users - 1)
 
 
 class NameOwner:
@@ -122,7 +84,7 @@ class NameOwner:
         self._spawn = spawn
         self._tasks = tasks
         self.store = NameStore(settings.tombstone_ttl_s)
-        self._locks = _NameLocks()
+        self._locks = NameLocks()
         self._batcher = StoreBatcher(
             self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"))
         self.strays = False
@@ -150,9 +112,8 @@ class NameOwner:
 
     # ------------------------------------------------------------------ coordinating
 
-    def _redirect_for(self, name: str, hops: int) -> str:
+    def _redirect_for(self, name: str, hops: int, replicas: list[str]) -> str:
         """``""`` if this node should coordinate ``name``, else the node to ask."""
-        replicas = self._link.replicas(name, self.settings.replicas)
         if self._me not in replicas:
             if not replicas or hops >= MAX_HOPS:
                 raise NoQuorum(f"node {self._me} does not own {name!r} and the cluster's "
@@ -163,57 +124,134 @@ class NameOwner:
         first = self._link.ordered(replicas)[0]
         return "" if first == self._me else first
 
+    def register_now(self, req: RegisterRequest
+                     ) -> RegisterReply | asyncio.Future[RegisterReply] | None:
+        """Coordinate a registration without a task when its name's lock is free: the
+        reply, a future of it (resolved once the other owners decided it), or ``None``
+        when another write holds or waits for the name (:meth:`register` waits its
+        turn).
+
+        Raises:
+            NameTaken, NoQuorum: as :meth:`register`, when decided at once.
+        """
+        entry = req.entry
+        name = check_name(entry.name)
+        replicas = self._link.replicas(name, self.settings.replicas)
+        redirect = self._redirect_for(name, req.hops, replicas)
+        if redirect:
+            return RegisterReply(redirect=redirect)
+        if not self._locks.try_take(name):
+            return None
+        try:
+            acks = self._claim(entry, replicas)
+        except BaseException:
+            self._locks.release(name)
+            raise
+        if isinstance(acks, RegisterReply):
+            self._locks.release(name)
+            return acks
+        answer: asyncio.Future[RegisterReply] = running_loop().create_future()
+
+        def decided(_: object) -> None:
+            try:
+                reply = self._conclude(entry, replicas, acks)
+            except PhoenixError as exc:
+                if not answer.done():
+                    answer.set_exception(exc)
+            else:
+                if not answer.done():
+                    answer.set_result(reply)
+            finally:
+                self._locks.release(name)
+
+        acks.decided.add_done_callback(decided)
+        return answer
+
     async def register(self, req: RegisterRequest) -> RegisterReply:
-        """Coordinate a registration (see the module docstring).
+        """Coordinate a registration (see the module docstring), in turn with the other
+        writes of its name.
 
         Raises:
             NameTaken: the name holds another registration.
             NoQuorum: no majority of the owners stored it (rolled back).
         """
-        entry = req.entry
-        name = check_name(entry.name)
-        redirect = self._redirect_for(name, req.hops)
-        if redirect:
-            return RegisterReply(redirect=redirect)
-        async with self._locks.hold(name):
-            current = self.live(name)
-            if (current is not None and current.holder == entry.holder
-                    and current.boot < entry.boot):
-                # The holder restarted: its previous life's names are released.
-                self.store.release_holder(entry.holder, before_boot=entry.boot)
-                current = None
-            if current is not None:
-                if current.rid == entry.rid or same_claim(current, entry):
-                    return RegisterReply(current)
-                raise NameTaken(f"{name!r} is already registered by {current.holder} "
-                                f"({describe(current)})")
-            if self.store.is_buried(name, entry.rid):
-                raise NoQuorum(f"registration of {name!r} was rolled back; retry",
-                               definite=True)
-            stale = self.store.get(name)
-            if stale is not None:  # held by a node that is gone
-                self.store.drop(name)
-            if self.store.merge(entry, self._clock.monotonic()).outcome != "stored":
-                raise NameTaken(f"{name!r} cannot be registered by {entry.holder} (an "
-                                "older boot of that node)")
+        now = self.register_now(req)
+        if now is None:
+            return await self._register_in_turn(req.entry)
+        if isinstance(now, RegisterReply):
+            return now
+        return await now
+
+    async def _register_in_turn(self, entry: Entry) -> RegisterReply:
+        name = entry.name
+        await self._locks.take(name)
+        try:
+            # The ring may have changed while this write waited.
             replicas = self._link.replicas(name, self.settings.replicas)
-            need = majority(len(replicas)) - 1
-            acks, winner = await self._replicate(
-                [self._batcher.replicate(r, entry) for r in replicas if r != self._me],
-                need, entry)
-            if winner is not None:
-                # The owners that took this registration drop it and learn the winner.
-                self._spread(name, [winner], [Tomb(name, entry.rid)])
-                raise NameTaken(f"{name!r} is already registered by {winner.holder} "
-                                f"({describe(winner)})")
-            if acks < need:
-                self.store.bury(name, entry.rid, self._clock.monotonic())
-                self._spread(name, [], [Tomb(name, entry.rid)])
-                raise NoQuorum(
-                    f"{name!r} was stored on {acks + 1} of {len(replicas)} owners "
-                    f"({', '.join(replicas)}), {need + 1} needed; rolled back",
-                    definite=acks == 0)
-            return RegisterReply(entry)
+            acks = self._claim(entry, replicas)
+            if isinstance(acks, RegisterReply):
+                return acks
+            await acks.decided
+            return self._conclude(entry, replicas, acks)
+        finally:
+            self._locks.release(name)
+
+    def _claim(self, entry: Entry, replicas: list[str]) -> RegisterReply | Acks:
+        """Under the name's lock: check the name is free, store the registration and
+        send it to the other owners; the reply if that decided it already.
+
+        Raises:
+            NameTaken: the name holds another registration.
+            NoQuorum: this registration was rolled back before.
+        """
+        name = entry.name
+        current = self.live(name)
+        if (current is not None and current.holder == entry.holder
+                and current.boot < entry.boot):
+            # The holder restarted: its previous life's names are released.
+            self.store.release_holder(entry.holder, before_boot=entry.boot)
+            current = None
+        if current is not None:
+            if current.rid == entry.rid or same_claim(current, entry):
+                return RegisterReply(current)
+            raise NameTaken(f"{name!r} is already registered by {current.holder} "
+                            f"({describe(current)})")
+        if self.store.is_buried(name, entry.rid):
+            raise NoQuorum(f"registration of {name!r} was rolled back; retry",
+                           definite=True)
+        stale = self.store.get(name)
+        if stale is not None:  # held by a node that is gone
+            self.store.drop(name)
+        if self.store.merge(entry, self._clock.monotonic()).outcome != "stored":
+            raise NameTaken(f"{name!r} cannot be registered by {entry.holder} (an "
+                            "older boot of that node)")
+        return self._replicate(
+            [self._batcher.replicate(r, entry) for r in replicas if r != self._me],
+            majority(len(replicas)) - 1, entry)
+
+    def _conclude(self, entry: Entry, replicas: list[str], acks: Acks) -> RegisterReply:
+        """Once the other owners decided: the reply, or roll back.
+
+        Raises:
+            NameTaken: an owner keeps another registration of the name.
+            NoQuorum: fewer than a majority stored it (rolled back).
+        """
+        name = entry.name
+        winner = acks.winner
+        if winner is not None:
+            # The owners that took this registration drop it and learn the winner.
+            self._spread(name, [winner], [Tomb(name, entry.rid)])
+            raise NameTaken(f"{name!r} is already registered by {winner.holder} "
+                            f"({describe(winner)})")
+        need = majority(len(replicas)) - 1
+        if acks.acks < need:
+            self.store.bury(name, entry.rid, self._clock.monotonic())
+            self._spread(name, [], [Tomb(name, entry.rid)])
+            raise NoQuorum(
+                f"{name!r} was stored on {acks.acks + 1} of {len(replicas)} owners "
+                f"({', '.join(replicas)}), {need + 1} needed; rolled back",
+                definite=acks.acks == 0)
+        return RegisterReply(entry)
 
     async def unregister(self, req: UnregisterRequest) -> UnregisterReply:
         """Coordinate an unregistration: bury the registration on a majority.
@@ -222,10 +260,12 @@ class NameOwner:
             NoQuorum: fewer than a majority confirmed (``definite=False``).
         """
         name = check_name(req.name)
-        redirect = self._redirect_for(name, req.hops)
+        redirect = self._redirect_for(name, req.hops,
+                                      self._link.replicas(name, self.settings.replicas))
         if redirect:
             return UnregisterReply(redirect=redirect)
-        async with self._locks.hold(name):
+        await self._locks.take(name)
+        try:
             current = self.live(name)
             if current is None or (req.rid and current.rid != req.rid):
                 return UnregisterReply()
@@ -234,55 +274,29 @@ class NameOwner:
             replicas = self._link.replicas(name, self.settings.replicas)
             need = majority(len(replicas)) - 1
             payload = encode(StoreRequest("replicate", tombs=[Tomb(name, current.rid)]))
-            acks, _ = await self._replicate(
+            acks = self._replicate(
                 [self._tasks.spawn(self.store_at(r, payload), name="registry-replicate")
                  for r in replicas if r != self._me], need, None)
+            await acks.decided
             self.notify(current, None)
             self.broadcast_invalidate([name])
-            if acks < need:
-                raise NoQuorum(f"{name!r} was released on {acks + 1} of {len(replicas)} "
-                               "owners only; retry to finish", definite=False)
+            if acks.acks < need:
+                raise NoQuorum(f"{name!r} was released on {acks.acks + 1} of "
+                               f"{len(replicas)} owners only; retry to finish",
+                               definite=False)
             return UnregisterReply(current)
+        finally:
+            self._locks.release(name)
 
-    async def _replicate(self, sends: list[asyncio.Future[StoreReply | None]], need: int,
-                         entry: Entry | None) -> tuple[int, Entry | None]:
-        """Wait for the ``store`` replies (one per other owner); return once ``need``
-        stored it, or all answered.
+    def _replicate(self, sends: list[asyncio.Future[StoreReply | None]], need: int,
+                   entry: Entry | None) -> Acks:
+        """Count the ``store`` replies (one per other owner) until ``need`` stored it,
+        or all answered; answers that come later are still applied."""
+        return Acks(sends, need, entry, self._merge_winner, lambda send: self._late_reply(
+            entry, send))
 
-        Returns the acknowledgements counted and, for a registration (``entry``), a
-        different registration some owner keeps instead (the name was taken there).
-        Answers that come later are still applied.
-        """
-        if not sends:
-            return 0, None
-        # One future and a callback per send, not asyncio.wait's sets and waiter per
-        # round: a registration waits for one reply in two (a few µs per registration).
-        decided: asyncio.Future[None] = running_loop().create_future()
-        acks = 0
-        winner: Entry | None = None
-        left = len(sends)
-
-        def on_reply(send: asyncio.Future[StoreReply | None]) -> None:
-            nonlocal acks, winner, left
-            left -= 1
-            if decided.done():  # answered after the decision (or the caller went away)
-                self._late_reply(entry, send)
-                return
-            reply = send.result()
-            if reply is not None:
-                if not reply.refused:
-                    acks += 1
-                for refusal in reply.refused:
-                    if refusal.winner is not None and entry is not None:
-                        winner = refusal.winner
-                        self.store.merge(refusal.winner, self._clock.monotonic())
-            if acks >= need or winner is not None or left == 0:
-                decided.set_result(None)
-
-        for send in sends:
-            send.add_done_callback(on_reply)
-        await decided
-        return acks, winner
+    def _merge_winner(self, winner: Entry) -> None:
+        self.store.merge(winner, self._clock.monotonic())
 
     def _late_reply(self, entry: Entry | None,
                     task: asyncio.Future[StoreReply | None]) -> None:

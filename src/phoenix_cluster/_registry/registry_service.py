@@ -1,9 +1,11 @@
 """The ``$registry`` node service: what a node answers when its peers call its registry.
 
 :class:`RegistryService` serves an owner's reads and merges at once on the connection's
-reader (``lookup``, ``lookup_many``, ``store``: :meth:`~RegistryService.handle_now`) and
-the rest in a task (``register``, ``unregister`` as the name's coordinator, ``names``,
-and the notices ``invalidate`` and ``conflict``: :meth:`~RegistryService.handle`).
+reader (``lookup``, ``lookup_many``, ``store``: :meth:`~RegistryService.handle_now`), takes
+a ``register`` whose name nobody else is writing there too (answered later, once the
+other owners decided it), and serves the rest in a task (a ``register`` of a name being
+written, ``unregister`` as the name's coordinator, ``names``, and the notices
+``invalidate`` and ``conflict``: :meth:`~RegistryService.handle`).
 ``lookup_many`` carries the lookups a caller batched in one turn (``turn_batching.py``);
 each name gets its own answer. Malformed input is a
 ``ProtocolError`` for the caller and one rate-limited log line here. The caller's side
@@ -12,8 +14,10 @@ of the registry is :class:`~.registry.Registry`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from .._foundation.env import running_loop
 from .._transport.tasks import LogLimiter
 from ..errors import AgentNotFound, PhoenixError, ProtocolError
 from .entries import Entry, check_name
@@ -27,6 +31,7 @@ from .messages import (
     LookupRequest,
     NamesReply,
     NamesRequest,
+    RegisterReply,
     RegisterRequest,
     StoreRequest,
     UnregisterRequest,
@@ -62,16 +67,19 @@ class RegistryService:
         self._cache = cache
         self._limiter = limiter
 
-    def handle_now(self, method: str, payload: bytes) -> bytes | None:
-        """The ``$registry`` methods answered without waiting (``lookup``,
-        ``lookup_many``, ``store``: an owner's reads and merges), run on the connection's
-        reader with no task of their own; ``None`` for the others, which :meth:`handle`
-        serves.
+    def handle_now(self, method: str, payload: bytes) -> bytes | asyncio.Future[bytes] | None:
+        """The ``$registry`` methods taken without a task, on the connection's reader:
+        ``lookup``, ``lookup_many`` and ``store`` (an owner's reads and merges) answered at
+        once, and a ``register`` whose name's lock is free (the reply, or a future of it
+        resolved once the other owners decided). ``None`` for the rest, which
+        :meth:`handle` serves.
 
         Raises:
             ProtocolError: malformed payload (logged).
+            NameTaken, NoQuorum: a registration refused at once.
         """
-        if method != "lookup" and method != "store" and method != "lookup_many":
+        if method != "lookup" and method != "store" and method != "lookup_many" and (
+                method != "register"):
             return None
         try:
             if method == "lookup":
@@ -79,12 +87,33 @@ class RegistryService:
                 return encode(LookupReply(self._owner.live(name)))
             if method == "lookup_many":
                 return encode(self._lookup_many(decode(LookupManyRequest, payload).names))
+            if method == "register":
+                return self._register_now(decode(RegisterRequest, payload))
             return encode(self._owner.on_store(decode(StoreRequest, payload)))
         except (TypeError, ValueError) as exc:  # a bad name inside a well-formed payload
             raise self._bad_input(method, exc) from None
         except PhoenixError as exc:
             self._log_bad_input(method, exc)
             raise
+
+    def _register_now(self, req: RegisterRequest) -> bytes | asyncio.Future[bytes] | None:
+        now = self._owner.register_now(req)
+        if now is None or isinstance(now, RegisterReply):
+            return None if now is None else encode(now)
+        encoded: asyncio.Future[bytes] = running_loop().create_future()
+
+        def done(reply: asyncio.Future[RegisterReply]) -> None:
+            if encoded.done():
+                return
+            if reply.cancelled():
+                encoded.cancel()
+            elif (exc := reply.exception()) is not None:
+                encoded.set_exception(exc)
+            else:
+                encoded.set_result(encode(reply.result()))
+
+        now.add_done_callback(done)
+        return encoded
 
     async def handle(self, method: str, payload: bytes) -> bytes:
         """The ``$registry`` node service.
@@ -96,7 +125,7 @@ class RegistryService:
         """
         now = self.handle_now(method, payload)
         if now is not None:
-            return now
+            return now if isinstance(now, bytes) else await now
         owner = self._owner
         try:
             if method == "register":

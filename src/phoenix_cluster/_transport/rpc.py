@@ -25,6 +25,7 @@ same error (an ``Error`` frame, never a pickle); no handler by that name is a de
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -57,9 +58,10 @@ ServiceHandler = Callable[[str, bytes], Awaitable[bytes]]
 """A node service: ``handler(method, payload) -> reply payload``. It raises a
 :class:`~phoenix_cluster.errors.PhoenixError` to answer with that error."""
 
-ImmediateHandler = Callable[[str, bytes], bytes | None]
-"""A service's fast path: the reply payload of a method answered without waiting, or
-``None`` for "not now" (see :meth:`Services.register`)."""
+ImmediateHandler = Callable[[str, bytes], bytes | asyncio.Future[bytes] | None]
+"""A service's fast path: the reply payload of a method answered without waiting, a
+future of it for a method taken now and answered later, or ``None`` for "not now" (see
+:meth:`Services.register`)."""
 
 
 class Peers(Protocol):
@@ -87,8 +89,10 @@ class Services:
 
         ``immediate(method, payload)``, if given, is offered each frame first, on the
         connection's reader with no task of its own: it returns the reply payload of a
-        method it answers without waiting for anything, ``None`` to pass the frame to
-        ``handler``, or raises what ``handler`` would.
+        method it answers without waiting for anything, a future of the payload for a
+        method it took and answers later (the future's error is the answer if it
+        fails), ``None`` to pass the frame to ``handler``, or raises what ``handler``
+        would.
 
         Raises:
             ValueError: ``name`` is taken (two subsystems would answer one name).
@@ -127,8 +131,11 @@ class Services:
             return True
         if reply is None:
             return False
-        if answers:
-            answer(Reply(frame.request_id, reply))
+        if isinstance(reply, bytes):
+            if answers:
+                answer(Reply(frame.request_id, reply))
+        else:
+            reply.add_done_callback(partial(_answer_later, frame, answers, answer))
         return True
 
     def __contains__(self, name: object) -> bool:
@@ -156,6 +163,30 @@ class Services:
 
     def __repr__(self) -> str:
         return f"<Services [{', '.join(sorted(self._handlers))}]>"
+
+
+def _answer_later(frame: Call | Cast, answers: bool,
+                  answer: Callable[[Reply | Error | Redirect], None],
+                  reply: asyncio.Future[bytes]) -> None:
+    """Answer ``frame`` with what the future of an immediate handler became."""
+    exc: BaseException | None = (asyncio.CancelledError() if reply.cancelled()
+                                 else reply.exception())
+    if exc is None:
+        if answers:
+            answer(Reply(frame.request_id, reply.result()))
+        return
+    if isinstance(exc, PhoenixError):
+        if answers:
+            answer(error_frame(frame.request_id, exc))
+        else:
+            _log.warning("%s.%s (a cast) failed: %s", frame.kind, frame.method, exc.message)
+        return
+    if not isinstance(exc, asyncio.CancelledError):
+        _log.error("%s.%s raised", frame.kind, frame.method, exc_info=exc)
+    if answers:
+        answer(Error(request_id=frame.request_id, code="internal_error",
+                     message=f"the handler on the receiving node failed: {exc!r}",
+                     definite=False))
 
 
 AgentHandler = Callable[[PeerConnection, Call | Cast],
