@@ -118,7 +118,7 @@ class TcpConnection:
                                 bus=owner.bus, metadata=self._metadata)
         self._inbound = InboundRunner(self, owner.handler, answer=self._answer,
                                       on_idle=self._check_drained, limit=s.max_inbound_tasks,
-                                      name=address)
+                                      name=address, answer_now=self._answer_now)
         self._tasks = TaskSet(f"connection {address}")
         self._loops: list[asyncio.Task[None]] = []  # reader, writer, keepalive
         # Requests make their futures on it (asyncio.get_running_loop() costs a getpid()
@@ -212,7 +212,7 @@ class TcpConnection:
         self._requests_sent = seq = self._requests_sent + 1
         self._pending[rid] = (waiter, seq)
         waiter.timer = self._clock.call_later(timeout_s, partial(self._expire, rid, timeout_s))
-        self._sendq.put(body)
+        self._sendq.put(body, now=True)  # one frame for a batch of work: no writer turn
         return True
 
     async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
@@ -294,7 +294,7 @@ class TcpConnection:
         if self._state in ("open", "retiring"):
             self._sendq.put(self._codec.encode(frame))
 
-    def _answer(self, frame: _Answer) -> None:
+    def _answer(self, frame: _Answer, now: bool = False) -> None:
         if self._state not in ("open", "retiring"):
             return  # the peer is gone; nobody to answer
         try:
@@ -302,7 +302,10 @@ class TcpConnection:
         except ProtocolError as exc:  # e.g. a result bigger than max_frame_bytes
             body = self._codec.encode(Error(request_id=frame.request_id, code=exc.code,
                                             message=exc.message, definite=False))
-        self._sendq.put(body)
+        self._sendq.put(body, now=now)
+
+    def _answer_now(self, frame: _Answer) -> None:
+        self._answer(frame, now=True)
 
     def _expire(self, rid: int, timeout_s: float) -> None:
         entry = self._pending.pop(rid, None)

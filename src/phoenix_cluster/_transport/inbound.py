@@ -38,12 +38,15 @@ class InboundRunner:
         conn: passed to the handler so it knows who is asking.
         handler: the node's inbound handler.
         answer: queues a Reply/Error/Redirect for the peer.
+        answer_now: as ``answer``, writing it at once when nothing is queued before it;
+            for a node service's answer from the fast path (a ``$`` kind: one frame per
+            batch of work, which a writer turn would only delay). Default: ``answer``.
         on_idle: called whenever a handler task ends (the connection may be draining).
         limit: ``max_inbound_tasks``.
     """
 
-    __slots__ = ("_answer", "_conn", "_handler", "_limit", "_on_idle", "_slot", "_tasks",
-                 "_try_now", "count", "paused")
+    __slots__ = ("_answer", "_answer_now", "_conn", "_handler", "_limit", "_on_idle", "_slot",
+                 "_tasks", "_try_now", "count", "paused")
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class InboundRunner:
         on_idle: Callable[[], None],
         limit: int,
         name: str,
+        answer_now: Callable[[_Answer], None] | None = None,
     ) -> None:
         self._conn = conn
         self._handler = handler
@@ -61,6 +65,7 @@ class InboundRunner:
         # on the spot and answers later through a callback, with no task per message.
         self._try_now = getattr(handler, "try_now", None)
         self._answer = answer
+        self._answer_now = answer if answer_now is None else answer_now
         self._on_idle = on_idle
         self._limit = limit
         self._tasks = TaskSet(f"inbound {name}")
@@ -136,8 +141,10 @@ class InboundRunner:
         if not wants_answer(msg):
             return _ignore
 
+        send = self._answer_now if msg.kind.startswith("$") else self._answer
+
         def answer(result: _Answer) -> None:
-            self._answer(self._checked(msg, result))
+            send(self._checked(msg, result))
             self._finished()
 
         return answer

@@ -3,9 +3,12 @@
 Senders append encoded frame bodies; one writer task takes everything queued (up to
 ``write_batch_bytes``), frames it with ``pack_frames`` into one buffer, makes one
 ``write()`` and then awaits ``drain()``. Under load many frames share a syscall; when
-idle a frame goes out on the writer's next turn. While the writer waits in ``drain()``
-(the peer reads slowly) the queue fills, and at ``limit`` frames senders wait for room:
-that is the backpressure ``send``/``request`` turn into ``Overloaded`` after their timeout.
+idle a frame goes out on the writer's next turn, or at once when its sender asks
+(``put(now=True)``: a frame that carries a batch of work already, a replication batch
+or its reply) and nothing is queued or being drained before it. While the writer waits
+in ``drain()`` (the peer reads slowly) the queue fills, and at ``limit`` frames senders
+wait for room: that is the backpressure ``send``/``request`` turn into ``Overloaded``
+after their timeout.
 
 :meth:`put` itself never waits or refuses, so replies, pings and goodbyes (bounded by
 other means) can always be queued; the bound is enforced by callers through
@@ -15,6 +18,7 @@ other means) can always be queued; the bound is enforced by callers through
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 
@@ -26,6 +30,8 @@ from phoenix_cluster._wire.frames import HEADER_BYTES, pack_frames
 from .tasks import fail_after
 
 __all__ = ["SendQueue"]
+
+_log = logging.getLogger("phoenix_cluster.transport")
 
 
 class SendQueue:
@@ -39,8 +45,8 @@ class SendQueue:
     """
 
     __slots__ = ("_batch_bytes", "_bus", "_clock", "_max_frame", "_metadata", "_queue",
-                 "_space", "_wakeup", "bytes_sent", "frames_sent", "last_send", "limit",
-                 "writes")
+                 "_space", "_wakeup", "_writer", "bytes_sent", "frames_sent", "last_send",
+                 "limit", "writes")
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class SendQueue:
         self._space = asyncio.Event()  # set while len < limit (and after close)
         self._space.set()
         self._wakeup: asyncio.Future[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self.last_send = clock.monotonic()
         self.frames_sent = self.bytes_sent = self.writes = 0
 
@@ -72,8 +79,21 @@ class SendQueue:
     def full(self) -> bool:
         return len(self._queue) >= self.limit
 
-    def put(self, body: bytes) -> None:
-        """Queue one encoded body, whatever the length of the queue."""
+    def put(self, body: bytes, *, now: bool = False) -> None:
+        """Queue one encoded body, whatever the length of the queue.
+
+        ``now``: write it here if the writer is idle (nothing queued, nothing being
+        drained): one ``write()`` for this frame alone, a loop turn sooner than the
+        writer's. Otherwise it is queued like any other.
+        """
+        wakeup, writer = self._wakeup, self._writer
+        if now and wakeup is not None and not wakeup.done() and not self._queue \
+                and writer is not None and not writer.is_closing():
+            try:
+                self._write(writer, [body], len(body) + HEADER_BYTES)
+                return
+            except Exception as exc:  # queued instead: the writer's own write decides
+                _log.debug("a write at once failed (%r); the writer takes the frame", exc)
         self._queue.append(body)
         if len(self._queue) >= self.limit:
             self._space.clear()
@@ -115,7 +135,7 @@ class SendQueue:
             OSError: the socket failed; the caller treats the connection as broken.
         """
         queue, loop, batch_bytes = self._queue, asyncio.get_running_loop(), self._batch_bytes
-        bus, sent = self._bus, events.TRANSPORT_MESSAGE_SENT
+        self._writer = writer
         while True:
             if not queue:
                 if stop_when_empty():
@@ -136,16 +156,20 @@ class SendQueue:
                 # The peer went away while we waited (uvloop raises RuntimeError on a
                 # write to a closed transport; asyncio would drop the bytes silently).
                 raise ConnectionResetError("the connection closed before the write")
-            writer.write(pack_frames(batch, self._max_frame))
-            self.last_send = self._clock.monotonic()
-            self.writes += 1
-            self.frames_sent += len(batch)
-            self.bytes_sent += size
-            if sent in bus.listened:
-                meta = self._metadata()
-                for body in batch:
-                    bus.execute(sent, {"bytes": len(body) + HEADER_BYTES}, meta)
+            self._write(writer, batch, size)
             await writer.drain()
+
+    def _write(self, writer: asyncio.StreamWriter, batch: list[bytes], size: int) -> None:
+        writer.write(pack_frames(batch, self._max_frame))
+        self.last_send = self._clock.monotonic()
+        self.writes += 1
+        self.frames_sent += len(batch)
+        self.bytes_sent += size
+        bus, sent = self._bus, events.TRANSPORT_MESSAGE_SENT
+        if sent in bus.listened:
+            meta = self._metadata()
+            for body in batch:
+                bus.execute(sent, {"bytes": len(body) + HEADER_BYTES}, meta)
 
     def __repr__(self) -> str:
         return f"<SendQueue [{len(self._queue)}/{self.limit} frames, {self.writes} writes]>"
