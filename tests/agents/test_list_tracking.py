@@ -348,6 +348,12 @@ class _Replicas:
             raise error
         self.records[(kind, key)] = record
 
+    def lease_runs(self, kind: str, key: str, replicas: int = 3) -> bool:
+        return True  # the only replica: nobody else can lead
+
+    async def confirm_lease(self, kind: str, key: str, replicas: int = 3) -> None:
+        return None
+
 
 async def test_a_failing_handler_leaves_a_tracked_list_exactly_as_it_was() -> None:
     async with phx.Node() as node:

@@ -120,6 +120,7 @@ class KindSpec:
         "commits_replies",
         "consistency",
         "durability",
+        "fences_reads",
         "foreign",
         "has_on_activate",
         "has_on_deactivate",
@@ -177,6 +178,9 @@ class KindSpec:
         self.commits_replies = durability != "none" and consistency != "crdt"
         """Its state changes are committed with the agent's reply window (``dedup.py``):
         a call fenced mid-commit may be sent again with its request id, even locally."""
+        self.fences_reads = durability == "quorum" and consistency == "fenced" and store is None
+        """A call that changes nothing is answered only under the leader's read lease
+        (``_replication/leases.py``): never from a deposed leader's memory."""
         self.idle_timeout_s = idle_timeout_s
         self.placement = placement
         self.hashed = placement == "hash"

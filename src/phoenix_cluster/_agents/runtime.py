@@ -423,6 +423,10 @@ class AgentRuntime(RuntimeUpkeep):
             elif not await self._commit(act, pending, msg.request_id, out, future, msg):
                 return
             self.state.accept(act, pending)
+        elif (future is not None and spec.fences_reads
+              and not self.state.lease_runs(spec, act.key)
+              and not await self._confirm_lease(act, msg.request_id, future)):
+            return
         self._messages_handled += 1
         if future is not None and not future.done():
             future.set_result(out)
@@ -505,6 +509,22 @@ class AgentRuntime(RuntimeUpkeep):
             again = [msg] if msg is not None and future is None and exc.definite else []
             self.failed.stop_here(act, "its state could not be committed", again)
             if future is not None and not future.done():
+                exc.request_id = request_id
+                future.set_exception(exc)
+            return False
+        return True
+
+    async def _confirm_lease(self, act: Activation, request_id: int,
+                             future: asyncio.Future[bytes]) -> bool:
+        """A read (a call that changed nothing) outside this node's read lease: renew the
+        lease before answering, or, if this node lost the partition, fail the call as of
+        unknown outcome (its caller asks the new leader, with the same request id) and
+        stop the agent here: its memory may be older than what the new leader holds."""
+        try:
+            await self.state.confirm_lease(act.kind.spec, act.key)
+        except PhoenixError as exc:
+            self.failed.stop_here(act, "its leadership could not be confirmed", [])
+            if not future.done():
                 exc.request_id = request_id
                 future.set_exception(exc)
             return False

@@ -116,6 +116,26 @@ class StateStore:
         home = placement.home(spec.name, key)
         return LOCAL if home is None or home == placement.self_name else home
 
+    def lease_runs(self, spec: KindSpec, key: str) -> bool:
+        """Whether a read of the agent may be answered from this activation's memory
+        now: its changes do not commit through this node's replicator, or this node
+        holds the read lease on its partition (``_replication/leases.py``)."""
+        if self.route(spec, key) != LOCAL:
+            return True
+        replicator = self.replicator
+        assert replicator is not None
+        return replicator.lease_runs(spec.name, key, spec.replicas)
+
+    async def confirm_lease(self, spec: KindSpec, key: str) -> None:
+        """Renew this node's read lease on the agent's partition.
+
+        Raises:
+            NotLeader: this node lost the partition (``definite=False``).
+        """
+        replicator = self.replicator
+        assert replicator is not None
+        await replicator.confirm_lease(spec.name, key, spec.replicas)
+
     def replicated_here(self, spec: KindSpec, key: str) -> bool:
         """Replicated, and through this node's own replicator (it leads the partition)."""
         return self.route(spec, key) == LOCAL

@@ -25,6 +25,7 @@ from .replica import ReplicaStore
 from .sending import (
     Sender,
     decide,
+    deciding,
     done_future,
     feed_quorum,
     item_size,
@@ -38,6 +39,9 @@ from .types import ZERO_EPOCH, Config, Epoch, config_members, config_union
 __all__ = ["Campaign", "CampaignContext", "Won"]
 
 _log = logging.getLogger("phoenix_cluster.replication")
+
+_LEASE_ASK_S = 0.02
+"""How often a new leader asks an earlier one whose read lease may run, while it runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class Campaign:
                 config = config_union(config_union(((self.target,)), self.extra), family)
                 election = Election(p, ctx.next_epoch(p), self.target, config, family)
                 await self._prepare(election)
+                answered = ctx.clock.monotonic()
                 status = election.status()
                 if status == "refused":
                     assert election.refused_by is not None
@@ -134,6 +139,7 @@ class Campaign:
                         sorted(election.lost & set(members)) or "restarted")
                 plan = election.plan(ctx.name)
                 if await self._install(election, plan):
+                    await self._outwait_leases(election, answered)
                     return Won(election.epoch, self.target, election.config, plan, self.rounds)
                 break
             else:
@@ -141,6 +147,54 @@ class Campaign:
                                f"after {s.election_rounds} rounds", definite=True)
         raise NoQuorum(f"partition {p}: other candidates kept winning promises "
                        f"({s.election_attempts} attempts)", definite=True)
+
+    async def _outwait_leases(self, election: Election, answered: float) -> None:
+        """Serve only once no earlier leader can still answer a read from its memory.
+
+        A promiser reports the leader it acknowledged last while that leader's read
+        lease may run (``Promise.served_by``, ``lease_left``). A leader that promised
+        this epoch has stepped down as it did. One that was not asked (outside the sets,
+        or not in this node's view a moment ago) is asked now, with the same prepare:
+        any answer, a promise or a refusal, means it no longer leads at the epoch it
+        served (a node steps down when it promises a newer one). For one that does not
+        answer (dead, paused, cut off) the new leader waits until its lease is over,
+        counted from when the promises were in (``answered``, after the replicas
+        measured). A failover usually waits nothing: detecting a dead leader takes
+        longer than the lease."""
+        ctx, p = self.ctx, self.partition
+        promisers = election.promises
+        leases: dict[str, float] = {}
+        for promise in promisers.values():
+            node = promise.served_by.rpartition("#")[0]
+            if promise.lease_left > 0 and node not in promisers:
+                leases[node] = max(leases.get(node, 0.0), promise.lease_left)
+        if not leases:
+            return
+        ask = Prepare(p, election.epoch, ())
+
+        def feed(node: str, fut: asyncio.Future[Any]) -> None:
+            if isinstance(result_of(fut), Promise):
+                leases.pop(node, None)
+
+        # Asked again while the lease runs if every ask failed at once: right after a
+        # heal a connection may be replaced, or the node missing from the view a moment.
+        while leases and (left := answered + max(leases.values())
+                          - ctx.clock.monotonic()) > 0:
+            alive = ctx.alive()
+            waits = [(node, ctx.sender.send(node, ask)) for node in leases if node in alive]
+            if waits:
+                verdict = deciding(waits, feed, lambda: not leases)
+                timer = ctx.tasks.spawn(ctx.clock.sleep(left), name=f"lease-{p}")
+                await asyncio.wait([verdict, timer], return_when=asyncio.FIRST_COMPLETED)
+                timer.cancel()
+                if not leases or not verdict.done():
+                    break  # answered, or the lease is over
+            await ctx.clock.sleep(min(left, _LEASE_ASK_S))
+        wait = answered + max(leases.values(), default=0.0) - ctx.clock.monotonic()
+        if wait > 0:
+            _log.debug("partition %d: waiting %.3f s for the read lease of %s, which did "
+                       "not answer epoch %s", p, wait, sorted(leases), election.epoch)
+            await ctx.clock.sleep(wait)
 
     async def feasible(self) -> bool:
         """A pre-vote: would a prepare round reach its quorum now? Asks every member of

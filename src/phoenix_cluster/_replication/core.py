@@ -121,7 +121,9 @@ class ReplicatorCore:
         self.on_led = on_led
         # A durable store is trusted: what its file lacks, this node never held, once the
         # file exists (a new file is amnesiac: ``start``; docs: Storage).
-        self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None)
+        self._store = ReplicaStore(name, journal=storage is not None, amnesiac=storage is None,
+                                   clock=self._clock.monotonic,
+                                   lease_s=self.settings.lease_hold_s)
         self._table: GroupTable | None = None
         self._alive: frozenset[str] = frozenset({name})
         self._old: dict[int, Config] = {}

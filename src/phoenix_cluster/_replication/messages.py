@@ -98,8 +98,10 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     to); ``pending`` the configs of candidates it promised since; ``entries`` its records
     (only when ``synced``); ``amnesiac``: it may have forgotten a mark (restarted
     without its data); ``durable``: the replica keeps its data on disk (``data_dir``),
-    so it remembers after a restart. Refused: ``promised`` is the epoch that beat the
-    candidate.
+    so it remembers after a restart; ``served_by`` the leader (``name#incarnation``)
+    whose accept or mark it acknowledged last, when that leader's read lease may still
+    run for ``lease_left`` seconds (docs/design/replication.md, "Read leases"). Refused:
+    ``promised`` is the epoch that beat the candidate.
     """
 
     partition: int
@@ -112,6 +114,8 @@ class Promise(msgspec.Struct, frozen=True, array_like=True, tag="promise"):
     entries: tuple[WireEntry, ...] = ()
     amnesiac: bool = False
     durable: bool = False
+    served_by: str = ""
+    lease_left: float = 0.0
 
     def knows(self) -> bool:
         """Whether the replica holds data of the partition or knows where it went: it is

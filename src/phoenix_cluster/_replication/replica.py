@@ -14,7 +14,7 @@ Pure: no I/O, no asyncio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -67,7 +67,8 @@ Change = MetaChange | PutChange | DropChange
 class PartitionState:
     """One partition on one replica."""
 
-    __slots__ = ("amnesiac", "config", "marked", "pending", "promised", "records", "synced")
+    __slots__ = ("amnesiac", "config", "marked", "pending", "promised", "records",
+                 "served_at", "served_by", "synced")
 
     def __init__(self, amnesiac: bool) -> None:
         self.promised: Epoch = ZERO_EPOCH
@@ -79,6 +80,11 @@ class PartitionState:
         # it says cannot rule out that it took a mark. Cleared by a mark.
         self.amnesiac = amnesiac
         self.records: dict[RecordKey, Entry] = {}
+        # When this replica last acknowledged a leader's accept or mark, and whose (its
+        # id, ``name#incarnation``): that leader may answer reads until its lease ends
+        # (docs/design/replication.md, "Read leases").
+        self.served_at = 0.0
+        self.served_by = ""
 
     def wire_entries(self) -> tuple[WireEntry, ...]:
         return tuple((kind, key, entry) for (kind, key), entry in self.records.items())
@@ -107,11 +113,18 @@ class ReplicaStore:
         journal: keep a journal of changes for durable storage (:meth:`drain`).
         amnesiac: partitions this store has no record of may have been forgotten
             (memory only, or a new file); ``False`` once a durable file was loaded.
+        clock: the node's monotonic clock; with it, a promise reports how long the
+            leader this replica last acknowledged may still serve reads.
+        lease_s: how long that is after the acknowledgement (a leader's read lease,
+            with a margin: :attr:`~.settings.ReplicationSettings.lease_hold_s`).
     """
 
-    def __init__(self, node: str, *, journal: bool = False, amnesiac: bool = True) -> None:
+    def __init__(self, node: str, *, journal: bool = False, amnesiac: bool = True,
+                 clock: Callable[[], float] | None = None, lease_s: float = 0.0) -> None:
         self.node = node
         self.amnesiac = amnesiac
+        self._clock = clock
+        self._lease_s = lease_s
         self._parts: dict[int, PartitionState] = {}
         self._journal: list[Change] | None = [] if journal else None
         self._records = 0
@@ -181,9 +194,12 @@ class ReplicaStore:
         state.pending = config_union(state.pending, item.config)
         self._meta(item.partition, state)
         entries = state.wire_entries() if state.synced else ()
+        served_by, lease_left = state.served_by, 0.0
+        if served_by and served_by != item.epoch.leader and self._clock is not None:
+            lease_left = max(0.0, state.served_at + self._lease_s - self._clock())
         return Promise(item.partition, True, prior, state.marked, state.config,
                        prior_pending, state.synced, entries, state.amnesiac,
-                       self._journal is not None)
+                       self._journal is not None, served_by if lease_left else "", lease_left)
 
     def accept(self, item: Accept) -> Ack:
         """Store the entries unless a newer epoch was promised or this replica must be
@@ -215,6 +231,9 @@ class ReplicaStore:
             records[rk] = entry
             if journal is not None:
                 journal.append(PutChange(item.partition, kind, key, entry))
+        if self._clock is not None:
+            state.served_at = self._clock()
+            state.served_by = item.epoch.leader
         return Ack(item.partition, True, state.promised)
 
     def mark(self, item: Mark) -> Ack:
@@ -227,6 +246,9 @@ class ReplicaStore:
         state.config = item.config
         state.pending = ()
         state.amnesiac = False
+        if self._clock is not None:
+            state.served_at = self._clock()
+            state.served_by = item.epoch.leader
         if self.node in config_members(item.config):
             state.synced = True
         else:

@@ -72,10 +72,10 @@ from collections.abc import Iterable
 from .._ring.partitions import PartitionTable
 from .._transport.tasks import fail_after
 from ..errors import NodeClosed
-from .commits import Commits
 from .core import Durability, OnLost, ReplicationStatistics
 from .groups import DEFAULT_REPLICAS, GroupTable, group_for, partition_for, replicas_of_group
 from .handover import HandOver
+from .leases import ReadLeases
 from .replica import ReplicaStore
 from .sending import Rpc
 from .settings import ReplicationSettings
@@ -95,7 +95,7 @@ __all__ = [
 _log = logging.getLogger("phoenix_cluster.replication")
 
 
-class Replicator(HandOver, Commits):
+class Replicator(HandOver, ReadLeases):
     """Quorum replication of agent records for one node.
 
     Args:

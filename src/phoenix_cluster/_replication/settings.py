@@ -33,11 +33,17 @@ class ReplicationSettings:
             failover does not wait for the first call.
         eager_settle_s: eager elections wait until the table has not changed for this
             long (members' views converge first; otherwise candidates depose each other).
-        confirm_after_s: a ``load`` on a partition whose leadership no majority
-            confirmed (an election, a commit, a confirmation) for this long confirms it
-            first, with one round trip: a leader deposed while it was paused or cut off
-            learns it before it activates an agent with stale state. Shorter: fresher
-            activations, more round trips on quiet partitions.
+        confirm_after_s: the leader's read lease. A leader answers a read (a call of a
+            quorum kind that changed nothing) and a ``load`` from its memory only while
+            a majority confirmed its leadership (an election, a commit, a
+            confirmation) less than this long ago; else it confirms first, with one
+            round trip. A replica that acknowledged a leader holds that leader's lease
+            for :attr:`lease_hold_s` after: a new leader that could not depose the old
+            one directly waits until then (docs/design/replication.md, "Read leases"),
+            so a leader deposed while paused or cut off never answers from stale
+            memory. Shorter: more round trips on quiet partitions; longer: a longer
+            wait when a leader vanishes within its lease. Must be the same on every
+            member.
         catch_up_after_s: a replica of a partition that no leader has caught up (marked)
             since this process started asks the partition's primary to do it, once the
             table has been stable this long, and again every ``retry_s``. The table
@@ -59,3 +65,10 @@ class ReplicationSettings:
     eager_settle_s: float = 1.0
     confirm_after_s: float = 0.5
     catch_up_after_s: float = 3.0
+
+    @property
+    def lease_hold_s(self) -> float:
+        """How long a replica holds the lease of a leader it acknowledged: the lease
+        with a margin for clocks that run at slightly different rates (the lease counts
+        from when the leader sent, the hold from when the replica answered, later)."""
+        return self.confirm_after_s * 1.2
