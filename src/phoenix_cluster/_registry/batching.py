@@ -12,12 +12,16 @@ the replica did not answer (the request failed as a whole).
 
 Nothing waits for a batch to fill, so a lone registration leaves on the next turn as
 before, and the replica merges the entries one by one exactly as if they came alone.
+When the replica's connection is open the batch is queued on it at the end of the turn
+and its reply resolves the outcomes from the connection's reader, with no task
+(``StartStore``); otherwise a task sends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from .._foundation.env import running_loop
@@ -34,6 +38,9 @@ _ENTRY_OVERHEAD = 64
 
 Outcome = asyncio.Future[StoreReply | None]
 StoreAt = Callable[[str, bytes], Awaitable[StoreReply | None]]
+StartStore = Callable[[str, bytes, Callable[[StoreReply | None], None]], bool]
+"""Queues one encoded ``store`` to a node now and calls back with its reply (``None`` if
+the node did not take it); ``False`` when it cannot (no open connection): nothing sent."""
 SpawnTask = Callable[[Coroutine[Any, Any, None]], object]
 
 
@@ -44,13 +51,16 @@ class StoreBatcher:
         store_at: sends one encoded ``store`` to a node; its reply, or ``None`` if the
             node did not take it.
         spawn: runs a send in a task the owner's task set owns.
+        start: sends without a task when it can (see ``StartStore``); by default never.
     """
 
-    __slots__ = ("_pending", "_spawn", "_store_at")
+    __slots__ = ("_pending", "_spawn", "_start", "_store_at")
 
-    def __init__(self, store_at: StoreAt, spawn: SpawnTask) -> None:
+    def __init__(self, store_at: StoreAt, spawn: SpawnTask,
+                 start: StartStore | None = None) -> None:
         self._store_at = store_at
         self._spawn = spawn
+        self._start: StartStore = start if start is not None else _never
         self._pending: dict[str, tuple[list[tuple[Entry, Outcome]], list[int]]] = {}
 
     def replicate(self, node: str, entry: Entry) -> Outcome:
@@ -71,17 +81,30 @@ class StoreBatcher:
 
     def _flush(self, node: str) -> None:
         queued = self._pending.pop(node, None)
-        if queued is not None:
-            self._spawn(self._send(node, queued[0]))
-
-    async def _send(self, node: str, batch: list[tuple[Entry, Outcome]]) -> None:
-        reply: StoreReply | None = None
+        if queued is None:
+            return
+        batch = queued[0]
         try:
             payload = encode(StoreRequest("replicate", [entry for entry, _ in batch]))
+            started = self._start(node, payload, partial(_resolve, batch))
+        except BaseException:
+            _resolve(batch, None)  # nobody waits on an outcome forever
+            raise
+        if not started:
+            self._spawn(self._send(node, batch, payload))
+
+    async def _send(self, node: str, batch: list[tuple[Entry, Outcome]],
+                    payload: bytes) -> None:
+        reply: StoreReply | None = None
+        try:
             reply = await self._store_at(node, payload)
         finally:
             # Also when cancelled (the node closes): nobody waits on an outcome forever.
             _resolve(batch, reply)
+
+
+def _never(node: str, payload: bytes, answered: Callable[[StoreReply | None], None]) -> bool:
+    return False
 
 
 def _resolve(batch: list[tuple[Entry, Outcome]], reply: StoreReply | None) -> None:

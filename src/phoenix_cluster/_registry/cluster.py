@@ -141,6 +141,16 @@ class ClusterLink:
         # RpcClient.call keeps the deadline itself (CallTimeout): no second timer here.
         return await rpc.call(address, service, method, payload, timeout_s)
 
+    def start(self, node: str, service: str, method: str, payload: bytes, timeout_s: float,
+              answered: Callable[[bytes | BaseException], None]) -> bool:
+        """:meth:`call` with no task when ``node`` is another node whose connection is
+        open: ``answered`` gets the reply payload or the error :meth:`call` would raise,
+        from the connection's reader. ``False``: nothing was sent (use :meth:`call`)."""
+        rpc = self.rpc
+        if rpc is None or node == self.self_name or self.address(node) is None:
+            return False
+        return rpc.start_node(service, node, method, payload, timeout_s, answered)
+
     async def cast(self, node: str, service: str, method: str, payload: bytes,
                    timeout_s: float) -> bool:
         """Send ``$service.method`` to ``node`` without waiting for an answer.

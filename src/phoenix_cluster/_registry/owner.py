@@ -86,7 +86,8 @@ class NameOwner:
         self.store = NameStore(settings.tombstone_ttl_s)
         self._locks = NameLocks()
         self._batcher = StoreBatcher(
-            self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"))
+            self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"),
+            self.start_store)
         self.strays = False
         """Stores a name it does not own (a sender saw another ring): pass it on."""
         self.on_stray: Callable[[], None] = lambda: None
@@ -322,13 +323,16 @@ class NameOwner:
         try:
             raw = await self._link.call(node, "registry", "store", payload,
                                         self.settings.timeout_s)
-        except UNREACHABLE as exc:
-            _log.debug("store on %s failed: %s", node, exc.message)
-            return None
         except PhoenixError as exc:
-            _log.warning("store on %s refused: %s", node, exc.message)
-            return None
-        return decode(StoreReply, raw)
+            return _stored(node, exc)
+        return _stored(node, raw)
+
+    def start_store(self, node: str, payload: bytes,
+                    answered: Callable[[StoreReply | None], None]) -> bool:
+        """:meth:`store_at` with no task when ``node``'s connection is open: ``answered``
+        gets the reply from the connection's reader. ``False``: nothing was sent."""
+        return self._link.start(node, "registry", "store", payload, self.settings.timeout_s,
+                                lambda result: answered(_stored(node, result)))
 
     # ------------------------------------------------------------------ being sent names
 
@@ -414,3 +418,19 @@ class NameOwner:
 
     def __repr__(self) -> str:
         return f"<NameOwner {self._me} {self.store!r}>"
+
+
+def _stored(node: str, result: bytes | BaseException) -> StoreReply | None:
+    """A ``store``'s reply payload as its reply; ``None`` (logged) for an error."""
+    if isinstance(result, bytes):
+        try:
+            return decode(StoreReply, result)
+        except PhoenixError as exc:
+            result = exc
+    if isinstance(result, UNREACHABLE):
+        _log.debug("store on %s failed: %s", node, result.message)
+    elif isinstance(result, PhoenixError):
+        _log.warning("store on %s refused: %s", node, result.message)
+    else:
+        _log.warning("store on %s failed: %r", node, result)
+    return None
