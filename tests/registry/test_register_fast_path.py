@@ -7,6 +7,7 @@ waits for it; a contended name has exactly one winner, the same on every owner."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -35,6 +36,10 @@ def _held_everywhere(cluster: MemoryCluster, name: str, holder: str) -> bool:
                for n in cluster.nodes)
 
 
+def _not_now(node: str, payload: bytes, answered: Callable[[StoreReply | None], None]) -> bool:
+    return False
+
+
 class _Gate:
     """Holds a coordinator's ``store`` requests to the other owners until opened."""
 
@@ -49,11 +54,13 @@ class _Gate:
             await self.opened.wait()
             return None if self.answer_none else await store_at(node, payload)
 
-        self._owner, self._store_at = owner, store_at
+        self._owner, self._store_at, self._start = owner, store_at, owner._batcher._start
         owner._batcher._store_at = gated
+        owner._batcher._start = _not_now  # every batch through ``gated``
 
     def close(self) -> None:
         self._owner._batcher._store_at = self._store_at
+        self._owner._batcher._start = self._start
 
 
 async def _unregister_and_second_registration_wait(cluster: MemoryCluster) -> None:

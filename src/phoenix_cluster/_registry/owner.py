@@ -28,7 +28,7 @@ from .._transport.tasks import TaskSet
 from ..errors import NameTaken, NoQuorum, PhoenixError
 from .acks import Acks
 from .batching import StoreBatcher
-from .cluster import UNREACHABLE, ClusterLink
+from .cluster import ClusterLink
 from .entries import Entry, check_name, describe, majority, same_claim
 from .holdings import Holdings, Spawn
 from .messages import (
@@ -42,12 +42,12 @@ from .messages import (
     Tomb,
     UnregisterReply,
     UnregisterRequest,
-    decode,
     encode,
 )
 from .name_locks import NameLocks
 from .settings import RegistrySettings
 from .store import NameStore
+from .store_calls import StoreCalls
 
 __all__ = ["MAX_HOPS", "NameOwner"]
 
@@ -85,9 +85,12 @@ class NameOwner:
         self._tasks = tasks
         self.store = NameStore(settings.tombstone_ttl_s)
         self._locks = NameLocks()
+        calls = StoreCalls(link, settings.timeout_s)
+        self.store_at = calls.store_at
+        """Sends a ``store`` to a node: its reply, or ``None`` if it did not take it."""
         self._batcher = StoreBatcher(
             self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"),
-            self.start_store)
+            calls.start)
         self.strays = False
         """Stores a name it does not own (a sender saw another ring): pass it on."""
         self.on_stray: Callable[[], None] = lambda: None
@@ -318,22 +321,6 @@ class NameOwner:
                 self._forget(refusal.name)
                 self._decided(merged.loser, refusal.winner, tell=True)
 
-    async def store_at(self, node: str, payload: bytes) -> StoreReply | None:
-        """Send a ``store`` to ``node``; ``None`` (logged) if it did not take it."""
-        try:
-            raw = await self._link.call(node, "registry", "store", payload,
-                                        self.settings.timeout_s)
-        except PhoenixError as exc:
-            return _stored(node, exc)
-        return _stored(node, raw)
-
-    def start_store(self, node: str, payload: bytes,
-                    answered: Callable[[StoreReply | None], None]) -> bool:
-        """:meth:`store_at` with no task when ``node``'s connection is open: ``answered``
-        gets the reply from the connection's reader. ``False``: nothing was sent."""
-        return self._link.start(node, "registry", "store", payload, self.settings.timeout_s,
-                                lambda result: answered(_stored(node, result)))
-
     # ------------------------------------------------------------------ being sent names
 
     def on_store(self, req: StoreRequest) -> StoreReply:
@@ -419,18 +406,3 @@ class NameOwner:
     def __repr__(self) -> str:
         return f"<NameOwner {self._me} {self.store!r}>"
 
-
-def _stored(node: str, result: bytes | BaseException) -> StoreReply | None:
-    """A ``store``'s reply payload as its reply; ``None`` (logged) for an error."""
-    if isinstance(result, bytes):
-        try:
-            return decode(StoreReply, result)
-        except PhoenixError as exc:
-            result = exc
-    if isinstance(result, UNREACHABLE):
-        _log.debug("store on %s failed: %s", node, result.message)
-    elif isinstance(result, PhoenixError):
-        _log.warning("store on %s refused: %s", node, result.message)
-    else:
-        _log.warning("store on %s failed: %r", node, result)
-    return None
