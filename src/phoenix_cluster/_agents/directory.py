@@ -35,12 +35,14 @@ MAX_ROUTES = 100_000
 class Tombstone:
     """What a node keeps after handing an agent off: where it went, and the record."""
 
-    __slots__ = ("expires", "record", "to")
+    __slots__ = ("as_home", "expires", "record", "to")
 
     def __init__(self, to: str, record: HandoffRecord | None, expires: float) -> None:
         self.to = to
         self.record = record
         self.expires = expires
+        self.as_home = False
+        """``to`` pulled the agent as its home, rather than receiving it in a migration."""
 
 
 class Directory:

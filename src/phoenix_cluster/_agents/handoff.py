@@ -67,11 +67,17 @@ class HandoffRecord(msgspec.Struct, frozen=True):
 
 
 class Release(msgspec.Struct, frozen=True):
-    """Holder, give up ``kind/key`` to ``to`` and answer with its record."""
+    """Holder, give up ``kind/key`` to ``to`` and answer with its record.
+
+    ``as_home``: ``to`` pulls the agent because it sees itself as the agent's home (not
+    a migration to it): should the holder see itself as the home again later, its
+    tombstone is stale (``Migrations.outlived``). An earlier release sends ``False``.
+    """
 
     kind: str
     key: str
     to: str
+    as_home: bool = False
 
 
 class ReleaseReply(msgspec.Struct, frozen=True):

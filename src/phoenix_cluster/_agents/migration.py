@@ -77,6 +77,27 @@ class Migrations:
                     _log.warning("%s/%s: handoff target %s died; reclaimed the agent",
                                  k[0], k[1], tomb.to)
 
+    def outlived(self, spec: KindSpec, key: str, tomb: Tombstone) -> bool:
+        """Whether this node's tombstone of a hashed agent outlived its hand-off: this
+        node is the agent's home again (in its own view), does not leave, and no pin
+        here sends the agent to the tombstone's node (a migration or an upgrade pins it
+        there). Then the node it names pulled the agent while it saw itself as the home
+        (views disagree after a heal; ``Release.as_home``), and sends its callers back
+        here once the views agree: following the tombstone would loop until it expires.
+        The tombstone is dropped, and the agent's next activation here pulls it from
+        that node first."""
+        k = (spec.name, key)
+        if (not tomb.as_home or not spec.hashed or self.homes.leaving
+                or (tomb.record is not None and tomb.record.pinned)
+                or self.directory.pins.get(k) == tomb.to
+                or self.homes.home(spec.name, key) != self.self_name):
+            return False
+        del self.directory.tombstones[k]
+        self._incoming[k] = tomb.to
+        _log.info("%s/%s: this node is its home again; pulling it back from %s instead of "
+                  "redirecting there", spec.name, key, tomb.to)
+        return True
+
     # ----------------------------------------------------------------- the new host
 
     async def before_activate(self, spec: KindSpec, key: str) -> HandoffRecord | None:
@@ -92,8 +113,8 @@ class Migrations:
                       else self.homes.previous_holders(spec.name, key))
         for name in candidates:
             try:
-                reply = await self.client.call(
-                    name, "release", wire.encode(wire.Release(spec.name, key, self.self_name)))
+                reply = await self.client.call(name, "release", wire.encode(
+                    wire.Release(spec.name, key, self.self_name, as_home=holder is None)))
             except PhoenixError as exc:
                 raise NodeUnavailable(
                     f"{spec.name}/{key}: {name} may still hold this agent and did not "
@@ -230,4 +251,6 @@ class Migrations:
         waiters = await self.runtime.freeze(spec, request.key, request.to)
         tomb = self.directory.tombstones.get(k)
         record = tomb.record if tomb is not None else None
+        if tomb is not None and tomb.to == request.to:
+            tomb.as_home = request.as_home
         return wire.ReleaseReply(record, record is not None), waiters

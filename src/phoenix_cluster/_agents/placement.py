@@ -164,7 +164,7 @@ class PlacementService:
         k = (spec.name, key)
         homes, directory = self.homes, self.directory
         tomb = directory.tombstones.get(k)
-        if tomb is not None:
+        if tomb is not None and not self.migrations.outlived(spec, key, tomb):
             return self.address(tomb.to)
         if spec.name in self.members.excluded_kinds:  # (inline: see home())
             spec = foreign_kind(spec.name)
@@ -240,7 +240,7 @@ class PlacementService:
         k = (spec.name, key)
         homes, directory = self.homes, self.directory
         tomb = directory.tombstones.get(k)
-        if tomb is not None:
+        if tomb is not None and not self.migrations.outlived(spec, key, tomb):
             return tomb.to, self.address(tomb.to)
         if spec.foreign:
             return self._admit_foreign(spec, key)
@@ -303,7 +303,7 @@ class PlacementService:
                 return None
             await self.migrations.migrate(spec, key, home, reason="leave")
         tomb = directory.tombstones.get(k)
-        if tomb is not None:
+        if tomb is not None and not self.migrations.outlived(spec, key, tomb):
             return tomb.to, self.address(tomb.to)
         if spec.foreign:
             where = self._admit_foreign(spec, key)

@@ -1,0 +1,47 @@
+"""Redirects that must not loop: a home's tombstone outlived the hand-off it recorded.
+
+After a heal the members' views disagree for a moment: a node that sees itself as an
+agent's home pulls the agent from its holder (which leaves a tombstone naming the
+puller), and loses it again when the views agree on another home, the one holding the
+tombstone. Calls then went from the home (tombstone) to the puller, which sent them
+back to the home, for the tombstone's lifetime (60 s).
+"""
+
+from __future__ import annotations
+
+from shared_cluster import key_hosted_by
+
+import phoenix_cluster as phx
+from phoenix_cluster._agents.handoff import Release
+from phoenix_cluster.testing.memory import MemoryCluster, run_virtual
+
+
+class Meter(phx.Agent, kind="tests.memory.meter"):
+    def __init__(self) -> None:
+        self.total = 0
+
+    async def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+
+def test_a_home_whose_tombstone_names_a_node_that_let_the_agent_go_serves_it() -> None:
+    async def main() -> None:
+        async with MemoryCluster(3, seed=0) as cluster:
+            client = await cluster.add("c", role="client")
+            await cluster.wait_settled()
+            key = await key_hosted_by(client, "n1", Meter, prefix="meter-")
+            meter = client.ref(Meter, key).options(timeout=3.0)
+            assert await meter.add(3) == 3
+            placement = cluster.node("n1")._stack.placement
+            assert placement is not None
+            # n2 pulls the agent as if it were its home (n1 freezes it and leaves a
+            # tombstone naming n2), and never hosts it: it is not the home.
+            reply, waiting = await placement.migrations.release(
+                Release("tests.memory.meter", key, "n2", as_home=True))
+            assert reply.record is not None and waiting == []
+            assert (Meter._phx_spec.name, key) in placement.directory.tombstones
+            assert await meter.add(1) == 4  # served at the home, with what was committed
+            assert await cluster.node("n1").where(client.ref(Meter, key)) == "n1"
+
+    run_virtual(main())
