@@ -13,7 +13,7 @@ from functools import partial
 import pytest
 
 import phoenix_cluster as phx
-from phoenix_cluster._registry.messages import StoreReply
+from phoenix_cluster._registry.messages import StoreReply, StoreRequest
 from phoenix_cluster._registry.owner import NameOwner
 from phoenix_cluster._registry.registry import Registry
 from phoenix_cluster._transport.rpc import Services
@@ -140,11 +140,40 @@ async def _no_majority_rolls_back_and_frees_the_name(cluster: MemoryCluster) -> 
     assert await coordinator.registry.lookup(name, cached=False) == 2
 
 
+async def _registrations_reach_the_replicas_in_batches(cluster: MemoryCluster) -> None:
+    """60 registrations at once: every name is stored on its 3 owners, and the replicas
+    received far fewer ``store`` requests than one per registration per replica
+    (``_registry/batching.py``)."""
+    sizes: list[int] = []
+    for node in cluster.nodes:
+        owner = _owner(node)
+
+        def counted(req: StoreRequest,
+                    merge: Callable[[StoreRequest], StoreReply] = owner.on_store) -> StoreReply:
+            if req.mode == "replicate" and req.entries:
+                sizes.append(len(req.entries))
+            return merge(req)
+
+        owner.on_store = counted  # type: ignore[method-assign]
+    names = [f"batch/{i}" for i in range(60)]
+    try:
+        await asyncio.gather(*(cluster.nodes[0].registry.register(n, i)
+                               for i, n in enumerate(names)))
+        await wait_for(lambda: all(_owner(n).store.get(name) is not None
+                                   for n in cluster.nodes for name in names))
+    finally:
+        for node in cluster.nodes:
+            del _owner(node).on_store  # the class's method again
+    assert sum(sizes) == 2 * 60  # each registration reached both other owners
+    assert len(sizes) < 60  # one per registration per replica would be 120
+
+
 def test_registrations_keep_their_guarantees_on_and_off_the_fast_path() -> None:
-    """One 3-member cluster (memory network, virtual time) for the three cases above."""
+    """One 3-member cluster (memory network, virtual time) for the cases above."""
 
     async def scenario() -> None:
         async with MemoryCluster(3) as cluster:
+            await _registrations_reach_the_replicas_in_batches(cluster)
             await _unregister_and_second_registration_wait(cluster)
             await _one_winner_per_contended_name(cluster)
             await _no_majority_rolls_back_and_frees_the_name(cluster)

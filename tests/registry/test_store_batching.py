@@ -1,10 +1,11 @@
 """Registrations replicated in one turn of the loop go to each replica as one ``store``
-(``_registry/batching.py``), and each still gets its own outcome."""
+(``_registry/batching.py``), and each still gets its own outcome. The same on a whole
+cluster is checked in ``test_register_fast_path.py`` (its cluster is shared)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -111,36 +112,3 @@ async def test_closing_the_owner_resolves_what_was_in_flight() -> None:
     assert len(replicas.sent) == 1
     await owned.aclose()
     assert outcome.done() and outcome.result() is None
-
-
-def test_concurrent_registrations_reach_the_replicas_in_batches() -> None:
-    """On a 3-member cluster (memory network, virtual time) 60 registrations at once:
-    every name is stored on its 3 owners, and the replicas received far fewer ``store``
-    requests than one per registration per replica."""
-    from phoenix_cluster._registry.owner import NameOwner
-    from phoenix_cluster.testing.memory import MemoryCluster, run_virtual, wait_for
-
-    async def scenario() -> tuple[int, int]:
-        async with MemoryCluster(3) as cluster:
-            sizes: list[int] = []
-            for node in cluster.nodes:
-                owner: NameOwner = node.registry._owner
-                merge = owner.on_store
-
-                def counted(req: StoreRequest,
-                            merge: Callable[[StoreRequest], StoreReply] = merge) -> StoreReply:
-                    if req.mode == "replicate" and req.entries:
-                        sizes.append(len(req.entries))
-                    return merge(req)
-
-                owner.on_store = counted  # type: ignore[method-assign]
-            caller = cluster.nodes[0]
-            names = [f"batch/{i}" for i in range(60)]
-            await asyncio.gather(*(caller.registry.register(n, i) for i, n in enumerate(names)))
-            await wait_for(lambda: all(n.registry._owner.store.get(name) is not None
-                                       for n in cluster.nodes for name in names))
-            return len(sizes), sum(sizes)
-
-    requests, entries = run_virtual(scenario())
-    assert entries == 2 * 60  # each registration reached both other owners
-    assert requests < 60  # one per registration per replica would be 120
