@@ -143,8 +143,9 @@ class SpanExport:
                     loop.call_soon_threadsafe(finished)
 
         # A daemon thread: an unreachable collector must not hold the process at exit.
-        threading.Thread(target=shutdown, name=f"phx-tracing-{self.node_name}",
-                         daemon=True).start()
+        thread = threading.Thread(target=shutdown, name=f"phx-tracing-{self.node_name}",
+                                  daemon=True)
+        thread.start()
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout_s)
         except TimeoutError:
@@ -156,3 +157,8 @@ class SpanExport:
             self._exporter.shutdown()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), _STOPPED_EXPORT_GRACE_S)
+        # ``done`` is set from the thread's last lines: let it end, so that nothing of
+        # this node's tracing outlives ``aclose`` (on a loaded machine it may not have).
+        deadline = loop.time() + _STOPPED_EXPORT_GRACE_S
+        while thread.is_alive() and loop.time() < deadline:
+            await asyncio.sleep(0.005)
