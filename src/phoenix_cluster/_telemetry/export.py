@@ -159,6 +159,5 @@ class SpanExport:
                 await asyncio.wait_for(asyncio.shield(done), _STOPPED_EXPORT_GRACE_S)
         # ``done`` is set from the thread's last lines: let it end, so that nothing of
         # this node's tracing outlives ``aclose`` (on a loaded machine it may not have).
-        deadline = loop.time() + _STOPPED_EXPORT_GRACE_S
-        while thread.is_alive() and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        if thread.is_alive():
+            await asyncio.to_thread(thread.join, _STOPPED_EXPORT_GRACE_S)
