@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.directory import Tombstone
+from phoenix_cluster._agents.handoff import HandoffRecord
 from phoenix_cluster._agents.placement import PLACE, PlacementService
 from phoenix_cluster._foundation.env import ManualClock
 from phoenix_cluster._ring.ring import HashRing
@@ -35,12 +36,26 @@ class Worker(phx.Agent, kind="tests.placement_routes.worker", placement="statele
         return "pong"
 
 
+class Volatile(phx.Agent, kind="tests.placement_routes.volatile", durability="none"):
+    async def ping(self) -> str:
+        return "pong"
+
+
+class Passive:
+    def __init__(self) -> None:
+        self.passive: dict[str, bytes] = {}
+
+
 class Runtime:
     """What placement asks of the agent runtime for routing: which agents it holds."""
 
     def __init__(self, hosts_agents: bool = True) -> None:
         self.hosts_agents = hosts_agents
         self.held: set[tuple[str, str]] = set()
+        self.kinds: dict[str, Passive] = {}
+
+    def kind(self, spec: Any) -> Passive:
+        return self.kinds.setdefault(spec.name, Passive())
 
     def holds(self, spec: Any, key: str) -> bool:
         return (spec.name, key) in self.held
@@ -100,6 +115,23 @@ def test_a_tombstone_redirects_both_ways_to_where_the_agent_went() -> None:
     assert placement.admit(spec, key) == ("b", ADDRESSES["b"])
     placement.sweep()  # not expired yet
     assert (spec.name, key) in placement.directory.tombstones
+
+
+def test_a_handoff_whose_target_died_is_taken_back_only_if_no_replica_has_it() -> None:
+    # A replicated agent's state is on its replicas: the handed-over record is at best
+    # what they hold, and stale once the target committed. Taken back as a passive copy,
+    # it made this node a second holder, serving the agent's callers here while its
+    # home, back after a heal, served them there.
+    placement, runtime = service("a", ["a", "b", "c"])
+    tombstones = placement.directory.tombstones
+    for kind in (Hashed, Volatile):
+        name = kind._phx_spec.name
+        key = keyed(placement, kind, "b")
+        tombstones[(name, key)] = Tombstone("b", HandoffRecord(name, key, b"\x01"), 1e9)
+    placement.update(HashRing(["a", "c"]), dict(ADDRESSES))  # b died
+    assert tombstones == {}
+    assert runtime.kind(Hashed._phx_spec).passive == {}
+    assert list(runtime.kind(Volatile._phx_spec).passive.values()) == [b"\x01"]
 
 
 def test_a_held_agent_is_served_here_until_its_node_leaves() -> None:

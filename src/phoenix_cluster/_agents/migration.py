@@ -59,7 +59,14 @@ class Migrations:
         """Agents being adopted here: the holder to pull each from."""
 
     def reclaim(self) -> None:
-        """A handoff whose target died before it could serve: take the agent back."""
+        """A handoff whose target died before it could serve: take the agent back.
+
+        Only an agent whose state lives nowhere else (``durability="none"``, crdt
+        kinds): a replicated agent's next activation loads its state from the replicas,
+        which win over any handed-over copy, and the target may have committed much
+        since. Kept here as a passive copy, that stale record would make this node a
+        second holder of the agent: it would serve the agent's callers here while its
+        home, back after a heal, served them there."""
         tombstones, alive = self.directory.tombstones, self.homes.alive
         for k, tomb in list(tombstones.items()):
             if tomb.to in alive or tomb.to == self.self_name:
@@ -70,6 +77,8 @@ class Migrations:
                 continue
             with contextlib.suppress(AgentNotFound):
                 spec = lookup_kind(k[0])
+                if spec.commits_replies:
+                    continue
                 if not self.runtime.holds(spec, k[1]):
                     self.runtime.kind(spec).passive[k[1]] = record.state
                     if record.pinned:
