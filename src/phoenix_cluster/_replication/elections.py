@@ -49,15 +49,10 @@ class Elections(ReplicatorCore):
         lead = self._leads.get(p)
         if lead is None:
             return
-        new = table.members(p)
-        if lead.reconfiguring is not None and new[0] != self.name:
-            # Moved while its replica set changes: step down now (the change sees it and
-            # stops), not when a catch-up to a member that does not answer times out.
-            self._lose(p, "moved")
-            return
         if lead.electing is not None or lead.reconfiguring is not None:
             self._recheck.add(p)
             return
+        new = table.members(p)
         if new[0] != self.name:
             self._lose(p, "moved")
         elif tuple(sorted(new)) != lead.members:
