@@ -150,6 +150,8 @@ class ReplicatorCore:
         self._relead_asking: set[int] = set()
         """Re-elections whose pre-vote runs (``releads.py``, ``_ask_first``)."""
         self._relead_task: asyncio.Task[None] | None = None
+        self._relead_catch_up: set[int] = set()
+        """Re-elections queued to catch a replica up (not for a table change)."""
         self._catch_up_backoff: dict[int, tuple[float, float]] = {}
         """Lagging partition -> (when to ask its primary again, the next interval)."""
         self._table_updated = asyncio.Event()

@@ -120,6 +120,7 @@ class Elections(ReplicatorCore):
         now = self._clock.monotonic()
         if not self._closed and now - self._catch_ups.get(p, -1e18) >= self.settings.retry_s:
             self._catch_ups[p] = now
+            self._relead_catch_up.add(p)
             self._relead(p, lead)
 
     # ----------------------------------------------------------------- elections

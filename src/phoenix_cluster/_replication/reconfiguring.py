@@ -32,9 +32,7 @@ def can_reconfigure(lead: Lead, target: tuple[str, ...], name: str, alive: froze
     """Whether ``lead`` may take the replica set ``target`` (sorted, this node's table,
     which makes this node primary: checked by the caller) by a
     :class:`Reconfiguration`: the lead's config is its one set, to which ``target``
-    only adds members, from which it only removes some, or which it equals (a catch-up
-    of the other members: they may have missed writes while cut off, or restarted with
-    an older file; a replacement re-elects);
+    only adds members or from which it only removes some (a replacement re-elects);
     every member added is alive in this view, and so is a majority of the current set;
     the members kept are a majority of ``target`` (so writes never need an added
     member's acknowledgement, which it gives only once caught up); and every old
@@ -42,7 +40,7 @@ def can_reconfigure(lead: Lead, target: tuple[str, ...], name: str, alive: froze
     an interrupted hand-over, is for a re-election to consult)."""
     old = lead.members
     if (lead.config != (old,) or name not in old
-            or not (set(old) <= set(target) or set(target) < set(old))):
+            or not (set(old) < set(target) or set(target) < set(old))):
         return False
     if not set(target) - set(old) <= alive:
         return False
@@ -108,20 +106,17 @@ class Reconfiguration:
         # that holds each write plus the added members is a majority of the new set).
         state = ctx.store.partition(p)
         entries = [] if state is None else list(state.wire_entries())
-        # A catch-up (the same set) sends every other member everything likewise.
-        refresh = not added and not removed
         catching = list(added)
-        if removed or refresh:
+        if removed:
             catching += [m for m in target if m in old and m != ctx.name]
         caught = await asyncio.gather(*(self._catch_up(m, joint, entries, versions.get(m, {}))
                                         for m in catching))
         if not all(caught) or not self.current():
             return False
         # 4. Mark the new set on every member kept and a majority of each set; then it
-        # alone is the config. (The same set: a majority, as an election's mark; the
-        # others take it in the background.)
-        kept = () if refresh else tuple(m for m in target if m in old)
-        if not await self._mark(joint, kept) or not self.current():
+        # alone is the config.
+        if not await self._mark(joint, tuple(m for m in target if m in old)) \
+                or not self.current():
             return False
         lead.config = (target,)
         lead.members = target

@@ -48,6 +48,15 @@ class Releads(Elections):
         if (lead is None or lead.electing is not None or lead.reconfiguring is not None
                 or self._closed or p in self._relead_asking):
             return None  # lost, or already being re-elected meanwhile
+        if p not in self._relead_catch_up and self._holds_table_set(p, lead):
+            # The table changed back before this re-election's turn (a member cut off and
+            # healed while it was queued): the lead's marked config is the table's set, so
+            # there is nothing to move, and a re-election would hold writes for nothing.
+            # The old sets remembered are inside that config: asking them adds nobody.
+            if all(set(s) <= set(lead.members) for s in self._old.get(p, ())):
+                self._old.pop(p, None)
+            return None
+        self._relead_catch_up.discard(p)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(retrieve)
         self._relead_asking.add(p)
@@ -76,6 +85,12 @@ class Releads(Elections):
             fut.set_result(None)
             return False
         return True
+
+    def _holds_table_set(self, p: int, lead: Lead) -> bool:
+        """Whether ``lead`` writes to exactly its set in this node's table."""
+        table = self._table
+        return (table is not None and lead.config == (lead.members,)
+                and tuple(sorted(table.members(p))) == lead.members)
 
     def _relead_again(self, p: int, lead: Lead) -> None:
         if self._leads.get(p) is lead:
