@@ -21,7 +21,6 @@ import phoenix_cluster as phx
 from phoenix_cluster._agents.agent import KindSpec, kind_spec
 from phoenix_cluster._agents.state import StateStore
 from phoenix_cluster._node import NodeState
-from phoenix_cluster._replication.groups import group_for
 from phoenix_cluster._replication.types import Record
 from phoenix_cluster._transport.base import PeerConnection
 from phoenix_cluster._transport.memory import MemoryConnection, MemoryTransport
@@ -634,36 +633,22 @@ def test_a_write_no_majority_stored_fails_indefinite_and_never_shows() -> None:
 
 def test_writes_after_a_cut_node_heals_do_not_wait_for_its_elections() -> None:
     # One node cut until the others declare it dead (plus a second), then healed, as in
-    # benchmarks/cut_and_heal.py, with 20 ms between members (a write takes 80-120 ms
-    # here). Right after the heal the views disagree for a moment (the healed node sees
-    # one member before the other, and before they see it). Its background elections on
-    # that partial table used to depose the working leaders and fail, and writes waited
-    # until the views agreed (without delays, 0.62 s, and 16 to 22 calls failed with
-    # NoQuorum); background elections now ask first, a read-only pre-vote. The leaders
-    # that stay primary then re-elected their partitions to take the healed member back
-    # (and, queued since the cut, to drop it), and a re-election holds writes for its
-    # prepare, catch-up and mark: writes to their keys waited up to 170 ms. They now
-    # change the replica set under their epoch while writing (docs/design/replication.md,
-    # "Changing a replica set without holding writes"): 80-110 ms.
-    # Keys whose primary is the cut node move away and back; a move still waits for the
-    # new leader's election (up to 0.94 s with seed 1, 0.3 s here): not covered yet.
-    stay_bound_s = 0.125
+    # benchmarks/cut_and_heal.py. Right after the heal the views disagree for a moment
+    # (the healed node sees one member before the other, and before they see it). Its
+    # background elections on that partial table used to depose the working leaders
+    # and fail, and writes waited until the views agreed: 0.62 s here, and 16 to 22 calls
+    # failed with NoQuorum (on a loaded machine, past a call's timeout). Background
+    # elections now ask first, a read-only pre-vote (docs/design/replication.md,
+    # "Background elections ask first").
+    bound_s = 0.25
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         async with MemoryCluster(3, seed=0) as cluster:
             client = await cluster.add("c", role="client")
             await cluster.wait_settled()
-            for a, b in itertools.combinations(["n1", "n2", "n3"], 2):
-                cluster.network.set_link(a, b, delay_s=0.02)
-            replicator = cluster.node("n1")._stack.replicator
-            assert replicator is not None
-            keys = [f"k{i}" for i in range(30)]
-            moving = {key for key in keys
-                      if replicator.primary(group_for(kind_spec(Tally).name, key)) == "n3"}
-            assert 0 < len(moving) < len(keys)
             stop = asyncio.Event()
-            calls: list[tuple[str, float, float, str]] = []  # (key, sent, took, error)
+            calls: list[tuple[float, float, str]] = []  # (sent, took, error)
 
             async def write(key: str) -> None:
                 tally = client.ref(Tally, key).options(timeout=1.0)
@@ -674,12 +659,12 @@ def test_writes_after_a_cut_node_heals_do_not_wait_for_its_elections() -> None:
                         error = ""
                     except phx.PhoenixError as exc:
                         error = f"{type(exc).__name__}: {exc}"
-                    calls.append((key, sent, loop.time() - sent, error))
+                    calls.append((sent, loop.time() - sent, error))
                     await asyncio.sleep(0.05 if error else 0.01)
 
             async with asyncio.TaskGroup() as writers:
-                for key in keys:
-                    writers.create_task(write(key))
+                for i in range(30):
+                    writers.create_task(write(f"k{i}"))
                 await asyncio.sleep(2.0)
                 everyone = {n.name for n in cluster.nodes}
                 cluster.network.cut({"n3"}, everyone - {"n3"})
@@ -694,11 +679,10 @@ def test_writes_after_a_cut_node_heals_do_not_wait_for_its_elections() -> None:
                                30.0, what="every member seeing n3 again")
                 await asyncio.sleep(4.0)
                 stop.set()
-            after = [(key, took, error) for key, sent, took, error in calls if sent >= healed]
+            after = [(took, error) for sent, took, error in calls if sent >= healed]
             assert len(after) > 1000  # the writers kept writing after the heal
-            assert [error for _, _, error in after if error] == []
-            staying = [took for key, took, _ in after if key not in moving]
-            assert max(staying) <= stay_bound_s
+            assert [error for _, error in after if error] == []
+            assert max(took for took, _ in after) <= bound_s
             assert all(n.state is NodeState.RUNNING for n in cluster.nodes)
 
     run_virtual(main())

@@ -36,7 +36,7 @@ from .sending import (
 from .settings import ReplicationSettings
 from .types import ZERO_EPOCH, Config, Epoch, config_members, config_union
 
-__all__ = ["Campaign", "CampaignContext", "Won", "catch_up_chunks"]
+__all__ = ["Campaign", "CampaignContext", "Won"]
 
 _log = logging.getLogger("phoenix_cluster.replication")
 
@@ -73,24 +73,6 @@ class Won:
     config: Config
     plan: Plan
     rounds: int
-
-
-def catch_up_chunks(p: int, config: Config, epoch: Epoch, entries: list[WireEntry],
-                    budget: int) -> list[Accept]:
-    """``entries`` as catch-up accepts of at most about ``budget`` bytes each (one empty
-    accept when there are none)."""
-    chunks: list[Accept] = []
-    current: list[WireEntry] = []
-    size = 0
-    for wire in entries:
-        esize = wire[2].size()
-        if current and size + esize > budget:
-            chunks.append(Accept(p, epoch, config, tuple(current), True))
-            current, size = [], 0
-        current.append(wire)
-        size += esize
-    chunks.append(Accept(p, epoch, config, tuple(current), True))
-    return chunks
 
 
 class Campaign:
@@ -367,8 +349,20 @@ class Campaign:
         return True
 
     def _chunks(self, config: Config, epoch: Epoch, entries: list[WireEntry]) -> list[Accept]:
-        return catch_up_chunks(self.partition, config, epoch, entries,
-                               self.ctx.settings.batch_max_bytes // 2)
+        budget = self.ctx.settings.batch_max_bytes // 2
+        p = self.partition
+        chunks: list[Accept] = []
+        current: list[WireEntry] = []
+        size = 0
+        for wire in entries:
+            esize = wire[2].size()
+            if current and size + esize > budget:
+                chunks.append(Accept(p, epoch, config, tuple(current), True))
+                current, size = [], 0
+            current.append(wire)
+            size += esize
+        chunks.append(Accept(p, epoch, config, tuple(current), True))
+        return chunks
 
     async def _catch_up_local(self, items: list[Accept], mark: Mark) -> Reply:
         store = self.ctx.store

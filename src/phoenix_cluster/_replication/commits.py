@@ -20,6 +20,7 @@ from .._foundation.env import running_loop
 from .._telemetry import events
 from ..errors import NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .core import Durability, Lead, WriteGroup
+from .elections import Elections
 from .groups import DEFAULT_REPLICAS, group_for, group_name, partition_of_group
 from .leader import Quorum
 from .messages import (
@@ -37,7 +38,6 @@ from .messages import (
     encode,
     encode_item,
 )
-from .releads import Releads
 from .replica import ReplicaStore
 from .sending import result_of, retrieve
 from .types import Entry, Epoch, Record, config_members
@@ -91,7 +91,7 @@ class _Part:
         self.size = 0
 
 
-class Commits(Releads):
+class Commits(Elections):
     """Loads and commits on the leader; batches from peers on a replica."""
 
     # ----------------------------------------------------------------- the runtime's API

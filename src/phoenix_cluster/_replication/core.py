@@ -2,8 +2,7 @@
 
 The replicator is built from one class per job, each in its own module, stacked one way:
 :class:`ReplicatorCore` (here: the state, stepping down) is under ``elections.py``
-(eager elections and their queue, the catch-up loop), which is under ``releads.py``
-(re-elections and their queue, replica-set changes without one), which is under
+(eager elections, re-elections and their queues, the catch-up loop), which is under
 ``commits.py`` (the commit path and the handler of peers' batches); ``handover.py``
 (a graceful leave) needs only this core; ``service.py`` puts them together with the
 lifecycle and the membership updates. ``Lead`` and ``WriteGroup`` are plain records and
@@ -74,7 +73,7 @@ class Lead:
     """This node leads a partition: its epoch, replica set and next sequence number."""
 
     __slots__ = ("config", "confirmed", "electing", "epoch", "group", "idle", "inflight",
-                 "members", "reconfiguring", "seq", "undecided")
+                 "members", "seq", "undecided")
 
     def __init__(self, epoch: Epoch, members: tuple[str, ...], next_seq: int,
                  confirmed: float) -> None:
@@ -88,9 +87,6 @@ class Lead:
         """The groups counted in ``inflight`` (``committed`` waits for the earlier ones)."""
         self.idle: asyncio.Event | None = None
         self.electing: asyncio.Future[None] | None = None
-        """A re-election (or a hand-over) runs: new writes wait for it."""
-        self.reconfiguring: asyncio.Future[None] | None = None
-        """The replica set changes under this epoch (``reconfiguring.py``): writes go on."""
         self.group: WriteGroup | None = None
 
 
@@ -148,10 +144,8 @@ class ReplicatorCore:
         self._relead_pending: list[int] = []
         self._relead_queued: set[int] = set()
         self._relead_asking: set[int] = set()
-        """Re-elections whose pre-vote runs (``releads.py``, ``_ask_first``)."""
+        """Re-elections whose pre-vote runs (``elections.py``, ``_ask_first``)."""
         self._relead_task: asyncio.Task[None] | None = None
-        self._relead_catch_up: set[int] = set()
-        """Re-elections queued to catch a replica up (not for a table change)."""
         self._catch_up_backoff: dict[int, tuple[float, float]] = {}
         """Lagging partition -> (when to ask its primary again, the next interval)."""
         self._table_updated = asyncio.Event()

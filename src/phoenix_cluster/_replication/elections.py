@@ -1,6 +1,6 @@
 """Elections of a replicator: eager elections and their batched queue, elections on
-demand, retries, and the catch-up loop of a lagging replica (re-elections and their
-queue: ``releads.py``). Each one is a :class:`Campaign` (``campaign.py``);
+demand, re-elections (a new replica set, a catch-up) and their queue, retries, and the
+catch-up loop of a lagging replica. Each one is a :class:`Campaign` (``campaign.py``);
 docs/design/replication.md, "Electing a leader", is the protocol.
 """
 
@@ -49,7 +49,7 @@ class Elections(ReplicatorCore):
         lead = self._leads.get(p)
         if lead is None:
             return
-        if lead.electing is not None or lead.reconfiguring is not None:
+        if lead.electing is not None:
             self._recheck.add(p)
             return
         new = table.members(p)
@@ -120,7 +120,6 @@ class Elections(ReplicatorCore):
         now = self._clock.monotonic()
         if not self._closed and now - self._catch_ups.get(p, -1e18) >= self.settings.retry_s:
             self._catch_ups[p] = now
-            self._relead_catch_up.add(p)
             self._relead(p, lead)
 
     # ----------------------------------------------------------------- elections
@@ -258,8 +257,91 @@ class Elections(ReplicatorCore):
         self._after_election(p)
 
     def _relead(self, p: int, lead: Lead) -> None:
-        """Re-elect (or reconfigure) a partition this node leads, queued (``releads.py``)."""
-        raise NotImplementedError
+        """Re-elect a partition this node leads (new replica set, or a catch-up), in
+        the batched queue of re-elections."""
+        if (lead.electing is not None or self._closed or p in self._relead_queued
+                or p in self._relead_asking):
+            return
+        # A table change re-elects every partition whose set changed: with three
+        # members, a death or a heal changes all 4,096. Started together, they held
+        # every write of the node (a write waits while its partition is re-elected)
+        # until the last one was done, seconds on a loaded machine. Queued, a partition
+        # keeps serving under its current epoch and config (still a majority, or it
+        # could not have served before) until its turn, EAGER_BATCH at a time.
+        self._relead_queued.add(p)
+        self._relead_pending.append(p)
+        if self._relead_task is None or self._relead_task.done():
+            self._relead_task = self._tasks.spawn(self._releads(), name="releads")
+
+    async def _releads(self) -> None:
+        await self._in_batches(self._relead_pending, self._start_relead)
+
+    def _start_relead(self, p: int) -> asyncio.Future[None] | None:
+        """Re-elect the queued ``p`` unless it was lost or is being re-elected."""
+        self._relead_queued.discard(p)
+        lead = self._leads.get(p)
+        if (lead is None or lead.electing is not None or self._closed
+                or p in self._relead_asking):
+            return None  # lost, or already being re-elected meanwhile
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(retrieve)
+        self._relead_asking.add(p)
+        self._tasks.spawn(self._run_relead(p, lead, fut), name=f"relead-{p}")
+        return fut
+
+    async def _ask_first(self, p: int, lead: Lead, fut: asyncio.Future[None]) -> bool:
+        """The pre-vote of a re-election, while the partition keeps serving (writes do
+        not wait for it). ``False``: the re-election would fail now (a member of a set
+        it needs is not alive in this view, as right after a heal), so it is not held:
+        the lead keeps serving under its current config, which is safe (it is the
+        config its election marked, and a write still needs a majority of it), and the
+        re-election is queued again after ``retry_s``."""
+        try:
+            feasible = await self._campaign(p, lead).feasible()
+        except PhoenixError:
+            feasible = True  # the re-election itself will tell
+        finally:
+            self._relead_asking.discard(p)
+        if self._leads.get(p) is not lead or self._closed or lead.electing is not None:
+            fut.set_result(None)  # lost or re-elected meanwhile
+            return False
+        if not feasible:
+            self._clock.call_later(self.settings.retry_s, partial(self._relead_again, p, lead))
+            fut.set_result(None)
+            return False
+        lead.electing = fut
+        return True
+
+    def _relead_again(self, p: int, lead: Lead) -> None:
+        if self._leads.get(p) is lead:
+            self._relead(p, lead)
+
+    async def _run_relead(self, p: int, lead: Lead, fut: asyncio.Future[None]) -> None:
+        if not await self._ask_first(p, lead, fut):
+            return
+        try:
+            # Let writes of the current epoch finish first: the new promises would
+            # refuse them and fence this very leader.
+            while lead.inflight:
+                lead.idle = asyncio.Event()
+                await lead.idle.wait()
+            await self._elect(p, lead)
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.set_exception(NodeClosed(f"node {self.name} stopped"))
+            raise
+        except Exception as exc:
+            self._elections_failed += 1
+            if self._leads.get(p) is lead:
+                self._lose(p, "no_quorum" if isinstance(exc, NoQuorum) else "fenced")
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(None)
+        finally:
+            lead.electing = None
+        self._after_election(p)
 
     def _after_election(self, p: int) -> None:
         if p in self._recheck and not self._closed:
