@@ -69,7 +69,13 @@ async def test_the_side_holding_the_etcd_lease_survives_even_as_a_minority(
             for i in (1, 2):
                 [line] = decisions(cluster, i)
                 assert "DOWN_SELF by lease" in line, line
-                assert "lease owner id node-1, lease holder None" in line, line
+                # The owner id is the lowest-address member this node reaches: node-1,
+                # unless node-1 downed and exited before node-2 decided (a loaded machine
+                # detects the cut at different times; node-2's changed inputs restart its
+                # timer), and node-2 then stands alone.
+                reachable = line.split("reachable=[", 1)[1].split("]", 1)[0].split(", ")
+                owner = "node-1" if "node-1" in reachable else "node-2"
+                assert f"lease owner id {owner}, lease holder None" in line, line
                 assert "this side did not get the lease" in line, line
             # The cut-off node learns its losses later (Lifeguard slows its probing) and
             # waits its minority head start before acquiring: it decides last.
