@@ -7,8 +7,7 @@ and a keepalive that pings when idle and declares the peer dead after
 
 Invariants:
 
-- A request is in ``_pending`` only once its frame is queued, and leaves it exactly once:
-  by its answer, its timeout, or the connection's loss (every pending request at once).
+- Requests in flight follow :mod:`.pending`'s invariant: each leaves exactly once.
 - The send queue bounds requests and casts only. Replies, pings and goodbyes bypass the
   bound: there is at most one reply per inbound call, inbound calls are capped by
   ``max_inbound_tasks``, and a full queue must never block the answers that would let
@@ -47,7 +46,7 @@ from phoenix_cluster._wire.messages import (
     Redirect,
     Reply,
 )
-from phoenix_cluster.errors import CallTimeout, Overloaded, ProtocolError
+from phoenix_cluster.errors import Overloaded, ProtocolError
 
 from .base import (
     ConnectionBroken,
@@ -59,9 +58,10 @@ from .base import (
 )
 from .handshake import perform_handshake
 from .inbound import InboundRunner
+from .pending import Answer, PendingRequests
 from .sendqueue import SendQueue
 from .settings import TcpSettings
-from .tasks import Callback, LogLimiter, TaskSet, fail_after
+from .tasks import LogLimiter, TaskSet, fail_after
 
 __all__ = ["RETIRE_REASON", "ConnectionOwner", "TcpConnection"]
 
@@ -69,9 +69,6 @@ _log = logging.getLogger("phoenix_cluster.transport")
 
 RETIRE_REASON = "duplicate"
 """``Goodbye.reason`` of a connection retired by the simultaneous-dial tie-break."""
-
-_Answer = Reply | Error | Redirect
-_Waiter = asyncio.Future[_Answer] | Callback[_Answer]
 
 
 class ConnectionOwner(Protocol):
@@ -109,10 +106,8 @@ class TcpConnection:
         self._codec = WireCodec()
         self._state: ConnectionState = "handshaking"
         self._peer: HandshakeResult | None = None
-        # Each pending request with its place among the requests sent here (1, 2, ...):
-        # a Goodbye says how many of them the peer read, so the rest fail definite.
-        self._pending: dict[int, tuple[_Waiter, int]] = {}
-        self._requests_sent = self._requests_read = 0
+        self._pending = PendingRequests(self._clock, lambda: self._who, self._check_drained)
+        self._requests_read = 0
         self._sendq = SendQueue(limit=s.send_queue_frames, batch_bytes=s.write_batch_bytes,
                                 max_frame_bytes=s.max_frame_bytes, clock=self._clock,
                                 bus=owner.bus, metadata=self._metadata)
@@ -195,7 +190,7 @@ class TcpConnection:
     # --- sending --------------------------------------------------------------------
 
     def start_request(self, call: Call, timeout_s: float,
-                      answered: Callable[[_Answer | BaseException], None]) -> bool:
+                      answered: Callable[[Answer | BaseException], None]) -> bool:
         """:meth:`request` with no task: queue ``call`` now and call ``answered`` with
         the answer, or the error that lost it (its timeout, the connection's loss), from
         the code that gets it (the reader). ``False``: nothing was sent (the connection
@@ -208,14 +203,11 @@ class TcpConnection:
         if self._state != "open" or self._sendq.full or rid in self._pending:
             return False
         body = self._encode(call)
-        waiter: Callback[_Answer] = Callback(answered)
-        self._requests_sent = seq = self._requests_sent + 1
-        self._pending[rid] = (waiter, seq)
-        waiter.timer = self._clock.call_later(timeout_s, partial(self._expire, rid, timeout_s))
+        self._pending.start(rid, timeout_s, answered)
         self._sendq.put(body, now=True)  # one frame for a batch of work: no writer turn
         return True
 
-    async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
+    async def request(self, call: Call | Cast, timeout_s: float) -> Answer:
         rid = call.request_id
         if self._state != "open":
             return await self._forward(rid).request(call, timeout_s)
@@ -229,19 +221,10 @@ class TcpConnection:
             if self._state != "open":  # retired while we waited: go to the successor
                 remaining = max(0.0, deadline - clock.monotonic())
                 return await self._forward(rid).request(call, remaining)
-        fut: asyncio.Future[_Answer] = self._loop.create_future()
-        self._requests_sent = seq = self._requests_sent + 1
-        self._pending[rid] = entry = (fut, seq)
+        fut: asyncio.Future[Answer] = self._loop.create_future()
+        entry = self._pending.expect(rid, fut)
         self._sendq.put(body)
-        expire = partial(self._expire, rid, timeout_s)
-        timer = clock.call_later(deadline - clock.monotonic(), expire)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            if self._pending.get(rid) is entry:
-                del self._pending[rid]
-                self._check_drained()
+        return await self._pending.wait(rid, fut, entry, timeout_s, deadline)
 
     async def send(self, frame: Frame, *, timeout_s: float | None = None) -> None:
         if isinstance(frame, HANDSHAKE_MESSAGES):
@@ -258,7 +241,7 @@ class TcpConnection:
                 await self._forward(rid).send(frame, timeout_s=timeout_s)
                 return
         if isinstance(frame, Call | Cast):  # the peer counts it among the requests it read
-            self._requests_sent += 1
+            self._pending.count_sent()
         self._sendq.put(body)
 
     def _forward(self, rid: int | None) -> TcpConnection:
@@ -294,7 +277,7 @@ class TcpConnection:
         if self._state in ("open", "retiring"):
             self._sendq.put(self._codec.encode(frame))
 
-    def _answer(self, frame: _Answer, now: bool = False) -> None:
+    def _answer(self, frame: Answer, now: bool = False) -> None:
         if self._state not in ("open", "retiring"):
             return  # the peer is gone; nobody to answer
         try:
@@ -304,15 +287,8 @@ class TcpConnection:
                                             message=exc.message, definite=False))
         self._sendq.put(body, now=now)
 
-    def _answer_now(self, frame: _Answer) -> None:
+    def _answer_now(self, frame: Answer) -> None:
         self._answer(frame, now=True)
-
-    def _expire(self, rid: int, timeout_s: float) -> None:
-        entry = self._pending.pop(rid, None)
-        if entry is not None and not (fut := entry[0]).done():
-            fut.set_exception(CallTimeout(
-                f"no reply from {self._who} to request {rid} within {timeout_s}s", request_id=rid))
-        self._check_drained()
 
     # --- background loops -----------------------------------------------------------
 
@@ -372,12 +348,8 @@ class TcpConnection:
 
     def _dispatch(self, msg: Frame) -> None:
         if isinstance(msg, Reply | Error | Redirect):
-            entry = self._pending.pop(msg.request_id, None)
-            if entry is None:
+            if not self._pending.answer(msg):
                 _log.debug("late or unknown answer %d from %s ignored", msg.request_id, self._who)
-            elif not (fut := entry[0]).done():
-                fut.set_result(msg)
-            self._check_drained()
         elif isinstance(msg, Call | Cast):
             # Once closing, a request is left unread: our Goodbye told the peer how many
             # we read, so it knows this one never ran and sends it elsewhere.
@@ -477,14 +449,7 @@ class TcpConnection:
         self._close_exc = exc
         if self._retire_timer is not None:
             self._retire_timer.cancel()
-        pending, self._pending = self._pending, {}
-        for rid, (fut, seq) in pending.items():  # every pending request fails at once
-            if not fut.done():
-                unread = 0 <= peer_read < seq
-                message = (f"{exc.message}; it did not read request {rid}" if unread
-                           else exc.message)
-                fut.set_exception(type(exc)(message, peer=exc.peer, request_id=rid,
-                                            definite=True if unread else None))
+        self._pending.fail_all(exc, peer_read)
         self._sendq.release_waiters()
         if goodbye is not None and not hard:
             self._sendq.put(self._codec.encode(Goodbye(reason=goodbye,

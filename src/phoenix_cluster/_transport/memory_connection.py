@@ -15,13 +15,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
 from phoenix_cluster._foundation.env import Clock, Env, TimerHandle
 from phoenix_cluster._wire.codec import WireCodec
 from phoenix_cluster._wire.messages import Call, Cast, Error, Frame, Goodbye, Redirect, Reply
-from phoenix_cluster.errors import CallTimeout, ProtocolError
+from phoenix_cluster.errors import ProtocolError
 
 from .base import (
     ConnectionBroken,
@@ -33,14 +32,12 @@ from .base import (
 )
 from .inbound import InboundRunner
 from .memory_links import LinkModel
-from .tasks import Callback
+from .pending import Answer, PendingRequests
 
 __all__ = ["ConnectionOwner", "FramePipe", "MemoryConnection"]
 
 _log = logging.getLogger("phoenix_cluster.transport")
 
-_Answer = Reply | Error | Redirect
-_Waiter = asyncio.Future[_Answer] | Callback[_Answer]
 _MAX_INBOUND_TASKS = 10_000
 
 
@@ -125,9 +122,8 @@ class MemoryConnection:
         self._clock = owner.env.clock
         self._codec = WireCodec()
         self._state: ConnectionState = "open"
-        # As in TcpConnection: each pending request with its place among those sent.
-        self._pending: dict[int, tuple[_Waiter, int]] = {}
-        self._requests_sent = self._requests_read = 0
+        self._pending = PendingRequests(self._clock, lambda: self._peer_name)
+        self._requests_read = 0
         self._inbound = InboundRunner(self, owner.handler, answer=self._answer,
                                       on_idle=_nothing, limit=_MAX_INBOUND_TASKS,
                                       name=self._peer_address)
@@ -160,7 +156,7 @@ class MemoryConnection:
         return self._state == "open"
 
     def start_request(self, call: Call, timeout_s: float,
-                      answered: Callable[[_Answer | BaseException], None]) -> bool:
+                      answered: Callable[[Answer | BaseException], None]) -> bool:
         """:meth:`request` with no task: queue ``call`` now and call ``answered`` with
         the answer, or the error that lost it (its timeout, the connection's loss), from
         the code that gets it (the reader). ``False``: nothing was sent (the connection
@@ -173,36 +169,27 @@ class MemoryConnection:
         if self._state != "open" or rid in self._pending:
             return False
         body = self._encode(call)
-        waiter: Callback[_Answer] = Callback(answered)
-        self._requests_sent = seq = self._requests_sent + 1
-        self._pending[rid] = (waiter, seq)
-        waiter.timer = self._clock.call_later(timeout_s, partial(self._expire, rid, timeout_s))
+        self._pending.start(rid, timeout_s, answered)
         self._put(body)
         return True
 
-    async def request(self, call: Call | Cast, timeout_s: float) -> _Answer:
+    async def request(self, call: Call | Cast, timeout_s: float) -> Answer:
         rid = call.request_id
         self._check_open(rid)
         if rid in self._pending:
             raise ValueError(f"request id {rid} is already in flight to {self._peer_name}")
         body = self._encode(call)
-        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self._requests_sent = seq = self._requests_sent + 1
-        self._pending[rid] = entry = (fut, seq)
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        entry = self._pending.expect(rid, fut)
         self._put(body)
-        timer = self._clock.call_later(timeout_s, lambda: self._expire(rid, timeout_s))
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            if self._pending.get(rid) is entry:
-                del self._pending[rid]
+        deadline = self._clock.monotonic() + timeout_s
+        return await self._pending.wait(rid, fut, entry, timeout_s, deadline)
 
     async def send(self, frame: Frame, *, timeout_s: float | None = None) -> None:
         self._check_open(getattr(frame, "request_id", None))
         body = self._encode(frame)
         if isinstance(frame, Call | Cast):  # the peer counts it among the requests it read
-            self._requests_sent += 1
+            self._pending.count_sent()
         self._put(body)
 
     def close(self, reason: str = "closed") -> None:
@@ -282,9 +269,7 @@ class MemoryConnection:
             self.fail(f"protocol error from {self._peer_name}: {exc.message}")
             return
         if isinstance(msg, Reply | Error | Redirect):
-            entry = self._pending.pop(msg.request_id, None)
-            if entry is not None and not (fut := entry[0]).done():
-                fut.set_result(msg)
+            self._pending.answer(msg)
         elif isinstance(msg, Call | Cast):
             self._requests_read += 1
             self._inbound.start(msg)
@@ -293,7 +278,7 @@ class MemoryConnection:
                                        f" ({msg.reason})", peer=self._peer_name),
                       peer_read=msg.requests_read)
 
-    def _answer(self, frame: _Answer) -> None:
+    def _answer(self, frame: Answer) -> None:
         if self._state != "open":
             return  # the peer is gone; nobody to answer
         try:
@@ -303,26 +288,13 @@ class MemoryConnection:
                                             message=exc.message, definite=False))
         self._put(body)
 
-    def _expire(self, rid: int, timeout_s: float) -> None:
-        entry = self._pending.pop(rid, None)
-        if entry is not None and not (fut := entry[0]).done():
-            fut.set_exception(CallTimeout(f"no reply from {self._peer_name} to request"
-                                          f" {rid} within {timeout_s}s", request_id=rid))
-
     def _end(self, exc: TransportError, *, peer_read: int = -1) -> None:
         if self._state != "open":
             return
         self._state, self._close_exc = "closing", exc
         if isinstance(exc, ConnectionBroken):
             self._pipe.clear()  # a crash loses what was still in flight
-        pending, self._pending = self._pending, {}
-        for rid, (fut, seq) in pending.items():
-            if not fut.done():
-                unread = 0 <= peer_read < seq  # its Goodbye says it never read this one
-                message = (f"{exc.message}; it did not read request {rid}" if unread
-                           else exc.message)
-                fut.set_exception(type(exc)(message, peer=exc.peer, request_id=rid,
-                                            definite=True if unread else None))
+        self._pending.fail_all(exc, peer_read)  # its Goodbye says which it never read
         self._inbound.cancel()
         self._owner.spawn_close(self)
 
