@@ -7,16 +7,20 @@ out of ``placement.py``; these tests pin what the routing of every message relie
 
 from __future__ import annotations
 
+import asyncio
+
 import phoenix_cluster as phx
 from phoenix_cluster._agents import handoff as wire
 from phoenix_cluster._agents.directory import Directory
 from phoenix_cluster._agents.home_table import HomeTable
 from phoenix_cluster._agents.member_loads import MemberLoads
 from phoenix_cluster._foundation.env import ManualClock
+from phoenix_cluster._placement.policies import NodeLoad
 from phoenix_cluster._ring.hashing import key_hash
 from phoenix_cluster._ring.partitions import partition_of, partition_point
 from phoenix_cluster._ring.ring import HashRing
 from phoenix_cluster._transport.tasks import TaskSet
+from phoenix_cluster.errors import NodeUnavailable
 
 KIND = "tests.home_table.thing"
 KEYS = [f"k{i}" for i in range(200)]
@@ -170,3 +174,46 @@ def test_a_new_view_drops_dead_hosts_pins_and_learnt_routes() -> None:
     directory.view_changed()
     assert directory.pins == {(kind, "y"): "c"}
     assert directory.routes == {}
+
+
+class PollAnswers(wire.PlacementClient):
+    """Answers ``$placement.load`` for the members in ``answering``; the rest time out."""
+
+    def __init__(self, homes: HomeTable) -> None:
+        super().__init__(None, homes.addresses.__getitem__, 1.0)
+        self.answering: set[str] = set()
+
+    async def call(self, name: str, method: str, payload: bytes,
+                   timeout_s: float | None = None) -> bytes:
+        if method != "load" or name not in self.answering:
+            raise NodeUnavailable(f"{name} did not answer", definite=True)
+        return wire.encode(NodeLoad(name, 0, kinds=(Hashed._phx_spec.name,)))
+
+
+def test_a_member_back_after_a_cut_keeps_its_kinds_until_it_answers_a_poll() -> None:
+    # Its agents' holders asked "does the home host the kind?" right after the heal; a
+    # home too busy to answer that poll seemed to host nothing, and they stood in for it:
+    # calls then bounced between it and them (benchmarks/cut_and_heal.py, 50 s).
+    async def main() -> None:
+        kind = Hashed._phx_spec.name
+        homes, _, clock = table("a", ["a", "b", "c"])
+        polls = PollAnswers(homes)
+        loads = MemberLoads(homes, polls, lambda: (0, 0.0, 0.0), TaskSet("test"))
+        polls.answering = {"b", "c"}
+        assert await loads.home_hosts(kind, "b") is True
+        assert homes.update(HashRing(["a", "c"]), dict(ADDRESSES))  # b declared dead
+        clock.advance(2.0)
+        assert "b" not in await loads.loads()
+        polls.answering = {"c"}  # b is back, and misses the first poll
+        assert homes.update(HashRing(["a", "b", "c"]), dict(ADDRESSES))
+        clock.advance(2.0)
+        assert await loads.home_hosts(kind, "b") is True
+        # A member that never answered is not known to lack the kind.
+        assert homes.update(HashRing(["a", "b", "c", "d"]), {**ADDRESSES, "d": "10.0.0.4:1"})
+        clock.advance(2.0)
+        assert await loads.home_hosts(kind, "d") is None
+        polls.answering = {"b", "c", "d"}
+        clock.advance(2.0)
+        assert await loads.home_hosts(kind, "d") is True
+
+    asyncio.run(main())

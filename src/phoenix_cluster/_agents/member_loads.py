@@ -57,6 +57,9 @@ class MemberLoads:
         """Per kind, from the last poll: a live member hosting it runs a newer
         application version than this one (new activations go there)."""
         self._loads: dict[str, NodeLoad] = {}
+        self._reports: dict[str, NodeLoad] = {}
+        """Every member's last answer, kept while it is away: a member back after a cut
+        (or busy) that misses a poll keeps its kinds rather than seeming to host none."""
         self._loads_at = -1e18
         self._loads_task: asyncio.Task[None] | None = None
 
@@ -129,12 +132,15 @@ class MemberLoads:
 
         names = sorted(self.homes.alive)
         results = await asyncio.gather(*(one(n) for n in names))
-        previous = self._loads
-        # A member too busy to answer in time keeps its last report rather than
-        # vanishing from the choice (which would send every new agent elsewhere).
+        reports = self._reports
+        # A member too busy to answer in time, or just back after a cut, keeps its last
+        # report rather than vanishing from the choice (which would send every new agent
+        # elsewhere, and make its agents' holders stand in for a home that hosts them).
         loads: dict[str, NodeLoad] = {}
         for name, load in zip(names, results, strict=True):
-            known = load or previous.get(name)
+            if load is not None:
+                reports[name] = load
+            known = reports.get(name)
             if known is not None:
                 loads[name] = known
         self._loads = loads
@@ -162,14 +168,17 @@ class MemberLoads:
         except AgentNotFound:
             return None
 
-    async def home_hosts(self, kind: str, home: str) -> bool:
+    async def home_hosts(self, kind: str, home: str) -> bool | None:
         """Whether member ``home`` runs ``kind`` itself: it reports hosting the kind, at
-        the newest application version among the members that do (polled loads)."""
+        the newest application version among the members that do (polled loads).
+        ``None``: not known, ``home`` never answered a poll."""
         loads = await self.loads()
         if home == self.self_name:
             return self.hosts(kind) and not self.outdated(kind)
         load = loads.get(home)
-        if load is None or not load.hosts(kind):
+        if load is None:
+            return None
+        if not load.hosts(kind):
             return False
         _, newest = newest_capable(loads, self.homes.alive, kind)
         return version_key(load.app_version) >= newest

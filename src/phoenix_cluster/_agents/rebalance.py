@@ -65,6 +65,9 @@ class Rebalancer:
         self._changed = changed
         self.moved = 0
         self.failed = 0
+        self._unsure = False
+        """The last :meth:`follow_homes` left agents whose home never answered a poll:
+        the next tick looks again."""
 
     async def run(self) -> None:
         """Forever: after each table change move agents to their homes; every
@@ -74,6 +77,8 @@ class Rebalancer:
                 async with asyncio.timeout(self.interval_s):
                     await self._changed.wait()
             except TimeoutError:
+                if self._unsure:
+                    await self.follow_homes()
                 await self.balance_load()
                 await self.return_stand_ins()
                 continue
@@ -95,6 +100,8 @@ class Rebalancer:
         me = placement.self_name
         moves: list[tuple[KindSpec, str, str]] = []
         upgrades: list[tuple[KindSpec, str, str]] = []
+        self._unsure = False
+        stand_ins: list[str] = []  # new ones, for the log
         if placement.rpc is not None:
             with contextlib.suppress(PhoenixError):
                 await members.loads()  # the members' kinds and versions, as of now
@@ -111,17 +118,31 @@ class Rebalancer:
             if home == me:
                 continue
             k = (spec.name, key)
-            home_hosts = not spec.hashed or await members.home_hosts(spec.name, home)
+            home_hosts = True if not spec.hashed else await members.home_hosts(spec.name, home)
+            if home_hosts is None and not placement.leaving:
+                # The home never answered a poll (just back after a cut, or busy): not
+                # known to lack the kind, so no reason to stand in for it. The agent
+                # stays as it is (an unpinned one is pulled by its home at the first
+                # call there); the next tick looks again.
+                self._unsure = True
+                if k in directory.pinned_here:
+                    await self._repin(spec, key, home, stand_in=k in directory.stand_in)
+                continue
             if k in directory.pinned_here or not home_hosts:
                 if not placement.leaving and (k not in directory.stand_in or not home_hosts):
                     # Pinned here, or a hash agent whose new home lacks its kind: it
                     # stays, registered with the home (as its stand-in).
+                    if not home_hosts and k not in directory.stand_in:
+                        stand_ins.append(f"{spec.name}/{key} (home {home})")
                     await self._repin(spec, key, home, stand_in=not home_hosts)
                     continue
                 if not spec.hashed or not home_hosts:
                     # Leaving with its node: its home places it again.
                     home = await self._new_host(spec, key, home)
             moves.append((spec, key, home))
+        if stand_ins:  # one line per pass: an operator sees why agents stay here
+            _log.info("standing in for %d agents whose homes do not report hosting their "
+                      "kinds, e.g. %s", len(stand_ins), stand_ins[0])
         moved = await self._move(moves, "leave" if placement.leaving else "join")
         return moved + await self._move(upgrades, "upgrade")
 
