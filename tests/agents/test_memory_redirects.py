@@ -9,9 +9,11 @@ back to the home, for the tombstone's lifetime (60 s).
 
 from __future__ import annotations
 
+import pytest
 from shared_cluster import key_hosted_by
 
 import phoenix_cluster as phx
+from phoenix_cluster._agents.directory import Tombstone
 from phoenix_cluster._agents.handoff import Release
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual
 
@@ -43,5 +45,29 @@ def test_a_home_whose_tombstone_names_a_node_that_let_the_agent_go_serves_it() -
             assert (Meter._phx_spec.name, key) in placement.directory.tombstones
             assert await meter.add(1) == 4  # served at the home, with what was committed
             assert await cluster.node("n1").where(client.ref(Meter, key)) == "n1"
+
+    run_virtual(main())
+
+
+def test_a_redirect_loop_fails_at_the_deadline_naming_the_nodes_it_went_through() -> None:
+    # Views that disagree until the deadline: the home pins the agent at n2, whose
+    # tombstone sends it back to the home. The error says where the calls went, so the
+    # loop can be read from a client's log.
+    async def main() -> None:
+        async with MemoryCluster(3, seed=0) as cluster:
+            client = await cluster.add("c", role="client")
+            await cluster.wait_settled()
+            key = await key_hosted_by(client, "n1", Meter, prefix="loop-")
+            k = (Meter._phx_spec.name, key)
+            home, other = cluster.node("n1")._stack.placement, cluster.node("n2")._stack.placement
+            assert home is not None and other is not None
+            home.directory.pins[k] = "n2"
+            other.directory.tombstones[k] = Tombstone("n1", None, expires=1e18)
+            with pytest.raises(phx.NodeUnavailable) as caught:
+                await client.ref(Meter, key).options(timeout=1.0).add(1)
+            assert caught.value.definite  # nothing ran anywhere
+            message = caught.value.message
+            assert "more than 4 redirects (" in message, message
+            assert "n2 -> n1 -> n2 -> n1 -> n2" in message, message
 
     run_virtual(main())

@@ -206,6 +206,8 @@ class Router:
         deadline = clock.monotonic() + timeout_s
         sent = False
         hops = resends = dials = reroutes = 0
+        path = [address]  # where this route went: its first address, then the redirects'
+        # owners (for the error that reports a loop)
         try:
             while True:
                 remaining = deadline - clock.monotonic()
@@ -239,6 +241,7 @@ class Router:
                         return await self._serve_here(spec, key, self._call_frame(
                             request_id, spec, key, method, payload, deadline, headers), deadline)
                     address, hops = rerouted, 0
+                    path[:] = [rerouted]
                     continue
                 except TimeoutError:
                     raise CallTimeout(
@@ -266,6 +269,7 @@ class Router:
                     return answer.payload
                 if isinstance(answer, Redirect):
                     hops += 1
+                    path.append(answer.owner or answer.address)
                     if hops > MAX_REDIRECTS:
                         # A loop: the members' views disagree while a join, a leave or a
                         # failover spreads. Nothing ran; wait for them to converge and route
@@ -274,8 +278,9 @@ class Router:
                         if backoff is None:
                             raise NodeUnavailable(
                                 f"{spec.name}/{key}: more than {MAX_REDIRECTS} redirects "
-                                f"(last to {answer.owner} at {answer.address}); the cluster's "
-                                "views disagreed until the call's deadline",
+                                f"({' -> '.join(path)}; last to {answer.owner} at "
+                                f"{answer.address}); the cluster's views disagreed until the "
+                                "call's deadline",
                                 definite=not sent, request_id=request_id,
                             )
                         reroutes += 1
@@ -287,6 +292,7 @@ class Router:
                                 request_id, spec, key, method, payload, deadline, headers),
                                 deadline)
                         address, hops = rerouted, 0
+                        path[:] = [rerouted]
                         continue
                     self.redirects_followed += 1
                     tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
