@@ -10,6 +10,7 @@ handed an agent off keeps a :class:`Tombstone` that redirects stragglers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import msgspec
@@ -25,6 +26,8 @@ from .home_table import HomeTable
 from .member_loads import MemberLoads
 
 __all__ = ["MAX_ROUTES", "Directory", "Key", "Tombstone"]
+
+_log = logging.getLogger("phoenix_cluster.agents")
 
 Key = tuple[str, str]
 
@@ -145,6 +148,16 @@ class Directory:
             if pin == claim.host:
                 del self.pins[k]
             return wire.ClaimReply(True, "")
+        tomb = self.tombstones.get(k)
+        if tomb is not None and tomb.to == claim.host and pin != claim.host:
+            # The node this home handed the agent to asks to host it, so it no longer
+            # holds it (a replicated agent's activation goes when its partition's lead
+            # moves). Following the tombstone would send callers there and back, as
+            # neither holds the agent, until it expired (60 s): drop it; the agent is
+            # served here, from what its replicas committed.
+            del self.tombstones[k]
+            _log.info("%s/%s: %s, which this home handed it to, no longer holds it; "
+                      "serving it here", claim.kind, claim.key, claim.host)
         members = self.members
         foreign = not members.hosts(claim.kind) or members.outdated(claim.kind)
         if claim.force or pin == claim.host:
