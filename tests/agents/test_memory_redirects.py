@@ -9,12 +9,16 @@ back to the home, for the tombstone's lifetime (60 s).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 from shared_cluster import key_hosted_by
 
 import phoenix_cluster as phx
 from phoenix_cluster._agents.directory import Tombstone
 from phoenix_cluster._agents.handoff import Release
+from phoenix_cluster._agents.placement import PlacementService
 from phoenix_cluster.testing.memory import MemoryCluster, run_virtual
 
 
@@ -27,16 +31,27 @@ class Meter(phx.Agent, kind="tests.memory.meter"):
         return self.total
 
 
+@contextlib.asynccontextmanager
+async def key_at_n1(prefix: str) -> AsyncIterator[tuple[MemoryCluster, phx.Node, str]]:
+    """Three members, a client, and a key of :class:`Meter` whose home is n1."""
+    async with MemoryCluster(3, seed=0) as cluster:
+        client = await cluster.add("c", role="client")
+        await cluster.wait_settled()
+        yield cluster, client, await key_hosted_by(client, "n1", Meter, prefix=prefix)
+
+
+def placement_of(cluster: MemoryCluster, name: str) -> PlacementService:
+    placement = cluster.node(name)._stack.placement
+    assert placement is not None
+    return placement
+
+
 def test_a_home_whose_tombstone_names_a_node_that_let_the_agent_go_serves_it() -> None:
     async def main() -> None:
-        async with MemoryCluster(3, seed=0) as cluster:
-            client = await cluster.add("c", role="client")
-            await cluster.wait_settled()
-            key = await key_hosted_by(client, "n1", Meter, prefix="meter-")
+        async with key_at_n1("meter-") as (cluster, client, key):
             meter = client.ref(Meter, key).options(timeout=3.0)
             assert await meter.add(3) == 3
-            placement = cluster.node("n1")._stack.placement
-            assert placement is not None
+            placement = placement_of(cluster, "n1")
             # n2 pulls the agent as if it were its home (n1 freezes it and leaves a
             # tombstone naming n2), and never hosts it: it is not the home.
             reply, waiting = await placement.migrations.release(
@@ -54,15 +69,11 @@ def test_a_redirect_loop_fails_at_the_deadline_naming_the_nodes_it_went_through(
     # tombstone sends it back to the home. The error says where the calls went, so the
     # loop can be read from a client's log.
     async def main() -> None:
-        async with MemoryCluster(3, seed=0) as cluster:
-            client = await cluster.add("c", role="client")
-            await cluster.wait_settled()
-            key = await key_hosted_by(client, "n1", Meter, prefix="loop-")
+        async with key_at_n1("loop-") as (cluster, client, key):
             k = (Meter._phx_spec.name, key)
-            home, other = cluster.node("n1")._stack.placement, cluster.node("n2")._stack.placement
-            assert home is not None and other is not None
-            home.directory.pins[k] = "n2"
-            other.directory.tombstones[k] = Tombstone("n1", None, expires=1e18)
+            placement_of(cluster, "n1").directory.pins[k] = "n2"
+            tombstone = Tombstone("n1", None, expires=1e18)
+            placement_of(cluster, "n2").directory.tombstones[k] = tombstone
             with pytest.raises(phx.NodeUnavailable) as caught:
                 await client.ref(Meter, key).options(timeout=1.0).add(1)
             assert caught.value.definite  # nothing ran anywhere
@@ -79,14 +90,10 @@ def test_a_home_whose_tombstone_names_a_node_that_no_longer_holds_the_agent_serv
     # the home) until the tombstone expired, 60 s (benchmarks/cut_and_heal.py). n2's
     # claim at the home tells the home n2 does not hold it.
     async def main() -> None:
-        async with MemoryCluster(3, seed=0) as cluster:
-            client = await cluster.add("c", role="client")
-            await cluster.wait_settled()
-            key = await key_hosted_by(client, "n1", Meter, prefix="stale-")
+        async with key_at_n1("stale-") as (cluster, client, key):
             meter = client.ref(Meter, key).options(timeout=3.0)
             assert await meter.add(5) == 5
-            home = cluster.node("n1")._stack.placement
-            assert home is not None
+            home = placement_of(cluster, "n1")
             k = (Meter._phx_spec.name, key)
             home.directory.tombstones[k] = Tombstone("n2", None, expires=1e18)
             assert await meter.add(1) == 6  # served at the home
