@@ -149,12 +149,14 @@ class Directory:
                 del self.pins[k]
             return wire.ClaimReply(True, "")
         tomb = self.tombstones.get(k)
-        if tomb is not None and tomb.to == claim.host and pin != claim.host:
+        if (tomb is not None and tomb.to == claim.host and pin != claim.host
+                and self.members.spec_for(claim.kind).commits_replies):
             # The node this home handed the agent to asks to host it, so it no longer
             # holds it (a replicated agent's activation goes when its partition's lead
             # moves). Following the tombstone would send callers there and back, as
             # neither holds the agent, until it expired (60 s): drop it; the agent is
-            # served here, from what its replicas committed.
+            # served here, from what its replicas committed. (An agent whose state
+            # lives nowhere else keeps its tombstone: its record may be that state.)
             del self.tombstones[k]
             _log.info("%s/%s: %s, which this home handed it to, no longer holds it; "
                       "serving it here", claim.kind, claim.key, claim.host)
