@@ -42,6 +42,11 @@ def _quick_option(
     return click.option("--quick", is_flag=True, help=help)
 
 
+def _loop_option(help: str) -> Callable[[_F], _F]:
+    return click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]),
+                        default="auto", show_default=True, help=help)
+
+
 def _measure(module: Any, run: Callable[[Progress], Any], json_path: Path | None) -> None:
     """Run a benchmark with progress lines on stderr, print its report, save its JSON."""
     from rich.console import Console
@@ -73,13 +78,7 @@ def bench() -> None:
 @bench.command("local")
 @_json_option
 @_quick_option()
-@click.option(
-    "--loop",
-    type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
-    show_default=True,
-    help="Event loop to measure with; auto uses uvloop when it is installed.",
-)
+@_loop_option("Event loop to measure with; auto uses uvloop when it is installed.")
 def local(json_path: Path | None, quick: bool, loop: str) -> None:
     """Single-node figures: call latency and throughput, casts, activations, memory.
 
@@ -95,13 +94,7 @@ def local(json_path: Path | None, quick: bool, loop: str) -> None:
 @bench.command("cluster")
 @_json_option
 @_quick_option()
-@click.option(
-    "--loop",
-    type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
-    show_default=True,
-    help="Event loop of the measuring client; asyncio also keeps the nodes off uvloop.",
-)
+@_loop_option("Event loop of the measuring client; asyncio also keeps the nodes off uvloop.")
 def cluster(json_path: Path | None, quick: bool, loop: str) -> None:
     """Cross-node figures: call latency, pipelined calls and casts over loopback TCP.
 
@@ -145,13 +138,7 @@ def remote(json_path: Path | None, quick: bool, transport: str) -> None:
 @_quick_option(help="A tenth of the sizes and one round (a smoke run).")
 @click.option("--rounds", type=click.IntRange(1, 20), default=None,
               help="Rounds to take the medians over [default: 3; 1 with --quick].")
-@click.option(
-    "--loop",
-    type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
-    show_default=True,
-    help="Event loop of the client; asyncio also keeps the nodes and the baseline off uvloop.",
-)
+@_loop_option("Event loop of the client; asyncio also keeps the nodes and the baseline off uvloop.")
 def compare(json_path: Path | None, quick: bool, rounds: int | None, loop: str) -> None:
     """Phoenix side by side with the raw asyncio baseline (and Ray when importable).
 
@@ -237,13 +224,7 @@ def roll(json_path: Path | None, nodes: int, rolls: int, durable: bool, keys: in
 @bench.command("registry")
 @_json_option
 @_quick_option()
-@click.option(
-    "--loop",
-    type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
-    show_default=True,
-    help="Event loop of the measuring client (the nodes run phx node's, uvloop).",
-)
+@_loop_option("Event loop of the measuring client (the nodes run phx node's, uvloop).")
 def registry(json_path: Path | None, quick: bool, loop: str) -> None:
     """Registry and pub/sub figures: registrations, lookups, fan-out, memory per name.
 
