@@ -56,6 +56,11 @@ LEADERS_WAIT_S = 20.0
 """How long a heal waits for every partition to have a leader before striking again."""
 
 CHAOS_IMPORTS = ["phoenix_cluster.testing.chaos_agents"]
+CHAOS_STARTUP_TIMEOUT_S = 120.0
+"""How long a node of a chaos run may take to print READY, at the start and after each
+restart: a run lasts minutes, and on a loaded 2-core machine five nodes starting at once
+(each electing its share of the partitions) took more than LocalCluster's default 30 s.
+A slow start is not a verdict; a run that gives up on one checks nothing."""
 """What the cluster's nodes import to host :class:`ChaosCounter`."""
 
 _log = logging.getLogger("phoenix_cluster.chaos")
@@ -373,7 +378,8 @@ async def run_chaos(*, seconds: float, seed: int, nodes: int = 3, keys: int = 24
     names = [f"chaos-{i}" for i in range(keys)]
     history = History()
     node_args = ["--data-dir", data_dir] if data_dir is not None else []
-    async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
+    async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args,
+                            startup_timeout_s=CHAOS_STARTUP_TIMEOUT_S) as cluster:
         client = await cluster.client(listen=None)
         stop = asyncio.Event()
         tasks = start_writers(client, names, history, stop, rng, workers)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from .._node import Node
 from ..errors import PhoenixError
 from ._local_cluster import LocalCluster
-from .chaos import CHAOS_IMPORTS, FAULTS, Nemesis
+from .chaos import CHAOS_IMPORTS, CHAOS_STARTUP_TIMEOUT_S, FAULTS, Nemesis
 from .chaos_agents import ChaosRegister
 from .linearizability import DEFAULT_MAX_STEPS, KeyResult, Op, OpKind, check_history
 
@@ -243,7 +243,8 @@ async def run_register(*, seconds: float, seed: int, nodes: int = 3, keys: int =
     rng = random.Random(seed)
     tell = say if say is not None else _log.info
     node_args = ["--data-dir", data_dir] if data_dir is not None else []
-    async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
+    async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args,
+                            startup_timeout_s=CHAOS_STARTUP_TIMEOUT_S) as cluster:
         client = await cluster.client(listen=None)
         workload = RegisterWorkload(client, slots=keys, ops_per_key=ops_per_key)
         stop = asyncio.Event()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._local_cluster import LocalCluster
-from .chaos import CHAOS_IMPORTS, History, start_writers, verdict
+from .chaos import CHAOS_IMPORTS, CHAOS_STARTUP_TIMEOUT_S, History, start_writers, verdict
 
 __all__ = ["RollReport", "run_rolls"]
 
@@ -76,7 +76,8 @@ async def run_rolls(*, nodes: int = 3, rolls: int = 1, keys: int = 50, workers: 
         version = "1.0" if upgrade else ""
         if upgrade:
             node_args += ["--app-version", version]
-        async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args) as cluster:
+        async with LocalCluster(nodes, CHAOS_IMPORTS, node_args=node_args,
+                                startup_timeout_s=CHAOS_STARTUP_TIMEOUT_S) as cluster:
             client = await cluster.client(listen=None)
             stop = asyncio.Event()
             tasks = start_writers(client, names, history, stop, rng, workers)
