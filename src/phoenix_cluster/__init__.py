@@ -21,12 +21,12 @@ from . import coordination as coordination
 from . import crdt as crdt
 from . import telemetry as telemetry
 from ._agents.agent import Agent as Agent
-from ._agents.agent import reentrant as reentrant
 from ._agents.agent_timer import AgentTimer as AgentTimer
 from ._agents.events import EventSourcedAgent as EventSourcedAgent
 from ._agents.interceptors import CallInfo as CallInfo
 from ._agents.interceptors import Interceptor as Interceptor
 from ._agents.interceptors import Proceed as Proceed
+from ._agents.kinds import reentrant as reentrant
 from ._agents.ref import AgentRef as AgentRef
 from ._foundation.settings import Settings as Settings
 from ._membership.snapshot import Member as Member

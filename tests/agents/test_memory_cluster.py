@@ -18,7 +18,7 @@ from shared_cluster import SharedCluster as Shared
 from shared_cluster import key_hosted_by, shared_cluster
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import KindSpec, kind_spec
+from phoenix_cluster._agents.kinds import KindSpec, kind_spec
 from phoenix_cluster._agents.state import StateStore
 from phoenix_cluster._node import NodeState
 from phoenix_cluster._replication.types import Record

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._agents.kinds import kind_spec
 
 
 class Wallet(phx.Agent, kind="test-stores.wallet", store="main"):

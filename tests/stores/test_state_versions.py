@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._agents.kinds import kind_spec
 from phoenix_cluster._agents.versions import tag_state, untag_state
 from phoenix_cluster._replication.types import Record
 from phoenix_cluster.testing.memory import MemoryCluster
@@ -156,5 +156,5 @@ async def test_data_dir_state_of_the_previous_release_is_upgraded(tmp_path: Path
 
 
 def _restore_kind(cls: type[phx.Agent]) -> None:
-    from phoenix_cluster._agents.agent import _KINDS
+    from phoenix_cluster._agents.kinds import _KINDS
     _KINDS[cls._phx_spec.name] = cls._phx_spec

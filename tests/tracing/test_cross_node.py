@@ -15,7 +15,7 @@ from otlp_collector import OtlpCollector, ReceivedSpan, running_collector
 from tracing_agents import Echo, Relay
 
 import phoenix_cluster as phx
-from phoenix_cluster._agents.agent import kind_spec
+from phoenix_cluster._agents.kinds import kind_spec
 from phoenix_cluster._wire.codec import encode_payload
 from phoenix_cluster.testing import LocalCluster
 

@@ -35,7 +35,8 @@ from .._replication.merging import (
     schema_of,
 )
 from ..errors import ConfigError
-from .agent import Agent, KindSpec, _type_hints, lookup_kind
+from .agent import Agent, kind_hints
+from .kinds import KindSpec, lookup_kind
 from .mailbox import Activation, KindRuntime, Message
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class ActiveActive:
             _log.error("%s", exc.message)
             raise
         if spec.name not in self._schemas:
-            self._schemas[spec.name] = schema_of(fields, _type_hints(spec.cls))
+            self._schemas[spec.name] = schema_of(fields, kind_hints(spec.cls))
         return fields
 
     def schema(self, kind: str) -> Schema:

@@ -1,231 +1,36 @@
-"""The ``Agent`` base class and the process-wide registry of agent kinds.
+"""The ``Agent`` base class: what an agent kind subclasses, and what an agent sees of
+its activation (the ``Seat`` protocol).
 
 A kind is a subclass of :class:`Agent`. Defining the class registers it under its kind
 name (``module.QualName`` unless ``kind=`` says otherwise), so a node that imports the
 module can host it. Class keywords set per-kind options; the class body's public methods
 are its messages and its public attributes are its state.
 
-This module builds the static description of a kind (:class:`KindSpec`) from its class
-keywords, checked in ``kind_options.py``; running agents is the runtime's job
+Defining a subclass builds the static description of its kind (``kinds.py``) from its
+class keywords, checked in ``kind_options.py``; running agents is the runtime's job
 (``runtime.py``).
 """
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
 from .._placement.policies import Policy
-from ..errors import AgentNotFound, ConfigError
+from ..errors import ConfigError
 from .agent_timer import AgentTimer
-from .arguments import DECODED_EXACTLY, exact_signature, parameter_checks, value_check
 from .kind_options import Consistency, Durability, check_kind_options
+from .kinds import KindSpec, MethodSpec, register_kind, type_hints
 
 if TYPE_CHECKING:
     from .._foundation.env import Clock
 
-__all__ = ["REMINDER_METHOD", "Agent", "Consistency", "Durability", "KindSpec", "MethodSpec",
-           "find_kind", "foreign_kind", "hosted_kinds", "kind_spec", "lookup_kind",
-           "reentrant"]
-
-# Types that msgpack decodes to exactly, so their arguments need no conversion.
-_NATIVE: tuple[object, ...] = (int, str, bool, bytes, float, Any, object, type(None), None)
-
-_KINDS: dict[str, KindSpec] = {}
-
-# AgentRef's own attributes: a message with one of these names could not be sent.
-_REF_ATTRIBUTES = frozenset({"kind", "options"})
-
-_untyped_decoder = msgspec.msgpack.Decoder()
-
-_F = typing.TypeVar("_F", bound=Callable[..., Any])
-
-
-def reentrant(method: _F) -> _F:
-    """Mark an agent method reentrant: while it awaits (a call to another agent, a
-    sleep), its agent may handle other messages, among them calls back into it from the
-    agent it waits for. Without it such a call back fails at once with
-    ``phx.CallCycle``. ``reentrant=True`` on the class marks every method.
-
-    A reentrant handler starts in mailbox order and runs until its first ``await``;
-    then the next messages run while it waits, and it may finish after them. Each
-    message that succeeds commits the agent's whole state, including changes a waiting
-    handler made before its ``await``, and a message that fails rolls the agent back to
-    the last commit, which undoes uncommitted changes of waiting handlers too: change
-    the state after the ``await`` where that matters (docs/reminders.md, "Reentrancy").
-    """
-    method._phx_reentrant = True  # type: ignore[attr-defined]
-    return method
-
-REMINDER_METHOD = "<reminder>"
-"""The message a reminder tick arrives as (``Agent.on_reminder``); not a Python name, so
-no method of a kind can take it, and a reference has no attribute for it."""
-
-
-class MethodSpec:
-    """A message an agent kind accepts: the handler and how to check what it carries.
-
-    ``checks`` and ``result_check`` (``arguments.py``) check every annotated parameter
-    and the return annotation with msgspec; they are built once per method.
-    """
-
-    __slots__ = ("checks", "conversions", "exact_signature", "fn", "is_async", "name",
-                 "parameters", "reentrant", "result_check", "result_decoder")
-
-    def __init__(self, name: str, fn: Callable[..., Any], *, reentrant: bool = False) -> None:
-        self.name = name
-        self.fn = fn
-        self.reentrant = reentrant or bool(getattr(fn, "_phx_reentrant", False))
-        """Other messages may run while this handler awaits (``@phx.reentrant``)."""
-        self.is_async = inspect.iscoroutinefunction(fn)
-        hints = _type_hints(fn)
-        self.parameters, self.checks = parameter_checks(fn, hints)
-        # The caller checks every annotated argument; the agent converts only what msgpack
-        # does not decode to exactly (a Struct arrives as a dict, an int for a float).
-        self.conversions = tuple(c for c in self.checks if c.exact not in DECODED_EXACTLY)
-        self.exact_signature = exact_signature(self.parameters, self.checks)
-        result = hints.get("return", Any)
-        self.result_check = value_check("return value", 0, result)
-        self.result_decoder: msgspec.msgpack.Decoder[Any] = (
-            _untyped_decoder if result in _NATIVE else msgspec.msgpack.Decoder(result)
-        )
-
-    def __repr__(self) -> str:
-        return f"<MethodSpec {self.name}>"
-
-
-def _type_hints(obj: Any) -> dict[str, Any]:
-    # The base class's own annotations name things that its public module
-    # (``phoenix_cluster``, its ``__module__``) does not define, among them a class
-    # imported for type checking only: supply them, or no kind's hints would resolve.
-    names = {"Seat": Seat, "AgentTimer": AgentTimer, "ClassVar": ClassVar,
-             "KindSpec": KindSpec}
-    try:
-        return typing.get_type_hints(obj, localns=names)
-    except Exception:
-        # Annotations naming a class local to a function cannot be resolved; such
-        # values travel as plain msgpack types.
-        return {}
-
-
-class KindSpec:
-    """Everything the runtime needs to know about an agent kind. Immutable once built."""
-
-    __slots__ = (
-        "cls",
-        "commits_replies",
-        "consistency",
-        "durability",
-        "fences_reads",
-        "foreign",
-        "has_on_activate",
-        "has_on_deactivate",
-        "has_upgrade",
-        "hashed",
-        "idle_timeout_s",
-        "mailbox_limit",
-        "max_workers",
-        "methods",
-        "name",
-        "placement",
-        "reentrant",
-        "reentrant_methods",
-        "replicas",
-        "snapshot_every",
-        "state_types",
-        "state_version",
-        "stateless",
-        "store",
-    )
-
-    def __init__(
-        self,
-        cls: type[Agent],
-        name: str,
-        *,
-        durability: Durability,
-        idle_timeout_s: float | None,
-        placement: Policy,
-        replicas: int,
-        mailbox_limit: int | None,
-        consistency: Consistency = "fenced",
-        max_workers: int = 0,
-        store: str | None = None,
-        state_version: int = 1,
-        reentrant: bool = False,
-    ) -> None:
-        self.cls = cls
-        self.reentrant = reentrant
-        """Every method of the kind is reentrant (``reentrant=True``)."""
-        self.store = store
-        """The name of the state store this kind commits to (``None``: its replicas)."""
-        self.state_version = state_version
-        """The version of the state this kind's code writes (``versions.py``)."""
-        self.snapshot_every: int = cls.__dict__.get("_phx_snapshot_every", 0)
-        """Event-sourced kinds (``events.py``): a snapshot every this many events;
-        ``0``: the kind stores its state, not events."""
-        self.foreign = False
-        """``True`` for the stand-in of a kind whose code this node lacks
-        (:func:`foreign_kind`): it routes and directs such agents, never runs them."""
-        self.consistency = consistency
-        """``"fenced"`` (one leader, quorum commits) or ``"crdt"`` (active-active, merged)."""
-        self.name = name
-        self.durability = durability
-        self.commits_replies = durability != "none" and consistency != "crdt"
-        """Its state changes are committed with the agent's reply window (``dedup.py``):
-        a call fenced mid-commit may be sent again with its request id, even locally."""
-        self.fences_reads = durability == "quorum" and consistency == "fenced" and store is None
-        """A call that changes nothing is answered only under the leader's read lease
-        (``_replication/leases.py``): never from a deposed leader's memory."""
-        self.idle_timeout_s = idle_timeout_s
-        self.placement = placement
-        self.hashed = placement == "hash"
-        """``True`` for hash placement: the agent lives at its home, no directory entry."""
-        self.replicas = replicas
-        self.mailbox_limit = mailbox_limit
-        self.max_workers = max_workers
-        """Activations of one key on one node (``placement="stateless"``; 0 otherwise)."""
-        self.stateless = max_workers > 0
-        """``placement="stateless"``: served on any member by up to ``max_workers``
-        activations per key per node; no state is replicated (``workers.py``)."""
-        self.methods: dict[str, MethodSpec] = {}
-        # Framework methods of a base class below Agent (EventSourcedAgent's persist).
-        reserved: frozenset[str] = getattr(cls, "_phx_reserved", frozenset())
-        for attr in dir(cls):
-            if attr.startswith("_") or attr in _RESERVED or attr in reserved:
-                continue
-            fn = inspect.getattr_static(cls, attr)
-            if isinstance(fn, (staticmethod, classmethod, property)) or not callable(fn):
-                continue
-            if attr in _REF_ATTRIBUTES:
-                raise ConfigError(
-                    f"agent kind {name!r}: a message cannot be named {attr!r}, "
-                    f"references use that name ({', '.join(sorted(_REF_ATTRIBUTES))})",
-                    key=attr,
-                )
-            self.methods[attr] = MethodSpec(attr, fn, reentrant=reentrant)
-        if cls.on_reminder is not Agent.on_reminder:
-            self.methods[REMINDER_METHOD] = MethodSpec(REMINDER_METHOD, cls.on_reminder,
-                                                       reentrant=reentrant)
-        self.reentrant_methods = any(m.reentrant for m in self.methods.values())
-        """Some method is reentrant: the drain looks for them (``runtime.py``)."""
-        self.has_on_activate = cls.on_activate is not Agent.on_activate
-        self.has_on_deactivate = cls.on_deactivate is not Agent.on_deactivate
-        self.has_upgrade = "upgrade_state" in {k for c in cls.__mro__[:-1]
-                                               if c is not Agent for k in vars(c)}
-        hints = _type_hints(cls)
-        self.state_types: dict[str, Any] = {
-            k: v
-            for k, v in hints.items()
-            if not k.startswith("_") and v not in _NATIVE and typing.get_origin(v) is not ClassVar
-        }
-
-    def __repr__(self) -> str:
-        return f"<KindSpec {self.name} [{len(self.methods)} methods, {self.durability}]>"
+# KindSpec and MethodSpec live in kinds.py; they are named here too for the modules that
+# still import them from this one (runtime.py, dispatch.py, state.py).
+__all__ = ["HINT_NAMES", "Agent", "KindSpec", "MethodSpec", "Seat", "SeatHost",
+           "foreign_kind", "kind_hints", "worker_of"]
 
 
 class SeatHost(Protocol):
@@ -367,6 +172,8 @@ class Agent:
         spec = KindSpec(
             cls,
             name,
+            base=Agent,
+            hint_names=HINT_NAMES,
             durability=options.durability,
             idle_timeout_s=options.idle_timeout,
             placement=options.policy,
@@ -379,8 +186,7 @@ class Agent:
             reentrant=options.reentrant,
         )
         cls._phx_spec = spec
-        # A later definition under the same name wins, as a re-imported module would.
-        _KINDS[name] = spec
+        register_kind(spec)
 
     @property
     def key(self) -> str:
@@ -507,43 +313,14 @@ def worker_of(activation_key: str) -> str:
     return activation_key.rpartition(WORKER_SEPARATOR)[0]
 
 
-_RESERVED = frozenset(name for name in dir(Agent) if not name.startswith("_"))
+HINT_NAMES: Mapping[str, Any] = {"Seat": Seat, "AgentTimer": AgentTimer,
+                                  "ClassVar": ClassVar, "KindSpec": KindSpec}
+"""The names :class:`Agent`'s own annotations use (``kinds.type_hints``)."""
 
 
-def kind_spec(kind: type[Agent] | str) -> KindSpec:
-    """The spec of an agent class or kind name.
-
-    Raises:
-        AgentNotFound: no kind of that name has been defined in this process.
-    """
-    if isinstance(kind, str):
-        return lookup_kind(kind)
-    spec = kind.__dict__.get("_phx_spec") if isinstance(kind, type) else None
-    if not isinstance(spec, KindSpec):
-        raise TypeError(f"expected an Agent subclass or a kind name, got {kind!r}")
-    return spec
-
-
-def lookup_kind(name: str) -> KindSpec:
-    """The spec registered under ``name``.
-
-    Raises:
-        AgentNotFound: unknown kind (was its module imported on this node?).
-    """
-    spec = _KINDS.get(name)
-    if spec is None:
-        raise AgentNotFound(f"unknown agent kind {name!r} (is its module imported on this node?)")
-    return spec
-
-
-def find_kind(name: str) -> KindSpec | None:
-    """The spec registered under ``name``, or ``None``."""
-    return _KINDS.get(name)
-
-
-def hosted_kinds() -> tuple[str, ...]:
-    """The names of every kind defined in this process, sorted (what a member hosts)."""
-    return tuple(sorted(_KINDS))
+def kind_hints(obj: Any) -> dict[str, Any]:
+    """The resolved annotations of a kind's class or method (``{}`` if unresolvable)."""
+    return type_hints(obj, HINT_NAMES)
 
 
 _FOREIGN: dict[str, KindSpec] = {}
@@ -559,7 +336,8 @@ def foreign_kind(name: str) -> KindSpec:
     """
     spec = _FOREIGN.get(name)
     if spec is None:
-        spec = KindSpec(Agent, name, durability="quorum", idle_timeout_s=None,
+        spec = KindSpec(Agent, name, base=Agent, hint_names=HINT_NAMES,
+                        durability="quorum", idle_timeout_s=None,
                         placement="hash", replicas=3, mailbox_limit=None)
         spec.foreign = True
         spec.hashed = False

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from .._foundation.settings import Settings
     from .._telemetry.bus import TelemetryBus
     from .._telemetry.tracing import NodeTracer
-    from .agent import KindSpec, MethodSpec
     from .cluster import CastOutbound, Homes
     from .interceptors import Interceptors
+    from .kinds import KindSpec, MethodSpec
 
 __all__ = ["Casts", "MessageHost", "no_host"]
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from .._replication.service import Replicator
     from .._replication.types import Record
     from .._telemetry.tracing import NodeTracer
-    from .agent import KindSpec, MethodSpec
     from .handoff import HandoffRecord
+    from .kinds import KindSpec, MethodSpec
     from .mailbox import Link
 
 __all__ = ["CastOutbound", "Cluster", "Homes", "Outbound"]

@@ -19,9 +19,9 @@ from .._ring.hashing import key_hash
 from .._ring.partitions import partition_of
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
-from .agent import KindSpec
 from .dedup import answered
 from .handoff import HandoffRecord, QueuedMessage
+from .kinds import KindSpec
 from .mailbox import HANDOFF, Activation, KindRuntime, Message
 from .state import StateStore
 from .timers import cancel_timers

@@ -19,10 +19,10 @@ from .._placement.policies import choose_host
 from .._ring.hashing import key_hash
 from ..errors import NodeUnavailable
 from . import handoff as wire
-from .agent import KindSpec
 from .capability import first_capable, newest_capable
 from .handoff import HandoffRecord
 from .home_table import HomeTable
+from .kinds import KindSpec
 from .member_loads import MemberLoads
 
 __all__ = ["MAX_ROUTES", "Directory", "Key", "Tombstone"]

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import msgspec
 
 from ..errors import ConfigError, SerializationError
-from .agent import _KINDS, Agent
+from .agent import Agent
+from .kinds import _KINDS
 
 __all__ = ["EventSourcedAgent"]
 

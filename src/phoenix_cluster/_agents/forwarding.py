@@ -16,8 +16,8 @@ from .._telemetry.bus import TelemetryBus
 from .._transport.tasks import TaskSet
 from ..errors import NodeUnavailable, PhoenixError
 from . import handoff as wire
-from .agent import KindSpec
 from .flow import report_drop
+from .kinds import KindSpec
 
 __all__ = ["CastForwarder"]
 

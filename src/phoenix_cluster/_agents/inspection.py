@@ -25,7 +25,8 @@ from .._replication.groups import DEFAULT_REPLICAS, group_of
 from .._ring.hashing import key_hash
 from .._ring.partitions import partition_of
 from ..errors import AgentNotFound, PhoenixError
-from .agent import find_kind, lookup_kind, worker_of
+from .agent import worker_of
+from .kinds import find_kind, lookup_kind
 from .mailbox import Activation, KindRuntime
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from .flow import RoomWaiters
 if TYPE_CHECKING:
     from .._foundation.env import Clock
     from .._foundation.settings import Settings
-    from .agent import Agent, KindSpec, MethodSpec
+    from .agent import Agent
+    from .kinds import KindSpec, MethodSpec
     from .tracking import StateTracker
 
 __all__ = ["CURRENT", "DEDUP_WINDOW", "HANDOFF", "PASSIVATE", "Activation", "AgentHost",

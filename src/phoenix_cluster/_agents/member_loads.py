@@ -21,9 +21,10 @@ from .._placement.policies import NodeLoad
 from .._transport.tasks import TaskSet
 from ..errors import AgentNotFound, PhoenixError
 from . import handoff as wire
-from .agent import KindSpec, find_kind, foreign_kind, hosted_kinds, lookup_kind
+from .agent import foreign_kind
 from .capability import first_capable, newest_capable
 from .home_table import HomeTable
+from .kinds import KindSpec, find_kind, hosted_kinds, lookup_kind
 
 __all__ = ["MemberLoads"]
 

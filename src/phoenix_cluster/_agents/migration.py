@@ -20,9 +20,9 @@ from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from ..errors import AgentNotFound, NodeUnavailable, PhoenixError
 from . import handoff as wire
-from .agent import KindSpec, lookup_kind
 from .directory import Directory, Key, Tombstone
 from .handoff import HandoffRecord
+from .kinds import KindSpec, lookup_kind
 from .mailbox import Message
 
 if TYPE_CHECKING:

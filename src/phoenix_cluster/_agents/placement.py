@@ -28,12 +28,13 @@ from .._transport.rpc import RpcClient
 from .._transport.tasks import TaskSet
 from ..errors import NodeUnavailable
 from . import handoff as wire
-from .agent import KindSpec, find_kind, foreign_kind, lookup_kind
+from .agent import foreign_kind
 from .capability import no_member_hosts
 from .directory import Directory, Tombstone
 from .forwarding import CastForwarder
 from .handoff import HandoffRecord
 from .home_table import HomeTable
+from .kinds import KindSpec, find_kind, lookup_kind
 from .member_loads import MemberLoads
 from .migration import Migrations
 from .reroute import PLACE, Place

@@ -19,7 +19,7 @@ import msgspec
 from .._replication.types import Record
 from ..errors import AgentNotFound, NotLeader, PhoenixError, ProtocolError
 from . import handoff as wire
-from .agent import KindSpec, lookup_kind
+from .kinds import KindSpec, lookup_kind
 from .mailbox import Message
 from .placement import PLACE, PlacementService
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from .._foundation.env import Clock
 from ..errors import PhoenixError
-from .agent import KindSpec
 from .handoff import Claim
+from .kinds import KindSpec
 
 if TYPE_CHECKING:
     from .placement import PlacementService

@@ -28,10 +28,10 @@ from .reroute import PLACE, reroute_delay, resend_local
 
 if TYPE_CHECKING:
     from .._foundation.env import Clock
-    from .agent import KindSpec, MethodSpec
     from .casts import Casts
     from .cluster import Cluster
     from .interceptors import Interceptors
+    from .kinds import KindSpec, MethodSpec
     from .mailbox import KindRuntime
 
 __all__ = ["AgentRef", "CallHost", "Caller", "MethodRef", "RefHost"]

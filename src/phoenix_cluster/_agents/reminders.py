@@ -46,7 +46,8 @@ import msgspec
 
 from .._transport.tasks import TaskSet
 from ..errors import AgentError, AgentNotFound, CallCycle, ConfigError, PhoenixError
-from .agent import REMINDER_METHOD, Agent, KindSpec, kind_spec, lookup_kind
+from .agent import Agent
+from .kinds import REMINDER_METHOD, KindSpec, kind_spec, lookup_kind
 
 if TYPE_CHECKING:
     from .._foundation.env import Clock

@@ -31,7 +31,7 @@ from .reroute import PLACE, reroute_delay, turned_away_by_peer
 
 if TYPE_CHECKING:
     from .._telemetry.tracing import NodeTracer
-    from .agent import KindSpec
+    from .kinds import KindSpec
     from .placement import PlacementService
     from .runtime import AgentRuntime
 

@@ -25,7 +25,8 @@ from .._replication.types import Record
 from .._stores.base import StateStore
 from .._stores.urls import open_store
 from ..errors import AgentError, ConfigError, StoreUnavailable
-from .agent import Agent, KindSpec
+from .agent import Agent
+from .kinds import KindSpec
 from .versions import upgrade
 
 __all__ = ["StoredKinds"]
@@ -112,7 +113,7 @@ class StoredKinds:
         self._versions[(spec.name, key)] = stored.version
         if stored.snapshot is None and not stored.events:
             return None
-        decode_event: Callable[[bytes], Any] = spec.cls._phx_event_decoder  # type: ignore[attr-defined]
+        decode_event: Callable[[bytes], Any] = spec.cls._phx_event_decoder
         snapshot = None
         if stored.snapshot is not None:
             snap = stored.snapshot

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._foundation.env import Clock
     from .activation import Activator
-    from .agent import KindSpec
     from .agent_timer import AgentTimer
     from .departures import Departures
+    from .kinds import KindSpec
     from .mailbox import Activation, KindRuntime, Message
     from .outcomes import FailedMessages
     from .passivation import Passivation

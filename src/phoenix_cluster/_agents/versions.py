@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from ..errors import StateVersionError
-from .agent import KindSpec
+from .kinds import KindSpec
 
 __all__ = ["tag_state", "untag_state", "upgrade"]
 

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Protocol, cast
 
-from .._agents.agent import kind_spec
+from .._agents.kinds import kind_spec
 from .._wire.codec import WireCodec, decode_payload, encode_payload
 from .._wire.frames import FrameDecoder, pack_frames
 from .._wire.messages import Call, Reply

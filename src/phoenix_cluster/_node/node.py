@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._agents.agent import Agent, kind_spec
+from .._agents.agent import Agent
 from .._agents.inspection import ClusterInspector, Inspector
 from .._agents.interceptors import Interceptor
+from .._agents.kinds import kind_spec
 from .._agents.mailbox import KindRuntime
 from .._agents.ref import AgentRef
 from .._agents.runtime import AgentRuntime

@@ -21,9 +21,9 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from .._agents.agent import lookup_kind
 from .._agents.dispatch import Peers, Router
 from .._agents.inbound_waits import serve_waiting
+from .._agents.kinds import lookup_kind
 from .._agents.placement import PlacementService
 from .._agents.placement_server import PlacementServer
 from .._agents.rebalance import Rebalancer

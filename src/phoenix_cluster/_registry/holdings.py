@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._agents.agent import lookup_kind
+from .._agents.kinds import lookup_kind
 from .._telemetry import events
 from .._telemetry.bus import TelemetryBus
 from ..errors import AgentNotFound, PhoenixError

@@ -34,7 +34,7 @@ from typing import Any, Literal, overload
 
 import msgspec
 
-from .._agents.agent import lookup_kind
+from .._agents.kinds import lookup_kind
 from .._agents.ref import AgentRef
 from .._foundation.env import Env
 from .._telemetry import events
