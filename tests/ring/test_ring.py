@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import phoenix_cluster._ring.ring as ring_module
+import phoenix_cluster._ring.circle as circle_module
 from phoenix_cluster._membership.snapshot import Member, MembershipSnapshot, MemberStatus
 from phoenix_cluster._ring.hashing import HASH_SPACE, key_hash, stable_hash64
 from phoenix_cluster._ring.ring import EmptyRing, HashRing
@@ -308,7 +308,7 @@ def test_explicit_version_on_change() -> None:
 
 def test_collisions_resolve_by_member_name(monkeypatch: pytest.MonkeyPatch) -> None:
     # Squeeze the circle to 50 points so vnodes collide all the time.
-    monkeypatch.setattr(ring_module, "stable_hash64", lambda s: stable_hash64(s) % 50)
+    monkeypatch.setattr(circle_module, "stable_hash64", lambda s: stable_hash64(s) % 50)
     members = [f"m{i}" for i in range(8)]
     full = HashRing(members, vnodes=20)
     assert len(full._points) == 160 and len(set(full._points)) < 50

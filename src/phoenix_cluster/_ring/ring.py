@@ -9,9 +9,9 @@ sorted list of ints, so they cost O(log(members * vnodes)).
 A :class:`HashRing` is a value: it never changes after it is built.
 :meth:`HashRing.with_member` and :meth:`HashRing.without_member` return a new ring with
 the next ``version``. They reuse the other members' points, hashing only a joining
-member and bisecting its points in (or a leaving member's points out) while the runs
-in between are copied as slices, rather than rebuilding the circle. The result is
-identical to a ring built from scratch from the same members, which the tests check.
+member (``circle.py`` builds and edits the sorted points and measures their arcs; this
+module looks keys up in them). The result is identical to a ring built from scratch
+from the same members, which the tests check.
 
 Collisions between two members' points (chance about ``points**2 / 2**65``: 7e-10 at
 1,000 members) are resolved deterministically: both points stay, ordered by member name,
@@ -26,14 +26,23 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 
 from phoenix_cluster._membership.snapshot import MembershipSnapshot, MemberStatus
 from phoenix_cluster.errors import PhoenixInternalError
 
-from .hashing import HASH_SPACE, stable_hash64
+from .circle import (
+    RingStatistics,
+    arc_lengths,
+    build_circle,
+    check_name,
+    circle_statistics,
+    vnode_points,
+    with_points,
+    without_points,
+)
+from .hashing import HASH_SPACE
 
-__all__ = ["DEFAULT_VNODES", "EmptyRing", "HashRing", "RingStatistics"]
+__all__ = ["DEFAULT_VNODES", "EmptyRing", "HashRing"]
 
 DEFAULT_VNODES = 160
 """Virtual nodes per member. More points even out the shares (relative spread of one
@@ -47,40 +56,6 @@ class EmptyRing(LookupError):
     or after the last one left. Callers treat it like an unreachable owner: wait for
     membership, or fail the call as unavailable.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class RingStatistics:
-    """How the ring splits the hash space, measured exactly by arc length.
-
-    Attributes:
-        version: the ring's version.
-        members: number of members.
-        vnodes: virtual nodes per member.
-        points: points on the circle (``members * vnodes``).
-        min_share: the smallest member's fraction of the hash space (0.0 when empty).
-        max_share: the largest member's fraction of the hash space (0.0 when empty).
-        max_over_mean: ``max_share`` divided by the mean share ``1 / members``: the
-            imbalance. 1.0 is perfect; 0.0 when empty.
-    """
-
-    version: int
-    members: int
-    vnodes: int
-    points: int
-    min_share: float
-    max_share: float
-    max_over_mean: float
-
-
-def _vnode_points(member: str, vnodes: int) -> list[int]:
-    return sorted(stable_hash64(f"{member}#{i}") for i in range(vnodes))
-
-
-def _check_name(member: object) -> str:
-    if not isinstance(member, str) or not member:
-        raise ValueError(f"ring member names must be non-empty str, got {member!r}")
-    return member
 
 
 def _check_hash(key_hash: int) -> None:
@@ -130,9 +105,8 @@ class HashRing:
             raise TypeError("members must be an iterable of names, not a single str")
         if not isinstance(vnodes, int) or vnodes < 1:
             raise ValueError(f"vnodes must be an int >= 1, got {vnodes!r}")
-        own = {_check_name(m): _vnode_points(m, vnodes) for m in members}
-        entries = sorted((p, m) for m, points in own.items() for p in points)
-        self._init(own, vnodes, version, [p for p, _ in entries], [m for _, m in entries])
+        own, (points, owners) = build_circle(members, vnodes)
+        self._init(own, vnodes, version, points, owners)
 
     def _init(
         self,
@@ -360,27 +334,12 @@ class HashRing:
         Raises:
             ValueError: ``member`` is not a non-empty str.
         """
-        _check_name(member)
+        check_name(member)
         if member in self._members:
             return self
-        mine = _vnode_points(member, self._vnodes)
-        points, owners = self._points, self._owners
-        size = len(points)
-        new_points: list[int] = []
-        new_owners: list[str] = []
-        lo = 0
-        for p in mine:
-            i = bisect_left(points, p, lo)
-            while i < size and points[i] == p and owners[i] < member:
-                i += 1  # a collision: order equal points by member name
-            new_points += points[lo:i]
-            new_owners += owners[lo:i]
-            new_points.append(p)
-            new_owners.append(member)
-            lo = i
-        new_points += points[lo:]
-        new_owners += owners[lo:]
-        return self._derived({**self._members, member: mine}, version, new_points, new_owners)
+        mine = vnode_points(member, self._vnodes)
+        points, owners = with_points(self._points, self._owners, member, mine)
+        return self._derived({**self._members, member: mine}, version, points, owners)
 
     def without_member(self, member: str, *, version: int | None = None) -> HashRing:
         """A ring with ``member`` removed; ``self`` if it is not a member.
@@ -394,35 +353,15 @@ class HashRing:
         mine = self._members.get(member)
         if mine is None:
             return self
-        points, owners = self._points, self._owners
-        new_points: list[int] = []
-        new_owners: list[str] = []
-        lo = 0
-        for p in mine:
-            i = bisect_left(points, p, lo)
-            while owners[i] != member:
-                i += 1  # a collision: another member's point equal to ours
-            new_points += points[lo:i]
-            new_owners += owners[lo:i]
-            lo = i + 1
-        new_points += points[lo:]
-        new_owners += owners[lo:]
+        points, owners = without_points(self._points, self._owners, member, mine)
         members = {m: own for m, own in self._members.items() if m != member}
-        return self._derived(members, version, new_points, new_owners)
+        return self._derived(members, version, points, owners)
 
     # -- shares --------------------------------------------------------------------------
 
     def _arc_lengths(self) -> dict[str, int]:
         if self._arcs is None:
-            arcs = dict.fromkeys(self._members, 0)
-            points, owners = self._points, self._owners
-            if points:
-                # The point at index i owns the half-open arc (points[i - 1], points[i]];
-                # the first point also owns the wrap-around arc past the last one.
-                arcs[owners[0]] += points[0] + HASH_SPACE - points[-1]
-                for i in range(1, len(points)):
-                    arcs[owners[i]] += points[i] - points[i - 1]
-            self._arcs = arcs
+            self._arcs = arc_lengths(self._members, self._points, self._owners)
         return self._arcs
 
     def share(self, member: str) -> float:
@@ -438,17 +377,6 @@ class HashRing:
         return {m: arc / HASH_SPACE for m, arc in sorted(self._arc_lengths().items())}
 
     def statistics(self) -> RingStatistics:
-        """Counts and the exact balance of the ring (computed once, then cached)."""
-        shares = self._arc_lengths().values()
-        n = len(self._members)
-        lo = min(shares, default=0) / HASH_SPACE
-        hi = max(shares, default=0) / HASH_SPACE
-        return RingStatistics(
-            version=self._version,
-            members=n,
-            vnodes=self._vnodes,
-            points=len(self._points),
-            min_share=lo,
-            max_share=hi,
-            max_over_mean=hi * n,
-        )
+        """Counts and the exact balance of the ring (the arcs are measured once)."""
+        return circle_statistics(self._version, self._vnodes, self._arc_lengths(),
+                                 len(self._points))
