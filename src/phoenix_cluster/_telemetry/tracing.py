@@ -20,12 +20,10 @@ What is traced (docs/tracing.md has the attribute list):
 - decisions (split brain, a member declared dead, migrations): :func:`event` and
   :func:`span`, which anyone may call; the node feeds the telemetry bus's decisions in.
 
-Messages are matched with their spans by request id: the inbound hook registers a span
-(or a parent context) under the request id before the message can run, and the mailbox's
-drain hook takes it when it runs the message. Entries for messages that never run (a cast
-refused or forwarded) are dropped oldest first past a bound.
+Messages are matched with their spans by request id (:mod:`.waiting`).
 
 The parts: :mod:`.spans` (a span's attributes and outcome, the :class:`Span` handle),
+:mod:`.waiting` (the traces of messages waiting to run, by request id),
 :mod:`.export` (the provider and exporter, availability), :mod:`.decisions` (the
 process's traced nodes, :func:`event` and :func:`span`). This module propagates the
 trace context along a call: the :class:`NodeTracer` hooks of the caller, the transport
@@ -38,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import decisions
 from .bus import TelemetryBus
@@ -55,11 +53,11 @@ from .spans import (
     record_failure,
     trace_id_of,
 )
+from .waiting import Inbound, Queued, Waiting, end_waiting, is_cast, put_waiting
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span as OtelSpan
 
 __all__ = [
     "NO_HEADERS",
@@ -80,59 +78,8 @@ NO_HEADERS: Final[dict[str, str]] = {}
 
 _log = logging.getLogger("phoenix_cluster.tracing")
 
-_MAX_PENDING = 10_000
-"""Request ids waiting for their message to run; past it the oldest are dropped (they
-belong to casts that were refused or forwarded, which never run here)."""
-
 _T = TypeVar("_T")
-
-
-class _Queued(Protocol):
-    """What the drain hook reads of a mailbox message."""
-
-    @property
-    def request_id(self) -> int: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def future(self) -> asyncio.Future[bytes] | None: ...
-
-
-class _Inbound(Protocol):
-    """What the inbound hooks read of a Call or Cast frame."""
-
-    @property
-    def request_id(self) -> int: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def headers(self) -> dict[str, str]: ...
-
-
-_F = TypeVar("_F", bound=_Inbound)
-
-
-def _is_cast(frame: _Inbound) -> bool:
-    """Whether an inbound frame is a Cast (its span starts when it runs, not on arrival).
-
-    By name: the wire layer sits above this one, and a Cast has a ``timeout_ms`` of its
-    own now (for its acknowledgement), so no attribute tells it from a Call.
-    """
-    return type(frame).__name__ == "Cast"
-
-
-class _Pending:
-    """A message's trace while it waits in a mailbox: a started span, or a parent."""
-
-    __slots__ = ("context", "span")
-
-    def __init__(self, span: OtelSpan | None, context: Context) -> None:
-        self.span = span  # started at receipt (remote calls); None: start one on running
-        self.context = context  # the span's context, or the parent for the one to start
+_F = TypeVar("_F", bound=Inbound)
 
 
 def start_node_tracer(
@@ -197,8 +144,8 @@ class NodeTracer:
         self.current_span = trace.get_current_span
         self._client, self._server = SpanKind.CLIENT, SpanKind.SERVER
         self._consumer, self._internal = SpanKind.CONSUMER, SpanKind.INTERNAL
-        self._pending: dict[int, _Pending] = {}
-        self._handoff: dict[int, _Pending] = {}  # calls the fast path passed to the slow
+        self._pending: dict[int, Waiting] = {}
+        self._handoff: dict[int, Waiting] = {}  # calls the fast path passed to the slow
         self._bus = bus
         self._handler_id = f"phoenix.tracing.{node_name}.{id(self):x}"
         self._closed = False
@@ -252,12 +199,12 @@ class NodeTracer:
             f"{kind}/{method}", kind=self._client,
             attributes=self._attributes(kind, key, method, request_id, {"phoenix.local": True}),
         )
-        self._put(self._pending, request_id, _Pending(None, self._in_context(span)))
+        put_waiting(self._pending, request_id, Waiting(None, self._in_context(span)))
         future.add_done_callback(lambda done: end_with(span, done))
 
     def local_cast(self, request_id: int) -> None:
         """A cast queued to a local agent: its CONSUMER span will be a child of ours."""
-        self._put(self._pending, request_id, _Pending(None, self._get_current()))
+        put_waiting(self._pending, request_id, Waiting(None, self._get_current()))
 
     # --------------------------------------------------------------------- agent side
 
@@ -267,11 +214,11 @@ class NodeTracer:
         if frame.kind.startswith("$"):  # node services (gossip) are not traced
             return try_now(peer, frame, answer)
         rid = frame.request_id
-        if _is_cast(frame):  # a cast: its span starts when it runs
-            self._put(self._pending, rid, _Pending(None, self._remote_parent(frame)))
+        if is_cast(frame):  # a cast: its span starts when it runs
+            put_waiting(self._pending, rid, Waiting(None, self._remote_parent(frame)))
             return try_now(peer, frame, answer)
         entry = self._server_entry(peer, frame)
-        self._put(self._pending, rid, entry)
+        put_waiting(self._pending, rid, entry)
 
         def traced(out: Any) -> None:
             self._answered(rid, entry, out)
@@ -280,10 +227,10 @@ class NodeTracer:
         try:
             taken = try_now(peer, frame, traced)
         except BaseException:
-            self._put(self._handoff, rid, entry)  # the transport retries it on the slow path
+            put_waiting(self._handoff, rid, entry)  # the transport retries it on the slow path
             raise
         if not taken:
-            self._put(self._handoff, rid, entry)
+            put_waiting(self._handoff, rid, entry)
         return taken
 
     async def serve(self, handle: Callable[[Any, _F], Awaitable[Any]], peer: Any,
@@ -292,16 +239,16 @@ class NodeTracer:
         if frame.kind.startswith("$"):
             return await handle(peer, frame)
         rid = frame.request_id
-        if _is_cast(frame):
+        if is_cast(frame):
             parent = self._remote_parent(frame)
-            self._put(self._pending, rid, _Pending(None, parent))
+            put_waiting(self._pending, rid, Waiting(None, parent))
             token = self._attach(parent)  # a cast forwarded to the owner keeps its trace
             try:
                 return await handle(peer, frame)
             finally:
                 self._detach(token)
         entry = self._handoff.pop(rid, None) or self._server_entry(peer, frame)
-        self._put(self._pending, rid, entry)
+        put_waiting(self._pending, rid, entry)
         try:
             out = await handle(peer, frame)
         except BaseException as exc:
@@ -314,7 +261,7 @@ class NodeTracer:
         self._answered(rid, entry, out)
         return out
 
-    async def handle(self, kind: str, key: str, msg: _Queued, run: Awaitable[None]) -> None:
+    async def handle(self, kind: str, key: str, msg: Queued, run: Awaitable[None]) -> None:
         """The mailbox's drain hook: run one message under its span, if it has one."""
         entry = self._pending.pop(msg.request_id, None)
         if entry is None:
@@ -387,11 +334,7 @@ class NodeTracer:
             return
         self._closed = True
         decisions.unregister(self, self._bus, self._handler_id)
-        for entry in [*self._handoff.values(), *self._pending.values()]:
-            if entry.span is not None:
-                entry.span.end()
-        self._pending.clear()
-        self._handoff.clear()
+        end_waiting(self._handoff, self._pending)
         await self._export.aclose(timeout_s)
 
     # --------------------------------------------------------------------- helpers
@@ -400,34 +343,25 @@ class NodeTracer:
                     extra: Mapping[str, AttributeValue] | None) -> dict[str, AttributeValue]:
         return call_attributes(self.node_name, kind, key, method, request_id, extra)
 
-    def _remote_parent(self, frame: _Inbound) -> Context:
+    def _remote_parent(self, frame: Inbound) -> Context:
         # Never inherit the transport task's own context: no header means a new trace.
         return self._extract(frame.headers, self._empty()) if frame.headers else self._empty()
 
-    def _server_entry(self, peer: Any, frame: _Inbound) -> _Pending:
+    def _server_entry(self, peer: Any, frame: Inbound) -> Waiting:
         parent = self._remote_parent(frame)
         span = self._tracer.start_span(
             f"{frame.kind}/{frame.method}", context=parent, kind=self._server,
             attributes=self._attributes(frame.kind, frame.key, frame.method, frame.request_id,
                                         {"phoenix.peer": str(getattr(peer, "peer_name", ""))}),
         )
-        return _Pending(span, self._in_context(span, parent))
+        return Waiting(span, self._in_context(span, parent))
 
-    def _answered(self, rid: int, entry: _Pending, out: Any) -> None:
+    def _answered(self, rid: int, entry: Waiting, out: Any) -> None:
         """End a SERVER span with what the node answered (Reply, Error or Redirect)."""
         if self._pending.get(rid) is entry:
             del self._pending[rid]  # answered without running: a redirect or a refusal
         assert entry.span is not None
         record_answer(entry.span, out)
-
-    @staticmethod
-    def _put(table: dict[int, _Pending], rid: int, entry: _Pending) -> None:
-        table[rid] = entry
-        if len(table) > _MAX_PENDING:
-            oldest = table.pop(next(iter(table)))
-            if oldest.span is not None:
-                oldest.span.set_attribute("phoenix.outcome", "dropped")
-                oldest.span.end()
 
     def __repr__(self) -> str:
         return f"<NodeTracer {self.node_name} [{len(self._pending)} pending]>"
