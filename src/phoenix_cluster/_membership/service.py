@@ -7,6 +7,8 @@ routes over its authenticated TCP connections), versioned snapshots for other la
 the ``node_joined`` / ``node_left`` / ``node_suspected`` telemetry. Every rule of the
 protocol lives in ``swim.py``; this module only moves bytes and time, and the bytes
 themselves go through ``gossip_socket.py`` (sealing, the endpoint, name resolution).
+What it reports (the lag probe, member events as log lines and telemetry, its counters)
+is ``reporting.py``.
 
 Imports L0-L2 only. ``docs/design/membership.md`` describes the protocol.
 """
@@ -17,28 +19,24 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 from phoenix_cluster._foundation.env import Env, TimerHandle
-from phoenix_cluster._telemetry import events
 from phoenix_cluster._telemetry.bus import TelemetryBus, default_bus
 from phoenix_cluster._transport.tasks import TaskSet, fail_after
 from phoenix_cluster.errors import PhoenixError
 
 from .gossip_socket import DatagramOpener, GossipSocket
-from .health import HealthStatistics
 from .messages import GossipMessage, gossip_address, gossip_key
+from .reporting import LoopLagProbe, MembershipStatistics, report_member_event
 from .snapshot import MembershipSnapshot
 from .swim import (
     Action,
-    MemberEvent,
     Send,
     StartSync,
     SwimProtocol,
     SwimSettings,
-    SwimStatistics,
 )
 
 __all__ = [
@@ -61,32 +59,6 @@ class _State(enum.Enum):
     RUNNING = "running"
     LEAVING = "leaving"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class MembershipStatistics:
-    """Counters of a :class:`MembershipService` over its whole life.
-
-    ``dropped_unauthenticated`` counts datagrams whose tag did not match (another
-    cluster, a wrong secret, tampering); ``dropped_malformed`` authentic datagrams that
-    did not decode (a peer speaking a newer protocol, or a bug).
-    """
-
-    version: int
-    swim: SwimStatistics
-    health: HealthStatistics
-    datagrams_sent: int
-    bytes_sent: int
-    datagrams_received: int
-    bytes_received: int
-    dropped_unauthenticated: int
-    dropped_malformed: int
-    send_errors: int
-    syncs_ok: int
-    syncs_failed: int
-    syncs_served: int
-    loop_lag_max_s: float
-    loop_lag_last_s: float
 
 
 class MembershipService:
@@ -132,8 +104,6 @@ class MembershipService:
         self._tasks = TaskSet(f"membership {name}")
         self._timer: TimerHandle | None = None
         self._timer_at = 0.0
-        self._lag_timer: TimerHandle | None = None
-        self._lag_expected = 0.0
         self._syncing: set[str] = set()
         self._subscribers: list[SnapshotCallback] = []
         self.on_declared_dead = on_declared_dead
@@ -147,8 +117,8 @@ class MembershipService:
             ("datagrams_sent", "bytes_sent", "datagrams_received", "bytes_received",
              "dropped_unauthenticated", "dropped_malformed", "send_errors", "syncs_ok",
              "syncs_failed", "syncs_served"), 0)
-        self._lag_max = 0.0
-        self._lag_last = 0.0
+        self._lag = LoopLagProbe(name, self._clock, self._swim.health, self.settings,
+                                 running=lambda: self._state is _State.RUNNING)
         self._socket = GossipSocket(
             name, gossip_key(secret), clock=self._clock, tasks=self._tasks, counters=self._n,
             on_message=self._on_message,
@@ -184,9 +154,7 @@ class MembershipService:
         await self._socket.bind(udp)
         self._state = _State.RUNNING
         now = self._clock.monotonic()
-        self._lag_expected = now + self.settings.lag_check_interval_s
-        self._lag_timer = self._clock.call_later(self.settings.lag_check_interval_s,
-                                                 self._check_lag)
+        self._lag.start(now)
         self._run(self._swim.join(self._seeds, now))
         _log.info("membership %s gossips on udp %s, seeds %s", self.name, udp,
                   ", ".join(self._seeds) or "none")
@@ -232,10 +200,10 @@ class MembershipService:
                 _log.info("membership %s: leave not acknowledged by every member within %ss",
                           self.name, self.settings.leave_timeout_s)
         self._state = _State.CLOSED
-        for timer in (self._timer, self._lag_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._lag_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._lag.stop()
         await self._tasks.aclose()
         self._socket.close()
 
@@ -275,8 +243,8 @@ class MembershipService:
     def statistics(self) -> MembershipStatistics:
         return MembershipStatistics(
             version=self._snapshot.version, swim=self._swim.statistics(),
-            health=self._swim.health.statistics(), loop_lag_max_s=self._lag_max,
-            loop_lag_last_s=self._lag_last, **self._n,
+            health=self._swim.health.statistics(), loop_lag_max_s=self._lag.max_s,
+            loop_lag_last_s=self._lag.last_s, **self._n,
         )
 
     def handle_sync(self, payload: bytes) -> bytes:
@@ -310,20 +278,6 @@ class MembershipService:
         # asyncio may fire a timer up to its clock resolution early; never tick before it.
         self._run(self._swim.tick(max(self._clock.monotonic(), self._timer_at)))
 
-    def _check_lag(self) -> None:
-        if self._state is not _State.RUNNING:
-            return
-        now = self._clock.monotonic()
-        lag = max(0.0, now - self._lag_expected)
-        self._lag_last = lag
-        self._lag_max = max(self._lag_max, lag)
-        if self._swim.health.loop_lag(lag, self.settings.lag_threshold_s):
-            _log.info("membership %s: event loop lagged %.3fs; local health now x%d",
-                      self.name, lag, self._swim.health.multiplier)
-        interval = self.settings.lag_check_interval_s
-        self._lag_expected = now + interval
-        self._lag_timer = self._clock.call_later(interval, self._check_lag)
-
     # ------------------------------------------------------------------ outputs
 
     def _run(self, actions: list[Action]) -> None:
@@ -334,7 +288,8 @@ class MembershipService:
             elif isinstance(action, StartSync):
                 self._start_sync(action.address)
             else:
-                self._emit(action)
+                report_member_event(self.name, action, self.bus, self._swim.live_count,
+                                    self.on_declared_dead)
         if self._swim.version != self._snapshot.version:
             self._publish()
         waiter = self._leave_waiter
@@ -383,39 +338,6 @@ class MembershipService:
         self._n["syncs_ok"] += 1
         if self._state in (_State.RUNNING, _State.LEAVING):
             self._run(actions)
-
-    def _emit(self, event: MemberEvent) -> None:
-        member = event.member
-        if event.kind == "declared_dead":
-            how = ("downed by a split-brain decision" if event.downed
-                   else "by failure detection only, no split-brain decision: it refutes")
-            _log.warning("membership %s: the cluster declared this node dead (incarnation %d, "
-                         "reported by %s), %s", self.name, member.incarnation,
-                         event.by or "a peer", how)
-            if self.on_declared_dead is not None:
-                self.on_declared_dead(member.incarnation, event.by, event.downed)
-            return
-        if member.name == self.name:
-            return
-        if event.kind == "joined":
-            name = events.CLUSTER_NODE_JOINED
-            _log.info("membership %s: %s joined (%s, incarnation %d)", self.name, member.name,
-                      member.address, member.incarnation)
-        elif event.kind == "suspected":
-            name = events.CLUSTER_NODE_SUSPECTED
-            _log.info("membership %s: %s is suspected by %s", self.name, member.name,
-                      event.by or "a peer")
-        elif event.kind in ("dead", "left"):
-            name = events.CLUSTER_NODE_LEFT
-            _log.info("membership %s: %s is %s", self.name, member.name, event.kind)
-        else:
-            return
-        if self.bus.has_handlers(name):
-            self.bus.execute(name, {"members": float(self._swim.live_count())}, {
-                "node": self.name, "peer": member.name, "address": member.address,
-                "incarnation": member.incarnation, "role": member.role,
-                "status": member.status, "reason": event.kind, "by": event.by,
-            })
 
     def _publish(self) -> None:
         self._snapshot = snap = MembershipSnapshot(self._swim.version, self._swim.members())
