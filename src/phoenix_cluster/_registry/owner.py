@@ -14,7 +14,7 @@ checks, in the same order, under the same lock.
 
 Every owner merges what it is sent (``store``) with the conflict rule of ``entries``; a
 registration that beats one it held makes it tell the loser's holder, so a conflict is
-reported wherever it is found.
+reported wherever it is found (``outcomes.py`` does the telling).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from .cluster import ClusterLink
 from .entries import Entry, check_name, describe, majority, same_claim
 from .holdings import Holdings, Spawn
 from .messages import (
-    ConflictNotice,
-    Invalidate,
     Refusal,
     RegisterReply,
     RegisterRequest,
@@ -45,6 +43,7 @@ from .messages import (
     encode,
 )
 from .name_locks import NameLocks
+from .outcomes import Outcomes
 from .settings import RegistrySettings
 from .store import NameStore
 from .store_calls import StoreCalls
@@ -79,15 +78,16 @@ class NameOwner:
         self._me = link.self_name
         self._clock = clock
         self.settings = settings
-        self._holdings = holdings
         self._forget = forget
-        self._spawn = spawn
         self._tasks = tasks
         self.store = NameStore(settings.tombstone_ttl_s)
         self._locks = NameLocks()
         calls = StoreCalls(link, settings.timeout_s)
         self.store_at = calls.store_at
         """Sends a ``store`` to a node: its reply, or ``None`` if it did not take it."""
+        self.outcomes = Outcomes(link, settings, holdings=holdings, spawn=spawn,
+                                 store_at=self.store_at)
+        """Tells others what this owner decided (``outcomes.py``)."""
         self._batcher = StoreBatcher(
             self.store_at, lambda send: tasks.spawn(send, name="registry-replicate"),
             calls.start)
@@ -244,13 +244,13 @@ class NameOwner:
         winner = acks.winner
         if winner is not None:
             # The owners that took this registration drop it and learn the winner.
-            self._spread(name, [winner], [Tomb(name, entry.rid)])
+            self.outcomes.spread(name, [winner], [Tomb(name, entry.rid)])
             raise NameTaken(f"{name!r} is already registered by {winner.holder} "
                             f"({describe(winner)})")
         need = majority(len(replicas)) - 1
         if acks.acks < need:
             self.store.bury(name, entry.rid, self._clock.monotonic())
-            self._spread(name, [], [Tomb(name, entry.rid)])
+            self.outcomes.spread(name, [], [Tomb(name, entry.rid)])
             raise NoQuorum(
                 f"{name!r} was stored on {acks.acks + 1} of {len(replicas)} owners "
                 f"({', '.join(replicas)}), {need + 1} needed; rolled back",
@@ -282,8 +282,8 @@ class NameOwner:
                 [self._tasks.spawn(self.store_at(r, payload), name="registry-replicate")
                  for r in replicas if r != self._me], need, None)
             await acks.decided
-            self.notify(current, None)
-            self.broadcast_invalidate([name])
+            self.outcomes.notify(current, None)
+            self.outcomes.broadcast_invalidate([name])
             if acks.acks < need:
                 raise NoQuorum(f"{name!r} was released on {acks.acks + 1} of "
                                f"{len(replicas)} owners only; retry to finish",
@@ -319,7 +319,7 @@ class NameOwner:
             merged = self.store.merge(refusal.winner, now)
             if merged.outcome == "replaced" and merged.loser is not None:
                 self._forget(refusal.name)
-                self._decided(merged.loser, refusal.winner, tell=True)
+                self.outcomes.decided(merged.loser, refusal.winner, tell=True)
 
     # ------------------------------------------------------------------ being sent names
 
@@ -360,48 +360,10 @@ class NameOwner:
         if self.strays:
             self.on_stray()
         for loser, winner, tell in conflicts:
-            self._decided(loser, winner, tell=tell)
+            self.outcomes.decided(loser, winner, tell=tell)
         if conflicts:
-            self.broadcast_invalidate([loser.name for loser, _, _ in conflicts])
+            self.outcomes.broadcast_invalidate([loser.name for loser, _, _ in conflicts])
         return StoreReply(refused)
-
-    def _decided(self, loser: Entry, winner: Entry, *, tell: bool) -> None:
-        """This owner resolved a conflict: the other owners learn the outcome (the
-        winner, and a tombstone for the loser), and the loser's holder is told."""
-        _log.info("name conflict on %r: kept %s's registration, dropped %s's", loser.name,
-                  winner.holder, loser.holder)
-        self._spread(loser.name, [winner], [Tomb(loser.name, loser.rid)])
-        if tell:
-            self.notify(loser, winner)
-
-    def _spread(self, name: str, entries: list[Entry], tombs: list[Tomb]) -> None:
-        """Send entries and tombstones of ``name`` to its other owners, in the background."""
-        payload = encode(StoreRequest("handoff", entries, tombs))
-        for node in self._link.replicas(name, self.settings.replicas):
-            if node != self._me:
-                self._spawn(self.store_at(node, payload), "registry-spread")
-
-    # ------------------------------------------------------------------ telling others
-
-    def notify(self, loser: Entry, winner: Entry | None) -> None:
-        """Tell ``loser``'s holder that its registration is gone (``winner``: why)."""
-        if loser.holder == self._me:
-            self._holdings.lost(loser.name, loser.rid, winner)
-            return
-        if self._link.is_gone(loser.holder) or self._link.address(loser.holder) is None:
-            return
-        payload = encode(ConflictNotice(loser, winner))
-        self._spawn(self._link.cast(loser.holder, "registry", "conflict", payload,
-                                    self.settings.timeout_s), "registry-notify")
-
-    def broadcast_invalidate(self, names: list[str]) -> None:
-        """Make every node drop ``names`` from its lookup cache."""
-        if not self._link.clustered:
-            return
-        payload = encode(Invalidate(names))
-        for node in self._link.peers():
-            self._spawn(self._link.cast(node, "registry", "invalidate", payload,
-                                        self.settings.timeout_s), "registry-invalidate")
 
     def __repr__(self) -> str:
         return f"<NameOwner {self._me} {self.store!r}>"
