@@ -25,6 +25,7 @@ from h2.errors import ErrorCodes
 
 from phoenix_cluster._foundation.env import Env, TimerHandle
 
+from .http2_frames import FrameLengthScan
 from .settings import TcpSettings
 from .streams import StreamPipe, open_pipe
 from .tcp import format_address
@@ -49,7 +50,6 @@ FRAME_BYTES = 256 * 1024
 
 _MAX_HEADER_LIST_BYTES = 16 * 1024
 _PREFACE_BYTES = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", validated by h2
-_FRAME_HEADER_BYTES = 9
 _DEFAULT_WINDOW = 65_535  # RFC 9113 initial connection window
 
 
@@ -103,9 +103,8 @@ class H2Carrier(asyncio.Protocol):
         self._unacked = 0  # flow-controlled bytes received while the reader was paused
         self._timer: TimerHandle | None = None
         self._closed = False
-        # Where the next HTTP/2 frame header starts (see _scan).
-        self._scan_skip = 0 if client else _PREFACE_BYTES
-        self._scan_head = b""
+        # The server's input starts with the client preface, before the first frame.
+        self._frame_lengths = FrameLengthScan(FRAME_BYTES, skip=0 if client else _PREFACE_BYTES)
         self.done = asyncio.get_running_loop().create_future()
 
     @property
@@ -128,7 +127,7 @@ class H2Carrier(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        if (too_big := self._scan(data)) is not None:
+        if (too_big := self._frame_lengths.feed(data)) is not None:
             self._bad_input(too_big)
             return
         try:
@@ -141,34 +140,6 @@ class H2Carrier(asyncio.Protocol):
             if self._closed:
                 return
         self._flush()
-
-    def _scan(self, data: bytes) -> str | None:
-        """Check each frame's announced length as soon as its header arrives.
-
-        h2 buffers a frame's whole body before it checks the length against
-        ``MAX_FRAME_SIZE``; checking the 9-byte headers as they stream past means a
-        peer announcing a huge frame loses its connection before we buffer any of it,
-        as with our own framing (``docs/design/wire.md``).
-        """
-        i, n = 0, len(data)
-        while i < n:
-            if self._scan_skip:
-                step = min(self._scan_skip, n - i)
-                self._scan_skip -= step
-                i += step
-                continue
-            need = _FRAME_HEADER_BYTES - len(self._scan_head)
-            self._scan_head += data[i:i + need]
-            i += need
-            if len(self._scan_head) < _FRAME_HEADER_BYTES:
-                break
-            length = int.from_bytes(self._scan_head[:3], "big")
-            self._scan_head = b""
-            if length > FRAME_BYTES:
-                return (f"invalid HTTP/2: frame of {length:,} bytes exceeds MAX_FRAME_SIZE"
-                        f" {FRAME_BYTES:,}")
-            self._scan_skip = length
-        return None
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
