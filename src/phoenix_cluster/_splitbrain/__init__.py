@@ -11,7 +11,7 @@
   ``partition_detected`` and, on ``down_self``, calls the node's ``on_down`` once.
   Its parts: ``tracker`` (the inputs of a decision from the snapshots, and since when
   they are stable; pure), ``lease`` (the lease as a referee, ``LeaseProvider``) and
-  ``report`` (the decision's log line and event).
+  ``report`` (the decision's log line and event, the resolver's statistics).
 - ``settings`` is the typed :class:`~.settings.SplitBrainSettings` and ``make_strategy``.
 - ``lease_etcd`` and ``lease_k8s`` are the ``lease`` strategy's referees (a key in etcd, a
   Kubernetes ``coordination.k8s.io`` Lease); ``lease_spec`` builds one from the node's

@@ -1,24 +1,47 @@
-"""How a split-brain decision is reported: one log line and one event with every input.
+"""How the split-brain resolver is reported: its decisions, and its statistics.
 
 Every decision, ``keep`` or ``down_self``, is logged as ONE line at WARNING naming the
 decision and all it was based on (strategy, reachable, unreachable, broken links,
 tie-break, lease holder, the members downed, how long the view was stable, the reason),
 and emitted as ``CLUSTER_PARTITION_DETECTED`` with the same facts as metadata, so an
-operator reading either can tell why a side survived.
+operator reading either can tell why a side survived. :class:`SplitBrainStatistics` is
+the resolver's state at a point in time (telemetry, ``phx status`` and tests read it).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster._telemetry.events import CLUSTER_PARTITION_DETECTED
 
 from .view import Decision, PartitionView, format_names
 
-__all__ = ["report_decision"]
+__all__ = ["ResolverState", "SplitBrainStatistics", "report_decision"]
 
 _log = logging.getLogger("phoenix_cluster.splitbrain")
+
+ResolverState = Literal["idle", "pending", "deciding", "downed", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitBrainStatistics:
+    """A point-in-time view of the resolver (telemetry, ``phx status`` and tests read it)."""
+
+    strategy: str
+    state: ResolverState
+    reachable: int
+    unreachable: int
+    broken_links: int
+    stable_for_s: float
+    stable_after_s: float
+    timer_resets: int
+    pauses_detected: int
+    decisions: int
+    removed_members: int
+    last_decision: Decision | None
 
 
 def report_decision(bus: TelemetryBus, node: str, strategy: str, decision: Decision,

@@ -40,8 +40,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from phoenix_cluster._foundation.env import Env
 from phoenix_cluster._membership.snapshot import MembershipSnapshot
@@ -49,7 +48,7 @@ from phoenix_cluster._telemetry.bus import TelemetryBus
 from phoenix_cluster.errors import ConfigError
 
 from .lease import LeaseProvider, LeaseReferee
-from .report import report_decision
+from .report import ResolverState, SplitBrainStatistics, report_decision
 from .settings import SplitBrainSettings, make_strategy
 from .strategies import LeaseMajority, Strategy
 from .tracker import PartitionTracker
@@ -59,35 +58,14 @@ __all__ = [
     "LeaseProvider",
     "OnDown",
     "OnKeep",
-    "ResolverState",
     "SplitBrainResolver",
-    "SplitBrainStatistics",
 ]
 
 _log = logging.getLogger("phoenix_cluster.splitbrain")
 
 OnDown = Callable[[str], Awaitable[None] | None]
 OnKeep = Callable[[Decision], Awaitable[None] | None]
-ResolverState = Literal["idle", "pending", "deciding", "downed", "closed"]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class SplitBrainStatistics:
-    """A point-in-time view of the resolver (telemetry, ``phx status`` and tests read it)."""
-
-    strategy: str
-    state: ResolverState
-    reachable: int
-    unreachable: int
-    broken_links: int
-    stable_for_s: float
-    stable_after_s: float
-    timer_resets: int
-    pauses_detected: int
-    decisions: int
-    removed_members: int
-    last_decision: Decision | None
 
 
 class SplitBrainResolver:
