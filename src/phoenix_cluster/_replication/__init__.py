@@ -2,7 +2,7 @@
 
 See docs/design/replication.md. The runtime uses :class:`Replicator` (``service.py``,
 whose docstring is the integration contract; its parts are in ``core.py``,
-``elections.py``, ``commits.py`` and ``handover.py``); the protocol itself is pure
+``elections.py``, ``commits.py``, ``leases.py`` and ``handover.py``); the protocol itself is pure
 (``replica.py``, ``leader.py``); ``storage.py`` keeps it on disk when the node has a
 ``data_dir``; ``memory.py`` and ``simulation.py`` run several replicators in one
 process for tests and the micro-benchmark.

@@ -1,6 +1,7 @@
 """Replicated writes: the leader's commit path (group commit, the quorum's decision,
-``async`` writes and ``flush``), ``load`` and ``committed``, and the handler of peers'
-batches (what a replica stores, and what it learns from them about leaders).
+``async`` writes and ``flush``) and the handler of peers' batches (what a replica
+stores, and what it learns from them about leaders). Reads (``load``, ``committed``,
+read leases) are in ``leases.py``.
 
 A commit on the leader and a batch on a replica run only this module of the
 replicator's (``benchmarks/call_path.py`` counts the files a commit passes).
@@ -9,7 +10,6 @@ replicator's (``benchmarks/call_path.py`` counts the files a commit passes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -33,7 +33,6 @@ from .messages import (
     Probe,
     Promise,
     Reply,
-    WireEntry,
     decode_batch,
     encode,
     encode_item,
@@ -59,7 +58,7 @@ class _Write:
         self.decided = False
 
 
-def _wait(group: WriteGroup) -> asyncio.Future[None]:
+def wait_for(group: WriteGroup) -> asyncio.Future[None]:
     """A future of the group's verdict, for one waiter: cancelling it (the caller was
     cancelled) leaves the group and its other waiters alone, as a shield would, without
     a second future per waiter."""
@@ -92,84 +91,9 @@ class _Part:
 
 
 class Commits(Elections):
-    """Loads and commits on the leader; batches from peers on a replica."""
+    """Commits on the leader; batches from peers on a replica."""
 
     # ----------------------------------------------------------------- the runtime's API
-
-    async def committed(self, partition: int) -> list[WireEntry]:
-        """Every record of ``partition`` (a group: ``group_for``) a majority of its
-        replicas stored, leading it first (an election, as :meth:`load`), for a backup.
-
-        The records are read from this node's store, which as the leader's holds every
-        committed record and, for a moment, the writes still in flight. A round sent
-        after those writes (an accept with no entries) confirms this node still leads,
-        and the read waits for the verdict of every write still in flight when it read:
-        a write that failed makes this node step down and the read fail.
-
-        Raises:
-            NotLeader: this node is not in the partition's replica set (definite), or it
-                stepped down while reading (definite: nothing was written).
-            NoQuorum: too few replicas answered.
-        """
-        lead = await self._ensure(partition)
-        state = self._store.partition(partition)
-        records = [] if state is None else list(state.wire_entries())
-        # The writes among those records still in flight, each decided by its own
-        # replies: a batch lost to a broken connection is followed by the next one on a
-        # new connection, so the round alone can be answered before an earlier write's
-        # verdict (which may then fail it).
-        earlier = [_wait(group) for group in lead.undecided]
-        await _wait(self._group(partition, lead))
-        if earlier:
-            await asyncio.wait(earlier)
-            for waiter in earlier:
-                if waiter.exception() is not None:
-                    raise NotLeader(f"node {self.name} stopped leading "
-                                    f"{group_name(partition)}: a write among the records "
-                                    "read failed", partition=partition_of_group(partition),
-                                    definite=True)
-        if self._leads.get(partition) is not lead:
-            raise NotLeader(f"node {self.name} stopped leading {group_name(partition)} "
-                            "while reading it", partition=partition_of_group(partition),
-                            definite=True)
-        return records
-
-    async def load(self, kind: str, key: str,
-                   replicas: int = DEFAULT_REPLICAS) -> Record | None:
-        """The newest committed record of ``(kind, key)``, leading its group first.
-
-        A kind's records live in the group of its partition for its ``replicas``
-        (``groups.py``). If this node does not lead the group, it runs an election: it
-        gets promises of a higher epoch from majorities of the replica sets (old and
-        new), adopts the newest records they show and copies them to a majority of the
-        new set.
-
-        Returns:
-            The record, or ``None`` if the key was never written.
-
-        Raises:
-            NotLeader: this node is not in the partition's replica set (definite).
-            NoQuorum: too few replicas answered (definite).
-            NodeClosed: the replicator is closed.
-        """
-        p = group_for(kind, key, replicas)
-        lead = self._leads.get(p)
-        if lead is not None and lead.electing is None and (
-                self._clock.monotonic() - lead.confirmed > self.settings.confirm_after_s):
-            await self._confirm(p, lead)
-            lead = self._leads.get(p)
-        if lead is None or lead.electing is not None:
-            await self._ensure(p)
-        entry = self._store.get(p, kind, key)
-        if entry is None:
-            return None
-        try:
-            return entry.record
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Replicas store the window without parsing it (types.Entry): a peer's bug
-            # shows here, on the one key, as a typed error.
-            raise ProtocolError(f"the stored dedup window of {kind}/{key} is malformed: "
-                                f"{exc}") from exc
 
     async def commit(self, kind: str, key: str, record: Record,
                      durability: Durability = "quorum",
@@ -216,11 +140,11 @@ class Commits(Elections):
         if durability == "async":
             if not group.watched:
                 group.watched = True
-                verdict = _wait(group)
+                verdict = wait_for(group)
                 self._async.add(verdict)
                 verdict.add_done_callback(partial(self._async_done, p))
             return
-        await _wait(group)
+        await wait_for(group)
 
     def _group(self, p: int, lead: Lead) -> WriteGroup:
         # Writes to one partition in the same loop iteration go out as one accept with
@@ -236,12 +160,6 @@ class Commits(Elections):
                 running_loop().call_soon(self._send_tick)
             tick.append((p, lead, group))
         return group
-
-    async def _confirm(self, p: int, lead: Lead) -> None:
-        """Ask a majority whether this node still leads ``p`` (an accept with no
-        entries, or the writes going out anyway); steps down if not."""
-        with contextlib.suppress(PhoenixError):
-            await _wait(self._group(p, lead))
 
     async def flush(self) -> None:
         """Wait until every ``async`` commit made so far was decided (stored on a

@@ -65,7 +65,7 @@ class WriteGroup:
     entries: list[WireEntry] = field(default_factory=list)
     size: int = ACCEPT_OVERHEAD  # sending.item_size of their accept, kept as they come
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    """One future per waiter of the verdict (``commits.py`` ``_wait``, ``_settle``)."""
+    """One future per waiter of the verdict (``commits.py`` ``wait_for``, ``_settle``)."""
     watched: bool = False  # an ``async`` write logs the verdict (one watcher per group)
 
 

@@ -4,9 +4,9 @@
 node's RPC and clock; docs/design/replication.md is the protocol it follows. It is put
 together from one class per job: ``core.py`` (the shared state, stepping down),
 ``elections.py`` (eager elections, re-elections, their queues, the catch-up loop),
-``commits.py`` (load, commit, group commit, and the handler of peers' batches) and
-``handover.py`` (a graceful leave); this module adds the lifecycle, membership updates
-and the read-only views.
+``commits.py`` (commit, group commit, and the handler of peers' batches), ``leases.py``
+(load, committed, read leases) and ``handover.py`` (a graceful leave); this module adds
+the lifecycle, membership updates and the read-only views.
 
 How the runtime uses it::
 
