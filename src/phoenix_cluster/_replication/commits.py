@@ -22,7 +22,7 @@ from ..errors import NoQuorum, NotLeader, PhoenixError, ProtocolError
 from .core import Durability, Lead, WriteGroup
 from .elections import Elections
 from .groups import DEFAULT_REPLICAS, group_for, group_name, partition_of_group
-from .leader import Quorum
+from .leader import QuorumStatus
 from .messages import (
     Accept,
     Ack,
@@ -42,20 +42,6 @@ from .sending import result_of, retrieve
 from .types import Entry, Epoch, Record, config_members
 
 _log = logging.getLogger("phoenix_cluster.replication")
-
-
-class _Write:
-    """A write group on its way: its quorum and how many replies it still expects."""
-
-    __slots__ = ("decided", "group", "lead", "p", "quorum", "remaining")
-
-    def __init__(self, p: int, lead: Lead, group: WriteGroup, quorum: Quorum) -> None:
-        self.p = p
-        self.lead = lead
-        self.group = group
-        self.quorum = quorum
-        self.remaining = 0
-        self.decided = False
 
 
 def wait_for(group: WriteGroup) -> asyncio.Future[None]:
@@ -79,6 +65,20 @@ def _settle(group: WriteGroup, error: BaseException | None) -> None:
             waiter.add_done_callback(retrieve)
 
 
+def _status(group: WriteGroup) -> QuorumStatus:
+    """The group's quorum so far, counted (``WriteGroup``): what
+    :attr:`~.leader.Quorum.status` gives for the config ``(lead.members,)``."""
+    if group.fenced_by is not None:
+        return "fenced"
+    n = len(group.lead.members)
+    need = n // 2 + 1  # majority(members)
+    if group.acks >= need:
+        return "done"
+    if n - len(group.failed) < need:
+        return "impossible"
+    return "pending"
+
+
 class _Part:
     """The accepts of one loop iteration bound for one peer."""
 
@@ -86,7 +86,7 @@ class _Part:
 
     def __init__(self) -> None:
         self.items: list[bytes] = []
-        self.writes: list[_Write] = []
+        self.writes: list[WriteGroup] = []
         self.size = 0
 
 
@@ -130,11 +130,12 @@ class Commits(Elections):
         self._check_record(kind, key, record, entry)
         lead.seq += 1
         wire = (kind, key, entry)
-        if not self._store.accept(Accept(p, lead.epoch, lead.config, (wire,))).ok:
+        now = self._clock.monotonic()
+        if not self._store.write(p, lead.epoch, lead.config, wire, now):
             self._lose(p, "deposed")
             raise NotLeader(f"node {self.name} was deposed as leader of {group_name(p)}",
                             partition=partition_of_group(p), definite=True)
-        group = self._group(p, lead)
+        group = self._group(p, lead, now)
         group.entries.append(wire)
         group.size += entry.size()
         if durability == "async":
@@ -146,19 +147,20 @@ class Commits(Elections):
             return
         await wait_for(group)
 
-    def _group(self, p: int, lead: Lead) -> WriteGroup:
+    def _group(self, p: int, lead: Lead, now: float | None = None) -> WriteGroup:
         # Writes to one partition in the same loop iteration go out as one accept with
         # one quorum, and the accepts of every partition made in that iteration leave
         # together at its end (group commit, _send_tick).
         group = lead.group
         if group is None:
-            group = lead.group = WriteGroup(self._clock.monotonic())
+            group = lead.group = WriteGroup(
+                p, lead, self._clock.monotonic() if now is None else now)
             lead.inflight += 1
             lead.undecided.add(group)
             tick = self._tick
             if not tick:
                 running_loop().call_soon(self._send_tick)
-            tick.append((p, lead, group))
+            tick.append(group)
         return group
 
     async def flush(self) -> None:
@@ -183,27 +185,24 @@ class Commits(Elections):
         tick, self._tick = self._tick, []
         limit = self._sender.limit
         alive = self._alive
+        name = self.name
         stored = self._storage.submit(self._store.drain()) if self._storage is not None \
             else None
-        writes: list[_Write] = []
         parts: dict[str, _Part] = {}
         full: list[tuple[str, _Part]] = []
-        for p, lead, group in tick:
+        for group in tick:
+            lead = group.lead
             if lead.group is group:
                 lead.group = None
-            write = _Write(p, lead, group, Quorum(lead.config))
-            writes.append(write)
             if stored is None:
-                write.quorum.ack(self.name)
-            else:
-                write.remaining += 1
-            item = encode_item(Accept(p, lead.epoch, lead.config, tuple(group.entries)))
+                group.acks = 1  # (this node's store has it: ``commit``)
+            item = encode_item(Accept(group.p, lead.epoch, lead.config, tuple(group.entries)))
             size = group.size
             for member in lead.members:
-                if member == self.name:
+                if member == name:
                     continue
                 if member not in alive:
-                    write.quorum.fail(member)
+                    group.failed.append(member)
                     continue
                 part = parts.get(member)
                 if part is not None and part.items and part.size + size > limit:
@@ -212,14 +211,13 @@ class Commits(Elections):
                 if part is None:
                     part = parts[member] = _Part()
                 part.items.append(item)
-                part.writes.append(write)
+                part.writes.append(group)
                 part.size += size
-                write.remaining += 1
-        for write in writes:
-            if write.remaining == 0 or write.quorum.status != "pending":
-                self._verdict(write)  # (one member, or too many of them dead)
+        for group in tick:
+            if _status(group) != "pending":
+                self._decided(group)  # (one member, or too many of them dead)
         if stored is not None:
-            stored.add_done_callback(partial(self._stored, writes))
+            stored.add_done_callback(partial(self._stored, tick))
         # Sent once every write counts every reply it expects: a closed sender answers
         # at once.
         full.extend(parts.items())
@@ -227,54 +225,58 @@ class Commits(Elections):
             self._sender.send_all(member, part.items, part.size,
                                   partial(self._replied, member, part.writes))
 
-    def _stored(self, writes: list[_Write], fut: asyncio.Future[None]) -> None:
+    def _stored(self, groups: list[WriteGroup], fut: asyncio.Future[None]) -> None:
         failed = isinstance(result_of(fut), BaseException)
-        for write in writes:
-            write.remaining -= 1
-            if write.decided:
+        for group in groups:
+            if group.decided:
                 continue
             if failed:
-                write.quorum.fail(self.name)
+                group.failed.append(self.name)
             else:
-                write.quorum.ack(self.name)
-            if write.remaining == 0 or write.quorum.status != "pending":
-                self._verdict(write)
+                group.acks += 1
+            if _status(group) != "pending":
+                self._decided(group)
 
-    def _replied(self, member: str, writes: list[_Write],
+    def _replied(self, member: str, groups: list[WriteGroup],
                  replies: Sequence[Reply] | PhoenixError) -> None:
-        """A peer answered a part (or it was lost): count each write's reply."""
-        answers: Sequence[Reply | None] = (
-            [None] * len(writes) if isinstance(replies, PhoenixError) else replies)
-        for write, reply in zip(writes, answers, strict=True):
-            write.remaining -= 1
-            if isinstance(reply, Ack) and not reply.ok and reply.reason == "unsynced" \
-                    and self._leads.get(write.p) is write.lead:
+        """A peer answered a part (or it was lost): count each group's reply."""
+        if isinstance(replies, PhoenixError):
+            for group in groups:
+                if not group.decided:
+                    group.failed.append(member)
+                    if _status(group) != "pending":
+                        self._decided(group)
+            return
+        for group, reply in zip(groups, replies, strict=True):
+            if type(reply) is Ack and reply.ok:  # (the usual case, first)
+                if not group.decided:
+                    group.acks += 1
+                    if _status(group) != "pending":
+                        self._decided(group)
+                continue
+            if isinstance(reply, Ack) and reply.reason == "unsynced" \
+                    and self._leads.get(group.p) is group.lead:
                 # A replica that restarted without its data refuses writes until an
                 # election catches it up; run one (also when the quorum was decided
                 # without it).
-                self._catch_up(write.p, write.lead)
-            if write.decided:
+                self._catch_up(group.p, group.lead)
+            if group.decided:
                 continue
-            quorum = write.quorum
-            if isinstance(reply, Ack) and reply.ok:
-                quorum.ack(member)
-            elif isinstance(reply, Ack) and reply.reason == "epoch":
-                quorum.fence(member, reply.promised)
-            else:
-                quorum.fail(member)
-            if write.remaining == 0 or quorum.status != "pending":
-                self._verdict(write)
+            group.failed.append(member)
+            if isinstance(reply, Ack) and reply.reason == "epoch" and (
+                    group.fenced_by is None or reply.promised > group.fenced_by):
+                group.fenced_by = reply.promised
+            if _status(group) != "pending":
+                self._decided(group)
 
-    def _verdict(self, write: _Write) -> None:
-        write.decided = True
-        self._decided(write.p, write.lead, write.quorum, write.group)
-
-    def _decided(self, p: int, lead: Lead, quorum: Quorum, group: WriteGroup) -> None:
+    def _decided(self, group: WriteGroup) -> None:
+        group.decided = True
+        p, lead = group.p, group.lead
         lead.inflight -= 1
         lead.undecided.discard(group)
         if lead.inflight == 0 and lead.idle is not None:
             lead.idle.set()  # a re-election waits for the writes of the current epoch
-        status = quorum.status
+        status = _status(group)
         if status == "done":
             lead.confirmed = max(lead.confirmed, group.started)
             self._commits += len(group.entries)
@@ -288,18 +290,18 @@ class Commits(Elections):
         self._commit_failures += len(group.entries)
         error: PhoenixError
         if status == "fenced":
-            assert quorum.fenced_by is not None
-            self._note_seen(p, quorum.fenced_by)
+            assert group.fenced_by is not None
+            self._note_seen(p, group.fenced_by)
             if self._leads.get(p) is lead:
                 self._lose(p, "fenced")
             error = NotLeader(f"node {self.name} was fenced on {group_name(p)}: a replica "
-                              f"promised epoch {quorum.fenced_by} > {lead.epoch}",
+                              f"promised epoch {group.fenced_by} > {lead.epoch}",
                               partition=partition_of_group(p), definite=False)
         else:
             if self._leads.get(p) is lead:
                 self._lose(p, "no_quorum")
-            error = NoQuorum(f"{group_name(p)}: {len(quorum.acked)} of {list(lead.members)} "
-                             f"stored the write (failed: {sorted(quorum.failed)}); a majority "
+            error = NoQuorum(f"{group_name(p)}: {group.acks} of {list(lead.members)} "
+                             f"stored the write (failed: {sorted(group.failed)}); a majority "
                              "is needed", definite=False)
         _settle(group, error)
 
@@ -352,16 +354,16 @@ class Commits(Elections):
             self._limiter.warning(_log, "bad_batch", "node %s refused a replication batch: %s",
                                   self.name, exc.message)
             raise
-        store = self._store
+        store, leads, seen = self._store, self._leads, self._seen
+        now = self._clock.monotonic()  # (once per batch: ReplicaStore.accept)
         replies: list[Reply] = []
         for item in batch.items:
             if type(item) is Accept:
                 # The commit path's item, without the dispatch: an accepted write of the
                 # epoch this node promised (the usual case) changes nothing it watches.
-                reply = store.accept(item)
+                reply = store.accept(item, now)
                 p = item.partition
-                if reply.ok and p not in self._leads and \
-                        item.epoch.counter <= self._seen.get(p, 0):
+                if reply.ok and p not in leads and item.epoch.counter <= seen.get(p, 0):
                     replies.append(reply)
                     continue
                 replies.append(self._observe(item, reply))

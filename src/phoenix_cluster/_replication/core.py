@@ -59,14 +59,28 @@ class ReplicationStatistics:
 @dataclass(slots=True, eq=False)
 class WriteGroup:
     """Writes to one partition made in one loop iteration, replicated together (one
-    accept, one quorum), and who waits for their verdict."""
+    accept, one quorum), who waits for their verdict, and that quorum's count.
 
+    A lead's config is its one replica set (``Lead.config``), and each member answers
+    a group once (this node by storing it, each peer by its reply to the batch that
+    carried it), so the quorum is counted, not looked up: ``acks`` reach a majority of
+    ``lead.members`` (done), or ``failed`` leave too few to reach it (impossible), or a
+    member promised a newer epoch (``fenced_by``: fenced, whatever the others said).
+    ``commits.py`` counts (a plain record: a commit runs no code of this module).
+    """
+
+    p: int
+    lead: Lead
     started: float
     entries: list[WireEntry] = field(default_factory=list)
     size: int = ACCEPT_OVERHEAD  # sending.item_size of their accept, kept as they come
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     """One future per waiter of the verdict (``commits.py`` ``wait_for``, ``_settle``)."""
     watched: bool = False  # an ``async`` write logs the verdict (one watcher per group)
+    acks: int = 0
+    failed: list[str] = field(default_factory=list)
+    fenced_by: Epoch | None = None
+    decided: bool = False
 
 
 class Lead:
@@ -133,7 +147,7 @@ class ReplicatorCore:
         self._retries: dict[int, TimerHandle] = {}
         self._seen: dict[int, int] = {}
         self._async: set[asyncio.Future[None]] = set()
-        self._tick: list[tuple[int, Lead, WriteGroup]] = []
+        self._tick: list[WriteGroup] = []
         """The write groups of this loop iteration, every partition's: they leave together
         at its end (``commits.py``, group commit)."""
         self._catch_ups: dict[int, float] = {}

@@ -67,7 +67,7 @@ Change = MetaChange | PutChange | DropChange
 class PartitionState:
     """One partition on one replica."""
 
-    __slots__ = ("amnesiac", "config", "marked", "pending", "promised", "records",
+    __slots__ = ("amnesiac", "config", "marked", "ok", "pending", "promised", "records",
                  "served_at", "served_by", "synced")
 
     def __init__(self, amnesiac: bool) -> None:
@@ -85,6 +85,7 @@ class PartitionState:
         # (docs/design/replication.md, "Read leases").
         self.served_at = 0.0
         self.served_by = ""
+        self.ok: Ack | None = None  # the answer to an accepted write of ``promised``
 
     def wire_entries(self) -> tuple[WireEntry, ...]:
         return tuple((kind, key, entry) for (kind, key), entry in self.records.items())
@@ -201,25 +202,47 @@ class ReplicaStore:
                        prior_pending, state.synced, entries, state.amnesiac,
                        self._journal is not None, served_by if lease_left else "", lease_left)
 
-    def accept(self, item: Accept) -> Ack:
+    def accept(self, item: Accept, now: float | None = None) -> Ack:
         """Store the entries unless a newer epoch was promised or this replica must be
-        caught up first."""
+        caught up first. ``now``: the clock's time, read once for a whole batch (else
+        read here); a time a little early only shortens the sender's read lease."""
         state = self._state(item.partition)
-        if item.epoch < state.promised:
+        refused = self._take(item.partition, state, item.epoch, item.config, item.entries,
+                             item.catchup, now)
+        if refused:
+            return Ack(item.partition, False, state.promised, refused)
+        ok = state.ok
+        if ok is None or ok.promised is not state.promised:
+            # (An answer is immutable: the same one serves every accept of this promise.)
+            ok = state.ok = Ack(item.partition, True, state.promised)
+        return ok
+
+    def write(self, partition: int, epoch: Epoch, config: Config, entry: WireEntry,
+              now: float | None = None) -> bool:
+        """:meth:`accept` of one entry from this node as the partition's leader (its own
+        write, with no message and no answer to build); ``False``: refused."""
+        return not self._take(partition, self._state(partition), epoch, config, (entry,),
+                              False, now)
+
+    def _take(self, partition: int, state: PartitionState, epoch: Epoch, config: Config,
+              entries: tuple[WireEntry, ...], catchup: bool, now: float | None) -> str:
+        """The rules of an accept: ``""`` when the entries were taken, else the reason
+        of the refusal (``epoch``, ``unsynced``)."""
+        if epoch < state.promised:
             self.refused += 1
-            return Ack(item.partition, False, state.promised, "epoch")
-        if not state.synced and not (item.catchup and item.epoch == state.promised):
+            return "epoch"
+        if not state.synced and not (catchup and epoch == state.promised):
             # An unsynced replica may have forgotten a promise: only a leader it promised
             # since (catch-up of an election) may write to it.
             self.refused += 1
-            return Ack(item.partition, False, state.promised, "unsynced")
-        if item.epoch > state.promised:
-            state.promised = item.epoch
-            state.pending = config_union(state.pending, item.config)
-            self._meta(item.partition, state)
+            return "unsynced"
+        if epoch > state.promised:
+            state.promised = epoch
+            state.pending = config_union(state.pending, config)
+            self._meta(partition, state)
         records = state.records
         journal = self._journal
-        for kind, key, entry in item.entries:
+        for kind, key, entry in entries:
             rk = (kind, key)
             current = records.get(rk)
             if current is None:
@@ -230,11 +253,11 @@ class ReplicaStore:
             entry = entry.detached()
             records[rk] = entry
             if journal is not None:
-                journal.append(PutChange(item.partition, kind, key, entry))
+                journal.append(PutChange(partition, kind, key, entry))
         if self._clock is not None:
-            state.served_at = self._clock()
-            state.served_by = item.epoch.leader
-        return Ack(item.partition, True, state.promised)
+            state.served_at = self._clock() if now is None else now
+            state.served_by = epoch.leader
+        return ""
 
     def mark(self, item: Mark) -> Ack:
         """Take the leader's mark: caught up under ``item.config``, or released to it."""
