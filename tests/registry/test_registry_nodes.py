@@ -47,6 +47,11 @@ async def four() -> AsyncIterator[list[phx.Node]]:
         await wait_until(lambda: all(
             any(m.name == client.name and m.status == "alive" for m in n.members())
             for n in nodes[:4]), what="every member to see the client")
+        # Ready: every partition elected. The four members share this process's loop, and
+        # their start-up elections competing with a test's first calls stalled it past
+        # the tests' timeouts on a slow, loaded 2-core machine (two CI-like runs: no
+        # reply in 4 s; a loser's hook not called within 5 s).
+        await asyncio.wait_for(asyncio.gather(*(n.wait_caught_up() for n in nodes[:4])), 60)
         yield nodes
     finally:
         # All at once: a member leaving while every other member leaves too hands no
@@ -266,11 +271,7 @@ async def test_the_registry_service_refuses_bad_input_over_the_wire(
         await rpc.call(m0.address, "pubsub", "publish_confirm", b"\x01", 2.0)
     with pytest.raises(phx.AgentNotFound):
         await rpc.call(m0.address, "groups", "join", b"", 2.0)
-    # Nothing broke: the node still serves names. (Once every partition is elected: the
-    # four members share this process's loop, and their start-up elections competing
-    # with this call stalled it past its 4 s in a CI run on a slow, loaded 2-core
-    # machine.)
-    await asyncio.wait_for(asyncio.gather(*(n.wait_caught_up() for n in four[:4])), 60)
+    # Nothing broke: the node still serves names.
     await client.registry.register("still-fine", 1)
     assert await m0.registry.lookup("still-fine") == 1
 
