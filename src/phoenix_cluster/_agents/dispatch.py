@@ -206,8 +206,9 @@ class Router:
         deadline = clock.monotonic() + timeout_s
         sent = False
         hops = resends = dials = reroutes = 0
-        path = [address]  # where this route went: its first address, then the redirects'
-        # owners (for the error that reports a loop)
+        # Where this route started, and the owners its redirects named (kept only once a
+        # redirect comes: the error that reports a loop names them).
+        route_start, path = address, None
         try:
             while True:
                 remaining = deadline - clock.monotonic()
@@ -241,7 +242,7 @@ class Router:
                         return await self._serve_here(spec, key, self._call_frame(
                             request_id, spec, key, method, payload, deadline, headers), deadline)
                     address, hops = rerouted, 0
-                    path[:] = [rerouted]
+                    route_start, path = rerouted, None
                     continue
                 except TimeoutError:
                     raise CallTimeout(
@@ -269,6 +270,8 @@ class Router:
                     return answer.payload
                 if isinstance(answer, Redirect):
                     hops += 1
+                    if path is None:
+                        path = [route_start]
                     path.append(answer.owner or answer.address)
                     if hops > MAX_REDIRECTS:
                         # A loop: the members' views disagree while a join, a leave or a
@@ -292,7 +295,7 @@ class Router:
                                 request_id, spec, key, method, payload, deadline, headers),
                                 deadline)
                         address, hops = rerouted, 0
-                        path[:] = [rerouted]
+                        route_start, path = rerouted, None
                         continue
                     self.redirects_followed += 1
                     tracing.event("phoenix.redirect", {"phoenix.redirect.owner": answer.owner,
